@@ -1,0 +1,30 @@
+"""keras_unroll: TF1's static vs dynamic RNN unrolling as fast, drop-in Keras 3 layers.
+
+Public surface:
+
+- `BasicRNNCell`: the basic RNN cell, weight-compatible with `keras.layers.SimpleRNNCell`.
+- `StaticUnroll`, `DynamicUnroll`: the two unrollings as Keras layers (twins).
+- `static_rnn`, `dynamic_rnn`: the functional loops, with TF1 semantics.
+- `load_tf1_weights`: read a TF1 `BasicRNNCell` checkpoint.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from keras_unroll.cell import BasicRNNCell
+from keras_unroll.checkpoint import load_tf1_weights
+from keras_unroll.layers import DynamicUnroll, StaticUnroll
+from keras_unroll.loops import dynamic_rnn, static_rnn
+
+try:
+    __version__ = version("keras-unroll")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "BasicRNNCell",
+    "DynamicUnroll",
+    "StaticUnroll",
+    "dynamic_rnn",
+    "load_tf1_weights",
+    "static_rnn",
+]

@@ -1,0 +1,272 @@
+"""`StaticUnroll` and `DynamicUnroll`: the two loops as drop-in Keras layers.
+
+The layers are thin Keras glue over `keras_unroll.loops`: they check and store their arguments, build the
+cell, and hand each call to `static_loop` or `dynamic_loop`. Everything else is shared.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+import keras
+import tensorflow as tf
+
+from keras_unroll.loops import _core
+from keras_unroll.loops.dynamic import run_dynamic
+from keras_unroll.loops.static import static_loop
+
+
+def _check_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be a bool. Received: {name}={value!r}")
+    return value
+
+
+class _Unroll(keras.layers.Layer):
+    """What `StaticUnroll` and `DynamicUnroll` share: everything but the loop."""
+
+    _static_steps_required = False
+    _list_input_allowed = False
+
+    def __init__(
+        self,
+        cell: Any,
+        return_sequences: bool = False,
+        return_state: bool = False,
+        go_backwards: bool = False,
+        time_major: bool = False,
+        zero_output_for_mask: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.cell = _core.as_cell(cell)
+        self.return_sequences = _check_bool(return_sequences, "return_sequences")
+        self.return_state = _check_bool(return_state, "return_state")
+        self.go_backwards = _check_bool(go_backwards, "go_backwards")
+        self.time_major = _check_bool(time_major, "time_major")
+        self.zero_output_for_mask = _check_bool(zero_output_for_mask, "zero_output_for_mask")
+        self.supports_masking = True
+        self._state_sizes = _core.state_sizes(self.cell)
+
+    # ------------------------------------------------------------------------------------- shapes
+    def _sequence_shape(self, sequences_shape: Any) -> tuple:
+        """`(batch, time, features)` of the input, whatever form it came in."""
+        if isinstance(sequences_shape, list) and sequences_shape and isinstance(sequences_shape[0], (list, tuple)):
+            first = tuple(sequences_shape[0])
+            if len(first) != 2:
+                raise ValueError(
+                    f"{type(self).__name__} takes a list of 2D (batch, features) steps. "
+                    f"Received: a step of shape {first}"
+                )
+            return (first[0], len(sequences_shape), first[1])
+        shape = tuple(sequences_shape)
+        if len(shape) != 3:
+            raise ValueError(
+                f"{type(self).__name__} expects a 3D input (batch, time, features). Received: inputs.shape={shape}"
+            )
+        return (shape[1], shape[0], shape[2]) if self.time_major else shape
+
+    def build(self, sequences_shape: Any, initial_state_shape: Any = None, sequence_length_shape: Any = None) -> None:
+        batch, steps, features = self._sequence_shape(sequences_shape)
+        if features is None:
+            raise ValueError(
+                f"{type(self).__name__} needs the feature axis (last axis) of its input to be known. "
+                f"Received: inputs.shape={tuple(sequences_shape)}"
+            )
+        _core.build_cell(self.cell, features, self.compute_dtype)
+        self._features = features
+
+    def compute_output_shape(
+        self, sequences_shape: Any, initial_state_shape: Any = None, sequence_length_shape: Any = None
+    ) -> Any:
+        list_input = isinstance(sequences_shape, list) and sequences_shape and isinstance(sequences_shape[0], (list, tuple))
+        batch, steps, _ = self._sequence_shape(sequences_shape)
+        units = _core.output_size(self.cell)
+        if not self.return_sequences:
+            output_shape: Any = (batch, units)
+        elif list_input:
+            output_shape = [(batch, units) for _ in range(steps)]
+        else:
+            output_shape = (steps, batch, units) if self.time_major else (batch, steps, units)
+        if not self.return_state:
+            return output_shape
+        states = tf.nest.map_structure(lambda size: (batch, int(size)), self._state_sizes)
+        return [output_shape, *states]
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0] if mask and not isinstance(inputs, (list, tuple)) else None
+        output_mask = mask if self.return_sequences else None
+        if self.return_state:
+            return [output_mask] + [None for _ in self._state_sizes]
+        return output_mask
+
+    # --------------------------------------------------------------------------------------- call
+    def _run_loop(self, prepared: _core.Prepared, training: Any) -> tuple:
+        raise NotImplementedError
+
+    def call(
+        self,
+        sequences: Any,
+        initial_state: Any = None,
+        sequence_length: Any = None,
+        mask: Any = None,
+        training: Optional[bool] = None,
+    ) -> Any:
+        list_input = isinstance(sequences, (list, tuple))
+        if list_input:
+            if not self._list_input_allowed:
+                raise TypeError(
+                    f"{type(self).__name__} takes one 3D tensor (batch, time, features); a Python list of steps is "
+                    "for `StaticUnroll`. Stack the list with `tf.stack(steps, axis=1)`. "
+                    f"Received: a list of {len(sequences)} tensors"
+                )
+            inputs = _core.stack_inputs(sequences, self.compute_dtype)
+            time_major = True
+            mask = None
+        else:
+            inputs = _core.to_float_tensor(sequences, "sequences", self.compute_dtype)
+            time_major = self.time_major
+        prepared = _core.prepare(
+            self.cell,
+            inputs,
+            time_major=time_major,
+            initial_state=initial_state,
+            sequence_length=sequence_length,
+            mask=mask,
+            go_backwards=self.go_backwards,
+            zero_output_for_mask=self.zero_output_for_mask,
+            require_static_steps=self._static_steps_required,
+            layer_name=type(self).__name__,
+        )
+        outputs, last, state = self._run_loop(prepared, training)
+        if not self.return_sequences:
+            output: Any = last
+        elif list_input:
+            output = list(tf.unstack(outputs)) if isinstance(outputs, tf.Tensor) else list(outputs)
+        else:
+            if isinstance(outputs, list):
+                outputs = tf.stack(outputs, axis=0)
+            output = outputs if self.time_major else tf.transpose(outputs, [1, 0, 2])
+        if self.return_state:
+            return [output, *state]
+        return output
+
+    # ------------------------------------------------------------------------------------- config
+    def get_config(self) -> Dict[str, Any]:
+        config = {
+            "cell": keras.saving.serialize_keras_object(self.cell),
+            "return_sequences": self.return_sequences,
+            "return_state": self.return_state,
+            "go_backwards": self.go_backwards,
+            "time_major": self.time_major,
+            "zero_output_for_mask": self.zero_output_for_mask,
+        }
+        base_config = super().get_config()
+        return {**base_config, **config}
+
+    @classmethod
+    def from_config(cls, config: Dict[str, Any], custom_objects: Any = None) -> "_Unroll":
+        config = dict(config)
+        cell = config.pop("cell", None)
+        if isinstance(cell, dict):
+            cell = keras.saving.deserialize_keras_object(cell, custom_objects=custom_objects)
+        return cls(cell, **config)
+
+
+_SHARED_DOC = """
+    An unroll runs `output, state = cell(x[t], state)` for every time step `t` and returns the outputs
+    and the final state. `StaticUnroll` and `DynamicUnroll` are twins: the same constructor, the same call
+    signature, the same results (to float rounding); they differ only in how they loop.
+
+    Args:
+        cell: A Keras RNN cell (`keras_unroll.BasicRNNCell`, `keras.layers.SimpleRNNCell`, `LSTMCell`,
+            `GRUCell`, a custom cell with nested states), a list of cells (stacked, as
+            `keras.layers.StackedRNNCells`), or a positive int (a `BasicRNNCell` of that many units).
+        return_sequences: Boolean. `True`: return the output at every step; `False`: return each row's
+            last *valid* output (for masked or short rows, the output of their last valid step).
+            Default: `False`.
+        return_state: Boolean. `True`: return `[output, *states]` (flat, as `keras.layers.RNN`).
+            Default: `False`.
+        go_backwards: Boolean. `True`: process the sequence in reverse and return the reversed
+            sequence (as `keras.layers.RNN`). Default: `False`.
+        time_major: Boolean. `True`: inputs and sequence outputs are `(time, batch, ...)`. Default: `False`.
+        zero_output_for_mask: Boolean. With a Keras mask, `True` emits zeros at masked steps, `False`
+            repeats the last valid output (Keras' default). `sequence_length` always emits zeros (TF1).
+        **kwargs: Base layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        sequences: A 3D tensor `(batch, time, features)`.{list_note}
+        initial_state: Optional initial state: a tensor `(batch, units)` for single-state cells, or a list
+            of tensors (one per state). Default: the cell's zero state.
+        sequence_length: Optional int tensor `(batch,)`, values in `[0, T]`, TF1 semantics: steps at
+            `t >= length` emit zeros and copy the state through.
+        mask: Optional boolean tensor `(batch, time)`, Keras semantics (from `Embedding(mask_zero=True)`
+            or `Masking`, passed automatically): masked steps copy the state through and emit the last valid
+            output (or zeros with `zero_output_for_mask=True`).
+        training: Python boolean, passed to the cell (dropout, recurrent dropout).
+
+    Input shape:
+        3D tensor `(batch, time, features)` (`(time, batch, features)` with `time_major=True`).
+
+    Output shape:
+        - `return_sequences=True`: `(batch, time, units)`; else `(batch, units)`.
+        - `return_state=True`: a list `[output, *states]`, each state `(batch, state_size)`.
+"""
+
+
+@keras.saving.register_keras_serializable(package="keras_unroll")
+class StaticUnroll(_Unroll):
+    __doc__ = (
+        """Unrolls an RNN cell over time in Python: one copy of the step in the graph per time step.
+
+    TF1's `static_rnn` as a Keras layer. The graph grows linearly with T (about 8 ops a step forward and
+    17 with the backward pass), so tracing takes seconds at T≈1000; in exchange there is no loop machinery.
+    It needs a known number of time steps: use `DynamicUnroll` for unknown or long T.
+"""
+        + _SHARED_DOC.format(
+            list_note=" `StaticUnroll` also takes a Python list of T `(batch, features)` tensors (TF1's "
+            "`[X0, X1]`) and then returns a list of per-step outputs."
+        )
+        + """
+    Example:
+
+    >>> import numpy as np, keras
+    >>> import keras_unroll as ku
+    >>> model = keras.Sequential([keras.Input((20, 1)), ku.StaticUnroll(ku.BasicRNNCell(8)), keras.layers.Dense(1)])
+    >>> model(np.zeros((2, 20, 1), "float32")).shape            # (batch, 1)
+    TensorShape([2, 1])
+"""
+    )
+
+    _static_steps_required = True
+    _list_input_allowed = True
+
+    def _run_loop(self, prepared: _core.Prepared, training: Any) -> tuple:
+        return static_loop(self.cell, prepared, training=training, return_all_outputs=self.return_sequences)
+
+
+@keras.saving.register_keras_serializable(package="keras_unroll")
+class DynamicUnroll(_Unroll):
+    __doc__ = (
+        """Unrolls an RNN cell over time with one `tf.while_loop` inside a `tf.function`.
+
+    TF1's `dynamic_rnn` as a Keras layer. The graph holds the step once whatever T is, and T may be unknown
+    (`None`) until run time. The loop always has `maximum_iterations`, so it compiles under XLA.
+"""
+        + _SHARED_DOC.format(list_note="")
+        + """
+    Example:
+
+    >>> import numpy as np, keras
+    >>> import keras_unroll as ku
+    >>> model = keras.Sequential([keras.Input((None, 1)), ku.DynamicUnroll(8), keras.layers.Dense(1)])
+    >>> model(np.zeros((2, 50, 1), "float32")).shape            # any length: (batch, 1)
+    TensorShape([2, 1])
+"""
+    )
+
+    _list_input_allowed = False
+
+    def _run_loop(self, prepared: _core.Prepared, training: Any) -> tuple:
+        return run_dynamic(self.cell, prepared, training=training, return_all_outputs=self.return_sequences)

@@ -1,0 +1,432 @@
+"""What every unroll shares: argument checks, the prepared sequence, and the one step function.
+
+An unroll, whichever loop runs it, is:
+
+    state = initial_state;  last = 0
+    for t in range(T):                               # reversed with go_backwards
+        output, new_state = cell(x[t], state)
+        if valid[t]:  state, last = new_state, output
+        emit (output if valid[t] else (0 if zero_output else last))
+    return emitted outputs, last, state
+
+`valid[t]` comes from a Keras mask and/or TF1's `sequence_length` (`t < length`). The loops in
+`static.py` (a Python `for`) and `dynamic.py` (`tf.while_loop`) only differ in how they iterate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import inspect
+import numbers
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_unroll.cell import BasicRNNCell, check_units
+
+Nested = Any
+StepFn = Callable[[tf.Tensor, Optional[tf.Tensor], Nested, tf.Tensor], Tuple[tf.Tensor, Nested, tf.Tensor]]
+
+
+# --------------------------------------------------------------------------------------------- cells
+def as_cell(cell: Any) -> Any:
+    """Turns the `cell` argument (a cell, a list of cells, or an int) into one Keras RNN cell."""
+    if isinstance(cell, bool):
+        raise TypeError(f"`cell` must be a Keras RNN cell, a list of cells or a positive int. Received: cell={cell!r}")
+    if isinstance(cell, numbers.Integral):
+        return BasicRNNCell(check_units(cell, "cell"))
+    if isinstance(cell, (list, tuple)):
+        if not cell:
+            raise ValueError("`cell` must not be an empty list; give at least one RNN cell. Received: cell=[]")
+        cells = [as_cell(c) for c in cell]
+        return cells[0] if len(cells) == 1 else keras.layers.StackedRNNCells(cells)
+    if not callable(cell) or getattr(cell, "state_size", None) is None:
+        raise TypeError(
+            "`cell` must be a Keras RNN cell (a layer with `state_size` and `call(inputs, states)`), "
+            f"a list of cells, or a positive int. Received: cell={cell!r}"
+        )
+    return cell
+
+
+def output_size(cell: Any) -> int:
+    size = getattr(cell, "output_size", None)
+    if size is None:
+        size = tf.nest.flatten(cell.state_size)[0]
+    return int(size)
+
+
+def state_sizes(cell: Any) -> List[Any]:
+    """The cell's state sizes as a list (one entry per top-level state), as `keras.layers.RNN` sees them."""
+    size = cell.state_size
+    return list(size) if isinstance(size, (list, tuple)) else [size]
+
+
+def single_state(cell: Any) -> bool:
+    return not isinstance(cell.state_size, (list, tuple))
+
+
+def built_input_dim(cell: Any) -> Optional[int]:
+    """The feature size the cell was built for, when it can be told."""
+    if not getattr(cell, "built", False):
+        return None
+    if isinstance(cell, keras.layers.StackedRNNCells):
+        return built_input_dim(cell.cells[0])
+    kernel = getattr(cell, "kernel", None)
+    if kernel is not None and len(kernel.shape) == 2:
+        return int(kernel.shape[0])
+    return getattr(cell, "_keras_unroll_input_dim", None)
+
+
+def build_cell(cell: Any, features: int, dtype: Any) -> None:
+    """Builds the cell for `features` inputs, or checks it was built for that many."""
+    built = built_input_dim(cell)
+    if built is not None and built != features:
+        raise ValueError(
+            f"The cell was built for inputs with {built} features, but this input has {features}. "
+            "A cell's weights fix the feature size; use a new cell (or layer) for another size. "
+            f"Received: inputs with last axis {features}"
+        )
+    if not getattr(cell, "built", False):
+        cell.build((None, features))
+        cell.built = True
+    try:
+        cell._keras_unroll_input_dim = features
+    except AttributeError:  # pragma: no cover - exotic cells with __slots__
+        pass
+
+
+def _accepts_training(cell: Any) -> bool:
+    flag = getattr(cell, "_call_has_training_arg", None)
+    if flag is not None:
+        return bool(flag)
+    try:
+        return "training" in inspect.signature(cell.call).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return False
+
+
+def configure_dropout(cell: Any, batch_size: tf.Tensor, features: int, state: Nested, dtype: Any) -> None:
+    """Creates the cells' dropout masks once per sequence, outside the loop (as `keras.layers.RNN` does)."""
+    from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
+
+    if isinstance(cell, keras.layers.StackedRNNCells):
+        in_dim = features
+        for sub_cell, sub_state in zip(cell.cells, state):
+            configure_dropout(sub_cell, batch_size, in_dim, sub_state, dtype)
+            in_dim = output_size(sub_cell)
+        return
+    if isinstance(cell, DropoutRNNCell):
+        first_state = tf.nest.flatten(state)[0]
+        cell.get_dropout_mask(tf.zeros(tf.stack([batch_size, features]), dtype))
+        cell.get_recurrent_dropout_mask(first_state)
+
+
+@contextlib.contextmanager
+def dropout_masks(cell: Any, prepared: "Prepared", training: Any) -> Iterator[None]:
+    """Creates the dropout masks for one sequence while training, and always clears them afterwards."""
+    try:
+        if training is not None and training is not False:
+            configure_dropout(cell, prepared.batch_size, prepared.features, prepared.initial_state, prepared.inputs.dtype)
+        yield
+    finally:
+        reset_dropout(cell)
+
+
+def compute_dtype(cell: Any) -> Any:
+    return getattr(cell, "compute_dtype", None) or keras.backend.floatx()
+
+
+def reset_dropout(cell: Any) -> None:
+    from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
+
+    if isinstance(cell, keras.layers.StackedRNNCells):
+        for sub_cell in cell.cells:
+            reset_dropout(sub_cell)
+    elif isinstance(cell, DropoutRNNCell):
+        cell.reset_dropout_mask()
+        cell.reset_recurrent_dropout_mask()
+
+
+# ---------------------------------------------------------------------------------------- the step
+def make_step(cell: Any, training: Optional[bool], zero_output: bool) -> StepFn:
+    """The one step of every unroll: call the cell, then apply the validity of this step.
+
+    `step(x_t, valid_t, states, last_output) -> (emitted_output, new_states, new_last_output)`, where
+    `valid_t` is a `(batch,)` bool tensor or `None` (every row valid).
+    """
+    kwargs = {"training": training} if _accepts_training(cell) else {}
+
+    def step(x_t: tf.Tensor, valid_t: Optional[tf.Tensor], states: Nested, last_output: tf.Tensor):
+        output, new_states = cell(x_t, states, **kwargs)
+        if not tf.nest.is_nested(new_states):
+            new_states = [new_states]
+        new_states = tf.nest.pack_sequence_as(states, tf.nest.flatten(new_states))
+        if valid_t is None:
+            return output, new_states, output
+        valid = valid_t[:, None]
+        new_states = tf.nest.map_structure(lambda new, old: tf.where(valid, new, old), new_states, states)
+        carried = tf.where(valid, output, last_output)
+        emitted = tf.where(valid, output, tf.zeros_like(output)) if zero_output else carried
+        return emitted, new_states, carried
+
+    return step
+
+
+# ------------------------------------------------------------------------------ prepared sequences
+@dataclasses.dataclass
+class Prepared:
+    """A checked, time-major sequence ready for a loop."""
+
+    inputs: tf.Tensor  # (T, B, F), already reversed for go_backwards
+    valid: Optional[tf.Tensor]  # (T, B) bool, or None when every step is valid
+    initial_state: Nested  # list structure as the cell takes it
+    zero_output: bool
+    num_steps: Optional[int]  # static T, or None
+    batch_size: tf.Tensor  # scalar int32
+    features: int
+    max_length: Optional[tf.Tensor]  # max(sequence_length) when the loop may stop early
+
+
+def _shape_str(shape: Any) -> str:
+    return str(tuple(shape.as_list()) if isinstance(shape, tf.TensorShape) and shape.rank is not None else shape)
+
+
+def to_float_tensor(x: Any, name: str, dtype: Any) -> tf.Tensor:
+    """Converts `x` to a floating tensor of `dtype`; non-float input is a `TypeError`."""
+    if isinstance(x, (tf.RaggedTensor, tf.SparseTensor)):
+        raise TypeError(
+            f"`{name}` must be a dense tensor; pad ragged/sparse sequences and pass `sequence_length` or a mask "
+            f"(e.g. `x.to_tensor()` and `x.row_lengths()`). Received: {name} of type {type(x).__name__}"
+        )
+    try:
+        x = tf.convert_to_tensor(x)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"`{name}` must be a float tensor or array. Received: {name}={x!r}") from error
+    if not x.dtype.is_floating:
+        raise TypeError(
+            f"`{name}` must be a floating-point tensor (e.g. float32); cast it first. "
+            f"Received: {name}.dtype={x.dtype.name}"
+        )
+    return tf.cast(x, dtype) if x.dtype != dtype else x
+
+
+def _static_values(x: tf.Tensor) -> Optional[np.ndarray]:
+    """The value of `x` if it is known now (eager tensor or graph constant)."""
+    if isinstance(x, tf.Tensor) and hasattr(x, "numpy") and tf.executing_eagerly():
+        return x.numpy()
+    try:
+        return tf.get_static_value(x)
+    except (TypeError, ValueError):  # pragma: no cover
+        return None
+
+
+def check_sequence_length(sequence_length: Any, batch_size: Optional[int], num_steps: Any) -> tf.Tensor:
+    """Checks `sequence_length`: shape `(batch,)`, integers in `[0, T]`. Returns an int32 tensor."""
+    try:
+        lengths = tf.convert_to_tensor(sequence_length)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"`sequence_length` must be a 1D integer tensor of shape (batch,). Received: sequence_length={sequence_length!r}"
+        ) from error
+    if not lengths.dtype.is_integer:
+        if lengths.dtype.is_floating:
+            values = _static_values(lengths)
+            if values is not None and np.all(np.mod(values, 1) == 0):
+                lengths = tf.cast(lengths, tf.int32)
+        if not lengths.dtype.is_integer:
+            raise TypeError(
+                f"`sequence_length` must hold integers. Received: sequence_length.dtype={lengths.dtype.name}"
+            )
+    if lengths.shape.rank != 1 or (batch_size is not None and lengths.shape[0] not in (None, batch_size)):
+        raise ValueError(
+            f"`sequence_length` must have shape (batch,) = ({batch_size},), one length per row. "
+            f"Received: sequence_length.shape={_shape_str(lengths.shape)}"
+        )
+    lengths = tf.cast(lengths, tf.int32)
+    values = _static_values(lengths)
+    static_t = num_steps if isinstance(num_steps, int) else None
+    if values is not None:
+        bad = values[(values < 0) | ((values > static_t) if static_t is not None else False)]
+        if bad.size:
+            raise ValueError(
+                f"`sequence_length` values must lie in [0, T] with T={static_t}. "
+                f"Received: sequence_length={values.tolist()}"
+            )
+    else:
+        checks = [
+            tf.debugging.assert_non_negative(
+                lengths, message="keras_unroll: `sequence_length` values must be >= 0"
+            ),
+            tf.debugging.assert_less_equal(
+                lengths,
+                tf.cast(num_steps, tf.int32),
+                message="keras_unroll: `sequence_length` values must be <= T, the number of time steps",
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            lengths = tf.identity(lengths)
+    return lengths
+
+
+def check_initial_state(cell: Any, initial_state: Any, batch_size: Optional[int], dtype: Any) -> Nested:
+    """Checks a user's initial state against the cell's state sizes; returns it in the cell's structure."""
+    sizes = state_sizes(cell)
+    flat_sizes = tf.nest.flatten(sizes)
+    state = initial_state
+    if not tf.nest.is_nested(state):
+        state = [state]
+    state = list(state)
+    flat = tf.nest.flatten(state)
+    if len(flat) != len(flat_sizes):
+        raise ValueError(
+            f"`initial_state` must hold {len(flat_sizes)} tensor(s), one per state of the cell "
+            f"(state sizes {sizes}). Received: {len(flat)} tensor(s)"
+        )
+    checked = []
+    for i, (tensor, size) in enumerate(zip(flat, flat_sizes)):
+        tensor = to_float_tensor(tensor, f"initial_state[{i}]", dtype)
+        shape = tensor.shape
+        if shape.rank != 2 or (shape[1] is not None and shape[1] != size) or (
+            batch_size is not None and shape[0] is not None and shape[0] != batch_size
+        ):
+            raise ValueError(
+                f"`initial_state[{i}]` must have shape (batch, {size}) = ({batch_size}, {size}). "
+                f"Received: initial_state[{i}].shape={_shape_str(shape)}"
+            )
+        checked.append(tensor)
+    return tf.nest.pack_sequence_as(sizes, checked) if len(sizes) > 1 or tf.nest.is_nested(sizes[0]) else checked
+
+
+def zero_state(cell: Any, batch_size: tf.Tensor, dtype: Any) -> Nested:
+    """The cell's initial state (its `get_initial_state`, else zeros), as a list structure."""
+    getter = getattr(cell, "get_initial_state", None)
+    if getter is not None:
+        state = getter(batch_size=batch_size)
+    else:
+        state = [tf.zeros(tf.stack([batch_size, size]), dtype) for size in tf.nest.flatten(state_sizes(cell))]
+    if not tf.nest.is_nested(state):
+        state = [state]
+    return list(state)
+
+
+def stack_inputs(inputs: Sequence[Any], dtype: Any) -> tf.Tensor:
+    """Checks a Python list of `(batch, features)` steps and stacks it time-major: `(T, B, F)`."""
+    if len(inputs) == 0:
+        raise ValueError("The list of input steps is empty; give at least one (batch, features) tensor. Received: []")
+    steps = [to_float_tensor(x, f"inputs[{i}]", dtype) for i, x in enumerate(inputs)]
+    first = steps[0]
+    for i, x in enumerate(steps):
+        if x.shape.rank != 2:
+            raise ValueError(
+                f"Each input step must be a 2D (batch, features) tensor. Received: inputs[{i}].shape={_shape_str(x.shape)}"
+            )
+        if not x.shape.is_compatible_with(first.shape):
+            raise ValueError(
+                "All input steps must have the same (batch, features) shape. "
+                f"Received: inputs[0].shape={_shape_str(first.shape)}, inputs[{i}].shape={_shape_str(x.shape)}"
+            )
+    return tf.stack(steps, axis=0)
+
+
+def prepare(
+    cell: Any,
+    inputs: tf.Tensor,
+    *,
+    time_major: bool,
+    initial_state: Any = None,
+    sequence_length: Any = None,
+    mask: Any = None,
+    go_backwards: bool = False,
+    zero_output_for_mask: bool = False,
+    require_static_steps: bool = False,
+    layer_name: str = "",
+) -> Prepared:
+    """Checks everything once and returns the time-major sequence, validity and initial state."""
+    if inputs.shape.rank != 3:
+        raise ValueError(
+            f"{layer_name or 'The RNN'} expects a 3D input (batch, time, features)"
+            f"{' in time-major order (time, batch, features)' if time_major else ''}. "
+            f"Received: inputs.shape={_shape_str(inputs.shape)}"
+        )
+    inputs_tm = inputs if time_major else tf.transpose(inputs, [1, 0, 2])
+    num_steps, static_batch, features = inputs_tm.shape.as_list()
+    if features is None:
+        raise ValueError(
+            "The last axis of the input (features) must be known when the layer is built. "
+            f"Received: inputs.shape={_shape_str(inputs.shape)}"
+        )
+    if num_steps is None and require_static_steps:
+        raise ValueError(
+            f"{layer_name or 'StaticUnroll'} unrolls the time axis in Python, so it needs a known number of time "
+            "steps, and this input has an undefined time dimension. Fix: give the model an `Input()` with a "
+            "fixed shape, e.g. `keras.Input(shape=(20, 3))` (or `batch_shape=(None, 20, 3)`), or use "
+            f"`DynamicUnroll`, which accepts any length. Received: inputs.shape={_shape_str(inputs.shape)}"
+        )
+    if num_steps == 0:
+        raise ValueError(
+            f"The input has no time steps; an RNN needs T >= 1. Received: inputs.shape={_shape_str(inputs.shape)}"
+        )
+    dtype = inputs.dtype
+    build_cell(cell, features, dtype)
+    batch_size = tf.shape(inputs_tm)[1]
+    steps = num_steps if num_steps is not None else tf.shape(inputs_tm)[0]
+
+    valid = None
+    zero_output = zero_output_for_mask
+    max_length = None
+    if sequence_length is not None:
+        lengths = check_sequence_length(sequence_length, static_batch, steps)
+        valid = tf.transpose(tf.sequence_mask(lengths, steps))
+        zero_output = True
+        if not go_backwards:
+            max_length = tf.reduce_max(lengths) if static_batch != 0 else tf.constant(0, tf.int32)
+    if mask is not None:
+        mask = tf.convert_to_tensor(mask)
+        if mask.shape.rank == 3 and mask.shape[-1] == 1:
+            mask = mask[..., 0]
+        if mask.shape.rank != 2:
+            raise ValueError(
+                "`mask` must be a 2D (batch, time) boolean tensor. "
+                f"Received: mask.shape={_shape_str(mask.shape)}"
+            )
+        mask = tf.cast(mask, tf.bool)
+        mask_tm = mask if time_major else tf.transpose(mask)
+        if not mask_tm.shape.is_compatible_with(inputs_tm.shape[:2]):
+            raise ValueError(
+                f"`mask` must match the input's (batch, time) axes. Received: mask.shape={_shape_str(mask.shape)} "
+                f"for inputs.shape={_shape_str(inputs.shape)}"
+            )
+        valid = mask_tm if valid is None else tf.logical_and(valid, mask_tm)
+        max_length = None
+
+    if initial_state is None:
+        state = zero_state(cell, batch_size, dtype)
+    else:
+        state = check_initial_state(cell, initial_state, static_batch, dtype)
+
+    if go_backwards:
+        inputs_tm = tf.reverse(inputs_tm, [0])
+        if valid is not None:
+            valid = tf.reverse(valid, [0])
+    return Prepared(
+        inputs=inputs_tm,
+        valid=valid,
+        initial_state=state,
+        zero_output=zero_output,
+        num_steps=num_steps,
+        batch_size=batch_size,
+        features=features,
+        max_length=max_length,
+    )
+
+
+def initial_last_output(cell: Any, prepared: Prepared) -> tf.Tensor:
+    return tf.zeros(tf.stack([prepared.batch_size, output_size(cell)]), prepared.inputs.dtype)
+
+
+def unpack_state(cell: Any, state: Nested) -> Union[tf.Tensor, Nested]:
+    """The final state as TF1 returns it: one tensor for single-state cells, else the list structure."""
+    return state[0] if single_state(cell) else state
