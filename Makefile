@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/keras-unroll demo
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
