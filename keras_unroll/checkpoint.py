@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Tuple
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -37,7 +38,9 @@ def load_tf1_weights(cell: Any, checkpoint: str, scope: str = "rnn/basic_rnn_cel
     Raises:
         FileNotFoundError: no checkpoint at `checkpoint`.
         ValueError: the scope is not in the checkpoint, or its shapes do not fit the cell (the message lists
-            what the checkpoint holds).
+            what the checkpoint holds), the cell was built for another `F`, or a non-zero bias would be
+            dropped by a cell with `use_bias=False`.
+        TypeError: the cell is not a `SimpleRNNCell` (e.g. an `LSTMCell`).
 
     Example:
 
@@ -48,7 +51,7 @@ def load_tf1_weights(cell: Any, checkpoint: str, scope: str = "rnn/basic_rnn_cel
     ```
     """
     units = getattr(cell, "units", None)
-    if units is None or not hasattr(cell, "recurrent_kernel") and getattr(cell, "built", False):
+    if not isinstance(cell, keras.layers.SimpleRNNCell):
         raise TypeError(
             "load_tf1_weights fills a BasicRNNCell or keras.layers.SimpleRNNCell. "
             f"Received: cell={cell!r}"
@@ -84,6 +87,13 @@ def load_tf1_weights(cell: Any, checkpoint: str, scope: str = "rnn/basic_rnn_cel
             f"units={units} needs [features + {units}, {units}]. The checkpoint holds: {_listing(variables)}"
         )
     features = kernel.shape[0] - units
+    built = _core.built_input_dim(cell)
+    if built is not None and built != features:
+        raise ValueError(
+            f"The cell was built for {built} input features, but the checkpoint's {kernel_name!r} "
+            f"[F + H, H] = {list(kernel.shape)} is for F={features}. Load into an unbuilt cell (it is then built "
+            f"for F={features}). Received: a cell built for {built} features"
+        )
     _core.build_cell(cell, features, getattr(cell, "compute_dtype", "float32"))
     weights = [kernel[:features], kernel[features:]]
     if getattr(cell, "use_bias", True):
@@ -93,5 +103,10 @@ def load_tf1_weights(cell: Any, checkpoint: str, scope: str = "rnn/basic_rnn_cel
                 f"(found {None if bias is None else list(bias.shape)}). The checkpoint holds: {_listing(variables)}"
             )
         weights.append(bias)
+    elif bias is not None and np.any(bias != 0):
+        raise ValueError(
+            f"The checkpoint's bias {bias_name!r} is not zero, but the cell has use_bias=False; dropping it would "
+            "change every output. Use a cell with use_bias=True. Received: a cell with use_bias=False"
+        )
     cell.set_weights([w.astype(cell.variable_dtype if hasattr(cell, "variable_dtype") else w.dtype) for w in weights])
     return tuple(weights)
