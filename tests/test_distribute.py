@@ -1,0 +1,148 @@
+"""`tf.distribute`: both layers train under `MirroredStrategy` and `MultiWorkerMirroredStrategy` with `fit`.
+
+Each strategy runs in fresh processes (`distributed_worker.py`), because logical devices and the multi-worker
+cluster must be configured before TensorFlow initialises its devices. Every run trains the same model from
+the same fixed weights on the same global batch of 8 rows with plain SGD, so it must reach the weights of the
+single-device run in this process. Tolerance: `atol = rtol = 1e-5`; the only difference is the order in
+which per-replica gradients are summed (float32 rounding, measured ≤ 2e-7), while a wrong reduction
+(summing instead of averaging the replicas' gradients, or one replica's gradient alone) moves the weights
+by ~0.1-1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+from typing import Dict, List
+
+import keras
+import numpy as np
+import pytest
+
+import distributed_worker as worker
+
+pytestmark = [pytest.mark.subprocess, pytest.mark.slow]
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+WORKER = pathlib.Path(worker.__file__).resolve()
+TIMEOUT_S = 300  # generous: CI machines are shared; a hang still ends here, with both workers killed
+ATOL = RTOL = 1e-5
+_PROXY_VARS = ("http_proxy", "https_proxy", "grpc_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy")
+
+
+def _child_env(**extra: str) -> Dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key not in _PROXY_VARS}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"  # gRPC between workers stays on loopback
+    env.pop("TF_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+def _free_ports(count: int) -> List[int]:
+    """Ports the OS reports free on 127.0.0.1 (all sockets held open together, so the ports differ)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _run_workers(commands: List[List[str]], envs: List[Dict[str, str]]) -> None:
+    """Starts all commands at once, waits at most TIMEOUT_S overall, kills every child on timeout."""
+    procs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+        for cmd, env in zip(commands, envs)
+    ]
+    deadline = time.monotonic() + TIMEOUT_S
+    outputs = []
+    try:
+        for proc in procs:
+            out, _ = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            outputs.append(out)
+    except subprocess.TimeoutExpired:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.communicate()
+        pytest.fail(f"distributed workers did not finish within {TIMEOUT_S} s and were killed: {commands}")
+    for proc, out in zip(procs, outputs):
+        assert proc.returncode == 0, f"worker failed (exit {proc.returncode}):\n{out[-4000:]}"
+
+
+def _load(path: pathlib.Path) -> Dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {key: data[key] for key in data.files}
+
+
+@pytest.fixture(scope="module")
+def single_device() -> Dict[str, Dict]:
+    """The reference: each layer trained here, on one device, on the same global batch."""
+    keras.mixed_precision.set_dtype_policy("float32")
+    return {name: worker.train(name) for name in worker.LAYERS}
+
+
+@pytest.fixture(scope="module")
+def mirrored(tmp_path_factory) -> Dict[str, np.ndarray]:
+    out = tmp_path_factory.mktemp("mirrored") / "weights.npz"
+    _run_workers([[sys.executable, str(WORKER), "--strategy", "mirrored", "--out", str(out)]], [_child_env()])
+    return _load(out)
+
+
+@pytest.fixture(scope="module")
+def multi_worker(tmp_path_factory) -> List[Dict[str, np.ndarray]]:
+    tmp = tmp_path_factory.mktemp("multi_worker")
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    commands, envs, outs = [], [], []
+    for index in range(2):
+        outs.append(tmp / f"weights-{index}.npz")
+        commands.append([sys.executable, str(WORKER), "--strategy", "multi_worker", "--out", str(outs[-1])])
+        tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        envs.append(_child_env(TF_CONFIG=json.dumps(tf_config)))
+    _run_workers(commands, envs)
+    return [_load(out) for out in outs]
+
+
+def _assert_same_training(run: Dict[str, np.ndarray], reference: Dict, layer_name: str) -> None:
+    weights = [run[f"{layer_name}/{i}"] for i in range(len(reference["weights"]))]
+    for got, want, start in zip(weights, reference["weights"], worker.initial_weights()):
+        np.testing.assert_allclose(got, want, atol=ATOL, rtol=RTOL)
+        assert got.dtype == np.float32
+    # The comparison means something only if training moved the weights well beyond the tolerance.
+    moved = max(float(np.abs(w - s).max()) for w, s in zip(reference["weights"], worker.initial_weights()))
+    assert moved > 0.05
+    np.testing.assert_allclose(run[f"{layer_name}/loss"], reference["loss"], atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("layer_name", worker.LAYERS)
+def test_mirrored_strategy_matches_single_device(mirrored, single_device, layer_name):
+    assert int(mirrored["num_replicas"]) == 2  # two logical CPUs, each got half of the global batch
+    _assert_same_training(mirrored, single_device[layer_name], layer_name)
+
+
+@pytest.mark.parametrize("layer_name", worker.LAYERS)
+def test_multi_worker_mirrored_strategy_matches_single_device(multi_worker, single_device, layer_name):
+    for run in multi_worker:
+        assert int(run["num_replicas"]) == 2  # one replica in each of the two processes
+        _assert_same_training(run, single_device[layer_name], layer_name)
+    for got, want in zip(multi_worker[0].values(), multi_worker[1].values()):
+        np.testing.assert_array_equal(got, want)  # synchronous: both workers hold identical weights
+
+
+def test_free_ports_are_distinct_and_bindable():
+    ports = _free_ports(3)
+    assert len(set(ports)) == 3
+    for port in ports:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
