@@ -6,6 +6,7 @@ cell, and hand each call to `static_loop` or `dynamic_loop`. Everything else is 
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Dict, List, Optional
 
 import keras
@@ -46,6 +47,7 @@ class _Unroll(keras.layers.Layer):
         self.time_major = _check_bool(time_major, "time_major")
         self.zero_output_for_mask = _check_bool(zero_output_for_mask, "zero_output_for_mask")
         self.supports_masking = True
+        self.stateful = False  # read by `keras.layers.Bidirectional`; these layers keep no state across calls
         self._state_sizes = _core.state_sizes(self.cell)
 
     # ------------------------------------------------------------------------------------- shapes
@@ -56,7 +58,7 @@ class _Unroll(keras.layers.Layer):
             if len(first) != 2:
                 raise ValueError(
                     f"{type(self).__name__} takes a list of 2D (batch, features) steps. "
-                    f"Received: a step of shape {first}"
+                    f"Received: sequences[0].shape={first}"
                 )
             return (first[0], len(sequences_shape), first[1])
         shape = tuple(sequences_shape)
@@ -66,8 +68,17 @@ class _Unroll(keras.layers.Layer):
             )
         return (shape[1], shape[0], shape[2]) if self.time_major else shape
 
-    def build(self, sequences_shape: Any, initial_state_shape: Any = None, sequence_length_shape: Any = None) -> None:
+    def build(
+        self, sequences_shape: Any = None, initial_state_shape: Any = None, sequence_length_shape: Any = None
+    ) -> None:
+        if not sequences_shape:  # Keras calls `build()` without a shape for an empty list input
+            raise ValueError(
+                f"{type(self).__name__} got no input steps: give a 3D tensor (batch, time, features) or a "
+                "non-empty list of (batch, features) steps. Received: sequences=[] (no input shape)"
+            )
         batch, steps, features = self._sequence_shape(sequences_shape)
+        # Keras' symbolic path (`keras.Input`) uses `compute_output_shape`, never `call`: check T here too.
+        _core.check_num_steps(steps, tuple(sequences_shape), self._static_steps_required, type(self).__name__)
         if features is None:
             raise ValueError(
                 f"{type(self).__name__} needs the feature axis (last axis) of its input to be known. "
@@ -114,6 +125,9 @@ class _Unroll(keras.layers.Layer):
         training: Optional[bool] = None,
     ) -> Any:
         list_input = isinstance(sequences, (list, tuple))
+        # The loop runs in the cell's compute dtype; results are cast to the layer's (as `keras.layers.RNN`),
+        # so a `mixed_float16` layer around a float32 cell returns float16.
+        loop_dtype = _core.compute_dtype(self.cell)
         if list_input:
             if not self._list_input_allowed:
                 raise TypeError(
@@ -121,11 +135,11 @@ class _Unroll(keras.layers.Layer):
                     "for `StaticUnroll`. Stack the list with `tf.stack(steps, axis=1)`. "
                     f"Received: a list of {len(sequences)} tensors"
                 )
-            inputs = _core.stack_inputs(sequences, self.compute_dtype)
+            inputs = _core.stack_inputs(sequences, loop_dtype)
             time_major = True
             mask = None
         else:
-            inputs = _core.to_float_tensor(sequences, "sequences", self.compute_dtype)
+            inputs = _core.to_float_tensor(sequences, "sequences", loop_dtype)
             time_major = self.time_major
         prepared = _core.prepare(
             self.cell,
@@ -148,8 +162,10 @@ class _Unroll(keras.layers.Layer):
             if isinstance(outputs, list):
                 outputs = tf.stack(outputs, axis=0)
             output = outputs if self.time_major else tf.transpose(outputs, [1, 0, 2])
+        cast = lambda t: tf.cast(t, self.compute_dtype)  # noqa: E731
+        output = tf.nest.map_structure(cast, output)
         if self.return_state:
-            return [output, *state]
+            return [output, *tf.nest.map_structure(cast, list(state))]
         return output
 
     # ------------------------------------------------------------------------------------- config
@@ -167,7 +183,7 @@ class _Unroll(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config: Dict[str, Any], custom_objects: Any = None) -> "_Unroll":
-        config = dict(config)
+        config = copy.deepcopy(config)  # deserializing pops keys (StackedRNNCells' `cells`) from nested dicts
         cell = config.pop("cell", None)
         if isinstance(cell, dict):
             cell = keras.saving.deserialize_keras_object(cell, custom_objects=custom_objects)

@@ -331,6 +331,21 @@ def stack_inputs(inputs: Sequence[Any], dtype: Any) -> tf.Tensor:
     return tf.stack(steps, axis=0)
 
 
+def check_num_steps(num_steps: Optional[int], shape: Any, require_static_steps: bool, layer_name: str = "") -> None:
+    """Checks the number of time steps T: known when the loop needs it (static), and at least 1."""
+    if num_steps is None and require_static_steps:
+        raise ValueError(
+            f"{layer_name or 'StaticUnroll'} unrolls the time axis in Python, so it needs a known number of time "
+            "steps, and this input has an undefined time dimension. Fix: give the model an `Input()` with a "
+            "fixed shape, e.g. `keras.Input(shape=(20, 3))` (or `batch_shape=(None, 20, 3)`), or use "
+            f"`DynamicUnroll`, which accepts any length. Received: inputs.shape={_shape_str(shape)}"
+        )
+    if num_steps == 0:
+        raise ValueError(
+            f"The input has no time steps; an RNN needs T >= 1. Received: inputs.shape={_shape_str(shape)}"
+        )
+
+
 def prepare(
     cell: Any,
     inputs: tf.Tensor,
@@ -358,17 +373,7 @@ def prepare(
             "The last axis of the input (features) must be known when the layer is built. "
             f"Received: inputs.shape={_shape_str(inputs.shape)}"
         )
-    if num_steps is None and require_static_steps:
-        raise ValueError(
-            f"{layer_name or 'StaticUnroll'} unrolls the time axis in Python, so it needs a known number of time "
-            "steps, and this input has an undefined time dimension. Fix: give the model an `Input()` with a "
-            "fixed shape, e.g. `keras.Input(shape=(20, 3))` (or `batch_shape=(None, 20, 3)`), or use "
-            f"`DynamicUnroll`, which accepts any length. Received: inputs.shape={_shape_str(inputs.shape)}"
-        )
-    if num_steps == 0:
-        raise ValueError(
-            f"The input has no time steps; an RNN needs T >= 1. Received: inputs.shape={_shape_str(inputs.shape)}"
-        )
+    check_num_steps(num_steps, inputs.shape, require_static_steps, layer_name)
     dtype = inputs.dtype
     build_cell(cell, features, dtype)
     batch_size = tf.shape(inputs_tm)[1]

@@ -153,6 +153,13 @@ def dynamic_rnn(
     """
     del dtype, scope  # TF1 compatibility only
     cell = _core.as_cell(cell)
+    if isinstance(inputs, (list, tuple)) and inputs and hasattr(inputs[0], "shape"):
+        # A list of step tensors would silently stack into (T, B, F) and be read as (B, T, F).
+        raise TypeError(
+            "dynamic_rnn takes one 3D tensor (batch, time, features); a Python list of (batch, features) steps "
+            "is for `static_rnn`. Stack the list with `tf.stack(steps, axis=1)`. "
+            f"Received: inputs=a list of {len(inputs)} items"
+        )
     inputs = _core.to_float_tensor(inputs, "inputs", _core.compute_dtype(cell))
     prepared = _core.prepare(
         cell,
