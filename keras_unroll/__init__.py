@@ -6,12 +6,14 @@ Public surface:
 - `StaticUnroll`, `DynamicUnroll`: the two unrollings as Keras layers (twins).
 - `static_rnn`, `dynamic_rnn`: the functional loops, with TF1 semantics.
 - `load_tf1_weights`: read a TF1 `BasicRNNCell` checkpoint.
+- `configure_gpus`: the TF2 replacement for TF1's `ConfigProto` GPU options.
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
 from keras_unroll.cell import BasicRNNCell
 from keras_unroll.checkpoint import load_tf1_weights
+from keras_unroll.gpu import GpuReport, configure_gpus
 from keras_unroll.layers import DynamicUnroll, StaticUnroll
 from keras_unroll.loops import dynamic_rnn, static_rnn
 
@@ -23,7 +25,9 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree th
 __all__ = [
     "BasicRNNCell",
     "DynamicUnroll",
+    "GpuReport",
     "StaticUnroll",
+    "configure_gpus",
     "dynamic_rnn",
     "load_tf1_weights",
     "static_rnn",
