@@ -64,7 +64,7 @@ def load_tf1_weights(cell: Any, checkpoint: str, scope: str = "rnn/basic_rnn_cel
         path = found
     try:
         reader = tf.train.load_checkpoint(path)
-    except (tf.errors.NotFoundError, tf.errors.DataLossError, tf.errors.InvalidArgumentError, ValueError) as error:
+    except (tf.errors.OpError, ValueError) as error:  # missing, or an index that is not a checkpoint's
         raise FileNotFoundError(
             f"Could not read a TF checkpoint at {path!r}: give the prefix (e.g. 'model.ckpt', without "
             f"'.index'/'.data-*'). TensorFlow said: {str(error).splitlines()[0] if str(error) else error!r}"
@@ -79,8 +79,14 @@ def load_tf1_weights(cell: Any, checkpoint: str, scope: str = "rnn/basic_rnn_cel
             f"No BasicRNNCell kernel under scope {scope!r} in the checkpoint {path!r}: expected a variable "
             f"{kernel_name!r}. The checkpoint holds: {_listing(variables)}. Received: scope={scope!r}"
         )
-    kernel = reader.get_tensor(kernel_name)
-    bias = reader.get_tensor(bias_name) if bias_name in variables else None
+    try:
+        kernel = reader.get_tensor(kernel_name)
+        bias = reader.get_tensor(bias_name) if bias_name in variables else None
+    except (tf.errors.OpError, IndexError) as error:  # a damaged or truncated .data file
+        raise ValueError(
+            f"The checkpoint {path!r} lists {kernel_name!r} but its data cannot be read (a damaged, truncated "
+            f"or missing .data file). TensorFlow said: {str(error).splitlines()[0] if str(error) else error!r}"
+        ) from error
     if kernel.ndim != 2 or kernel.shape[1] != units or kernel.shape[0] <= units:
         raise ValueError(
             f"The checkpoint's {kernel_name!r} has shape {list(kernel.shape)}, but a BasicRNNCell with "

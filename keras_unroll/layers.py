@@ -113,6 +113,12 @@ class _Unroll(keras.layers.Layer):
         return output_mask
 
     # --------------------------------------------------------------------------------------- call
+    def __call__(self, sequences: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(sequences, (tf.RaggedTensor, tf.SparseTensor)):
+            # Say "ragged" before `build` sees a shape with an undefined time axis and says something else.
+            _core.to_float_tensor(sequences, "sequences", self.compute_dtype)
+        return super().__call__(sequences, *args, **kwargs)
+
     def _run_loop(self, prepared: _core.Prepared, training: Any) -> tuple:
         raise NotImplementedError
 

@@ -428,6 +428,20 @@ def prepare(
     )
 
 
+def empty_batch_result(cell: Any, prepared: Prepared, return_all_outputs: bool) -> Tuple[Any, tf.Tensor, Nested]:
+    """The exact result for a batch of 0 rows, computed without calling the cell.
+
+    Keras' TensorFlow `ops.add` mistakes a `(0, n)` tensor for a bias (it drops dimensions <= 1), so
+    `LSTMCell` fails on a static batch of 0 inside a graph; with no rows there is nothing to compute.
+    """
+    units, dtype = output_size(cell), prepared.inputs.dtype
+    outputs = None
+    if return_all_outputs:
+        outputs = tf.zeros(tf.stack([tf.shape(prepared.inputs)[0], 0, units]), dtype)
+        outputs.set_shape([prepared.num_steps, 0, units])
+    return outputs, tf.zeros((0, units), dtype), prepared.initial_state
+
+
 def initial_last_output(cell: Any, prepared: Prepared) -> tf.Tensor:
     return tf.zeros(tf.stack([prepared.batch_size, output_size(cell)]), prepared.inputs.dtype)
 

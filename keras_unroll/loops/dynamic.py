@@ -24,6 +24,8 @@ def dynamic_loop(
     swap_memory: bool = False,
 ) -> Tuple[Optional[tf.Tensor], tf.Tensor, Any]:
     """Runs the step in a `tf.while_loop`. Returns `(outputs (T, B, H) or None, last_output, final_state)`."""
+    if prepared.inputs.shape[1] == 0:  # an empty batch: nothing to run (and LSTMCell cannot trace it)
+        return _core.empty_batch_result(cell, prepared, return_all_outputs)
     step = _core.make_step(cell, training, prepared.zero_output)
     inputs = prepared.inputs
     dtype = inputs.dtype
