@@ -18,6 +18,9 @@ def static_loop(
     cell: Any, prepared: _core.Prepared, *, training: Any = None, return_all_outputs: bool = True
 ) -> Tuple[Optional[List[tf.Tensor]], tf.Tensor, Any]:
     """Runs the step T times in Python. Returns `(per-step outputs or None, last_output, final_state)`."""
+    if prepared.inputs.shape[1] == 0:  # an empty batch: nothing to run (and LSTMCell cannot run it)
+        outputs, last, state = _core.empty_batch_result(cell, prepared, return_all_outputs)
+        return (None if outputs is None else tf.unstack(outputs, num=prepared.num_steps)), last, state
     step = _core.make_step(cell, training, prepared.zero_output)
     inputs = tf.unstack(prepared.inputs, num=prepared.num_steps, axis=0)
     valid = tf.unstack(prepared.valid, num=prepared.num_steps, axis=0) if prepared.valid is not None else None
