@@ -1,0 +1,85 @@
+"""Packaging: one version source, a tidy public surface, serializable names, the console script."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import inspect
+import pathlib
+import re
+import sys
+
+import keras
+import pytest
+
+import keras_unroll as ku
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DIST = "keras-unroll"
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python < 3.11
+    tomllib = pytest.importorskip("tomli", reason="reading pyproject.toml on Python < 3.11 needs tomli")
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def test_version_comes_from_the_installed_metadata():
+    assert ku.__version__ == importlib.metadata.version(DIST)
+    assert ku.__version__ == _pyproject()["project"]["version"]
+
+
+def test_pyproject_is_the_only_place_the_version_is_written():
+    version = _pyproject()["project"]["version"]
+    pattern = re.compile(r"""["']""" + re.escape(version) + r"""["']""")
+    hits = [
+        str(path.relative_to(ROOT))
+        for path in sorted((ROOT / "keras_unroll").rglob("*.py"))
+        if pattern.search(path.read_text(encoding="utf-8"))
+    ]
+    assert hits == [], f"the version {version!r} is also written in {hits}; read it with importlib.metadata"
+    assert "dynamic" not in _pyproject()["project"], "the version must be static in pyproject.toml"
+
+
+def test_all_is_sorted_and_importable():
+    assert list(ku.__all__) == sorted(ku.__all__)
+    assert len(set(ku.__all__)) == len(ku.__all__)
+    for name in ku.__all__:
+        assert getattr(ku, name, None) is not None, f"keras_unroll.__all__ names {name!r}, which is not there"
+    namespace: dict = {}
+    exec("from keras_unroll import *", namespace)  # noqa: S102 - the star import is what __all__ governs
+    assert set(ku.__all__) <= set(namespace)
+
+
+def _public_keras_classes():
+    return [
+        (name, obj)
+        for name, obj in ((n, getattr(ku, n)) for n in ku.__all__)
+        if inspect.isclass(obj) and issubclass(obj, keras.layers.Layer)
+    ]
+
+
+def test_there_are_public_keras_classes():
+    names = {name for name, _ in _public_keras_classes()}
+    assert {"BasicRNNCell", "DynamicUnroll", "StaticUnroll"} <= names
+
+
+@pytest.mark.parametrize("name, cls", _public_keras_classes(), ids=[n for n, _ in _public_keras_classes()])
+def test_public_classes_are_registered_under_keras_unroll(name, cls):
+    registered = f"keras_unroll>{name}"
+    assert keras.saving.get_registered_name(cls) == registered
+    assert keras.saving.get_registered_object(registered) is cls
+
+
+def test_console_script_entry_point_is_installed():
+    scripts = [ep for ep in importlib.metadata.entry_points(group="console_scripts") if ep.name == "keras-unroll"]
+    assert len(scripts) == 1, scripts
+    (script,) = scripts
+    assert script.value == "keras_unroll.cli:main"
+    assert script.dist is None or script.dist.metadata["Name"] == DIST
+    module_name, _, attribute = script.value.partition(":")
+    assert callable(getattr(importlib.import_module(module_name), attribute))
+    assert _pyproject()["project"]["scripts"]["keras-unroll"] == script.value
