@@ -306,7 +306,9 @@ def zero_state(cell: Any, batch_size: tf.Tensor, dtype: Any) -> Nested:
     if getter is not None:
         state = getter(batch_size=batch_size)
     else:
-        state = [tf.zeros(tf.stack([batch_size, size]), dtype) for size in tf.nest.flatten(state_sizes(cell))]
+        sizes = state_sizes(cell)  # keep nesting such as [1, [2, 3]]: the cell unpacks what it declared
+        zeros = [tf.zeros(tf.stack([batch_size, size]), dtype) for size in tf.nest.flatten(sizes)]
+        state = tf.nest.pack_sequence_as(sizes, zeros)
     if not tf.nest.is_nested(state):
         state = [state]
     return list(state)
