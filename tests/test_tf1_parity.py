@@ -36,8 +36,12 @@ def _cell_from(case, weights: str) -> ku.BasicRNNCell:
     return cell
 
 
-def _run(unroll: str, cell, x: np.ndarray, case):
-    """Runs one unroll the way a TF1 user would; returns `(outputs in the case's layout, final state)`."""
+def _run(unroll: str, cell, x: np.ndarray, case, jit_compile=False):
+    """Runs one unroll the way a TF1 user would; returns `(outputs in the case's layout, final state)`.
+
+    The layers run as plain graphs unless `jit_compile` says otherwise: an XLA compile costs ~1 s per new
+    layer, so the XLA default is checked on fewer cases (`test_xla_default_matches_tf1`).
+    """
     kwargs = {}
     if case["lengths"] is not None:
         kwargs["sequence_length"] = case["lengths"]
@@ -55,7 +59,7 @@ def _run(unroll: str, cell, x: np.ndarray, case):
     if unroll == "dynamic_rnn":
         return ku.dynamic_rnn(cell, inputs, time_major=time_major, dtype="float32", **kwargs)
     layer_cls = ku.StaticUnroll if unroll == "StaticUnroll" else ku.DynamicUnroll
-    layer = layer_cls(cell, return_sequences=True, return_state=True, time_major=time_major)
+    layer = layer_cls(cell, return_sequences=True, return_state=True, time_major=time_major, jit_compile=jit_compile)
     outputs, state = layer(inputs, **kwargs)
     return outputs, state
 
@@ -97,6 +101,16 @@ def test_matches_tf1(reference, name, unroll, weights):
         np.testing.assert_array_equal(recurrent_kernel, case["kernel"][FEATURES:])
         np.testing.assert_array_equal(bias, case["bias"])
     outputs, state = _run(unroll, cell, reference.data["x"], case)
+    np.testing.assert_allclose(np.asarray(outputs), case["outputs"], rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(np.asarray(state), case["state"], rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("name", ["static_len", "dynamic_time_major"])
+@pytest.mark.parametrize("unroll", ["StaticUnroll", "DynamicUnroll"])
+def test_xla_default_matches_tf1(reference, unroll, name):
+    """The layers' default `jit_compile="auto"` (XLA at this T) gives TF1's numbers too."""
+    case = reference.case(name)
+    outputs, state = _run(unroll, _cell_from(case, "moved"), reference.data["x"], case, jit_compile="auto")
     np.testing.assert_allclose(np.asarray(outputs), case["outputs"], rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(np.asarray(state), case["state"], rtol=RTOL, atol=ATOL)
 
