@@ -1,0 +1,504 @@
+"""`keras-unroll demo`: the package's main job in one command.
+
+With no arguments and no download it:
+
+1. makes the time series of *Hands-On Machine Learning*, chapter 14 (`t·sin(t)/3 + 2·sin(5t)`) and cuts it
+   into windows of 20 steps, each labelled with the next value;
+2. trains two `keras.Sequential` models, identical but for the unrolling (`StaticUnroll` and
+   `DynamicUnroll` over a `BasicRNNCell(100)`), with `model.fit`;
+3. prints a side-by-side table: final loss, graph ops, trace time, step time, peak memory;
+4. exports the better model as a SavedModel, reloads it in a fresh Python process (without keras_unroll)
+   and checks its predictions;
+5. writes to `--out` (default `demo-output/`) a PNG of predictions vs truth, the PNG and the table of
+   `compare_unrolling` (static vs dynamic at T = 2, 10, 100, 500), and the SavedModel.
+
+The comparison stops at T=500 by default: a static unroll at T=1000 costs 5-15 s of tracing and much memory
+on a 2-core CPU (`--steps 2,10,100,1000` to see it). `--quick` runs everything small, in seconds (CI).
+`--data FILE.npz` trains on your own arrays `x` `(N, T, F)` and `y` `(N,)` or `(N, outputs)` instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+_PROG = "keras-unroll demo"
+_DEFAULT_STEPS = (2, 10, 100, 500)
+_QUICK_STEPS = (2, 10, 50)
+
+
+class DemoError(Exception):
+    """A problem with the user's options or files: reported as one line on stderr, exit code 2."""
+
+
+# ------------------------------------------------------------------------------------------ options
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer. Received: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer. Received: {text!r}")
+    return value
+
+
+def _steps_list(text: str) -> Tuple[int, ...]:
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        values = tuple(int(part) for part in parts)
+    except ValueError:
+        values = ()
+    if not values or any(value <= 0 for value in values):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive integers, e.g. 2,10,100,500. Received: {text!r}"
+        )
+    return tuple(sorted(set(values)))
+
+
+def _one_line_error(parser: argparse.ArgumentParser) -> Callable[[str], None]:
+    def error(message: str) -> None:
+        parser.exit(2, f"{parser.prog}: error: {message} (see --help)\n")
+
+    return error
+
+
+def add_command(subparsers: Any) -> argparse.ArgumentParser:
+    """Registers the `demo` subcommand on the CLI's subparsers (see `keras_unroll.cli`)."""
+    parser = subparsers.add_parser(
+        "demo",
+        help="train static vs dynamic unrolling on the Hands-On ML time series; print and plot the comparison",
+        description=__doc__.split("\n\n")[1] if __doc__ else None,
+        epilog="Without --data nothing is downloaded. Default run: a few minutes on 2 CPU cores.",
+    )
+    parser.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default 10; 1 with --quick)")
+    parser.add_argument(
+        "--steps",
+        type=_steps_list,
+        default=None,
+        metavar="T,T,...",
+        help="sequence lengths for the static vs dynamic comparison "
+        f"(default {','.join(map(str, _DEFAULT_STEPS))}; {','.join(map(str, _QUICK_STEPS))} with --quick)",
+    )
+    parser.add_argument("--quick", action="store_true", help="small data, small model, 1 epoch: seconds, for CI")
+    parser.add_argument(
+        "--data",
+        default=None,
+        metavar="FILE.npz",
+        help="train on your own arrays: an .npz with `x` (N, T, F) and `y` (N,) or (N, outputs)",
+    )
+    parser.add_argument("--out", default="demo-output", metavar="DIR", help="output folder (default demo-output/)")
+    parser.error = _one_line_error(parser)  # type: ignore[method-assign]
+    parser.set_defaults(func=run)
+    return parser
+
+
+# --------------------------------------------------------------------------------------------- data
+def time_series(t: Any) -> Any:
+    """The series of Hands-On ML, chapter 14: `t·sin(t)/3 + 2·sin(5t)`."""
+    import numpy as np
+
+    t = np.asarray(t, dtype="float64")
+    return t * np.sin(t) / 3 + 2 * np.sin(t * 5)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """Training and test windows. `test_t` is the time of each test target (None for user data)."""
+
+    x_train: Any
+    y_train: Any
+    x_test: Any
+    y_test: Any
+    test_t: Any
+    source: str
+
+
+def make_series_data(
+    num_train: int, num_test: int = 200, window: int = 20, resolution: float = 0.1, seed: int = 42
+) -> Dataset:
+    """Windows of the book's series: `window` values as input, the next value as target.
+
+    Training windows start at random times in [0, 30) as in the book; the test windows slide one step at
+    a time over a stretch of the series, so their predictions draw a curve.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    offsets = np.arange(window + 1) * resolution
+    starts = rng.uniform(0.0, 30.0 - window * resolution, size=(num_train, 1))
+    values = time_series(starts + offsets)
+    test_start = 12.2 - window * resolution
+    test_starts = test_start + np.arange(num_test)[:, None] * resolution
+    test_values = time_series(test_starts + offsets)
+    return Dataset(
+        x_train=values[:, :-1, None].astype("float32"),
+        y_train=values[:, -1:].astype("float32"),
+        x_test=test_values[:, :-1, None].astype("float32"),
+        y_test=test_values[:, -1:].astype("float32"),
+        test_t=(test_starts[:, 0] + window * resolution),
+        source=f"Hands-On ML ch. 14 series t·sin(t)/3 + 2·sin(5t), {num_train} windows of {window} steps",
+    )
+
+
+def load_npz(path: str) -> Dataset:
+    """Reads a user's `.npz` with `x` `(N, T, F)` and `y` `(N,)`/`(N, outputs)`; the last 20 % is the test set.
+
+    Raises:
+        DemoError: a missing file, not an npz, missing keys, wrong shapes or non-numeric values.
+    """
+    import zipfile
+
+    import numpy as np
+
+    if not os.path.exists(path):
+        raise DemoError(f"--data: no such file: {path!r}")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise DemoError(f"--data: {path!r} is not a NumPy .npz file ({type(error).__name__}: {error})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DemoError(f"--data: {path!r} is a single .npy array; expected an .npz with arrays `x` and `y`")
+    with archive:
+        missing = [key for key in ("x", "y") if key not in archive.files]
+        if missing:
+            raise DemoError(
+                f"--data: {path!r} has no array {' or '.join(repr(k) for k in missing)}; expected `x` (N, T, F) "
+                f"and `y` (N,) or (N, outputs). It holds: {sorted(archive.files)}"
+            )
+        try:
+            x, y = archive["x"], archive["y"]
+        except ValueError as error:
+            raise DemoError(f"--data: cannot read {path!r} without pickle: {error}") from None
+    if x.ndim != 3 or 0 in x.shape:
+        raise DemoError(f"--data: `x` must be 3D (samples, time steps, features), non-empty. Received: x.shape={x.shape}")
+    if y.ndim not in (1, 2) or y.shape[0] != x.shape[0]:
+        raise DemoError(
+            f"--data: `y` must be (N,) or (N, outputs) with N = len(x) = {x.shape[0]}. Received: y.shape={y.shape}"
+        )
+    if x.shape[0] < 5:
+        raise DemoError(f"--data: need at least 5 samples (80 % train, 20 % test). Received: x.shape={x.shape}")
+    if not (np.issubdtype(x.dtype, np.number) and np.issubdtype(y.dtype, np.number)):
+        raise DemoError(f"--data: `x` and `y` must be numeric. Received: x.dtype={x.dtype}, y.dtype={y.dtype}")
+    x, y = x.astype("float32"), y.astype("float32").reshape(len(y), -1)
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise DemoError(f"--data: `x` and `y` must be finite (no NaN or inf) in {path!r}")
+    split = max(1, int(round(len(x) * 0.8)))
+    split = min(split, len(x) - 1)
+    return Dataset(x[:split], y[:split], x[split:], y[split:], None, f"{path}: x {x.shape}, y {y.shape}")
+
+
+# ----------------------------------------------------------------------------------------- training
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    epochs: int
+    steps: Tuple[int, ...]
+    units: int
+    batch: int
+    num_train: int
+    repeats: int
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    if args.quick:
+        return Settings(args.epochs or 1, args.steps or _QUICK_STEPS, units=16, batch=32, num_train=256, repeats=2)
+    return Settings(args.epochs or 10, args.steps or _DEFAULT_STEPS, units=100, batch=32, num_train=4096, repeats=5)
+
+
+def _build_model(layer_class: Any, window: int, features: int, outputs: int, units: int) -> Any:
+    import keras
+
+    from keras_unroll.cell import BasicRNNCell
+
+    model = keras.Sequential(
+        [
+            keras.Input((window, features)),
+            layer_class(BasicRNNCell(units), name=layer_class.__name__.lower()),
+            keras.layers.Dense(outputs),
+        ],
+        name=layer_class.__name__.lower() + "_model",
+    )
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    return model
+
+
+def _step_timer() -> Any:
+    import keras
+
+    class StepTimer(keras.callbacks.Callback):
+        """Times each training batch; the first batch (trace + compile) is left out of `median`."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.times: List[float] = []
+            self._start = 0.0
+
+        def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+            self._start = time.perf_counter()
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            self.times.append(time.perf_counter() - self._start)
+
+        @property
+        def median(self) -> float:
+            import statistics
+
+            return statistics.median(self.times[1:] or self.times)
+
+    return StepTimer()
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    name: str
+    model: Any
+    train_loss: float
+    test_loss: float
+    forward_ops: int
+    training_ops: int
+    trace_seconds: float
+    step_seconds: float
+    peak_bytes: Optional[int]
+    predictions: Any
+
+
+def _train(layer_class: Any, data: Dataset, settings: Settings) -> Result:
+    import keras
+
+    from keras_unroll.inspect import graph_stats
+
+    _, window, features = data.x_train.shape
+    outputs = data.y_train.shape[1]
+    keras.utils.set_random_seed(0)
+    model = _build_model(layer_class, window, features, outputs, settings.units)
+    shape = (settings.batch, window, features)
+    forward = graph_stats(model, shape, training=False)
+    training = graph_stats(model, shape, training=True)
+    timer = _step_timer()
+    print(f"\n== {layer_class.__name__}: {model.count_params()} parameters, {settings.epochs} epoch(s)", flush=True)
+    history = model.fit(
+        data.x_train,
+        data.y_train,
+        batch_size=settings.batch,
+        epochs=settings.epochs,
+        callbacks=[timer],
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+    predictions = model.predict(data.x_test, batch_size=256, verbose=0)
+    test_loss = float(((predictions - data.y_test) ** 2).mean())  # the MSE, without tracing `evaluate`
+    return Result(
+        name=layer_class.__name__,
+        model=model,
+        train_loss=float(history.history["loss"][-1]),
+        test_loss=test_loss,
+        forward_ops=forward.num_ops,
+        training_ops=training.num_ops,
+        trace_seconds=training.trace_seconds + training.first_call_seconds,
+        step_seconds=timer.median,
+        peak_bytes=training.peak_bytes,
+        predictions=predictions,
+    )
+
+
+def format_results(results: Sequence[Result]) -> str:
+    """The side-by-side table the demo prints."""
+    from keras_unroll.inspect import _format_bytes, _format_seconds
+
+    rows = [
+        ("", *(r.name for r in results)),
+        ("final training loss (MSE)", *(f"{r.train_loss:.4f}" for r in results)),
+        ("test loss (MSE)", *(f"{r.test_loss:.4f}" for r in results)),
+        ("graph ops, forward", *(str(r.forward_ops) for r in results)),
+        ("graph ops, training step", *(str(r.training_ops) for r in results)),
+        ("trace + first call", *(_format_seconds(r.trace_seconds) for r in results)),
+        ("step time in fit (median)", *(_format_seconds(r.step_seconds) for r in results)),
+        ("peak memory, training step", *(_format_bytes(r.peak_bytes) for r in results)),
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for index, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+        if index == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------- SavedModel
+_RELOAD_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import tensorflow as tf
+    loaded = tf.saved_model.load(sys.argv[1])
+    x = np.load(sys.argv[2])["x"]
+    y = loaded.serve(tf.constant(x)).numpy()
+    np.save(sys.argv[3], y)
+    print("keras_unroll imported in the child process:", "keras_unroll" in sys.modules)
+    """
+)
+
+
+def export_and_check(model: Any, export_dir: str, x: Any, expected: Any) -> Tuple[float, str]:
+    """Exports `model` as a SavedModel, reloads it in a fresh process and compares its predictions.
+
+    Returns:
+        `(max_abs_difference, child's output line)`.
+
+    Raises:
+        RuntimeError: the child process failed, or its predictions differ from `expected`.
+    """
+    import numpy as np
+
+    model.export(export_dir, verbose=False)
+    with tempfile.TemporaryDirectory(prefix="keras_unroll_demo_") as tmp:
+        inputs, outputs = os.path.join(tmp, "inputs.npz"), os.path.join(tmp, "outputs.npy")
+        np.savez(inputs, x=x)
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        child = subprocess.run(
+            [sys.executable, "-c", _RELOAD_SCRIPT, export_dir, inputs, outputs],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
+        if child.returncode != 0:
+            tail = "\n".join(child.stderr.strip().splitlines()[-5:])
+            raise RuntimeError(f"Reloading the SavedModel in a fresh process failed:\n{tail}")
+        reloaded = np.load(outputs)
+    difference = float(np.max(np.abs(reloaded - expected)))
+    if not np.allclose(reloaded, expected, rtol=1e-4, atol=1e-5):
+        raise RuntimeError(f"The reloaded SavedModel's predictions differ from the model's by up to {difference}")
+    return difference, child.stdout.strip()
+
+
+# ------------------------------------------------------------------------------------------- plots
+def plot_predictions(data: Dataset, results: Sequence[Result], path: str, limit: int = 200) -> str:
+    """Draws the test targets and each model's predictions (first output), saves a PNG."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(9, 4.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    axis = figure.subplots()
+    count = min(limit, len(data.y_test))
+    x_axis = data.test_t[:count] if data.test_t is not None else np.arange(count)
+    axis.plot(x_axis, data.y_test[:count, 0], "k-", linewidth=3, alpha=0.35, label="truth")
+    styles = {"StaticUnroll": ("tab:red", "--"), "DynamicUnroll": ("tab:blue", ":")}
+    for result in results:
+        color, style = styles.get(result.name, (None, "-"))
+        axis.plot(
+            x_axis,
+            result.predictions[:count, 0],
+            linestyle=style,
+            color=color,
+            label=f"{result.name} (test MSE {result.test_loss:.4f})",
+        )
+    axis.set_xlabel("t" if data.test_t is not None else "test sample")
+    axis.set_ylabel("next value")
+    axis.set_title("Next-value predictions vs truth on the test windows")
+    axis.legend()
+    axis.grid(alpha=0.3)
+    figure.savefig(path, dpi=80)
+    return path
+
+
+# --------------------------------------------------------------------------------------------- run
+def _enable_cpu_memory_stats() -> None:
+    """Lets `get_memory_info("CPU:0")` count every allocation; effective only before TF's first op."""
+    os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+
+
+def _prepare_out(path: str) -> str:
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise DemoError(f"--out: {path!r} exists and is not a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise DemoError(f"--out: cannot create the folder {path!r} ({error.strerror})") from None
+    return path
+
+
+def _main(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    settings = _settings(args)
+    data = load_npz(args.data) if args.data else None
+    out = _prepare_out(args.out)
+    _enable_cpu_memory_stats()
+
+    import keras_unroll  # noqa: F401  (TensorFlow and the layers)
+    from keras_unroll.cell import BasicRNNCell
+    from keras_unroll.inspect import compare_unrolling
+    from keras_unroll.layers import DynamicUnroll, StaticUnroll
+
+    if data is None:
+        data = make_series_data(settings.num_train)
+    print(f"Data: {data.source}; test windows: {len(data.x_test)}", flush=True)
+
+    results = [_train(layer_class, data, settings) for layer_class in (StaticUnroll, DynamicUnroll)]
+    table = format_results(results)
+    print("\nStatic vs dynamic unrolling, same model and data:\n" + table, flush=True)
+
+    best = min(results, key=lambda result: result.test_loss)
+    export_dir = os.path.join(out, "saved_model")
+    difference, child_line = export_and_check(best.model, export_dir, data.x_test, best.predictions)
+    print(
+        f"\nExported the better model ({best.name}) to {export_dir}; reloaded it in a fresh process "
+        f"({child_line}): predictions match (max |difference| {difference:.2g}).",
+        flush=True,
+    )
+
+    predictions_png = plot_predictions(data, results, os.path.join(out, "demo_predictions.png"))
+    print(f"\nComparing the unrollings at T = {', '.join(map(str, settings.steps))} (training step, batch "
+          f"{settings.batch}, {BasicRNNCell.__name__}({settings.units})) ...", flush=True)
+    comparison = compare_unrolling(
+        BasicRNNCell(settings.units),
+        steps=settings.steps,
+        batch=settings.batch,
+        features=data.x_train.shape[2],
+        repeats=settings.repeats,
+        progress=lambda message: print(f"  {message}", flush=True),
+    )
+    print(comparison, flush=True)
+    comparison_png = comparison.plot(os.path.join(out, "compare_unrolling.png"))
+    with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as handle:
+        handle.write("# keras-unroll demo\n\n" + data.source + "\n\n```\n" + table + "\n```\n\n")
+        handle.write(comparison.to_markdown() + "\n")
+    with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as handle:
+        json.dump(
+            {
+                "models": [
+                    {k: v for k, v in dataclasses.asdict(r).items() if k not in ("model", "predictions")}
+                    for r in results
+                ],
+                "best": best.name,
+                "comparison": comparison.to_dicts(),
+            },
+            handle,
+            indent=2,
+        )
+    print(
+        f"\nWrote {predictions_png}, {comparison_png}, {export_dir}/, results.md and results.json "
+        f"in {time.perf_counter() - started:.0f} s.",
+        flush=True,
+    )
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs the demo for parsed arguments; returns the exit code (2 for bad options or files)."""
+    try:
+        return _main(args)
+    except DemoError as error:
+        print(f"{_PROG}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{_PROG}: interrupted", file=sys.stderr)
+        return 130

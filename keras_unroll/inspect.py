@@ -1,0 +1,740 @@
+"""See the graph: op counts, trace time, step time and memory of static vs dynamic unrolling.
+
+The TF1 notebook drew its graph with a `show_graph` helper and made two claims: a statically unrolled
+graph bloats as the number of steps grows, and its backward pass keeps every step's tensors in memory.
+This module puts numbers on those claims, the TF2 way:
+
+- `graph_stats(layer_or_model, input_shape, training=False)`: ops in the traced graph, the most frequent
+  op types, trace time, first-call time and peak memory of one call, as a `GraphStats`.
+- `compare_unrolling(cell, steps=...)`: those figures for `StaticUnroll` and `DynamicUnroll` at each T,
+  as an `UnrollComparison` (a printable table, `to_markdown()`, `plot(path)`).
+- `export_graph(layer_or_model, logdir, input_shape)`: writes the traced graph for TensorBoard
+  (`tensorboard --logdir <logdir>`, tab "Graphs"): what `show_graph` showed.
+- `show_graph(layer_or_model, input_shape)`: the op-count table and the TensorBoard hint, as HTML in
+  Jupyter and as text elsewhere.
+
+How ops are counted: every node of the traced `tf.function`'s graph, plus every node of every function in
+its library, each library function counted once however often it is called. A `tf.while_loop` keeps its
+`cond` and `body` as library functions, so `DynamicUnroll`'s count holds the step once, whatever T is; a
+static unroll writes the step T times into the main graph, so its count grows linearly with T.
+
+Peak memory: TensorFlow reports it per device with `tf.config.experimental.get_memory_info`. On CPU the
+default allocator reports nothing (`peak_bytes` is then `None`); set the environment variable
+`TF_CPU_ALLOCATOR_USE_BFC=true` before TensorFlow runs its first op (before the first tensor is created;
+`keras-unroll demo` does it for you) and the CPU peak counts every allocation.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import glob
+import html
+import numbers
+import os
+import statistics
+import tempfile
+import time
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_unroll.cell import BasicRNNCell
+from keras_unroll.layers import DynamicUnroll, StaticUnroll
+
+__all__ = [
+    "GraphStats",
+    "GraphView",
+    "UnrollComparison",
+    "UnrollRow",
+    "compare_unrolling",
+    "export_graph",
+    "graph_stats",
+    "show_graph",
+]
+
+_TOP_OP_TYPES = 8
+
+
+# ------------------------------------------------------------------------------------------ checks
+def _check_layer(layer_or_model: Any, name: str = "layer_or_model") -> keras.layers.Layer:
+    if not isinstance(layer_or_model, keras.layers.Layer):
+        raise TypeError(
+            f"`{name}` must be a Keras layer or model (e.g. `StaticUnroll(...)` or a `keras.Sequential`). "
+            f"Received: {name}={layer_or_model!r} of type {type(layer_or_model).__name__}"
+        )
+    return layer_or_model
+
+
+def _check_input_shape(input_shape: Any) -> Tuple[Optional[int], ...]:
+    message = (
+        "`input_shape` must be the full input shape including the batch axis, a tuple of positive ints "
+        "(or None for an unknown axis), e.g. (32, 20, 1). Received: input_shape={!r}"
+    )
+    if isinstance(input_shape, tf.TensorShape):
+        input_shape = input_shape.as_list()
+    if not isinstance(input_shape, (tuple, list)) or not input_shape:
+        raise TypeError(message.format(input_shape))
+    shape = []
+    for dim in input_shape:
+        if dim is None:
+            shape.append(None)
+        elif isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim <= 0:
+            raise ValueError(message.format(input_shape))
+        else:
+            shape.append(int(dim))
+    return tuple(shape)
+
+
+def _check_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be a bool. Received: {name}={value!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------------- the traced fn
+def _ensure_built(layer: keras.layers.Layer, shape: Tuple[Optional[int], ...]) -> None:
+    """Builds the layer outside any `tf.function`, so its weights are created eagerly."""
+    if not layer.built:
+        layer.build(shape)
+
+
+def _traced_function(layer: keras.layers.Layer, training: bool) -> Callable[[tf.Tensor], Any]:
+    """A fresh `tf.function`: the forward call, or forward + backward (gradients wrt trainable weights)."""
+    if not training:
+
+        def forward(x: tf.Tensor) -> Any:
+            return layer(x, training=False)
+
+        return tf.function(forward, autograph=False)
+
+    def train_step(x: tf.Tensor) -> Any:
+        with tf.GradientTape() as tape:
+            outputs = layer(x, training=True)
+            loss = tf.add_n([tf.reduce_sum(tf.square(y)) for y in tf.nest.flatten(outputs)])
+        weights = layer.trainable_weights
+        if not weights:
+            return loss
+        return [loss, *tape.gradient(loss, weights)]
+
+    return tf.function(train_step, autograph=False)
+
+
+def _count_ops(graph: tf.Graph) -> collections.Counter:
+    """Op types in the graph and in every function of its library (each function once)."""
+    graph_def = graph.as_graph_def()
+    counts = collections.Counter(node.op for node in graph_def.node)
+    for function in graph_def.library.function:
+        counts.update(node.op for node in function.node_def)
+    return counts
+
+
+def _memory_device() -> str:
+    return "GPU:0" if tf.config.list_logical_devices("GPU") else "CPU:0"
+
+
+def _reset_peak(device: str) -> bool:
+    try:
+        tf.config.experimental.reset_memory_stats(device)
+    except (ValueError, RuntimeError, tf.errors.OpError):
+        return False
+    return True
+
+
+def _read_peak(device: str) -> Optional[int]:
+    try:
+        peak = int(tf.config.experimental.get_memory_info(device)["peak"])
+    except (ValueError, RuntimeError, KeyError, tf.errors.OpError):
+        return None
+    return peak or None  # 0: the allocator does not track (CPU without TF_CPU_ALLOCATOR_USE_BFC=true)
+
+
+def _example_input(shape: Tuple[Optional[int], ...], dtype: Any) -> tf.Tensor:
+    concrete = [1 if dim is None else dim for dim in shape]
+    values = np.random.default_rng(0).standard_normal(concrete).astype(np.dtype(dtype))
+    return tf.constant(values)
+
+
+def _materialize(results: Any) -> None:
+    for value in tf.nest.flatten(results):
+        if hasattr(value, "numpy"):
+            value.numpy()
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphStats:
+    """What one traced call of a layer or model costs; returned by `graph_stats`.
+
+    Attributes:
+        num_ops: Number of ops in the traced graph, including the ops inside nested functions (a while
+            loop's body and condition), each function counted once.
+        op_types: The most frequent op types, `((type, count), ...)`, most frequent first.
+        trace_seconds: Time to trace the `tf.function` (Python runs the layer's `call` once).
+        first_call_seconds: Time of the first call: graph optimization (Grappler) plus one run.
+        peak_bytes: Peak memory of one call on the device (`GPU:0`, else `CPU:0`), or `None` where the
+            runtime does not report it (on CPU, unless `TF_CPU_ALLOCATOR_USE_BFC=true` was set before
+            TensorFlow started).
+    """
+
+    num_ops: int
+    op_types: Tuple[Tuple[str, int], ...]
+    trace_seconds: float
+    first_call_seconds: float
+    peak_bytes: Optional[int]
+
+
+def _trace(
+    layer: keras.layers.Layer, shape: Tuple[Optional[int], ...], training: bool, repeats: int = 0
+) -> Tuple[GraphStats, List[float], Any]:
+    """Traces, counts, runs once (peak memory), then `repeats` more times (step times)."""
+    _ensure_built(layer, shape)
+    dtype = getattr(layer, "compute_dtype", None) or "float32"
+    function = _traced_function(layer, training)
+    start = time.perf_counter()
+    concrete = function.get_concrete_function(tf.TensorSpec(shape, dtype))
+    trace_seconds = time.perf_counter() - start
+    counts = _count_ops(concrete.graph)
+    x = _example_input(shape, dtype)
+    device = _memory_device()
+    tracked = _reset_peak(device)
+    start = time.perf_counter()
+    _materialize(concrete(x))
+    first_call_seconds = time.perf_counter() - start
+    peak = _read_peak(device) if tracked else None
+    step_times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        _materialize(concrete(x))
+        step_times.append(time.perf_counter() - start)
+    stats = GraphStats(
+        num_ops=sum(counts.values()),
+        op_types=tuple(counts.most_common(_TOP_OP_TYPES)),
+        trace_seconds=trace_seconds,
+        first_call_seconds=first_call_seconds,
+        peak_bytes=peak,
+    )
+    return stats, step_times, concrete
+
+
+def graph_stats(layer_or_model: Any, input_shape: Any, training: bool = False) -> GraphStats:
+    """Traces a layer or model once and reports the size of its graph, its trace time and its memory.
+
+    The layer is called inside a fresh `tf.function`, traced for `tf.TensorSpec(input_shape)`: the forward
+    call, or with `training=True` the forward call in a `tf.GradientTape` plus the gradients of
+    `sum(outputs ** 2)` with respect to the trainable weights (what a training step computes, without the
+    optimizer). The traced function is then run once on random inputs to time its first call and read
+    the device's peak memory.
+
+    Ops are counted in the main graph and in every function of its library (a while loop's `cond` and
+    `body`, the gradient's loop), each function once: `StaticUnroll`'s count grows with T, and
+    `DynamicUnroll`'s does not.
+
+    Args:
+        layer_or_model: A Keras layer or model. An unbuilt layer is built for `input_shape`.
+        input_shape: The full input shape including the batch axis, e.g. `(32, 20, 1)`. `None` axes
+            are traced as unknown and run with size 1.
+        training: Boolean. `False`: the forward call (inference). `True`: forward + backward.
+            Default: `False`.
+
+    Returns:
+        A `GraphStats` (`num_ops`, `op_types`, `trace_seconds`, `first_call_seconds`, `peak_bytes`).
+
+    Raises:
+        TypeError: `layer_or_model` is not a Keras layer, or `input_shape` is not a tuple.
+        ValueError: `input_shape` holds a non-positive or non-integer axis.
+
+    Example:
+
+    >>> import keras_unroll as ku
+    >>> from keras_unroll.inspect import graph_stats
+    >>> small = graph_stats(ku.StaticUnroll(ku.BasicRNNCell(4)), (2, 10, 3)).num_ops
+    >>> large = graph_stats(ku.StaticUnroll(ku.BasicRNNCell(4)), (2, 20, 3)).num_ops
+    >>> large > small                                     # one copy of the step per time step
+    True
+    >>> graph_stats(ku.DynamicUnroll(4), (2, 10, 3)).num_ops == graph_stats(ku.DynamicUnroll(4), (2, 20, 3)).num_ops
+    True
+    """
+    layer = _check_layer(layer_or_model)
+    shape = _check_input_shape(input_shape)
+    stats, _, _ = _trace(layer, shape, _check_bool(training, "training"))
+    return stats
+
+
+# --------------------------------------------------------------------------------- compare_unrolling
+def _cell_factory(cell: Any) -> Callable[[], Any]:
+    """A function returning a fresh cell each call, from a cell, a factory, a config dict or an int."""
+    if isinstance(cell, bool):
+        raise TypeError(_CELL_MESSAGE.format(cell=cell))
+    if isinstance(cell, numbers.Integral):
+        if cell <= 0:
+            raise ValueError(_CELL_MESSAGE.format(cell=cell))
+        units = int(cell)
+        return lambda: BasicRNNCell(units)
+    if isinstance(cell, keras.layers.Layer):
+        if getattr(cell, "state_size", None) is None:
+            raise TypeError(_CELL_MESSAGE.format(cell=cell))
+        config, cls = cell.get_config(), type(cell)
+        return lambda: cls.from_config(dict(config))
+    if isinstance(cell, dict):
+        if "class_name" in cell:
+            return lambda: keras.saving.deserialize_keras_object(dict(cell))
+        return lambda: BasicRNNCell.from_config(dict(cell))
+    if callable(cell):
+        return cell
+    raise TypeError(_CELL_MESSAGE.format(cell=cell))
+
+
+_CELL_MESSAGE = (
+    "`cell` must be a Keras RNN cell (cloned for each layer with `from_config(get_config())`), a function "
+    "returning a fresh cell, a cell config dict, or a positive int (a BasicRNNCell of that many units). "
+    "Received: cell={cell!r}"
+)
+
+
+def _check_steps(steps: Any) -> Tuple[int, ...]:
+    message = "`steps` must be a non-empty sequence of positive ints (the sequence lengths T). Received: steps={!r}"
+    if isinstance(steps, (str, bytes)) or not isinstance(steps, (tuple, list, range)) or not steps:
+        raise TypeError(message.format(steps))
+    for value in steps:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+            raise ValueError(message.format(steps))
+    return tuple(int(value) for value in steps)
+
+
+def _check_positive(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+    return int(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class UnrollRow:
+    """One layer at one sequence length T; a row of `UnrollComparison`.
+
+    Attributes:
+        layer: `"StaticUnroll"` or `"DynamicUnroll"`.
+        steps: The sequence length T.
+        forward_ops: Ops in the traced forward call.
+        training_ops: Ops in the traced forward + backward step.
+        trace_seconds: Time to trace the training step.
+        first_call_seconds: Time of the training step's first call (graph optimization + one run).
+        step_seconds: Median time of a training step (forward + backward, no optimizer) after the first.
+        peak_bytes: Peak memory of a training step, or `None` where the runtime does not report it.
+    """
+
+    layer: str
+    steps: int
+    forward_ops: int
+    training_ops: int
+    trace_seconds: float
+    first_call_seconds: float
+    step_seconds: float
+    peak_bytes: Optional[int]
+
+
+def _format_bytes(count: Optional[int]) -> str:
+    if count is None:
+        return "n/a"
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} B"
+
+
+def _format_seconds(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e6:.0f} µs"
+
+
+_COLUMNS = ("layer", "T", "forward ops", "training ops", "trace", "first call", "step", "peak memory")
+
+
+@dataclasses.dataclass(frozen=True)
+class UnrollComparison:
+    """The result of `compare_unrolling`: one `UnrollRow` per layer and sequence length.
+
+    Iterate it (or read `rows`) for the numbers; `str()` is a text table, `to_markdown()` a Markdown
+    table, `to_dicts()` a list of plain dicts, and `plot(path)` saves a PNG (needs matplotlib, the
+    `plot` extra: `pip install "keras-unroll[plot]"`).
+
+    Attributes:
+        rows: The rows, `StaticUnroll` then `DynamicUnroll` at each T, in increasing T.
+        batch: The batch size measured.
+        features: The number of input features.
+        units: The cell's output size.
+    """
+
+    rows: Tuple[UnrollRow, ...]
+    batch: int
+    features: int
+    units: int
+
+    def __iter__(self) -> Iterator[UnrollRow]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def to_dicts(self) -> List[Dict[str, Any]]:
+        """The rows as plain dicts (e.g. for `pandas.DataFrame(comparison.to_dicts())`)."""
+        return [dataclasses.asdict(row) for row in self.rows]
+
+    def _cells(self) -> List[Tuple[str, ...]]:
+        return [
+            (
+                row.layer,
+                str(row.steps),
+                str(row.forward_ops),
+                str(row.training_ops),
+                _format_seconds(row.trace_seconds),
+                _format_seconds(row.first_call_seconds),
+                _format_seconds(row.step_seconds),
+                _format_bytes(row.peak_bytes),
+            )
+            for row in self.rows
+        ]
+
+    def _title(self) -> str:
+        return (
+            f"Static vs dynamic unrolling (batch {self.batch}, {self.features} features, {self.units} units; "
+            "trace, first call, step and peak memory of a training step)"
+        )
+
+    def __str__(self) -> str:
+        cells = self._cells()
+        widths = [max(len(column), *(len(row[i]) for row in cells)) for i, column in enumerate(_COLUMNS)]
+        line = lambda values: "  ".join(  # noqa: E731
+            value.ljust(width) if i == 0 else value.rjust(width) for i, (value, width) in enumerate(zip(values, widths))
+        )
+        rule = "  ".join("-" * width for width in widths)
+        return "\n".join([self._title(), line(_COLUMNS), rule, *(line(row) for row in cells)])
+
+    def to_markdown(self) -> str:
+        """The table in Markdown (GitHub flavour), numbers right-aligned."""
+        header = "| " + " | ".join(_COLUMNS) + " |"
+        align = "|" + "|".join([":---"] + ["---:"] * (len(_COLUMNS) - 1)) + "|"
+        body = ["| " + " | ".join(row) + " |" for row in self._cells()]
+        return "\n".join([header, align, *body])
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{html.escape(column)}</th>" for column in _COLUMNS)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(value)}</td>" for value in row) + "</tr>" for row in self._cells()
+        )
+        return f"<p>{html.escape(self._title())}</p><table><tr>{head}</tr>{body}</table>"
+
+    def plot(self, path: Union[str, os.PathLike]) -> str:
+        """Draws ops, trace time, step time and peak memory against T (log axes) and saves a PNG.
+
+        Args:
+            path: Where to write the PNG. Its folder must exist.
+
+        Returns:
+            The path written, as a string.
+
+        Raises:
+            ImportError: matplotlib is not installed (install the `plot` extra).
+        """
+        try:
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from matplotlib.figure import Figure
+            from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+        except ImportError as error:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "UnrollComparison.plot needs matplotlib. Install it with `pip install matplotlib` "
+                '(or `pip install "keras-unroll[plot]"`).'
+            ) from error
+        figure = Figure(figsize=(10, 7.5), layout="constrained")
+        FigureCanvasAgg(figure)
+        axes = figure.subplots(2, 2)
+        colors = {"StaticUnroll": "tab:red", "DynamicUnroll": "tab:blue"}
+        panels = (
+            (axes[0, 0], "ops in the traced graph", "ops", None),
+            (axes[0, 1], "trace + first call of a training step", "seconds", None),
+            (axes[1, 0], "training step (forward + backward)", "milliseconds", None),
+            (axes[1, 1], "peak memory of a training step", "MB", None),
+        )
+        for name, color in colors.items():
+            rows = [row for row in self.rows if row.layer == name]
+            if not rows:
+                continue
+            steps = [row.steps for row in rows]
+            axes[0, 0].plot(steps, [r.training_ops for r in rows], "o-", color=color, label=f"{name} training")
+            axes[0, 0].plot(steps, [r.forward_ops for r in rows], "s--", color=color, label=f"{name} forward")
+            axes[0, 1].plot(
+                steps, [r.trace_seconds + r.first_call_seconds for r in rows], "o-", color=color, label=name
+            )
+            axes[1, 0].plot(steps, [r.step_seconds * 1e3 for r in rows], "o-", color=color, label=name)
+            measured = [(r.steps, r.peak_bytes / 1e6) for r in rows if r.peak_bytes]
+            if measured:
+                axes[1, 1].plot(*zip(*measured), "o-", color=color, label=name)
+        all_steps = sorted({row.steps for row in self.rows})
+        for axis, title, ylabel, _ in panels:
+            axis.set_title(title)
+            axis.set_xlabel("time steps T")
+            axis.set_ylabel(ylabel)
+            axis.set_xscale("log")
+            axis.set_xticks(all_steps, [str(step) for step in all_steps])
+            axis.xaxis.set_minor_formatter(NullFormatter())
+            if axis.has_data():
+                axis.set_yscale("log")
+                axis.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+                axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+                axis.yaxis.set_minor_formatter(NullFormatter())
+                axis.legend(fontsize="small")
+            axis.grid(True, which="both", alpha=0.3)
+        if not axes[1, 1].has_data():
+            axes[1, 1].text(
+                0.5, 0.5, "not reported by the runtime\n(CPU: set TF_CPU_ALLOCATOR_USE_BFC=true)",
+                ha="center", va="center", transform=axes[1, 1].transAxes,
+            )
+        figure.suptitle(
+            f"StaticUnroll vs DynamicUnroll: batch {self.batch}, {self.features} features, {self.units} units"
+        )
+        path = os.fspath(path)
+        figure.savefig(path, dpi=80)
+        return path
+
+
+def compare_unrolling(
+    cell: Any = 32,
+    steps: Sequence[int] = (2, 10, 100, 1000),
+    batch: int = 32,
+    features: int = 8,
+    repeats: int = 5,
+    progress: Optional[Callable[[str], None]] = None,
+) -> UnrollComparison:
+    """Measures `StaticUnroll` and `DynamicUnroll` side by side at each sequence length T.
+
+    For each T and each layer (each with its own fresh copy of the cell), this traces the forward call
+    and a training step (forward + backward, as in `graph_stats(..., training=True)`), then runs the
+    training step `1 + repeats` times: the first call is timed apart (graph optimization) and gives the
+    peak memory, the others give the median step time.
+
+    Cost: a static unroll's trace and first call grow with T; at T=1000 they take 5-15 s and hundreds of
+    MB on a 2-core CPU. Leave T=1000 out for a quick look.
+
+    Args:
+        cell: The cell to unroll: a Keras RNN cell (each layer gets a copy made with
+            `cell.__class__.from_config(cell.get_config())`, so its weights are not shared), a function
+            returning a fresh cell, a cell config dict (`keras.saving.serialize_keras_object(cell)`, or a
+            `BasicRNNCell` config), or a positive int (a `BasicRNNCell` of that many units). Default: 32.
+        steps: The sequence lengths T to measure. Default: `(2, 10, 100, 1000)`.
+        batch: Batch size. Default: 32.
+        features: Input features per step. Default: 8.
+        repeats: Training steps timed after the first call (the median is reported). Default: 5.
+        progress: Optional function called with a short message before each measurement (e.g. `print`).
+
+    Returns:
+        An `UnrollComparison`: rows of `UnrollRow` (ops forward and training, trace time, first-call time,
+        step time, peak memory), printable as a table, with `to_markdown()` and `plot(path)`.
+
+    Raises:
+        TypeError, ValueError: for a bad `cell`, `steps`, `batch`, `features` or `repeats`; the message
+            echoes the value received.
+
+    Example:
+
+    >>> import keras_unroll as ku
+    >>> from keras_unroll.inspect import compare_unrolling
+    >>> comparison = compare_unrolling(ku.BasicRNNCell(8), steps=(2, 20), batch=4, features=3, repeats=1)
+    >>> [(row.layer, row.steps) for row in comparison]
+    [('StaticUnroll', 2), ('DynamicUnroll', 2), ('StaticUnroll', 20), ('DynamicUnroll', 20)]
+    >>> # print(comparison); comparison.plot("compare_unrolling.png")
+    """
+    factory = _cell_factory(cell)
+    steps = _check_steps(steps)
+    batch = _check_positive(batch, "batch")
+    features = _check_positive(features, "features")
+    if isinstance(repeats, bool) or not isinstance(repeats, numbers.Integral) or repeats < 1:
+        raise ValueError(f"`repeats` must be a positive integer. Received: repeats={repeats!r}")
+    rows = []
+    units = None
+    for length in sorted(steps):
+        for layer_class in (StaticUnroll, DynamicUnroll):
+            if progress is not None:
+                progress(f"{layer_class.__name__} at T={length}")
+            fresh = factory()
+            if not isinstance(fresh, keras.layers.Layer) or getattr(fresh, "state_size", None) is None:
+                raise TypeError(_CELL_MESSAGE.format(cell=cell) + f" (the factory returned {fresh!r})")
+            layer = layer_class(fresh)
+            shape = (batch, length, features)
+            forward, _, _ = _trace(layer, shape, training=False)
+            training, times, _ = _trace(layer, shape, training=True, repeats=int(repeats))
+            units = layer.compute_output_shape(shape)[-1]
+            rows.append(
+                UnrollRow(
+                    layer=layer_class.__name__,
+                    steps=length,
+                    forward_ops=forward.num_ops,
+                    training_ops=training.num_ops,
+                    trace_seconds=training.trace_seconds,
+                    first_call_seconds=training.first_call_seconds,
+                    step_seconds=statistics.median(times),
+                    peak_bytes=training.peak_bytes,
+                )
+            )
+    return UnrollComparison(rows=tuple(rows), batch=batch, features=features, units=int(units))
+
+
+# ------------------------------------------------------------------------------ TensorBoard graph
+def export_graph(
+    layer_or_model: Any, logdir: Union[str, os.PathLike], input_shape: Any, training: bool = False
+) -> str:
+    """Writes the traced graph of a layer or model for TensorBoard: TF2's way to see what `show_graph` showed.
+
+    The layer is called once in a fresh `tf.function` between `tf.summary.trace_on(graph=True)` and
+    `tf.summary.trace_export`, which records the graph as TensorFlow ran it (tagged with the layer's name);
+    the traced graph itself (with its while-loop functions) is written too, as the event's `graph_def`,
+    which TensorBoard shows first. Then run `tensorboard --logdir <logdir>` and open the "Graphs" tab.
+
+    Args:
+        layer_or_model: A Keras layer or model. An unbuilt layer is built for `input_shape`.
+        logdir: The folder for the event file; created if missing.
+        input_shape: The full input shape including the batch axis, e.g. `(32, 20, 1)`.
+        training: Boolean. `True` exports the forward + backward step instead of the forward call.
+            Default: `False`.
+
+    Returns:
+        The path of the event file written.
+
+    Raises:
+        TypeError, ValueError: as `graph_stats`.
+
+    Example:
+
+    ```python
+    path = export_graph(ku.StaticUnroll(ku.BasicRNNCell(5)), "logs/static", (4, 2, 3))
+    # then: tensorboard --logdir logs
+    ```
+    """
+    layer = _check_layer(layer_or_model)
+    shape = _check_input_shape(input_shape)
+    training = _check_bool(training, "training")
+    _ensure_built(layer, shape)
+    logdir = os.fspath(logdir)
+    os.makedirs(logdir, exist_ok=True)
+    before = set(glob.glob(os.path.join(logdir, "events.out.tfevents.*")))
+    function = _traced_function(layer, training)
+    writer = tf.summary.create_file_writer(logdir)
+    dtype = getattr(layer, "compute_dtype", None) or "float32"
+    tf.summary.trace_on(graph=True, profiler=False)
+    try:
+        _materialize(function(_example_input(shape, dtype)))
+        with writer.as_default():
+            tf.summary.trace_export(name=f"{layer.name}_{'training' if training else 'forward'}", step=0)
+            tf.summary.graph(function.get_concrete_function(tf.TensorSpec(shape, dtype)).graph)
+    finally:
+        tf.summary.trace_off()
+        writer.flush()
+        writer.close()
+    written = sorted(set(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))) - before, key=os.path.getmtime)
+    if not written:  # pragma: no cover - TensorFlow always writes one
+        raise RuntimeError(f"TensorFlow wrote no event file in {logdir!r}.")
+    return written[-1]
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphView:
+    """What `show_graph` returns: the op counts of a layer's graph, and where TensorBoard can show it.
+
+    It prints as a text table and renders as an HTML table in Jupyter (`_repr_html_`).
+
+    Attributes:
+        name: The layer's or model's name.
+        input_shape: The input shape traced.
+        forward: `GraphStats` of the forward call.
+        training: `GraphStats` of the forward + backward step.
+        logdir: The folder holding the exported graph.
+        event_file: The event file written there.
+    """
+
+    name: str
+    input_shape: Tuple[Optional[int], ...]
+    forward: GraphStats
+    training: GraphStats
+    logdir: str
+    event_file: str
+
+    @property
+    def hint(self) -> str:
+        return f"tensorboard --logdir {self.logdir}"
+
+    def _rows(self) -> List[Tuple[str, str, str]]:
+        forward, training = dict(self.forward.op_types), dict(self.training.op_types)
+        types = list(forward) + [name for name in training if name not in forward]
+        rows = [("all ops", str(self.forward.num_ops), str(self.training.num_ops))]
+        rows += [(name, str(forward.get(name, "·")), str(training.get(name, "·"))) for name in types]
+        rows.append(
+            ("trace time", _format_seconds(self.forward.trace_seconds), _format_seconds(self.training.trace_seconds))
+        )
+        rows.append(("peak memory", _format_bytes(self.forward.peak_bytes), _format_bytes(self.training.peak_bytes)))
+        return rows
+
+    def __str__(self) -> str:
+        rows = [("", "forward", "training")] + self._rows()
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        lines = [f"Graph of {self.name} for input shape {self.input_shape}"]
+        for i, row in enumerate(rows):
+            lines.append(f"{row[0].ljust(widths[0])}  {row[1].rjust(widths[1])}  {row[2].rjust(widths[2])}")
+            if i == 0:
+                lines.append("  ".join("-" * width for width in widths))
+        lines.append(f"See the graph: {self.hint}  (tab 'Graphs')")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        body = "".join(
+            f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td><td>{html.escape(c)}</td></tr>"
+            for a, b, c in self._rows()
+        )
+        return (
+            f"<p>Graph of <b>{html.escape(self.name)}</b> for input shape {html.escape(str(self.input_shape))}</p>"
+            f"<table><tr><th>op type</th><th>forward</th><th>training</th></tr>{body}</table>"
+            f"<p>See the graph: <code>{html.escape(self.hint)}</code> (tab \"Graphs\"), "
+            "or in a notebook <code>%load_ext tensorboard</code> then "
+            f"<code>%tensorboard --logdir {html.escape(self.logdir)}</code></p>"
+        )
+
+
+def show_graph(layer_or_model: Any, input_shape: Any, logdir: Optional[Union[str, os.PathLike]] = None) -> GraphView:
+    """The notebook's `show_graph`, for TF2: op counts of a layer's graph, and the graph for TensorBoard.
+
+    Traces the forward call and the training step (`graph_stats`), exports the forward graph to `logdir`
+    (`export_graph`) and returns a `GraphView`: a table of the most frequent op types, shown as HTML in
+    Jupyter and as text by `print`, with the command that opens the graph in TensorBoard.
+
+    Args:
+        layer_or_model: A Keras layer or model. An unbuilt layer is built for `input_shape`.
+        input_shape: The full input shape including the batch axis, e.g. `(4, 2, 3)`.
+        logdir: Where to write the graph. Default: a new temporary folder.
+
+    Returns:
+        A `GraphView`.
+
+    Example:
+
+    ```python
+    ku.inspect.show_graph(ku.StaticUnroll(ku.BasicRNNCell(5)), (4, 2, 3))  # last line of a notebook cell
+    print(ku.inspect.show_graph(ku.DynamicUnroll(5), (4, 2, 3)))           # elsewhere
+    ```
+    """
+    layer = _check_layer(layer_or_model)
+    shape = _check_input_shape(input_shape)
+    if logdir is None:
+        logdir = tempfile.mkdtemp(prefix="keras_unroll_graph_")
+    forward = graph_stats(layer, shape, training=False)
+    training = graph_stats(layer, shape, training=True)
+    event_file = export_graph(layer, logdir, shape)
+    return GraphView(
+        name=layer.name,
+        input_shape=shape,
+        forward=forward,
+        training=training,
+        logdir=os.fspath(logdir),
+        event_file=event_file,
+    )

@@ -1,0 +1,168 @@
+"""`keras-unroll demo`: the quick run produces its table and files; bad options and files give one line, exit 2."""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from keras_unroll import demo
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="keras-unroll")
+    demo.add_command(parser.add_subparsers(dest="command"))
+    return parser
+
+
+# ------------------------------------------------------------------------------------ the quick run
+@pytest.mark.subprocess
+@pytest.mark.slow
+def test_quick_demo_prints_the_table_and_writes_the_files(tmp_path, subprocess_env):
+    out = tmp_path / "demo out"
+    child = subprocess.run(
+        [sys.executable, "-m", "keras_unroll", "demo", "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env,
+        timeout=600,
+    )
+    assert child.returncode == 0, child.stderr[-3000:]
+    lines = child.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split() == ["StaticUnroll", "DynamicUnroll"])
+    table = {line[:26].strip(): line[26:].split() for line in lines[header + 2 : header + 9]}
+    assert set(table) == {
+        "final training loss (MSE)", "test loss (MSE)", "graph ops, forward", "graph ops, training step",
+        "trace + first call", "step time in fit (median)", "peak memory, training step",
+    }  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    static, dynamic = results["models"]
+    assert (static["name"], dynamic["name"]) == ("StaticUnroll", "DynamicUnroll")
+    # The printed table shows the measured numbers.
+    assert table["graph ops, training step"] == [str(static["training_ops"]), str(dynamic["training_ops"])]
+    # Same initial weights, same data, same maths: the twins train to the same loss.
+    assert static["train_loss"] == pytest.approx(dynamic["train_loss"], rel=1e-3)
+    # The demo turns on the CPU allocator's statistics, so the peak memory is measured.
+    assert static["peak_bytes"] > 0 and dynamic["peak_bytes"] > 0
+    steps = [(row["layer"], row["steps"]) for row in results["comparison"]]
+    assert steps == [(layer, t) for t in (2, 10, 50) for layer in ("StaticUnroll", "DynamicUnroll")]
+    for name in ("demo_predictions.png", "compare_unrolling.png"):
+        assert (out / name).read_bytes()[:8] == PNG_MAGIC
+    assert (out / "saved_model" / "saved_model.pb").is_file()
+    assert "predictions match" in child.stdout and "keras_unroll imported in the child process: False" in child.stdout
+    assert results["best"] in ("StaticUnroll", "DynamicUnroll")
+    assert "| layer | T |" in (out / "results.md").read_text()
+
+
+# -------------------------------------------------------------------------------------- options
+def test_defaults_and_options():
+    args = _parser().parse_args(["demo"])
+    assert (args.epochs, args.steps, args.quick, args.data, args.out) == (None, None, False, None, "demo-output")
+    assert args.func is demo.run
+    settings = demo._settings(args)
+    assert (settings.epochs, settings.steps, settings.units) == (10, (2, 10, 100, 500), 100)
+    args = _parser().parse_args(["demo", "--quick", "--epochs", "3", "--steps", "50,2,10,2"])
+    settings = demo._settings(args)
+    assert (settings.epochs, settings.steps, settings.num_train) == (3, (2, 10, 50), 256)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--epochs", "0"], "argument --epochs: expected a positive integer. Received: '0'"),
+        (["--epochs", "ten"], "argument --epochs: expected a positive integer. Received: 'ten'"),
+        (["--steps", "2,x"], "argument --steps: expected comma-separated positive integers"),
+        (["--steps", "-5"], "argument --steps: expected comma-separated positive integers"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _parser().parse_args(["demo", *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+def _write(path, **arrays):
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def _bad_files(tmp_path):
+    text = tmp_path / "notes.npz"
+    text.write_text("not a zip archive")
+    npy = tmp_path / "single.npy"
+    np.save(npy, np.zeros(3))
+    x = np.zeros((10, 4, 2), "float32")
+    return [
+        (str(tmp_path / "missing.npz"), "no such file"),
+        (str(text), "is not a NumPy .npz file"),
+        (str(npy), "single .npy array"),
+        (_write(tmp_path / "no_y.npz", x=x), "has no array 'y'"),
+        (_write(tmp_path / "nothing.npz", z=x), "has no array 'x' or 'y'"),
+        (_write(tmp_path / "flat_x.npz", x=np.zeros((10, 4)), y=np.zeros(10)), "`x` must be 3D"),
+        (_write(tmp_path / "short_y.npz", x=x, y=np.zeros(9)), "N = len(x) = 10"),
+        (_write(tmp_path / "cube_y.npz", x=x, y=np.zeros((10, 1, 1))), "Received: y.shape=(10, 1, 1)"),
+        (_write(tmp_path / "tiny.npz", x=x[:3], y=np.zeros(3)), "at least 5 samples"),
+        (_write(tmp_path / "text.npz", x=np.full((10, 4, 2), "a"), y=np.zeros(10)), "must be numeric"),
+        (_write(tmp_path / "nan.npz", x=x + np.nan, y=np.zeros(10)), "must be finite"),
+    ]
+
+
+def test_bad_data_files_exit_2_with_one_line(tmp_path, capsys):
+    for path, message in _bad_files(tmp_path):
+        args = _parser().parse_args(["demo", "--quick", "--data", path, "--out", str(tmp_path / "out")])
+        assert demo.run(args) == 2, path
+        captured = capsys.readouterr()
+        assert captured.err.count("\n") == 1, captured.err
+        assert captured.err.startswith("keras-unroll demo: error: --data: ") and message in captured.err, captured.err
+    assert not (tmp_path / "out").exists()  # nothing was written
+
+
+def test_out_that_is_a_file_exits_2(tmp_path, capsys):
+    target = tmp_path / "taken"
+    target.write_text("")
+    assert demo.run(_parser().parse_args(["demo", "--out", str(target)])) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--out:" in err and "not a folder" in err
+
+
+@pytest.mark.subprocess
+def test_cli_reports_a_missing_data_file_in_one_line(tmp_path, subprocess_env):
+    child = subprocess.run(
+        [sys.executable, "-m", "keras_unroll", "demo", "--data", str(tmp_path / "nope.npz")],
+        capture_output=True,
+        text=True,
+        env=subprocess_env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert child.returncode == 2
+    assert child.stderr.strip().splitlines()[-1].startswith("keras-unroll demo: error: --data: no such file")
+    assert "Traceback" not in child.stderr
+    assert not (tmp_path / "demo-output").exists()
+
+
+# ------------------------------------------------------------------------------------------ data
+def test_user_data_is_split_80_20(tmp_path):
+    rng = np.random.default_rng(0)
+    path = _write(tmp_path / "mine.npz", x=rng.normal(size=(20, 6, 3)), y=rng.normal(size=20))
+    data = demo.load_npz(path)
+    assert data.x_train.shape == (16, 6, 3) and data.y_train.shape == (16, 1)
+    assert data.x_test.shape == (4, 6, 3) and data.y_test.shape == (4, 1)
+    assert data.x_train.dtype == np.float32 and data.test_t is None
+
+
+def test_series_windows_follow_the_book():
+    data = demo.make_series_data(num_train=8, num_test=5)
+    assert data.x_train.shape == (8, 20, 1) and data.y_train.shape == (8, 1)
+    # The target is the value 0.1 after the window's last one, on t·sin(t)/3 + 2·sin(5t).
+    np.testing.assert_allclose(data.y_test[:, 0], demo.time_series(data.test_t), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(data.x_test[:, -1, 0], demo.time_series(data.test_t - 0.1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(demo.time_series([0.0, np.pi]), [0.0, 2 * np.sin(5 * np.pi)], atol=1e-12)
+    assert data.test_t[0] == pytest.approx(12.2)
