@@ -619,3 +619,23 @@ def test_xla_gradients_match_the_graph_loop(layer_cls, kind, x, h0, rng, weights
         results.append(_gradients(run, cell.trainable_weights, x, h0))
     for plain, compiled in zip(*results):
         close(compiled, plain)
+
+
+XLA_RNG_DIFFERS = pytest.mark.xfail(
+    strict=False,
+    reason="Known, reported: under XLA TF draws other random numbers for the same seed than in a graph. "
+    "With the default jit_compile='auto', StaticUnroll compiles a GRU/LSTM loop while DynamicUnroll runs it "
+    "uncompiled, so their dropout masks differ. Fix: create the masks outside the compiled function.",
+)
+
+
+@pytest.mark.parametrize("kind", ["BasicRNNCell", pytest.param("GRUCell", marks=XLA_RNG_DIFFERS)])
+def test_dropout_same_seed_with_the_default_jit(kind, x):
+    """The layers' defaults: the same seed gives the same training outputs in both layers."""
+    cell_cls = ku.BasicRNNCell if kind == "BasicRNNCell" else keras.layers.GRUCell
+    cells = [cell_cls(H, **DROPOUT) for _ in LAYERS]
+    for cell in cells:
+        cell.build((None, F))
+    cells[1].set_weights(cells[0].get_weights())
+    static, dynamic = (layer_cls(cell, return_sequences=True)(x, training=True) for layer_cls, cell in zip(LAYERS, cells))
+    close(static, dynamic)
