@@ -16,7 +16,6 @@ its replicas and averages the gradients over the global batch, so each step appl
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Any, Dict, List
@@ -28,6 +27,7 @@ STEPS = 4
 TIME_STEPS, FEATURES, UNITS = 5, 3, 4
 LEARNING_RATE = 0.5
 LAYERS = ("StaticUnroll", "DynamicUnroll")
+JIT_COMPILE = (False, True)  # the plain loops and the XLA-compiled ones (the layers' "auto" default here)
 
 
 def make_data() -> tuple:
@@ -103,6 +103,10 @@ def keras3_multi_worker_fix(strategy):
     return strategy
 
 
+def run_key(layer_name: str, jit_compile: bool) -> str:
+    return f"{layer_name}-jit_compile={jit_compile}"
+
+
 def _strategy(name: str):
     import tensorflow as tf
 
@@ -119,19 +123,19 @@ def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--strategy", required=True, choices=["mirrored", "multi_worker"])
     parser.add_argument("--out", required=True, help="where to write the trained weights (.npz)")
-    parser.add_argument("--layer-kwargs", default="{}", help="JSON dict of extra layer arguments")
     args = parser.parse_args(argv)
-    layer_kwargs = json.loads(args.layer_kwargs)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     strategy = _strategy(args.strategy)  # before anything else touches the devices
     arrays: Dict[str, np.ndarray] = {"num_replicas": np.array(strategy.num_replicas_in_sync)}
     for layer_name in LAYERS:
-        with strategy.scope():
-            result = train(layer_name, **layer_kwargs)
-        for i, weight in enumerate(result["weights"]):
-            arrays[f"{layer_name}/{i}"] = weight
-        arrays[f"{layer_name}/loss"] = np.asarray(result["loss"])
+        for jit_compile in JIT_COMPILE:
+            with strategy.scope():
+                result = train(layer_name, jit_compile=jit_compile)
+            key = run_key(layer_name, jit_compile)
+            for i, weight in enumerate(result["weights"]):
+                arrays[f"{key}/{i}"] = weight
+            arrays[f"{key}/loss"] = np.asarray(result["loss"])
     np.savez(args.out, **arrays)
     return 0
 

@@ -90,7 +90,11 @@ def _load(path: pathlib.Path) -> Dict[str, np.ndarray]:
 def single_device() -> Dict[str, Dict]:
     """The reference: each layer trained here, on one device, on the same global batch."""
     keras.mixed_precision.set_dtype_policy("float32")
-    return {name: worker.train(name) for name in worker.LAYERS}
+    return {
+        worker.run_key(name, jit): worker.train(name, jit_compile=jit)
+        for name in worker.LAYERS
+        for jit in worker.JIT_COMPILE
+    }
 
 
 @pytest.fixture(scope="module")
@@ -114,28 +118,31 @@ def multi_worker(tmp_path_factory) -> List[Dict[str, np.ndarray]]:
     return [_load(out) for out in outs]
 
 
-def _assert_same_training(run: Dict[str, np.ndarray], reference: Dict, layer_name: str) -> None:
-    weights = [run[f"{layer_name}/{i}"] for i in range(len(reference["weights"]))]
+def _assert_same_training(run: Dict[str, np.ndarray], reference: Dict, key: str) -> None:
+    weights = [run[f"{key}/{i}"] for i in range(len(reference["weights"]))]
     for got, want, start in zip(weights, reference["weights"], worker.initial_weights()):
         np.testing.assert_allclose(got, want, atol=ATOL, rtol=RTOL)
         assert got.dtype == np.float32
     # The comparison means something only if training moved the weights well beyond the tolerance.
     moved = max(float(np.abs(w - s).max()) for w, s in zip(reference["weights"], worker.initial_weights()))
     assert moved > 0.05
-    np.testing.assert_allclose(run[f"{layer_name}/loss"], reference["loss"], atol=ATOL, rtol=RTOL)
+    np.testing.assert_allclose(run[f"{key}/loss"], reference["loss"], atol=ATOL, rtol=RTOL)
 
 
-@pytest.mark.parametrize("layer_name", worker.LAYERS)
-def test_mirrored_strategy_matches_single_device(mirrored, single_device, layer_name):
+RUNS = [worker.run_key(name, jit) for name in worker.LAYERS for jit in worker.JIT_COMPILE]
+
+
+@pytest.mark.parametrize("key", RUNS)
+def test_mirrored_strategy_matches_single_device(mirrored, single_device, key):
     assert int(mirrored["num_replicas"]) == 2  # two logical CPUs, each got half of the global batch
-    _assert_same_training(mirrored, single_device[layer_name], layer_name)
+    _assert_same_training(mirrored, single_device[key], key)
 
 
-@pytest.mark.parametrize("layer_name", worker.LAYERS)
-def test_multi_worker_mirrored_strategy_matches_single_device(multi_worker, single_device, layer_name):
+@pytest.mark.parametrize("key", RUNS)
+def test_multi_worker_mirrored_strategy_matches_single_device(multi_worker, single_device, key):
     for run in multi_worker:
         assert int(run["num_replicas"]) == 2  # one replica in each of the two processes
-        _assert_same_training(run, single_device[layer_name], layer_name)
+        _assert_same_training(run, single_device[key], key)
     for got, want in zip(multi_worker[0].values(), multi_worker[1].values()):
         np.testing.assert_array_equal(got, want)  # synchronous: both workers hold identical weights
 
