@@ -36,7 +36,11 @@ _QUICK_STEPS = (2, 10, 50)
 
 
 class DemoError(Exception):
-    """A problem with the user's options or files: reported as one line on stderr, exit code 2."""
+    """A problem with the user's options, files or setup: reported as one line on stderr, exit code 2."""
+
+
+class ReloadError(RuntimeError):
+    """The exported SavedModel did not reload in a fresh process, or predicted differently: exit code 1."""
 
 
 # ------------------------------------------------------------------------------------------ options
@@ -352,7 +356,7 @@ def export_and_check(model: Any, export_dir: str, x: Any, expected: Any) -> Tupl
         `(max_abs_difference, child's output line)`.
 
     Raises:
-        RuntimeError: the child process failed, or its predictions differ from `expected`.
+        ReloadError: the child process failed, or its predictions differ from `expected`.
     """
     import numpy as np
 
@@ -369,12 +373,12 @@ def export_and_check(model: Any, export_dir: str, x: Any, expected: Any) -> Tupl
             timeout=600,
         )
         if child.returncode != 0:
-            tail = "\n".join(child.stderr.strip().splitlines()[-5:])
-            raise RuntimeError(f"Reloading the SavedModel in a fresh process failed:\n{tail}")
+            tail = (child.stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise ReloadError(f"reloading the SavedModel in a fresh process failed: {tail}")
         reloaded = np.load(outputs)
     difference = float(np.max(np.abs(reloaded - expected)))
     if not np.allclose(reloaded, expected, rtol=1e-4, atol=1e-5):
-        raise RuntimeError(f"The reloaded SavedModel's predictions differ from the model's by up to {difference}")
+        raise ReloadError(f"the reloaded SavedModel's predictions differ from the model's by up to {difference}")
     return difference, child.stdout.strip()
 
 
@@ -430,6 +434,12 @@ def _main(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     settings = _settings(args)
     data = load_npz(args.data) if args.data else None
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise DemoError(
+            'the demo draws PNGs with matplotlib, which is not installed: pip install "keras-unroll[plot]"'
+        ) from None
     out = _prepare_out(args.out)
     _enable_cpu_memory_stats()
 
@@ -499,6 +509,9 @@ def run(args: argparse.Namespace) -> int:
     except DemoError as error:
         print(f"{_PROG}: error: {error}", file=sys.stderr)
         return 2
+    except ReloadError as error:
+        print(f"{_PROG}: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{_PROG}: interrupted", file=sys.stderr)
         return 130

@@ -166,3 +166,11 @@ def test_series_windows_follow_the_book():
     np.testing.assert_allclose(data.x_test[:, -1, 0], demo.time_series(data.test_t - 0.1), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(demo.time_series([0.0, np.pi]), [0.0, 2 * np.sin(5 * np.pi)], atol=1e-12)
     assert data.test_t[0] == pytest.approx(12.2)
+
+
+def test_missing_matplotlib_is_one_line_before_any_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert demo.run(_parser().parse_args(["demo", "--quick", "--out", str(tmp_path / "out")])) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and 'pip install "keras-unroll[plot]"' in err
+    assert not (tmp_path / "out").exists()
