@@ -48,6 +48,7 @@ class _Unroll(keras.layers.Layer):
         self.zero_output_for_mask = _check_bool(zero_output_for_mask, "zero_output_for_mask")
         self.supports_masking = True
         self.stateful = False  # read by `keras.layers.Bidirectional`; these layers keep no state across calls
+        self.states = None  # as `keras.layers.RNN` when not stateful (`Bidirectional.states` reads it)
         self._state_sizes = _core.state_sizes(self.cell)
 
     # ------------------------------------------------------------------------------------- shapes
@@ -102,7 +103,7 @@ class _Unroll(keras.layers.Layer):
         if not self.return_state:
             return output_shape
         states = tf.nest.map_structure(lambda size: (batch, int(size)), self._state_sizes)
-        return [output_shape, *states]
+        return (output_shape, *states)  # a tuple, as `keras.layers.RNN` (`Bidirectional` concatenates tuples)
 
     def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
         if isinstance(mask, (list, tuple)):

@@ -244,3 +244,19 @@ def test_bidirectional_with_mask_matches_keras(layer_cls):
     theirs.set_weights(ours.get_weights())
     np.testing.assert_allclose(got, theirs(embedding(ids)), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(got[0, 3:], 0.0)  # Bidirectional zeroes masked steps of sequences
+
+
+@pytest.mark.parametrize("layer_cls", LAYERS, ids=lambda c: c.__name__)
+def test_bidirectional_return_state_matches_keras_lstm(layer_cls, rng):
+    x = rng.standard_normal((B, T, F)).astype("float32")
+    ours = keras.layers.Bidirectional(layer_cls(keras.layers.LSTMCell(H), return_state=True))
+    theirs = keras.layers.Bidirectional(keras.layers.LSTM(H, return_state=True))
+    got = ours(x)
+    theirs(x)
+    theirs.set_weights(ours.get_weights())
+    expected = theirs(x)
+    assert len(got) == len(expected) == 5  # output, forward h and c, backward h and c
+    for ours_tensor, keras_tensor in zip(got, expected):
+        np.testing.assert_allclose(ours_tensor, keras_tensor, rtol=1e-5, atol=1e-5)
+    symbolic = ours(keras.Input((T, F)))
+    assert [tuple(t.shape) for t in symbolic] == [(None, 2 * H)] + [(None, H)] * 4
