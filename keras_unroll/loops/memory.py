@@ -1,0 +1,326 @@
+"""Memory strategies for long sequences: a `swap_memory` that works in TF2, and recomputation.
+
+Plain autodiff through a `tf.while_loop` (TF2's `while_v2`) keeps every intermediate of every step on the
+device for the backward pass (several `(batch, units)` tensors per step), and ignores `swap_memory`. The
+strategy here replaces that with one custom gradient over the whole recurrence:
+
+    forward:   run the loop; every k-th carry (state, and last valid output with masks) is a *checkpoint*,
+               stored in host memory (`/CPU:0`) with `swap_memory=True`, else on the device
+    backward:  for each segment of k steps, last segment first:
+                   bring its checkpoint back, re-run the k steps under a `GradientTape`, and
+                   back-propagate the carry's gradient through them (plain autodiff, k steps deep)
+
+`recompute=None` with `swap_memory=True` is k = 1 (every step's input carry is saved and the step is
+re-run once in the backward pass); `recompute="sqrt"` is k = ceil(sqrt(T)), `recompute=k` any k. What the
+backward pass needs then grows like `(T/k)` checkpoints plus one segment's intermediates, `O((T/k + k)·B·H)`,
+instead of `O(T·B·H)`; the price is one more forward pass. Dropout masks, `valid` steps (masks and
+`sequence_length`) and the early stop at `max(sequence_length)` are the same tensors in both passes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+from typing import Any, Iterator, List, Optional, Tuple, Union
+
+import tensorflow as tf
+
+from keras_unroll.loops import _core, fast
+
+Recompute = Union[None, str, int]
+
+#: Name prefix of the ops that store and load checkpoints; tests find them in the graph by it.
+SAVE_OP_NAME = "keras_unroll_checkpoint_save"
+LOAD_OP_NAME = "keras_unroll_checkpoint_load"
+
+
+def check_recompute(recompute: Any) -> Recompute:
+    """Checks the `recompute` argument: `None`, `"sqrt"` or a positive int (the segment length k)."""
+    if recompute is None:
+        return None
+    if isinstance(recompute, str):
+        if recompute != "sqrt":
+            raise ValueError(
+                '`recompute` must be None, "sqrt" or a positive int (steps per recomputed segment). '
+                f"Received: recompute={recompute!r}"
+            )
+        return recompute
+    if isinstance(recompute, bool) or not isinstance(recompute, numbers.Integral):
+        raise TypeError(
+            '`recompute` must be None, "sqrt" or a positive int (steps per recomputed segment). '
+            f"Received: recompute={recompute!r} of type {type(recompute).__name__}"
+        )
+    if recompute < 1:
+        raise ValueError(
+            '`recompute` must be None, "sqrt" or a positive int (steps per recomputed segment). '
+            f"Received: recompute={recompute!r}"
+        )
+    return int(recompute)
+
+
+def check_swap_memory(swap_memory: Any) -> bool:
+    """Checks the `swap_memory` argument: a bool."""
+    if not isinstance(swap_memory, bool):
+        raise TypeError(f"`swap_memory` must be a bool (True or False). Received: swap_memory={swap_memory!r}")
+    return swap_memory
+
+
+def segment_length(recompute: Recompute, num_steps: Union[int, tf.Tensor]) -> Union[int, tf.Tensor]:
+    """Steps per segment k: 1 without recomputation, ceil(sqrt(T)) for "sqrt", else the given k."""
+    if recompute is None:
+        return 1
+    if recompute == "sqrt":
+        if isinstance(num_steps, int):
+            return max(1, math.ceil(math.sqrt(num_steps)))
+        root = tf.math.ceil(tf.sqrt(tf.cast(num_steps, tf.float32)))
+        return tf.maximum(tf.cast(root, tf.int32), 1)
+    return recompute
+
+
+# ------------------------------------------------------------------------------- dropout masks
+def _dropout_cells(cell: Any) -> List[Any]:
+    from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
+
+    import keras
+
+    if isinstance(cell, keras.layers.StackedRNNCells):
+        return [c for sub in cell.cells for c in _dropout_cells(sub)]
+    return [cell] if isinstance(cell, DropoutRNNCell) else []
+
+
+def _snapshot_masks(cell: Any) -> List[Tuple[Any, Any, Any]]:
+    """The dropout masks the forward pass uses, to be set again for the recomputation."""
+    return [
+        (c, getattr(c, "_dropout_mask", None), getattr(c, "_recurrent_dropout_mask", None))
+        for c in _dropout_cells(cell)
+    ]
+
+
+@contextlib.contextmanager
+def _masks_restored(snapshot: List[Tuple[Any, Any, Any]]) -> Iterator[None]:
+    """Sets the snapshot's masks on their cells, and puts back whatever was there afterwards."""
+    previous = [(c, getattr(c, "_dropout_mask", None), getattr(c, "_recurrent_dropout_mask", None)) for c, _, _ in snapshot]
+    try:
+        for c, mask, recurrent_mask in snapshot:
+            c._dropout_mask, c._recurrent_dropout_mask = mask, recurrent_mask
+        yield
+    finally:
+        for c, mask, recurrent_mask in previous:
+            c._dropout_mask, c._recurrent_dropout_mask = mask, recurrent_mask
+
+
+# ------------------------------------------------------------------------------------ the loop
+def checkpointed_loop(
+    cell: Any,
+    prepared: _core.Prepared,
+    *,
+    training: Any = None,
+    return_all_outputs: bool = True,
+    parallel_iterations: Optional[int] = None,
+    swap_memory: bool = False,
+    recompute: Recompute = None,
+) -> Tuple[Optional[tf.Tensor], tf.Tensor, Any]:
+    """`dynamic_loop` with a custom gradient that stores checkpoints (on the host with `swap_memory`).
+
+    Same contract as `dynamic_loop`: returns `(outputs (T, B, H) or None, last_output, final_state)`, the
+    same numbers, and the same gradients (to float rounding) for the inputs, the initial state and the
+    cell's variables. Must run in a graph (`run_dynamic` takes care of that).
+    """
+    recompute = check_recompute(recompute)
+    step = _core.make_step(cell, training, prepared.zero_output)
+    inputs = prepared.inputs
+    dtype = inputs.dtype
+    valid = prepared.valid
+    units = _core.output_size(cell)
+    num_steps = prepared.num_steps if prepared.num_steps is not None else tf.shape(inputs)[0]
+    stop = num_steps if prepared.max_length is None else tf.minimum(num_steps, prepared.max_length)
+    k = segment_length(recompute, num_steps)
+    single_step_segments = isinstance(k, int) and k == 1
+    num_segments = (stop + k - 1) // k
+    store_device = "/CPU:0" if swap_memory else None
+    keep_last = valid is not None  # without a mask, a step never reads the previous output
+    iterations = parallel_iterations or 10
+    structure = prepared.initial_state
+    flat_initial = [tf.convert_to_tensor(s) for s in tf.nest.flatten(structure)]
+    last_initial = _core.initial_last_output(cell, prepared)
+    batch_size = prepared.batch_size
+
+    def run_segment(x_seg, valid_seg, length, flat_state, last, collect):
+        """Runs `length` steps from a carry. Returns `(outputs (length, B, H) or None, last, flat_state)`."""
+        state = tf.nest.pack_sequence_as(structure, flat_state)
+        if single_step_segments:
+            emitted, state, last = step(x_seg[0], None if valid_seg is None else valid_seg[0], state, last)
+            return (emitted[None] if collect else None), last, tf.nest.flatten(state)
+        fused = run_fused_segment(x_seg, valid_seg, state, last, collect)
+        if fused is not None:
+            return fused
+        x_ta = tf.TensorArray(dtype, size=length, element_shape=x_seg.shape[1:]).unstack(x_seg)
+        valid_ta = None
+        if valid_seg is not None:
+            valid_ta = tf.TensorArray(tf.bool, size=length, element_shape=valid_seg.shape[1:]).unstack(valid_seg)
+        out_ta = tf.TensorArray(dtype, size=length if collect else 0, element_shape=[x_seg.shape[1], units])
+
+        def body(i, out_ta, state, last):
+            emitted, state, last = step(x_ta.read(i), None if valid_ta is None else valid_ta.read(i), state, last)
+            if collect:
+                out_ta = out_ta.write(i, emitted)
+            return i + 1, out_ta, state, last
+
+        _, out_ta, state, last = tf.while_loop(
+            lambda i, *_: i < length,
+            body,
+            (tf.constant(0, tf.int32), out_ta, state, last),
+            maximum_iterations=length,
+            parallel_iterations=iterations,
+        )
+        return (out_ta.stack() if collect else None), last, tf.nest.flatten(state)
+
+    def run_fused_segment(x_seg, valid_seg, state, last, collect):
+        """The segment on the fused SimpleRNN path (`fast.py`) when the cell takes it, else None."""
+        segment = _core.Prepared(
+            inputs=x_seg,
+            valid=valid_seg,
+            initial_state=state,
+            zero_output=prepared.zero_output,
+            num_steps=None,
+            batch_size=batch_size,
+            features=prepared.features,
+            max_length=None,
+        )
+        with _masks_restored(masks):  # the fused loop reads (and then clears) the cell's dropout masks
+            result = fast.dynamic_fast_path(cell, segment, training=training, return_all_outputs=collect)
+        if result is None:
+            return None
+        outs, seg_last, seg_state = result
+        if valid_seg is not None:
+            # The fused loop starts each segment with a zero "last valid output": carry the real one in.
+            seg_last = tf.where(tf.reduce_any(valid_seg, axis=0)[:, None], seg_last, last)
+            if collect and not prepared.zero_output:
+                seen = tf.cumsum(tf.cast(valid_seg, tf.int32), axis=0) > 0
+                outs = tf.where(seen[:, :, None], outs, last[None])
+        return outs, seg_last, tf.nest.flatten(seg_state)
+
+    def bounds(segment):
+        start = segment * k
+        end = tf.minimum(start + k, stop)
+        return start, end
+
+    def on_store():
+        return tf.device(store_device) if store_device else contextlib.nullcontext()
+
+    def store(ta, index, value):
+        with on_store():
+            return ta.write(index, tf.identity(value, name=SAVE_OP_NAME))
+
+    def load(ta, index):
+        with on_store():
+            value = tf.identity(ta.read(index), name=LOAD_OP_NAME)
+        return tf.identity(value)  # the copy back to the compute device, one checkpoint at a time
+
+    def new_checkpoints():
+        carry = flat_initial + ([last_initial] if keep_last else [])
+        with on_store():
+            return [tf.TensorArray(dtype, size=num_segments, element_shape=c.shape) for c in carry]
+
+    def scatter(ta, start, end, values):
+        return ta.scatter(tf.range(start, end), values)
+
+    def zero_fill(ta, feature_size):
+        """Writes zeros for the steps the loop skipped (`stop <= t < T`), so the array stacks."""
+        zeros = tf.zeros(tf.stack([num_steps - stop, batch_size, feature_size]), dtype)
+        return scatter(ta, stop, num_steps, zeros)
+
+    # The forward pass, with the checkpoints. Masks are created once here and reused by the backward pass.
+    with _core.dropout_masks(cell, prepared, training):
+        masks = _snapshot_masks(cell)
+
+        @tf.custom_gradient
+        def recurrence(x, *flat_state):
+            out_ta = tf.TensorArray(dtype, size=num_steps if return_all_outputs else 0, element_shape=[x.shape[1], units])
+
+            def body(segment, out_ta, checkpoints, flat_state, last):
+                start, end = bounds(segment)
+                carry = list(flat_state) + ([last] if keep_last else [])
+                checkpoints = [store(ta, segment, c) for ta, c in zip(checkpoints, carry)]
+                valid_seg = None if valid is None else valid[start:end]
+                outs, last, flat_state = run_segment(x[start:end], valid_seg, end - start, flat_state, last, return_all_outputs)
+                if return_all_outputs:
+                    out_ta = scatter(out_ta, start, end, outs)
+                return segment + 1, out_ta, checkpoints, flat_state, last
+
+            _, out_ta, checkpoints, final_flat, last = tf.while_loop(
+                lambda segment, *_: segment < num_segments,
+                body,
+                (tf.constant(0, tf.int32), out_ta, new_checkpoints(), list(flat_state), last_initial),
+                maximum_iterations=num_segments,
+                parallel_iterations=iterations,
+            )
+            results = [last] + list(final_flat)
+            if return_all_outputs:
+                outputs = zero_fill(out_ta, units).stack()
+                outputs.set_shape(x.shape[:2].concatenate([units]))
+                results = [outputs] + results
+
+            def grad(*result_grads, variables=None):
+                variables = list(variables or [])
+                result_grads = [
+                    tf.zeros_like(r) if g is None else tf.convert_to_tensor(g) for g, r in zip(result_grads, results)
+                ]
+                d_outputs = result_grads.pop(0) if return_all_outputs else None
+                d_last, d_flat = result_grads[0], result_grads[1:]
+                var_grads = [tf.zeros_like(v) for v in variables]
+                dx_ta = zero_fill(
+                    tf.TensorArray(dtype, size=num_steps, element_shape=x.shape[1:]), int(x.shape[2])
+                )
+
+                def back_body(segment, dx_ta, d_flat, d_last, var_grads):
+                    start, end = bounds(segment)
+                    carry = [load(ta, segment) for ta in checkpoints]
+                    seg_flat, seg_last = carry[: len(flat_initial)], (carry[-1] if keep_last else last_initial)
+                    x_seg = x[start:end]
+                    valid_seg = None if valid is None else valid[start:end]
+                    with tf.GradientTape() as tape:
+                        tape.watch([x_seg, seg_last, *seg_flat])
+                        outs, new_last, new_flat = run_segment(
+                            x_seg, valid_seg, end - start, seg_flat, seg_last, return_all_outputs
+                        )
+                    targets = [new_last, *new_flat]
+                    target_grads = [d_last, *d_flat]
+                    if return_all_outputs:
+                        targets.append(outs)
+                        target_grads.append(d_outputs[start:end])
+                    grads = tape.gradient(
+                        targets,
+                        [x_seg, seg_last, *seg_flat, *variables],
+                        output_gradients=target_grads,
+                        unconnected_gradients=tf.UnconnectedGradients.ZERO,
+                    )
+                    n = len(seg_flat)
+                    dx_seg, d_last, d_flat, dvars = grads[0], grads[1], grads[2 : 2 + n], grads[2 + n :]
+                    dvars = [tf.convert_to_tensor(g) for g in dvars]
+                    var_grads = [a + g for a, g in zip(var_grads, dvars)]
+                    return segment - 1, scatter(dx_ta, start, end, dx_seg), list(d_flat), d_last, var_grads
+
+                with _masks_restored(masks):
+                    _, dx_ta, d_flat, _, var_grads = tf.while_loop(
+                        lambda segment, *_: segment >= 0,
+                        back_body,
+                        (num_segments - 1, dx_ta, list(d_flat), d_last, var_grads),
+                        maximum_iterations=num_segments,
+                        # One segment at a time: the recomputation of a segment does not depend on the
+                        # gradient carried in, so with more the loop would recompute several ahead and hold
+                        # their intermediates at once (measured: 10 segments' worth with the default 10).
+                        parallel_iterations=1,
+                    )
+                dx = dx_ta.stack()
+                dx.set_shape(x.shape)
+                return [dx, *d_flat], var_grads
+
+            return results, grad
+
+        results = recurrence(inputs, *flat_initial)
+    results = list(results)
+    outputs = results.pop(0) if return_all_outputs else None
+    last, final_flat = results[0], results[1:]
+    return outputs, last, tf.nest.pack_sequence_as(structure, final_flat)
