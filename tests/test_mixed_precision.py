@@ -132,13 +132,17 @@ def test_trains_saves_and_exports(policy, layer_cls, rng, tmp_path):
     predictions = model.predict(x, verbose=0)
 
     model.save(tmp_path / "model.keras")
-    reloaded = keras.models.load_model(tmp_path / "model.keras")
+    model.export(str(tmp_path / "saved_model"), verbose=False)
+    keras.mixed_precision.set_dtype_policy("float32")  # the files must carry their own dtypes
+
+    # compile=False: the layers keep their policy, but Keras rebuilds the optimizer from the *global* policy
+    # (no LossScaleOptimizer under "float32"); to resume training, set the policy before loading.
+    reloaded = keras.models.load_model(tmp_path / "model.keras", compile=False)
     assert type(reloaded.layers[0]) is layer_cls
     assert reloaded.layers[0].compute_dtype == low and reloaded.layers[0].cell.compute_dtype == low
+    assert all(w.dtype == np.float32 for w in reloaded.get_weights())
     np.testing.assert_allclose(reloaded.predict(x, verbose=0), predictions, atol=1e-6, rtol=0)
 
-    model.export(str(tmp_path / "saved_model"), verbose=False)
-    keras.mixed_precision.set_dtype_policy("float32")  # the exported graph carries its own dtypes
     exported = tf.saved_model.load(str(tmp_path / "saved_model"))
     served = exported.serve(tf.constant(x))
     assert served.dtype == tf.float32
