@@ -597,17 +597,25 @@ def test_dropout_only_while_training(layer_cls, x, weights):
 
 
 # -------------------------------------------------------------------------- XLA (the layers' default)
+@pytest.mark.parametrize("case", ["mask+lengths-backwards", "short_lengths"])
 @pytest.mark.parametrize("layer_cls", LAYERS)
-def test_xla_default_matches_numpy(layer_cls, x, h0, weights):
-    """`jit_compile="auto"` compiles both layers at this T: the same numbers, with every option at once."""
-    valid = MASK & lengths_to_valid(LENGTHS, T)
+def test_xla_default_matches_numpy(layer_cls, case, x, h0, weights):
+    """`jit_compile="auto"` compiles both layers at this T: the same numbers, many options at once, and
+    the early stop at max(sequence_length) when every row is short."""
+    go_backwards = case.endswith("backwards")
+    if case == "short_lengths":
+        kwargs, valid = {"sequence_length": SHORT_LENGTHS}, lengths_to_valid(SHORT_LENGTHS, T)
+    else:
+        kwargs, valid = {"mask": MASK, "sequence_length": LENGTHS}, MASK & lengths_to_valid(LENGTHS, T)
     expected_seq, expected_last, expected_state = basic_rnn(
-        x, *weights, initial_state=h0, valid=valid, zero_output=True, go_backwards=True
+        x, *weights, initial_state=h0, valid=valid, zero_output=True, go_backwards=go_backwards
     )
     for return_sequences, expected in ((True, expected_seq), (False, expected_last)):
-        layer = layer_cls(basic_cell(weights), return_sequences=return_sequences, return_state=True, go_backwards=True)
+        layer = layer_cls(
+            basic_cell(weights), return_sequences=return_sequences, return_state=True, go_backwards=go_backwards
+        )
         assert layer.jit_compile == "auto"
-        outputs, state = layer(x, initial_state=h0, mask=MASK, sequence_length=LENGTHS)
+        outputs, state = layer(x, initial_state=h0, **kwargs)
         close(outputs, expected)
         close(state, expected_state)
 
