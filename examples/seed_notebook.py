@@ -89,4 +89,6 @@ for steps in (2, 20):
 
 # ---- show_graph(tf.get_default_graph()) ----------------------------------------------------------------
 # TF1 -> TF2: there is no default graph to show; show the graph of a layer instead.
-print(ku_inspect.show_graph(ku.DynamicUnroll(ku.BasicRNNCell(n_neurons)), (4, n_steps, n_inputs)))
+# In Jupyter, leave `ku_inspect.show_graph(...)` as the cell's last line to get an HTML table.
+logdir = os.path.join("logs", "seed_notebook")  # then: tensorboard --logdir logs
+print(ku_inspect.show_graph(ku.DynamicUnroll(ku.BasicRNNCell(n_neurons)), (4, n_steps, n_inputs), logdir=logdir))

@@ -172,7 +172,8 @@ class GraphStats:
             loop's body and condition), each function counted once.
         op_types: The most frequent op types, `((type, count), ...)`, most frequent first.
         trace_seconds: Time to trace the `tf.function` (Python runs the layer's `call` once).
-        first_call_seconds: Time of the first call: graph optimization (Grappler) plus one run.
+        first_call_seconds: Time of the first call: graph optimization (Grappler), XLA compilation where the
+            layer compiles its loop (`jit_compile`), plus one run.
         peak_bytes: Peak memory of one call on the device (`GPU:0`, else `CPU:0`), or `None` where the
             runtime does not report it (on CPU, unless `TF_CPU_ALLOCATOR_USE_BFC=true` was set before
             TensorFlow started).
@@ -186,9 +187,13 @@ class GraphStats:
 
 
 def _trace(
-    layer: keras.layers.Layer, shape: Tuple[Optional[int], ...], training: bool, repeats: int = 0
+    layer: keras.layers.Layer, shape: Tuple[Optional[int], ...], training: bool, repeats: int = 0, run: bool = True
 ) -> Tuple[GraphStats, List[float], Any]:
-    """Traces, counts, runs once (peak memory), then `repeats` more times (step times)."""
+    """Traces, counts, runs once (peak memory), then `repeats` more times (step times).
+
+    With `run=False` only the op counts and the trace time are measured (no graph optimization, no XLA
+    compilation): `first_call_seconds` is then 0.0 and `peak_bytes` None.
+    """
     _ensure_built(layer, shape)
     dtype = getattr(layer, "compute_dtype", None) or "float32"
     function = _traced_function(layer, training)
@@ -196,6 +201,9 @@ def _trace(
     concrete = function.get_concrete_function(tf.TensorSpec(shape, dtype))
     trace_seconds = time.perf_counter() - start
     counts = _count_ops(concrete.graph)
+    if not run:
+        stats = GraphStats(sum(counts.values()), tuple(counts.most_common(_TOP_OP_TYPES)), trace_seconds, 0.0, None)
+        return stats, [], concrete
     x = _example_input(shape, dtype)
     device = _memory_device()
     tracked = _reset_peak(device)
@@ -512,8 +520,8 @@ def compare_unrolling(
     """Measures `StaticUnroll` and `DynamicUnroll` side by side at each sequence length T.
 
     For each T and each layer (each with its own fresh copy of the cell), this traces the forward call
-    and a training step (forward + backward, as in `graph_stats(..., training=True)`), then runs the
-    training step `1 + repeats` times: the first call is timed apart (graph optimization) and gives the
+    (to count its ops) and a training step (forward + backward, as in `graph_stats(..., training=True)`),
+    then runs the training step `1 + repeats` times: the first call is timed apart (graph optimization) and gives the
     peak memory, the others give the median step time.
 
     Cost: a static unroll's trace and first call grow with T; at T=1000 they take 5-15 s and hundreds of
@@ -564,7 +572,7 @@ def compare_unrolling(
                 raise TypeError(_CELL_MESSAGE.format(cell=cell) + f" (the factory returned {fresh!r})")
             layer = layer_class(fresh)
             shape = (batch, length, features)
-            forward, _, _ = _trace(layer, shape, training=False)
+            forward, _, _ = _trace(layer, shape, training=False, run=False)  # only its op count is reported
             training, times, _ = _trace(layer, shape, training=True, repeats=int(repeats))
             units = layer.compute_output_shape(shape)[-1]
             rows.append(

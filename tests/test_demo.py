@@ -46,7 +46,7 @@ def test_quick_demo_prints_the_table_and_writes_the_files(tmp_path, subprocess_e
     # The printed table shows the measured numbers.
     assert table["graph ops, training step"] == [str(static["training_ops"]), str(dynamic["training_ops"])]
     # Same initial weights, same data, same maths: the twins train to the same loss.
-    assert static["train_loss"] == pytest.approx(dynamic["train_loss"], rel=1e-3)
+    assert static["train_loss"] == pytest.approx(dynamic["train_loss"], rel=1e-2)
     # The demo turns on the CPU allocator's statistics, so the peak memory is measured.
     assert static["peak_bytes"] > 0 and dynamic["peak_bytes"] > 0
     steps = [(row["layer"], row["steps"]) for row in results["comparison"]]
