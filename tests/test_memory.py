@@ -108,6 +108,27 @@ def test_dynamic_rnn_gradients_with_lengths_and_initial_state(setting, rng):
         close(a, e)
 
 
+def test_unknown_length_uses_a_computed_segment_length(rng):
+    """T unknown while tracing: k = ceil(sqrt(T)) is computed in the graph (here k=4 for T=10)."""
+    cell = keras.layers.GRUCell(H)
+    plain = ku.DynamicUnroll(cell, return_sequences=True, jit_compile=False)
+    recompute = ku.DynamicUnroll(cell, return_sequences=True, recompute="sqrt")
+    x = tf.constant(rng.standard_normal((B, 10, F)).astype(np.float32))
+
+    def grads_of(layer):
+        @tf.function(input_signature=[tf.TensorSpec((None, None, F))])
+        def run(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = tf.reduce_sum(tf.sin(layer(x)))
+            return tape.gradient(loss, [x, *cell.trainable_variables])
+
+        return run(x)
+
+    for a, e in zip(grads_of(recompute), grads_of(plain)):
+        close(a, e)
+
+
 def _graph_nodes(fn, *args):
     graph_def = fn.get_concrete_function(*args).graph.as_graph_def()
     return list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
