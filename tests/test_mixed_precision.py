@@ -147,3 +147,39 @@ def test_trains_saves_and_exports(policy, layer_cls, rng, tmp_path):
     served = exported.serve(tf.constant(x))
     assert served.dtype == tf.float32
     np.testing.assert_allclose(served.numpy(), predictions, atol=atol, rtol=0)
+
+
+CELLS = {
+    "LSTMCell": lambda: keras.layers.LSTMCell(4),
+    "GRUCell": lambda: keras.layers.GRUCell(4),
+    "stacked": lambda: [ku.BasicRNNCell(3), keras.layers.LSTMCell(4)],
+}
+
+
+@pytest.mark.parametrize("layer_cls", LAYERS)
+@pytest.mark.parametrize("cell_name", list(CELLS))
+def test_other_cells_match_float32_and_have_gradients(policy, layer_cls, cell_name, rng):
+    """LSTM, GRU and stacked cells (nested states) under low precision: same results as float32, in the low
+    dtype, with finite float32 gradients. Plain loops here; the XLA loops are covered above."""
+    low, atol = POLICIES[policy]
+    x = rng.normal(size=(3, 5, 2)).astype("float32")
+    kwargs = dict(return_sequences=True, return_state=True, jit_compile=False)
+    call = dict(sequence_length=[5, 2, 0])
+    keras.mixed_precision.set_dtype_policy("float32")
+    reference_layer = layer_cls(CELLS[cell_name](), **kwargs)
+    expected = [np.asarray(t) for t in tf.nest.flatten(reference_layer(x, **call))]
+    keras.mixed_precision.set_dtype_policy(policy)
+    layer = layer_cls(CELLS[cell_name](), **kwargs)
+    layer.build(x.shape)
+    layer.set_weights(reference_layer.get_weights())
+
+    with tf.GradientTape() as tape:
+        results = tf.nest.flatten(layer(x, **call))
+        loss = tf.add_n([tf.reduce_sum(tf.cast(t, tf.float32)) for t in results])
+    grads = tape.gradient(loss, layer.trainable_weights)
+
+    assert [t.dtype for t in results] == [low] * len(expected)
+    for got, want in zip(results, expected):
+        np.testing.assert_allclose(np.asarray(got, np.float32), want, atol=atol, rtol=0)
+    assert all(v.dtype == "float32" for v in layer.trainable_weights)
+    assert all(g is not None and g.dtype == tf.float32 and np.isfinite(g.numpy()).all() for g in grads)
