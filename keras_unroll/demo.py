@@ -161,6 +161,8 @@ def make_series_data(
 def load_npz(path: str) -> Dataset:
     """Reads a user's `.npz` with `x` `(N, T, F)` and `y` `(N,)`/`(N, outputs)`; the last 20 % is the test set.
 
+    Training uses whole batches of 32: up to 31 training samples beyond the last full batch are left out.
+
     Raises:
         DemoError: a missing file, not an npz, missing keys, wrong shapes or non-numeric values.
     """
@@ -284,19 +286,23 @@ def _train(layer_class: Any, data: Dataset, settings: Settings) -> Result:
 
     from keras_unroll.inspect import _trace, graph_stats
 
-    _, window, features = data.x_train.shape
+    count, window, features = data.x_train.shape
     outputs = data.y_train.shape[1]
+    # Whole batches only: a smaller last batch is another input shape, so another trace (and XLA compile)
+    # inside every epoch, which would also skew the step times.
+    batch = min(settings.batch, count)
+    x_train, y_train = data.x_train[: count - count % batch], data.y_train[: count - count % batch]
     keras.utils.set_random_seed(0)
     model = _build_model(layer_class, window, features, outputs, settings.units)
-    shape = (settings.batch, window, features)
+    shape = (batch, window, features)
     forward, _, _ = _trace(model, shape, training=False, run=False)  # the table shows its op count only
     training = graph_stats(model, shape, training=True)
     timer = _step_timer()
     print(f"\n== {layer_class.__name__}: {model.count_params()} parameters, {settings.epochs} epoch(s)", flush=True)
     history = model.fit(
-        data.x_train,
-        data.y_train,
-        batch_size=settings.batch,
+        x_train,
+        y_train,
+        batch_size=batch,
         epochs=settings.epochs,
         callbacks=[timer],
         verbose=1 if sys.stdout.isatty() else 2,
