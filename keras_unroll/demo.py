@@ -497,7 +497,7 @@ def _main(args: argparse.Namespace) -> int:
         json.dump(
             {
                 "models": [
-                    {k: v for k, v in dataclasses.asdict(r).items() if k not in ("model", "predictions")}
+                    {f.name: getattr(r, f.name) for f in dataclasses.fields(r) if f.name not in ("model", "predictions")}
                     for r in results
                 ],
                 "best": best.name,
