@@ -214,6 +214,15 @@ def test_bad_arguments(kwargs, error, match):
         ku.DynamicUnroll(ku.BasicRNNCell(2), **kwargs)
 
 
+@pytest.mark.parametrize("setting", [dict(swap_memory=True), dict(recompute=2)], ids=["swap_memory", "recompute"])
+def test_xla_compiled_training_is_refused_clearly(setting):
+    """Inside `model.compile(jit_compile=True)` the strategies cannot compile; the error says what to do."""
+    model = keras.Sequential([keras.Input((4, 2)), ku.DynamicUnroll(ku.BasicRNNCell(3), **setting), keras.layers.Dense(1)])
+    model.compile("sgd", "mse", jit_compile=True)
+    with pytest.raises(ValueError, match=r"inside an XLA-compiled function.*jit_compile=False.*Received: swap_memory="):
+        model.fit(np.zeros((2, 4, 2), np.float32), np.zeros((2, 1), np.float32), epochs=1, verbose=0)
+
+
 def test_dynamic_rnn_bad_recompute():
     with pytest.raises(ValueError, match="Received: recompute=-1"):
         ku.dynamic_rnn(ku.BasicRNNCell(2), np.zeros((1, 3, 2), np.float32), recompute=-1)

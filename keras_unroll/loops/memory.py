@@ -78,6 +78,16 @@ def segment_length(recompute: Recompute, num_steps: Union[int, tf.Tensor]) -> Un
     return recompute
 
 
+def _in_xla_context() -> bool:
+    """Whether the graph being built is compiled by XLA (e.g. `model.compile(jit_compile=True)`)."""
+    try:
+        from tensorflow.python.framework import ops
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # pragma: no cover - private TF modules moved: skip the early check
+        return False
+    return bool(control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph()))
+
+
 # ------------------------------------------------------------------------------- dropout masks
 def _dropout_cells(cell: Any) -> List[Any]:
     from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
@@ -128,6 +138,13 @@ def checkpointed_loop(
     cell's variables. Must run in a graph (`run_dynamic` takes care of that).
     """
     recompute = check_recompute(recompute)
+    if _in_xla_context():
+        raise ValueError(
+            "`swap_memory` and `recompute` cannot run inside an XLA-compiled function (such as "
+            "`model.compile(jit_compile=True)`): their segments have run-time lengths and XLA ignores host "
+            "placement. Compile without XLA (`jit_compile=False`) or drop these arguments. "
+            f"Received: swap_memory={swap_memory!r}, recompute={recompute!r}"
+        )
     step = _core.make_step(cell, training, prepared.zero_output)
     inputs = prepared.inputs
     dtype = inputs.dtype
@@ -228,6 +245,8 @@ def checkpointed_loop(
 
     def zero_fill(ta, feature_size):
         """Writes zeros for the steps the loop skipped (`stop <= t < T`), so the array stacks."""
+        if prepared.max_length is None:  # the loop runs to T: nothing to fill (and XLA needs no scatter)
+            return ta
         zeros = tf.zeros(tf.stack([num_steps - stop, batch_size, feature_size]), dtype)
         return scatter(ta, stop, num_steps, zeros)
 
