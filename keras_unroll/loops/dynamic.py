@@ -11,7 +11,7 @@ from typing import Any, Optional, Tuple
 
 import tensorflow as tf
 
-from keras_unroll.loops import _core
+from keras_unroll.loops import _core, fast, memory
 
 
 def dynamic_loop(
@@ -22,10 +22,24 @@ def dynamic_loop(
     return_all_outputs: bool = True,
     parallel_iterations: Optional[int] = None,
     swap_memory: bool = False,
+    recompute: memory.Recompute = None,
 ) -> Tuple[Optional[tf.Tensor], tf.Tensor, Any]:
     """Runs the step in a `tf.while_loop`. Returns `(outputs (T, B, H) or None, last_output, final_state)`."""
     if prepared.inputs.shape[1] == 0:  # an empty batch: nothing to run (and LSTMCell cannot trace it)
         return _core.empty_batch_result(cell, prepared, return_all_outputs)
+    if swap_memory or recompute is not None:  # checkpoints on the host and/or recomputed segments
+        return memory.checkpointed_loop(
+            cell,
+            prepared,
+            training=training,
+            return_all_outputs=return_all_outputs,
+            parallel_iterations=parallel_iterations,
+            swap_memory=swap_memory,
+            recompute=recompute,
+        )
+    fast_result = fast.dynamic_fast_path(cell, prepared, training=training, return_all_outputs=return_all_outputs)
+    if fast_result is not None:  # SimpleRNN family: hoisted projection + fused backward pass
+        return fast_result
     step = _core.make_step(cell, training, prepared.zero_output)
     inputs = prepared.inputs
     dtype = inputs.dtype
@@ -38,7 +52,8 @@ def dynamic_loop(
             prepared.valid
         )
     out_shape = tf.TensorShape([inputs.shape[1], _core.output_size(cell)])
-    outputs_ta = tf.TensorArray(dtype, size=num_steps if return_all_outputs else 0, element_shape=out_shape)
+    # Without outputs a scalar stands in for the TensorArray: XLA cannot differentiate an empty, unwritten one.
+    outputs_ta = tf.TensorArray(dtype, size=num_steps, element_shape=out_shape) if return_all_outputs else tf.zeros([])
     last = _core.initial_last_output(cell, prepared)
 
     def body(t, outputs_ta, state, last):
@@ -55,7 +70,6 @@ def dynamic_loop(
             (tf.constant(0, tf.int32), outputs_ta, prepared.initial_state, last),
             maximum_iterations=num_steps,
             parallel_iterations=parallel_iterations or 10,
-            swap_memory=swap_memory,
         )
     if not return_all_outputs:
         return None, last, state
@@ -113,6 +127,7 @@ def dynamic_rnn(
     scope: Optional[str] = None,
     *,
     training: Optional[bool] = None,
+    recompute: memory.Recompute = None,
 ) -> Tuple[tf.Tensor, Any]:
     """Creates a dynamically unrolled RNN: TF1's `tf.nn.dynamic_rnn` for Keras cells.
 
@@ -133,10 +148,14 @@ def dynamic_rnn(
             them. Default: the cell's zero state (no `dtype` needed).
         dtype: Accepted for TF1 compatibility; the input is cast to the cell's compute dtype.
         parallel_iterations: Passed to `tf.while_loop` (default 10). Measured: no effect on CPU.
-        swap_memory: Passed to `tf.while_loop` as in TF1. Note: TF2's `while_v2` ignores it.
+        swap_memory: Boolean. `True` stores what the backward pass needs (each step's input state) in
+            host memory (`/CPU:0`) and brings it back one step at a time, as TF1 promised (TF2's
+            `while_v2` ignores the flag; this does not pass it on). See `DynamicUnroll` for the cost.
         time_major: `True` if `inputs` (and the returned outputs) are `(time, batch, ...)`.
         scope: Accepted for TF1 compatibility; Keras names the weights after the cell.
         training: Passed to the cell (dropout). Default: `None` (inference).
+        recompute: `None`, `"sqrt"` or a positive int k: keep only every k-th state for the backward pass
+            (k = ceil(sqrt(T)) for `"sqrt"`) and recompute the steps in between. See `DynamicUnroll`.
 
     Returns:
         `(outputs, final_state)`: `outputs` is `(batch, time, units)` (time-major with `time_major`);
@@ -172,7 +191,12 @@ def dynamic_rnn(
         layer_name="dynamic_rnn",
     )
     outputs, _, state = run_dynamic(
-        cell, prepared, training=training, parallel_iterations=parallel_iterations, swap_memory=swap_memory
+        cell,
+        prepared,
+        training=training,
+        parallel_iterations=parallel_iterations,
+        swap_memory=memory.check_swap_memory(swap_memory),
+        recompute=memory.check_recompute(recompute),
     )
     outputs = outputs if time_major else tf.transpose(outputs, [1, 0, 2])
     return outputs, _core.unpack_state(cell, state)

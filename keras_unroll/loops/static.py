@@ -11,7 +11,7 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
-from keras_unroll.loops import _core
+from keras_unroll.loops import _core, fast
 
 
 def static_loop(
@@ -21,6 +21,9 @@ def static_loop(
     if prepared.inputs.shape[1] == 0:  # an empty batch: nothing to run (and LSTMCell cannot run it)
         outputs, last, state = _core.empty_batch_result(cell, prepared, return_all_outputs)
         return (None if outputs is None else tf.unstack(outputs, num=prepared.num_steps)), last, state
+    fast_result = fast.static_fast_path(cell, prepared, training=training, return_all_outputs=return_all_outputs)
+    if fast_result is not None:  # SimpleRNN family: fused; LSTM/GRU: hoisted input projection
+        return fast_result
     step = _core.make_step(cell, training, prepared.zero_output)
     inputs = tf.unstack(prepared.inputs, num=prepared.num_steps, axis=0)
     valid = tf.unstack(prepared.valid, num=prepared.num_steps, axis=0) if prepared.valid is not None else None

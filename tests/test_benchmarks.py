@@ -1,0 +1,68 @@
+"""The benchmark suite runs (a tiny smoke run, as CI does) and reports what it promises. No timing assertions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import __main__ as entry
+from benchmarks import speed
+
+
+def test_quick_run_writes_table_and_json(tmp_path, capsys):
+    out = tmp_path / "speed.json"
+    assert speed.main(["--quick", "--variants", "StaticUnroll", "TF1 dynamic_rnn", "NumPy loop", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    printed = capsys.readouterr()
+    assert "| B·T·F·H | variant | forward | train step | fit epoch |" in printed.out
+    assert "round 2/2" in printed.err  # progress goes to stderr
+    by_variant = {r["variant"]: r for r in report["results"]}
+    assert set(by_variant) == {speed.REFERENCE, "StaticUnroll", "TF1 dynamic_rnn", "NumPy loop"}
+    reference = by_variant[speed.REFERENCE]
+    for measure in ("forward", "train", "fit"):
+        assert reference[f"{measure}_ms"] > 0 and reference[f"{measure}_ratio"] == pytest.approx(1.0)
+        assert len(reference[f"{measure}_samples_ms"]) == report["repeats"] == 2
+    assert by_variant["StaticUnroll"]["train_ratio"] > 0
+    assert "fit_ms" not in by_variant["TF1 dynamic_rnn"] and "train_ms" in by_variant["TF1 dynamic_rnn"]
+    assert {"forward_ms"} == {k for k in by_variant["NumPy loop"] if k.endswith("_ms") and "samples" not in k}
+    assert report["table"] in printed.out and report["environment"]["tensorflow"]
+
+
+def test_skips_are_reported_not_fatal():
+    assert speed.available("StaticUnroll", (2, 1000, 3, 4), max_unrolled_steps=100).startswith("T > 100")
+    assert speed.available("SimpleRNN(unroll=True)", (2, 1000, 3, 4), max_unrolled_steps=1000) is None
+    assert speed.available("DynamicUnroll+XLA", (2, 1000, 3, 4), max_unrolled_steps=100) is None
+    table = speed.markdown_table([{"shape": [1, 2, 3, 4], "variant": "torch nn.RNN", "skipped": "torch not installed"}])
+    assert "| 1·2·3·4 | torch nn.RNN | skipped: torch not installed |" in table
+
+
+def test_bad_arguments_name_the_option(capsys):
+    with pytest.raises(SystemExit):
+        speed.main(["--shapes", "32x28x28"])
+    assert "a shape is BxTxFxH with positive ints" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        speed.main(["--repeats", "0"])
+    assert "--repeats must be a positive integer. Received: --repeats 0" in capsys.readouterr().err
+
+
+def test_entry_point_dispatches_to_the_suites(monkeypatch):
+    seen = []
+    monkeypatch.setattr(speed, "main", lambda argv: seen.append(("speed", argv)) or 0)
+    assert entry.main(["--quick"]) == 0
+    assert entry.main(["speed", "--repeats", "3"]) == 0
+    assert seen == [("speed", ["--quick"]), ("speed", ["--repeats", "3"])]
+    memory = pytest.importorskip("benchmarks.memory", reason="benchmarks/memory.py belongs to the memory suite")
+    monkeypatch.setattr(memory, "main", lambda argv: seen.append(("memory", argv)) or 0)
+    assert entry.main(["memory", "--quick"]) == 0
+    assert seen[-1] == ("memory", ["--quick"])
+
+
+def test_module_help_runs(subprocess_env):
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--help"], env=subprocess_env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--quick" in result.stdout and "--json" in result.stdout

@@ -1,0 +1,330 @@
+"""The fast paths (`keras_unroll/loops/fast.py`) against the generic step, Keras' own layers and NumPy.
+
+Every comparison runs the same weights twice: once as users get it (fast path, with or without XLA) and
+once with `fast.generic_only()` (the one step function, `make_step`), and checks outputs, final states and
+the gradients of the loss with respect to every weight, the inputs and the initial state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_unroll as ku
+from keras_unroll.layers import DynamicUnroll, StaticUnroll
+from keras_unroll.loops import fast
+from references import basic_rnn, lengths_to_valid
+
+LAYERS = [StaticUnroll, DynamicUnroll]
+RTOL, ATOL = 1e-5, 1e-6
+B, T, F, H = 4, 6, 3, 5
+
+
+def _close(actual, expected, what=""):
+    """rtol 1e-5 (float32), plus an absolute slack of 1e-5 of the array's largest value: a gradient entry
+    that is a sum of large terms cancelling each other carries their rounding (XLA's tanh is not Eigen's)."""
+    expected = np.asarray(expected)
+    atol = max(ATOL, RTOL * float(np.abs(expected).max(initial=0.0)))
+    np.testing.assert_allclose(np.asarray(actual), expected, rtol=RTOL, atol=atol, err_msg=what)
+
+
+def _weights(rng, features=F, units=H, gates=1, scale=0.6):
+    return [
+        (rng.standard_normal((features, gates * units)) * scale).astype("float32"),
+        (rng.standard_normal((units, gates * units)) * scale).astype("float32"),
+        (rng.standard_normal((gates * units,)) * 0.2).astype("float32"),
+    ]
+
+
+def _run(layer, x, weights, **call_kwargs):
+    """Calls `layer` (built with `weights`); returns (flat outputs, grads wrt x, initial states, weights)."""
+    x = tf.constant(x)
+    states = call_kwargs.pop("initial_state", None)
+    states = None if states is None else [tf.constant(s) for s in states]
+    if not layer.built:
+        layer.build(x.shape)
+    layer.set_weights(weights)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        if states is not None:
+            tape.watch(states)
+            call_kwargs["initial_state"] = states if len(states) > 1 else states[0]
+        out = layer(x, **call_kwargs)
+        flat = [o for o in tf.nest.flatten(out)]
+        loss = sum(tf.reduce_sum(tf.square(o) + 0.5 * o * (i + 1)) for i, o in enumerate(flat))
+    sources = [x] + ([] if states is None else states) + layer.trainable_weights
+    grads = tape.gradient(loss, sources)
+    return [o.numpy() for o in flat], [g.numpy() for g in grads]
+
+
+def _compare(fast_result, generic_result):
+    (out_a, grad_a), (out_b, grad_b) = fast_result, generic_result
+    assert len(out_a) == len(out_b) and len(grad_a) == len(grad_b)
+    for i, (a, b) in enumerate(zip(out_a, out_b)):
+        _close(a, b, f"output {i}")
+    for i, (a, b) in enumerate(zip(grad_a, grad_b)):
+        assert np.abs(b).max() > 0, f"gradient {i} is zero: the case does not test it"
+        _close(a, b, f"gradient {i}")
+
+
+def _fast_and_generic(make_layer, x, weights, **call_kwargs):
+    fast_result = _run(make_layer(), x, weights, **dict(call_kwargs))
+    with fast.generic_only():
+        generic_result = _run(make_layer(jit=False), x, weights, **dict(call_kwargs))
+    return fast_result, generic_result
+
+
+# ------------------------------------------------------------------------------ SimpleRNN family
+CASES = {
+    # name: (layer kwargs, cell kwargs, call kwargs builder)
+    "mask+go_backwards+initial_state": (
+        dict(return_sequences=True, return_state=True, go_backwards=True),
+        dict(),
+        lambda rng: dict(
+            mask=np.array([[1, 1, 0, 1, 1, 0], [0, 0, 1, 1, 1, 1], [1] * 6, [0] * 6], bool),
+            initial_state=[rng.standard_normal((B, H)).astype("float32")],
+        ),
+    ),
+    "sequence_length+initial_state": (
+        dict(return_sequences=True, return_state=True),
+        dict(),
+        lambda rng: dict(
+            sequence_length=np.array([4, 1, 0, 3], "int32"),  # max < T: the while loop stops early
+            initial_state=[rng.standard_normal((B, H)).astype("float32")],
+        ),
+    ),
+    "zero_output_for_mask+relu+last_output": (
+        dict(return_sequences=False, return_state=True, zero_output_for_mask=True),
+        dict(activation="relu"),
+        lambda rng: dict(mask=np.array([[1, 1, 1, 0, 0, 0], [1] * 6, [0, 1, 0, 1, 0, 1], [0] * 6], bool)),
+    ),
+    "sigmoid+time_major": (
+        dict(return_sequences=True, time_major=True),
+        dict(activation="sigmoid"),
+        lambda rng: dict(),
+    ),
+    "linear+no_bias": (dict(return_sequences=False), dict(activation=None, use_bias=False), lambda rng: dict()),
+}
+
+
+XLA_CASES = ("mask+go_backwards+initial_state", "sequence_length+initial_state")  # XLA compiles cost seconds
+
+
+@pytest.mark.parametrize(
+    "case,jit", [(c, False) for c in CASES] + [(c, True) for c in XLA_CASES], ids=lambda v: {False: "graph", True: "xla"}.get(v, v)
+)
+@pytest.mark.parametrize("layer_cls", LAYERS)
+def test_fused_simple_rnn_matches_generic_path(layer_cls, case, jit, rng):
+    layer_kwargs, cell_kwargs, call_builder = CASES[case]
+    call_kwargs = call_builder(rng)
+    weights = _weights(rng)
+    if not cell_kwargs.get("use_bias", True):
+        weights = weights[:2]
+    x = rng.standard_normal((T, B, F) if layer_kwargs.get("time_major") else (B, T, F)).astype("float32")
+
+    def make(jit=jit):
+        return layer_cls(ku.BasicRNNCell(H, **cell_kwargs), jit_compile=jit, **layer_kwargs)
+
+    _compare(*_fast_and_generic(make, x, weights, **call_kwargs))
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("layer_cls", LAYERS)
+def test_fused_dropout_uses_the_generic_masks(layer_cls, jit, rng):
+    """Same seed, same per-sequence masks: dropout and recurrent dropout give the generic path's numbers."""
+    weights = _weights(rng)
+    x = rng.standard_normal((B, T, F)).astype("float32")
+    mask = np.array([[1] * 6, [1, 1, 1, 1, 0, 0], [1] * 6, [0, 1, 1, 1, 1, 1]], bool)
+
+    def make(jit=jit):
+        cell = ku.BasicRNNCell(H, dropout=0.3, recurrent_dropout=0.4, seed=7)
+        return layer_cls(cell, return_sequences=True, return_state=True, jit_compile=jit)
+
+    fast_result, generic_result = _fast_and_generic(make, x, weights, mask=mask, training=True)
+    _compare(fast_result, generic_result)
+    no_dropout = _run(layer_cls(ku.BasicRNNCell(H), return_sequences=True, jit_compile=False), x, weights, mask=mask)
+    assert not np.allclose(fast_result[0][0], no_dropout[0][0]), "dropout had no effect"
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("layer_cls", LAYERS)
+def test_fused_matches_keras_simple_rnn(layer_cls, jit, rng):
+    """Outputs, states and every gradient equal `keras.layers.SimpleRNN`'s (mask, go_backwards, initial state)."""
+    weights = _weights(rng)
+    x = rng.standard_normal((B, T, F)).astype("float32")
+    h0 = rng.standard_normal((B, H)).astype("float32")
+    mask = np.array([[1, 1, 0, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1] * 6, [0, 1, 1, 1, 1, 0]], bool)
+    options = dict(return_sequences=True, return_state=True, go_backwards=True)
+    ours = _run(
+        layer_cls(keras.layers.SimpleRNNCell(H), jit_compile=jit, **options), x, weights, mask=mask, initial_state=[h0]
+    )
+    keras_rnn = _run(keras.layers.SimpleRNN(H, **options), x, weights, mask=mask, initial_state=[h0])
+    _compare(ours, keras_rnn)
+
+
+@pytest.mark.parametrize("layer_cls", LAYERS)
+def test_fused_matches_numpy_reference(layer_cls, rng):
+    """The fused loop (default settings) against the float64 NumPy loop, with sequence_length."""
+    kernel, recurrent, bias = weights = _weights(rng)
+    x = rng.standard_normal((B, T, F)).astype("float32")
+    lengths = np.array([6, 2, 0, 5])
+    layer = layer_cls(ku.BasicRNNCell(H), return_sequences=True, return_state=True)
+    layer.build(x.shape)
+    layer.set_weights(weights)
+    outputs, state = layer(x, sequence_length=lengths)
+    expected, _, expected_state = basic_rnn(x, kernel, recurrent, bias, valid=lengths_to_valid(lengths, T), zero_output=True)
+    _close(outputs, expected)
+    _close(state, expected_state)
+
+
+@pytest.mark.parametrize("rnn", ["static_rnn", "dynamic_rnn"])
+def test_functions_take_the_fused_path(rnn, rng, monkeypatch):
+    """`static_rnn`/`dynamic_rnn` run the fused loop for BasicRNNCell and match the generic path."""
+    calls = []
+    original = fast.simple_rnn_loop
+    monkeypatch.setattr(fast, "simple_rnn_loop", lambda *a, **k: calls.append(k.get("unrolled", False)) or original(*a, **k))
+    fn = getattr(ku, rnn)
+    weights = _weights(rng)
+    x = rng.standard_normal((B, T, F)).astype("float32")
+    lengths = np.array([3, 6, 0, 2])
+
+    def run(cell):
+        cell.build((None, F))
+        cell.set_weights(weights)
+        xv = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(xv)
+            outputs, state = fn(cell, xv, sequence_length=lengths)
+            loss = tf.reduce_sum(tf.square(outputs)) + tf.reduce_sum(state)
+        return [outputs.numpy(), state.numpy()], [g.numpy() for g in tape.gradient(loss, [xv] + cell.trainable_weights)]
+
+    fast_result = run(ku.BasicRNNCell(H))
+    assert calls == [rnn == "static_rnn"]
+    with fast.generic_only():
+        generic_result = run(ku.BasicRNNCell(H))
+    assert len(calls) == 1, "generic_only() must bypass the fast path"
+    _compare(fast_result, generic_result)
+
+
+def test_fast_path_eligibility():
+    class OwnMaths(ku.BasicRNNCell):
+        def call(self, sequence, states, training=False):
+            return super().call(sequence * 2.0, states, training)
+
+    assert fast.simple_rnn_derivative(ku.BasicRNNCell(3), None) is not None
+    assert fast.simple_rnn_derivative(keras.layers.SimpleRNNCell(3, activation="relu"), True) is not None
+    assert fast.simple_rnn_derivative(ku.BasicRNNCell(3, activation="elu"), None) is None  # generic path
+    assert fast.simple_rnn_derivative(OwnMaths(3), None) is None
+    assert fast.simple_rnn_derivative(keras.layers.LSTMCell(3), None) is None
+    assert fast.gated_kind(keras.layers.LSTMCell(3), None) == "lstm"
+    assert fast.gated_kind(keras.layers.GRUCell(3, reset_after=False), None) == "gru"
+    assert fast.gated_kind(keras.layers.LSTMCell(3, recurrent_dropout=0.1), None) is None
+    with fast.generic_only():
+        assert fast.simple_rnn_derivative(ku.BasicRNNCell(3), None) is None
+        assert fast.gated_kind(keras.layers.GRUCell(3), None) is None
+
+
+# ---------------------------------------------------------------------------------- LSTM / GRU
+GATED = {
+    "lstm": (keras.layers.LSTMCell, keras.layers.LSTM, 4, {}),
+    "gru": (keras.layers.GRUCell, keras.layers.GRU, 3, {}),
+    "gru_reset_before": (keras.layers.GRUCell, keras.layers.GRU, 3, {"reset_after": False}),
+}
+
+
+@pytest.mark.parametrize("kind", list(GATED))
+def test_hoisted_gated_cells_match_keras(kind, rng):
+    """StaticUnroll's hoisted LSTM/GRU equals keras.layers.LSTM/GRU (mask, initial state) and the generic path."""
+    cell_cls, layer_cls, gates, extra = GATED[kind]
+    probe = cell_cls(H, **extra)
+    probe.build((None, F))
+    weights = [(rng.standard_normal(w.shape) * 0.5).astype("float32") for w in probe.get_weights()]
+    x = rng.standard_normal((B, T, F)).astype("float32")
+    mask = np.array([[1, 1, 0, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1] * 6, [0, 1, 1, 1, 1, 0]], bool)
+    states = [rng.standard_normal((B, H)).astype("float32") for _ in range(2 if kind == "lstm" else 1)]
+    options = dict(return_sequences=True, return_state=True)
+    ours = _run(StaticUnroll(cell_cls(H, **extra), jit_compile=False, **options), x, weights, mask=mask, initial_state=states)
+    theirs = _run(layer_cls(H, **extra, **options), x, weights, mask=mask, initial_state=states)
+    _compare(ours, theirs)
+    with fast.generic_only():
+        generic = _run(
+            StaticUnroll(cell_cls(H, **extra), jit_compile=False, **options), x, weights, mask=mask, initial_state=states
+        )
+    _compare(ours, generic)
+
+
+def test_hoisted_gru_dropout_matches_generic(rng):
+    def make(jit=False):
+        return StaticUnroll(keras.layers.GRUCell(H, dropout=0.4, seed=3), return_sequences=True, jit_compile=jit)
+
+    probe = keras.layers.GRUCell(H)
+    probe.build((None, F))
+    weights = [(rng.standard_normal(w.shape) * 0.5).astype("float32") for w in probe.get_weights()]
+    x = rng.standard_normal((B, T, F)).astype("float32")
+    _compare(*_fast_and_generic(make, x, weights, training=True))
+
+
+# ---------------------------------------------------------------------------------- jit_compile
+def test_jit_compile_auto_resolves_per_layer():
+    def resolved(layer, steps):
+        prepared = type("P", (), {"num_steps": steps})()
+        return layer._use_jit(prepared)
+
+    assert resolved(DynamicUnroll(ku.BasicRNNCell(3)), None) is True
+    assert resolved(DynamicUnroll(keras.layers.LSTMCell(3)), None) is False  # cannot compile alone (see fast.py)
+    assert resolved(StaticUnroll(ku.BasicRNNCell(3)), 2) is False
+    assert resolved(StaticUnroll(ku.BasicRNNCell(3), jit_compile=True), 10_000) is True
+    assert resolved(DynamicUnroll(ku.BasicRNNCell(3), jit_compile=False), None) is False
+
+
+@pytest.mark.parametrize("layer_cls", LAYERS)
+def test_jit_compile_config_and_errors(layer_cls):
+    layer = layer_cls(ku.BasicRNNCell(3), jit_compile=False)
+    assert layer.get_config()["jit_compile"] is False
+    assert layer_cls.from_config(layer.get_config()).jit_compile is False
+    assert layer_cls(3).get_config()["jit_compile"] == "auto"
+    assert layer.supports_jit is True
+    with pytest.raises(ValueError, match=r"`jit_compile` must be True, False or \"auto\". Received: jit_compile='yes'"):
+        layer_cls(3, jit_compile="yes")
+
+
+@pytest.mark.parametrize("model_jit", [False, True], ids=["fit", "fit_xla"])
+@pytest.mark.parametrize("layer_cls", LAYERS)
+def test_model_fit_with_and_without_xla(layer_cls, model_jit, rng):
+    """The layer's own XLA function trains inside `model.fit`, whether Keras compiles the step or not."""
+    x = rng.standard_normal((8, T, F)).astype("float32")
+    y = rng.standard_normal((8, 1)).astype("float32")
+    weights = _weights(rng)
+    results = []
+    for jit in (True, False):
+        keras.utils.set_random_seed(1)
+        layer = layer_cls(ku.BasicRNNCell(H), jit_compile=jit)
+        model = keras.Sequential([keras.Input((T, F)), layer, keras.layers.Dense(1, kernel_initializer="ones")])
+        layer.set_weights(weights)
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse", jit_compile=model_jit)
+        history = model.fit(x, y, batch_size=4, epochs=2, verbose=0, shuffle=False)
+        results.append((history.history["loss"], layer.get_weights()))
+    (loss_xla, weights_xla), (loss_graph, weights_graph) = results
+    assert loss_xla[1] < loss_xla[0]
+    _close(loss_xla, loss_graph, "losses")
+    for a, b in zip(weights_xla, weights_graph):
+        _close(a, b, "trained weights")
+
+
+def test_dynamic_jit_on_a_generic_cell_warns_and_runs_uncompiled(rng):
+    x = rng.standard_normal((B, T, F)).astype("float32")
+    layer = DynamicUnroll(keras.layers.LSTMCell(H), jit_compile=True)
+    with pytest.warns(UserWarning, match="cannot be XLA-compiled on its own"):
+        out = layer(x)
+    reference = keras.layers.LSTM(H)
+    reference.build(x.shape)
+    reference.set_weights(layer.get_weights())
+    _close(out, reference(x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        layer(x)  # warned once per cell
