@@ -7,10 +7,12 @@ Public surface:
 - `static_rnn`, `dynamic_rnn`: the functional loops, with TF1 semantics.
 - `load_tf1_weights`: read a TF1 `BasicRNNCell` checkpoint.
 - `configure_gpus`: the TF2 replacement for TF1's `ConfigProto` GPU options.
+- `inspect`: graph and memory inspection (`graph_stats`, `compare_unrolling`, `export_graph`, `show_graph`).
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
+from keras_unroll import inspect
 from keras_unroll.cell import BasicRNNCell
 from keras_unroll.checkpoint import load_tf1_weights
 from keras_unroll.gpu import GpuReport, configure_gpus
@@ -29,6 +31,7 @@ __all__ = [
     "StaticUnroll",
     "configure_gpus",
     "dynamic_rnn",
+    "inspect",
     "load_tf1_weights",
     "static_rnn",
 ]

@@ -20,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="keras-unroll",
         description="Static vs dynamic RNN unrolling for TensorFlow 2 / Keras 3.",
     )
+    # One line on stderr for a bad option, not usage + error (exit code 2 as argparse's own).
+    parser.error = lambda message: parser.exit(2, f"{parser.prog}: error: {message}\n")  # type: ignore[method-assign]
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo.add_command(subparsers)
     gpu.add_command(subparsers)
