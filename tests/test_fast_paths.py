@@ -133,6 +133,19 @@ def test_fused_simple_rnn_matches_generic_path(layer_cls, case, jit, rng):
     _compare(*_fast_and_generic(make, x, weights, **call_kwargs))
 
 
+@pytest.mark.parametrize("case", ["mask+go_backwards+initial_state", "sequence_length+initial_state"])
+def test_static_hand_written_gradient_matches_generic_path(case, rng, monkeypatch):
+    """The static loop's optional hand-written backward pass (off by default, see fast.py) stays correct."""
+    monkeypatch.setattr(fast, "STATIC_CUSTOM_GRADIENT", True)
+    layer_kwargs, _, call_builder = CASES[case]
+    weights, x = _weights(rng), rng.standard_normal((B, T, F)).astype("float32")
+
+    def make(jit=False):
+        return StaticUnroll(ku.BasicRNNCell(H), jit_compile=jit, **layer_kwargs)
+
+    _compare(*_fast_and_generic(make, x, weights, **call_builder(rng)))
+
+
 @pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
 @pytest.mark.parametrize("layer_cls", LAYERS)
 def test_fused_dropout_uses_the_generic_masks(layer_cls, jit, rng):
