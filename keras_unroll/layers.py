@@ -179,6 +179,12 @@ class _Unroll(keras.layers.Layer):
                     "for `StaticUnroll`. Stack the list with `tf.stack(steps, axis=1)`. "
                     f"Received: a list of {len(sequences)} tensors"
                 )
+            if any(m is not None for m in tf.nest.flatten(mask)):
+                raise ValueError(
+                    f"{type(self).__name__} takes no `mask` with a list of steps (Keras masks belong to 3D "
+                    "sequences); give `sequence_length=` instead, or stack the steps into a (batch, time, "
+                    f"features) tensor. Received: mask={mask!r}"
+                )
             inputs = _core.stack_inputs(sequences, loop_dtype)
             time_major = True
             mask = None
@@ -287,9 +293,10 @@ _SHARED_DOC = """
             of tensors (one per state). Default: the cell's zero state.
         sequence_length: Optional int tensor `(batch,)`, values in `[0, T]`, TF1 semantics: steps at
             `t >= length` emit zeros and copy the state through.
-        mask: Optional boolean tensor `(batch, time)`, Keras semantics (from `Embedding(mask_zero=True)`
-            or `Masking`, passed automatically): masked steps copy the state through and emit the last valid
-            output (or zeros with `zero_output_for_mask=True`).
+        mask: Optional boolean tensor `(batch, time)` (`(time, batch)` with `time_major=True`), Keras
+            semantics (from `Embedding(mask_zero=True)` or `Masking`, passed automatically): masked steps
+            copy the state through and emit the last valid output (or zeros with `zero_output_for_mask=True`).
+            Not taken with a list of steps: give `sequence_length` there.
         training: Python boolean, passed to the cell (dropout, recurrent dropout).
 
     Input shape:

@@ -221,3 +221,12 @@ def test_cell_of_the_wrong_kind(unroll, cell, error, received):
 def test_flags_must_be_bools(layer_cls, flag):
     with pytest.raises(TypeError, match=rf"`{flag}` must be a bool. Received: {flag}='yes'"):
         layer_cls(H, **{flag: "yes"})
+
+
+def test_static_unroll_refuses_a_mask_with_a_list_of_steps():
+    # A Keras mask belongs to a 3D sequence; with a list of steps it would be silently dropped.
+    steps = [_x(B, F) for _ in range(T)]
+    layer = ku.StaticUnroll(H)
+    assert tuple(layer(steps, mask=None).shape) == (B, H)  # a list input with no mask still runs
+    with pytest.raises(ValueError, match=r"no `mask` with a list of steps.*sequence_length.*Received: mask="):
+        layer(steps, mask=np.ones((B, T), bool))
