@@ -146,6 +146,18 @@ def test_static_hand_written_gradient_matches_generic_path(case, rng, monkeypatc
     _compare(*_fast_and_generic(make, x, weights, **call_builder(rng)))
 
 
+def test_fused_loop_reading_by_slice_matches_generic_path(rng, monkeypatch):
+    """The measured alternative to TensorArray reads (`READ_MODE = "slice"`) stays correct."""
+    monkeypatch.setattr(fast, "READ_MODE", "slice")
+    layer_kwargs, _, call_builder = CASES["sequence_length+initial_state"]
+    weights, x = _weights(rng), rng.standard_normal((B, T, F)).astype("float32")
+
+    def make(jit=False):
+        return DynamicUnroll(ku.BasicRNNCell(H), jit_compile=jit, **layer_kwargs)
+
+    _compare(*_fast_and_generic(make, x, weights, **call_builder(rng)))
+
+
 @pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
 @pytest.mark.parametrize("layer_cls", LAYERS)
 def test_fused_dropout_uses_the_generic_masks(layer_cls, jit, rng):

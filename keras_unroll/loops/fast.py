@@ -114,6 +114,20 @@ def _as_tensor(variable: Any, dtype: Any) -> tf.Tensor:
     return tf.cast(value, dtype) if value.dtype != dtype else value
 
 
+#: How the loops read step t of a (T, ...) tensor: "ta" (a TensorArray unstacked before the loop) or
+#: "slice" (`tf.gather` on the tensor itself, no copy up front). The reads are never differentiated
+#: (the gradient is hand-written), so neither has the O(T²) trap. Measured (docs/performance.md): no
+#: difference beyond noise at 256·50·64·256, 32·28·28·128 and 32·1000·8·32, with and without XLA.
+READ_MODE = "ta"
+
+
+def _reader(tensor: tf.Tensor, steps: Any) -> Callable[[tf.Tensor], tf.Tensor]:
+    if READ_MODE == "slice":
+        return lambda t: tf.gather(tensor, t)
+    ta = tf.TensorArray(tensor.dtype, size=steps, element_shape=tensor.shape[1:]).unstack(tensor)
+    return ta.read
+
+
 def _recurrence(
     xw: tf.Tensor,
     h0: tf.Tensor,
@@ -164,12 +178,12 @@ def _recurrence(
             hs, h_last = tf.stack(states), h
         else:
             steps = tf.shape(xw)[0]
-            xw_ta = tf.TensorArray(dtype, size=steps, element_shape=xw.shape[1:]).unstack(xw)
-            v_ta = None if valid is None else tf.TensorArray(tf.bool, size=steps).unstack(valid)
+            read_xw = _reader(xw, steps)
+            read_v = None if valid is None else _reader(valid, steps)
             hs_ta = tf.TensorArray(dtype, size=steps, element_shape=h0.shape)
 
             def body(t, h, hs_ta):
-                h = forward_step(xw_ta.read(t), None if v_ta is None else v_ta.read(t), h)
+                h = forward_step(read_xw(t), None if read_v is None else read_v(t), h)
                 return t + 1, h, hs_ta.write(t, h)
 
             limit = steps if stop is None else stop
@@ -197,11 +211,11 @@ def _recurrence(
                 dz_all = tf.stack(dzs)
             else:
                 steps = tf.shape(xw)[0]
-                h_ta = tf.TensorArray(dtype, size=steps, element_shape=h0.shape).unstack(hs)
-                d_ta = None if d_hs is None else tf.TensorArray(dtype, size=steps, element_shape=h0.shape).unstack(d_hs)
+                read_h = _reader(hs, steps)
+                read_d = None if d_hs is None else _reader(d_hs, steps)
                 dz_ta = tf.TensorArray(dtype, size=steps, element_shape=h0.shape)
-                # A new TensorArray: the forward one must not cross into the gradient (XLA cannot pass it).
-                v_ta_back = None if valid is None else tf.TensorArray(tf.bool, size=steps).unstack(valid)
+                # New readers: a forward TensorArray must not cross into the gradient (XLA cannot pass it).
+                read_v_back = None if valid is None else _reader(valid, steps)
                 first = (steps if stop is None else stop) - 1
                 if stop is not None:
                     zeros = tf.zeros_like(h0)
@@ -211,8 +225,8 @@ def _recurrence(
                     )
 
                 def back_body(t, g, dz_ta):
-                    v_t = None if v_ta_back is None else v_ta_back.read(t)
-                    dz, g = backward_step(h_ta.read(t), v_t, g if d_ta is None else g + d_ta.read(t))
+                    v_t = None if read_v_back is None else read_v_back(t)
+                    dz, g = backward_step(read_h(t), v_t, g if read_d is None else g + read_d(t))
                     return t - 1, g, dz_ta.write(t, dz)
 
                 _, g, dz_ta = tf.while_loop(
