@@ -321,24 +321,26 @@ def test_jit_compile_config_and_errors(layer_cls):
 @pytest.mark.parametrize("model_jit", [False, True], ids=["fit", "fit_xla"])
 @pytest.mark.parametrize("layer_cls", LAYERS)
 def test_model_fit_with_and_without_xla(layer_cls, model_jit, rng):
-    """The layer's own XLA function trains inside `model.fit`, whether Keras compiles the step or not."""
+    """The layer's own XLA function trains inside `model.fit` (Keras compiling the step or not) as the generic path."""
     x = rng.standard_normal((8, T, F)).astype("float32")
     y = rng.standard_normal((8, 1)).astype("float32")
     weights = _weights(rng)
     results = []
-    for jit in (True, False):
+    for jit, generic in ((True, False), (False, False), (False, True)):
         keras.utils.set_random_seed(1)
-        layer = layer_cls(ku.BasicRNNCell(H), jit_compile=jit)
-        model = keras.Sequential([keras.Input((T, F)), layer, keras.layers.Dense(1, kernel_initializer="ones")])
-        layer.set_weights(weights)
-        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse", jit_compile=model_jit)
-        history = model.fit(x, y, batch_size=4, epochs=2, verbose=0, shuffle=False)
+        with fast.generic_only() if generic else contextlib.nullcontext():
+            layer = layer_cls(ku.BasicRNNCell(H), jit_compile=jit)
+            model = keras.Sequential([keras.Input((T, F)), layer, keras.layers.Dense(1, kernel_initializer="ones")])
+            layer.set_weights(weights)
+            model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse", jit_compile=model_jit)
+            history = model.fit(x, y, batch_size=4, epochs=2, verbose=0, shuffle=False)
         results.append((history.history["loss"], layer.get_weights()))
-    (loss_xla, weights_xla), (loss_graph, weights_graph) = results
+    (loss_xla, weights_xla), *others = results
     assert loss_xla[1] < loss_xla[0]
-    _close(loss_xla, loss_graph, "losses")
-    for a, b in zip(weights_xla, weights_graph):
-        _close(a, b, "trained weights")
+    for loss_other, weights_other in others:  # the fused loop without XLA, then the generic step
+        _close(loss_xla, loss_other, "losses")
+        for a, b in zip(weights_xla, weights_other):
+            _close(a, b, "trained weights")
 
 
 def test_dynamic_jit_on_a_generic_cell_warns_and_runs_uncompiled(rng):
@@ -353,3 +355,101 @@ def test_dynamic_jit_on_a_generic_cell_warns_and_runs_uncompiled(rng):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         layer(x)  # warned once per cell
+
+
+# ------------------------------------------------------------------------ tapes around the XLA loop
+def _tape_case(rng):
+    weights = _weights(rng)
+    x = rng.standard_normal((B, T, F)).astype("float32")
+    lengths = np.array([6, 2, 0, 4], "int32")
+    return weights, x, lengths
+
+
+def _built(layer_cls, weights, jit="auto"):
+    layer = layer_cls(ku.BasicRNNCell(H), return_sequences=True, return_state=True, jit_compile=jit)
+    layer.build((B, T, F))
+    layer.set_weights(weights)
+    return layer
+
+
+def _loss(layer, x, lengths):
+    outputs, state = layer(x, sequence_length=lengths)
+    return tf.reduce_sum(tf.square(outputs)) + tf.reduce_sum(state * 0.5)
+
+
+@pytest.mark.parametrize("in_function", [False, True], ids=["eager", "tf.function"])
+@pytest.mark.parametrize("layer_cls", LAYERS)
+def test_persistent_tape_matches_generic_path(layer_cls, in_function, rng):
+    """A persistent tape differentiates the default (XLA for DynamicUnroll) layer; twice, same numbers."""
+    weights, x, lengths = _tape_case(rng)
+    x = tf.constant(x)
+
+    def grads(layer):
+        def run():
+            with tf.GradientTape(persistent=True) as tape:
+                tape.watch(x)
+                loss = _loss(layer, x, lengths)
+            first = tape.gradient(loss, [x] + layer.trainable_weights)
+            second = tape.gradient(loss, layer.trainable_weights)  # a persistent tape answers again
+            return first, second
+
+        first, second = (tf.function(run) if in_function else run)()
+        for a, b in zip(first[1:], second):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+        return [g.numpy() for g in first]
+
+    ours = grads(_built(layer_cls, weights))
+    with fast.generic_only():
+        generic = grads(_built(layer_cls, weights, jit=False))
+    for i, (a, b) in enumerate(zip(ours, generic)):
+        assert np.abs(b).max() > 0
+        _close(a, b, f"gradient {i}")
+
+
+@pytest.mark.parametrize("layer_cls", LAYERS)
+def test_nested_tapes_first_order_matches_generic_path(layer_cls, rng):
+    """The inner gradient, computed while an outer tape records, equals the generic path's."""
+    weights, x, lengths = _tape_case(rng)
+
+    def grads(layer):
+        with tf.GradientTape() as outer:
+            with tf.GradientTape() as inner:
+                loss = _loss(layer, x, lengths)
+            inner_grads = inner.gradient(loss, layer.trainable_weights)
+        del outer
+        return [g.numpy() for g in inner_grads]
+
+    ours = grads(_built(layer_cls, weights))
+    with fast.generic_only():
+        generic = grads(_built(layer_cls, weights, jit=False))
+    for i, (a, b) in enumerate(zip(ours, generic)):
+        _close(a, b, f"gradient {i}")
+
+
+def test_second_order_through_the_xla_loop_raises_a_clear_error(rng):
+    weights, x, lengths = _tape_case(rng)
+    layer = _built(DynamicUnroll, weights)
+    with tf.GradientTape() as outer:
+        with tf.GradientTape() as inner:
+            loss = _loss(layer, x, lengths)
+        penalty = tf.add_n([tf.reduce_sum(tf.square(g)) for g in inner.gradient(loss, layer.trainable_weights)])
+    with pytest.raises(NotImplementedError, match="first-order gradient only.*jit_compile=False"):
+        outer.gradient(penalty, layer.trainable_weights)
+
+
+@pytest.mark.parametrize("layer_cls", LAYERS)
+def test_jacobian_matches_generic_path(layer_cls, rng):
+    weights, x, lengths = _tape_case(rng)
+    x = tf.constant(x[:2, :3])
+
+    def jacobian(layer):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            outputs, _ = layer(x, sequence_length=np.array([3, 2], "int32"))
+        return tape.jacobian(outputs, x).numpy()
+
+    ours = jacobian(_built(layer_cls, weights))
+    with fast.generic_only():
+        generic = jacobian(_built(layer_cls, weights, jit=False))
+    assert ours.shape == (2, 3, H, 2, 3, F) and np.abs(generic).max() > 0
+    _close(ours, generic, "jacobian")

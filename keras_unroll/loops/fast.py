@@ -23,8 +23,11 @@ costs O(T²) in a `tf.while_loop` (measured: 1.8× slower than Keras at T=1000).
   static (Python) loop only, where autodiff has no O(T²) trap; their while loop stays generic.
 - Every other cell, and any subclass that overrides `call`, takes the generic path.
 
-`jit_compile` (XLA) wraps a whole loop in its own `tf.function(jit_compile=True)` (`run_compiled`), so it
-is compiled even inside `model.fit` on CPU, where Keras' `jit_compile="auto"` resolves to `False`.
+`jit_compile` (XLA) runs a loop in its own `tf.function(jit_compile=True)` (`run_compiled`), so it is
+compiled even inside `model.fit` on CPU, where Keras' `jit_compile="auto"` resolves to `False`. For the
+fused while loop only its forward and backward passes are compiled (`_compiled_passes`, dense tensors in
+and out) and the `tf.custom_gradient` joining them stays outside XLA, so persistent and nested tapes,
+`jacobian` and `model.fit` all differentiate it; a second-order gradient raises a clear error.
 
 Tests force the generic path with `generic_only()` to compare both on the same weights.
 """
@@ -38,6 +41,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import keras
 import tensorflow as tf
+from tensorflow.python.eager import record  # stop_recording: no public equivalent outside a tape object
 
 from keras_unroll.loops import _core
 
@@ -128,6 +132,136 @@ def _reader(tensor: tf.Tensor, steps: Any) -> Callable[[tf.Tensor], tf.Tensor]:
     return ta.read
 
 
+def _forward_step(xw_t, valid_t, h, kernel, rec_mask, activation):
+    h_in = h * rec_mask if rec_mask is not None else h
+    a = activation(xw_t + tf.matmul(h_in, kernel))
+    return a if valid_t is None else tf.where(valid_t[:, None], a, h)
+
+
+def _backward_step(h_t, valid_t, g, kernel, rec_mask, derivative):
+    """g = dL/dh_t (all paths). Returns (dz_t, dL/dh_{t-1})."""
+    dz = derivative(h_t, g)
+    if valid_t is not None:
+        dz = tf.where(valid_t[:, None], dz, tf.zeros_like(dz))
+    d_prev = tf.matmul(dz, kernel, transpose_b=True)
+    if rec_mask is not None:
+        d_prev = d_prev * rec_mask
+    if valid_t is not None:
+        d_prev = d_prev + tf.where(valid_t[:, None], tf.zeros_like(g), g)
+    return dz, d_prev
+
+
+def _zero_fill(ta: tf.TensorArray, start: tf.Tensor, steps: tf.Tensor, zeros: tf.Tensor) -> tf.TensorArray:
+    _, ta = tf.while_loop(
+        lambda t, _: t < steps, lambda t, ta: (t + 1, ta.write(t, zeros)), (start, ta), maximum_iterations=steps
+    )
+    return ta
+
+
+def _forward_loop(xw, h0, kernel, rec_mask, valid, stop, activation):
+    """The while-loop forward pass on dense tensors: returns `(hs (T, B, H), h_last)`."""
+    steps = tf.shape(xw)[0]
+    read_xw = _reader(xw, steps)
+    read_v = None if valid is None else _reader(valid, steps)
+    hs_ta = tf.TensorArray(xw.dtype, size=steps, element_shape=h0.shape)
+
+    def body(t, h, hs_ta):
+        h = _forward_step(read_xw(t), None if read_v is None else read_v(t), h, kernel, rec_mask, activation)
+        return t + 1, h, hs_ta.write(t, h)
+
+    limit = steps if stop is None else stop
+    t, h_last, hs_ta = tf.while_loop(
+        lambda t, *_: t < limit, body, (tf.constant(0), h0, hs_ta), maximum_iterations=steps
+    )
+    if stop is not None:
+        hs_ta = _zero_fill(hs_ta, t, steps, tf.zeros_like(h0))
+    hs = hs_ta.stack()
+    hs.set_shape(xw.shape[:1].concatenate(h0.shape))
+    return hs, h_last
+
+
+def _backward_loop(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last, derivative):
+    """The while-loop backward pass on dense tensors: returns `(d_xw (T, B, H), d_h0, d_kernel)`.
+
+    `d_hs` is None when only the last output/state is used (`return_sequences=False`).
+    """
+    g = tf.zeros_like(h0) if d_last is None else d_last
+    steps = tf.shape(hs)[0]
+    read_h = _reader(hs, steps)
+    read_d = None if d_hs is None else _reader(d_hs, steps)
+    read_v = None if valid is None else _reader(valid, steps)
+    dz_ta = tf.TensorArray(hs.dtype, size=steps, element_shape=h0.shape)
+    first = (steps if stop is None else stop) - 1
+    if stop is not None:
+        dz_ta = _zero_fill(dz_ta, first + 1, steps, tf.zeros_like(h0))
+
+    def back_body(t, g, dz_ta):
+        v_t = None if read_v is None else read_v(t)
+        g = g if read_d is None else g + read_d(t)
+        dz, g = _backward_step(read_h(t), v_t, g, kernel, rec_mask, derivative)
+        return t - 1, g, dz_ta.write(t, dz)
+
+    _, g, dz_ta = tf.while_loop(lambda t, *_: t >= 0, back_body, (first, g, dz_ta), maximum_iterations=steps)
+    dz_all = dz_ta.stack()
+    dz_all.set_shape(hs.shape)
+    return dz_all, g, _kernel_gradient(hs, h0, dz_all, rec_mask)
+
+
+def _kernel_gradient(hs, h0, dz_all, rec_mask):
+    """`dU = Σ_t (h_{t-1}·m)ᵀ dz_t` as one `[H, T·B] × [T·B, H]` product."""
+    units = tf.shape(h0)[-1]
+    h_prev = tf.concat([h0[None], hs[:-1]], axis=0)
+    if rec_mask is not None:
+        h_prev = h_prev * rec_mask
+    return tf.matmul(tf.reshape(h_prev, [-1, units]), tf.reshape(dz_all, [-1, units]), transpose_a=True)
+
+
+#: activation -> (forward, backward): the while loop's two passes as `tf.function(jit_compile=True)`s.
+_COMPILED_PASSES: Dict[Any, Tuple[Any, Any]] = {}
+
+
+def _compiled_passes(activation: Any) -> Tuple[Any, Any]:
+    """The XLA-compiled forward and backward loops for `activation` (one pair per activation, per process).
+
+    They take and return dense tensors only, and the `tf.custom_gradient` that joins them runs outside
+    XLA: no TensorList ever crosses the XLA boundary, so any tape (persistent, nested, `jacobian`,
+    `model.fit`) can differentiate the layer. (Compiling a function that holds the custom gradient makes
+    TensorFlow differentiate *through* it under persistent tapes, which needs the loop's TensorLists.)
+    """
+    passes = _COMPILED_PASSES.get(activation)
+    if passes is None:
+        derivative = _derivatives()[activation]
+
+        def forward(xw, h0, kernel, rec_mask, valid, stop):
+            return _forward_loop(xw, h0, kernel, rec_mask, valid, stop, activation)
+
+        def backward(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last):
+            return _backward_loop(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last, derivative)
+
+        passes = _COMPILED_PASSES[activation] = (
+            tf.function(forward, jit_compile=True, autograph=False, reduce_retracing=True),
+            tf.function(backward, jit_compile=True, autograph=False, reduce_retracing=True),
+        )
+    return passes
+
+
+def _first_order_only(grads: Tuple[tf.Tensor, ...], inputs: List[tf.Tensor]) -> Tuple[tf.Tensor, ...]:
+    """`grads` unchanged, connected to `inputs` for an outer tape, whose gradient raises a clear error."""
+
+    @tf.custom_gradient
+    def guard(*tensors):
+        def grad(*_):
+            raise NotImplementedError(
+                "The XLA-compiled fused SimpleRNN loop (DynamicUnroll, jit_compile=True or \"auto\") has a "
+                "hand-written first-order gradient only; a second-order gradient (a tape differentiating "
+                "another tape's gradient) needs `jit_compile=False`."
+            )
+
+        return [tf.identity(t) for t in tensors[: len(grads)]], grad
+
+    return tuple(guard(*grads, *inputs))
+
+
 def _recurrence(
     xw: tf.Tensor,
     h0: tf.Tensor,
@@ -140,116 +274,66 @@ def _recurrence(
     stop: Optional[tf.Tensor],
     unrolled: bool,
     num_steps: Optional[int],
+    jit: bool = False,
 ) -> Tuple[tf.Tensor, tf.Tensor]:
     """`hs[t] = where(valid_t, act(xw_t + (h_{t-1}·m) U), h_{t-1})` with a hand-written gradient.
 
     Returns `(hs (T, B, H), h_last)`. With an early `stop` (a scalar tensor <= T; only in the while loop),
-    `hs[t >= stop]` is zero and `h_last` is the state after step `stop - 1`.
+    `hs[t >= stop]` is zero and `h_last` is the state after step `stop - 1`. `jit=True` (while loop only)
+    runs both passes as XLA-compiled functions on dense tensors (`_compiled_passes`).
     """
-    dtype = xw.dtype
+    if unrolled:
+        vs = tf.unstack(valid, num=num_steps) if valid is not None else [None] * num_steps
+    if unrolled and not STATIC_CUSTOM_GRADIENT:
+        # Python-unrolled: plain autodiff has no O(T^2) trap here; only the projection is hoisted.
+        h, states = h0, []
+        for xw_t, v_t in zip(tf.unstack(xw, num=num_steps), vs):
+            h = _forward_step(xw_t, v_t, h, kernel, rec_mask, activation)
+            states.append(h)
+        return tf.stack(states), h
+    if jit and not unrolled:
+        compiled_forward, compiled_backward = _compiled_passes(activation)
 
-    def forward_step(xw_t, valid_t, h):
-        h_in = h * rec_mask if rec_mask is not None else h
-        a = activation(xw_t + tf.matmul(h_in, kernel))
-        return a if valid_t is None else tf.where(valid_t[:, None], a, h)
+        def forward_pass(*args):
+            # Not recorded: a tape watching the compiled call would ask it for its TensorLists; the
+            # custom gradient below is what the tapes see.
+            with record.stop_recording():
+                return compiled_forward(*args)
 
-    def backward_step(h_t, valid_t, g):
-        """g = dL/dh_t (all paths). Returns (dz_t, dL/dh_{t-1})."""
-        dz = derivative(h_t, g)
-        if valid_t is not None:
-            dz = tf.where(valid_t[:, None], dz, tf.zeros_like(dz))
-        d_prev = tf.matmul(dz, kernel, transpose_b=True)
-        if rec_mask is not None:
-            d_prev = d_prev * rec_mask
-        if valid_t is not None:
-            d_prev = d_prev + tf.where(valid_t[:, None], tf.zeros_like(g), g)
-        return dz, d_prev
+        def backward_pass(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last):
+            with record.stop_recording():
+                grads = compiled_backward(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last)
+            return _first_order_only(grads, [t for t in (hs, h0, kernel, d_hs, d_last) if t is not None])
+
+    else:
+        forward_pass = lambda *args: _forward_loop(*args, activation)  # noqa: E731
+        backward_pass = lambda *args: _backward_loop(*args, derivative)  # noqa: E731
 
     @tf.custom_gradient
-    def run(xw, h0, kernel_in):
-        del kernel_in  # the closure's `kernel` is the same tensor
+    def run(xw, h0, kernel):
         if unrolled:
-            xs = tf.unstack(xw, num=num_steps)
-            vs = tf.unstack(valid, num=num_steps) if valid is not None else [None] * num_steps
             h, states = h0, []
-            for xw_t, v_t in zip(xs, vs):
-                h = forward_step(xw_t, v_t, h)
+            for xw_t, v_t in zip(tf.unstack(xw, num=num_steps), vs):
+                h = _forward_step(xw_t, v_t, h, kernel, rec_mask, activation)
                 states.append(h)
             hs, h_last = tf.stack(states), h
         else:
-            steps = tf.shape(xw)[0]
-            read_xw = _reader(xw, steps)
-            read_v = None if valid is None else _reader(valid, steps)
-            hs_ta = tf.TensorArray(dtype, size=steps, element_shape=h0.shape)
-
-            def body(t, h, hs_ta):
-                h = forward_step(read_xw(t), None if read_v is None else read_v(t), h)
-                return t + 1, h, hs_ta.write(t, h)
-
-            limit = steps if stop is None else stop
-            t, h_last, hs_ta = tf.while_loop(
-                lambda t, *_: t < limit, body, (tf.constant(0), h0, hs_ta), maximum_iterations=steps
-            )
-            if stop is not None:
-                zeros = tf.zeros_like(h0)
-                _, hs_ta = tf.while_loop(
-                    lambda t, _: t < steps, lambda t, ta: (t + 1, ta.write(t, zeros)), (t, hs_ta),
-                    maximum_iterations=steps,
-                )
-            hs = hs_ta.stack()
-            hs.set_shape(xw.shape[:1].concatenate(h0.shape))
+            hs, h_last = forward_pass(xw, h0, kernel, rec_mask, valid, stop)
 
         def grad(d_hs, d_last):
-            # d_hs is None when only the last output/state is used (return_sequences=False).
+            if not unrolled:
+                return backward_pass(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last)
             g = tf.zeros_like(h0) if d_last is None else d_last
-            if unrolled:
-                d_list = [None] * num_steps if d_hs is None else tf.unstack(d_hs, num=num_steps)
-                dzs = [None] * num_steps
-                for t in reversed(range(num_steps)):
-                    g = g if d_list[t] is None else g + d_list[t]
-                    dzs[t], g = backward_step(states[t], vs[t], g)
-                dz_all = tf.stack(dzs)
-            else:
-                steps = tf.shape(xw)[0]
-                read_h = _reader(hs, steps)
-                read_d = None if d_hs is None else _reader(d_hs, steps)
-                dz_ta = tf.TensorArray(dtype, size=steps, element_shape=h0.shape)
-                # New readers: a forward TensorArray must not cross into the gradient (XLA cannot pass it).
-                read_v_back = None if valid is None else _reader(valid, steps)
-                first = (steps if stop is None else stop) - 1
-                if stop is not None:
-                    zeros = tf.zeros_like(h0)
-                    _, dz_ta = tf.while_loop(
-                        lambda t, _: t < steps, lambda t, ta: (t + 1, ta.write(t, zeros)), (first + 1, dz_ta),
-                        maximum_iterations=steps,
-                    )
-
-                def back_body(t, g, dz_ta):
-                    v_t = None if read_v_back is None else read_v_back(t)
-                    dz, g = backward_step(read_h(t), v_t, g if read_d is None else g + read_d(t))
-                    return t - 1, g, dz_ta.write(t, dz)
-
-                _, g, dz_ta = tf.while_loop(
-                    lambda t, *_: t >= 0, back_body, (first, g, dz_ta), maximum_iterations=steps
-                )
-                dz_all = dz_ta.stack()
-            units = tf.shape(h0)[-1]
-            h_prev = tf.concat([h0[None], hs[:-1]], axis=0)
-            if rec_mask is not None:
-                h_prev = h_prev * rec_mask
-            d_kernel = tf.matmul(tf.reshape(h_prev, [-1, units]), tf.reshape(dz_all, [-1, units]), transpose_a=True)
-            return dz_all, g, d_kernel
+            d_list = [None] * num_steps if d_hs is None else tf.unstack(d_hs, num=num_steps)
+            dzs = [None] * num_steps
+            for t in reversed(range(num_steps)):
+                g = g if d_list[t] is None else g + d_list[t]
+                dzs[t], g = _backward_step(states[t], vs[t], g, kernel, rec_mask, derivative)
+            dz_all = tf.stack(dzs)
+            return dz_all, g, _kernel_gradient(hs, h0, dz_all, rec_mask)
 
         return (hs, h_last), grad
 
-    if unrolled and not STATIC_CUSTOM_GRADIENT:
-        # Python-unrolled: plain autodiff has no O(T^2) trap here; only the projection is hoisted.
-        vs = tf.unstack(valid, num=num_steps) if valid is not None else [None] * num_steps
-        h, states = h0, []
-        for xw_t, v_t in zip(tf.unstack(xw, num=num_steps), vs):
-            h = forward_step(xw_t, v_t, h)
-            states.append(h)
-        return tf.stack(states), h
     return run(xw, h0, kernel)
 
 
@@ -267,10 +351,13 @@ def simple_rnn_loop(
     training: Any = None,
     return_all_outputs: bool = True,
     unrolled: bool = False,
+    jit: bool = False,
 ) -> Tuple[Optional[tf.Tensor], tf.Tensor, List[tf.Tensor]]:
     """The fused SimpleRNN unroll. Returns `(outputs (T, B, H) or None, last_output, [final_state])`.
 
-    `unrolled=True` writes the loop out in Python (for `StaticUnroll`), else it is a `tf.while_loop`.
+    `unrolled=True` writes the loop out in Python (for `StaticUnroll`), else it is a `tf.while_loop`;
+    `jit=True` runs the while loop's forward and backward passes XLA-compiled (the projection, dropout
+    and the mask bookkeeping around them are a few large ops and stay outside).
     """
     derivative = simple_rnn_derivative(cell, training)
     if derivative is None:
@@ -306,6 +393,7 @@ def simple_rnn_loop(
         stop=stop,
         unrolled=unrolled,
         num_steps=prepared.num_steps,
+        jit=jit,
     )
     valid = prepared.valid
     if valid is None:
@@ -410,11 +498,11 @@ def static_fast_path(
 
 
 def dynamic_fast_path(
-    cell: Any, prepared: _core.Prepared, *, training: Any, return_all_outputs: bool
+    cell: Any, prepared: _core.Prepared, *, training: Any, return_all_outputs: bool, jit: bool = False
 ) -> Optional[tuple]:
     """The while loop's fast path for `cell`, or None when it takes the generic path."""
     if simple_rnn_derivative(cell, training) is not None:
-        return simple_rnn_loop(cell, prepared, training=training, return_all_outputs=return_all_outputs)
+        return simple_rnn_loop(cell, prepared, training=training, return_all_outputs=return_all_outputs, jit=jit)
     return None
 
 
@@ -430,7 +518,13 @@ def run_compiled(loop: Callable[..., tuple], cell: Any, prepared: _core.Prepared
     Its own compiled function makes XLA independent of the caller: eager calls, `model.fit` with the CPU
     default `jit_compile=False`, and `model.fit(jit_compile=True)` (where it is simply inlined).
     """
-    if loop.__name__ == "dynamic_loop" and simple_rnn_derivative(cell, options.get("training")) is None:
+    if loop.__name__ == "dynamic_loop" and simple_rnn_derivative(cell, options.get("training")) is not None:
+        # The fused loop compiles its two passes only, with the custom gradient between them outside XLA
+        # (`_compiled_passes`): compiling the whole loop made persistent tapes fail on TensorLists.
+        if prepared.inputs.shape[1] == 0 or set(options) - {"training", "return_all_outputs"}:
+            return loop(cell, prepared, **options)
+        return dynamic_fast_path(cell, prepared, jit=True, **options)
+    if loop.__name__ == "dynamic_loop":
         # TF cannot differentiate a compiled `tf.while_loop` from outside XLA (its gradient accumulators are
         # TensorLists, which may not cross the XLA boundary); only the fused loop, whose gradient is its own
         # loop, compiles alone. Other cells are compiled by `model.compile(jit_compile=True)` as a whole.
