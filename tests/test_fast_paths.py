@@ -453,3 +453,25 @@ def test_jacobian_matches_generic_path(layer_cls, rng):
         generic = jacobian(_built(layer_cls, weights, jit=False))
     assert ours.shape == (2, 3, H, 2, 3, F) and np.abs(generic).max() > 0
     _close(ours, generic, "jacobian")
+
+
+@pytest.mark.parametrize("flag,jit", [("DU_IN_LOOP_GRAPH", False), ("DU_IN_LOOP_XLA", True)], ids=["graph", "xla"])
+@pytest.mark.parametrize("case", ["mask+go_backwards+initial_state", "sequence_length+initial_state"])
+def test_kernel_gradient_inside_the_backward_loop_matches_generic_path(case, flag, jit, rng, monkeypatch):
+    """The other `dU` placement (accumulated per step in the backward loop; chosen by size) stays correct."""
+    monkeypatch.setattr(fast, flag, True)
+    monkeypatch.setattr(fast, "_COMPILED_PASSES", {})
+    layer_kwargs, _, call_builder = CASES[case]
+    weights, x = _weights(rng), rng.standard_normal((B, T, F)).astype("float32")
+
+    def make(jit=jit):
+        return DynamicUnroll(ku.BasicRNNCell(H, recurrent_dropout=0.3, seed=5), jit_compile=jit, **layer_kwargs)
+
+    _compare(*_fast_and_generic(make, x, weights, training=True, **call_builder(rng)))
+
+
+def test_kernel_gradient_placement_by_size(monkeypatch):
+    big, small = tf.zeros((50, 256, 256)), tf.zeros((1000, 32, 32))
+    assert fast._du_in_loop_graph(big) is True and fast._du_in_loop_graph(small) is False
+    monkeypatch.setattr(fast, "DU_IN_LOOP_GRAPH", False)
+    assert fast._du_in_loop_graph(big) is False

@@ -180,11 +180,15 @@ def _forward_loop(xw, h0, kernel, rec_mask, valid, stop, activation):
     return hs, h_last
 
 
-def _backward_loop(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last, derivative):
+def _backward_loop(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last, derivative, du_in_loop=False):
     """The while-loop backward pass on dense tensors: returns `(d_xw (T, B, H), d_h0, d_kernel)`.
 
-    `d_hs` is None when only the last output/state is used (`return_sequences=False`).
+    `d_hs` is None when only the last output/state is used (`return_sequences=False`). `du_in_loop`
+    accumulates `dU` step by step inside the loop (off the `dh` chain, so the executor can run it on the
+    other core), else it is one product after the loop (`_kernel_gradient`).
     """
+    if du_in_loop:
+        return _backward_loop_du_inside(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last, derivative)
     g = tf.zeros_like(h0) if d_last is None else d_last
     steps = tf.shape(hs)[0]
     read_h = _reader(hs, steps)
@@ -207,6 +211,35 @@ def _backward_loop(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last, derivati
     return dz_all, g, _kernel_gradient(hs, h0, dz_all, rec_mask)
 
 
+def _backward_loop_du_inside(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last, derivative):
+    g = tf.zeros_like(h0) if d_last is None else d_last
+    steps = tf.shape(hs)[0]
+    read_h = _reader(hs, steps)
+    read_d = None if d_hs is None else _reader(d_hs, steps)
+    read_v = None if valid is None else _reader(valid, steps)
+    dz_ta = tf.TensorArray(hs.dtype, size=steps, element_shape=h0.shape)
+    first = (steps if stop is None else stop) - 1
+    if stop is not None:
+        dz_ta = _zero_fill(dz_ta, first + 1, steps, tf.zeros_like(h0))
+    h0_in = h0 * rec_mask if rec_mask is not None else h0
+
+    def back_body(t, g, d_kernel, dz_ta):
+        v_t = None if read_v is None else read_v(t)
+        g = g if read_d is None else g + read_d(t)
+        dz, g = _backward_step(read_h(t), v_t, g, kernel, rec_mask, derivative)
+        h_prev = read_h(tf.maximum(t - 1, 0))
+        h_prev = tf.where(t > 0, h_prev * rec_mask if rec_mask is not None else h_prev, h0_in)
+        d_kernel = d_kernel + tf.matmul(h_prev, dz, transpose_a=True)
+        return t - 1, g, d_kernel, dz_ta.write(t, dz)
+
+    _, g, d_kernel, dz_ta = tf.while_loop(
+        lambda t, *_: t >= 0, back_body, (first, g, tf.zeros_like(kernel), dz_ta), maximum_iterations=steps
+    )
+    dz_all = dz_ta.stack()
+    dz_all.set_shape(hs.shape)
+    return dz_all, g, d_kernel
+
+
 def _kernel_gradient(hs, h0, dz_all, rec_mask):
     """`dU = Σ_t (h_{t-1}·m)ᵀ dz_t` as one `[H, T·B] × [T·B, H]` product."""
     units = tf.shape(h0)[-1]
@@ -215,6 +248,25 @@ def _kernel_gradient(hs, h0, dz_all, rec_mask):
         h_prev = h_prev * rec_mask
     return tf.matmul(tf.reshape(h_prev, [-1, units]), tf.reshape(dz_all, [-1, units]), transpose_a=True)
 
+
+#: Where the while loop's backward pass computes `dU`: inside the loop (per step, off the `dh` chain) or
+#: as one product after it. Separately for the uncompiled loop (`None`: by size, see `_du_in_loop_graph`)
+#: and the XLA-compiled passes. Measured (train step, docs/performance.md): uncompiled, inside wins when
+#: a step's product is large (256·50·64·256: 55.4 -> 49.4 ms, fit epoch 476 -> 382 ms) and loses when it
+#: is small (32·1000·8·32: 32.6 -> 39.2; 64·100·16·64: 7.2 -> 8.7; 32·28·28·128: 3.5 -> 3.8); with XLA
+#: after the loop wins at 256·50·64·256 too (43.6 vs 46.0 ms).
+DU_IN_LOOP_GRAPH: Optional[bool] = None
+DU_IN_LOOP_XLA = False
+#: `B·H·H` (multiply-adds of one step's `h U`) from which the uncompiled loop accumulates `dU` inside.
+DU_IN_LOOP_MIN_MACS = 2**22
+
+
+def _du_in_loop_graph(xw: tf.Tensor) -> bool:
+    if DU_IN_LOOP_GRAPH is not None:
+        return DU_IN_LOOP_GRAPH
+    batch, units = xw.shape[1], xw.shape[2]
+    batch = 32 if batch is None else batch  # unknown until run time: Keras' default batch size
+    return units is not None and batch * units * units >= DU_IN_LOOP_MIN_MACS
 
 #: activation -> (forward, backward): the while loop's two passes as `tf.function(jit_compile=True)`s.
 _COMPILED_PASSES: Dict[Any, Tuple[Any, Any]] = {}
@@ -236,7 +288,7 @@ def _compiled_passes(activation: Any) -> Tuple[Any, Any]:
             return _forward_loop(xw, h0, kernel, rec_mask, valid, stop, activation)
 
         def backward(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last):
-            return _backward_loop(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last, derivative)
+            return _backward_loop(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last, derivative, DU_IN_LOOP_XLA)
 
         passes = _COMPILED_PASSES[activation] = (
             tf.function(forward, jit_compile=True, autograph=False, reduce_retracing=True),
@@ -307,7 +359,8 @@ def _recurrence(
 
     else:
         forward_pass = lambda *args: _forward_loop(*args, activation)  # noqa: E731
-        backward_pass = lambda *args: _backward_loop(*args, derivative)  # noqa: E731
+        du_in_loop = _du_in_loop_graph(xw)
+        backward_pass = lambda *args: _backward_loop(*args, derivative, du_in_loop)  # noqa: E731
 
     @tf.custom_gradient
     def run(xw, h0, kernel):
