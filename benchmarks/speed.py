@@ -106,7 +106,12 @@ def _tf_runner(name: str, shape: Shape, seed: int) -> Runner:
         weights = model.trainable_variables
         fit_model = keras.models.clone_model(model)
         fit_model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
-        data = tf.data.Dataset.from_tensors((x, y)).repeat(FIT_BATCHES).cache()
+        # tf.data's autotuning thread made some `fit` calls take ~300 ms longer at random (measured with
+        # keras.layers.SimpleRNN alone at 256·50·64·256: 625 instead of ~300 ms in 2-3 of 8 calls, none with
+        # autotune off): it timed the iterator's teardown, not the layer.
+        no_autotune = tf.data.Options()
+        no_autotune.autotune.enabled = False
+        data = tf.data.Dataset.from_tensors((x, y)).repeat(FIT_BATCHES).cache().with_options(no_autotune)
 
         def fit() -> Any:
             return fit_model.fit(data, epochs=1, verbose=0, shuffle=False)
