@@ -475,3 +475,24 @@ def test_kernel_gradient_placement_by_size(monkeypatch):
     assert fast._du_in_loop_graph(big) is True and fast._du_in_loop_graph(small) is False
     monkeypatch.setattr(fast, "DU_IN_LOOP_GRAPH", False)
     assert fast._du_in_loop_graph(big) is False
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+def test_last_output_only_backward_reads_no_state_gradients(jit, rng, monkeypatch):
+    """With `return_sequences=False` the state sequence stays internal: the backward loop gets `d_hs=None`
+    (not a zero tensor to read each step) and the gradients still equal the generic path's."""
+    seen = []
+    original = fast._backward_loop
+    monkeypatch.setattr(fast, "_COMPILED_PASSES", {})
+    monkeypatch.setattr(
+        fast, "_backward_loop", lambda hs, h0, k, m, v, s, d_hs, *rest: seen.append(d_hs is None) or original(hs, h0, k, m, v, s, d_hs, *rest)
+    )
+    weights, x = _weights(rng), rng.standard_normal((B, T, F)).astype("float32")
+    mask = np.array([[1, 1, 0, 1, 1, 0], [1] * 6, [0] * 6, [0, 1, 1, 1, 1, 1]], bool)
+
+    def make(jit=jit):
+        return DynamicUnroll(ku.BasicRNNCell(H), jit_compile=jit)
+
+    fast_result, generic_result = _fast_and_generic(make, x, weights, mask=mask)
+    assert seen and all(seen)
+    _compare(fast_result, generic_result)
