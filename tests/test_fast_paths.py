@@ -471,10 +471,12 @@ def test_kernel_gradient_inside_the_backward_loop_matches_generic_path(case, fla
 
 
 def test_kernel_gradient_placement_by_size(monkeypatch):
-    big, small = tf.zeros((50, 256, 256)), tf.zeros((1000, 32, 32))
-    assert fast._du_in_loop_graph(big) is True and fast._du_in_loop_graph(small) is False
+    big, mid, small = tf.zeros((50, 256, 256)), tf.zeros((28, 32, 128)), tf.zeros((1000, 32, 32))
+    assert [fast._du_in_loop_graph(s) for s in (big, mid, small)] == [True, False, False]
+    assert [fast._du_in_loop_xla(s) for s in (big, mid, small)] == [False, True, False]
     monkeypatch.setattr(fast, "DU_IN_LOOP_GRAPH", False)
-    assert fast._du_in_loop_graph(big) is False
+    monkeypatch.setattr(fast, "DU_IN_LOOP_XLA", True)
+    assert fast._du_in_loop_graph(big) is False and fast._du_in_loop_xla(big) is True
 
 
 @pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])

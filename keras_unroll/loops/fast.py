@@ -251,22 +251,39 @@ def _kernel_gradient(hs, h0, dz_all, rec_mask):
 
 #: Where the while loop's backward pass computes `dU`: inside the loop (per step, off the `dh` chain) or
 #: as one product after it. Separately for the uncompiled loop (`None`: by size, see `_du_in_loop_graph`)
-#: and the XLA-compiled passes. Measured (train step, docs/performance.md): uncompiled, inside wins when
-#: a step's product is large (256·50·64·256: 55.4 -> 49.4 ms, fit epoch 476 -> 382 ms) and loses when it
-#: is small (32·1000·8·32: 32.6 -> 39.2; 64·100·16·64: 7.2 -> 8.7; 32·28·28·128: 3.5 -> 3.8); with XLA
-#: after the loop wins at 256·50·64·256 too (43.6 vs 46.0 ms).
+#: and the XLA-compiled passes (`None`: by the size `B·H·H` of one step's `h U`, see `_step_macs`).
+#: Measured (train step, interleaved A/B, docs/performance.md):
+#: - uncompiled: inside wins when a step's product is large (256·50·64·256: 55.4 -> 49.4 ms, fit epoch
+#:   476 -> 382 ms) and loses when it is small (32·1000·8·32: 32.6 -> 39.2; 64·100·16·64: 7.2 -> 8.7;
+#:   32·28·28·128: 3.5 -> 3.8);
+#: - XLA: inside wins at mid sizes (32·28·28·128: 2.41 -> 2.03 ms; 64·100·16·64: 4.81 -> 4.11) and loses
+#:   at both ends (32·1000·8·32: 10.45 -> 11.16; 256·50·64·256: 43.6 -> 46.0).
 DU_IN_LOOP_GRAPH: Optional[bool] = None
-DU_IN_LOOP_XLA = False
-#: `B·H·H` (multiply-adds of one step's `h U`) from which the uncompiled loop accumulates `dU` inside.
+DU_IN_LOOP_XLA: Optional[bool] = None
+#: `B·H·H` from which the uncompiled loop accumulates `dU` inside; the XLA loop does for `B·H·H` in
+#: `[DU_IN_LOOP_XLA_MACS[0], DU_IN_LOOP_XLA_MACS[1])`.
 DU_IN_LOOP_MIN_MACS = 2**22
+DU_IN_LOOP_XLA_MACS = (2**17, 2**22)
+
+
+def _step_macs(states: tf.Tensor) -> Optional[int]:
+    """`B·H·H` of a (T, B, H) tensor; an unknown batch counts as Keras' default batch size 32."""
+    batch, units = states.shape[1], states.shape[2]
+    return None if units is None else (32 if batch is None else batch) * units * units
 
 
 def _du_in_loop_graph(xw: tf.Tensor) -> bool:
     if DU_IN_LOOP_GRAPH is not None:
         return DU_IN_LOOP_GRAPH
-    batch, units = xw.shape[1], xw.shape[2]
-    batch = 32 if batch is None else batch  # unknown until run time: Keras' default batch size
-    return units is not None and batch * units * units >= DU_IN_LOOP_MIN_MACS
+    macs = _step_macs(xw)
+    return macs is not None and macs >= DU_IN_LOOP_MIN_MACS
+
+
+def _du_in_loop_xla(hs: tf.Tensor) -> bool:
+    if DU_IN_LOOP_XLA is not None:
+        return DU_IN_LOOP_XLA
+    macs = _step_macs(hs)
+    return macs is not None and DU_IN_LOOP_XLA_MACS[0] <= macs < DU_IN_LOOP_XLA_MACS[1]
 
 #: activation -> (forward, backward): the while loop's two passes as `tf.function(jit_compile=True)`s.
 _COMPILED_PASSES: Dict[Any, Tuple[Any, Any]] = {}
@@ -288,7 +305,8 @@ def _compiled_passes(activation: Any) -> Tuple[Any, Any]:
             return _forward_loop(xw, h0, kernel, rec_mask, valid, stop, activation)
 
         def backward(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last):
-            return _backward_loop(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last, derivative, DU_IN_LOOP_XLA)
+            du_in_loop = _du_in_loop_xla(hs)
+            return _backward_loop(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last, derivative, du_in_loop)
 
         passes = _COMPILED_PASSES[activation] = (
             tf.function(forward, jit_compile=True, autograph=False, reduce_retracing=True),
