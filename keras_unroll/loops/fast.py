@@ -324,7 +324,8 @@ def _first_order_only(grads: Tuple[tf.Tensor, ...], inputs: List[tf.Tensor]) -> 
             raise NotImplementedError(
                 "The XLA-compiled fused SimpleRNN loop (DynamicUnroll, jit_compile=True or \"auto\") has a "
                 "hand-written first-order gradient only; a second-order gradient (a tape differentiating "
-                "another tape's gradient) needs `jit_compile=False`."
+                "another tape's gradient) or forward-mode autodiff (`tf.autodiff.ForwardAccumulator`) needs "
+                "`jit_compile=False`."
             )
 
         return [tf.identity(t) for t in tensors[: len(grads)]], grad
