@@ -369,7 +369,9 @@ class DynamicUnroll(_Unroll):
     input shape (~1-2 s). Other cells run the generic step without XLA under "auto": TensorFlow cannot
     differentiate a `tf.while_loop` compiled as a function of its own (its gradient accumulators may not
     cross the XLA boundary); `jit_compile=True` then warns and runs uncompiled, and
-    `model.compile(jit_compile=True)` compiles the whole step instead.
+    `model.compile(jit_compile=True)` compiles the whole step instead. The compiled fused loop takes any
+    first-order tape (persistent, nested, `jacobian`, `model.fit`); second-order gradients and
+    `tf.autodiff.ForwardAccumulator` raise `NotImplementedError` and need `jit_compile=False`.
 """
         + _SHARED_DOC.format(list_note="")
         + """
