@@ -187,31 +187,6 @@ def _backward_loop(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last, derivati
     accumulates `dU` step by step inside the loop (off the `dh` chain, so the executor can run it on the
     other core), else it is one product after the loop (`_kernel_gradient`).
     """
-    if du_in_loop:
-        return _backward_loop_du_inside(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last, derivative)
-    g = tf.zeros_like(h0) if d_last is None else d_last
-    steps = tf.shape(hs)[0]
-    read_h = _reader(hs, steps)
-    read_d = None if d_hs is None else _reader(d_hs, steps)
-    read_v = None if valid is None else _reader(valid, steps)
-    dz_ta = tf.TensorArray(hs.dtype, size=steps, element_shape=h0.shape)
-    first = (steps if stop is None else stop) - 1
-    if stop is not None:
-        dz_ta = _zero_fill(dz_ta, first + 1, steps, tf.zeros_like(h0))
-
-    def back_body(t, g, dz_ta):
-        v_t = None if read_v is None else read_v(t)
-        g = g if read_d is None else g + read_d(t)
-        dz, g = _backward_step(read_h(t), v_t, g, kernel, rec_mask, derivative)
-        return t - 1, g, dz_ta.write(t, dz)
-
-    _, g, dz_ta = tf.while_loop(lambda t, *_: t >= 0, back_body, (first, g, dz_ta), maximum_iterations=steps)
-    dz_all = dz_ta.stack()
-    dz_all.set_shape(hs.shape)
-    return dz_all, g, _kernel_gradient(hs, h0, dz_all, rec_mask)
-
-
-def _backward_loop_du_inside(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last, derivative):
     g = tf.zeros_like(h0) if d_last is None else d_last
     steps = tf.shape(hs)[0]
     read_h = _reader(hs, steps)
@@ -223,20 +198,21 @@ def _backward_loop_du_inside(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last
         dz_ta = _zero_fill(dz_ta, first + 1, steps, tf.zeros_like(h0))
     h0_in = h0 * rec_mask if rec_mask is not None else h0
 
-    def back_body(t, g, d_kernel, dz_ta):
+    def back_body(t, g, dz_ta, *d_kernel):
         v_t = None if read_v is None else read_v(t)
         g = g if read_d is None else g + read_d(t)
         dz, g = _backward_step(read_h(t), v_t, g, kernel, rec_mask, derivative)
-        h_prev = read_h(tf.maximum(t - 1, 0))
-        h_prev = tf.where(t > 0, h_prev * rec_mask if rec_mask is not None else h_prev, h0_in)
-        d_kernel = d_kernel + tf.matmul(h_prev, dz, transpose_a=True)
-        return t - 1, g, d_kernel, dz_ta.write(t, dz)
+        if du_in_loop:
+            h_prev = read_h(tf.maximum(t - 1, 0))
+            h_prev = tf.where(t > 0, h_prev * rec_mask if rec_mask is not None else h_prev, h0_in)
+            d_kernel = (d_kernel[0] + tf.matmul(h_prev, dz, transpose_a=True),)
+        return (t - 1, g, dz_ta.write(t, dz), *d_kernel)
 
-    _, g, d_kernel, dz_ta = tf.while_loop(
-        lambda t, *_: t >= 0, back_body, (first, g, tf.zeros_like(kernel), dz_ta), maximum_iterations=steps
-    )
+    initial = (first, g, dz_ta) + ((tf.zeros_like(kernel),) if du_in_loop else ())
+    _, g, dz_ta, *d_kernel = tf.while_loop(lambda t, *_: t >= 0, back_body, initial, maximum_iterations=steps)
     dz_all = dz_ta.stack()
     dz_all.set_shape(hs.shape)
+    d_kernel = d_kernel[0] if du_in_loop else _kernel_gradient(hs, h0, dz_all, rec_mask)
     return dz_all, g, d_kernel
 
 
