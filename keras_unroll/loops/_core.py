@@ -189,6 +189,26 @@ class Prepared:
     features: int
     max_length: Optional[tf.Tensor]  # max(sequence_length) when the loop may stop early
 
+    def settings_only(self) -> "Prepared":
+        """These settings with the tensors dropped: safe to keep in a cached function's closure."""
+        return dataclasses.replace(self, inputs=None, valid=None, initial_state=None, batch_size=None, max_length=None)
+
+
+def same_sequence_as(
+    prepared: "Prepared", inputs: tf.Tensor, valid: Optional[tf.Tensor], initial_state: Nested, max_length: Any
+) -> "Prepared":
+    """`prepared`'s settings around new tensors: how a cached `tf.function` rebuilds its argument."""
+    return Prepared(
+        inputs=inputs,
+        valid=valid,
+        initial_state=initial_state,
+        zero_output=prepared.zero_output,
+        num_steps=prepared.num_steps,
+        batch_size=tf.shape(inputs)[1],
+        features=prepared.features,
+        max_length=max_length,
+    )
+
 
 def _shape_str(shape: Any) -> str:
     return str(tuple(shape.as_list()) if isinstance(shape, tf.TensorShape) and shape.rank is not None else shape)

@@ -98,17 +98,10 @@ def run_dynamic(cell: Any, prepared: _core.Prepared, **options: Any) -> Tuple[Op
     cache = cell.__dict__.setdefault("_keras_unroll_dynamic_fns", {})
     fn = cache.get(key)
     if fn is None:
-        static = dict(zero_output=prepared.zero_output, num_steps=prepared.num_steps, features=prepared.features)
+        settings = prepared.settings_only()
 
         def fn(inputs, valid, initial_state, max_length):
-            rebuilt = _core.Prepared(
-                inputs=inputs,
-                valid=valid,
-                initial_state=initial_state,
-                batch_size=tf.shape(inputs)[1],
-                max_length=max_length,
-                **static,
-            )
+            rebuilt = _core.same_sequence_as(settings, inputs, valid, initial_state, max_length)
             return dynamic_loop(cell, rebuilt, **options)
 
         fn = cache[key] = tf.function(fn, reduce_retracing=True, autograph=False)

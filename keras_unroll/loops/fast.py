@@ -606,17 +606,10 @@ def run_compiled(loop: Callable[..., tuple], cell: Any, prepared: _core.Prepared
     cache = cell.__dict__.setdefault("_keras_unroll_compiled_fns", {})
     fn = cache.get(key)
     if fn is None:
-        static = dict(zero_output=prepared.zero_output, num_steps=prepared.num_steps, features=prepared.features)
+        settings = prepared.settings_only()
 
         def compiled(inputs, valid, initial_state, max_length, masks):
-            rebuilt = _core.Prepared(
-                inputs=inputs,
-                valid=valid,
-                initial_state=initial_state,
-                batch_size=tf.shape(inputs)[1],
-                max_length=max_length,
-                **static,
-            )
+            rebuilt = _core.same_sequence_as(settings, inputs, valid, initial_state, max_length)
             for dropout_cell, (dp_mask, rec_mask) in zip(_dropout_cells(cell), masks or ()):
                 # The loop's `dropout_masks` finds these and uses them instead of drawing new ones.
                 dropout_cell._dropout_mask, dropout_cell._recurrent_dropout_mask = dp_mask, rec_mask
