@@ -270,21 +270,21 @@ _SHARED_DOC = """
             what the backward pass needs, one `(batch, state)` carry per step, in host memory (`/CPU:0`)
             and brings it back one step at a time; each step is re-run once in the backward pass. TF2's
             `while_v2` ignores TF1's flag; this one works. Saves: device memory for activations becomes
-            flat in T (argued from the graph's op placement; not yet measured on a GPU). Costs: a host copy of every step's state (T·B·H·4 bytes: 164 MB at
-            T=5000, B=32, H=256), one device↔host copy per step each way, and one more forward pass
-            (measured on CPU, B=32 F=8 H=256, one training step at T=5000: 169 MB of activations vs
-            489 MB for the plain graph loop and 1151 MB for the default XLA loop, at 0.8–1.0× the
-            default's step time; see `docs/memory.md`). No XLA with it. Default: `False`.
+            flat in T (argued from the graph's op placement; not yet measured on a GPU). Costs: a host
+            copy of every step's state (T·B·H·4 bytes: 164 MB at T=5000, B=32, H=256), one device↔host
+            copy per step each way, and one more forward pass. Measured on CPU (B=32 F=8 H=256, one
+            training step at T=5000): 169 MB of activations vs 520 MB for the default loop and 636 MB for
+            `jit_compile=False`, at 1.2× the default's step time (`docs/memory.md`). No XLA with it.
+            Default: `False`.
         recompute: `None`, `"sqrt"` or a positive int k (`DynamicUnroll` only). Keep only every k-th
             state for the backward pass (k = ceil(sqrt(T)) for `"sqrt"`) and recompute each segment of k
             steps from its checkpoint there: activation memory `O((T/k + k)·B·H)` instead of
             `O(T·B·H)`, for one more forward pass. Measured (CPU, B=32 F=8 H=256, one training step,
-            `return_sequences=False`): at T=5000, 36 MB of activations vs 1151 MB for the default
-            (XLA) loop and 489 MB for `jit_compile=False`, at 0.55–0.70× the default's step time;
-            at T=20000, 91 MB vs 3803 MB at about the same time. With `return_sequences=True` the
-            `(T, B, H)` outputs and their gradient remain. Combines with `swap_memory=True`
-            (checkpoints on the host). `BasicRNNCell`/`SimpleRNNCell` segments run the fused path.
-            No XLA with it. Default: `None`.
+            `return_sequences=False`): at T=5000, 36 MB of activations vs 520 MB for the default loop,
+            at 0.97× its step time; at T=20000, 90 MB vs 1282 MB at 1.55× (`docs/memory.md`). With
+            `return_sequences=True` the `(T, B, H)` outputs and their gradient remain. Combines with
+            `swap_memory=True` (checkpoints on the host). `BasicRNNCell`/`SimpleRNNCell` segments run
+            the fused path. No XLA with it. Default: `None`.
         **kwargs: Base layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
