@@ -196,16 +196,21 @@ def test_layers_time_major(layer_cls, time_major, x, weights):
 
 
 # ------------------------------------------------------------------------------ hand-checkable cases
-@pytest.mark.parametrize("unroll", UNROLLS)
-def test_linear_cell_by_hand(unroll):
-    """W=2, U=3, b=1, linear, x = 1, 2, 3: h = 2·1+1 = 3, then 2·2+3·3+1 = 14, then 2·3+3·14+1 = 49."""
-    cell = ku.BasicRNNCell(
+def _linear_cell():
+    """A one-unit linear cell with W=2, U=3, b=1, so every step can be checked by hand."""
+    return ku.BasicRNNCell(
         1,
         activation="linear",
         kernel_initializer=keras.initializers.Constant(2.0),
         recurrent_initializer=keras.initializers.Constant(3.0),
         bias_initializer=keras.initializers.Constant(1.0),
     )
+
+
+@pytest.mark.parametrize("unroll", UNROLLS)
+def test_linear_cell_by_hand(unroll):
+    """W=2, U=3, b=1, linear, x = 1, 2, 3: h = 2·1+1 = 3, then 2·2+3·3+1 = 14, then 2·3+3·14+1 = 49."""
+    cell = _linear_cell()
     x = np.array([[[1.0], [2.0], [3.0]], [[1.0], [2.0], [3.0]]], np.float32)  # two identical rows
     outputs, state = run_unroll(unroll, cell, x, sequence_length=[3, 2])
     np.testing.assert_array_equal(np.asarray(outputs)[..., 0], [[3.0, 14.0, 49.0], [3.0, 14.0, 0.0]])
@@ -215,13 +220,7 @@ def test_linear_cell_by_hand(unroll):
 @pytest.mark.parametrize("layer_cls", LAYERS)
 def test_linear_cell_backwards_by_hand(layer_cls):
     """Backwards, x is read 3, 2, 1: h = 2·3+1 = 7, then 2·2+3·7+1 = 26, then 2·1+3·26+1 = 81."""
-    cell = ku.BasicRNNCell(
-        1,
-        activation="linear",
-        kernel_initializer=keras.initializers.Constant(2.0),
-        recurrent_initializer=keras.initializers.Constant(3.0),
-        bias_initializer=keras.initializers.Constant(1.0),
-    )
+    cell = _linear_cell()
     x = np.array([[[1.0], [2.0], [3.0]]], np.float32)
     outputs, state = make(layer_cls, cell, return_sequences=True, return_state=True, go_backwards=True)(x)
     np.testing.assert_array_equal(np.asarray(outputs)[0, :, 0], [7.0, 26.0, 81.0])  # in processed order

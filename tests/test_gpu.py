@@ -547,7 +547,7 @@ def test_missing_nvml_module_is_reported():
     except ImportError:
         pass
     else:
-        pytest.skip("nvidia-ml-py is installed here")
+        pytest.skip("nvidia-ml-py is installed here, so the missing-module path cannot be reached")
     with pytest.raises(gpu._DriverQueryError, match=r"`nvidia-ml-py` package \(module `pynvml`\) is not installed"):
         gpu._query_driver_gpus(use_nvml=True, nvidia_smi="no-such-nvidia-smi")
 
