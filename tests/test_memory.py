@@ -176,7 +176,9 @@ def test_recompute_shrinks_activation_memory(subprocess_env):
     states = 400 * 8 * 64 * 4 / 2**20  # one (B, H) state per step, all steps: 0.78 MB
     assert plain >= 2 * states  # autodiff keeps more than the states
     assert states <= swap <= plain / 2  # the states, not the per-step intermediates
-    assert recompute <= plain / 4 and recompute <= states  # less than even one state per step
+    # Less than even one state per step. Measured on 2 cores: plain 2.40-2.95 MB (the peak depends on how the
+    # executor schedules the backward loop), recompute 0.57-0.62 MB; a bound of plain / 4 failed once in CI.
+    assert recompute <= states and recompute <= plain / 3
 
 
 # ----------------------------------------------------------------------------------------- arguments
