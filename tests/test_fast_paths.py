@@ -207,6 +207,30 @@ def test_fused_matches_numpy_reference(layer_cls, rng):
     _close(state, expected_state)
 
 
+def _projection_matmuls(layer, x):
+    """MatMul ops in the forward graph of `layer` on `x`, minus the T recurrent ones (`h U` per step)."""
+    graph = tf.function(lambda inputs: layer(inputs)).get_concrete_function(tf.constant(x)).graph
+    return sum(op.type == "MatMul" for op in graph.get_operations()) - x.shape[1]
+
+
+@pytest.mark.parametrize("steps", [1, 3, 4, 9])
+@pytest.mark.parametrize("units,expected_products", [(H, "chunked"), (1024, "one")])
+def test_static_projection_chunks(steps, units, expected_products, rng):
+    """Small steps are projected `STATIC_PROJECTION_CHUNK` steps at a time, large steps in one product; both
+    equal the NumPy loop, whatever T's remainder."""
+    chunk = fast.STATIC_PROJECTION_CHUNK
+    assert chunk > 1 and (B * units * units >= fast.STATIC_CHUNK_MAX_MACS) == (expected_products == "one")
+    kernel, recurrent, bias = weights = _weights(rng, units=units, scale=0.6 / np.sqrt(units / H))
+    x = rng.standard_normal((B, steps, F)).astype("float32")
+    layer = StaticUnroll(ku.BasicRNNCell(units), return_sequences=True)
+    layer.build(x.shape)
+    layer.set_weights(weights)
+    products = -(-steps // chunk) if expected_products == "chunked" else 1
+    assert _projection_matmuls(layer, x) == products
+    expected, _, _ = basic_rnn(x, kernel, recurrent, bias)
+    _close(layer(x), expected)
+
+
 @pytest.mark.parametrize("rnn", ["static_rnn", "dynamic_rnn"])
 def test_functions_take_the_fused_path(rnn, rng, monkeypatch):
     """`static_rnn`/`dynamic_rnn` run the fused loop for BasicRNNCell and match the generic path."""
@@ -531,3 +555,42 @@ def test_last_output_only_backward_reads_no_state_gradients(jit, rng, monkeypatc
     fast_result, generic_result = _fast_and_generic(make, x, weights, mask=mask)
     assert seen and all(seen)
     _compare(fast_result, generic_result)
+
+
+@pytest.mark.parametrize("case", ["mask+go_backwards+initial_state", "sequence_length+initial_state"])
+def test_xla_forward_with_uncompiled_backward_matches_generic_path(case, rng, monkeypatch):
+    """Large steps under `jit_compile` run the backward loop uncompiled after the compiled forward loop;
+    that pairing (forced here at a small size) equals the generic path, recurrent dropout included, and
+    still answers a second-order gradient with the clear error."""
+    monkeypatch.setattr(fast, "UNCOMPILED_BACKWARD_MIN_MACS", 0)
+    monkeypatch.setattr(fast, "_COMPILED_PASSES", {})
+    monkeypatch.setattr(fast, "DU_IN_LOOP_GRAPH", True)  # as for the large steps that take this path
+    calls = []
+    for selector in ("_du_in_loop_graph", "_du_in_loop_xla"):  # which backward loop was traced
+        original = getattr(fast, selector)
+        monkeypatch.setattr(fast, selector, lambda t, name=selector, f=original: calls.append(name) or f(t))
+    layer_kwargs, _, call_builder = CASES[case]
+    weights, x = _weights(rng), rng.standard_normal((B, T, F)).astype("float32")
+
+    def make(jit=True):
+        return DynamicUnroll(ku.BasicRNNCell(H, recurrent_dropout=0.3, seed=5), jit_compile=jit, **layer_kwargs)
+
+    fast_result, generic_result = _fast_and_generic(make, x, weights, training=True, **call_builder(rng))
+    assert calls == ["_du_in_loop_graph"], calls
+    _compare(fast_result, generic_result)
+    weights, x, lengths = _tape_case(rng)
+    layer = _built(DynamicUnroll, weights)
+    with tf.GradientTape() as outer:
+        with tf.GradientTape() as inner:
+            loss = _loss(layer, x, lengths)
+        penalty = tf.add_n([tf.reduce_sum(tf.square(g)) for g in inner.gradient(loss, layer.trainable_weights)])
+    with pytest.raises(NotImplementedError, match="first-order gradient only"):
+        outer.gradient(penalty, layer.trainable_weights)
+
+
+def test_uncompiled_backward_under_jit_by_size():
+    chosen = [
+        fast._uncompiled_backward_under_jit(tf.zeros(shape))
+        for shape in ((50, 256, 256), (100, 64, 256), (50, 512, 128), (100, 32, 512), (28, 32, 128), (1000, 32, 32))
+    ]
+    assert chosen == [True, True, True, False, False, False]

@@ -18,7 +18,8 @@ costs O(T²) in a `tf.while_loop` (measured: 1.8× slower than Keras at T=1000).
 - Activations: `tanh` (default), `sigmoid`, `relu` and `linear` take the fast path; their derivative is
   computed from the output (`1-h²`, `h(1-h)`, `h>0`, `1`). Any other activation takes the generic path.
 - In the static (Python-unrolled) loop the projection is hoisted but the gradient is plain autodiff
-  (`STATIC_CUSTOM_GRADIENT`, measured faster there: no O(T²) trap without a while loop).
+  (`STATIC_CUSTOM_GRADIENT`, measured faster there: no O(T²) trap without a while loop), and small steps
+  are projected a few steps at a time so the products overlap the recurrence (`STATIC_PROJECTION_CHUNK`).
 - `LSTMCell`/`GRUCell` (implementation 2, no recurrent dropout): the input projection is hoisted in the
   static (Python) loop only, where autodiff has no O(T²) trap; their while loop stays generic.
 - Every other cell, and any subclass that overrides `call`, takes the generic path.
@@ -203,8 +204,10 @@ def _backward_loop(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last, derivati
         g = g if read_d is None else g + read_d(t)
         dz, g = _backward_step(read_h(t), v_t, g, kernel, rec_mask, derivative)
         if du_in_loop:
+            # h_{t-1}; at t = 0 this reads h_0 instead of the initial state, corrected after the loop
+            # (one product there instead of a select per step: 3.3 of 46 ms at 256·50·64·256).
             h_prev = read_h(tf.maximum(t - 1, 0))
-            h_prev = tf.where(t > 0, h_prev * rec_mask if rec_mask is not None else h_prev, h0_in)
+            h_prev = h_prev * rec_mask if rec_mask is not None else h_prev
             d_kernel = (d_kernel[0] + tf.matmul(h_prev, dz, transpose_a=True),)
         return (t - 1, g, dz_ta.write(t, dz), *d_kernel)
 
@@ -212,7 +215,11 @@ def _backward_loop(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last, derivati
     _, g, dz_ta, *d_kernel = tf.while_loop(lambda t, *_: t >= 0, back_body, initial, maximum_iterations=steps)
     dz_all = dz_ta.stack()
     dz_all.set_shape(hs.shape)
-    d_kernel = d_kernel[0] if du_in_loop else _kernel_gradient(hs, h0, dz_all, rec_mask)
+    if du_in_loop:
+        h_first = hs[0] * rec_mask if rec_mask is not None else hs[0]
+        d_kernel = d_kernel[0] + tf.matmul(h0_in - h_first, dz_all[0], transpose_a=True)
+    else:
+        d_kernel = _kernel_gradient(hs, h0, dz_all, rec_mask)
     return dz_all, g, d_kernel
 
 
@@ -261,12 +268,29 @@ def _du_in_loop_xla(hs: tf.Tensor) -> bool:
     macs = _step_macs(hs)
     return macs is not None and DU_IN_LOOP_XLA_MACS[0] <= macs < DU_IN_LOOP_XLA_MACS[1]
 
-#: activation -> (forward, backward): the while loop's two passes as `tf.function(jit_compile=True)`s.
-_COMPILED_PASSES: Dict[Any, Tuple[Any, Any]] = {}
+#: With `jit=True`, large steps of at most 256 units run the backward loop uncompiled (TensorFlow's own
+#: MatMul kernels, `dU` inside the loop) after the compiled forward loop. Measured (the backward pass alone,
+#: median of 3×15 calls, ms, compiled with dU after / inside vs uncompiled with dU inside): B·H at
+#: T=50: 256·256 24.4 / 24.7 vs 18.1; 256·128 8.8 / 8.9 vs 6.4; 512·128 19.8 / 18.7 vs 11.7; T=100: 64·256
+#: 15.0 / 14.9 vs 11.4; 128·256 33.8 / 33.3 vs 20.6 -- but 32·512 24.4 / 24.3 vs 36.1, 128·512 40.4 / 37.7
+#: vs 41.0, 64·384 13.7 / 13.8 vs 17.3, and below `B·H·H = 2**22` compiled wins (32·1000·8·32: 4.4 vs 14.8).
+UNCOMPILED_BACKWARD_MIN_MACS = 2**22
+UNCOMPILED_BACKWARD_MAX_UNITS = 256
 
 
-def _compiled_passes(activation: Any) -> Tuple[Any, Any]:
-    """The XLA-compiled forward and backward loops for `activation` (one pair per activation, per process).
+def _uncompiled_backward_under_jit(xw: tf.Tensor) -> bool:
+    macs = _step_macs(xw)
+    return macs is not None and macs >= UNCOMPILED_BACKWARD_MIN_MACS and xw.shape[-1] <= UNCOMPILED_BACKWARD_MAX_UNITS
+
+
+#: activation -> (forward, backward, uncompiled backward): the while loop's passes as `tf.function`s, the
+#: first two with `jit_compile=True`.
+_COMPILED_PASSES: Dict[Any, Tuple[Any, Any, Any]] = {}
+
+
+def _compiled_passes(activation: Any) -> Tuple[Any, Any, Any]:
+    """The XLA-compiled forward and backward loops for `activation` (one set per activation, per process),
+    and the backward loop as a plain `tf.function` for large steps (`_uncompiled_backward_under_jit`).
 
     They take and return dense tensors only, and the `tf.custom_gradient` that joins them runs outside
     XLA: no TensorList ever crosses the XLA boundary, so any tape (persistent, nested, `jacobian`,
@@ -284,9 +308,14 @@ def _compiled_passes(activation: Any) -> Tuple[Any, Any]:
             du_in_loop = _du_in_loop_xla(hs)
             return _backward_loop(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last, derivative, du_in_loop)
 
+        def uncompiled_backward(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last):
+            du_in_loop = _du_in_loop_graph(hs)
+            return _backward_loop(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last, derivative, du_in_loop)
+
         passes = _COMPILED_PASSES[activation] = (
             tf.function(forward, jit_compile=True, autograph=False, reduce_retracing=True),
             tf.function(backward, jit_compile=True, autograph=False, reduce_retracing=True),
+            tf.function(uncompiled_backward, jit_compile=False, autograph=False, reduce_retracing=True),
         )
     return passes
 
@@ -338,12 +367,14 @@ def _recurrence(
     if unrolled and not STATIC_CUSTOM_GRADIENT:
         # Python-unrolled: plain autodiff has no O(T^2) trap here; only the projection is hoisted.
         h, states = h0, []
-        for xw_t, v_t in zip(tf.unstack(xw, num=num_steps), vs):
+        for xw_t, v_t in zip(xw, vs):  # here `xw` is a list of per-step tensors (`_static_chunk`)
             h = _forward_step(xw_t, v_t, h, kernel, rec_mask, activation)
             states.append(h)
         return (tf.stack(states) if need_states else None), h
     if jit and not unrolled:
-        compiled_forward, compiled_backward = _compiled_passes(activation)
+        compiled_forward, compiled_backward, plain_backward = _compiled_passes(activation)
+        if _uncompiled_backward_under_jit(xw):
+            compiled_backward = plain_backward
 
         def forward_pass(*args):
             # Not recorded: a tape watching the compiled call would ask it for its TensorLists; the
@@ -403,6 +434,38 @@ SKIP_UNUSED_STATES = True
 STATIC_CUSTOM_GRADIENT = False
 
 
+#: The Python-unrolled loop projects the inputs `STATIC_PROJECTION_CHUNK` steps at a time instead of in one
+#: product, when a step is small (`B·H·H < STATIC_CHUNK_MAX_MACS`): chunk c+1's product then runs on the
+#: other core while the recurrence works through chunk c, and the gradient's `dW` partial products overlap
+#: the backward chain the same way, instead of sitting before and after it on the critical path.
+#: Measured (interleaved A/B of the training step against `SimpleRNN(unroll=True)`, 15 rounds, two runs):
+#: one product 0.94-0.98x at 32·28·28·128 and 0.85-0.95x at 64·100·16·64; chunks of 4: 0.80-0.85x and
+#: 0.83-0.84x (2: 0.85-0.94x; 8: as 4). At 256·50·64·256 (compute-bound) no chunking beat one product
+#: (1.02-1.07x against 1.05-1.19x), so large steps keep it. `0` always projects in one product.
+STATIC_PROJECTION_CHUNK = 4
+STATIC_CHUNK_MAX_MACS = 2**22
+
+
+def _static_chunk(inputs: tf.Tensor, units: int) -> int:
+    """How many steps of (T, B, F) `inputs` the Python-unrolled loop projects per product."""
+    steps = inputs.shape[0]
+    batch = 32 if inputs.shape[1] is None else inputs.shape[1]  # unknown batch: Keras' default (`_step_macs`)
+    if not STATIC_PROJECTION_CHUNK or batch * units * units >= STATIC_CHUNK_MAX_MACS:
+        return steps
+    return STATIC_PROJECTION_CHUNK
+
+
+def _project(inputs: tf.Tensor, kernel: tf.Tensor, bias: Optional[tf.Tensor]) -> tf.Tensor:
+    """`inputs W + b` for (T, B, F) `inputs` as one `[T·B, F] × [F, H]` product: (T, B, H)."""
+    units = kernel.shape[-1]
+    xw = tf.matmul(tf.reshape(inputs, [-1, kernel.shape[0]]), kernel)
+    if bias is not None:
+        xw = xw + bias
+    xw = tf.reshape(xw, tf.concat([tf.shape(inputs)[:2], [units]], axis=0))
+    xw.set_shape(inputs.shape[:2].concatenate([units]))
+    return xw
+
+
 def simple_rnn_loop(
     cell: Any,
     prepared: _core.Prepared,
@@ -432,12 +495,17 @@ def simple_rnn_loop(
             rec_mask = cell.get_recurrent_dropout_mask(prepared.initial_state[0])
     if dp_mask is not None:
         inputs = inputs * dp_mask
-    features = prepared.features
-    xw = tf.matmul(tf.reshape(inputs, [-1, features]), _as_tensor(cell.kernel, dtype))
-    if cell.bias is not None:
-        xw = xw + _as_tensor(cell.bias, dtype)
-    xw = tf.reshape(xw, tf.concat([tf.shape(inputs)[:2], [cell.units]], axis=0))
-    xw.set_shape(inputs.shape[:2].concatenate([cell.units]))
+    kernel = _as_tensor(cell.kernel, dtype)
+    bias = _as_tensor(cell.bias, dtype) if cell.bias is not None else None
+    xw: Any
+    if unrolled and not STATIC_CUSTOM_GRADIENT:
+        chunk = _static_chunk(inputs, cell.units)
+        xw = []  # one (B, H) tensor per step, projected `chunk` steps at a time
+        for start in range(0, prepared.num_steps, chunk):
+            part = _project(inputs[start : start + chunk], kernel, bias)
+            xw.extend(tf.unstack(part, num=part.shape[0]))
+    else:
+        xw = _project(inputs, kernel, bias)
     stop = None
     if prepared.max_length is not None and not unrolled:
         stop = tf.minimum(steps, prepared.max_length)
