@@ -7,6 +7,7 @@ cell, and hand each call to `static_loop` or `dynamic_loop`. Everything else is 
 from __future__ import annotations
 
 import copy
+import sys
 from typing import Any, Dict, List, Optional
 
 import keras
@@ -23,6 +24,18 @@ def _check_bool(value: Any, name: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"`{name}` must be a bool. Received: {name}={value!r}")
     return value
+
+
+def _called_by_bidirectional(max_frames: int = 16) -> bool:
+    """Whether a `keras.layers.Bidirectional` is calling this layer (its `call` is on the Python stack)."""
+    frame = sys._getframe(2)
+    for _ in range(max_frames):
+        if frame is None:
+            return False
+        if isinstance(frame.f_locals.get("self"), keras.layers.Bidirectional):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _check_jit(value: Any) -> Any:
@@ -148,6 +161,14 @@ class _Unroll(keras.layers.Layer):
         if isinstance(sequences, (tf.RaggedTensor, tf.SparseTensor)):
             # Say "ragged" before `build` sees a shape with an undefined time axis and says something else.
             _core.to_float_tensor(sequences, "sequences", self.compute_dtype)
+        if self.time_major and self.return_sequences and _called_by_bidirectional():
+            raise ValueError(
+                "`keras.layers.Bidirectional` reverses the backward layer's sequence output along axis 1, which "
+                f"is the batch axis of a `time_major=True` layer: the result would be silently wrong (Keras 3's "
+                "`Bidirectional` has no time-major mode). Use `time_major=False` and give the input as "
+                f"(batch, time, features), e.g. `keras.ops.transpose(x, (1, 0, 2))`. Received: {self.name} with "
+                "time_major=True, return_sequences=True inside Bidirectional"
+            )
         return super().__call__(sequences, *args, **kwargs)
 
     def _run_loop(self, prepared: _core.Prepared, training: Any) -> tuple:

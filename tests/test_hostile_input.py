@@ -216,6 +216,12 @@ def _call_cases() -> List[Case]:
                  lambda u=unroll: u(_fixed_cell(), np.zeros((0, T, F), "float32"), mask=np.zeros((0, T), bool)),
                  _shapes((0, T, H), (0, H))),
         ]
+    for layer_cls in (ku.StaticUnroll, ku.DynamicUnroll):
+        wrapped = lambda c=layer_cls: keras.layers.Bidirectional(c(H, return_sequences=True, time_major=True))  # noqa: E731
+        cases.append(
+            Case(f"{layer_cls.__name__}/bidirectional_time_major", lambda w=wrapped: w()(np.transpose(X, (1, 0, 2))),
+                 (ValueError, r"reverses the backward layer's sequence output along axis 1, which is the batch axis")),
+        )
     long_x = np.full((1, 20000, 1), 0.5, "float32")
     cases += [
         Case("DynamicUnroll/T=20000", lambda: UNROLLS[1][1](2, long_x), _long_run_finite),

@@ -234,6 +234,24 @@ def test_bidirectional_matches_keras_simple_rnn(layer_cls, return_sequences, rng
 
 
 @pytest.mark.parametrize("layer_cls", LAYERS, ids=lambda c: c.__name__)
+def test_bidirectional_time_major(layer_cls, rng):
+    """Keras 3's `Bidirectional` flips the backward sequence on axis 1 (the batch axis of time-major
+    outputs): with `return_sequences=True` that is refused, with the last output only it is right."""
+    x = rng.standard_normal((B, T, F)).astype("float32")
+    sequences = keras.layers.Bidirectional(layer_cls(ku.BasicRNNCell(H), return_sequences=True, time_major=True))
+    with pytest.raises(ValueError, match=r"batch axis of a `time_major=True` layer.*time_major=True, return_sequences=True"):
+        sequences(np.transpose(x, (1, 0, 2)))
+    last = keras.layers.Bidirectional(layer_cls(ku.BasicRNNCell(H), time_major=True))
+    batch_major = keras.layers.Bidirectional(layer_cls(ku.BasicRNNCell(H)))
+    got = last(np.transpose(x, (1, 0, 2)))
+    batch_major(x)
+    batch_major.set_weights(last.get_weights())
+    np.testing.assert_allclose(got, batch_major(x), rtol=1e-6, atol=1e-6)
+    plain = layer_cls(ku.BasicRNNCell(H), return_sequences=True, time_major=True)  # not wrapped: no error
+    assert tuple(plain(np.transpose(x, (1, 0, 2))).shape) == (T, B, H)
+
+
+@pytest.mark.parametrize("layer_cls", LAYERS, ids=lambda c: c.__name__)
 def test_bidirectional_with_mask_matches_keras(layer_cls):
     ids = np.array([[3, 5, 2, 0, 0], [1, 2, 3, 4, 5]])
     embedding = keras.layers.Embedding(10, F, mask_zero=True)
