@@ -334,15 +334,19 @@ class StaticUnroll(_Unroll):
     __doc__ = (
         """Unrolls an RNN cell over time in Python: one copy of the step in the graph per time step.
 
-    TF1's `static_rnn` as a Keras layer. The graph grows linearly with T (`BasicRNNCell`: 3 ops a step
-    forward, 6 with the backward pass, measured with `keras_unroll.inspect.graph_stats`), so tracing takes seconds at T≈1000; in exchange there is no loop machinery.
+    TF1's `static_rnn` as a Keras layer. The graph grows linearly with T (`BasicRNNCell`: 4.25 ops a
+    step forward and 9.5 with the backward pass, input products included, measured with
+    `keras_unroll.inspect.graph_stats`), so tracing takes seconds at T≈1000; in exchange there is no loop
+    machinery.
     It needs a known number of time steps: use `DynamicUnroll` for unknown or long T.
 
-    Speed: `BasicRNNCell`/`SimpleRNNCell` run a fused loop (input projection hoisted into one matrix
-    product, hand-written backward pass); `LSTMCell`/`GRUCell` get the hoisted input projection; other
-    cells run the generic step. `jit_compile="auto"` means *no* XLA here: compiling a Python-unrolled graph
-    takes seconds to minutes (24 s at T=100 on a 2-core CPU, tens of seconds and ~1.5 GB at T=1000) and was
-    not faster than the uncompiled fused loop at any benchmark shape (`docs/performance.md`).
+    Speed: `BasicRNNCell`/`SimpleRNNCell` get the input projection hoisted out of the steps (four steps per
+    matrix product when a step is small, so the products overlap the recurrence on another core; one
+    product for large steps) and plain autodiff; `LSTMCell`/`GRUCell` get the hoisted input projection;
+    other cells run the generic step. `jit_compile="auto"` means *no* XLA here: compiling a Python-unrolled
+    graph takes seconds to minutes (24 s at T=100 on a 2-core CPU, tens of seconds and ~1.5 GB at T=1000),
+    and it paid off only at the compute-bound benchmark shape (train step 0.78-0.93× of uncompiled at
+    256·50·64·256, 1.4-1.6× at 32·28·28·128 and 64·100·16·64; `docs/performance.md`).
 """
         + _SHARED_DOC.format(
             list_note=" `StaticUnroll` also takes a Python list of T `(batch, features)` tensors (TF1's "
@@ -387,7 +391,9 @@ class DynamicUnroll(_Unroll):
     product, a hand-written backward pass whose loop only does `dz_t Uᵀ`), and `jit_compile="auto"`
     compiles it with XLA: per-step overhead drops from ~10 µs to ~2.5 µs, which measured 0.2-0.3× the time
     of `keras.layers.SimpleRNN` for a training step at T=1000 (`docs/performance.md`); one compile per
-    input shape (~1-2 s). Other cells run the generic step without XLA under "auto": TensorFlow cannot
+    input shape (~1-2 s). For large steps (`B·H·H ≥ 2²²` with at most 256 units) only the forward loop is
+    compiled: TensorFlow's own matmul kernels ran the backward loop 24-41 % faster than XLA's there.
+    Other cells run the generic step without XLA under "auto": TensorFlow cannot
     differentiate a `tf.while_loop` compiled as a function of its own (its gradient accumulators may not
     cross the XLA boundary); `jit_compile=True` then warns and runs uncompiled, and
     `model.compile(jit_compile=True)` compiles the whole step instead. The compiled fused loop takes any

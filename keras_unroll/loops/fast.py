@@ -500,10 +500,16 @@ def simple_rnn_loop(
     xw: Any
     if unrolled and not STATIC_CUSTOM_GRADIENT:
         chunk = _static_chunk(inputs, cell.units)
-        xw = []  # one (B, H) tensor per step, projected `chunk` steps at a time
-        for start in range(0, prepared.num_steps, chunk):
-            part = _project(inputs[start : start + chunk], kernel, bias)
-            xw.extend(tf.unstack(part, num=part.shape[0]))
+        sizes = [min(chunk, prepared.num_steps - start) for start in range(0, prepared.num_steps, chunk)]
+        parts = tf.split(inputs, sizes, axis=0) if len(sizes) > 1 else [inputs]
+        flat = tf.constant([-1, prepared.features])
+        shapes = {size: tf.constant([size, -1, cell.units]) for size in set(sizes)}  # shared: fewer graph ops
+        xw = []  # one (B, H) tensor per step, projected `chunk` steps at a time (5 ops per chunk)
+        for size, part in zip(sizes, parts):
+            product = tf.matmul(tf.reshape(part, flat), kernel)
+            if bias is not None:
+                product = product + bias
+            xw.extend(tf.unstack(tf.reshape(product, shapes[size]), num=size))
     else:
         xw = _project(inputs, kernel, bias)
     stop = None
