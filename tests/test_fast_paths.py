@@ -594,3 +594,15 @@ def test_uncompiled_backward_under_jit_by_size():
         for shape in ((50, 256, 256), (100, 64, 256), (50, 512, 128), (100, 32, 512), (28, 32, 128), (1000, 32, 32))
     ]
     assert chosen == [True, True, True, False, False, False]
+
+
+def test_xla_pass_choices_follow_each_call_shape(rng, monkeypatch):
+    """The size-dependent choices (dU inside the loop, backward compiled) are made per call from its own
+    shape, not inside the shared compiled functions (which relax to unknown shapes after a few traces)."""
+    chosen = []
+    original = fast._compiled_passes
+    monkeypatch.setattr(fast, "_compiled_passes", lambda *a, **k: chosen.append((a[1], k["compile_backward"])) or original(*a, **k))
+    layer = DynamicUnroll(ku.BasicRNNCell(256), jit_compile=True)
+    for batch in (2, 64, 3):  # B·H·H: 2**17 (dU inside the XLA loop), 2**22 (uncompiled backward), 3·2**16
+        layer(rng.standard_normal((batch, 2, 3)).astype("float32"))
+    assert chosen == [(True, True), (True, False), (True, True)]

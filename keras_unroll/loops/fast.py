@@ -283,21 +283,26 @@ def _uncompiled_backward_under_jit(xw: tf.Tensor) -> bool:
     return macs is not None and macs >= UNCOMPILED_BACKWARD_MIN_MACS and xw.shape[-1] <= UNCOMPILED_BACKWARD_MAX_UNITS
 
 
-#: activation -> (forward, backward, uncompiled backward): the while loop's passes as `tf.function`s, the
-#: first two with `jit_compile=True`.
-_COMPILED_PASSES: Dict[Any, Tuple[Any, Any, Any]] = {}
+#: (activation, dU inside the loop, backward compiled) -> (forward, backward): the while loop's passes as
+#: `tf.function`s (the forward always with `jit_compile=True`). The size-dependent choices are keys here,
+#: made from the caller's static shapes: these functions retrace with relaxed (`None`) shapes once they
+#: see several input shapes (`reduce_retracing`), and a choice made inside them then saw an unknown batch.
+#: (Measured before: DynamicUnroll+XLA at 256·50·64·256 ran its train step at 1.11x Keras' after smaller
+#: shapes had been traced in the same process, 0.84x when traced alone.)
+_COMPILED_PASSES: Dict[Tuple[Any, bool, bool], Tuple[Any, Any]] = {}
 
 
-def _compiled_passes(activation: Any) -> Tuple[Any, Any, Any]:
-    """The XLA-compiled forward and backward loops for `activation` (one set per activation, per process),
-    and the backward loop as a plain `tf.function` for large steps (`_uncompiled_backward_under_jit`).
+def _compiled_passes(activation: Any, du_in_loop: bool, compile_backward: bool = True) -> Tuple[Any, Any]:
+    """The XLA-compiled forward loop for `activation` and its backward loop (XLA-compiled or a plain
+    `tf.function`, `dU` inside the loop or after it), one pair per setting per process.
 
     They take and return dense tensors only, and the `tf.custom_gradient` that joins them runs outside
     XLA: no TensorList ever crosses the XLA boundary, so any tape (persistent, nested, `jacobian`,
     `model.fit`) can differentiate the layer. (Compiling a function that holds the custom gradient makes
     TensorFlow differentiate *through* it under persistent tapes, which needs the loop's TensorLists.)
     """
-    passes = _COMPILED_PASSES.get(activation)
+    key = (activation, du_in_loop, compile_backward)
+    passes = _COMPILED_PASSES.get(key)
     if passes is None:
         derivative = _derivatives()[activation]
 
@@ -305,17 +310,11 @@ def _compiled_passes(activation: Any) -> Tuple[Any, Any, Any]:
             return _forward_loop(xw, h0, kernel, rec_mask, valid, stop, activation)
 
         def backward(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last):
-            du_in_loop = _du_in_loop_xla(hs)
             return _backward_loop(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last, derivative, du_in_loop)
 
-        def uncompiled_backward(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last):
-            du_in_loop = _du_in_loop_graph(hs)
-            return _backward_loop(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last, derivative, du_in_loop)
-
-        passes = _COMPILED_PASSES[activation] = (
+        passes = _COMPILED_PASSES[key] = (
             tf.function(forward, jit_compile=True, autograph=False, reduce_retracing=True),
-            tf.function(backward, jit_compile=True, autograph=False, reduce_retracing=True),
-            tf.function(uncompiled_backward, jit_compile=False, autograph=False, reduce_retracing=True),
+            tf.function(backward, jit_compile=compile_backward, autograph=False, reduce_retracing=True),
         )
     return passes
 
@@ -372,9 +371,9 @@ def _recurrence(
             states.append(h)
         return (tf.stack(states) if need_states else None), h
     if jit and not unrolled:
-        compiled_forward, compiled_backward, plain_backward = _compiled_passes(activation)
-        if _uncompiled_backward_under_jit(xw):
-            compiled_backward = plain_backward
+        uncompiled = _uncompiled_backward_under_jit(xw)
+        du_in_loop = _du_in_loop_graph(xw) if uncompiled else _du_in_loop_xla(xw)
+        compiled_forward, compiled_backward = _compiled_passes(activation, du_in_loop, compile_backward=not uncompiled)
 
         def forward_pass(*args):
             # Not recorded: a tape watching the compiled call would ask it for its TensorLists; the
