@@ -1,8 +1,9 @@
 """Speed of every way to run an Elman RNN, timed side by side in one process: medians and ratios.
 
 For each shape (B, T, F, H) every variant is built and warmed up (tracing, XLA compilation), then the
-variants are timed *interleaved* -- round 1 of every variant, round 2 of every variant, ... -- so that a
-machine whose load changes during the run slows all of them alike. Each sample times a few calls (enough
+variants are timed *interleaved* -- round 1 of every variant, round 2 of every variant, ..., each round in a
+new seeded random order -- so that a machine whose load changes during the run slows all of them alike, and
+no variant always runs right after the same neighbour. Each sample times a few calls (enough
 for ~20 ms); the table shows the median sample per call and the ratio to `SimpleRNN(unroll=False)`.
 
 Measured for every variant (`Input((T, F)) -> RNN(H) -> Dense(1)`, float32, MSE loss):

@@ -345,8 +345,8 @@ class StaticUnroll(_Unroll):
     product for large steps) and plain autodiff; `LSTMCell`/`GRUCell` get the hoisted input projection;
     other cells run the generic step. `jit_compile="auto"` means *no* XLA here: compiling a Python-unrolled
     graph takes seconds to minutes (24 s at T=100 on a 2-core CPU, tens of seconds and ~1.5 GB at T=1000),
-    and it paid off only at the compute-bound benchmark shape (train step 0.78-0.93× of uncompiled at
-    256·50·64·256, 1.4-1.6× at 32·28·28·128 and 64·100·16·64; `docs/performance.md`).
+    and it paid off only at the compute-bound benchmark shape (train step 0.73-0.81× of uncompiled at
+    256·50·64·256, 1.15-1.6× at 32·28·28·128 and 64·100·16·64; `docs/performance.md`).
 """
         + _SHARED_DOC.format(
             list_note=" `StaticUnroll` also takes a Python list of T `(batch, features)` tensors (TF1's "
