@@ -294,15 +294,15 @@ _SHARED_DOC = """
             flat in T (argued from the graph's op placement; not yet measured on a GPU). Costs: a host
             copy of every step's state (T·B·H·4 bytes: 164 MB at T=5000, B=32, H=256), one device↔host
             copy per step each way, and one more forward pass. Measured on CPU (B=32 F=8 H=256, one
-            training step at T=5000): 169 MB of activations vs 520 MB for the default loop and 636 MB for
+            training step at T=5000): 170 MB of activations vs 521 MB for the default loop and 623 MB for
             `jit_compile=False`, at 1.2× the default's step time (`docs/memory.md`). No XLA with it.
             Default: `False`.
         recompute: `None`, `"sqrt"` or a positive int k (`DynamicUnroll` only). Keep only every k-th
             state for the backward pass (k = ceil(sqrt(T)) for `"sqrt"`) and recompute each segment of k
             steps from its checkpoint there: activation memory `O((T/k + k)·B·H)` instead of
             `O(T·B·H)`, for one more forward pass. Measured (CPU, B=32 F=8 H=256, one training step,
-            `return_sequences=False`): at T=5000, 36 MB of activations vs 520 MB for the default loop,
-            at 0.97× its step time; at T=20000, 90 MB vs 1282 MB at 1.55× (`docs/memory.md`). With
+            `return_sequences=False`): at T=5000, 36 MB of activations vs 521 MB for the default loop,
+            at 0.95× its step time; at T=20000, 90 MB vs 1282 MB at 1.06× (`docs/memory.md`). With
             `return_sequences=True` the `(T, B, H)` outputs and their gradient remain. Combines with
             `swap_memory=True` (checkpoints on the host). `BasicRNNCell`/`SimpleRNNCell` segments run
             the fused path. No XLA with it. Default: `None`.
