@@ -533,9 +533,9 @@ def test_kernel_gradient_inside_the_backward_loop_matches_generic_path(case, fla
 
 
 def test_kernel_gradient_placement_by_size(monkeypatch):
-    big, mid, small = tf.zeros((50, 256, 256)), tf.zeros((28, 32, 128)), tf.zeros((1000, 32, 32))
-    assert [fast._du_in_loop_graph(s) for s in (big, mid, small)] == [True, False, False]
-    assert [fast._du_in_loop_xla(s) for s in (big, mid, small)] == [False, True, False]
+    big, upper, mid, small = (tf.zeros(s) for s in ((50, 256, 256), (100, 64, 128), (28, 32, 128), (1000, 32, 32)))
+    assert [fast._du_in_loop_graph(s) for s in (big, upper, mid, small)] == [True, False, False, False]
+    assert [fast._du_in_loop_xla(s) for s in (big, upper, mid, small)] == [False, False, True, False]
     monkeypatch.setattr(fast, "DU_IN_LOOP_GRAPH", False)
     monkeypatch.setattr(fast, "DU_IN_LOOP_XLA", True)
     assert fast._du_in_loop_graph(big) is False and fast._du_in_loop_xla(big) is True
@@ -589,9 +589,9 @@ def test_xla_forward_with_uncompiled_backward_matches_generic_path(case, rng, mo
 def test_uncompiled_backward_under_jit_by_size():
     chosen = [
         fast._uncompiled_backward_under_jit(tf.zeros(shape))
-        for shape in ((50, 256, 256), (100, 64, 256), (50, 512, 128), (100, 32, 512), (28, 32, 128), (1000, 32, 32))
+        for shape in ((50, 256, 256), (100, 64, 256), (50, 512, 128), (100, 32, 256), (100, 32, 512), (100, 64, 128), (28, 32, 128), (1000, 32, 32))
     ]
-    assert chosen == [True, True, True, False, False, False]
+    assert chosen == [True, True, True, True, False, False, False, False]
 
 
 def test_xla_pass_choices_follow_each_call_shape(rng, monkeypatch):

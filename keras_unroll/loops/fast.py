@@ -241,12 +241,19 @@ def _kernel_gradient(hs, h0, dz_all, rec_mask):
 #:   32·28·28·128: 3.5 -> 3.8);
 #: - XLA: inside wins at mid sizes (32·28·28·128: 2.41 -> 2.03 ms; 64·100·16·64: 4.81 -> 4.11) and loses
 #:   at both ends (32·1000·8·32: 10.45 -> 11.16; 256·50·64·256: 43.6 -> 46.0).
+#: - the backward pass alone (ms; compiled after / compiled inside / uncompiled after / uncompiled inside),
+#:   T=100: B·H 32·256 (2**21) 8.7 / 13.2 / 8.3 / 7.0; 128·128 (2**21) 8.5 / 11.8 / 9.7 / 7.2; 64·128
+#:   (2**20) 4.5 / 4.9 / 5.3 / 4.9; 16·256 (2**20) 4.8 / 7.4 / 5.6 / 5.5; T=28 32·128 (2**19) 1.22 / 1.18 /
+#:   1.53 / 1.64. So: compiled inside below 2**20, compiled after at 2**20, uncompiled inside from 2**21
+#:   (`UNCOMPILED_BACKWARD_MIN_MACS`). Train step with XLA, before -> after these bounds: 32·1000·8·256
+#:   1.21x -> 0.77x of `SimpleRNN(unroll=False)`, 128·100·16·128 1.27x -> 0.89x; uncompiled 1.10x -> 0.92x,
+#:   1.23x -> 1.04x.
 DU_IN_LOOP_GRAPH: Optional[bool] = None
 DU_IN_LOOP_XLA: Optional[bool] = None
 #: `B·H·H` from which the uncompiled loop accumulates `dU` inside; the XLA loop does for `B·H·H` in
 #: `[DU_IN_LOOP_XLA_MACS[0], DU_IN_LOOP_XLA_MACS[1])`.
-DU_IN_LOOP_MIN_MACS = 2**22
-DU_IN_LOOP_XLA_MACS = (2**17, 2**22)
+DU_IN_LOOP_MIN_MACS = 2**21
+DU_IN_LOOP_XLA_MACS = (2**17, 2**20)
 
 
 def _step_macs(states: tf.Tensor) -> Optional[int]:
@@ -268,13 +275,14 @@ def _du_in_loop_xla(hs: tf.Tensor) -> bool:
     macs = _step_macs(hs)
     return macs is not None and DU_IN_LOOP_XLA_MACS[0] <= macs < DU_IN_LOOP_XLA_MACS[1]
 
-#: With `jit=True`, large steps of at most 256 units run the backward loop uncompiled (TensorFlow's own
+#: With `jit=True`, large steps (`B·H·H ≥ 2**21`) of at most 256 units run the backward loop uncompiled (TensorFlow's own
 #: MatMul kernels, `dU` inside the loop) after the compiled forward loop. Measured (the backward pass alone,
 #: median of 3×15 calls, ms, compiled with dU after / inside vs uncompiled with dU inside): B·H at
 #: T=50: 256·256 24.4 / 24.7 vs 18.1; 256·128 8.8 / 8.9 vs 6.4; 512·128 19.8 / 18.7 vs 11.7; T=100: 64·256
 #: 15.0 / 14.9 vs 11.4; 128·256 33.8 / 33.3 vs 20.6 -- but 32·512 24.4 / 24.3 vs 36.1, 128·512 40.4 / 37.7
-#: vs 41.0, 64·384 13.7 / 13.8 vs 17.3, and below `B·H·H = 2**22` compiled wins (32·1000·8·32: 4.4 vs 14.8).
-UNCOMPILED_BACKWARD_MIN_MACS = 2**22
+#: vs 41.0, 64·384 13.7 / 13.8 vs 17.3; at 2**21 see `DU_IN_LOOP_MIN_MACS`'s notes (uncompiled wins), and
+#: below it compiled wins (32·1000·8·32: 4.4 vs 14.8).
+UNCOMPILED_BACKWARD_MIN_MACS = 2**21
 UNCOMPILED_BACKWARD_MAX_UNITS = 256
 
 
