@@ -294,15 +294,15 @@ _SHARED_DOC = """
             flat in T (argued from the graph's op placement; not yet measured on a GPU). Costs: a host
             copy of every step's state (T·B·H·4 bytes: 164 MB at T=5000, B=32, H=256), one device↔host
             copy per step each way, and one more forward pass. Measured on CPU (B=32 F=8 H=256, one
-            training step at T=5000): 170 MB of activations vs 521 MB for the default loop and 623 MB for
-            `jit_compile=False`, at 1.2× the default's step time (`docs/memory.md`). No XLA with it.
+            training step at T=5000): 169 MB of activations vs 520 MB for the default loop and 449 MB for
+            `jit_compile=False`, at 1.9× the default's step time (`docs/memory.md`). No XLA with it.
             Default: `False`.
         recompute: `None`, `"sqrt"` or a positive int k (`DynamicUnroll` only). Keep only every k-th
             state for the backward pass (k = ceil(sqrt(T)) for `"sqrt"`) and recompute each segment of k
             steps from its checkpoint there: activation memory `O((T/k + k)·B·H)` instead of
             `O(T·B·H)`, for one more forward pass. Measured (CPU, B=32 F=8 H=256, one training step,
-            `return_sequences=False`): at T=5000, 36 MB of activations vs 521 MB for the default loop,
-            at 0.95× its step time; at T=20000, 90 MB vs 1282 MB at 1.06× (`docs/memory.md`). With
+            `return_sequences=False`): at T=5000, 37 MB of activations vs 520 MB for the default loop,
+            at 1.6× its step time; at T=20000, 88 MB vs 1284 MB at 1.5× (`docs/memory.md`). With
             `return_sequences=True` the `(T, B, H)` outputs and their gradient remain. Combines with
             `swap_memory=True` (checkpoints on the host). `BasicRNNCell`/`SimpleRNNCell` segments run
             the fused path. No XLA with it. Default: `None`.
@@ -391,7 +391,7 @@ class DynamicUnroll(_Unroll):
     product, a hand-written backward pass whose loop only does `dz_t Uᵀ`), and `jit_compile="auto"`
     compiles it with XLA: per-step overhead drops from ~10 µs to ~2.5 µs, which measured 0.2-0.3× the time
     of `keras.layers.SimpleRNN` for a training step at T=1000 (`docs/performance.md`); one compile per
-    input shape (~1-2 s). For large steps (`B·H·H ≥ 2²²` with at most 256 units) only the forward loop is
+    input shape (~1-2 s). For large steps (`B·H·H ≥ 2²¹` with at most 256 units) only the forward loop is
     compiled: TensorFlow's own matmul kernels ran the backward loop 24-41 % faster than XLA's there.
     Other cells run the generic step without XLA under "auto": TensorFlow cannot
     differentiate a `tf.while_loop` compiled as a function of its own (its gradient accumulators may not
