@@ -27,7 +27,11 @@ def _check_bool(value: Any, name: str) -> bool:
 
 
 def _called_by_bidirectional(max_frames: int = 16) -> bool:
-    """Whether a `keras.layers.Bidirectional` is calling this layer (its `call` is on the Python stack)."""
+    """Whether a `keras.layers.Bidirectional` is calling this layer (its `call` is on the Python stack).
+
+    Keras 3 gives a wrapped layer no other sign of its wrapper; `sys._getframe` is CPython's (and PyPy's) cheap
+    stack walk, used only for `time_major` layers that return sequences.
+    """
     frame = sys._getframe(2)
     for _ in range(max_frames):
         if frame is None:
@@ -164,7 +168,7 @@ class _Unroll(keras.layers.Layer):
         if self.time_major and self.return_sequences and _called_by_bidirectional():
             raise ValueError(
                 "`keras.layers.Bidirectional` reverses the backward layer's sequence output along axis 1, which "
-                f"is the batch axis of a `time_major=True` layer: the result would be silently wrong (Keras 3's "
+                "is the batch axis of a `time_major=True` layer: the result would be silently wrong (Keras 3's "
                 "`Bidirectional` has no time-major mode). Use `time_major=False` and give the input as "
                 f"(batch, time, features), e.g. `keras.ops.transpose(x, (1, 0, 2))`. Received: {self.name} with "
                 "time_major=True, return_sequences=True inside Bidirectional"
