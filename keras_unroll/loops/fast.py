@@ -256,10 +256,14 @@ DU_IN_LOOP_MIN_MACS = 2**21
 DU_IN_LOOP_XLA_MACS = (2**17, 2**20)
 
 
-def _step_macs(states: tf.Tensor) -> Optional[int]:
-    """`B·H·H` of a (T, B, H) tensor; an unknown batch counts as Keras' default batch size 32."""
-    batch, units = states.shape[1], states.shape[2]
+def _macs(batch: Optional[int], units: Optional[int]) -> Optional[int]:
+    """`B·H·H`, one step's `h U`; an unknown batch counts as Keras' default batch size 32."""
     return None if units is None else (32 if batch is None else batch) * units * units
+
+
+def _step_macs(states: tf.Tensor) -> Optional[int]:
+    """`B·H·H` of a (T, B, H) tensor (`_macs`)."""
+    return _macs(states.shape[1], states.shape[2])
 
 
 def _du_in_loop_graph(xw: tf.Tensor) -> bool:
@@ -459,20 +463,25 @@ STATIC_CHUNK_MAX_MACS = 2**22
 
 def _static_chunk(inputs: tf.Tensor, units: int) -> int:
     """How many steps of (T, B, F) `inputs` the Python-unrolled loop projects per product."""
-    steps = inputs.shape[0]
-    batch = 32 if inputs.shape[1] is None else inputs.shape[1]  # unknown batch: Keras' default (`_step_macs`)
-    if not STATIC_PROJECTION_CHUNK or batch * units * units >= STATIC_CHUNK_MAX_MACS:
-        return steps
+    if not STATIC_PROJECTION_CHUNK or _macs(inputs.shape[1], units) >= STATIC_CHUNK_MAX_MACS:
+        return inputs.shape[0]
     return STATIC_PROJECTION_CHUNK
 
 
-def _project(inputs: tf.Tensor, kernel: tf.Tensor, bias: Optional[tf.Tensor]) -> tf.Tensor:
-    """`inputs W + b` for (T, B, F) `inputs` as one `[T·B, F] × [F, H]` product: (T, B, H)."""
+def _project(
+    inputs: tf.Tensor, kernel: tf.Tensor, bias: Optional[tf.Tensor], shapes: Optional[Tuple[Any, Any]] = None
+) -> tf.Tensor:
+    """`inputs W + b` for (T, B, F) `inputs` as one `[T·B, F] × [F, H]` product: (T, B, H).
+
+    `shapes`: the `([-1, F], [T, -1, H])` shape tensors, built once by a caller that projects many chunks
+    (fewer graph ops); else they are built here from the input's shape.
+    """
     units = kernel.shape[-1]
-    xw = tf.matmul(tf.reshape(inputs, [-1, kernel.shape[0]]), kernel)
+    flat, out = shapes or ([-1, kernel.shape[0]], tf.concat([tf.shape(inputs)[:2], [units]], axis=0))
+    xw = tf.matmul(tf.reshape(inputs, flat), kernel)
     if bias is not None:
         xw = xw + bias
-    xw = tf.reshape(xw, tf.concat([tf.shape(inputs)[:2], [units]], axis=0))
+    xw = tf.reshape(xw, out)
     xw.set_shape(inputs.shape[:2].concatenate([units]))
     return xw
 
@@ -517,10 +526,7 @@ def simple_rnn_loop(
         shapes = {size: tf.constant([size, -1, cell.units]) for size in set(sizes)}  # shared: fewer graph ops
         xw = []  # one (B, H) tensor per step, projected `chunk` steps at a time (5 ops per chunk)
         for size, part in zip(sizes, parts):
-            product = tf.matmul(tf.reshape(part, flat), kernel)
-            if bias is not None:
-                product = product + bias
-            xw.extend(tf.unstack(tf.reshape(product, shapes[size]), num=size))
+            xw.extend(tf.unstack(_project(part, kernel, bias, (flat, shapes[size])), num=size))
     else:
         xw = _project(inputs, kernel, bias)
     stop = None
