@@ -131,8 +131,8 @@ def add_demo_command(subparsers: Any) -> argparse.ArgumentParser:
             "to --out."
         ),
         epilog=(
-            "Without --data nothing is downloaded. On 2 CPU cores the default run takes about 1-2 minutes, "
-            "--quick about 30 s (most of it importing TensorFlow and tracing). Exit codes: 0 done, 1 the "
+            "Without --data nothing is downloaded. The default run takes about 1.5 minutes on 2 CPU cores, "
+            "--quick under a minute (most of it importing TensorFlow and tracing). Exit codes: 0 done, 1 the "
             "SavedModel check failed, 2 bad options or files."
         ),
     )
