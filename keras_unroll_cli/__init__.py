@@ -108,6 +108,13 @@ def _steps_list(text: str) -> Tuple[int, ...]:
     return tuple(sorted(set(values)))
 
 
+def _existing_file(text: str) -> str:
+    if not os.path.isfile(text):
+        reason = "is a folder" if os.path.isdir(text) else "no such file"
+        raise argparse.ArgumentTypeError(f"{reason}: {text!r}; expected an .npz file with arrays `x` and `y`")
+    return text
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     _quiet_tensorflow(args.verbose)
     from keras_unroll import demo
@@ -147,6 +154,7 @@ def add_demo_command(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="small data, small model, 1 epoch, short comparison")
     parser.add_argument(
         "--data",
+        type=_existing_file,
         default=None,
         metavar="FILE.npz",
         help="train on your own arrays: an .npz with real-valued `x` (N, T, F) and `y` (N,) or (N, outputs)",
