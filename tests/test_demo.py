@@ -227,3 +227,35 @@ def test_the_plot_has_one_panel_per_output(tmp_path):
         png = demo.plot_predictions(data, results, str(tmp_path / f"plot{outputs}.png"))
         heights[outputs] = matplotlib.image.imread(png).shape[0]
     assert heights[2] > heights[1] * 1.3  # a second panel, not the first output alone
+
+
+# ------------------------------------------------------------------- what the comparison prints
+def _comparison(peak_bytes, features=1, units=1):
+    from keras_unroll.inspect import UnrollComparison, UnrollRow
+
+    rows = tuple(
+        UnrollRow(layer, 2, 10, 20, 0.01, 0.02, 0.001, peak_bytes) for layer in ("StaticUnroll", "DynamicUnroll")
+    )
+    return UnrollComparison(rows=rows, batch=4, features=features, units=units)
+
+
+def test_comparison_table_uses_singular_and_explains_na():
+    from keras_unroll.inspect import PEAK_MEMORY_HINT
+
+    text = str(_comparison(None))
+    assert "1 feature, 1 unit;" in text and "1 features" not in text
+    assert text.splitlines()[-1] == PEAK_MEMORY_HINT
+    assert "TF_CPU_ALLOCATOR_USE_BFC=true" in PEAK_MEMORY_HINT and "fresh process" in PEAK_MEMORY_HINT
+    measured = str(_comparison(2048, features=3, units=8))
+    assert "3 features, 8 units;" in measured and PEAK_MEMORY_HINT not in measured
+
+
+def test_compare_unrolling_progress_bar_and_its_switch(capsys):
+    from keras_unroll.inspect import compare_unrolling
+
+    compare_unrolling(4, steps=(2,), batch=2, features=1, repeats=1, verbose=1)
+    assert "2/2" in capsys.readouterr().out  # Keras' Progbar: one tick per layer and T
+    compare_unrolling(4, steps=(2,), batch=2, features=1, repeats=1, verbose=0)
+    assert capsys.readouterr().out == ""
+    with pytest.raises(ValueError, match=r'`verbose` must be 0, 1 or "auto". Received: verbose=2'):
+        compare_unrolling(4, steps=(2,), verbose=2)
