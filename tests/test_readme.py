@@ -143,3 +143,15 @@ def test_relative_links_point_at_existing_files_and_headings(page):
         elif anchor and resolved.suffix == ".md" and anchor not in _anchors(resolved):
             broken.append(f"{target}: no heading #{anchor} in {resolved.relative_to(ROOT)}")
     assert broken == [], broken
+
+
+def test_the_readme_and_demo_help_give_the_same_run_times():
+    import argparse
+
+    from keras_unroll_cli import add_demo_command
+
+    epilog = add_demo_command(argparse.ArgumentParser().add_subparsers()).epilog
+    pattern = re.compile(r"about ([\d.]+ minutes?) on 2 CPU cores.*?--quick[^a-z]*(under a minute|about [\d.]+ s)", re.DOTALL)
+    readme, helped = pattern.search(README.read_text(encoding="utf-8")), pattern.search(epilog)
+    assert readme and helped, (readme, epilog)
+    assert readme.groups() == helped.groups()
