@@ -14,7 +14,7 @@ $(PY):
 # The demo needs the package (TensorFlow, Keras, NumPy) and matplotlib for its PNGs: nothing else.
 $(DEMO_STAMP): pyproject.toml Makefile | $(PY)
 	@echo "Installing keras-unroll with TensorFlow, Keras, NumPy and matplotlib into $(VENV)/"
-	@echo "(the first time this downloads TensorFlow, several hundred MB: 1-3 minutes)."
+	@echo "(the first time this downloads TensorFlow, several hundred MB: a few minutes)."
 	$(PIP) install --progress-bar on -e ".[plot]"
 	touch $@
 
