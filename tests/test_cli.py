@@ -147,3 +147,19 @@ def test_demo_and_devices_parsers_match_the_package_helpers():
     args = parser.parse_args(["demo", "--quick", "--verbose"])
     assert args.quick and args.verbose
     assert os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "3"  # set by conftest; the CLI never lowers it
+
+
+@pytest.mark.subprocess
+def test_the_installed_script_answers_at_once(subprocess_env):
+    """The real `keras-unroll` script beside this Python (CI's fresh .venv has it) answers in well under 5 s."""
+    import pathlib
+
+    script = pathlib.Path(sys.executable).with_name("keras-unroll")
+    if not script.exists() or "keras_unroll_cli" not in script.read_text(encoding="utf-8", errors="replace"):
+        pytest.skip(f"no keras-unroll script for the launcher beside {sys.executable} (reinstall: pip install -e .)")
+    for argv, code, stream in ((["--version"], 0, "stdout"), (["demo", "--steps", "abc"], 2, "stderr")):
+        started = time.perf_counter()
+        child = subprocess.run([str(script), *argv], capture_output=True, text=True, env=subprocess_env, timeout=60)
+        assert time.perf_counter() - started < 5
+        assert child.returncode == code
+        assert len(getattr(child, stream).splitlines()) == 1
