@@ -451,7 +451,8 @@ class UnrollComparison:
         body = "".join(
             "<tr>" + "".join(f"<td>{html.escape(value)}</td>" for value in row) + "</tr>" for row in self._cells()
         )
-        return f"<p>{html.escape(self._title())}</p><table><tr>{head}</tr>{body}</table>"
+        hint = f"<p>{html.escape(PEAK_MEMORY_HINT)}</p>" if any(row.peak_bytes is None for row in self.rows) else ""
+        return f"<p>{html.escape(self._title())}</p><table><tr>{head}</tr>{body}</table>{hint}"
 
     def plot(self, path: Union[str, os.PathLike]) -> str:
         """Draws ops, trace time, step time and peak memory against T (log axes) and saves a PNG.
@@ -730,9 +731,11 @@ class GraphView:
             f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td><td>{html.escape(c)}</td></tr>"
             for a, b, c in self._rows()
         )
+        untracked = None in (self.forward.peak_bytes, self.training.peak_bytes)
+        memory_hint = f"<p>{html.escape(PEAK_MEMORY_HINT)}</p>" if untracked else ""
         return (
             f"<p>Graph of <b>{html.escape(self.name)}</b> for input shape {html.escape(str(self.input_shape))}</p>"
-            f"<table><tr><th>op type</th><th>forward</th><th>training</th></tr>{body}</table>"
+            f"<table><tr><th>op type</th><th>forward</th><th>training</th></tr>{body}</table>{memory_hint}"
             f"<p>See the graph: <code>{html.escape(self.hint)}</code> (tab \"Graphs\"), "
             "or in a notebook <code>%load_ext tensorboard</code> then "
             f"<code>%tensorboard --logdir {html.escape(self.logdir)}</code></p>"

@@ -259,3 +259,24 @@ def test_compare_unrolling_progress_bar_and_its_switch(capsys):
     assert capsys.readouterr().out == ""
     with pytest.raises(ValueError, match=r'`verbose` must be 0, 1 or "auto". Received: verbose=2'):
         compare_unrolling(4, steps=(2,), verbose=2)
+
+
+def test_comparison_html_explains_na_too():
+    from keras_unroll.inspect import PEAK_MEMORY_HINT
+
+    assert "TF_CPU_ALLOCATOR_USE_BFC=true" in _comparison(None)._repr_html_()
+    assert "TF_CPU_ALLOCATOR_USE_BFC" not in _comparison(4096)._repr_html_()
+    assert PEAK_MEMORY_HINT.startswith("peak memory n/a")
+
+
+def test_show_graph_explains_na_and_names_the_tensorboard_extra(tmp_path):
+    import keras_unroll as ku
+    from keras_unroll.inspect import PEAK_MEMORY_HINT, show_graph
+
+    view = show_graph(ku.DynamicUnroll(3), (2, 2, 1), logdir=tmp_path)
+    text = str(view)
+    assert "`tensorboard` extra" in text
+    # Without TF_CPU_ALLOCATOR_USE_BFC=true at start (the test run's default) TensorFlow reports no CPU peak.
+    untracked = view.training.peak_bytes is None
+    assert (PEAK_MEMORY_HINT in text) == untracked
+    assert (PEAK_MEMORY_HINT in view._repr_html_().replace("&#x27;", "'")) == untracked
