@@ -161,7 +161,7 @@ def dynamic_rnn(
     >>> outputs, state = ku.dynamic_rnn(ku.BasicRNNCell(5), X, sequence_length=[2, 1, 2, 0])
     >>> tuple(outputs.shape), tuple(state.shape)
     ((4, 2, 5), (4, 5))
-    >>> float(abs(outputs[1, 1]).sum()), float(abs(state[3]).sum())   # zero past the end; initial state
+    >>> float(np.abs(outputs[1, 1]).sum()), float(np.abs(state[3]).sum())   # zero past the end; initial state
     (0.0, 0.0)
     """
     del dtype, scope  # TF1 compatibility only
