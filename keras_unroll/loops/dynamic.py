@@ -166,6 +166,14 @@ def dynamic_rnn(
     (0.0, 0.0)
     """
     del dtype, scope  # TF1 compatibility only
+    from keras_unroll.layers import _symbolic_rnn  # keras.Input -> a layer call (lazy: no cycle)
+
+    symbolic = _symbolic_rnn(
+        "dynamic", cell, inputs, initial_state=initial_state, sequence_length=sequence_length,
+        time_major=time_major, training=training, swap_memory=swap_memory, recompute=recompute,
+    )  # fmt: skip
+    if symbolic is not None:
+        return symbolic
     cell = _core.as_cell(cell)
     if isinstance(inputs, (list, tuple)) and inputs and hasattr(inputs[0], "shape"):
         # A list of step tensors would silently stack into (T, B, F) and be read as (B, T, F).

@@ -88,6 +88,14 @@ def static_rnn(
     ((4, 5), True)
     """
     del dtype, scope  # TF1 compatibility only
+    from keras_unroll.layers import _symbolic_rnn  # keras.Input -> a layer call (lazy: no cycle)
+
+    symbolic = _symbolic_rnn(
+        "static", cell, inputs, initial_state=initial_state, sequence_length=sequence_length,
+        time_major=time_major, training=training,
+    )  # fmt: skip
+    if symbolic is not None:
+        return symbolic
     cell = _core.as_cell(cell)
     list_input = isinstance(inputs, (list, tuple))
     dtype = _core.compute_dtype(cell)
