@@ -507,10 +507,17 @@ _SHARED_DOC = """
     and the final state. `StaticUnroll` and `DynamicUnroll` are twins: the same constructor, the same call
     signature, the same results (to float rounding); they differ only in how they loop.
 
+    Both stand in for `keras.layers.RNN(cell)` and, given an int, for `keras.layers.SimpleRNN(units)`:
+    the same arguments in the same positional order, the same weights (`set_weights` moves them both
+    ways), the same call order `(sequences, initial_state, mask, training)`, the same outputs.
+    Keras' `unroll` is the choice of layer: `StaticUnroll` is `unroll=True`, `DynamicUnroll` `unroll=False`.
+
     Args:
         cell: A Keras RNN cell (`keras_unroll.BasicRNNCell`, `keras.layers.SimpleRNNCell`, `LSTMCell`,
             `GRUCell`, a custom cell with nested states), a list of cells (stacked, as
-            `keras.layers.StackedRNNCells`), or a positive int (a `BasicRNNCell` of that many units).
+            `keras.layers.StackedRNNCells`), or a positive int: a `BasicRNNCell` of that many units built
+            from SimpleRNN's cell arguments below. A whole RNN layer (`LSTM(8)`) is a `TypeError`: give its
+            cell (`LSTMCell(8)`).
         return_sequences: Boolean. `True`: return the output at every step; `False`: return each row's
             last *valid* output (for masked or short rows, the output of their last valid step).
             Default: `False`.
@@ -518,9 +525,17 @@ _SHARED_DOC = """
             Default: `False`.
         go_backwards: Boolean. `True`: process the sequence in reverse and return the reversed
             sequence (as `keras.layers.RNN`). Default: `False`.
-        time_major: Boolean. `True`: inputs and sequence outputs are `(time, batch, ...)`. Default: `False`.
+        stateful: Boolean. `True`: the final state of each row in a batch is the initial state of the
+            same row in the next batch (as `keras.layers.RNN`). Needs a fixed batch size
+            (`keras.Input(shape, batch_size=...)`), the same `batch_size` in `fit`/`predict`, and
+            `shuffle=False`; `reset_state()` zeroes the states, `reset_state(states)` sets them. The states
+            are non-trainable variables outside `get_weights()` and `.keras` files. Default: `False`.
+        unroll: Keras' flag, accepted when it names this layer's loop (`True` for `StaticUnroll`, `False`
+            or `None` for `DynamicUnroll`); the other value is a `ValueError` naming the other layer.
         zero_output_for_mask: Boolean. With a Keras mask, `True` emits zeros at masked steps, `False`
             repeats the last valid output (Keras' default). `sequence_length` always emits zeros (TF1).
+        time_major: Boolean (keyword only, as are the arguments below). `True`: inputs and sequence
+            outputs are `(time, batch, ...)`. Default: `False`.
         jit_compile: `True`, `False` or `"auto"`. `True` compiles the loop with XLA in its own
             `tf.function(jit_compile=True)`, also inside `model.fit` on CPU (where Keras' own
             `jit_compile="auto"` means no XLA); `"auto"` picks the layer's measured default (below).
@@ -544,19 +559,27 @@ _SHARED_DOC = """
             `return_sequences=True` the `(T, B, H)` outputs and their gradient remain. Combines with
             `swap_memory=True` (checkpoints on the host). `BasicRNNCell`/`SimpleRNNCell` segments run
             the fused path. No XLA with it. Default: `None`.
-        **kwargs: Base layer arguments (`name`, `dtype`, ...).
+        activation, use_bias, kernel_initializer, recurrent_initializer, bias_initializer,
+        kernel_regularizer, recurrent_regularizer, bias_regularizer, kernel_constraint,
+        recurrent_constraint, bias_constraint, dropout, recurrent_dropout, seed: `keras.layers.SimpleRNN`'s
+            cell arguments, with its defaults, for an int `cell` (then also readable as layer attributes:
+            `layer.units`, `layer.activation`, ...). With a cell object a non-default value is a
+            `ValueError`: give it to the cell. (`activity_regularizer`, a base layer argument, applies to
+            the layer's outputs with any cell, as in Keras.)
+        **kwargs: Base layer arguments (`name`, `dtype`, `activity_regularizer`, ...).
 
     Call arguments:
-        sequences: A 3D tensor `(batch, time, features)`.{list_note}
+        sequences: A 3D tensor `(batch, time, features)`; integer tensors are cast to the compute dtype
+            (as Keras does), bool and string are a `TypeError`.{list_note}
         initial_state: Optional initial state: a tensor `(batch, units)` for single-state cells, or a list
-            of tensors (one per state). Default: the cell's zero state.
-        sequence_length: Optional int tensor `(batch,)`, values in `[0, T]`, TF1 semantics: steps at
-            `t >= length` emit zeros and copy the state through.
+            of tensors (one per state). Default: the cell's zero state (a stateful layer's stored states).
         mask: Optional boolean tensor `(batch, time)` (`(time, batch)` with `time_major=True`), Keras
             semantics (from `Embedding(mask_zero=True)` or `Masking`, passed automatically): masked steps
             copy the state through and emit the last valid output (or zeros with `zero_output_for_mask=True`).
             Not taken with a list of steps: give `sequence_length` there.
         training: Python boolean, passed to the cell (dropout, recurrent dropout).
+        sequence_length: Optional int tensor `(batch,)`, keyword only, values in `[0, T]`, TF1 semantics:
+            steps at `t >= length` emit zeros and copy the state through.
 
     Input shape:
         3D tensor `(batch, time, features)` (`(time, batch, features)` with `time_major=True`).
@@ -603,6 +626,8 @@ class StaticUnroll(_Unroll):
 
     _static_steps_required = True
     _list_input_allowed = True
+    _unrolls = True
+    _other_layer = "DynamicUnroll"
 
     def _auto_jit(self, prepared: _core.Prepared) -> bool:
         # XLA off: compiling a Python-unrolled graph takes seconds to minutes (24 s at T=100) and was not
