@@ -672,6 +672,16 @@ class DynamicUnroll(_Unroll):
     >>> model = keras.Sequential([keras.Input((None, 1)), ku.DynamicUnroll(8), keras.layers.Dense(1)])
     >>> model(np.zeros((2, 50, 1), "float32")).shape            # any length: (batch, 1)
     TensorShape([2, 1])
+
+    `keras.layers.SimpleRNN`'s arguments, unchanged, and a stateful layer (a fixed batch size):
+
+    >>> rnn = ku.DynamicUnroll(20, return_sequences=True, activation="relu", dropout=0.1, stateful=True)
+    >>> model = keras.Sequential([keras.Input((None, 3), batch_size=4), rnn])
+    >>> model(np.ones((4, 7, 3), "float32")).shape               # (batch, time, units)
+    TensorShape([4, 7, 20])
+    >>> [tuple(s.shape) for s in rnn.states]                     # the state the next batch starts from
+    [(4, 20)]
+    >>> rnn.reset_states()                                       # back to zeros
 """
     )
 

@@ -403,6 +403,15 @@ def test_static_rnn_on_keras_inputs_builds_a_functional_model(rng):
     expected_outputs, expected_state = ku.static_rnn(cell, [x0, x1])
     for got, expected in zip(model([x0, x1]), expected_outputs + [expected_state]):
         _close(got, expected)
+    lengths = keras.Input((), dtype="int32")  # TF1's sequence_length as a model input too
+    outputs, state = ku.static_rnn(cell, [X0, X1], sequence_length=lengths)
+    model = keras.Model([X0, X1, lengths], outputs + [state])
+    n = np.array([1, 0], "int32")
+    expected_outputs, expected_state = ku.static_rnn(cell, [x0, x1], sequence_length=n)
+    got = model([x0, x1, n])
+    for a, b in zip(got, expected_outputs + [expected_state]):
+        _close(a, b)
+    np.testing.assert_array_equal(got[2][1], 0.0)  # a length-0 row keeps the (zero) initial state
 
 
 def test_dynamic_rnn_on_keras_inputs_with_symbolic_lengths_and_state(rng):
