@@ -1,7 +1,10 @@
 """`StaticUnroll` and `DynamicUnroll`: the two loops as drop-in Keras layers.
 
 The layers are thin Keras glue over `keras_unroll.loops`: they check and store their arguments, build the
-cell, and hand each call to `static_loop` or `dynamic_loop`. Everything else is shared.
+cell, and hand each call to `static_loop` or `dynamic_loop`. Everything else is shared, including what makes
+them drop-ins for `keras.layers.RNN(cell)` and `keras.layers.SimpleRNN(units)`: SimpleRNN's cell arguments
+for an int `cell`, Keras' `stateful` machinery (state variables fed to the loop as its initial state and
+assigned its final state), `reset_state`, `get_initial_state`, `state_size` and `unroll`.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ outputs, states and gradients (SimpleRNN's cell arguments, masks, `go_backwards`
 
 from __future__ import annotations
 
+import inspect
+
 import keras
 import numpy as np
 import pytest
@@ -57,6 +59,20 @@ SIMPLE_RNN_ARGS = {
         bias_initializer=keras.initializers.RandomUniform(seed=5),
     ),
 }
+
+
+@layers
+def test_constructor_takes_every_simple_rnn_and_rnn_argument_with_keras_defaults(layer_cls):
+    ours = inspect.signature(layer_cls.__init__).parameters
+    for reference in (keras.layers.SimpleRNN, keras.layers.RNN):
+        for name, parameter in inspect.signature(reference.__init__).parameters.items():
+            if name in ("self", "units", "cell", "activity_regularizer", "kwargs"):
+                continue  # `cell` takes the units; activity_regularizer is a base-layer keyword
+            assert name in ours, name
+            expected = None if name == "unroll" else parameter.default  # unroll: "this layer's loop"
+            assert ours[name].default == expected, name
+    rnn_order = list(inspect.signature(keras.layers.RNN.__init__).parameters)[1:-1]
+    assert list(ours)[1 : len(rnn_order) + 1] == rnn_order  # Keras' positional order
 
 
 @layers
