@@ -142,9 +142,8 @@ class _Unroll(keras.layers.Layer):
         self._units_cell = isinstance(cell, numbers.Integral) and not isinstance(cell, bool)
         if self._units_cell:
             # As `keras.layers.SimpleRNN`: the cell takes the layer's dtype policy and trainability.
-            self.cell = BasicRNNCell(
-                check_units(cell, "cell"), dtype=kwargs.get("dtype"), trainable=kwargs.get("trainable", True), **cell_args
-            )
+            units = check_units(cell, "cell")
+            self.cell = BasicRNNCell(units, dtype=kwargs.get("dtype"), trainable=kwargs.get("trainable", True), **cell_args)
         else:
             changed = {name: value for name, value in cell_args.items() if not _is_default(value, _CELL_ARGS[name])}
             if changed:
@@ -229,7 +228,8 @@ class _Unroll(keras.layers.Layer):
                 return
             raise AttributeError(
                 f"`reset_state(states=...)` sets the states a stateful layer carries between batches; {self.name} "
-                f"was built with `stateful=False`. Pass `initial_state=` to the call instead. Received: states={states!r}"
+                f"was built with `stateful=False`. Pass `initial_state=` to the call instead. "
+                f"Received: states={states!r}"
             )
         if self.states is None:
             if states is None:

@@ -62,7 +62,7 @@ def _rnn_layer_as_cell_message(layer: Any) -> str:
         module = "keras_unroll" if isinstance(inner, BasicRNNCell) else "keras.layers"
         suggestion = f"`{module}.{type(inner).__name__}({inner.units})`"
     if bidirectional:
-        fix = f"wrap the unroll in it instead: `keras.layers.Bidirectional(DynamicUnroll(cell))` with cell = {suggestion}"
+        fix = f"wrap the unroll in it: `keras.layers.Bidirectional(DynamicUnroll(cell))` with cell = {suggestion}"
     else:
         fix = f"give its cell instead: {suggestion}"
     return (
