@@ -51,12 +51,32 @@ def as_cell(cell: Any) -> Any:
             return cells[0]
         # The stack computes in its first cell's dtype (Keras' own default would be float32).
         return keras.layers.StackedRNNCells(cells, dtype=getattr(cells[0], "dtype_policy", None))
+    if isinstance(cell, keras.layers.Layer) and (hasattr(cell, "forward_layer") or hasattr(cell, "return_sequences")):
+        raise TypeError(_rnn_layer_as_cell_message(cell))
     if not callable(cell) or getattr(cell, "state_size", None) is None:
         raise TypeError(
             "`cell` must be a Keras RNN cell (a layer with `state_size` and `call(inputs, states)`), "
             f"a list of cells, or a positive int. Received: cell={cell!r}"
         )
     return cell
+
+
+def _rnn_layer_as_cell_message(layer: Any) -> str:
+    """What to say for a whole RNN layer (SimpleRNN, LSTM, GRU, RNN, Bidirectional, ours) given as `cell`."""
+    bidirectional = hasattr(layer, "forward_layer")
+    inner = getattr(layer.forward_layer if bidirectional else layer, "cell", None)
+    suggestion = "its cell (`layer.cell`)"
+    if inner is not None and hasattr(inner, "units"):
+        module = "keras_unroll" if isinstance(inner, BasicRNNCell) else "keras.layers"
+        suggestion = f"`{module}.{type(inner).__name__}({inner.units})`"
+    if bidirectional:
+        fix = f"wrap the unroll in it: `keras.layers.Bidirectional(DynamicUnroll(cell))` with cell = {suggestion}"
+    else:
+        fix = f"give its cell instead: {suggestion}"
+    return (
+        f"`cell` must be an RNN cell (one step), not a whole recurrent layer: {type(layer).__name__} already loops "
+        f"over time. To unroll it here, {fix}. Received: cell={layer!r}"
+    )
 
 
 def output_size(cell: Any) -> int:
