@@ -101,7 +101,7 @@ class _Unroll(keras.layers.Layer):
     """What `StaticUnroll` and `DynamicUnroll` share: everything but the loop."""
 
     _static_steps_required = False
-    _memory_strategies = False  # swap_memory / recompute (loops/memory.py): DynamicUnroll only
+    _memory_strategies = False  # swap_memory / recompute (loops/checkpointed.py): DynamicUnroll only
     _list_input_allowed = False
     _unrolls = False  # the value of Keras' `unroll` this layer stands for (StaticUnroll: True)
     _other_layer = "StaticUnroll"  # the twin to name when `unroll=` asks for the other loop
