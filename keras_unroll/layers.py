@@ -137,6 +137,12 @@ class _Unroll(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if not tf.as_dtype(self.compute_dtype).is_floating:
+            raise TypeError(
+                f"{type(self).__name__} computes in a floating-point dtype (the cell's weights and states); "
+                "integer inputs are cast to it. Use e.g. `dtype=\"float32\"`. "
+                f"Received: dtype={self.dtype_policy.name!r}"
+            )
         given = locals()
         cell_args = {name: given[name] for name in _CELL_ARGS}
         self._units_cell = isinstance(cell, numbers.Integral) and not isinstance(cell, bool)
@@ -372,6 +378,13 @@ class _Unroll(keras.layers.Layer):
 
     # --------------------------------------------------------------------------------------- call
     def __call__(self, sequences: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if sequences is None or isinstance(sequences, (numbers.Number, str, bytes, dict)):
+            what = f"a dict with keys {sorted(sequences)}" if isinstance(sequences, dict) else repr(sequences)
+            raise TypeError(
+                f"{type(self).__name__} takes a 3D tensor (batch, time, features)"
+                f"{' or a list of (batch, features) steps' if self._list_input_allowed else ''}. "
+                f"Received: sequences={what}"
+            )
         if isinstance(sequences, (tf.RaggedTensor, tf.SparseTensor)):
             # Say "ragged" before `build` sees a shape with an undefined time axis and says something else.
             step_lib.to_float_tensor(sequences, "sequences", self.compute_dtype)
@@ -507,6 +520,10 @@ class _Unroll(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config: Dict[str, Any], custom_objects: Any = None) -> "_Unroll":
+        if not isinstance(config, dict):
+            raise TypeError(
+                f"{cls.__name__}.from_config takes the dict that `get_config()` returned. Received: config={config!r}"
+            )
         config = copy.deepcopy(config)  # deserializing pops keys (StackedRNNCells' `cells`) from nested dicts
         cell = config.pop("cell", None)
         if isinstance(cell, dict):
