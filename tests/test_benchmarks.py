@@ -66,3 +66,13 @@ def test_module_help_runs(subprocess_env):
     )
     assert result.returncode == 0, result.stderr
     assert "--quick" in result.stdout and "--json" in result.stdout
+
+
+def test_shapes_suite_quick_prints_its_rows(capsys):
+    from benchmarks import shapes
+
+    assert shapes.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "lengths 5..12, jit_compile=auto" in out and "lengths 5..12, jit_compile=False" in out
+    ratio = float(out.split("ratio ")[-1].split()[0])
+    assert 0 < ratio < 16  # 4x the steps: linear training is about 4, quadratic about 16
