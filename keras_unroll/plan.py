@@ -13,7 +13,7 @@ Every call of a layer or a functional form comes here with a checked, time-major
 | a batch of 0 rows                         | none           | the exact empty result          | no                             |
 | static                                    | Python `for`   | fused SimpleRNN / hoisted LSTM, GRU / generic step | only `jit_compile=True`, the whole loop |
 | dynamic, `swap_memory` or `recompute`     | checkpointed   | fused SimpleRNN segments / generic step | no                   |
-| dynamic                                   | `tf.while_loop`| fused SimpleRNN / generic step  | fused: its passes (`"auto"`, `True`); generic: never alone |
+| dynamic                                   | `tf.while_loop`| fused SimpleRNN / fused LSTM, GRU (steps below `gated_max_macs`) / generic step | fused: their passes (`"auto"`, `True`; LSTM/GRU only compiled); generic: never alone |
 
 The size-dependent choices of the fused kernel (where `dU` is computed, whether its backward loop is
 compiled, how many steps a static product projects) come from one frozen `Tuning` value, whose bounds were
@@ -41,7 +41,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 import tensorflow as tf
 
 from keras_unroll import step as step_lib
-from keras_unroll.kernels import projected, simple_rnn
+from keras_unroll.kernels import gated, projected, simple_rnn
 from keras_unroll.loops.checkpointed import Recompute, checkpointed_loop
 from keras_unroll.loops.dynamic import while_loop
 from keras_unroll.loops.static import static_loop
@@ -67,6 +67,8 @@ class Tuning:
             `uncompiled_backward_max_units` units) run the backward loop uncompiled (TensorFlow's matmul
             kernels were faster there).
         uncompiled_backward_max_units: See above.
+        gated_max_macs: The fused LSTM/GRU kernel runs (XLA-compiled, in the while loop) for steps below this
+            size; from it on the products dominate and Keras' own loop measured as fast or faster.
     """
 
     fast_paths: bool = True
@@ -76,6 +78,7 @@ class Tuning:
     du_in_loop_xla_macs: Tuple[int, int] = (2**17, 2**20)
     uncompiled_backward_min_macs: int = 2**21
     uncompiled_backward_max_units: int = 256
+    gated_max_macs: int = 2**22
 
 
 _TUNING: contextvars.ContextVar = contextvars.ContextVar("keras_unroll_tuning", default=Tuning())
@@ -118,9 +121,9 @@ class Plan:
 
     Attributes:
         loop: `"empty"`, `"static"`, `"while"` or `"checkpointed"`.
-        kernel: `"generic"` (the cell's own step), `"simple_rnn"` (the fused kernel) or `"projected"`
-            (the hoisted LSTM/GRU step).
-        compile: `"none"`, `"kernel"` (the fused kernel compiles its own passes) or `"loop"` (the whole loop
+        kernel: `"generic"` (the cell's own step), `"simple_rnn"` (the fused SimpleRNN kernel), `"gated"`
+            (the fused LSTM/GRU kernel) or `"projected"` (the hoisted LSTM/GRU step of the static loop).
+        compile: `"none"`, `"kernel"` (a fused kernel compiles its own passes) or `"loop"` (the whole loop
             runs in its own `tf.function(jit_compile=True)`).
         choices: The fused kernel's choices, else None.
         training: `training` as a Python bool or None; `"symbolic"` for a symbolic flag (generic step only).
@@ -194,18 +197,22 @@ def make_plan(cell: Any, prepared: step_lib.Prepared, request: Request, value: O
         if jit:
             choices = dataclasses.replace(choices, bucket_steps=varying_steps)
         return Plan("while", "simple_rnn", "kernel" if jit else "none", choices, training, value)
+    jit = request.jit_compile is True or request.jit_compile == "auto"
+    if fast and jit and gated.kind(cell) is not None:
+        if simple_rnn.step_macs(prepared.inputs.shape[1], units) < value.gated_max_macs:
+            return Plan("while", "gated", "kernel", None, training, value)
     return Plan("while", "generic", "none", None, training, value)
 
 
 def compiles_alone(cell: Any) -> bool:
     """Whether a `tf.while_loop` over `cell` can be XLA-compiled as a function of its own.
 
-    Only the fused SimpleRNN kernel can: TensorFlow cannot differentiate a compiled `tf.while_loop` from
+    Only the fused kernels (SimpleRNN, LSTM, GRU) can: TensorFlow cannot differentiate a compiled `tf.while_loop` from
     outside XLA (its gradient accumulators are TensorLists, which may not cross the XLA boundary), and the
-    fused kernel's gradient is a loop of its own. Other cells are compiled with the whole train step
+    fused kernels' gradients are loops of their own. Other cells are compiled with the whole train step
     (`model.compile(jit_compile=True)`).
     """
-    return simple_rnn.eligible(cell)
+    return simple_rnn.eligible(cell) or gated.kind(cell) is not None
 
 
 # ------------------------------------------------------------------------------------ execution
@@ -227,6 +234,8 @@ def execute(
         if plan.loop == "static" and outputs is not None:
             outputs = tf.unstack(outputs, num=prepared.num_steps)
         return outputs, last, state
+    if plan.kernel == "gated":
+        return gated.gated_loop(cell, prepared, masks, return_all_outputs=return_all, jit=plan.compile == "kernel")
     if plan.kernel == "projected":
         hoisted, hoisted_prepared = projected.project_gated(cell, projected.kind(cell), prepared, masks)
         step = step_lib.make_step(hoisted, None, prepared.zero_output)

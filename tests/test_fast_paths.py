@@ -306,7 +306,8 @@ def test_hoisted_gru_dropout_matches_generic(rng):
 def test_jit_compile_auto_resolves_per_layer():
     x = np.zeros((B, T, F), "float32")
     assert _plan(ku.BasicRNNCell(3), x, jit_compile="auto").compile == "kernel"
-    assert _plan(keras.layers.LSTMCell(3), x, jit_compile="auto").compile == "none"  # cannot compile alone
+    assert _plan(keras.layers.LSTMCell(3, activation="silu"), x, jit_compile="auto").compile == "none"  # cannot compile alone
+    assert _plan(keras.layers.LSTMCell(3), x, jit_compile="auto").kernel == "gated"
     assert _plan(ku.BasicRNNCell(3), x, "static", jit_compile="auto").compile == "none"
     assert _plan(ku.BasicRNNCell(3), x, "static", jit_compile=True).compile == "loop"
     assert _plan(ku.BasicRNNCell(3), x, jit_compile=False).compile == "none"
@@ -350,10 +351,10 @@ def test_model_fit_with_and_without_xla(layer_cls, model_jit, rng):
 
 def test_dynamic_jit_on_a_generic_cell_warns_and_runs_uncompiled(rng):
     x = rng.standard_normal((B, T, F)).astype("float32")
-    with pytest.warns(UserWarning, match="cannot be XLA-compiled on its own"):
-        layer = DynamicUnroll(keras.layers.LSTMCell(H), jit_compile=True)
+    with pytest.warns(UserWarning, match="cannot be XLA-compiled on its own"):  # silu: no fused kernel
+        layer = DynamicUnroll(keras.layers.LSTMCell(H, activation="silu"), jit_compile=True)
     out = layer(x)
-    reference = keras.layers.LSTM(H)
+    reference = keras.layers.LSTM(H, activation="silu")
     reference.build(x.shape)
     reference.set_weights(layer.get_weights())
     _close(out, reference(x))

@@ -1,0 +1,681 @@
+"""Fused LSTM and GRU recurrences on dense tensors, with a hand-written backward pass.
+
+The same design as the SimpleRNN kernel (`keras_unroll/kernels/simple_rnn.py`): the caller hoists the input
+projection of every gate into one `[T·B, F] × [F, kH]` product (`xw = x W + b`), the loop runs only the
+recurrent half of the cell, and `tf.custom_gradient` over the whole recurrence gives the gradient, whose
+loop does only the recurrent work per step; `dU` (and GRU's recurrent bias) are one large product after
+the loop. With `jit=True` the forward and backward loops are XLA-compiled functions on dense tensors and
+the custom gradient joining them stays outside XLA, so any first-order tape differentiates them; a
+second-order gradient raises a clear `NotImplementedError`.
+
+The cells, exactly as Keras 3 computes them (`keras/src/layers/rnn/lstm.py`, `gru.py`), gate order as in
+the kernels' columns:
+
+    LSTM (i, f, c, o):  z = xw_t + h_{t-1} U;  i, f, o = σ(z_i), σ(z_f), σ(z_o);  g = act(z_c)
+                        c_t = f·c_{t-1} + i·g;  h_t = o·act(c_t)
+    GRU, reset_after:   m = h_{t-1} U + b_rec;  z, r = σ(xw_z + m_z), σ(xw_r + m_r)
+                        hh = act(xw_h + r·m_h);  h_t = z·h_{t-1} + (1 - z)·hh
+    GRU, reset before:  z, r = σ(xw_z + h_{t-1} U_z), σ(xw_r + h_{t-1} U_r)
+                        hh = act(xw_h + (r·h_{t-1}) U_h);  h_t = z·h_{t-1} + (1 - z)·hh
+
+(σ is the cell's `recurrent_activation`, act its `activation`.) Recurrent dropout in Keras 3 switches the
+cell to `implementation=1`, which draws one mask per gate (4 for LSTM, 3 for GRU) for `h_{t-1}` (and one per
+gate for the inputs): `rec_mask` is those masks stacked, `(G, B, H)`, and gate k's recurrent product reads
+`h_{t-1}·rec_mask[k]` (for the reset-before GRU candidate: `r·(h_{t-1}·rec_mask[2])`).
+
+Masks (`valid`, `(T, B)` bool) copy the state through an invalid step, so its gradient passes through
+unchanged; `stop` (a scalar <= T) ends the loop early (TF1's `max(sequence_length)`): states at `t >= stop`
+are zero and the last state is the one after step `stop - 1`.
+
+Activations with a derivative computed from the output in one op take this path: `tanh`, `sigmoid`,
+`hard_sigmoid`, `relu`, `linear` (`_derivatives`). Anything else is not eligible (`kind` returns None)
+and the planner runs the generic step. `hard_sigmoid`'s derivative is read from its output (`1/6` where
+`0 < y < 1`), so at exactly `x = ±3` it is 0 where Keras' autodiff of `relu6` says `1/6`.
+
+When no tape records (inference), the forward loop keeps only what the caller asked for (no gate values
+for a backward pass); if a gradient is asked for later anyway (a `tf.function` traced without a tape and
+differentiated from outside), the backward pass recomputes them first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import keras
+import tensorflow as tf
+from tensorflow.python.eager import record  # stop_recording / should_record_backprop: no public equivalent
+
+from keras_unroll import step as step_lib
+from keras_unroll.kernels import simple_rnn
+
+Derivative = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+
+
+# ----------------------------------------------------------------------------------- eligibility
+def _hard_sigmoid_grad(y: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
+    inside = tf.logical_and(y > 0, y < 1)
+    return tf.where(inside, g * tf.constant(1.0 / 6.0, g.dtype), tf.zeros_like(g))
+
+
+def _derivatives() -> Dict[Any, Derivative]:
+    """activation -> `(y, g) -> g * activation'(x)` computed from the output `y = activation(x)`."""
+    table = {fn: grad for fns, grad in simple_rnn._derivatives() for fn in fns}
+    table[keras.activations.hard_sigmoid] = _hard_sigmoid_grad
+    return table
+
+
+_BASES = (("lstm", keras.layers.LSTMCell), ("gru", keras.layers.GRUCell))
+#: Methods whose override in a subclass changes the maths (then the generic step runs the subclass).
+_MATHS = {
+    "lstm": ("call", "_compute_carry_and_output", "_compute_carry_and_output_fused"),
+    "gru": ("call",),
+}
+
+
+def kind(cell: Any) -> Optional[str]:
+    """`"lstm"` or `"gru"` if `cell` can run as a fused gated kernel (`gated_loop`), else None.
+
+    Eligible: a Keras `LSTMCell`/`GRUCell` (either `implementation`, any dropout, both GRU `reset_after`
+    variants), or a subclass that does not override its maths, whose `activation` and
+    `recurrent_activation` are in `_derivatives()`. Whether it runs is the planner's decision.
+    """
+    for name, base in _BASES:
+        if not isinstance(cell, base):
+            continue
+        if any(getattr(type(cell), method) is not getattr(base, method) for method in _MATHS[name]):
+            return None
+        table = _derivatives()
+        if cell.activation not in table or cell.recurrent_activation not in table:
+            return None
+        return name
+    return None
+
+
+# ------------------------------------------------------------------------------------ the spec
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    """What fixes the maths of a recurrence (hashable: it keys the compiled passes)."""
+
+    kind: str  # "lstm", "gru" (reset_after=True) or "gru_rb" (reset_after=False)
+    activation: Any
+    recurrent_activation: Any
+
+    @property
+    def gates(self) -> int:
+        return 4 if self.kind == "lstm" else 3
+
+    def act_grad(self, y: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
+        return _derivatives()[self.activation](y, g)
+
+    def ract_grad(self, y: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
+        return _derivatives()[self.recurrent_activation](y, g)
+
+
+def _spec(kind: str, activation: Any, recurrent_activation: Any) -> _Spec:
+    table = _derivatives()
+    for name, fn in (("activation", activation), ("recurrent_activation", recurrent_activation)):
+        if fn not in table:
+            raise ValueError(
+                f"The fused {kind.upper()} kernel supports the activations tanh, sigmoid, hard_sigmoid, relu and "
+                f"linear; run other activations through the generic step. Received: {name}={fn!r}"
+            )
+    return _Spec(kind, activation, recurrent_activation)
+
+
+# --------------------------------------------------------------------------- recurrent products
+def _gate_kernels(kernel: tf.Tensor, gates: int) -> List[tf.Tensor]:
+    return tf.split(kernel, gates, axis=1)
+
+
+def _rec_product(h: tf.Tensor, kernel: tf.Tensor, parts: List[tf.Tensor], mask: Optional[tf.Tensor]) -> tf.Tensor:
+    """`h U` for all gates in `kernel`; with per-gate masks `(G, B, H)`: `concat_k (h·mask[k]) U_k`."""
+    if mask is None:
+        return tf.matmul(h, kernel)
+    return tf.concat([tf.matmul(h * mask[k], part) for k, part in enumerate(parts)], axis=1)
+
+
+def _rec_product_t(d: tf.Tensor, kernel: tf.Tensor, parts: List[tf.Tensor], mask: Optional[tf.Tensor]) -> tf.Tensor:
+    """The gradient of `_rec_product` with respect to `h`: `d Uᵀ`, or `Σ_k (d_k U_kᵀ)·mask[k]`."""
+    if mask is None:
+        return tf.matmul(d, kernel, transpose_b=True)
+    ds = tf.split(d, len(parts), axis=1)
+    total = None
+    for k, (d_k, part) in enumerate(zip(ds, parts)):
+        term = tf.matmul(d_k, part, transpose_b=True) * mask[k]
+        total = term if total is None else total + term
+    return total
+
+
+def _kernel_grad(h_prev: tf.Tensor, d: tf.Tensor, mask: Optional[tf.Tensor], gates: int) -> tf.Tensor:
+    """`Σ_t (h_{t-1}·m_k)ᵀ d_t[k]` for (T, B, H) `h_prev` and (T, B, gates·H) `d`: one big product per mask."""
+    units = h_prev.shape[-1]
+    flat_h = tf.reshape(h_prev, [-1, units])
+    flat_d = tf.reshape(d, [-1, gates * units])
+    if mask is None:
+        return tf.matmul(flat_h, flat_d, transpose_a=True)
+    ds = tf.split(flat_d, gates, axis=1)
+    parts = []
+    for k in range(gates):
+        hm = tf.reshape(h_prev * mask[k], [-1, units])
+        parts.append(tf.matmul(hm, ds[k], transpose_a=True))
+    return tf.concat(parts, axis=1)
+
+
+# ------------------------------------------------------------------------------------ one step
+def _forward_step(spec: _Spec, x_t, h, c, kernel, parts, rbias, mask):
+    """One step of the cell: returns `(h_t, c_t or None, residuals for the backward pass)`."""
+    act, ract = spec.activation, spec.recurrent_activation
+    units = h.shape[-1]
+    if spec.kind == "lstm":
+        z = x_t + _rec_product(h, kernel, parts, mask)
+        z_i, z_f, z_c, z_o = tf.split(z, 4, axis=1)
+        i, f, g, o = ract(z_i), ract(z_f), act(z_c), ract(z_o)
+        c_new = f * c + i * g
+        h_new = o * act(c_new)
+        return h_new, c_new, tf.concat([i, f, g, o, c], axis=1)  # c: the carry entering the step
+    x_z, x_r, x_h = tf.split(x_t, 3, axis=1)
+    if spec.kind == "gru":
+        inner = _rec_product(h, kernel, parts, mask)
+        if rbias is not None:
+            inner = inner + rbias
+        m_z, m_r, m_h = tf.split(inner, 3, axis=1)
+        z = ract(x_z + m_z)
+        r = ract(x_r + m_r)
+        hh = act(x_h + r * m_h)
+        residuals = tf.concat([z, r, hh, m_h], axis=1)
+    else:  # reset before the candidate's product
+        zr_kernel = kernel[:, : 2 * units]
+        inner = _rec_product(h, zr_kernel, parts[:2], None if mask is None else mask[:2])
+        m_z, m_r = tf.split(inner, 2, axis=1)
+        z = ract(x_z + m_z)
+        r = ract(x_r + m_r)
+        h_c = h if mask is None else h * mask[2]
+        hh = act(x_h + tf.matmul(r * h_c, parts[2]))
+        residuals = tf.concat([z, r, hh], axis=1)
+    h_new = z * h + (1 - z) * hh
+    return h_new, None, residuals
+
+
+def _backward_step(spec: _Spec, res, h_prev, c_prev, g_h, g_c, kernel, parts, mask):
+    """The gradient of one step. `g_h`, `g_c`: dL/dh_t, dL/dc_t (all paths).
+
+    Returns `(d_xw_t, dL/dh_{t-1} through the cell, dL/dc_{t-1})`.
+    """
+    units = g_h.shape[-1]
+    if spec.kind == "lstm":
+        i, f, g, o, c_prev = tf.split(res, 5, axis=1)
+        tc = spec.activation(f * c_prev + i * g)
+        d_c = g_c + spec.act_grad(tc, g_h * o)
+        d_z = tf.concat(
+            [
+                spec.ract_grad(i, d_c * g),
+                spec.ract_grad(f, d_c * c_prev),
+                spec.act_grad(g, d_c * i),
+                spec.ract_grad(o, g_h * tc),
+            ],
+            axis=1,
+        )
+        return d_z, _rec_product_t(d_z, kernel, parts, mask), d_c * f
+    if spec.kind == "gru":
+        z, r, hh, m_h = tf.split(res, 4, axis=1)
+    else:
+        z, r, hh = tf.split(res, 3, axis=1)
+    d_zg = spec.ract_grad(z, g_h * (h_prev - hh))
+    d_ah = spec.act_grad(hh, g_h * (1 - z))
+    if spec.kind == "gru":
+        d_r = spec.ract_grad(r, d_ah * m_h)
+        d_inner = tf.concat([d_zg, d_r, d_ah * r], axis=1)
+        d_prev = g_h * z + _rec_product_t(d_inner, kernel, parts, mask)
+        return tf.concat([d_zg, d_r, d_ah], axis=1), d_prev, None
+    d_rh = tf.matmul(d_ah, parts[2], transpose_b=True)  # dL/d(r·h_c)
+    h_c = h_prev if mask is None else h_prev * mask[2]
+    d_r = spec.ract_grad(r, d_rh * h_c)
+    d_zr = tf.concat([d_zg, d_r], axis=1)
+    d_prev = g_h * z + _rec_product_t(d_zr, kernel[:, : 2 * units], parts[:2], None if mask is None else mask[:2])
+    d_hc = d_rh * r
+    d_prev = d_prev + (d_hc if mask is None else d_hc * mask[2])
+    return tf.concat([d_zr, d_ah], axis=1), d_prev, None
+
+
+# ------------------------------------------------------------------------------------ the loops
+def _zeros(like: tf.Tensor, width: int) -> tf.Tensor:
+    """Zeros `(B, width)` for a `(B, H)` tensor `like` whose batch may be unknown."""
+    return tf.zeros(tf.stack([tf.shape(like)[0], width]), like.dtype)
+
+
+def _residual_width(spec: _Spec, units: int) -> int:
+    return {"lstm": 5, "gru": 4, "gru_rb": 3}[spec.kind] * units
+
+
+class _Prefetch:
+    """Reads step `t` of several `(T, ...)` tensors one iteration ahead, carried in the loop state.
+
+    Measured (XLA, LSTM forward at 32·1000·8·32): reading `xw[t]` inside the step makes XLA fuse the
+    dynamic slice of the whole `(T, B, 4H)` tensor into every elementwise fusion of the cell, which then
+    ran at half speed (46 ms against 22 ms with the slice carried in the loop state, and against 24 ms for
+    Keras' own loop, whose per-step input is small). Carrying the slice read in the previous iteration
+    gives the step a plain buffer. (The same holds for the SimpleRNN kernel's forward.) Uncompiled, the
+    carried reads measured the same as reading in the step (32·1000·8·32, CPU time: LSTM backward 47.1 vs
+    47.0 ms, GRU 41.1 vs 44.7), and `tf.gather` reads in place where a TensorArray would copy the tensor.
+    """
+
+    def __init__(self, tensors: Sequence[Optional[tf.Tensor]], steps: Any) -> None:
+        self.present = [t is not None for t in tensors]
+        self.readers = [simple_rnn._reader(t, steps, in_place=True) for t in tensors if t is not None]
+        self.count = len(self.readers)
+        self.last_index = tf.maximum(steps - 1, 0)
+
+    def _read(self, index: Any) -> Tuple[tf.Tensor, ...]:
+        index = tf.clip_by_value(index, 0, self.last_index)
+        return tuple(read(index) for read in self.readers)
+
+    def at(self, index: Any) -> Tuple[tf.Tensor, ...]:
+        """The values of step `index` (clamped into `[0, T-1]`: reads past the ends are never used)."""
+        return self._read(index)
+
+    def unpack(self, values: Sequence[tf.Tensor]) -> List[Optional[tf.Tensor]]:
+        values = iter(values)
+        return [next(values) if present else None for present in self.present]
+
+
+#: Steps per while-loop iteration (with 2, one more iteration runs an odd remainder). Measured (XLA, CPU
+#: time of the passes alone at 32·1000·8·32, interleaved A/B, ms, 1 vs 2 steps): LSTM forward 8.9 vs 9.8,
+#: with residuals 21.4 vs 19.9, backward 29.4 vs 28.1; GRU forward 7.2 vs 12.4, with residuals 17.0 vs
+#: 15.5, backward 28.2 vs 34.6 (a toy LSTM loop writing its states: 18.6 vs 11.6). Not a win overall: 1.
+STEPS_PER_ITERATION = 1
+
+
+def _run(body_for: Callable[[int], Callable[..., Any]], reads: _Prefetch, t0, carry, tas, more, steps, delta: int):
+    """Runs `body_for(k)` (k steps per iteration) in a while loop of 2-step iterations, then one of 1 step.
+
+    `body_for(k)(t, *carry, *current, *tas)` gets the prefetched values of steps `t, t+delta, ...` (k of
+    them) and returns `(t + k·delta, *carry, *following, *tas)`. `more(t, k)` says whether k more steps
+    run from t. Returns `(t, carry, tas)` after the last step.
+    """
+    n = len(carry)
+    k2 = STEPS_PER_ITERATION
+    current = [value for k in range(k2) for value in reads.at(t0 + k * delta)]
+    out = tf.while_loop(
+        lambda t, *_: more(t, k2), body_for(k2), (t0, *carry, *current, *tas), maximum_iterations=steps // k2
+    )
+    t, carry, rest = out[0], out[1 : 1 + n], out[1 + n :]
+    current, tas = rest[: reads.count], rest[k2 * reads.count :]
+    if k2 > 1:
+        out = tf.while_loop(lambda t, *_: more(t, 1), body_for(1), (t, *carry, *current, *tas), maximum_iterations=1)
+        t, carry, tas = out[0], out[1 : 1 + n], out[1 + n + reads.count :]
+    return t, list(carry), list(tas)
+
+
+def _forward_loop(spec: _Spec, xw, h0, c0, kernel, rbias, mask, valid, stop, keep: int):
+    """The forward while loop on dense tensors.
+
+    `keep`: 0 the last state only, 1 also the states `hs`, 2 also the residuals for the backward pass.
+    Returns `(hs or None, residuals or None, None, h_last, c_last or None)`. LSTM's residuals hold the
+    carry entering each step beside the gates (`[i, f, g, o, c_{t-1}]`: one write and one read per step
+    instead of two). The third slot is kept for a separate carry sequence (unused).
+    """
+    lstm = spec.kind == "lstm"
+    steps = tf.shape(xw)[0]
+    units = h0.shape[-1]
+    parts = _gate_kernels(kernel, spec.gates)
+    reads = _Prefetch([xw, valid], steps)
+    state_shape = h0.shape
+    res_shape = tf.TensorShape([h0.shape[0], _residual_width(spec, units)])
+    tas = []
+    if keep >= 1:
+        tas.append(tf.TensorArray(xw.dtype, size=steps, element_shape=state_shape))
+    if keep >= 2:
+        tas.append(tf.TensorArray(xw.dtype, size=steps, element_shape=res_shape))
+    count = reads.count
+
+    def one_step(t, h, c, values, tas):
+        x_t, v_t = reads.unpack(values)
+        h_new, c_new, res = _forward_step(spec, x_t, h, c, kernel, parts, rbias, mask)
+        if v_t is not None:
+            v_t = v_t[:, None]
+            h_new = tf.where(v_t, h_new, h)
+            if lstm:
+                c_new = tf.where(v_t, c_new, c)
+        if keep >= 1:
+            tas[0] = tas[0].write(t, h_new)
+        if keep >= 2:
+            tas[1] = tas[1].write(t, res)
+        return h_new, (c_new if lstm else c), tas
+
+    def body_for(k_steps):
+        def body(t, h, c, *rest):
+            current, tas = rest[: k_steps * count], list(rest[k_steps * count :])
+            following = [value for k in range(k_steps) for value in reads.at(t + k_steps + k)]
+            for k in range(k_steps):
+                h, c, tas = one_step(t + k, h, c, current[k * count : (k + 1) * count], tas)
+            return (t + k_steps, h, c, *following, *tas)
+
+        return body
+
+    c_init = c0 if lstm else tf.zeros([], xw.dtype)
+    limit = steps if stop is None else stop
+    t, (h_last, c_last), tas = _run(
+        body_for, reads, tf.constant(0), [h0, c_init], tas, lambda t, k: t + k <= limit, steps, 1
+    )
+    outs = []
+    for ta in tas:
+        if stop is not None:
+            ta = simple_rnn.zero_fill(ta, t, steps, _zeros(h0, ta.element_shape[-1]))
+        value = ta.stack()
+        value.set_shape(xw.shape[:1].concatenate(ta.element_shape))
+        outs.append(value)
+    hs = outs[0] if keep >= 1 else None
+    residuals = outs[1] if keep >= 2 else None
+    return hs, residuals, None, h_last, (c_last if lstm else None)
+
+
+def _backward_loop(spec: _Spec, hs, residuals, c_prev, h0, kernel, mask, valid, stop, d_hs, d_h, d_c):
+    """The backward while loop on dense tensors. Returns `(d_xw, d_h0, d_c0 or None, d_kernel, d_rbias or None)`."""
+    lstm = spec.kind == "lstm"
+    units = h0.shape[-1]
+    width = spec.gates * units
+    steps = tf.shape(hs)[0]
+    parts = _gate_kernels(kernel, spec.gates)
+    h_prev_all = tf.concat([h0[None], hs[:-1]], axis=0)
+    first = (steps if stop is None else stop) - 1
+    # LSTM's step does not read h_{t-1} (only dU after the loop does).
+    reads = _Prefetch([residuals, None if lstm else h_prev_all, c_prev, d_hs, valid], steps)
+    count = reads.count
+    d_ta = tf.TensorArray(hs.dtype, size=steps, element_shape=tf.TensorShape([h0.shape[0], width]))
+    if stop is not None:
+        d_ta = simple_rnn.zero_fill(d_ta, first + 1, steps, _zeros(h0, width))
+
+    def one_step(t, g_h, g_c, values, d_ta):
+        res, h_prev, cp, d_t, v_t = reads.unpack(values)
+        if d_t is not None:
+            g_h = g_h + d_t
+        d_x, d_prev, d_cprev = _backward_step(spec, res, h_prev, cp, g_h, g_c, kernel, parts, mask)
+        if v_t is not None:
+            v_t = v_t[:, None]
+            d_x = tf.where(v_t, d_x, tf.zeros_like(d_x))
+            d_prev = tf.where(v_t, d_prev, g_h)
+            if lstm:
+                d_cprev = tf.where(v_t, d_cprev, g_c)
+        return d_prev, (d_cprev if lstm else g_c), d_ta.write(t, d_x)
+
+    def body_for(k_steps):
+        def body(t, g_h, g_c, *rest):
+            current, d_ta = rest[: k_steps * count], rest[k_steps * count]
+            following = [value for k in range(k_steps) for value in reads.at(t - k_steps - k)]
+            for k in range(k_steps):
+                g_h, g_c, d_ta = one_step(t - k, g_h, g_c, current[k * count : (k + 1) * count], d_ta)
+            return (t - k_steps, g_h, g_c, *following, d_ta)
+
+        return body
+
+    g_c0 = d_c if lstm else tf.zeros([], hs.dtype)
+    _, (d_h0, d_c0), (d_ta,) = _run(body_for, reads, first, [d_h, g_c0], [d_ta], lambda t, k: t - k >= -1, steps, -1)
+    d_xw = d_ta.stack()
+    d_xw.set_shape(hs.shape[:2].concatenate([width]))
+    d_rbias = None
+    if spec.kind == "lstm":
+        d_kernel = _kernel_grad(h_prev_all, d_xw, mask, 4)
+    elif spec.kind == "gru":
+        r_all = residuals[..., units : 2 * units]
+        d_inner = tf.concat([d_xw[..., : 2 * units], d_xw[..., 2 * units :] * r_all], axis=-1)
+        d_kernel = _kernel_grad(h_prev_all, d_inner, mask, 3)
+        d_rbias = tf.reduce_sum(tf.reshape(d_inner, [-1, width]), axis=0)
+    else:
+        r_all = residuals[..., units : 2 * units]
+        d_zr = _kernel_grad(h_prev_all, d_xw[..., : 2 * units], None if mask is None else mask[:2], 2)
+        h_c = h_prev_all if mask is None else h_prev_all * mask[2]
+        d_h_kernel = _kernel_grad(r_all * h_c, d_xw[..., 2 * units :], None, 1)
+        d_kernel = tf.concat([d_zr, d_h_kernel], axis=1)
+    return d_xw, d_h0, (d_c0 if lstm else None), d_kernel, d_rbias
+
+
+# ------------------------------------------------------------------------ compiled passes, guard
+@functools.lru_cache(maxsize=32)
+def _compiled_passes(spec: _Spec) -> Tuple[Dict[int, Any], Any]:
+    """The XLA-compiled forward loops (one per `keep`) and backward loop for `spec`, shared by every layer
+    with it (a bounded cache). No `reduce_retracing`: a retrace with relaxed shapes would lose the static
+    unit count the loops need (and XLA compiles each shape anyway)."""
+    compiled_forward = {
+        keep: tf.function(
+            lambda *args, keep=keep: _forward_loop(spec, *args, keep=keep), jit_compile=True, autograph=False
+        )
+        for keep in (0, 1, 2)
+    }
+    compiled_backward = tf.function(lambda *args: _backward_loop(spec, *args), jit_compile=True, autograph=False)
+    return compiled_forward, compiled_backward
+
+
+def _passes(spec: _Spec, jit: bool) -> Tuple[Callable[..., Any], Callable[..., Any]]:
+    """(forward, backward) for `spec`: plain functions, or XLA-compiled `tf.function`s that take and return
+    dense tensors only."""
+    forward = lambda *args, keep: _forward_loop(spec, *args, keep=keep)  # noqa: E731
+    backward = lambda *args: _backward_loop(spec, *args)  # noqa: E731
+    if not jit:
+        return forward, backward
+    compiled_forward, compiled_backward = _compiled_passes(spec)
+
+    def run_forward(*args, keep):
+        with record.stop_recording():  # the custom gradient is what tapes see
+            return compiled_forward[keep](*args)
+
+    def run_backward(*args):
+        with record.stop_recording():
+            return compiled_backward(*args)
+
+    return run_forward, run_backward
+
+
+def _first_order_only(grads: Sequence[tf.Tensor], inputs: Sequence[tf.Tensor], name: str) -> List[tf.Tensor]:
+    """`grads` unchanged, connected to `inputs` for an outer tape, whose gradient raises a clear error."""
+    count = len(grads)
+
+    @tf.custom_gradient
+    def guard(*tensors):
+        def grad(*_):
+            raise NotImplementedError(
+                f"The XLA-compiled fused {name} kernel has a hand-written first-order gradient only; a "
+                "second-order gradient (a tape differentiating another tape's gradient) needs `jit_compile=False`."
+            )
+
+        return [tf.identity(t) for t in tensors[:count]], grad
+
+    return list(guard(*grads, *inputs))
+
+
+# ------------------------------------------------------------------------------- the recurrences
+def _recurrence(spec: _Spec, xw, h0, c0, kernel, rbias, *, valid, stop, rec_mask, jit, need_states):
+    """Runs the fused recurrence under one `tf.custom_gradient`. Returns `(hs or None, h_last, c_last)`."""
+    lstm = spec.kind == "lstm"
+    forward, backward = _passes(spec, jit)
+    args = [xw, h0, kernel] + ([c0] if lstm else []) + ([rbias] if rbias is not None else [])
+    recording = record.should_record_backprop([a for a in args])
+    name = "LSTM" if lstm else "GRU"
+
+    @tf.custom_gradient
+    def run(*args):
+        xw, h0, kernel = args[:3]
+        c0 = args[3] if lstm else None
+        rb = args[-1] if rbias is not None else None
+        fixed = (kernel, rb, rec_mask, valid, stop)
+        keep = 2 if recording else (1 if need_states else 0)
+        hs, residuals, c_prev, h_last, c_last = forward(xw, h0, c0, *fixed, keep=keep)
+
+        def grad(*upstream):
+            upstream = list(upstream)
+            d_hs = upstream.pop(0) if need_states else None
+            d_h = upstream.pop(0)
+            d_c = upstream.pop(0) if lstm else None
+            d_h = tf.zeros_like(h0) if d_h is None else d_h
+            if lstm and d_c is None:
+                d_c = tf.zeros_like(c0)
+            states, res, cp = hs, residuals, c_prev
+            if res is None:  # traced without a tape: recompute what the backward pass reads
+                states, res, cp, _, _ = forward(xw, h0, c0, *fixed, keep=2)
+            d_xw, d_h0, d_c0, d_kernel, d_rb = backward(
+                states, res, cp, h0, kernel, rec_mask, valid, stop, d_hs, d_h, d_c
+            )
+            grads = [d_xw, d_h0, d_kernel] + ([d_c0] if lstm else []) + ([d_rb] if rbias is not None else [])
+            if jit:
+                connected = [t for t in (states, res, h0, kernel, d_hs, d_h, d_c) if t is not None]
+                grads = _first_order_only(grads, connected, name)
+            return grads
+
+        outs = ([hs] if need_states else []) + [h_last] + ([c_last] if lstm else [])
+        return outs, grad
+
+    outs = list(run(*args))
+    hs = outs.pop(0) if need_states else None
+    h_last = outs.pop(0)
+    c_last = outs.pop(0) if lstm else None
+    return hs, h_last, c_last
+
+
+def lstm_recurrence(
+    xw: tf.Tensor,
+    h0: tf.Tensor,
+    c0: tf.Tensor,
+    recurrent_kernel: tf.Tensor,
+    *,
+    activation: Any,
+    recurrent_activation: Any,
+    valid: Optional[tf.Tensor] = None,
+    stop: Optional[tf.Tensor] = None,
+    rec_mask: Optional[tf.Tensor] = None,
+    jit: bool = False,
+    need_states: bool = True,
+) -> Tuple[Optional[tf.Tensor], tf.Tensor, tf.Tensor]:
+    """The LSTM recurrence on a projected sequence, with a hand-written gradient.
+
+    Args:
+        xw: `(T, B, 4H)`: `x W + b`, gates in Keras' order i, f, c, o.
+        h0, c0: `(B, H)` initial output and carry states.
+        recurrent_kernel: `(H, 4H)` `U`.
+        activation, recurrent_activation: the cell's (see `_derivatives` for which are supported).
+        valid: `(T, B)` bool or None: invalid steps copy both states through.
+        stop: scalar int tensor <= T or None: run only steps `t < stop` (states past it are zero).
+        rec_mask: `(4, B, H)` per-gate recurrent dropout masks (Keras' `implementation=1`) or None.
+        jit: run the forward and backward loops XLA-compiled.
+        need_states: `False` returns `None` for `hs` (the caller only needs the last states).
+
+    Returns:
+        `(hs (T, B, H) or None, h_last (B, H), c_last (B, H))`.
+    """
+    spec = _spec("lstm", activation, recurrent_activation)
+    return _recurrence(
+        spec, xw, h0, c0, recurrent_kernel, None,
+        valid=valid, stop=stop, rec_mask=rec_mask, jit=jit, need_states=need_states,
+    )  # fmt: skip
+
+
+def gru_recurrence(
+    xw: tf.Tensor,
+    h0: tf.Tensor,
+    recurrent_kernel: tf.Tensor,
+    recurrent_bias: Optional[tf.Tensor] = None,
+    *,
+    reset_after: bool = True,
+    activation: Any,
+    recurrent_activation: Any,
+    valid: Optional[tf.Tensor] = None,
+    stop: Optional[tf.Tensor] = None,
+    rec_mask: Optional[tf.Tensor] = None,
+    jit: bool = False,
+    need_states: bool = True,
+) -> Tuple[Optional[tf.Tensor], tf.Tensor]:
+    """The GRU recurrence on a projected sequence, with a hand-written gradient.
+
+    Args:
+        xw: `(T, B, 3H)`: `x W + b_in`, gates in Keras' order z, r, h.
+        h0: `(B, H)` initial state.
+        recurrent_kernel: `(H, 3H)` `U`.
+        recurrent_bias: `(3H,)` the recurrent bias (`bias[1]` of a `reset_after=True` cell) or None; must be
+            None with `reset_after=False` (that cell's single bias belongs in `xw`).
+        reset_after: Keras' `reset_after` (True: `r·(h U_h + b_h)`; False: `(r·h) U_h`).
+        activation, recurrent_activation, valid, stop, jit, need_states: as in `lstm_recurrence`.
+        rec_mask: `(3, B, H)` per-gate recurrent dropout masks or None.
+
+    Returns:
+        `(hs (T, B, H) or None, h_last (B, H))`.
+    """
+    if not reset_after and recurrent_bias is not None:
+        raise ValueError(
+            "A GRU with `reset_after=False` has no recurrent bias; add its bias to `xw`. "
+            f"Received: recurrent_bias of shape {tuple(recurrent_bias.shape)}"
+        )
+    spec = _spec("gru" if reset_after else "gru_rb", activation, recurrent_activation)
+    hs, h_last, _ = _recurrence(
+        spec, xw, h0, None, recurrent_kernel, recurrent_bias,
+        valid=valid, stop=stop, rec_mask=rec_mask, jit=jit, need_states=need_states,
+    )  # fmt: skip
+    return hs, h_last
+
+
+# ------------------------------------------------------------------------------------ the adapter
+def _masked_projection(inputs: tf.Tensor, kernel: tf.Tensor, bias: Optional[tf.Tensor], dp_mask: Any) -> tf.Tensor:
+    """`(x·m) W + b` for all steps: one product, or one per gate with `implementation=1`'s per-gate masks."""
+    if dp_mask is None:
+        return simple_rnn.project(inputs, kernel, bias)
+    if not isinstance(dp_mask, (list, tuple)):
+        return simple_rnn.project(inputs * dp_mask, kernel, bias)
+    gates = len(dp_mask)
+    kernels = tf.split(kernel, gates, axis=1)
+    biases = tf.split(bias, gates, axis=0) if bias is not None else [None] * gates
+    return tf.concat([simple_rnn.project(inputs * m, k, b) for m, k, b in zip(dp_mask, kernels, biases)], axis=-1)
+
+
+def gated_loop(
+    cell: Any,
+    prepared: step_lib.Prepared,
+    masks: step_lib.DropoutMasks,
+    *,
+    return_all_outputs: bool = True,
+    jit: bool = False,
+) -> Tuple[Optional[tf.Tensor], tf.Tensor, List[tf.Tensor]]:
+    """The fused unroll of an `LSTMCell`/`GRUCell`: returns `(outputs (T, B, H) or None, last_output, final_state)`.
+
+    The same contract as `simple_rnn.simple_rnn_loop`: `prepared` is time-major (already reversed for
+    `go_backwards`), `final_state` is in Keras' order (`[h, c]` for LSTM, `[h]` for GRU), and masks,
+    `zero_output` and early stop at `max_length` follow `step.make_step`'s semantics. Dropout masks are the
+    sequence's (`step.DropoutMasks`), applied as Keras' cell applies them (`0 < rate < 1`; per gate with
+    `implementation=1`).
+    """
+    name = kind(cell)
+    if name is None:
+        raise ValueError(f"`cell` cannot take the fused LSTM/GRU kernel (see `gated.kind`). Received: cell={cell!r}")
+    inputs = prepared.inputs
+    dtype = inputs.dtype
+    steps = tf.shape(inputs)[0]
+    dp_mask, rec_mask = masks.of(cell)
+    dp_mask = dp_mask if 0.0 < cell.dropout < 1.0 else None
+    rec_mask = rec_mask if 0.0 < cell.recurrent_dropout < 1.0 else None
+    if rec_mask is not None:
+        gates = 4 if name == "lstm" else 3
+        rec_mask = tf.stack(list(rec_mask) if isinstance(rec_mask, (list, tuple)) else [rec_mask] * gates)
+    kernel = simple_rnn._as_tensor(cell.kernel, dtype)
+    recurrent_kernel = simple_rnn._as_tensor(cell.recurrent_kernel, dtype)
+    bias = simple_rnn._as_tensor(cell.bias, dtype) if cell.use_bias else None
+    in_bias, rec_bias = bias, None
+    if name == "gru" and bias is not None and cell.reset_after:
+        in_bias, rec_bias = bias[0], bias[1]
+    xw = _masked_projection(inputs, kernel, in_bias, dp_mask)
+    stop = None if prepared.max_length is None else tf.minimum(steps, prepared.max_length)
+    options = dict(
+        activation=cell.activation,
+        recurrent_activation=cell.recurrent_activation,
+        valid=prepared.valid,
+        stop=stop,
+        rec_mask=rec_mask,
+        jit=jit,
+        need_states=return_all_outputs,
+    )
+    h0 = prepared.initial_state[0]
+    if name == "lstm":
+        hs, h_last, c_last = lstm_recurrence(xw, h0, prepared.initial_state[1], recurrent_kernel, **options)
+        final_state = [h_last, c_last]
+    else:
+        hs, h_last = gru_recurrence(xw, h0, recurrent_kernel, rec_bias, reset_after=cell.reset_after, **options)
+        final_state = [h_last]
+    outputs, last = step_lib.outputs_from_states(prepared, hs, h_last, return_all_outputs)
+    return outputs, last, final_state

@@ -1,0 +1,305 @@
+"""The fused LSTM/GRU kernels (`keras_unroll/kernels/gated.py`) against Keras' own layers and the generic step.
+
+Every case runs the same weights three ways -- `keras.layers.LSTM`/`GRU`, `ku.DynamicUnroll(cell)` under
+`keras_unroll.testing.generic_only()` (the one step function), and `gated_loop` (with and without XLA) -- and compares the
+outputs, the final states and the gradients of a loss over all of them with respect to every weight, the
+inputs and the initial state. Dropout cases build each cell with the same seed: Keras, the generic loop and
+the kernel draw their masks in the same order from identical seed generators, so the masks are identical.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_unroll as ku
+from keras_unroll.kernels import gated
+from keras_unroll import plan, step, testing
+
+RTOL = 1e-5
+B, T, F, H = 4, 6, 3, 5
+KINDS = {
+    "lstm": (keras.layers.LSTM, {}),
+    "gru": (keras.layers.GRU, {}),
+    "gru_reset_before": (keras.layers.GRU, {"reset_after": False}),
+}
+
+
+def _close(actual, expected, what=""):
+    """rtol 1e-5 plus an absolute slack of 1e-5 of the array's largest value (sums of cancelling terms)."""
+    expected = np.asarray(expected)
+    atol = max(1e-6, RTOL * float(np.abs(expected).max(initial=0.0)))
+    np.testing.assert_allclose(np.asarray(actual), expected, rtol=RTOL, atol=atol, err_msg=what)
+
+
+def _layer(kind, seed=3, **kwargs):
+    """A built Keras layer of `kind` with weights drawn from `seed` (large enough to saturate some gates)."""
+    cls, defaults = KINDS[kind]
+    options = {"return_sequences": True, "return_state": True, "seed": 11, **defaults, **kwargs}
+    layer = cls(H, **options)
+    layer.build((None, T, F))
+    rng = np.random.default_rng(seed)
+    layer.set_weights([(rng.standard_normal(w.shape) * 0.7).astype("float32") for w in layer.get_weights()])
+    return layer
+
+
+def _gated(cell, x, *, jit, training=None, **prepare_kwargs):
+    """`gated_loop` on `x` (batch-major): returns `[outputs (B, T, H), last_output, *final_state]`."""
+    prepared = step.prepare(cell, tf.convert_to_tensor(x), time_major=False, **prepare_kwargs)
+    masks = step.DropoutMasks.draw(cell, prepared, training)
+    outputs, last, state = gated.gated_loop(cell, prepared, masks, return_all_outputs=True, jit=jit)
+    return [tf.transpose(outputs, [1, 0, 2]), last, *state]
+
+
+def _drop_last(results):
+    """`[outputs, last, *states]` -> `[outputs, *states]`, what Keras' layers return."""
+    return [results[0], *results[2:]]
+
+
+def _gated_last(cell, x, *, jit, training=None, **prepare_kwargs):
+    """`gated_loop` with `return_all_outputs=False`: `[last_output, *final_state]`."""
+    prepared = step.prepare(cell, tf.convert_to_tensor(x), time_major=False, **prepare_kwargs)
+    masks = step.DropoutMasks.draw(cell, prepared, training)
+    outputs, last, state = gated.gated_loop(cell, prepared, masks, return_all_outputs=False, jit=jit)
+    assert outputs is None
+    return [last, *state]
+
+
+def _grads(run, cell, x, init):
+    """Runs `run()` under a tape; returns (results, grads of a loss over all results w.r.t. x, init, weights)."""
+    with tf.GradientTape() as tape:
+        tape.watch([x] + init)
+        results = run()
+        loss = sum(tf.reduce_sum(tf.square(r) + 0.3 * (k + 1) * r) for k, r in enumerate(results))
+    sources = [x] + init + cell.trainable_weights
+    return results, tape.gradient(loss, sources, unconnected_gradients="zero")
+
+
+def _compare(mine, ref, label):
+    (out_m, grad_m), (out_r, grad_r) = mine, ref
+    assert len(out_m) == len(out_r), label
+    for k, (a, b) in enumerate(zip(out_m, out_r)):
+        _close(a, b, f"{label}: result {k}")
+    for k, (a, b) in enumerate(zip(grad_m, grad_r)):
+        _close(a, b, f"{label}: gradient {k}")
+
+
+def _data(kind, rng):
+    x = tf.constant(rng.standard_normal((B, T, F)).astype("float32"))
+    states = 2 if kind == "lstm" else 1
+    init = [tf.constant(rng.standard_normal((B, H)).astype("float32") * 0.5) for _ in range(states)]
+    return x, init
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_mask_go_backwards_initial_state_match_keras_and_generic(kind, jit, rng):
+    x, init = _data(kind, rng)
+    mask = rng.random((B, T)) > 0.35
+    mask[1] = False  # a fully masked row keeps its initial state, emits zeros
+    mask[2] = True
+    for go_backwards in (True,) if jit else (False, True):  # (XLA: one direction, to keep the file fast)
+        keras_layer = _layer(kind, go_backwards=go_backwards)
+        ref = _grads(lambda: keras_layer(x, mask=mask, initial_state=init), keras_layer.cell, x, init)
+        generic_layer = _layer(kind)
+        unroll = ku.DynamicUnroll(
+            generic_layer.cell, return_sequences=True, return_state=True, go_backwards=go_backwards, jit_compile=False
+        )
+        with testing.generic_only():
+            generic = _grads(lambda: unroll(x, mask=mask, initial_state=init), generic_layer.cell, x, init)
+        cell = _layer(kind).cell
+        # Keras returns (outputs, *states); ours (outputs, last_output, *states): drop `last` for Keras.
+        mine = _grads(
+            lambda: _drop_last(_gated(cell, x, jit=jit, mask=mask, initial_state=init, go_backwards=go_backwards)),
+            cell, x, init,
+        )  # fmt: skip
+        _compare(mine, ref, f"{kind} vs Keras, go_backwards={go_backwards}")
+        _compare(mine, generic, f"{kind} vs generic, go_backwards={go_backwards}")
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_sequence_length_and_early_stop_match_generic(kind, jit, rng):
+    x, init = _data(kind, rng)
+    # max 6 = T (no early stop), then max 4 < T: the loop stops at step 4 and later outputs are zeros.
+    for lengths in ([0, 1, T, 3], [0, 1, T - 2, 2]):
+        lengths = tf.constant(lengths)
+        generic_layer = _layer(kind)
+        unroll = ku.DynamicUnroll(generic_layer.cell, return_sequences=True, return_state=True, jit_compile=False)
+
+        def run_generic():
+            out = unroll(x, sequence_length=lengths, initial_state=init)
+            return [out[0], *out[1:]]
+
+        with testing.generic_only():
+            generic = _grads(run_generic, generic_layer.cell, x, init)
+        cell = _layer(kind).cell
+        full = _gated(cell, x, jit=jit, sequence_length=lengths, initial_state=init)
+        np.testing.assert_array_equal(full[0].numpy()[1, 1:], 0.0)  # zeros after a row's end (TF1)
+        np.testing.assert_array_equal(full[1].numpy()[0], 0.0)  # no valid step: last output 0
+        mine = _grads(
+            lambda: _drop_last(_gated(cell, x, jit=jit, sequence_length=lengths, initial_state=init)), cell, x, init
+        )
+        _compare(mine, generic, f"{kind}, lengths={lengths.numpy().tolist()}")
+        if int(tf.reduce_max(lengths)) == T:
+            continue
+        last = _grads(lambda: _gated_last(cell, x, jit=jit, sequence_length=lengths, initial_state=init), cell, x, init)
+        _compare(last, _grads(lambda: _gated(cell, x, jit=jit, sequence_length=lengths, initial_state=init)[1:],
+                              cell, x, init), f"{kind}: return_sequences=False")  # fmt: skip
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("rates", [(0.3, 0.0), (0.25, 0.35)], ids=["dropout", "dropout+recurrent"])
+def test_dropout_masks_match_keras_for_the_same_seed(kind, rates, jit, rng):
+    x, init = _data(kind, rng)
+    dropout, recurrent = rates
+    options = dict(dropout=dropout, recurrent_dropout=recurrent)
+    keras_layer = _layer(kind, return_sequences=False, **options)
+    ref = _grads(lambda: keras_layer(x, initial_state=init, training=True), keras_layer.cell, x, init)
+    generic_layer = _layer(kind, **options)
+    unroll = ku.DynamicUnroll(generic_layer.cell, return_state=True, jit_compile=False)
+    with testing.generic_only():
+        generic = _grads(lambda: unroll(x, initial_state=init, training=True), generic_layer.cell, x, init)
+    cell = _layer(kind, **options).cell
+    mine = _grads(lambda: _gated_last(cell, x, jit=jit, training=True, initial_state=init), cell, x, init)
+    # Keras' last output *is* the final h: compare (last, *states) one to one.
+    _compare(mine, ref, f"{kind} vs Keras, rates={rates}")
+    _compare(mine, generic, f"{kind} vs generic, rates={rates}")
+    # The masks did something: without training the result differs.
+    inference = _gated_last(_layer(kind, **options).cell, x, jit=jit, training=False, initial_state=init)
+    assert not np.allclose(inference[0], mine[0][0], atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "kind, activations",
+    [
+        ("lstm", {"activation": "relu", "recurrent_activation": "hard_sigmoid"}),
+        ("gru", {"activation": "linear", "recurrent_activation": "hard_sigmoid"}),
+        ("gru_reset_before", {"activation": "sigmoid", "recurrent_activation": "sigmoid"}),
+    ],
+)
+def test_other_supported_activations_match_keras(kind, activations, rng):
+    x, init = _data(kind, rng)
+    keras_layer = _layer(kind, **activations)
+    ref = _grads(lambda: keras_layer(x, initial_state=init), keras_layer.cell, x, init)
+    cell = _layer(kind, **activations).cell
+    assert gated.kind(cell) == kind.split("_")[0]
+    mine = _grads(lambda: _drop_last(_gated(cell, x, jit=False, initial_state=init)), cell, x, init)
+    _compare(mine, ref, f"{kind} {activations}")
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_jit_inside_tf_function_and_a_persistent_tape(kind, rng):
+    x, init = _data(kind, rng)
+    cell = _layer(kind).cell
+    expected = _grads(lambda: _gated(cell, x, jit=False, initial_state=init), cell, x, init)
+
+    @tf.function
+    def persistent():
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch([x] + init)
+            results = _gated(cell, x, jit=True, initial_state=init)
+            loss = sum(tf.reduce_sum(tf.square(r) + 0.3 * (k + 1) * r) for k, r in enumerate(results))
+            other = tf.reduce_sum(results[0])
+        sources = [x] + init + cell.trainable_weights
+        first = tape.gradient(loss, sources)
+        second = tape.gradient(other, sources)  # a persistent tape answers twice
+        return results, first, second
+
+    results, first, second = persistent()
+    _compare((results, first), expected, f"{kind}: XLA inside tf.function, persistent tape")
+    assert all(g is not None for g in second)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru_reset_before"])
+def test_second_order_gradient_under_jit_raises_a_clear_error(kind, rng):
+    x, init = _data(kind, rng)
+    cell = _layer(kind).cell
+    with tf.GradientTape() as outer:
+        outer.watch(x)
+        with tf.GradientTape() as inner:
+            inner.watch(x)
+            loss = tf.reduce_sum(tf.square(_gated(cell, x, jit=True)[1]))
+        gx = inner.gradient(loss, x)
+    with pytest.raises(NotImplementedError, match="first-order gradient only.*jit_compile=False"):
+        outer.gradient(gx, x)
+
+
+def test_gradient_of_a_function_traced_without_a_tape(rng):
+    """No tape while tracing: the lean forward keeps no gate values; the gradient recomputes them."""
+    x, init = _data("lstm", rng)
+    cell = _layer("lstm").cell
+    expected = _grads(lambda: _gated(cell, x, jit=False, initial_state=init), cell, x, init)
+    traced = tf.function(lambda x, h, c: _gated(cell, x, jit=True, initial_state=[h, c]))
+    actual = _grads(lambda: traced(x, *init), cell, x, init)
+    _compare(actual, expected, "traced without a tape")
+
+
+@pytest.mark.parametrize("policy, low, atol", [("mixed_float16", "float16", 5e-3), ("mixed_bfloat16", "bfloat16", 4e-2)])
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+def test_mixed_precision_computes_in_low_precision(policy, low, atol, jit, rng):
+    x, init = _data("lstm", rng)
+    reference = _gated(_layer("lstm").cell, x, jit=jit, initial_state=init)
+    keras.mixed_precision.set_dtype_policy(policy)
+    try:
+        layer = _layer("lstm")
+        cell = layer.cell
+        assert cell.kernel.dtype == "float32"
+        x_low = tf.cast(x, low)
+        with tf.GradientTape() as tape:
+            results = _gated(cell, x_low, jit=jit, initial_state=[tf.cast(s, low) for s in init])
+            loss = tf.reduce_sum(tf.cast(results[0], "float32"))
+        grads = tape.gradient(loss, cell.trainable_weights)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    assert all(r.dtype == low for r in results)
+    assert all(g is not None and g.dtype == "float32" for g in grads)
+    for a, b in zip(results, reference):
+        np.testing.assert_allclose(tf.cast(a, "float32"), b, atol=atol * 4)
+
+
+# ------------------------------------------------------------------------------------- eligibility
+def test_eligibility():
+    assert gated.kind(keras.layers.LSTMCell(3)) == "lstm"
+    assert gated.kind(keras.layers.GRUCell(3, reset_after=False, recurrent_dropout=0.2)) == "gru"
+    assert gated.kind(keras.layers.LSTMCell(3, activation="silu")) is None
+    assert gated.kind(keras.layers.GRUCell(3, recurrent_activation="softsign")) is None
+    assert gated.kind(keras.layers.SimpleRNNCell(3)) is None
+
+    class OwnMaths(keras.layers.LSTMCell):
+        def _compute_carry_and_output_fused(self, z, c_tm1):
+            return super()._compute_carry_and_output_fused(z, c_tm1 * 0.5)
+
+    assert gated.kind(OwnMaths(3)) is None
+    x = tf.zeros((2, 4, 3))
+
+    def planned(cell, batch=2, **request):
+        x = tf.zeros((batch, 4, 3))
+        return plan.make_plan(cell, step.prepare(cell, x, time_major=False), plan.Request("dynamic", **request)).kernel
+
+    assert planned(keras.layers.LSTMCell(3), jit_compile="auto") == "gated"
+    assert planned(keras.layers.LSTMCell(3), jit_compile=False) == "generic"  # uncompiled it measured Keras' speed
+    assert planned(keras.layers.LSTMCell(256), batch=64, jit_compile=True) == "generic"  # B·H·H = 2**22: Keras is as fast
+    with testing.generic_only():
+        assert planned(keras.layers.LSTMCell(3), jit_compile="auto") == "generic"
+
+
+def test_errors_name_the_argument_and_value():
+    cell = keras.layers.SimpleRNNCell(3)
+    x = tf.zeros((2, 4, 3))
+    with pytest.raises(ValueError, match=r"cannot take the fused LSTM/GRU kernel.*Received: cell="):
+        gated.gated_loop(cell, step.prepare(cell, x, time_major=False), step.DropoutMasks())
+    xw, h = tf.zeros((4, 2, 9)), tf.zeros((2, 3))
+    with pytest.raises(ValueError, match=r"no recurrent bias.*Received: recurrent_bias of shape \(9,\)"):
+        gated.gru_recurrence(
+            xw, h, tf.zeros((3, 9)), tf.zeros((9,)), reset_after=False, activation=keras.activations.tanh,
+            recurrent_activation=keras.activations.sigmoid,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match=r"supports the activations.*Received: activation="):
+        gated.lstm_recurrence(
+            tf.zeros((4, 2, 12)), h, h, tf.zeros((3, 12)), activation=keras.activations.silu,
+            recurrent_activation=keras.activations.sigmoid,
+        )  # fmt: skip
