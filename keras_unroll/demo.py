@@ -32,7 +32,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 from keras_unroll_cli import DEMO_DEFAULT_STEPS as _DEFAULT_STEPS
 from keras_unroll_cli import DEMO_QUICK_STEPS as _QUICK_STEPS

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any, Iterator
+from typing import Iterator
 
 from keras_unroll.plan import Tuning, tuning, use_tuning
 

@@ -11,8 +11,6 @@ import ast
 import pathlib
 
 import numpy as np
-import pytest
-import tensorflow as tf
 
 import keras_unroll as ku
 from keras_unroll import testing

@@ -274,7 +274,6 @@ def test_eligibility():
             return super()._compute_carry_and_output_fused(z, c_tm1 * 0.5)
 
     assert gated.kind(OwnMaths(3)) is None
-    x = tf.zeros((2, 4, 3))
 
     def planned(cell, batch=2, **request):
         x = tf.zeros((batch, 4, 3))

@@ -10,7 +10,6 @@ backward pass keeps its states, never the numbers.
 
 from __future__ import annotations
 
-import math
 
 import keras
 import numpy as np

@@ -21,7 +21,6 @@ from typing import Dict, Optional, Tuple
 
 import hypothesis.strategies as st
 import numpy as np
-import pytest
 import tensorflow as tf
 from hypothesis import HealthCheck, example, given, settings
 
