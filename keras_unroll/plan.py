@@ -191,13 +191,12 @@ def make_plan(cell: Any, prepared: step_lib.Prepared, request: Request, value: O
         # Segments run the fused kernel uncompiled: XLA would keep every checkpoint on the device.
         choices = simple_rnn_choices(prepared.inputs.shape[1], units, False, value) if fused else None
         return Plan("checkpointed", "simple_rnn" if fused else "generic", "none", choices, training, value)
+    jit = request.jit_compile is True or request.jit_compile == "auto"
     if fused:
-        jit = request.jit_compile is True or request.jit_compile == "auto"
         choices = simple_rnn_choices(prepared.inputs.shape[1], units, jit, value)
         if jit:
             choices = dataclasses.replace(choices, bucket_steps=varying_steps)
         return Plan("while", "simple_rnn", "kernel" if jit else "none", choices, training, value)
-    jit = request.jit_compile is True or request.jit_compile == "auto"
     if fast and jit and gated.kind(cell) is not None:
         if simple_rnn.step_macs(prepared.inputs.shape[1], units) < value.gated_max_macs:
             return Plan("while", "gated", "kernel", None, training, value)
@@ -207,8 +206,8 @@ def make_plan(cell: Any, prepared: step_lib.Prepared, request: Request, value: O
 def compiles_alone(cell: Any) -> bool:
     """Whether a `tf.while_loop` over `cell` can be XLA-compiled as a function of its own.
 
-    Only the fused kernels (SimpleRNN, LSTM, GRU) can: TensorFlow cannot differentiate a compiled `tf.while_loop` from
-    outside XLA (its gradient accumulators are TensorLists, which may not cross the XLA boundary), and the
+    Only the fused kernels (SimpleRNN, LSTM, GRU) can: TensorFlow cannot differentiate a compiled
+    `tf.while_loop` from outside XLA (its gradient accumulators are TensorLists, which may not cross the XLA boundary), and the
     fused kernels' gradients are loops of their own. Other cells are compiled with the whole train step
     (`model.compile(jit_compile=True)`).
     """
