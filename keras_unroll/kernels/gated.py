@@ -280,32 +280,21 @@ class _Prefetch:
         return [next(values) if present else None for present in self.present]
 
 
-#: Steps per while-loop iteration (with 2, one more iteration runs an odd remainder). Measured (XLA, CPU
-#: time of the passes alone at 32·1000·8·32, interleaved A/B, ms, 1 vs 2 steps): LSTM forward 8.9 vs 9.8,
-#: with residuals 21.4 vs 19.9, backward 29.4 vs 28.1; GRU forward 7.2 vs 12.4, with residuals 17.0 vs
-#: 15.5, backward 28.2 vs 34.6 (a toy LSTM loop writing its states: 18.6 vs 11.6). Not a win overall: 1.
-STEPS_PER_ITERATION = 1
-
-
 def _run(body_for: Callable[[int], Callable[..., Any]], reads: _Prefetch, t0, carry, tas, more, steps, delta: int):
-    """Runs `body_for(k)` (k steps per iteration) in a while loop of 2-step iterations, then one of 1 step.
+    """Runs `body_for(1)` in a while loop, one step per iteration (two per iteration measured no better
+    overall: docs/performance.md).
 
-    `body_for(k)(t, *carry, *current, *tas)` gets the prefetched values of steps `t, t+delta, ...` (k of
-    them) and returns `(t + k·delta, *carry, *following, *tas)`. `more(t, k)` says whether k more steps
-    run from t. Returns `(t, carry, tas)` after the last step.
+    `body_for(1)(t, *carry, *current, *tas)` gets the prefetched values of step `t` and returns
+    `(t + delta, *carry, *following, *tas)`. `more(t, 1)` says whether a step runs from t. Returns
+    `(t, carry, tas)` after the last step.
     """
     n = len(carry)
-    k2 = STEPS_PER_ITERATION
-    current = [value for k in range(k2) for value in reads.at(t0 + k * delta)]
+    current = list(reads.at(t0))
     out = tf.while_loop(
-        lambda t, *_: more(t, k2), body_for(k2), (t0, *carry, *current, *tas), maximum_iterations=steps // k2
+        lambda t, *_: more(t, 1), body_for(1), (t0, *carry, *current, *tas), maximum_iterations=steps
     )
     t, carry, rest = out[0], out[1 : 1 + n], out[1 + n :]
-    current, tas = rest[: reads.count], rest[k2 * reads.count :]
-    if k2 > 1:
-        out = tf.while_loop(lambda t, *_: more(t, 1), body_for(1), (t, *carry, *current, *tas), maximum_iterations=1)
-        t, carry, tas = out[0], out[1 : 1 + n], out[1 + n + reads.count :]
-    return t, list(carry), list(tas)
+    return t, list(carry), list(rest[reads.count :])
 
 
 def _forward_loop(spec: _Spec, xw, h0, c0, kernel, rbias, mask, valid, stop, keep: int):
