@@ -344,3 +344,231 @@ def test_outputs_states_and_gradients_match_tf1(name, tf1):
         np.testing.assert_allclose(tensor, tf1[f"{name}/leaf{i}"], rtol=RTOL, atol=ATOL, err_msg=f"{name} leaf {i}")
     for variable, got, want in zip(variables, tape.gradient(loss, variables), expected):
         np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=f"{name} d/d{variable.path}")
+
+
+# ------------------------------------------------------------------- the three silent-wrong ports
+@pytest.mark.subprocess
+def test_concat_of_a_stacks_states_is_batch_by_total_units(tf1):
+    """The book's `tf.concat(axis=1, values=states)` over a list of cells: `(B, 3H)`, TF1's numbers."""
+    run, _, _ = _moved("multi_basic_rnn", tf1)
+    _, states = run()
+    assert isinstance(states, tuple) and len(states) == 3
+    concat = tf.concat(axis=1, values=states)
+    assert tuple(concat.shape) == (B, 3 * H)
+    expected = np.concatenate([tf1[f"multi_basic_rnn/leaf{i}"] for i in (1, 2, 3)], axis=1)
+    np.testing.assert_allclose(concat, expected, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.subprocess
+def test_top_layers_h_is_states_last_entry_index_1(tf1):
+    """TF1's `states[-1][1]` is the top LSTM layer's `h` (Keras' own `LSTMCell`s, stacked): the last valid output."""
+    run, _, _ = _moved("multi_lstm_static", tf1)
+    outputs, states = run()
+    top_h = states[-1][1]
+    np.testing.assert_allclose(top_h, tf1["multi_lstm_static/leaf4"], rtol=RTOL, atol=ATOL)  # (out, c1, h1, c2, h2)
+    lengths = tf1["lengths"]
+    for row, length in enumerate(lengths):
+        if length:
+            np.testing.assert_allclose(top_h[row], outputs[row, length - 1], rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.subprocess
+def test_lstm_state_tuple_initial_state_is_read_as_c_then_h(tf1):
+    """`initial_state=LSTMStateTuple(c0, h0)` gives TF1's numbers; the layer takes Keras' `[h0, c0]` for the same."""
+    run, (cell,), _ = _moved("basic_lstm", tf1)
+    outputs, state = run()
+    np.testing.assert_allclose(outputs, tf1["basic_lstm/leaf0"], rtol=RTOL, atol=ATOL)
+    layer = ku.DynamicUnroll(cell, return_sequences=True, return_state=True)
+    out, h, c = layer(tf1["x"], initial_state=[tf1["h0"], tf1["c0"]], sequence_length=tf1["lengths"])
+    np.testing.assert_allclose(out, tf1["basic_lstm/leaf0"], rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(c, tf1["basic_lstm/leaf1"], rtol=RTOL, atol=ATOL)  # TF1's flat order: c, h
+    np.testing.assert_allclose(h, tf1["basic_lstm/leaf2"], rtol=RTOL, atol=ATOL)
+    # Keras' own LSTMCell reads a plain list as Keras' [h, c], and an LSTMStateTuple as (c, h).
+    keras_cell = keras.layers.LSTMCell(H)
+    keras_cell.build((None, F))
+    keras_cell.set_weights(cell.get_weights())
+    as_list = ku.dynamic_rnn(keras_cell, tf1["x"], initial_state=[tf1["h0"], tf1["c0"]])[1]
+    as_tuple = ku.dynamic_rnn(keras_cell, tf1["x"], initial_state=ku.tf1.LSTMStateTuple(tf1["c0"], tf1["h0"]))[1]
+    np.testing.assert_allclose(as_list.c, as_tuple.c, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("layer_cls", [ku.StaticUnroll, ku.DynamicUnroll, keras.layers.RNN])
+def test_layers_keep_keras_flat_states_with_tf1_numbers(layer_cls, tf1):
+    """A stack in a layer: `[output, h1, c1, h2, h3, c3]` (Keras' order and nesting), TF1's values."""
+    _, cells, _ = _moved("multi", tf1)
+    layer = layer_cls(ku.tf1.MultiRNNCell(cells), return_sequences=True, return_state=True)
+    c0, h0, p0, g0 = (tf1[k] for k in ("c0", "h0", "p0", "g0"))
+    kwargs = {} if layer_cls is keras.layers.RNN else {"sequence_length": tf1["lengths"]}
+    mask = None if kwargs else np.arange(T)[None, :] < tf1["lengths"][:, None]
+    out, *states = layer(tf1["x"], initial_state=[[h0, c0], g0, [p0, c0]], mask=mask, **kwargs)
+    flat = tf.nest.flatten(states)
+    want = [tf1[f"multi/leaf{i}"] for i in range(6)]  # (outputs, c1, h1, g, c3, h3)
+    for got, expected in zip(flat, [want[2], want[1], want[3], want[5], want[4]]):
+        np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
+    if kwargs:  # Keras' RNN carries the last output through masked steps; `sequence_length` emits zeros
+        np.testing.assert_allclose(out, want[0], rtol=RTOL, atol=ATOL)
+
+
+# ------------------------------------------------------------------------------ DropoutWrapper
+def _passthrough(features: int) -> ku.tf1.ResidualWrapper:
+    """A cell whose output is its input (a residual around a cell with zero weights): shows the input mask."""
+    return ku.tf1.ResidualWrapper(ku.tf1.BasicRNNCell(features, kernel_initializer="zeros", recurrent_initializer="zeros"))
+
+
+DROPOUT_RUNS = {
+    "dynamic_rnn": lambda cell, x, training: ku.dynamic_rnn(cell, x, training=training)[0],
+    "static_rnn": lambda cell, x, training: ku.static_rnn(cell, x, training=training)[0],
+    "DynamicUnroll": lambda cell, x, training: ku.DynamicUnroll(cell, return_sequences=True)(x, training=training),
+    "keras.RNN": lambda cell, x, training: keras.layers.RNN(cell, return_sequences=True)(x, training=training),
+}
+
+
+@pytest.mark.parametrize("variational", [False, True], ids=["per_step", "variational"])
+@pytest.mark.parametrize("run", list(DROPOUT_RUNS))
+def test_dropout_masks_per_step_or_per_sequence_scaled_and_only_in_training(run, variational):
+    x = np.ones((32, 5, 6), np.float32)
+    cell = ku.tf1.DropoutWrapper(_passthrough(6), input_keep_prob=0.5, variational_recurrent=variational, seed=3)
+    out = np.asarray(DROPOUT_RUNS[run](cell, x, True))
+    assert set(np.unique(out)) <= {0.0, 2.0}  # dropped, or kept and scaled by 1 / keep_prob
+    assert 0.8 < out.mean() < 1.2  # the expectation is kept
+    same_every_step = np.all(out == out[:, :1])
+    assert same_every_step == variational  # one mask per sequence, or a new one every step
+    assert not np.all(out == out[:1])  # each row (sequence) has its own mask
+    np.testing.assert_array_equal(DROPOUT_RUNS[run](cell, x, False), x)  # inference: the identity
+
+
+def test_state_dropout_drops_an_lstms_h_but_not_its_c():
+    x = np.random.default_rng(0).standard_normal((64, 1, 3)).astype(np.float32)
+    cell = ku.tf1.BasicLSTMCell(8)
+    plain_out, plain = ku.dynamic_rnn(cell, x)
+    wrapped = ku.tf1.DropoutWrapper(cell, state_keep_prob=0.5, output_keep_prob=0.25, seed=1)
+    out, state = ku.dynamic_rnn(wrapped, x, training=True)
+    np.testing.assert_allclose(state.c, plain.c, rtol=1e-6)  # TF1's default filter: c is never dropped
+    h, ph = np.asarray(state.h), np.asarray(plain.h)
+    kept = h != 0
+    assert 0.3 < kept.mean() < 0.7
+    np.testing.assert_allclose(h[kept], 2.0 * ph[kept], rtol=1e-5)
+    o, po = np.asarray(out[:, 0]), np.asarray(plain_out[:, 0])
+    assert 0.1 < (o != 0).mean() < 0.4
+    np.testing.assert_allclose(o[o != 0], 4.0 * po[o != 0], rtol=1e-5)
+
+
+def test_keep_prob_one_is_the_identity_while_training():
+    x = np.random.default_rng(1).standard_normal((4, 5, 3)).astype(np.float32)
+    cell = ku.tf1.GRUCell(4)
+    expected = ku.dynamic_rnn(cell, x)[0]
+    np.testing.assert_array_equal(ku.dynamic_rnn(ku.tf1.DropoutWrapper(cell), x, training=True)[0], expected)
+
+
+def test_dropout_trains_in_fit():
+    model = keras.Sequential(
+        [
+            keras.Input((5, 3)),
+            ku.DynamicUnroll(ku.tf1.DropoutWrapper(ku.tf1.BasicLSTMCell(4), 0.8, 0.8, 0.8, variational_recurrent=True)),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile("sgd", "mse")
+    history = model.fit(np.ones((8, 5, 3), "float32"), np.ones((8, 1), "float32"), epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+
+
+# ------------------------------------------------------------------------------ initialization
+def test_initializers_follow_tf1():
+    lstm = ku.tf1.BasicLSTMCell(40, forget_bias=0.5)
+    lstm.build((None, 10))
+    bias = np.asarray(lstm.bias)
+    np.testing.assert_array_equal(bias, np.r_[np.zeros(40), np.full(40, 0.5), np.zeros(80)])  # i, f, c, o
+    limit = np.sqrt(6.0 / (10 + 40 + 160))  # glorot over TF1's (F + H, 4H) kernel
+    for weight in (lstm.kernel, lstm.recurrent_kernel):
+        values = np.asarray(weight)
+        assert np.abs(values).max() <= limit and np.abs(values).max() > 0.95 * limit
+    gru = ku.tf1.GRUCell(40)
+    gru.build((None, 10))
+    np.testing.assert_array_equal(np.asarray(gru.bias), np.r_[np.ones(80), np.zeros(40)])  # z, r: 1.0; h: 0.0
+    kernel = np.asarray(gru.kernel)
+    assert np.abs(kernel[:, :80]).max() <= np.sqrt(6.0 / (50 + 80))
+    assert np.abs(kernel[:, 80:]).max() > np.sqrt(6.0 / (50 + 80))  # the candidate's own, wider limit
+    assert np.abs(kernel[:, 80:]).max() <= np.sqrt(6.0 / (50 + 40))
+    full = ku.tf1.LSTMCell(6, use_peepholes=True, num_proj=3, forget_bias=2.0)
+    full.build((None, 4))
+    assert full.recurrent_kernel.shape == (3, 24) and full.projection_kernel.shape == (6, 3)
+    np.testing.assert_array_equal(np.asarray(full.bias)[6:12], np.full(6, 2.0))
+
+
+def test_tf_activations_map_to_keras_ones():
+    """TF1 code passes `tf.nn.relu` / `tf.tanh`: they become Keras' own (serializable, fast-path) functions."""
+    assert ku.tf1.BasicLSTMCell(3, activation=tf.nn.relu).activation is keras.activations.relu
+    assert ku.tf1.GRUCell(3, activation=tf.tanh).activation is keras.activations.tanh
+    assert ku.tf1.LSTMCell(3, activation=tf.nn.tanh).get_config()["activation"] == "tanh"
+
+
+# ------------------------------------------------------------------------------------- errors
+def test_an_rnn_layer_is_not_a_cell():
+    with pytest.raises(TypeError, match=r"not an RNN layer.*LSTMCell.*Received: cells\[1\]=LSTM layer"):
+        ku.tf1.MultiRNNCell([ku.tf1.GRUCell(3), keras.layers.LSTM(4)])
+    for wrapper in (ku.tf1.DropoutWrapper, ku.tf1.ResidualWrapper, lambda c: ku.tf1.OutputProjectionWrapper(c, 2)):
+        with pytest.raises(TypeError, match=r"not an RNN layer.*Received: cell=GRU layer"):
+            wrapper(keras.layers.GRU(3))
+    with pytest.raises(TypeError, match=r"not an RNN layer.*Received: cell=DynamicUnroll layer"):
+        ku.tf1.DeviceWrapper(ku.DynamicUnroll(3), "/CPU:0")
+    with pytest.raises(TypeError, match=r"must be a Keras RNN cell.*Received: cell=3"):
+        ku.tf1.DropoutWrapper(3)
+
+
+def test_residual_sizes_must_match():
+    with pytest.raises(ValueError, match=r"same size.*Received: input features=2, cell output_size=3"):
+        ku.dynamic_rnn(ku.tf1.ResidualWrapper(ku.tf1.GRUCell(3)), np.ones((1, 2, 2), "float32"))
+
+
+@pytest.mark.parametrize("value", [0.0, -0.1, 1.5])
+@pytest.mark.parametrize("name", ["input_keep_prob", "output_keep_prob", "state_keep_prob"])
+def test_keep_probs_must_lie_in_zero_one(name, value):
+    with pytest.raises(ValueError, match=rf"must be in \(0, 1\].*Received: {name}={value}"):
+        ku.tf1.DropoutWrapper(ku.tf1.GRUCell(3), **{name: value})
+
+
+def test_other_bad_arguments():
+    with pytest.raises(TypeError, match=r"training.*Received: input_keep_prob=<tf.Tensor"):
+        ku.tf1.DropoutWrapper(ku.tf1.GRUCell(3), input_keep_prob=tf.constant(0.5))
+    with pytest.raises(ValueError, match=r"needs `num_proj`.*Received: proj_clip=1.0, num_proj=None"):
+        ku.tf1.LSTMCell(3, proj_clip=1.0)
+    with pytest.raises(ValueError, match=r"must be > 0.*Received: cell_clip=0"):
+        ku.tf1.LSTMCell(3, cell_clip=0)
+    with pytest.raises(TypeError, match=r"keras.layers.LSTMCell.*DropoutWrapper.*Received: dropout=0.2"):
+        ku.tf1.BasicLSTMCell(3, dropout=0.2)
+    with pytest.raises(ValueError, match=r"positive integer.*Received: num_units=0"):
+        ku.tf1.GRUCell(0)
+    with pytest.raises(ValueError, match=r"state_is_tuple=True.*Received: state_is_tuple=False"):
+        ku.tf1.MultiRNNCell([ku.tf1.GRUCell(3)], state_is_tuple=False)
+    shared = ku.tf1.BasicRNNCell(4)
+    with pytest.raises(ValueError, match=r"same object.*own cell.*Received: cells\[1\]="):
+        ku.dynamic_rnn(ku.tf1.MultiRNNCell([shared, shared]), np.ones((1, 2, 3), "float32"))
+
+
+# ------------------------------------------------------------------------ saving, Keras layers
+def test_a_model_of_every_cell_saves_and_loads(tmp_path):
+    tf1 = ku.tf1
+    inputs = keras.Input((4, 3))
+    y = ku.DynamicUnroll(tf1.ResidualWrapper(tf1.GRUCell(3)), return_sequences=True)(inputs)
+    y = ku.StaticUnroll(tf1.BasicLSTMCell(4, forget_bias=0.5), return_sequences=True)(y)
+    y = keras.layers.RNN(tf1.LSTMCell(5, use_peepholes=True, num_proj=3, cell_clip=2.0, proj_clip=1.0), return_sequences=True)(y)
+    y = ku.DynamicUnroll(tf1.MultiRNNCell([tf1.GRUCell(4), tf1.BasicRNNCell(4)]), return_sequences=True)(y)
+    y = keras.layers.Bidirectional(
+        ku.DynamicUnroll(tf1.DropoutWrapper(tf1.BasicLSTMCell(4), 0.9, 0.9, 0.9, variational_recurrent=True, seed=2),
+                         return_sequences=True)
+    )(y)
+    y = ku.StaticUnroll(tf1.OutputProjectionWrapper(tf1.GRUCell(4), 2), return_sequences=True)(y)
+    y = keras.layers.Bidirectional(keras.layers.RNN(tf1.DeviceWrapper(tf1.BasicRNNCell(3), "/CPU:0")))(y)
+    model = keras.Model(inputs, y)
+    x = np.random.default_rng(2).standard_normal((2, 4, 3)).astype(np.float32)
+    expected = model.predict(x, verbose=0)
+    path = tmp_path / "tf1_cells.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, rtol=1e-6)
+    assert loaded.layers[2].cell.forget_bias == 0.5
+    lstm = loaded.layers[3].cell
+    assert (lstm.use_peepholes, lstm.num_proj, lstm.cell_clip, lstm.proj_clip) == (True, 3, 2.0, 1.0)
+    assert loaded.layers[5].forward_layer.cell.variational_recurrent
