@@ -45,7 +45,8 @@ def _tf1_child(out_dir: str) -> None:  # pragma: no cover - runs in the TF1 chil
     rng = np.random.default_rng(12)
     x = rng.standard_normal((B, T, F)).astype(np.float32)
     lengths = np.array([0, 1, T, 2], np.int32)  # 0 (the initial state comes back), 1, T, between
-    init = {k: (0.5 * rng.standard_normal((B, n))).astype(np.float32) for k, n in [("c0", H), ("h0", H), ("p0", P), ("g0", H)]}
+    sizes = [("c0", H), ("h0", H), ("p0", P), ("g0", H)]
+    init = {k: (0.5 * rng.standard_normal((B, n))).astype(np.float32) for k, n in sizes}
     saved = {"x": x, "lengths": lengths, **init}
     L = tf.constant(lengths)
 
@@ -79,17 +80,21 @@ def _tf1_child(out_dir: str) -> None:  # pragma: no cover - runs in the TF1 chil
         "basic_lstm": (lambda: [rc.BasicLSTMCell(H, forget_bias=0.7)], one,
                        dyn(sequence_length=L, initial_state=lstm_state("c0", "h0"))),
         "basic_lstm_static": (lambda: [rc.BasicLSTMCell(H)], one, stat()),
-        "gru_time_major": (lambda: [rc.GRUCell(H)], one, dyn(sequence_length=L, time_major=True, initial_state=const("g0"))),
+        "gru_time_major": (lambda: [rc.GRUCell(H)], one,
+                           dyn(sequence_length=L, time_major=True, initial_state=const("g0"))),
         "gru_static": (lambda: [rc.GRUCell(H)], one, stat(sequence_length=L)),
-        "lstm_full": (lambda: [rc.LSTMCell(H, use_peepholes=True, cell_clip=0.5, num_proj=P, proj_clip=0.4, forget_bias=0.8)],
-                      one, dyn(sequence_length=L, initial_state=lstm_state("c0", "p0"))),
-        "lstm_plain_static": (lambda: [rc.LSTMCell(H)], one, stat(sequence_length=L, initial_state=lstm_state("c0", "h0"))),
+        "lstm_full": (lambda: [rc.LSTMCell(H, use_peepholes=True, cell_clip=0.5, num_proj=P, proj_clip=0.4,
+                                           forget_bias=0.8)], one,
+                      dyn(sequence_length=L, initial_state=lstm_state("c0", "p0"))),
+        "lstm_plain_static": (lambda: [rc.LSTMCell(H)], one,
+                              stat(sequence_length=L, initial_state=lstm_state("c0", "h0"))),
         "lstm_proj_static": (lambda: [rc.LSTMCell(H, num_proj=P)], one, stat(sequence_length=L)),
         "multi": (lambda: [rc.BasicLSTMCell(H), rc.GRUCell(H), rc.LSTMCell(H, use_peepholes=True, num_proj=P)],
                   rc.MultiRNNCell,
                   dyn(sequence_length=L, initial_state=(lstm_state("c0", "h0"), const("g0"), lstm_state("c0", "p0")))),
         "multi_basic_rnn": (lambda: [rc.BasicRNNCell(H) for _ in range(3)], rc.MultiRNNCell, dyn()),
-        "multi_lstm_static": (lambda: [rc.BasicLSTMCell(H) for _ in range(2)], rc.MultiRNNCell, stat(sequence_length=L)),
+        "multi_lstm_static": (lambda: [rc.BasicLSTMCell(H) for _ in range(2)], rc.MultiRNNCell,
+                              stat(sequence_length=L)),
         "wrappers": (lambda: [rc.BasicLSTMCell(H), rc.GRUCell(H), rc.BasicRNNCell(H)],
                      lambda c: rc.MultiRNNCell([rc.DropoutWrapper(c[0], 1.0, 1.0, 1.0), rc.ResidualWrapper(c[1]),
                                                 rc.DeviceWrapper(c[2], "/cpu:0")]),
@@ -235,26 +240,27 @@ def _static_list(cell, data, **kw):
 def _case(name, data):
     """`(run, leaves)`: `run()` gives the result in TF1's structure; `leaves` in the child's scope order."""
     x, lengths = data["x"], data["lengths"]
+    seq = {"sequence_length": lengths}
     tf1 = ku.tf1
     if name == "basic_lstm":
         cell = tf1.BasicLSTMCell(H, forget_bias=0.7)
-        return lambda: ku.dynamic_rnn(cell, x, sequence_length=lengths, initial_state=_lstm_tuple(data, "c0", "h0")), [cell]
+        return lambda: ku.dynamic_rnn(cell, x, initial_state=_lstm_tuple(data, "c0", "h0"), **seq), [cell]
     if name == "basic_lstm_static":
         cell = tf1.BasicLSTMCell(H)
         return lambda: _static_list(cell, data), [cell]
     if name == "gru_time_major":
         cell = tf1.GRUCell(H)
         x_tm = np.transpose(x, (1, 0, 2))
-        return lambda: ku.dynamic_rnn(cell, x_tm, sequence_length=lengths, time_major=True, initial_state=data["g0"]), [cell]
+        return lambda: ku.dynamic_rnn(cell, x_tm, time_major=True, initial_state=data["g0"], **seq), [cell]
     if name == "gru_static":
         cell = tf1.GRUCell(H)
         return lambda: _static_list(cell, data, sequence_length=lengths), [cell]
     if name == "lstm_full":
         cell = tf1.LSTMCell(H, use_peepholes=True, cell_clip=0.5, num_proj=P, proj_clip=0.4, forget_bias=0.8)
-        return lambda: ku.dynamic_rnn(cell, x, sequence_length=lengths, initial_state=_lstm_tuple(data, "c0", "p0")), [cell]
+        return lambda: ku.dynamic_rnn(cell, x, initial_state=_lstm_tuple(data, "c0", "p0"), **seq), [cell]
     if name == "lstm_plain_static":
         cell = tf1.LSTMCell(H)
-        return lambda: _static_list(cell, data, sequence_length=lengths, initial_state=_lstm_tuple(data, "c0", "h0")), [cell]
+        return lambda: _static_list(cell, data, initial_state=_lstm_tuple(data, "c0", "h0"), **seq), [cell]
     if name == "lstm_proj_static":
         cell = tf1.LSTMCell(H, num_proj=P)
         return lambda: _static_list(cell, data, sequence_length=lengths), [cell]
@@ -272,7 +278,11 @@ def _case(name, data):
     if name == "wrappers":
         cells = [tf1.BasicLSTMCell(H), tf1.GRUCell(H), tf1.BasicRNNCell(H)]
         stack = tf1.MultiRNNCell(
-            [tf1.DropoutWrapper(cells[0], 1.0, 1.0, 1.0), tf1.ResidualWrapper(cells[1]), tf1.DeviceWrapper(cells[2], "/CPU:0")]
+            [
+                tf1.DropoutWrapper(cells[0], 1.0, 1.0, 1.0),
+                tf1.ResidualWrapper(cells[1]),
+                tf1.DeviceWrapper(cells[2], "/CPU:0"),
+            ]
         )
         # keep_prob 1 is the identity even while training
         return lambda: ku.dynamic_rnn(stack, x, sequence_length=lengths, training=True), cells
@@ -413,7 +423,8 @@ def test_layers_keep_keras_flat_states_with_tf1_numbers(layer_cls, tf1):
 # ------------------------------------------------------------------------------ DropoutWrapper
 def _passthrough(features: int) -> ku.tf1.ResidualWrapper:
     """A cell whose output is its input (a residual around a cell with zero weights): shows the input mask."""
-    return ku.tf1.ResidualWrapper(ku.tf1.BasicRNNCell(features, kernel_initializer="zeros", recurrent_initializer="zeros"))
+    zero = ku.tf1.BasicRNNCell(features, kernel_initializer="zeros", recurrent_initializer="zeros")
+    return ku.tf1.ResidualWrapper(zero)
 
 
 DROPOUT_RUNS = {
@@ -497,6 +508,13 @@ def test_initializers_follow_tf1():
     np.testing.assert_array_equal(np.asarray(full.bias)[6:12], np.full(6, 2.0))
 
 
+def test_basic_lstm_and_gru_keep_keras_call_for_the_fast_paths():
+    """The loops' LSTM/GRU fast paths recognise `type(cell).call is keras.layers.LSTMCell.call`."""
+    assert type(ku.tf1.BasicLSTMCell(3)).call is keras.layers.LSTMCell.call
+    assert type(ku.tf1.GRUCell(3)).call is keras.layers.GRUCell.call
+    assert ku.tf1.GRUCell(3).reset_after is False
+
+
 def test_tf_activations_map_to_keras_ones():
     """TF1 code passes `tf.nn.relu` / `tf.tanh`: they become Keras' own (serializable, fast-path) functions."""
     assert ku.tf1.BasicLSTMCell(3, activation=tf.nn.relu).activation is keras.activations.relu
@@ -553,7 +571,8 @@ def test_a_model_of_every_cell_saves_and_loads(tmp_path):
     inputs = keras.Input((4, 3))
     y = ku.DynamicUnroll(tf1.ResidualWrapper(tf1.GRUCell(3)), return_sequences=True)(inputs)
     y = ku.StaticUnroll(tf1.BasicLSTMCell(4, forget_bias=0.5), return_sequences=True)(y)
-    y = keras.layers.RNN(tf1.LSTMCell(5, use_peepholes=True, num_proj=3, cell_clip=2.0, proj_clip=1.0), return_sequences=True)(y)
+    full_lstm = tf1.LSTMCell(5, use_peepholes=True, num_proj=3, cell_clip=2.0, proj_clip=1.0)
+    y = keras.layers.RNN(full_lstm, return_sequences=True)(y)
     y = ku.DynamicUnroll(tf1.MultiRNNCell([tf1.GRUCell(4), tf1.BasicRNNCell(4)]), return_sequences=True)(y)
     y = keras.layers.Bidirectional(
         ku.DynamicUnroll(tf1.DropoutWrapper(tf1.BasicLSTMCell(4), 0.9, 0.9, 0.9, variational_recurrent=True, seed=2),
