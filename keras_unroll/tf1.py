@@ -1145,8 +1145,9 @@ def from_tf1_state(cell: Any, tf1_state: Any) -> Any:
     """A state in TF1's structure → the Keras structure the loops take (what `initial_state=` becomes).
 
     - `LSTMStateTuple(c, h)` → `[h, c]`, for any LSTM cell (Keras' own included);
-    - a plain pair for a `ku.tf1` LSTM cell is TF1's `(c, h)` (TF1 unpacks `c, h = state`); for Keras'
-      `LSTMCell` it keeps Keras' `[h, c]`; a `(batch, 2H)` tensor for `state_is_tuple=False` is `[c, h]`;
+    - a plain tuple for a `ku.tf1` LSTM cell is TF1's `(c, h)` (TF1 unpacks `c, h = state`), a plain list
+      is refused (Keras' layers return `[h, c]`: ambiguous); for Keras' `LSTMCell` a list or tuple keeps
+      Keras' `[h, c]`; a `(batch, 2H)` tensor for `state_is_tuple=False` is `[c, h]`;
     - a stack's tuple with one entry per layer → one Keras entry per layer (a flat Keras list is kept);
     - anything else is returned unchanged (the loops then check it against the cell's state sizes).
 
@@ -1156,6 +1157,9 @@ def from_tf1_state(cell: Any, tf1_state: Any) -> Any:
 
     Returns:
         The state in Keras' structure.
+
+    Raises:
+        ValueError: A plain list `[., .]` for a `ku.tf1` LSTM cell (use `LSTMStateTuple(c, h)`).
 
     Example:
 
@@ -1177,9 +1181,16 @@ def from_tf1_state(cell: Any, tf1_state: Any) -> Any:
         if isinstance(tf1_state, LSTMStateTuple):
             return [tf1_state.h, tf1_state.c]
         tf1_cell = isinstance(cell, (BasicLSTMCell, LSTMCell))
-        if tf1_cell and isinstance(tf1_state, (list, tuple)) and len(tf1_state) == 2:
-            c, h = tf1_state  # TF1's order for TF1's cells
+        if tf1_cell and isinstance(tf1_state, tuple) and len(tf1_state) == 2:
+            c, h = tf1_state  # TF1's order for TF1's cells (TF1 unpacked `c, h = state`)
             return [h, c]
+        if tf1_cell and isinstance(tf1_state, list) and len(tf1_state) == 2:
+            # A list is what Keras' layers return ([h, c]); TF1 code writes (c, h). Refuse to guess.
+            raise ValueError(
+                f"An initial state for `ku.tf1.{type(cell).__name__}` in the functional API is TF1's "
+                "`LSTMStateTuple(c, h)` (or a tuple `(c, h)`); a list is ambiguous, since Keras' layers return "
+                "`[h, c]`. Give `ku.tf1.LSTMStateTuple(c=c, h=h)`. Received: initial_state=a list of 2 tensors"
+            )
         if tf1_cell and not _state_is_tuple(cell) and not tf.nest.is_nested(tf1_state):
             state = tf.convert_to_tensor(tf1_state)
             if state.shape.rank == 2 and state.shape[-1] == cell.units + _output_size(cell):

@@ -560,6 +560,11 @@ def test_other_bad_arguments():
         ku.tf1.GRUCell(0)
     with pytest.raises(ValueError, match=r"state_is_tuple=True.*Received: state_is_tuple=False"):
         ku.tf1.MultiRNNCell([ku.tf1.GRUCell(3)], state_is_tuple=False)
+    x, c0 = np.ones((1, 2, 3), "float32"), np.zeros((1, 4), "float32")
+    with pytest.raises(ValueError, match=r"list is ambiguous.*LSTMStateTuple\(c=c, h=h\).*Received: initial_state="):
+        ku.dynamic_rnn(ku.tf1.BasicLSTMCell(4), x, initial_state=[c0, c0])
+    with pytest.raises(ValueError, match=r"list is ambiguous"):  # inside a stack too
+        ku.static_rnn(ku.tf1.MultiRNNCell([ku.tf1.GRUCell(4), ku.tf1.LSTMCell(4)]), x, initial_state=(c0, [c0, c0]))
     shared = ku.tf1.BasicRNNCell(4)
     with pytest.raises(ValueError, match=r"same object.*own cell.*Received: cells\[1\]="):
         ku.dynamic_rnn(ku.tf1.MultiRNNCell([shared, shared]), np.ones((1, 2, 3), "float32"))
