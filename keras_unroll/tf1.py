@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import numbers
+import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
 import keras
@@ -660,6 +661,12 @@ class MultiRNNCell(keras.layers.StackedRNNCells):
                 "Received: state_is_tuple=False"
             )
         cells = [check_cell(cell, f"cells[{i}]") for i, cell in enumerate(cells)]
+        if len({id(cell) for cell in cells}) < len(cells):
+            warnings.warn(
+                "At least two cells given to MultiRNNCell are the same object, so those layers share their "
+                "weights (as in TF1). For separate layers give separate cells: `[Cell(n) for _ in range(k)]`.",
+                stacklevel=2,
+            )
         super().__init__(list(cells), **kwargs)
         self.state_is_tuple = True
 

@@ -566,8 +566,10 @@ def test_other_bad_arguments():
     with pytest.raises(ValueError, match=r"list is ambiguous"):  # inside a stack too
         ku.static_rnn(ku.tf1.MultiRNNCell([ku.tf1.GRUCell(4), ku.tf1.LSTMCell(4)]), x, initial_state=(c0, [c0, c0]))
     shared = ku.tf1.BasicRNNCell(4)
+    with pytest.warns(UserWarning, match="same object"):
+        stack = ku.tf1.MultiRNNCell([shared, shared])
     with pytest.raises(ValueError, match=r"same object.*own cell.*Received: cells\[1\]="):
-        ku.dynamic_rnn(ku.tf1.MultiRNNCell([shared, shared]), np.ones((1, 2, 3), "float32"))
+        ku.dynamic_rnn(stack, np.ones((1, 2, 3), "float32"))
 
 
 # ------------------------------------------------------------------------ saving, Keras layers
