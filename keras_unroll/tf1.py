@@ -1101,6 +1101,25 @@ def _inner(cell: Any) -> Any:
     return cell
 
 
+def _is_lstm_state_tuple(state: Any) -> bool:
+    """`ku.tf1.LSTMStateTuple`, or any namedtuple `(c, h)` such as tf-keras' own `LSTMStateTuple`."""
+    return isinstance(state, tuple) and getattr(state, "_fields", None) == ("c", "h")
+
+
+def lstm_state_tuples_to_keras(state: Any) -> Any:
+    """Every `LSTMStateTuple(c, h)` in a nested state becomes Keras' `[h, c]`; everything else is kept.
+
+    The one conversion that is never ambiguous, so a layer (which otherwise takes Keras' structure) can
+    apply it to its `initial_state` too: flattened as it is, an `LSTMStateTuple(c, h)` would be read as
+    `[h, c]`.
+    """
+    if _is_lstm_state_tuple(state):
+        return [state.h, state.c]
+    if isinstance(state, (list, tuple)):
+        return type(state)(lstm_state_tuples_to_keras(s) for s in state) if type(state) in (list, tuple) else state
+    return state
+
+
 def _state_is_tuple(cell: Any) -> bool:
     return getattr(cell, "state_is_tuple", True)
 
@@ -1151,7 +1170,8 @@ def to_tf1_state(cell: Any, keras_state: Any) -> Any:
 def from_tf1_state(cell: Any, tf1_state: Any) -> Any:
     """A state in TF1's structure → the Keras structure the loops take (what `initial_state=` becomes).
 
-    - `LSTMStateTuple(c, h)` → `[h, c]`, for any LSTM cell (Keras' own included);
+    - `LSTMStateTuple(c, h)` (ours, or any namedtuple with fields `c, h` such as tf-keras') → `[h, c]`, for
+      any LSTM cell (Keras' own included);
     - a plain tuple for a `ku.tf1` LSTM cell is TF1's `(c, h)` (TF1 unpacks `c, h = state`), a plain list
       is refused (Keras' layers return `[h, c]`: ambiguous); for Keras' `LSTMCell` a list or tuple keeps
       Keras' `[h, c]`; a `(batch, 2H)` tensor for `state_is_tuple=False` is `[c, h]`;
@@ -1185,7 +1205,7 @@ def from_tf1_state(cell: Any, tf1_state: Any) -> Any:
             return [from_tf1_state(sub, sub_state) for sub, sub_state in zip(cell.cells, tf1_state)]
         return tf1_state
     if _lstm_like(cell):
-        if isinstance(tf1_state, LSTMStateTuple):
+        if _is_lstm_state_tuple(tf1_state):
             return [tf1_state.h, tf1_state.c]
         tf1_cell = isinstance(cell, (BasicLSTMCell, LSTMCell))
         if tf1_cell and isinstance(tf1_state, tuple) and len(tf1_state) == 2:

@@ -12,6 +12,7 @@ split at `F`, LSTM gates `i, j, f, o` -> `i, f, c, o` with `forget_bias` folded 
 
 from __future__ import annotations
 
+import collections
 import inspect
 import json
 import os
@@ -418,6 +419,29 @@ def test_layers_keep_keras_flat_states_with_tf1_numbers(layer_cls, tf1):
         np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
     if kwargs:  # Keras' RNN carries the last output through masked steps; `sequence_length` emits zeros
         np.testing.assert_allclose(out, want[0], rtol=RTOL, atol=ATOL)
+
+
+def test_state_conversions_both_ways():
+    tf1 = ku.tf1
+    h, c, g = (np.full((2, 3), v, np.float32) for v in (1.0, 2.0, 3.0))
+    stack = tf1.MultiRNNCell([tf1.BasicLSTMCell(3), tf1.GRUCell(3)])
+    state = tf1.to_tf1_state(stack, [[h, c], [g]])
+    assert isinstance(state, tuple) and isinstance(state[0], tf1.LSTMStateTuple)
+    assert (state[0].c[0, 0], state[0].h[0, 0], state[1][0, 0]) == (2.0, 1.0, 3.0)
+    back = tf1.from_tf1_state(stack, state)
+    assert [float(back[0][0][0, 0]), float(back[0][1][0, 0]), float(back[1][0, 0])] == [1.0, 2.0, 3.0]
+    other = collections.namedtuple("LSTMStateTuple", ("c", "h"))  # e.g. tf-keras' own class
+    assert float(tf1.from_tf1_state(keras.layers.LSTMCell(3), other(c, h))[0][0, 0]) == 1.0  # -> [h, c]
+    assert float(tf1.from_tf1_state(keras.layers.LSTMCell(3), (h, c))[0][0, 0]) == 1.0  # Keras' order kept
+    assert float(tf1.from_tf1_state(tf1.BasicLSTMCell(3), (c, h))[0][0, 0]) == 1.0  # TF1's (c, h) for tf1 cells
+    flat = tf1.to_tf1_state(tf1.BasicLSTMCell(3, state_is_tuple=False), [h, c])  # TF1's deprecated concat
+    assert tuple(flat.shape) == (2, 6) and float(flat[0, 0]) == 2.0
+    split = tf1.from_tf1_state(tf1.BasicLSTMCell(3, state_is_tuple=False), flat)
+    assert [float(split[0][0, 0]), float(split[1][0, 0])] == [1.0, 2.0]
+    mixed = tf1.lstm_state_tuples_to_keras([tf1.LSTMStateTuple(c, h), [g]])  # only the tuples are converted
+    assert [float(mixed[0][0][0, 0]), float(mixed[0][1][0, 0]), float(mixed[1][0][0, 0])] == [1.0, 2.0, 3.0]
+    zero = stack.zero_state(2, "float32")
+    assert isinstance(zero[0], tf1.LSTMStateTuple) and tuple(zero[1].shape) == (2, 3)
 
 
 # ------------------------------------------------------------------------------ DropoutWrapper
