@@ -167,7 +167,7 @@ def _tf1_child(out_dir: str) -> None:  # pragma: no cover - runs in the TF1 chil
 
 
 @pytest.fixture(scope="module")
-def tf1(tmp_path_factory):
+def reference(tmp_path_factory):
     """TF1's results for every case, from one child process (legacy Keras, graph mode)."""
     out_dir = tmp_path_factory.mktemp("tf1_cells")
     source = textwrap.dedent(inspect.getsource(_tf1_child)) + f"\n_tf1_child({str(out_dir)!r})\n"
@@ -338,10 +338,10 @@ def _moved(name, data):
 
 @pytest.mark.subprocess
 @pytest.mark.parametrize("name", CASES)
-def test_outputs_states_and_gradients_match_tf1(name, tf1):
-    run, leaves, scopes = _moved(name, tf1)
+def test_outputs_states_and_gradients_match_tf1(name, reference):
+    run, leaves, scopes = _moved(name, reference)
     variables, expected = [], []
-    grads = {key[5:]: value for key, value in tf1.items() if key.startswith("grad/")}
+    grads = {key[5:]: value for key, value in reference.items() if key.startswith("grad/")}
     for leaf, scope in zip(leaves, scopes):
         for variable, value in tf1_to_keras(leaf, grads, scope, fold_forget_bias=False):
             variables.append(variable)
@@ -349,72 +349,72 @@ def test_outputs_states_and_gradients_match_tf1(name, tf1):
     with tf.GradientTape() as tape:
         result = run()
         flat = tf.nest.flatten(result)
-        loss = tf.add_n([tf.reduce_sum(t * tf1[f"{name}/R{i}"]) for i, t in enumerate(flat)])
-    assert describe(result) == tf1["meta"]["structures"][name]  # TF1's structure, e.g. LSTMStateTuple(c, h)
+        loss = tf.add_n([tf.reduce_sum(t * reference[f"{name}/R{i}"]) for i, t in enumerate(flat)])
+    assert describe(result) == reference["meta"]["structures"][name]  # TF1's structure, e.g. LSTMStateTuple(c, h)
     for i, tensor in enumerate(flat):
-        np.testing.assert_allclose(tensor, tf1[f"{name}/leaf{i}"], rtol=RTOL, atol=ATOL, err_msg=f"{name} leaf {i}")
+        np.testing.assert_allclose(tensor, reference[f"{name}/leaf{i}"], rtol=RTOL, atol=ATOL, err_msg=f"{name} leaf {i}")
     for variable, got, want in zip(variables, tape.gradient(loss, variables), expected):
         np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=f"{name} d/d{variable.path}")
 
 
 # ------------------------------------------------------------------- the three silent-wrong ports
 @pytest.mark.subprocess
-def test_concat_of_a_stacks_states_is_batch_by_total_units(tf1):
+def test_concat_of_a_stacks_states_is_batch_by_total_units(reference):
     """The book's `tf.concat(axis=1, values=states)` over a list of cells: `(B, 3H)`, TF1's numbers."""
-    run, _, _ = _moved("multi_basic_rnn", tf1)
+    run, _, _ = _moved("multi_basic_rnn", reference)
     _, states = run()
     assert isinstance(states, tuple) and len(states) == 3
     concat = tf.concat(axis=1, values=states)
     assert tuple(concat.shape) == (B, 3 * H)
-    expected = np.concatenate([tf1[f"multi_basic_rnn/leaf{i}"] for i in (1, 2, 3)], axis=1)
+    expected = np.concatenate([reference[f"multi_basic_rnn/leaf{i}"] for i in (1, 2, 3)], axis=1)
     np.testing.assert_allclose(concat, expected, rtol=RTOL, atol=ATOL)
 
 
 @pytest.mark.subprocess
-def test_top_layers_h_is_states_last_entry_index_1(tf1):
+def test_top_layers_h_is_states_last_entry_index_1(reference):
     """TF1's `states[-1][1]` is the top LSTM layer's `h` (Keras' own `LSTMCell`s, stacked): the last valid output."""
-    run, _, _ = _moved("multi_lstm_static", tf1)
+    run, _, _ = _moved("multi_lstm_static", reference)
     outputs, states = run()
     top_h = states[-1][1]
-    np.testing.assert_allclose(top_h, tf1["multi_lstm_static/leaf4"], rtol=RTOL, atol=ATOL)  # (out, c1, h1, c2, h2)
-    lengths = tf1["lengths"]
+    np.testing.assert_allclose(top_h, reference["multi_lstm_static/leaf4"], rtol=RTOL, atol=ATOL)  # (out, c1, h1, c2, h2)
+    lengths = reference["lengths"]
     for row, length in enumerate(lengths):
         if length:
             np.testing.assert_allclose(top_h[row], outputs[row, length - 1], rtol=RTOL, atol=ATOL)
 
 
 @pytest.mark.subprocess
-def test_lstm_state_tuple_initial_state_is_read_as_c_then_h(tf1):
+def test_lstm_state_tuple_initial_state_is_read_as_c_then_h(reference):
     """`initial_state=LSTMStateTuple(c0, h0)` gives TF1's numbers; the layer takes Keras' `[h0, c0]` for the same."""
-    run, (cell,), _ = _moved("basic_lstm", tf1)
+    run, (cell,), _ = _moved("basic_lstm", reference)
     outputs, state = run()
-    np.testing.assert_allclose(outputs, tf1["basic_lstm/leaf0"], rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(outputs, reference["basic_lstm/leaf0"], rtol=RTOL, atol=ATOL)
     layer = ku.DynamicUnroll(cell, return_sequences=True, return_state=True)
-    out, h, c = layer(tf1["x"], initial_state=[tf1["h0"], tf1["c0"]], sequence_length=tf1["lengths"])
-    np.testing.assert_allclose(out, tf1["basic_lstm/leaf0"], rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(c, tf1["basic_lstm/leaf1"], rtol=RTOL, atol=ATOL)  # TF1's flat order: c, h
-    np.testing.assert_allclose(h, tf1["basic_lstm/leaf2"], rtol=RTOL, atol=ATOL)
+    out, h, c = layer(reference["x"], initial_state=[reference["h0"], reference["c0"]], sequence_length=reference["lengths"])
+    np.testing.assert_allclose(out, reference["basic_lstm/leaf0"], rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(c, reference["basic_lstm/leaf1"], rtol=RTOL, atol=ATOL)  # TF1's flat order: c, h
+    np.testing.assert_allclose(h, reference["basic_lstm/leaf2"], rtol=RTOL, atol=ATOL)
     # Keras' own LSTMCell reads a plain list as Keras' [h, c], and an LSTMStateTuple as (c, h).
     keras_cell = keras.layers.LSTMCell(H)
     keras_cell.build((None, F))
     keras_cell.set_weights(cell.get_weights())
-    as_list = ku.dynamic_rnn(keras_cell, tf1["x"], initial_state=[tf1["h0"], tf1["c0"]])[1]
-    as_tuple = ku.dynamic_rnn(keras_cell, tf1["x"], initial_state=ku.tf1.LSTMStateTuple(tf1["c0"], tf1["h0"]))[1]
+    as_list = ku.dynamic_rnn(keras_cell, reference["x"], initial_state=[reference["h0"], reference["c0"]])[1]
+    as_tuple = ku.dynamic_rnn(keras_cell, reference["x"], initial_state=ku.tf1.LSTMStateTuple(reference["c0"], reference["h0"]))[1]
     np.testing.assert_allclose(as_list.c, as_tuple.c, rtol=RTOL, atol=ATOL)
 
 
 @pytest.mark.subprocess
 @pytest.mark.parametrize("layer_cls", [ku.StaticUnroll, ku.DynamicUnroll, keras.layers.RNN])
-def test_layers_keep_keras_flat_states_with_tf1_numbers(layer_cls, tf1):
+def test_layers_keep_keras_flat_states_with_tf1_numbers(layer_cls, reference):
     """A stack in a layer: `[output, h1, c1, h2, h3, c3]` (Keras' order and nesting), TF1's values."""
-    _, cells, _ = _moved("multi", tf1)
+    _, cells, _ = _moved("multi", reference)
     layer = layer_cls(ku.tf1.MultiRNNCell(cells), return_sequences=True, return_state=True)
-    c0, h0, p0, g0 = (tf1[k] for k in ("c0", "h0", "p0", "g0"))
-    kwargs = {} if layer_cls is keras.layers.RNN else {"sequence_length": tf1["lengths"]}
-    mask = None if kwargs else np.arange(T)[None, :] < tf1["lengths"][:, None]
-    out, *states = layer(tf1["x"], initial_state=[[h0, c0], g0, [p0, c0]], mask=mask, **kwargs)
+    c0, h0, p0, g0 = (reference[k] for k in ("c0", "h0", "p0", "g0"))
+    kwargs = {} if layer_cls is keras.layers.RNN else {"sequence_length": reference["lengths"]}
+    mask = None if kwargs else np.arange(T)[None, :] < reference["lengths"][:, None]
+    out, *states = layer(reference["x"], initial_state=[[h0, c0], g0, [p0, c0]], mask=mask, **kwargs)
     flat = tf.nest.flatten(states)
-    want = [tf1[f"multi/leaf{i}"] for i in range(6)]  # (outputs, c1, h1, g, c3, h3)
+    want = [reference[f"multi/leaf{i}"] for i in range(6)]  # (outputs, c1, h1, g, c3, h3)
     for got, expected in zip(flat, [want[2], want[1], want[3], want[5], want[4]]):
         np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
     if kwargs:  # Keras' RNN carries the last output through masked steps; `sequence_length` emits zeros
