@@ -15,8 +15,6 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
-from keras_unroll.loops import dynamic_rnn, static_rnn
-
 
 def _reverse(inputs: tf.Tensor, lengths: Optional[tf.Tensor], time_axis: int) -> tf.Tensor:
     """Reverses each row within its length (TF1's `reverse_sequence`), or whole rows without lengths."""
@@ -89,6 +87,8 @@ def bidirectional_dynamic_rnn(
     ((4, 6, 5), (4, 6, 7), (4, 7))
     """
     del dtype, scope  # TF1 compatibility only
+    from keras_unroll import dynamic_rnn  # lazy: the package imports this module
+
     options = dict(
         sequence_length=sequence_length,
         parallel_iterations=parallel_iterations,
@@ -150,6 +150,8 @@ def static_bidirectional_rnn(
     (5, (4, 5))
     """
     del dtype, scope  # TF1 compatibility only
+    from keras_unroll import static_rnn  # lazy: the package imports this module
+
     list_input = isinstance(inputs, (list, tuple))
     options = dict(sequence_length=sequence_length, training=training)
     out_fw, state_fw = static_rnn(cell_fw, inputs, initial_state=initial_state_fw, **options)
