@@ -20,7 +20,7 @@ from keras_unroll.cell import BasicRNNCell
 from keras_unroll.checkpoint import load_tf1_weights
 from keras_unroll.gpu import GpuReport, configure_gpus
 from keras_unroll.layers import DynamicUnroll, StaticUnroll
-from keras_unroll.loops import dynamic_rnn, static_rnn
+from keras_unroll.functional import dynamic_rnn, static_rnn
 
 try:
     __version__ = version("keras-unroll")

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_unroll.loops import _core
+from keras_unroll import step as step_lib
 
 
 def _listing(variables: Dict[str, Any]) -> str:
@@ -93,14 +93,14 @@ def load_tf1_weights(cell: Any, checkpoint: str, scope: str = "rnn/basic_rnn_cel
             f"units={units} needs [features + {units}, {units}]. The checkpoint holds: {_listing(variables)}"
         )
     features = kernel.shape[0] - units
-    built = _core.built_input_dim(cell)
+    built = step_lib.built_input_dim(cell)
     if built is not None and built != features:
         raise ValueError(
             f"The cell was built for {built} input features, but the checkpoint's {kernel_name!r} "
             f"[F + H, H] = {list(kernel.shape)} is for F={features}. Load into an unbuilt cell (it is then built "
             f"for F={features}). Received: a cell built for {built} features"
         )
-    _core.build_cell(cell, features, getattr(cell, "compute_dtype", "float32"))
+    step_lib.build_cell(cell, features, getattr(cell, "compute_dtype", "float32"))
     weights = [kernel[:features], kernel[features:]]
     if getattr(cell, "use_bias", True):
         if bias is None or bias.shape != (units,):

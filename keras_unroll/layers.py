@@ -1,23 +1,23 @@
 """`StaticUnroll` and `DynamicUnroll`: the two loops as drop-in Keras layers.
 
-The layers are thin Keras glue over `keras_unroll.loops`: they check and store their arguments, build the
-cell, and hand each call to `static_loop` or `dynamic_loop`. Everything else is shared.
+The layers are thin Keras glue over the planner (`keras_unroll.plan`): they check and store their arguments,
+build the cell, and hand each call to `plan.run` asking for their loop (`"static"` or `"dynamic"`).
+Everything else is shared.
 """
 
 from __future__ import annotations
 
 import copy
 import sys
+import warnings
 from typing import Any, Dict, List, Optional
 
 import keras
 import tensorflow as tf
 
-from keras_unroll.loops import _core
-from keras_unroll.loops import fast
-from keras_unroll.loops import memory
-from keras_unroll.loops.dynamic import dynamic_loop, run_dynamic
-from keras_unroll.loops.static import static_loop
+from keras_unroll import plan
+from keras_unroll import step as step_lib
+from keras_unroll.loops import checkpointed as memory
 
 
 def _check_bool(value: Any, name: str) -> bool:
@@ -69,7 +69,7 @@ class _Unroll(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.cell = _core.as_cell(cell)
+        self.cell = step_lib.as_cell(cell)
         self.return_sequences = _check_bool(return_sequences, "return_sequences")
         self.return_state = _check_bool(return_state, "return_state")
         self.go_backwards = _check_bool(go_backwards, "go_backwards")
@@ -93,10 +93,17 @@ class _Unroll(keras.layers.Layer):
                     "on the device); use `jit_compile=False` or \"auto\" with them. "
                     f"Received: jit_compile=True, swap_memory={swap_memory!r}, recompute={recompute!r}"
                 )
+        if self.jit_compile is True and self._loop == "dynamic" and not plan.compiles_alone(self.cell):
+            warnings.warn(
+                f"jit_compile=True: the while loop of {type(self.cell).__name__} cannot be XLA-compiled on its own "
+                "(only the SimpleRNN family's fused loop can); it runs uncompiled. To compile it, compile the whole "
+                "train step: `model.compile(..., jit_compile=True)`.",
+                stacklevel=3,
+            )
         self.supports_jit = True  # the loops compile under XLA (model.fit(jit_compile=True) included)
         self.stateful = False  # read by `keras.layers.Bidirectional`; these layers keep no state across calls
         self.states = None  # as `keras.layers.RNN` when not stateful (`Bidirectional.states` reads it)
-        self._state_sizes = _core.state_sizes(self.cell)
+        self._state_sizes = step_lib.state_sizes(self.cell)
 
     # ------------------------------------------------------------------------------------- shapes
     def _sequence_shape(self, sequences_shape: Any) -> tuple:
@@ -126,13 +133,13 @@ class _Unroll(keras.layers.Layer):
             )
         batch, steps, features = self._sequence_shape(sequences_shape)
         # Keras' symbolic path (`keras.Input`) uses `compute_output_shape`, never `call`: check T here too.
-        _core.check_num_steps(steps, tuple(sequences_shape), self._static_steps_required, type(self).__name__)
+        step_lib.check_num_steps(steps, tuple(sequences_shape), self._static_steps_required, type(self).__name__)
         if features is None:
             raise ValueError(
                 f"{type(self).__name__} needs the feature axis (last axis) of its input to be known. "
                 f"Received: inputs.shape={tuple(sequences_shape)}"
             )
-        _core.build_cell(self.cell, features, self.compute_dtype)
+        step_lib.build_cell(self.cell, features, self.compute_dtype)
         self._features = features
 
     def compute_output_shape(
@@ -140,7 +147,7 @@ class _Unroll(keras.layers.Layer):
     ) -> Any:
         list_input = isinstance(sequences_shape, list) and sequences_shape and isinstance(sequences_shape[0], (list, tuple))
         batch, steps, _ = self._sequence_shape(sequences_shape)
-        units = _core.output_size(self.cell)
+        units = step_lib.output_size(self.cell)
         if not self.return_sequences:
             output_shape: Any = (batch, units)
         elif list_input:
@@ -164,7 +171,7 @@ class _Unroll(keras.layers.Layer):
     def __call__(self, sequences: Any = None, *args: Any, **kwargs: Any) -> Any:
         if isinstance(sequences, (tf.RaggedTensor, tf.SparseTensor)):
             # Say "ragged" before `build` sees a shape with an undefined time axis and says something else.
-            _core.to_float_tensor(sequences, "sequences", self.compute_dtype)
+            step_lib.to_float_tensor(sequences, "sequences", self.compute_dtype)
         if self.time_major and self.return_sequences and _called_by_bidirectional():
             raise ValueError(
                 "`keras.layers.Bidirectional` reverses the backward layer's sequence output along axis 1, which "
@@ -175,15 +182,17 @@ class _Unroll(keras.layers.Layer):
             )
         return super().__call__(sequences, *args, **kwargs)
 
-    def _run_loop(self, prepared: _core.Prepared, training: Any) -> tuple:
-        raise NotImplementedError
+    _loop: str  # the loop family the layer asks the planner for: "static" or "dynamic"
 
-    def _auto_jit(self, prepared: _core.Prepared) -> bool:
-        raise NotImplementedError
-
-    def _use_jit(self, prepared: _core.Prepared) -> bool:
-        """Whether this call runs its loop XLA-compiled (`jit_compile`, "auto" resolved per layer)."""
-        return self._auto_jit(prepared) if self.jit_compile == "auto" else self.jit_compile
+    def _request(self, training: Any) -> plan.Request:
+        return plan.Request(
+            self._loop,
+            training=training,
+            return_all_outputs=self.return_sequences,
+            jit_compile=self.jit_compile,
+            swap_memory=self.swap_memory,
+            recompute=self.recompute,
+        )
 
     def call(
         self,
@@ -196,7 +205,7 @@ class _Unroll(keras.layers.Layer):
         list_input = isinstance(sequences, (list, tuple))
         # The loop runs in the cell's compute dtype; results are cast to the layer's (as `keras.layers.RNN`),
         # so a `mixed_float16` layer around a float32 cell returns float16.
-        loop_dtype = _core.compute_dtype(self.cell)
+        loop_dtype = step_lib.compute_dtype(self.cell)
         if list_input:
             if not self._list_input_allowed:
                 raise TypeError(
@@ -210,13 +219,13 @@ class _Unroll(keras.layers.Layer):
                     "sequences); give `sequence_length=` instead, or stack the steps into a (batch, time, "
                     f"features) tensor. Received: mask={mask!r}"
                 )
-            inputs = _core.stack_inputs(sequences, loop_dtype)
+            inputs = step_lib.stack_inputs(sequences, loop_dtype)
             time_major = True
             mask = None
         else:
-            inputs = _core.to_float_tensor(sequences, "sequences", loop_dtype)
+            inputs = step_lib.to_float_tensor(sequences, "sequences", loop_dtype)
             time_major = self.time_major
-        prepared = _core.prepare(
+        prepared = step_lib.prepare(
             self.cell,
             inputs,
             time_major=time_major,
@@ -228,7 +237,7 @@ class _Unroll(keras.layers.Layer):
             require_static_steps=self._static_steps_required,
             layer_name=type(self).__name__,
         )
-        outputs, last, state = self._run_loop(prepared, training)
+        outputs, last, state = plan.run(self.cell, prepared, self._request(training))
         if not self.return_sequences:
             output: Any = last
         elif list_input:
@@ -369,18 +378,7 @@ class StaticUnroll(_Unroll):
 
     _static_steps_required = True
     _list_input_allowed = True
-
-    def _auto_jit(self, prepared: _core.Prepared) -> bool:
-        # XLA off: compiling a Python-unrolled graph takes seconds to minutes (24 s at T=100) and was not
-        # faster than the fused static loop at any benchmark shape (docs/performance.md).
-        return False
-
-    def _run_loop(self, prepared: _core.Prepared, training: Any) -> tuple:
-        if self._use_jit(prepared):
-            return fast.run_compiled(
-                static_loop, self.cell, prepared, training=training, return_all_outputs=self.return_sequences
-            )
-        return static_loop(self.cell, prepared, training=training, return_all_outputs=self.return_sequences)
+    _loop = "static"
 
 
 @keras.saving.register_keras_serializable(package="keras_unroll")
@@ -418,23 +416,4 @@ class DynamicUnroll(_Unroll):
 
     _list_input_allowed = False
     _memory_strategies = True
-
-    def _auto_jit(self, prepared: _core.Prepared) -> bool:
-        # XLA on for the fused SimpleRNN loop (measured 2-5x faster); other cells' while loops cannot be
-        # differentiated as a compiled function of their own (see `fast.run_compiled`).
-        fused = fast.simple_rnn_derivative(self.cell, None) is not None
-        return fused and not (self.swap_memory or self.recompute is not None)
-
-    def _run_loop(self, prepared: _core.Prepared, training: Any) -> tuple:
-        if self._use_jit(prepared):
-            return fast.run_compiled(
-                dynamic_loop, self.cell, prepared, training=training, return_all_outputs=self.return_sequences
-            )
-        return run_dynamic(
-            self.cell,
-            prepared,
-            training=training,
-            return_all_outputs=self.return_sequences,
-            swap_memory=self.swap_memory,
-            recompute=self.recompute,
-        )
+    _loop = "dynamic"

@@ -1,7 +1,7 @@
-"""The fast paths (`keras_unroll/loops/fast.py`) against the generic step, Keras' own layers and NumPy.
+"""The fast paths (`keras_unroll/kernels/`, chosen by `keras_unroll/plan.py`) against the generic step, Keras' own layers and NumPy.
 
 Every comparison runs the same weights twice: once as users get it (fast path, with or without XLA) and
-once with `fast.generic_only()` (the one step function, `make_step`), and checks outputs, final states and
+once with `keras_unroll.testing.generic_only()` (the one step function, `make_step`), and checks outputs, final states and
 the gradients of the loss with respect to every weight, the inputs and the initial state.
 """
 
@@ -17,7 +17,9 @@ import tensorflow as tf
 
 import keras_unroll as ku
 from keras_unroll.layers import DynamicUnroll, StaticUnroll
-from keras_unroll.loops import fast
+from keras_unroll import plan, step, testing
+from keras_unroll.kernels import projected, simple_rnn
+from keras_unroll.plan import Tuning
 from references import basic_rnn, lengths_to_valid
 
 LAYERS = [StaticUnroll, DynamicUnroll]
@@ -74,7 +76,7 @@ def _compare(fast_result, generic_result):
 
 def _fast_and_generic(make_layer, x, weights, **call_kwargs):
     fast_result = _run(make_layer(), x, weights, **dict(call_kwargs))
-    with fast.generic_only():
+    with testing.generic_only():
         generic_result = _run(make_layer(jit=False), x, weights, **dict(call_kwargs))
     return fast_result, generic_result
 
@@ -131,31 +133,6 @@ def test_fused_simple_rnn_matches_generic_path(layer_cls, case, jit, rng):
         return layer_cls(ku.BasicRNNCell(H, **cell_kwargs), jit_compile=jit, **layer_kwargs)
 
     _compare(*_fast_and_generic(make, x, weights, **call_kwargs))
-
-
-@pytest.mark.parametrize("case", ["mask+go_backwards+initial_state", "sequence_length+initial_state"])
-def test_static_hand_written_gradient_matches_generic_path(case, rng, monkeypatch):
-    """The static loop's optional hand-written backward pass (off by default, see fast.py) stays correct."""
-    monkeypatch.setattr(fast, "STATIC_CUSTOM_GRADIENT", True)
-    layer_kwargs, _, call_builder = CASES[case]
-    weights, x = _weights(rng), rng.standard_normal((B, T, F)).astype("float32")
-
-    def make(jit=False):
-        return StaticUnroll(ku.BasicRNNCell(H), jit_compile=jit, **layer_kwargs)
-
-    _compare(*_fast_and_generic(make, x, weights, **call_builder(rng)))
-
-
-def test_fused_loop_reading_by_slice_matches_generic_path(rng, monkeypatch):
-    """The measured alternative to TensorArray reads (`READ_MODE = "slice"`) stays correct."""
-    monkeypatch.setattr(fast, "READ_MODE", "slice")
-    layer_kwargs, _, call_builder = CASES["sequence_length+initial_state"]
-    weights, x = _weights(rng), rng.standard_normal((B, T, F)).astype("float32")
-
-    def make(jit=False):
-        return DynamicUnroll(ku.BasicRNNCell(H), jit_compile=jit, **layer_kwargs)
-
-    _compare(*_fast_and_generic(make, x, weights, **call_builder(rng)))
 
 
 @pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
@@ -218,8 +195,8 @@ def _projection_matmuls(layer, x):
 def test_static_projection_chunks(steps, units, expected_products, rng):
     """Small steps are projected `STATIC_PROJECTION_CHUNK` steps at a time, large steps in one product; both
     equal the NumPy loop, whatever T's remainder."""
-    chunk = fast.STATIC_PROJECTION_CHUNK
-    assert chunk > 1 and (B * units * units >= fast.STATIC_CHUNK_MAX_MACS) == (expected_products == "one")
+    chunk = Tuning().static_chunk
+    assert chunk > 1 and (B * units * units >= Tuning().static_chunk_max_macs) == (expected_products == "one")
     kernel, recurrent, bias = weights = _weights(rng, units=units, scale=0.6 / np.sqrt(units / H))
     x = rng.standard_normal((B, steps, F)).astype("float32")
     layer = StaticUnroll(ku.BasicRNNCell(units), return_sequences=True)
@@ -231,12 +208,14 @@ def test_static_projection_chunks(steps, units, expected_products, rng):
     _close(layer(x), expected)
 
 
+def _plan(cell, x, loop="dynamic", **request):
+    prepared = step.prepare(cell, tf.constant(x), time_major=False, require_static_steps=loop == "static")
+    return plan.make_plan(cell, prepared, plan.Request(loop, **request))
+
+
 @pytest.mark.parametrize("rnn", ["static_rnn", "dynamic_rnn"])
-def test_functions_take_the_fused_path(rnn, rng, monkeypatch):
-    """`static_rnn`/`dynamic_rnn` run the fused loop for BasicRNNCell and match the generic path."""
-    calls = []
-    original = fast.simple_rnn_loop
-    monkeypatch.setattr(fast, "simple_rnn_loop", lambda *a, **k: calls.append(k.get("unrolled", False)) or original(*a, **k))
+def test_functions_take_the_fused_path(rnn, rng):
+    """`static_rnn`/`dynamic_rnn` plan the fused kernel for BasicRNNCell and match the generic path."""
     fn = getattr(ku, rnn)
     weights = _weights(rng)
     x = rng.standard_normal((B, T, F)).astype("float32")
@@ -252,11 +231,12 @@ def test_functions_take_the_fused_path(rnn, rng, monkeypatch):
             loss = tf.reduce_sum(tf.square(outputs)) + tf.reduce_sum(state)
         return [outputs.numpy(), state.numpy()], [g.numpy() for g in tape.gradient(loss, [xv] + cell.trainable_weights)]
 
+    loop = "static" if rnn == "static_rnn" else "dynamic"
+    assert _plan(ku.BasicRNNCell(H), x, loop).kernel == "simple_rnn"
     fast_result = run(ku.BasicRNNCell(H))
-    assert calls == [rnn == "static_rnn"]
-    with fast.generic_only():
+    with testing.generic_only():
+        assert _plan(ku.BasicRNNCell(H), x, loop).kernel == "generic"
         generic_result = run(ku.BasicRNNCell(H))
-    assert len(calls) == 1, "generic_only() must bypass the fast path"
     _compare(fast_result, generic_result)
 
 
@@ -265,17 +245,21 @@ def test_fast_path_eligibility():
         def call(self, sequence, states, training=False):
             return super().call(sequence * 2.0, states, training)
 
-    assert fast.simple_rnn_derivative(ku.BasicRNNCell(3), None) is not None
-    assert fast.simple_rnn_derivative(keras.layers.SimpleRNNCell(3, activation="relu"), True) is not None
-    assert fast.simple_rnn_derivative(ku.BasicRNNCell(3, activation="elu"), None) is None  # generic path
-    assert fast.simple_rnn_derivative(OwnMaths(3), None) is None
-    assert fast.simple_rnn_derivative(keras.layers.LSTMCell(3), None) is None
-    assert fast.gated_kind(keras.layers.LSTMCell(3), None) == "lstm"
-    assert fast.gated_kind(keras.layers.GRUCell(3, reset_after=False), None) == "gru"
-    assert fast.gated_kind(keras.layers.LSTMCell(3, recurrent_dropout=0.1), None) is None
-    with fast.generic_only():
-        assert fast.simple_rnn_derivative(ku.BasicRNNCell(3), None) is None
-        assert fast.gated_kind(keras.layers.GRUCell(3), None) is None
+    assert simple_rnn.eligible(ku.BasicRNNCell(3))
+    assert simple_rnn.eligible(keras.layers.SimpleRNNCell(3, activation="relu"))
+    assert simple_rnn.eligible(ku.BasicRNNCell(3, activation=tf.nn.relu))  # TF1's spelling: the same kernel
+    assert simple_rnn.eligible(ku.BasicRNNCell(3, activation=tf.tanh))
+    assert not simple_rnn.eligible(ku.BasicRNNCell(3, activation="elu"))  # generic path
+    assert not simple_rnn.eligible(OwnMaths(3))
+    assert not simple_rnn.eligible(keras.layers.LSTMCell(3))
+    assert projected.kind(keras.layers.LSTMCell(3)) == "lstm"
+    assert projected.kind(keras.layers.GRUCell(3, reset_after=False)) == "gru"
+    assert projected.kind(keras.layers.LSTMCell(3, recurrent_dropout=0.1)) is None
+    x = np.zeros((B, T, F), "float32")
+    assert _plan(keras.layers.GRUCell(3), x, "static").kernel == "projected"
+    with testing.generic_only():
+        assert _plan(ku.BasicRNNCell(3), x).kernel == "generic"
+        assert _plan(keras.layers.GRUCell(3), x, "static").kernel == "generic"
 
 
 # ---------------------------------------------------------------------------------- LSTM / GRU
@@ -300,7 +284,7 @@ def test_hoisted_gated_cells_match_keras(kind, rng):
     ours = _run(StaticUnroll(cell_cls(H, **extra), jit_compile=False, **options), x, weights, mask=mask, initial_state=states)
     theirs = _run(layer_cls(H, **extra, **options), x, weights, mask=mask, initial_state=states)
     _compare(ours, theirs)
-    with fast.generic_only():
+    with testing.generic_only():
         generic = _run(
             StaticUnroll(cell_cls(H, **extra), jit_compile=False, **options), x, weights, mask=mask, initial_state=states
         )
@@ -320,15 +304,12 @@ def test_hoisted_gru_dropout_matches_generic(rng):
 
 # ---------------------------------------------------------------------------------- jit_compile
 def test_jit_compile_auto_resolves_per_layer():
-    def resolved(layer, steps):
-        prepared = type("P", (), {"num_steps": steps})()
-        return layer._use_jit(prepared)
-
-    assert resolved(DynamicUnroll(ku.BasicRNNCell(3)), None) is True
-    assert resolved(DynamicUnroll(keras.layers.LSTMCell(3)), None) is False  # cannot compile alone (see fast.py)
-    assert resolved(StaticUnroll(ku.BasicRNNCell(3)), 2) is False
-    assert resolved(StaticUnroll(ku.BasicRNNCell(3), jit_compile=True), 10_000) is True
-    assert resolved(DynamicUnroll(ku.BasicRNNCell(3), jit_compile=False), None) is False
+    x = np.zeros((B, T, F), "float32")
+    assert _plan(ku.BasicRNNCell(3), x, jit_compile="auto").compile == "kernel"
+    assert _plan(keras.layers.LSTMCell(3), x, jit_compile="auto").compile == "none"  # cannot compile alone
+    assert _plan(ku.BasicRNNCell(3), x, "static", jit_compile="auto").compile == "none"
+    assert _plan(ku.BasicRNNCell(3), x, "static", jit_compile=True).compile == "loop"
+    assert _plan(ku.BasicRNNCell(3), x, jit_compile=False).compile == "none"
 
 
 @pytest.mark.parametrize("layer_cls", LAYERS)
@@ -352,7 +333,7 @@ def test_model_fit_with_and_without_xla(layer_cls, model_jit, rng):
     results = []
     for jit, generic in ((True, False), (False, False), (False, True)):
         keras.utils.set_random_seed(1)
-        with fast.generic_only() if generic else contextlib.nullcontext():
+        with testing.generic_only() if generic else contextlib.nullcontext():
             layer = layer_cls(ku.BasicRNNCell(H), jit_compile=jit)
             model = keras.Sequential([keras.Input((T, F)), layer, keras.layers.Dense(1, kernel_initializer="ones")])
             layer.set_weights(weights)
@@ -369,16 +350,16 @@ def test_model_fit_with_and_without_xla(layer_cls, model_jit, rng):
 
 def test_dynamic_jit_on_a_generic_cell_warns_and_runs_uncompiled(rng):
     x = rng.standard_normal((B, T, F)).astype("float32")
-    layer = DynamicUnroll(keras.layers.LSTMCell(H), jit_compile=True)
     with pytest.warns(UserWarning, match="cannot be XLA-compiled on its own"):
-        out = layer(x)
+        layer = DynamicUnroll(keras.layers.LSTMCell(H), jit_compile=True)
+    out = layer(x)
     reference = keras.layers.LSTM(H)
     reference.build(x.shape)
     reference.set_weights(layer.get_weights())
     _close(out, reference(x))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        layer(x)  # warned once per cell
+        layer(x)  # warned once, when the layer was made
 
 
 # ------------------------------------------------------------------------ tapes around the XLA loop
@@ -423,7 +404,7 @@ def test_persistent_tape_matches_generic_path(layer_cls, in_function, rng):
         return [g.numpy() for g in first]
 
     ours = grads(_built(layer_cls, weights))
-    with fast.generic_only():
+    with testing.generic_only():
         generic = grads(_built(layer_cls, weights, jit=False))
     for i, (a, b) in enumerate(zip(ours, generic)):
         assert np.abs(b).max() > 0
@@ -444,7 +425,7 @@ def test_nested_tapes_first_order_matches_generic_path(layer_cls, rng):
         return [g.numpy() for g in inner_grads]
 
     ours = grads(_built(layer_cls, weights))
-    with fast.generic_only():
+    with testing.generic_only():
         generic = grads(_built(layer_cls, weights, jit=False))
     for i, (a, b) in enumerate(zip(ours, generic)):
         _close(a, b, f"gradient {i}")
@@ -487,7 +468,7 @@ def test_the_escape_hatch_named_by_the_error_works(rng):
     x, tangent = tf.constant(x), tf.constant(rng.standard_normal(x.shape).astype("float32"))
     ours = _second_order(_built(DynamicUnroll, weights, jit=False), x, lengths)
     ours_jvp = _jvp(_built(DynamicUnroll, weights, jit=False), x, lengths, tangent)
-    with fast.generic_only():
+    with testing.generic_only():
         generic = _second_order(_built(DynamicUnroll, weights, jit=False), x, lengths)
         generic_jvp = _jvp(_built(DynamicUnroll, weights, jit=False), x, lengths, tangent)
     for i, (a, b) in enumerate(zip(ours, generic)):
@@ -511,96 +492,92 @@ def test_jacobian_matches_generic_path(layer_cls, rng):
         return tape.jacobian(outputs, x).numpy()
 
     ours = jacobian(_built(layer_cls, weights))
-    with fast.generic_only():
+    with testing.generic_only():
         generic = jacobian(_built(layer_cls, weights, jit=False))
     assert ours.shape == (2, 3, H, 2, 3, F) and np.abs(generic).max() > 0
     _close(ours, generic, "jacobian")
 
 
-@pytest.mark.parametrize("flag,jit", [("DU_IN_LOOP_GRAPH", False), ("DU_IN_LOOP_XLA", True)], ids=["graph", "xla"])
+DU_INSIDE = {False: Tuning(du_in_loop_min_macs=0), True: Tuning(du_in_loop_xla_macs=(0, 2**62))}
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
 @pytest.mark.parametrize("case", ["mask+go_backwards+initial_state", "sequence_length+initial_state"])
-def test_kernel_gradient_inside_the_backward_loop_matches_generic_path(case, flag, jit, rng, monkeypatch):
+def test_kernel_gradient_inside_the_backward_loop_matches_generic_path(case, jit, rng):
     """The other `dU` placement (accumulated per step in the backward loop; chosen by size) stays correct."""
-    monkeypatch.setattr(fast, flag, True)
-    monkeypatch.setattr(fast, "_COMPILED_PASSES", {})
     layer_kwargs, _, call_builder = CASES[case]
     weights, x = _weights(rng), rng.standard_normal((B, T, F)).astype("float32")
 
     def make(jit=jit):
         return DynamicUnroll(ku.BasicRNNCell(H, recurrent_dropout=0.3, seed=5), jit_compile=jit, **layer_kwargs)
 
-    _compare(*_fast_and_generic(make, x, weights, training=True, **call_builder(rng)))
+    call_kwargs = call_builder(rng)
+    with testing.use_tuning(DU_INSIDE[jit]):
+        assert _plan(ku.BasicRNNCell(H), x, jit_compile=jit).choices.du_in_loop
+        fast_result = _run(make(), x, weights, training=True, **dict(call_kwargs))
+    with testing.generic_only():
+        generic_result = _run(make(jit=False), x, weights, training=True, **dict(call_kwargs))
+    _compare(fast_result, generic_result)
 
 
-def test_kernel_gradient_placement_by_size(monkeypatch):
-    big, upper, mid, small = (tf.zeros(s) for s in ((50, 256, 256), (100, 64, 128), (28, 32, 128), (1000, 32, 32)))
-    assert [fast._du_in_loop_graph(s) for s in (big, upper, mid, small)] == [True, False, False, False]
-    assert [fast._du_in_loop_xla(s) for s in (big, upper, mid, small)] == [False, False, True, False]
-    monkeypatch.setattr(fast, "DU_IN_LOOP_GRAPH", False)
-    monkeypatch.setattr(fast, "DU_IN_LOOP_XLA", True)
-    assert fast._du_in_loop_graph(big) is False and fast._du_in_loop_xla(big) is True
+def test_kernel_gradient_placement_by_size():
+    shapes = ((256, 256), (64, 128), (32, 128), (32, 32))  # (B, H)
+    assert [plan.simple_rnn_choices(b, h, False, Tuning()).du_in_loop for b, h in shapes] == [True, False, False, False]
+    assert [plan.simple_rnn_choices(b, h, True, Tuning()).du_in_loop for b, h in shapes] == [True, False, True, False]
+    assert plan.simple_rnn_choices(256, 256, False, Tuning(du_in_loop_min_macs=2**62)).du_in_loop is False
 
 
 @pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
-def test_last_output_only_backward_reads_no_state_gradients(jit, rng, monkeypatch):
-    """With `return_sequences=False` the state sequence stays internal: the backward loop gets `d_hs=None`
-    (not a zero tensor to read each step) and the gradients still equal the generic path's."""
-    seen = []
-    original = fast._backward_loop
-    monkeypatch.setattr(fast, "_COMPILED_PASSES", {})
-    monkeypatch.setattr(
-        fast, "_backward_loop", lambda hs, h0, k, m, v, s, d_hs, *rest: seen.append(d_hs is None) or original(hs, h0, k, m, v, s, d_hs, *rest)
-    )
+def test_last_output_only_matches_generic_path(jit, rng):
+    """With `return_sequences=False` the state sequence stays inside the kernel (its backward pass reads no
+    state gradients); the gradients still equal the generic path's."""
     weights, x = _weights(rng), rng.standard_normal((B, T, F)).astype("float32")
     mask = np.array([[1, 1, 0, 1, 1, 0], [1] * 6, [0] * 6, [0, 1, 1, 1, 1, 1]], bool)
 
     def make(jit=jit):
         return DynamicUnroll(ku.BasicRNNCell(H), jit_compile=jit)
 
-    fast_result, generic_result = _fast_and_generic(make, x, weights, mask=mask)
-    assert seen and all(seen)
-    _compare(fast_result, generic_result)
+    _compare(*_fast_and_generic(make, x, weights, mask=mask))
 
 
 @pytest.mark.parametrize("case", ["mask+go_backwards+initial_state", "sequence_length+initial_state"])
-def test_xla_forward_with_uncompiled_backward_matches_generic_path(case, rng, monkeypatch):
+def test_xla_forward_with_uncompiled_backward_matches_generic_path(case, rng):
     """Large steps under `jit_compile` run the backward loop uncompiled after the compiled forward loop;
     that pairing (forced here at a small size) equals the generic path, recurrent dropout included, and
     still answers a second-order gradient with the clear error."""
-    monkeypatch.setattr(fast, "UNCOMPILED_BACKWARD_MIN_MACS", 0)
-    monkeypatch.setattr(fast, "_COMPILED_PASSES", {})
-    monkeypatch.setattr(fast, "DU_IN_LOOP_GRAPH", True)  # as for the large steps that take this path
-    calls = []
-    for selector in ("_du_in_loop_graph", "_du_in_loop_xla"):  # which backward loop was traced
-        original = getattr(fast, selector)
-        monkeypatch.setattr(fast, selector, lambda t, name=selector, f=original: calls.append(name) or f(t))
     layer_kwargs, _, call_builder = CASES[case]
     weights, x = _weights(rng), rng.standard_normal((B, T, F)).astype("float32")
 
     def make(jit=True):
         return DynamicUnroll(ku.BasicRNNCell(H, recurrent_dropout=0.3, seed=5), jit_compile=jit, **layer_kwargs)
 
-    fast_result, generic_result = _fast_and_generic(make, x, weights, training=True, **call_builder(rng))
-    assert calls == ["_du_in_loop_graph"], calls
+    call_kwargs = call_builder(rng)
+    with testing.use_tuning(Tuning(uncompiled_backward_min_macs=0, du_in_loop_min_macs=0)):
+        choices = _plan(ku.BasicRNNCell(H), x, jit_compile=True).choices
+        assert choices.jit and not choices.compile_backward and choices.du_in_loop
+        fast_result = _run(make(), x, weights, training=True, **dict(call_kwargs))
+        _assert_second_order_refused(rng)
+    with testing.generic_only():
+        generic_result = _run(make(jit=False), x, weights, training=True, **dict(call_kwargs))
     _compare(fast_result, generic_result)
-    _assert_second_order_refused(rng)
 
 
 def test_uncompiled_backward_under_jit_by_size():
-    chosen = [
-        fast._uncompiled_backward_under_jit(tf.zeros(shape))
-        for shape in ((50, 256, 256), (100, 64, 256), (50, 512, 128), (100, 32, 256), (100, 32, 512), (100, 64, 128), (28, 32, 128), (1000, 32, 32))
-    ]
+    shapes = ((256, 256), (64, 256), (512, 128), (32, 256), (32, 512), (64, 128), (32, 128), (32, 32))  # (B, H)
+    chosen = [not plan.simple_rnn_choices(b, h, True, Tuning()).compile_backward for b, h in shapes]
     assert chosen == [True, True, True, True, False, False, False, False]
 
 
-def test_xla_pass_choices_follow_each_call_shape(rng, monkeypatch):
+def test_xla_pass_choices_follow_each_call_shape(rng):
     """The size-dependent choices (dU inside the loop, backward compiled) are made per call from its own
-    shape, not inside the shared compiled functions (which relax to unknown shapes after a few traces)."""
-    chosen = []
-    original = fast._compiled_passes
-    monkeypatch.setattr(fast, "_compiled_passes", lambda *a, **k: chosen.append((a[1], k["compile_backward"])) or original(*a, **k))
+    shape, and a layer called with several batch sizes gives each the numbers of the generic path."""
+    expected = [(True, True), (True, False), (True, True)]  # B·H·H: 2**17, 2**22, 3·2**16
     layer = DynamicUnroll(ku.BasicRNNCell(256), jit_compile=True)
-    for batch in (2, 64, 3):  # B·H·H: 2**17 (dU inside the XLA loop), 2**22 (uncompiled backward), 3·2**16
-        layer(rng.standard_normal((batch, 2, 3)).astype("float32"))
-    assert chosen == [(True, True), (True, False), (True, True)]
+    for batch, (inside, compiled) in zip((2, 64, 3), expected):
+        x = rng.standard_normal((batch, 2, 3)).astype("float32")
+        choices = _plan(ku.BasicRNNCell(256), x, jit_compile=True).choices
+        assert (choices.du_in_loop, choices.compile_backward) == (inside, compiled)
+        out = layer(x)
+        with testing.generic_only():
+            reference = DynamicUnroll(layer.cell, jit_compile=False)(x)
+        _close(out, reference)

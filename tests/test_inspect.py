@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import keras_unroll as ku
 from keras_unroll import inspect as ki
-from keras_unroll.loops import fast
+from keras_unroll.plan import Tuning
 
 LAYERS = [ku.StaticUnroll, ku.DynamicUnroll]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -25,7 +25,7 @@ def _ops(layer_class, steps, training):
 # ------------------------------------------------------------------------------------ graph_stats
 @pytest.mark.parametrize("training", [False, True], ids=["forward", "training"])
 def test_static_op_count_grows_linearly_with_steps(training):
-    chunk = fast.STATIC_PROJECTION_CHUNK
+    chunk = Tuning().static_chunk
     counts = [_ops(ku.StaticUnroll, steps, training) for steps in (2 * chunk, 4 * chunk, 8 * chunk)]
     assert counts[0] < counts[1] < counts[2]
     # One copy of the step per time step and one input product per `chunk` steps: affine in T.

@@ -1,4 +1,4 @@
-"""Memory strategies (`loops/memory.py`): `swap_memory=True` and `recompute=` change where and how long the
+"""Memory strategies (`loops/checkpointed.py`): `swap_memory=True` and `recompute=` change where and how long the
 backward pass keeps its states, never the numbers.
 
 - Gradients (inputs, initial state, every weight) equal the plain loop's, rtol 1e-5, for `BasicRNNCell`
@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 import keras_unroll as ku
-from keras_unroll.loops import memory
+from keras_unroll.loops import checkpointed as memory
 
 RTOL, ATOL = 1e-5, 1e-6
 B, T, F, H = 3, 7, 2, 4

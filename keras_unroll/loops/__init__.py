@@ -1,6 +1,7 @@
-"""The loop strategies: `static_rnn` (a Python `for`) and `dynamic_rnn` (`tf.while_loop`)."""
+"""The loops: iteration only, over the step or kernel the planner (`keras_unroll.plan`) gives them.
 
-from keras_unroll.loops.dynamic import dynamic_rnn
-from keras_unroll.loops.static import static_rnn
-
-__all__ = ["dynamic_rnn", "static_rnn"]
+- `static.static_loop`: a Python `for` (one copy of the step per time step);
+- `dynamic.while_loop`: one `tf.while_loop` (one copy, any T);
+- `checkpointed.checkpointed_loop`: a while loop whose backward pass recomputes segments from checkpoints
+  (`swap_memory`, `recompute`).
+"""

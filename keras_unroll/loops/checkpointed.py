@@ -20,13 +20,14 @@ instead of `O(T·B·H)`; the price is one more forward pass. Dropout masks, `val
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import numbers
-from typing import Any, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Optional, Tuple, Union
 
 import tensorflow as tf
 
-from keras_unroll.loops import _core, fast
+from keras_unroll import step as step_lib
 
 Recompute = Union[None, str, int]
 
@@ -88,56 +89,30 @@ def _in_xla_context() -> bool:
     return bool(control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph()))
 
 
-# ------------------------------------------------------------------------------- dropout masks
-def _dropout_cells(cell: Any) -> List[Any]:
-    from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
-
-    import keras
-
-    if isinstance(cell, keras.layers.StackedRNNCells):
-        return [c for sub in cell.cells for c in _dropout_cells(sub)]
-    return [cell] if isinstance(cell, DropoutRNNCell) else []
-
-
-def _snapshot_masks(cell: Any) -> List[Tuple[Any, Any, Any]]:
-    """The dropout masks the forward pass uses, to be set again for the recomputation."""
-    return [
-        (c, getattr(c, "_dropout_mask", None), getattr(c, "_recurrent_dropout_mask", None))
-        for c in _dropout_cells(cell)
-    ]
-
-
-@contextlib.contextmanager
-def _masks_restored(snapshot: List[Tuple[Any, Any, Any]]) -> Iterator[None]:
-    """Sets the snapshot's masks on their cells, and puts back whatever was there afterwards."""
-    previous = [(c, getattr(c, "_dropout_mask", None), getattr(c, "_recurrent_dropout_mask", None)) for c, _, _ in snapshot]
-    try:
-        for c, mask, recurrent_mask in snapshot:
-            c._dropout_mask, c._recurrent_dropout_mask = mask, recurrent_mask
-        yield
-    finally:
-        for c, mask, recurrent_mask in previous:
-            c._dropout_mask, c._recurrent_dropout_mask = mask, recurrent_mask
-
-
 # ------------------------------------------------------------------------------------ the loop
+SegmentKernel = Callable[[step_lib.Prepared, bool], Tuple[Optional[tf.Tensor], tf.Tensor, Any]]
+
+
 def checkpointed_loop(
-    cell: Any,
-    prepared: _core.Prepared,
+    step: step_lib.StepFn,
+    prepared: step_lib.Prepared,
+    units: int,
+    masks: step_lib.DropoutMasks,
     *,
-    training: Any = None,
+    segment_kernel: Optional[SegmentKernel] = None,
     return_all_outputs: bool = True,
     parallel_iterations: Optional[int] = None,
     swap_memory: bool = False,
     recompute: Recompute = None,
 ) -> Tuple[Optional[tf.Tensor], tf.Tensor, Any]:
-    """`dynamic_loop` with a custom gradient that stores checkpoints (on the host with `swap_memory`).
+    """`while_loop` with a custom gradient that stores checkpoints (on the host with `swap_memory`).
 
-    Same contract as `dynamic_loop`: returns `(outputs (T, B, H) or None, last_output, final_state)`, the
+    Same contract as `while_loop`: returns `(outputs (T, B, H) or None, last_output, final_state)`, the
     same numbers, and the same gradients (to float rounding) for the inputs, the initial state and the
-    cell's variables. Must run in a graph (`run_dynamic` takes care of that).
+    cell's variables. Segments of more than one step run `segment_kernel(segment, collect)` when given (a
+    fused kernel over a `Prepared` segment), else `step` in a while loop. `masks` are the sequence's dropout
+    masks: the step runs inside `masks.applied()` in both passes. Must run in a graph.
     """
-    recompute = check_recompute(recompute)
     if _in_xla_context():
         raise ValueError(
             "`swap_memory` and `recompute` cannot run inside an XLA-compiled function (such as "
@@ -145,12 +120,10 @@ def checkpointed_loop(
             "placement. Compile without XLA (`jit_compile=False`) or drop these arguments. "
             f"Received: swap_memory={swap_memory!r}, recompute={recompute!r}"
         )
-    step = _core.make_step(cell, training, prepared.zero_output)
     inputs = prepared.inputs
     dtype = inputs.dtype
     valid = prepared.valid
-    units = _core.output_size(cell)
-    num_steps = prepared.num_steps if prepared.num_steps is not None else tf.shape(inputs)[0]
+    num_steps = tf.shape(inputs)[0]
     stop = num_steps if prepared.max_length is None else tf.minimum(num_steps, prepared.max_length)
     k = segment_length(recompute, num_steps)
     single_step_segments = isinstance(k, int) and k == 1
@@ -160,7 +133,7 @@ def checkpointed_loop(
     iterations = parallel_iterations or 10
     structure = prepared.initial_state
     flat_initial = [tf.convert_to_tensor(s) for s in tf.nest.flatten(structure)]
-    last_initial = _core.initial_last_output(cell, prepared)
+    last_initial = step_lib.initial_last_output(units, prepared)
     batch_size = prepared.batch_size
 
     def run_segment(x_seg, valid_seg, length, flat_state, last, collect):
@@ -194,24 +167,15 @@ def checkpointed_loop(
         return (out_ta.stack() if collect else None), last, tf.nest.flatten(state)
 
     def run_fused_segment(x_seg, valid_seg, state, last, collect):
-        """The segment on the fused SimpleRNN path (`fast.py`) when the cell takes it, else None."""
-        segment = _core.Prepared(
-            inputs=x_seg,
-            valid=valid_seg,
-            initial_state=state,
-            zero_output=prepared.zero_output,
-            num_steps=None,
-            batch_size=batch_size,
-            features=prepared.features,
-            max_length=None,
-        )
-        with _masks_restored(masks):  # the fused loop reads (and then clears) the cell's dropout masks
-            result = fast.dynamic_fast_path(cell, segment, training=training, return_all_outputs=collect)
-        if result is None:
+        """The segment on `segment_kernel` when there is one, else None."""
+        if segment_kernel is None:
             return None
-        outs, seg_last, seg_state = result
+        segment = dataclasses.replace(
+            prepared, inputs=x_seg, valid=valid_seg, initial_state=state, num_steps=None, max_length=None
+        )
+        outs, seg_last, seg_state = segment_kernel(segment, collect)
         if valid_seg is not None:
-            # The fused loop starts each segment with a zero "last valid output": carry the real one in.
+            # The kernel starts each segment with a zero "last valid output": carry the real one in.
             seg_last = tf.where(tf.reduce_any(valid_seg, axis=0)[:, None], seg_last, last)
             if collect and not prepared.zero_output:
                 seen = tf.cumsum(tf.cast(valid_seg, tf.int32), axis=0) > 0
@@ -251,8 +215,7 @@ def checkpointed_loop(
         return scatter(ta, stop, num_steps, zeros)
 
     # The forward pass, with the checkpoints. Masks are created once here and reused by the backward pass.
-    with _core.dropout_masks(cell, prepared, training):
-        masks = _snapshot_masks(cell)
+    with masks.applied():
 
         @tf.custom_gradient
         def recurrence(x, *flat_state):
@@ -321,7 +284,7 @@ def checkpointed_loop(
                     var_grads = [a + g for a, g in zip(var_grads, dvars)]
                     return segment - 1, scatter(dx_ta, start, end, dx_seg), list(d_flat), d_last, var_grads
 
-                with _masks_restored(masks):
+                with masks.applied():
                     _, dx_ta, d_flat, _, var_grads = tf.while_loop(
                         lambda segment, *_: segment >= 0,
                         back_body,

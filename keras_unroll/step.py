@@ -9,8 +9,12 @@ An unroll, whichever loop runs it, is:
         emit (output if valid[t] else (0 if zero_output else last))
     return emitted outputs, last, state
 
-`valid[t]` comes from a Keras mask and/or TF1's `sequence_length` (`t < length`). The loops in
-`static.py` (a Python `for`) and `dynamic.py` (`tf.while_loop`) only differ in how they iterate.
+`valid[t]` comes from a Keras mask and/or TF1's `sequence_length` (`t < length`). This module is the
+bottom layer of the package (see docs/architecture.md): the cell helpers, the argument checks, the prepared
+sequence (`Prepared`), the one step function (`make_step`), the dropout masks of one sequence
+(`DropoutMasks`), and the bookkeeping that turns a state sequence into emitted outputs (`outputs_from_states`).
+The kernels (`keras_unroll.kernels`) and loops (`keras_unroll.loops`) build on it; the planner
+(`keras_unroll.plan`) chooses between them.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import contextlib
 import dataclasses
 import inspect
 import numbers
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import keras
 import numpy as np
@@ -68,16 +72,25 @@ def single_state(cell: Any) -> bool:
     return not isinstance(cell.state_size, (list, tuple))
 
 
+def _kernel_families() -> tuple:
+    """The Keras cells whose `kernel` is `(features, k·units)`: their feature size can be read off it."""
+    return (keras.layers.SimpleRNNCell, keras.layers.LSTMCell, keras.layers.GRUCell)
+
+
 def built_input_dim(cell: Any) -> Optional[int]:
-    """The feature size the cell was built for, when it can be told."""
+    """The feature size the cell was built for, when it can be told.
+
+    Only Keras' own cell families are known to keep a `(features, k·units)` `kernel`; any other cell (a
+    TF1-layout cell with one `(F + H, H)` kernel, say) is only checked against the size it was built for here.
+    """
     if not getattr(cell, "built", False):
         return None
     if isinstance(cell, keras.layers.StackedRNNCells):
         return built_input_dim(cell.cells[0])
     kernel = getattr(cell, "kernel", None)
-    if kernel is not None and len(kernel.shape) == 2:
+    if isinstance(cell, _kernel_families()) and kernel is not None and len(kernel.shape) == 2:
         return int(kernel.shape[0])
-    return getattr(cell, "_keras_unroll_input_dim", None)
+    return cell.__dict__.get("_keras_unroll_input_dim")
 
 
 def build_cell(cell: Any, features: int, dtype: Any) -> None:
@@ -92,10 +105,8 @@ def build_cell(cell: Any, features: int, dtype: Any) -> None:
     if not getattr(cell, "built", False):
         cell.build((None, features))
         cell.built = True
-    try:
-        cell._keras_unroll_input_dim = features
-    except AttributeError:  # pragma: no cover - exotic cells with __slots__
-        pass
+    if not isinstance(cell, _kernel_families()):
+        cell.__dict__["_keras_unroll_input_dim"] = features  # bypasses Keras' attribute tracking
 
 
 def _accepts_training(cell: Any) -> bool:
@@ -108,47 +119,93 @@ def _accepts_training(cell: Any) -> bool:
         return False
 
 
-def configure_dropout(cell: Any, batch_size: tf.Tensor, features: int, state: Nested, dtype: Any) -> None:
-    """Creates the cells' dropout masks once per sequence, outside the loop (as `keras.layers.RNN` does)."""
-    from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
-
-    if isinstance(cell, keras.layers.StackedRNNCells):
-        in_dim = features
-        for sub_cell, sub_state in zip(cell.cells, state):
-            configure_dropout(sub_cell, batch_size, in_dim, sub_state, dtype)
-            in_dim = output_size(sub_cell)
-        return
-    if isinstance(cell, DropoutRNNCell):
-        first_state = tf.nest.flatten(state)[0]
-        cell.get_dropout_mask(tf.zeros(tf.stack([batch_size, features]), dtype))
-        cell.get_recurrent_dropout_mask(first_state)
-
-
-@contextlib.contextmanager
-def dropout_masks(cell: Any, prepared: "Prepared", training: Any) -> Iterator[None]:
-    """Creates the dropout masks for one sequence while training, and always clears them afterwards."""
-    try:
-        if training is not None and training is not False:
-            configure_dropout(cell, prepared.batch_size, prepared.features, prepared.initial_state, prepared.inputs.dtype)
-        yield
-    finally:
-        reset_dropout(cell)
-
-
 def compute_dtype(cell: Any) -> Any:
     return getattr(cell, "compute_dtype", None) or keras.backend.floatx()
 
 
-def reset_dropout(cell: Any) -> None:
+def _dropout_cells(cell: Any, features: int) -> List[Tuple[Any, int]]:
+    """`(cell, input size)` for every cell (in a stack too) that draws Keras dropout masks."""
     from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 
     if isinstance(cell, keras.layers.StackedRNNCells):
+        found, in_dim = [], features
         for sub_cell in cell.cells:
-            reset_dropout(sub_cell)
-    elif isinstance(cell, DropoutRNNCell):
-        cell.reset_dropout_mask()
-        cell.reset_recurrent_dropout_mask()
+            found += _dropout_cells(sub_cell, in_dim)
+            in_dim = output_size(sub_cell)
+        return found
+    return [(cell, features)] if isinstance(cell, DropoutRNNCell) else []
 
+
+@dataclasses.dataclass(frozen=True)
+class DropoutMasks:
+    """The dropout masks of one sequence: drawn once before the loop, set on the cells while it is traced.
+
+    Keras' cells (`DropoutRNNCell`) draw a mask at their first step and keep it on the cell until the RNN
+    layer clears it, so that every step of a sequence uses the same mask. This is the one place that draws,
+    keeps, sets and clears those masks: every loop traces its steps inside `applied()`, and a loop traced
+    again (inside a cached or XLA-compiled function, or a segment recomputed in the backward pass) gets the
+    same masks as tensors (`tensors()` / `with_tensors()`), so a seed gives the same numbers on every path.
+    Nothing is left on a cell after a call.
+    """
+
+    cells: Tuple[Any, ...] = ()
+    masks: Tuple[Tuple[Any, Any], ...] = ()  # per cell: (input mask, recurrent mask), each a tensor, list or None
+
+    @classmethod
+    def draw(cls, cell: Any, prepared: "Prepared", training: Any) -> "DropoutMasks":
+        """The masks for `prepared`'s sequence while training; none at inference."""
+        if training is None or training is False:
+            return cls()
+        cells, masks = [], []
+        for dropout_cell, in_dim in _dropout_cells(cell, prepared.features):
+            if dropout_cell.dropout <= 0 and dropout_cell.recurrent_dropout <= 0:
+                continue
+            _clear(dropout_cell)
+            step_input = tf.zeros(tf.stack([prepared.batch_size, in_dim]), prepared.inputs.dtype)
+            state = tf.zeros(tf.stack([prepared.batch_size, state_sizes_flat(dropout_cell)[0]]), prepared.inputs.dtype)
+            masks.append((dropout_cell.get_dropout_mask(step_input), dropout_cell.get_recurrent_dropout_mask(state)))
+            cells.append(dropout_cell)
+            _clear(dropout_cell)
+        return cls(tuple(cells), tuple(masks))
+
+    def __bool__(self) -> bool:
+        return bool(self.cells)
+
+    def of(self, cell: Any) -> Tuple[Any, Any]:
+        """`(input mask, recurrent mask)` of `cell` (None, None when it draws none)."""
+        for known, masks in zip(self.cells, self.masks):
+            if known is cell:
+                return masks
+        return None, None
+
+    def tensors(self) -> Dict[str, Any]:
+        """The masks as a flat dict of tensors (no None), to pass into a `tf.function`."""
+        return {f"{i}.{j}": mask for i, pair in enumerate(self.masks) for j, mask in enumerate(pair) if mask is not None}
+
+    def with_tensors(self, tensors: Dict[str, Any]) -> "DropoutMasks":
+        """These cells with the masks `tensors` (what `tensors()` returned, seen inside a `tf.function`)."""
+        masks = tuple(tuple(tensors.get(f"{i}.{j}") for j in range(2)) for i in range(len(self.cells)))
+        return DropoutMasks(self.cells, masks)
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        """Sets the masks on their cells (a cell's step then uses them), and always clears them afterwards."""
+        try:
+            for dropout_cell, (mask, recurrent_mask) in zip(self.cells, self.masks):
+                dropout_cell._dropout_mask, dropout_cell._recurrent_dropout_mask = mask, recurrent_mask
+            yield
+        finally:
+            for dropout_cell in self.cells:
+                _clear(dropout_cell)
+
+
+def _clear(dropout_cell: Any) -> None:
+    dropout_cell.reset_dropout_mask()
+    dropout_cell.reset_recurrent_dropout_mask()
+
+
+def state_sizes_flat(cell: Any) -> List[int]:
+    return [int(size) for size in tf.nest.flatten(cell.state_size)]
 
 # ---------------------------------------------------------------------------------------- the step
 def make_step(cell: Any, training: Optional[bool], zero_output: bool) -> StepFn:
@@ -193,21 +250,20 @@ class Prepared:
         """These settings with the tensors dropped: safe to keep in a cached function's closure."""
         return dataclasses.replace(self, inputs=None, valid=None, initial_state=None, batch_size=None, max_length=None)
 
+    def around(self, inputs: tf.Tensor, valid: Optional[tf.Tensor], initial_state: Nested, max_length: Any) -> "Prepared":
+        """These settings around new tensors: how a cached `tf.function` rebuilds its argument.
 
-def same_sequence_as(
-    prepared: "Prepared", inputs: tf.Tensor, valid: Optional[tf.Tensor], initial_state: Nested, max_length: Any
-) -> "Prepared":
-    """`prepared`'s settings around new tensors: how a cached `tf.function` rebuilds its argument."""
-    return Prepared(
-        inputs=inputs,
-        valid=valid,
-        initial_state=initial_state,
-        zero_output=prepared.zero_output,
-        num_steps=prepared.num_steps,
-        batch_size=tf.shape(inputs)[1],
-        features=prepared.features,
-        max_length=max_length,
-    )
+        The number of steps is read from `inputs` again: a `tf.function` traced for any T sees `None`.
+        """
+        return dataclasses.replace(
+            self,
+            inputs=inputs,
+            valid=valid,
+            initial_state=initial_state,
+            num_steps=inputs.shape[0],
+            batch_size=tf.shape(inputs)[1],
+            max_length=max_length,
+        )
 
 
 def _shape_str(shape: Any) -> str:
@@ -450,13 +506,13 @@ def prepare(
     )
 
 
-def empty_batch_result(cell: Any, prepared: Prepared, return_all_outputs: bool) -> Tuple[Any, tf.Tensor, Nested]:
+def empty_batch_result(units: int, prepared: Prepared, return_all_outputs: bool) -> Tuple[Any, tf.Tensor, Nested]:
     """The exact result for a batch of 0 rows, computed without calling the cell.
 
     Keras' TensorFlow `ops.add` mistakes a `(0, n)` tensor for a bias (it drops dimensions <= 1), so
     `LSTMCell` fails on a static batch of 0 inside a graph; with no rows there is nothing to compute.
     """
-    units, dtype = output_size(cell), prepared.inputs.dtype
+    dtype = prepared.inputs.dtype
     outputs = None
     if return_all_outputs:
         outputs = tf.zeros(tf.stack([tf.shape(prepared.inputs)[0], 0, units]), dtype)
@@ -464,10 +520,36 @@ def empty_batch_result(cell: Any, prepared: Prepared, return_all_outputs: bool) 
     return outputs, tf.zeros((0, units), dtype), prepared.initial_state
 
 
-def initial_last_output(cell: Any, prepared: Prepared) -> tf.Tensor:
-    return tf.zeros(tf.stack([prepared.batch_size, output_size(cell)]), prepared.inputs.dtype)
+def initial_last_output(units: int, prepared: Prepared) -> tf.Tensor:
+    """Zeros `(batch, units)`: the last valid output before the first step."""
+    return tf.zeros(tf.stack([prepared.batch_size, units]), prepared.inputs.dtype)
 
 
 def unpack_state(cell: Any, state: Nested) -> Union[tf.Tensor, Nested]:
     """The final state as TF1 returns it: one tensor for single-state cells, else the list structure."""
     return state[0] if single_state(cell) else state
+
+
+def outputs_from_states(
+    prepared: Prepared, states: tf.Tensor, final: tf.Tensor, return_all_outputs: bool, last_before: Any = None
+) -> Tuple[Optional[tf.Tensor], tf.Tensor]:
+    """Emitted outputs and last valid output of a cell whose output is its state `h`, from the state sequence.
+
+    `states` is `(T, B, H)`, where an invalid step copied the state through; `final` is the state after the
+    last step. After a row's first valid step the state *is* its last valid output, so the bookkeeping of
+    `make_step` (zeros or the last valid output at invalid steps) follows from `valid` alone. `last_before`
+    is the last valid output before this sequence (a recomputed segment's), zeros when None.
+    """
+    valid = prepared.valid
+    if valid is None:
+        return (states if return_all_outputs else None), final
+    before = tf.zeros_like(final) if last_before is None else last_before
+    last = tf.where(tf.reduce_any(valid, axis=0)[:, None], final, before)
+    outputs = None
+    if return_all_outputs:
+        if prepared.zero_output:
+            outputs = tf.where(valid[:, :, None], states, tf.zeros_like(states))
+        else:
+            seen = tf.cumsum(tf.cast(valid, tf.int32), axis=0) > 0  # (T, B): a valid step at or before t
+            outputs = tf.where(seen[:, :, None], states, before[None])
+    return outputs, last

@@ -1,0 +1,430 @@
+"""The fused SimpleRNN kernel: the input projection hoisted out of the loop and a hand-written backward pass.
+
+What `make_step` does per time step for a `SimpleRNNCell` (and so for `BasicRNNCell`) is
+
+    h_t = activation(x_t W + b + h_{t-1} U)
+
+This kernel computes `xw = x W + b` for all steps at once (one `[T·B, F] × [F, H]` product) and runs only
+`h_t = activation(xw_t + h_{t-1} U)` in the loop. In a `tf.while_loop` its gradient is written by hand
+(`tf.custom_gradient` over the whole recurrence), because plain autodiff of a loop that reads a hoisted,
+differentiable tensor costs O(T²) there. The backward loop only does `dh_{t-1} = dz_t Uᵀ` per step; `dU`
+is accumulated inside that loop or computed as one product after it (`Choices.du_in_loop`), and `dW`, `db`,
+`dx` come from autodiff of the hoisted product. In the Python-unrolled (static) form there is no O(T²) trap,
+and plain autodiff measured faster, so only the projection is hoisted (in chunks of a few steps when a step
+is small, so the products overlap the recurrence).
+
+- Masks and `sequence_length` keep their semantics: an invalid step copies the state through (so its
+  gradient passes through unchanged), and the emitted/last outputs follow from the state sequence
+  (`step.outputs_from_states`).
+- Dropout uses the masks of `step.DropoutMasks`, exactly as the generic step does.
+- Activations: `tanh` (default), `sigmoid`, `relu` and `linear`, given Keras' way (`"tanh"`) or TF1's
+  (`tf.tanh`, `tf.nn.relu`, ...); their derivative is computed from the output (`1-h²`, `h(1-h)`, `h>0`, `1`).
+
+With `jit=True` the while loop's forward and backward passes are XLA-compiled functions on dense tensors
+(`_compiled_passes`), and the `tf.custom_gradient` joining them stays outside XLA, so persistent and nested
+tapes, `jacobian` and `model.fit` all differentiate it; a second-order gradient raises a clear error.
+Which of these the loop uses is the planner's decision (`keras_unroll.plan`); measurements behind it are in
+docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, List, Optional, Tuple
+
+import keras
+import tensorflow as tf
+from tensorflow.python.eager import record  # stop_recording: no public equivalent outside a tape object
+
+from keras_unroll import step as step_lib
+
+Derivative = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class Choices:
+    """How the kernel runs one call; chosen by the planner from the call's static shapes.
+
+    Attributes:
+        unrolled: Python-unrolled steps (`StaticUnroll`) instead of a `tf.while_loop`.
+        jit: The while loop's forward pass XLA-compiled (and its backward pass if `compile_backward`).
+        compile_backward: With `jit`, the backward loop XLA-compiled too (else TensorFlow's own kernels).
+        du_in_loop: The backward loop accumulates `dU` per step instead of one product after the loop.
+        static_chunk: Unrolled only: steps projected per matrix product.
+    """
+
+    unrolled: bool = False
+    jit: bool = False
+    compile_backward: bool = True
+    du_in_loop: bool = False
+    static_chunk: int = 0
+
+
+# ----------------------------------------------------------------------------------- eligibility
+def _derivatives() -> List[Tuple[Tuple[Any, ...], Derivative]]:
+    """activations -> `(h, g) -> g * activation'(z)`, from the output `h = activation(z)`, in one op each
+    (measured: the backward loop is op-bound; `1 - h*h` and a product are three ops, `TanhGrad` one)."""
+    return [
+        ((keras.activations.tanh, keras.ops.tanh, tf.tanh), lambda h, g: tf.raw_ops.TanhGrad(y=h, dy=g)),
+        (
+            (keras.activations.sigmoid, keras.ops.sigmoid, tf.sigmoid, tf.nn.sigmoid),
+            lambda h, g: tf.raw_ops.SigmoidGrad(y=h, dy=g),
+        ),
+        ((keras.activations.relu, keras.ops.relu, tf.nn.relu), lambda h, g: tf.raw_ops.ReluGrad(gradients=g, features=h)),
+        ((keras.activations.linear, None), lambda h, g: g),
+    ]
+
+
+def derivative(activation: Any) -> Optional[Derivative]:
+    """The derivative (from the output) of `activation` if the fused kernel knows it, else None."""
+    for activations, found in _derivatives():
+        if any(activation is known for known in activations):
+            return found
+    return None
+
+
+def eligible(cell: Any) -> bool:
+    """Whether `cell` is a `SimpleRNNCell` (or a subclass keeping its maths) with a known activation."""
+    if not isinstance(cell, keras.layers.SimpleRNNCell) or type(cell).call is not keras.layers.SimpleRNNCell.call:
+        return False
+    return derivative(cell.activation) is not None
+
+
+def step_macs(batch: Optional[int], units: Optional[int]) -> Optional[int]:
+    """`B·H·H`, one step's `h U`; an unknown batch counts as Keras' default batch size 32."""
+    return None if units is None else (32 if batch is None else batch) * units * units
+
+
+# ------------------------------------------------------------------------------ the recurrence
+def _as_tensor(variable: Any, dtype: Any) -> tf.Tensor:
+    value = tf.convert_to_tensor(variable)
+    return tf.cast(value, dtype) if value.dtype != dtype else value
+
+
+def _reader(tensor: tf.Tensor, steps: Any, in_place: bool = False) -> Callable[[tf.Tensor], tf.Tensor]:
+    """How a loop reads step t of a `(T, ...)` tensor: a TensorArray unstacked before the loop, or (in place)
+    `tf.gather` on the tensor itself. The reads are never differentiated (the gradient is hand-written), so
+    neither has the O(T²) trap; uncompiled, a TensorArray is a copy of the tensor (docs/memory.md)."""
+    if in_place:
+        return lambda t: tf.gather(tensor, t)
+    ta = tf.TensorArray(tensor.dtype, size=steps, element_shape=tensor.shape[1:]).unstack(tensor)
+    return ta.read
+
+
+def _forward_step(xw_t, valid_t, h, kernel, rec_mask, activation):
+    h_in = h * rec_mask if rec_mask is not None else h
+    a = activation(xw_t + tf.matmul(h_in, kernel))
+    return a if valid_t is None else tf.where(valid_t[:, None], a, h)
+
+
+def _backward_step(h_t, valid_t, g, kernel, rec_mask, derivative_fn):
+    """g = dL/dh_t (all paths). Returns (dz_t, dL/dh_{t-1})."""
+    dz = derivative_fn(h_t, g)
+    if valid_t is not None:
+        dz = tf.where(valid_t[:, None], dz, tf.zeros_like(dz))
+    d_prev = tf.matmul(dz, kernel, transpose_b=True)
+    if rec_mask is not None:
+        d_prev = d_prev * rec_mask
+    if valid_t is not None:
+        d_prev = d_prev + tf.where(valid_t[:, None], tf.zeros_like(g), g)
+    return dz, d_prev
+
+
+def zero_fill(ta: tf.TensorArray, start: tf.Tensor, steps: tf.Tensor, zeros: tf.Tensor) -> tf.TensorArray:
+    """Writes `zeros` at steps `start <= t < steps` of `ta` (the steps an early-stopped loop skipped)."""
+    _, ta = tf.while_loop(
+        lambda t, _: t < steps, lambda t, ta: (t + 1, ta.write(t, zeros)), (start, ta), maximum_iterations=steps
+    )
+    return ta
+
+
+def _forward_loop(xw, h0, kernel, rec_mask, valid, stop, activation):
+    """The while-loop forward pass on dense tensors: returns `(hs (T, B, H), h_last)`."""
+    steps = tf.shape(xw)[0]
+    read_xw = _reader(xw, steps)
+    read_v = None if valid is None else _reader(valid, steps)
+    hs_ta = tf.TensorArray(xw.dtype, size=steps, element_shape=h0.shape)
+
+    def body(t, h, hs_ta):
+        h = _forward_step(read_xw(t), None if read_v is None else read_v(t), h, kernel, rec_mask, activation)
+        return t + 1, h, hs_ta.write(t, h)
+
+    limit = steps if stop is None else stop
+    t, h_last, hs_ta = tf.while_loop(
+        lambda t, *_: t < limit, body, (tf.constant(0), h0, hs_ta), maximum_iterations=steps
+    )
+    if stop is not None:
+        hs_ta = zero_fill(hs_ta, t, steps, tf.zeros_like(h0))
+    hs = hs_ta.stack()
+    hs.set_shape(xw.shape[:1].concatenate(h0.shape))
+    return hs, h_last
+
+
+def _backward_loop(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last, derivative_fn, du_in_loop, in_place):
+    """The while-loop backward pass on dense tensors: returns `(d_xw (T, B, H), d_h0, d_kernel)`.
+
+    `d_hs` is None when only the last output/state is used (`return_sequences=False`). `du_in_loop`
+    accumulates `dU` step by step inside the loop (off the `dh` chain, so the executor can run it on the
+    other core), else it is one product after the loop (`_kernel_gradient`).
+    """
+    g = d_last
+    steps = tf.shape(hs)[0]
+    read_h = _reader(hs, steps, in_place)
+    read_d = None if d_hs is None else _reader(d_hs, steps, in_place)
+    read_v = None if valid is None else _reader(valid, steps, in_place)
+    dz_ta = tf.TensorArray(hs.dtype, size=steps, element_shape=h0.shape)
+    first = (steps if stop is None else stop) - 1
+    if stop is not None:
+        dz_ta = zero_fill(dz_ta, first + 1, steps, tf.zeros_like(h0))
+    h0_in = h0 * rec_mask if rec_mask is not None else h0
+
+    def back_body(t, g, dz_ta, *d_kernel):
+        v_t = None if read_v is None else read_v(t)
+        g = g if read_d is None else g + read_d(t)
+        dz, g = _backward_step(read_h(t), v_t, g, kernel, rec_mask, derivative_fn)
+        if du_in_loop:
+            # h_{t-1}; at t = 0 this reads h_0 instead of the initial state, corrected after the loop
+            # (one product there instead of a select per step).
+            h_prev = read_h(tf.maximum(t - 1, 0))
+            h_prev = h_prev * rec_mask if rec_mask is not None else h_prev
+            d_kernel = (d_kernel[0] + tf.matmul(h_prev, dz, transpose_a=True),)
+        return (t - 1, g, dz_ta.write(t, dz), *d_kernel)
+
+    initial = (first, g, dz_ta) + ((tf.zeros_like(kernel),) if du_in_loop else ())
+    _, g, dz_ta, *d_kernel = tf.while_loop(lambda t, *_: t >= 0, back_body, initial, maximum_iterations=steps)
+    dz_all = dz_ta.stack()
+    dz_all.set_shape(hs.shape)
+    if du_in_loop:
+        h_first = hs[0] * rec_mask if rec_mask is not None else hs[0]
+        d_kernel = d_kernel[0] + tf.matmul(h0_in - h_first, dz_all[0], transpose_a=True)
+    else:
+        d_kernel = _kernel_gradient(hs, h0, dz_all, rec_mask)
+    return dz_all, g, d_kernel
+
+
+def _kernel_gradient(hs, h0, dz_all, rec_mask):
+    """`dU = Σ_t (h_{t-1}·m)ᵀ dz_t` as one `[H, T·B] × [T·B, H]` product."""
+    units = tf.shape(h0)[-1]
+    h_prev = tf.concat([h0[None], hs[:-1]], axis=0)
+    if rec_mask is not None:
+        h_prev = h_prev * rec_mask
+    return tf.matmul(tf.reshape(h_prev, [-1, units]), tf.reshape(dz_all, [-1, units]), transpose_a=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class _PassKey:
+    """What changes the trace of the compiled passes: never T (their signature has `None` steps)."""
+
+    activation: Any
+    du_in_loop: bool
+    compile_backward: bool
+    dtype: tf.DType
+    batch: Optional[int]
+    units: int
+    rec_mask: bool
+    valid: bool
+    stop: bool
+    d_hs: bool
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_passes(key: _PassKey) -> Tuple[Any, Any]:
+    """The XLA-compiled forward loop and its backward loop (XLA-compiled or a plain `tf.function`) for one
+    setting, shared by every layer with it (a bounded cache: 64 settings).
+
+    Their input signatures fix everything but T (`None`), so one trace serves every length and the graph
+    does not depend on the first length seen. They take and return dense tensors only, and the
+    `tf.custom_gradient` that joins them runs outside XLA: no TensorList ever crosses the XLA boundary, so
+    any tape (persistent, nested, `jacobian`, `model.fit`) can differentiate the layer.
+    """
+    derivative_fn = derivative(key.activation)
+    seq = tf.TensorSpec([None, key.batch, key.units], key.dtype)
+    state = tf.TensorSpec([key.batch, key.units], key.dtype)
+    extras = (
+        ([state] if key.rec_mask else [])
+        + ([tf.TensorSpec([None, key.batch], tf.bool)] if key.valid else [])
+        + ([tf.TensorSpec([], tf.int32)] if key.stop else [])
+    )
+    square = tf.TensorSpec([key.units, key.units], key.dtype)
+
+    def unpack(extra):
+        extra = list(extra)
+        rec_mask = extra.pop(0) if key.rec_mask else None
+        valid = extra.pop(0) if key.valid else None
+        stop = extra.pop(0) if key.stop else None
+        return rec_mask, valid, stop, extra
+
+    def forward(xw, h0, kernel, *extra):
+        rec_mask, valid, stop, _ = unpack(extra)
+        return _forward_loop(xw, h0, kernel, rec_mask, valid, stop, key.activation)
+
+    def backward(hs, h0, kernel, *extra):
+        rec_mask, valid, stop, rest = unpack(extra)
+        d_hs = rest.pop(0) if key.d_hs else None
+        d_last = rest.pop(0)
+        # Uncompiled, a TensorArray over `hs` is a copy of it: read each step in place instead.
+        in_place = not key.compile_backward
+        return _backward_loop(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last, derivative_fn, key.du_in_loop, in_place)
+
+    backward_signature = [seq, state, square, *extras] + ([seq] if key.d_hs else []) + [state]
+    return (
+        tf.function(forward, input_signature=[seq, state, square, *extras], jit_compile=True, autograph=False),
+        tf.function(backward, input_signature=backward_signature, jit_compile=key.compile_backward, autograph=False),
+    )
+
+
+def _first_order_only(grads: Tuple[tf.Tensor, ...], inputs: List[tf.Tensor]) -> Tuple[tf.Tensor, ...]:
+    """`grads` unchanged, connected to `inputs` for an outer tape, whose gradient raises a clear error."""
+
+    @tf.custom_gradient
+    def guard(*tensors):
+        def grad(*_):
+            raise NotImplementedError(
+                "The XLA-compiled fused SimpleRNN loop (DynamicUnroll, jit_compile=True or \"auto\") has a "
+                "hand-written first-order gradient only; a second-order gradient (a tape differentiating "
+                "another tape's gradient) or forward-mode autodiff (`tf.autodiff.ForwardAccumulator`) needs "
+                "`jit_compile=False`."
+            )
+
+        return [tf.identity(t) for t in tensors[: len(grads)]], grad
+
+    return tuple(guard(*grads, *inputs))
+
+
+def _while_recurrence(xw, h0, kernel, *, activation, rec_mask, valid, stop, choices, need_states):
+    """`hs[t] = where(valid_t, act(xw_t + (h_{t-1}·m) U), h_{t-1})` in a while loop, hand-written gradient.
+
+    Returns `(hs (T, B, H) or None, h_last)`. With an early `stop` (a scalar tensor <= T), `hs[t >= stop]`
+    is zero and `h_last` is the state after step `stop - 1`. `need_states=False` keeps `hs` internal, so
+    the backward pass gets no (zero) `d_hs` to read (a graph-mode custom gradient receives zeros for an
+    unused output, not None).
+    """
+    derivative_fn = derivative(activation)
+    if choices.jit:
+        extras = [t for t in (rec_mask, valid, stop) if t is not None]
+        key = _PassKey(
+            activation, choices.du_in_loop, choices.compile_backward, xw.dtype, xw.shape[1], int(xw.shape[2]),
+            rec_mask is not None, valid is not None, stop is not None, need_states,
+        )
+        compiled_forward, compiled_backward = _compiled_passes(key)
+
+        def forward_pass():
+            # Not recorded: a tape watching the compiled call would ask it for its TensorLists; the
+            # custom gradient below is what the tapes see.
+            with record.stop_recording():
+                return compiled_forward(xw, h0, kernel, *extras)
+
+        def backward_pass(hs, d_hs, d_last):
+            with record.stop_recording():
+                grads = compiled_backward(hs, h0, kernel, *extras, *([d_hs] if need_states else []), d_last)
+            return _first_order_only(grads, [t for t in (hs, h0, kernel, d_hs, d_last) if t is not None])
+
+    else:
+        forward_pass = lambda: _forward_loop(xw, h0, kernel, rec_mask, valid, stop, activation)  # noqa: E731
+
+        def backward_pass(hs, d_hs, d_last):
+            args = (hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last, derivative_fn, choices.du_in_loop, False)
+            return _backward_loop(*args)
+
+    @tf.custom_gradient
+    def run(xw_in, h0_in, kernel_in):
+        hs, h_last = forward_pass()
+
+        def grad(*upstream):
+            d_hs, d_last = upstream if need_states else (None, upstream[0])
+            d_last = tf.zeros_like(h0) if d_last is None else tf.convert_to_tensor(d_last)
+            if need_states:
+                d_hs = tf.zeros_like(hs) if d_hs is None else tf.convert_to_tensor(d_hs)
+            return backward_pass(hs, d_hs, d_last)
+
+        return ((hs, h_last) if need_states else h_last), grad
+
+    if need_states:
+        return run(xw, h0, kernel)
+    return None, run(xw, h0, kernel)
+
+
+def _unrolled_recurrence(xw_steps, h0, kernel, *, activation, rec_mask, valid, need_states):
+    """The Python-unrolled recurrence with plain autodiff (no O(T²) trap without a while loop)."""
+    num_steps = len(xw_steps)
+    vs = tf.unstack(valid, num=num_steps) if valid is not None else [None] * num_steps
+    h, states = h0, []
+    for xw_t, v_t in zip(xw_steps, vs):
+        h = _forward_step(xw_t, v_t, h, kernel, rec_mask, activation)
+        states.append(h)
+    return (tf.stack(states) if need_states else None), h
+
+
+def project(
+    inputs: tf.Tensor, kernel: tf.Tensor, bias: Optional[tf.Tensor], shapes: Optional[Tuple[Any, Any]] = None
+) -> tf.Tensor:
+    """`inputs W + b` for (T, B, F) `inputs` as one `[T·B, F] × [F, k]` product: (T, B, k).
+
+    `shapes`: the `([-1, F], [T, -1, k])` shape tensors, built once by a caller that projects many chunks
+    (fewer graph ops); else they are built here from the input's shape.
+    """
+    width = kernel.shape[-1]
+    flat, out = shapes or ([-1, kernel.shape[0]], tf.concat([tf.shape(inputs)[:2], [width]], axis=0))
+    xw = tf.matmul(tf.reshape(inputs, flat), kernel)
+    if bias is not None:
+        xw = xw + bias
+    xw = tf.reshape(xw, out)
+    xw.set_shape(inputs.shape[:2].concatenate([width]))
+    return xw
+
+
+def _project_in_chunks(inputs, kernel, bias, chunk, num_steps, features) -> List[tf.Tensor]:
+    """One `(B, H)` tensor per step, projected `chunk` steps at a time (5 ops per chunk)."""
+    units = kernel.shape[-1]
+    sizes = [min(chunk, num_steps - start) for start in range(0, num_steps, chunk)]
+    parts = tf.split(inputs, sizes, axis=0) if len(sizes) > 1 else [inputs]
+    flat = tf.constant([-1, features])
+    shapes = {size: tf.constant([size, -1, units]) for size in set(sizes)}  # shared: fewer graph ops
+    steps = []
+    for size, part in zip(sizes, parts):
+        steps.extend(tf.unstack(project(part, kernel, bias, (flat, shapes[size])), num=size))
+    return steps
+
+
+def simple_rnn_loop(
+    cell: Any,
+    prepared: step_lib.Prepared,
+    masks: step_lib.DropoutMasks,
+    choices: Choices,
+    *,
+    return_all_outputs: bool = True,
+) -> Tuple[Optional[tf.Tensor], tf.Tensor, List[tf.Tensor]]:
+    """The fused SimpleRNN unroll. Returns `(outputs (T, B, H) or None, last_output, [final_state])`.
+
+    The projection, dropout and the mask bookkeeping around the recurrence are a few large ops and are
+    never compiled on their own.
+    """
+    inputs = prepared.inputs
+    dtype = inputs.dtype
+    dp_mask, rec_mask = masks.of(cell)
+    if dp_mask is not None:
+        inputs = inputs * dp_mask
+    kernel = _as_tensor(cell.kernel, dtype)
+    bias = _as_tensor(cell.bias, dtype) if cell.bias is not None else None
+    recurrent = _as_tensor(cell.recurrent_kernel, dtype)
+    h0 = prepared.initial_state[0]
+    if choices.unrolled:
+        if choices.static_chunk and choices.static_chunk < prepared.num_steps:
+            xw_steps = _project_in_chunks(inputs, kernel, bias, choices.static_chunk, prepared.num_steps, prepared.features)
+        else:
+            xw_steps = tf.unstack(project(inputs, kernel, bias), num=prepared.num_steps)
+        hs, h_last = _unrolled_recurrence(
+            xw_steps, h0, recurrent, activation=cell.activation, rec_mask=rec_mask, valid=prepared.valid,
+            need_states=return_all_outputs,
+        )
+    else:
+        stop = None
+        if prepared.max_length is not None:
+            stop = tf.minimum(tf.shape(inputs)[0], prepared.max_length)
+        hs, h_last = _while_recurrence(
+            project(inputs, kernel, bias), h0, recurrent, activation=cell.activation, rec_mask=rec_mask,
+            valid=prepared.valid, stop=stop, choices=choices, need_states=return_all_outputs,
+        )
+    outputs, last = step_lib.outputs_from_states(prepared, hs, h_last, return_all_outputs)
+    return outputs, last, [h_last]

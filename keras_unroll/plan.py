@@ -1,0 +1,348 @@
+"""The planner: the one place that decides which loop and kernel run a call, and whether XLA compiles them.
+
+Every call of a layer or a functional form comes here with a checked, time-major sequence
+(`step.Prepared`) and a `Request` (the loop family and its options):
+
+    plan = make_plan(cell, prepared, request)       # decisions only, from static shapes and the cell
+    outputs, last, state = run(cell, prepared, request)   # make_plan + execute
+
+`make_plan` holds every path of the package:
+
+| request                                   | loop           | kernel                          | XLA                            |
+|-------------------------------------------|----------------|---------------------------------|--------------------------------|
+| a batch of 0 rows                         | none           | the exact empty result          | no                             |
+| static                                    | Python `for`   | fused SimpleRNN / hoisted LSTM, GRU / generic step | only `jit_compile=True`, the whole loop |
+| dynamic, `swap_memory` or `recompute`     | checkpointed   | fused SimpleRNN segments / generic step | no                   |
+| dynamic                                   | `tf.while_loop`| fused SimpleRNN / generic step  | fused: its passes (`"auto"`, `True`); generic: never alone |
+
+The size-dependent choices of the fused kernel (where `dU` is computed, whether its backward loop is
+compiled, how many steps a static product projects) come from one frozen `Tuning` value, whose bounds were
+measured (docs/performance.md). `tuning()` returns the one in force: the default, or what
+`keras_unroll.testing.use_tuning` / `generic_only` set for a block of code. Each plan is part of the key of
+the functions it caches, so a switch is never ignored by a function traced before it.
+
+Caches: a loop that must run as a graph when called eagerly (the while and checkpointed loops) or that is
+compiled as a whole (`StaticUnroll(jit_compile=True)`) runs in a `tf.function` kept on the cell (freed with
+it), at most `_MAX_FUNCTIONS` per cell, keyed on the plan and everything that changes the trace (options,
+dtype, features, which optional tensors are present) but never on T: the while loop's function has an
+input signature with open time and batch axes, so one trace serves every length and batch size.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import contextvars
+import dataclasses
+import functools
+from typing import Any, Dict, Iterator, Optional, Tuple
+
+import tensorflow as tf
+
+from keras_unroll import step as step_lib
+from keras_unroll.kernels import projected, simple_rnn
+from keras_unroll.loops.checkpointed import Recompute, checkpointed_loop
+from keras_unroll.loops.dynamic import while_loop
+from keras_unroll.loops.static import static_loop
+
+
+# ------------------------------------------------------------------------------------- tuning
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+    """The bounds behind the planner's size-dependent choices, as one frozen value.
+
+    Sizes are `B·H·H`, the multiply-adds of one step's `h U` (an unknown batch counts as 32). The defaults
+    were measured on 2-core CPUs (docs/performance.md has the tables behind each bound).
+
+    Attributes:
+        fast_paths: `False` runs every cell with the generic step (`step.make_step`), for comparisons.
+        static_chunk: `StaticUnroll` projects a small step's inputs this many steps per matrix product, so the
+            products overlap the recurrence on the other core (`0`: one product).
+        static_chunk_max_macs: From this size on, one product for the whole sequence.
+        du_in_loop_min_macs: The uncompiled backward loop accumulates `dU` inside the loop from this size on
+            (else one product after the loop).
+        du_in_loop_xla_macs: The XLA-compiled backward loop accumulates `dU` inside for sizes in `[lo, hi)`.
+        uncompiled_backward_min_macs: Under XLA, steps from this size on (and with at most
+            `uncompiled_backward_max_units` units) run the backward loop uncompiled (TensorFlow's matmul
+            kernels were faster there).
+        uncompiled_backward_max_units: See above.
+    """
+
+    fast_paths: bool = True
+    static_chunk: int = 4
+    static_chunk_max_macs: int = 2**22
+    du_in_loop_min_macs: int = 2**21
+    du_in_loop_xla_macs: Tuple[int, int] = (2**17, 2**20)
+    uncompiled_backward_min_macs: int = 2**21
+    uncompiled_backward_max_units: int = 256
+
+
+_TUNING: contextvars.ContextVar = contextvars.ContextVar("keras_unroll_tuning", default=Tuning())
+
+
+def tuning() -> Tuning:
+    """The `Tuning` in force: the default, or the one a `use_tuning` block set (per thread and task)."""
+    return _TUNING.get()
+
+
+@contextlib.contextmanager
+def use_tuning(value: Tuning) -> Iterator[Tuning]:
+    """Plans the calls traced in this block with `value` (see `keras_unroll.testing`)."""
+    if not isinstance(value, Tuning):
+        raise TypeError(f"`use_tuning` takes a `keras_unroll.plan.Tuning`. Received: value={value!r}")
+    token = _TUNING.set(value)
+    try:
+        yield value
+    finally:
+        _TUNING.reset(token)
+
+
+# -------------------------------------------------------------------------------------- plans
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """What a layer or function asks for: the loop family and its options (already checked)."""
+
+    loop: str  # "static" or "dynamic"
+    training: Any = None
+    return_all_outputs: bool = True
+    jit_compile: Any = False  # True, False or "auto"
+    swap_memory: bool = False
+    recompute: Recompute = None
+    parallel_iterations: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What runs a call.
+
+    Attributes:
+        loop: `"empty"`, `"static"`, `"while"` or `"checkpointed"`.
+        kernel: `"generic"` (the cell's own step), `"simple_rnn"` (the fused kernel) or `"projected"`
+            (the hoisted LSTM/GRU step).
+        compile: `"none"`, `"kernel"` (the fused kernel compiles its own passes) or `"loop"` (the whole loop
+            runs in its own `tf.function(jit_compile=True)`).
+        choices: The fused kernel's choices, else None.
+        training: `training` as a Python bool or None; `"symbolic"` for a symbolic flag (generic step only).
+        tuning: The `Tuning` the plan was made with.
+    """
+
+    loop: str
+    kernel: str
+    compile: str
+    choices: Optional[simple_rnn.Choices]
+    training: Any
+    tuning: Tuning
+
+
+def python_training(training: Any) -> Any:
+    """`training` as a Python bool or None; `"symbolic"` for a tensor whose value is not known yet."""
+    if training is None or isinstance(training, bool):
+        return training
+    if isinstance(training, tf.Tensor):
+        if tf.executing_eagerly():
+            return bool(training.numpy())
+        static = tf.get_static_value(training)
+        return "symbolic" if static is None else bool(static)
+    return bool(training)
+
+
+def simple_rnn_choices(batch: Optional[int], units: int, jit: bool, value: Tuning) -> simple_rnn.Choices:
+    """Where the fused while loop computes `dU` and whether its backward loop is compiled, for a batch of
+    `batch` rows (None: unknown) and `units` units."""
+    macs = simple_rnn.step_macs(batch, units)
+    if not jit:
+        return simple_rnn.Choices(du_in_loop=macs >= value.du_in_loop_min_macs)
+    uncompiled = macs >= value.uncompiled_backward_min_macs and units <= value.uncompiled_backward_max_units
+    if uncompiled:
+        return simple_rnn.Choices(jit=True, compile_backward=False, du_in_loop=macs >= value.du_in_loop_min_macs)
+    low, high = value.du_in_loop_xla_macs
+    return simple_rnn.Choices(jit=True, du_in_loop=low <= macs < high)
+
+
+def make_plan(cell: Any, prepared: step_lib.Prepared, request: Request, value: Optional[Tuning] = None) -> Plan:
+    """Decides the loop, kernel and compilation of one call, from the cell, the options and static shapes."""
+    value = value or tuning()
+    training = python_training(request.training)
+    if prepared.inputs.shape[1] == 0:  # an empty batch: nothing to run (and LSTMCell cannot trace it)
+        return Plan("empty", "generic", "none", None, training, value)
+    fast = value.fast_paths and training != "symbolic"
+    fused = fast and simple_rnn.eligible(cell)
+    units = step_lib.output_size(cell)
+    if request.loop == "static":
+        compile_mode = "loop" if request.jit_compile is True and training != "symbolic" else "none"
+        if fused:
+            macs = simple_rnn.step_macs(prepared.inputs.shape[1], units)
+            chunk = value.static_chunk if macs < value.static_chunk_max_macs else 0
+            return Plan("static", "simple_rnn", compile_mode, simple_rnn.Choices(unrolled=True, static_chunk=chunk), training, value)
+        kernel = "projected" if fast and projected.kind(cell) is not None else "generic"
+        return Plan("static", kernel, compile_mode, None, training, value)
+    if request.swap_memory or request.recompute is not None:
+        # Segments run the fused kernel uncompiled: XLA would keep every checkpoint on the device.
+        choices = simple_rnn_choices(prepared.inputs.shape[1], units, False, value) if fused else None
+        return Plan("checkpointed", "simple_rnn" if fused else "generic", "none", choices, training, value)
+    if fused:
+        jit = request.jit_compile is True or request.jit_compile == "auto"
+        choices = simple_rnn_choices(prepared.inputs.shape[1], units, jit, value)
+        return Plan("while", "simple_rnn", "kernel" if jit else "none", choices, training, value)
+    return Plan("while", "generic", "none", None, training, value)
+
+
+def compiles_alone(cell: Any) -> bool:
+    """Whether a `tf.while_loop` over `cell` can be XLA-compiled as a function of its own.
+
+    Only the fused SimpleRNN kernel can: TensorFlow cannot differentiate a compiled `tf.while_loop` from
+    outside XLA (its gradient accumulators are TensorLists, which may not cross the XLA boundary), and the
+    fused kernel's gradient is a loop of its own. Other cells are compiled with the whole train step
+    (`model.compile(jit_compile=True)`).
+    """
+    return simple_rnn.eligible(cell)
+
+
+# ------------------------------------------------------------------------------------ execution
+def execute(
+    plan: Plan, cell: Any, prepared: step_lib.Prepared, request: Request, masks: step_lib.DropoutMasks
+) -> Tuple[Any, tf.Tensor, Any]:
+    """Runs `plan` on tensors (in whatever graph or eager context the caller is in)."""
+    units = step_lib.output_size(cell)
+    return_all = request.return_all_outputs
+    if plan.loop == "empty":
+        outputs, last, state = step_lib.empty_batch_result(units, prepared, return_all)
+        if plan.loop == "empty" and request.loop == "static" and outputs is not None:
+            outputs = tf.unstack(outputs, num=prepared.num_steps)
+        return outputs, last, state
+    if plan.kernel == "simple_rnn" and plan.loop != "checkpointed":
+        outputs, last, state = simple_rnn.simple_rnn_loop(cell, prepared, masks, plan.choices, return_all_outputs=return_all)
+        if plan.loop == "static" and outputs is not None:
+            outputs = tf.unstack(outputs, num=prepared.num_steps)
+        return outputs, last, state
+    if plan.kernel == "projected":
+        hoisted, hoisted_prepared = projected.project_gated(cell, projected.kind(cell), prepared, masks)
+        step = step_lib.make_step(hoisted, None, prepared.zero_output)
+        return static_loop(step, hoisted_prepared, units, return_all_outputs=return_all)
+    training = None if plan.training == "symbolic" else plan.training
+    step = step_lib.make_step(cell, request.training if plan.training == "symbolic" else training, prepared.zero_output)
+    with masks.applied():
+        if plan.loop == "static":
+            return static_loop(step, prepared, units, return_all_outputs=return_all)
+        if plan.loop == "while":
+            return while_loop(step, prepared, units, return_all_outputs=return_all, parallel_iterations=request.parallel_iterations)
+    segment_kernel = None
+    if plan.kernel == "simple_rnn":
+
+        def segment_kernel(segment: step_lib.Prepared, collect: bool):
+            return simple_rnn.simple_rnn_loop(cell, segment, masks, plan.choices, return_all_outputs=collect)
+
+    return checkpointed_loop(
+        step,
+        prepared,
+        units,
+        masks,
+        segment_kernel=segment_kernel,
+        return_all_outputs=return_all,
+        parallel_iterations=request.parallel_iterations,
+        swap_memory=request.swap_memory,
+        recompute=request.recompute,
+    )
+
+
+#: Traced functions kept per cell (least recently used dropped first).
+_MAX_FUNCTIONS = 8
+_CACHE_ATTRIBUTE = "_keras_unroll_functions"
+
+
+def _traced(plan: Plan, cell: Any, settings: step_lib.Prepared, request: Request, masks: step_lib.DropoutMasks,
+            inputs: tf.Tensor, initial_state: Any, extra: Dict[str, Any]) -> Tuple[Any, tf.Tensor, Any]:
+    """The body of a cached function: `settings` around the function's tensors, then `execute`."""
+    rebuilt = settings.around(inputs, extra.get("valid"), initial_state, extra.get("max_length"))
+    return execute(plan, cell, rebuilt, request, masks.with_tensors(extra.get("masks", {})))
+
+
+def _spec(tensor: Any, time_axis: bool) -> Any:
+    """A `TensorSpec` for `tensor` with the batch (and, for sequences, the time) axis left open."""
+    shape = tensor.shape.as_list()
+    if time_axis and shape:
+        shape[0] = None
+        if len(shape) > 1:
+            shape[1] = None
+    elif shape:
+        shape[0] = None
+    return tf.TensorSpec(shape, tensor.dtype)
+
+
+def _graph_function(plan: Plan, cell: Any, prepared: step_lib.Prepared, request: Request, masks: step_lib.DropoutMasks):
+    """The cached `tf.function` that runs `plan` (see the module docstring for what keys it)."""
+    extras = {"valid": prepared.valid, "max_length": prepared.max_length, "masks": masks.tensors() or None}
+    extras = {name: value for name, value in extras.items() if value is not None}
+    settings = prepared.settings_only()
+    state_structure = tf.nest.map_structure(lambda t: tuple(t.shape.as_list()[1:]), prepared.initial_state)
+    key = (
+        plan,
+        dataclasses.replace(request, training=None),
+        settings.zero_output,
+        settings.features,
+        prepared.inputs.dtype.name,
+        repr(state_structure),
+        tuple(sorted(extras)),
+        tuple(sorted(extras.get("masks", {}))),
+    )
+    signature = None
+    if plan.compile == "loop":  # the whole static loop: its graph holds T copies of the step anyway
+        key += (prepared.num_steps, prepared.inputs.shape[1])
+    else:
+        signature = [
+            _spec(prepared.inputs, True),
+            tf.nest.map_structure(lambda t: _spec(t, False), prepared.initial_state),
+            {
+                name: (
+                    _spec(value, True)
+                    if name == "valid"
+                    else tf.TensorSpec([], value.dtype)
+                    if name == "max_length"
+                    else {k: tf.nest.map_structure(lambda t: _spec(t, False), v) for k, v in value.items()}
+                )
+                for name, value in extras.items()
+            },
+        ]
+    cache = cell.__dict__.setdefault(_CACHE_ATTRIBUTE, collections.OrderedDict())  # not tracked by Keras
+    fn = cache.get(key)
+    if fn is not None:
+        cache.move_to_end(key)
+        return fn, extras
+    # A partial, not a closure: TensorFlow counts retracing per code object, and each cell's function
+    # traces once on its own.
+    body = functools.partial(_traced, plan, cell, settings, request, masks.with_tensors({}))
+    fn = tf.function(body, input_signature=signature, jit_compile=plan.compile == "loop", autograph=False)
+    cache[key] = fn
+    while len(cache) > _MAX_FUNCTIONS:
+        cache.popitem(last=False)
+    return fn, extras
+
+
+def _restore_shapes(cell: Any, prepared: step_lib.Prepared, result: Tuple[Any, tf.Tensor, Any]) -> Tuple[Any, tf.Tensor, Any]:
+    """Gives the results the static shapes the caller knows (a function traced for any shape returns fewer)."""
+    outputs, last, state = result
+    batch, units = prepared.inputs.shape[1], step_lib.output_size(cell)
+    if isinstance(outputs, tf.Tensor):
+        outputs.set_shape([prepared.num_steps, batch, units])
+    elif outputs is not None:
+        for output in outputs:
+            output.set_shape([batch, units])
+    last.set_shape([batch, units])
+    flat = tf.nest.flatten(state)
+    for tensor, size in zip(flat, step_lib.state_sizes_flat(cell)):
+        tensor.set_shape([batch, size])
+    return outputs, last, state
+
+
+def run(cell: Any, prepared: step_lib.Prepared, request: Request) -> Tuple[Any, tf.Tensor, Any]:
+    """Plans and runs one call. Returns `(outputs, last_output, final_state)`: outputs `(T, B, H)` for the
+    while loops, a list of T `(B, H)` tensors for the static loop, None without `return_all_outputs`."""
+    plan = make_plan(cell, prepared, request)
+    masks = step_lib.DropoutMasks.draw(cell, prepared, None if plan.training == "symbolic" else plan.training)
+    needs_graph = plan.compile == "loop" or (
+        not tf.inside_function() and plan.loop in ("while", "checkpointed") and plan.compile != "kernel"
+    )
+    if not needs_graph or plan.training == "symbolic":
+        return _restore_shapes(cell, prepared, execute(plan, cell, prepared, request, masks))
+    fn, extras = _graph_function(plan, cell, prepared, request, masks)
+    return _restore_shapes(cell, prepared, fn(prepared.inputs, prepared.initial_state, extras))

@@ -1,0 +1,43 @@
+"""Switches for tests and comparisons: run the generic path, or plan with other tuning bounds.
+
+Every fast path of the package (the fused SimpleRNN kernel, the hoisted LSTM/GRU projection) must give
+the numbers of the generic step, the cell called once per time step. `generic_only()` makes that comparison
+possible from the public API, for this package's tests and for downstream users who check their own models:
+
+    with keras_unroll.testing.generic_only():
+        expected = layer(x)          # traced here: the generic step, whatever was traced before
+    actual = layer(x)                # the fast path
+
+The switch takes effect for calls (and traces) made inside the block; functions traced earlier under another
+setting are kept apart (the planner keys them on it), so the switch is never silently ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Any, Iterator
+
+from keras_unroll.plan import Tuning, tuning, use_tuning
+
+__all__ = ["Tuning", "generic_only", "tuning", "use_tuning"]
+
+
+@contextlib.contextmanager
+def generic_only() -> Iterator[Tuning]:
+    """Within this block every loop uses the generic step (no fused or hoisted kernel).
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras_unroll as ku
+    >>> from keras_unroll.testing import generic_only
+    >>> cell, x = ku.BasicRNNCell(4), np.ones((2, 3, 1), "float32")
+    >>> fast, _ = ku.dynamic_rnn(cell, x)
+    >>> with generic_only():
+    ...     generic, _ = ku.dynamic_rnn(cell, x)
+    >>> bool(np.allclose(fast, generic, atol=1e-6))
+    True
+    """
+    with use_tuning(dataclasses.replace(tuning(), fast_paths=False)) as value:
+        yield value
