@@ -698,37 +698,75 @@ def _tf1_zero_state(cell: Any, batch_size: int, dtype: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ wrappers
-def _configure_masks(cell: Any, step_input: tf.Tensor, state: Any) -> None:
-    """Creates per-sequence dropout masks inside a wrapped cell (what `keras.layers.RNN` does for its cell)."""
+def _needs_masks(cell: Any) -> bool:
+    """Whether `cell` (or a cell inside it) draws per-sequence dropout masks (Keras' `DropoutRNNCell` protocol)."""
+    if isinstance(cell, _Wrapper):
+        return cell.dropout > 0
     if isinstance(cell, keras.layers.StackedRNNCells):
-        batch, dtype = tf.shape(step_input)[0], step_input.dtype
-        for sub in cell.cells:
-            sub_state = tf.zeros(tf.stack([batch, int(tf.nest.flatten(sub.state_size)[0])]), dtype)
-            _configure_masks(sub, step_input, sub_state)
+        return any(_needs_masks(sub) for sub in cell.cells)
+    return isinstance(cell, DropoutRNNCell) and (cell.dropout > 0 or cell.recurrent_dropout > 0)
+
+
+def _draw_masks(cell: Any, step_input: tf.Tensor) -> Optional[Dict[str, Any]]:
+    """The per-sequence masks of every cell inside a wrapper, as a dict of tensors (None: no masks).
+
+    Keras' protocol: `get_dropout_mask(step_input)` / `get_recurrent_dropout_mask(state)` draw a mask and
+    keep it on the cell; the loop (or `keras.layers.RNN`) draws before the loop and clears afterwards. A
+    wrapper draws for the cells it wraps, keeps their masks in its own, and hands them over at each step.
+    """
+    if not _needs_masks(cell):
+        return None
+    batch, dtype = tf.shape(step_input)[0], step_input.dtype
+    if isinstance(cell, keras.layers.StackedRNNCells):
+        masks = {}
+        for index, sub in enumerate(cell.cells):
+            sub_masks = _draw_masks(sub, step_input)
+            if sub_masks:
+                masks[f"cell{index}"] = sub_masks
             step_input = tf.zeros(tf.stack([batch, _output_size(sub)]), dtype)
-    elif isinstance(cell, DropoutRNNCell):
-        cell.get_dropout_mask(step_input)
-        cell.get_recurrent_dropout_mask(tf.nest.flatten(state)[0] if state is not None else step_input)
-
-
-def _reset_masks(cell: Any) -> None:
-    if isinstance(cell, keras.layers.StackedRNNCells):
-        for sub in cell.cells:
-            _reset_masks(sub)
-    elif isinstance(cell, DropoutRNNCell):
+        return masks
+    if isinstance(cell, _Wrapper):
+        masks = cell.get_dropout_mask(step_input)
         cell.reset_dropout_mask()
-        cell.reset_recurrent_dropout_mask()
+        return masks
+    state = tf.zeros(tf.stack([batch, int(tf.nest.flatten(cell.state_size)[0])]), dtype)
+    cell.reset_dropout_mask()
+    cell.reset_recurrent_dropout_mask()
+    drawn = {"input": cell.get_dropout_mask(step_input), "recurrent": cell.get_recurrent_dropout_mask(state)}
+    cell.reset_dropout_mask()
+    cell.reset_recurrent_dropout_mask()
+    return {key: value for key, value in drawn.items() if value is not None}
+
+
+def _set_masks(cell: Any, masks: Optional[Dict[str, Any]]) -> None:
+    """Hands drawn masks (`_draw_masks`) to the cells; `None` clears them."""
+    if isinstance(cell, keras.layers.StackedRNNCells):
+        for index, sub in enumerate(cell.cells):
+            _set_masks(sub, None if masks is None else masks.get(f"cell{index}"))
+    elif isinstance(cell, _Wrapper):
+        cell._dropout_mask = masks
+    elif isinstance(cell, DropoutRNNCell):
+        cell._dropout_mask = None if masks is None else masks.get("input")
+        cell._recurrent_dropout_mask = None if masks is None else masks.get("recurrent")
 
 
 class _Wrapper(keras.layers.Layer, DropoutRNNCell):
     """A cell around a cell: the same state, its own change to the inputs or the output.
 
-    It forwards Keras' per-sequence dropout-mask hooks to the wrapped cell, so a wrapped
-    `keras.layers.LSTMCell(dropout=...)` keeps one mask per sequence in every loop.
+    It takes part in Keras' per-sequence dropout-mask protocol (`DropoutRNNCell`) for the cells it wraps:
+    the loops and `keras.layers.RNN` draw one mask per sequence for a wrapped `keras.layers.LSTMCell(
+    dropout=...)` or a `DropoutWrapper(variational_recurrent=True)` before they run, as for a bare cell.
     """
 
-    dropout = 0.0  # read by Keras' DropoutRNNCell helpers; wrappers keep their own masks
-    recurrent_dropout = 0.0
+    recurrent_dropout = 0.0  # read by the loops' mask drawing; every mask of a wrapper is its `_dropout_mask`
+
+    @property
+    def dropout(self) -> float:
+        """Positive when this wrapper (or a cell inside it) draws per-sequence masks: the loops then draw them."""
+        return 1.0 if self._own_masks() or _needs_masks(self.cell) else 0.0
+
+    def _own_masks(self) -> bool:
+        return False
 
     def __init__(self, cell: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -761,21 +799,51 @@ class _Wrapper(keras.layers.Layer, DropoutRNNCell):
 
     def _call_cell(self, inputs: Any, states: Any, training: Any) -> Any:
         accepts = getattr(self.cell, "_call_has_training_arg", True)
-        return self.cell(inputs, states, training=training) if accepts else self.cell(inputs, states)
+        inner = self._masks_for_step(inputs, training).get("inner") if _needs_masks(self.cell) else None
+        _set_masks(self.cell, inner)
+        try:
+            return self.cell(inputs, states, training=training) if accepts else self.cell(inputs, states)
+        finally:
+            _set_masks(self.cell, None)  # nothing is left on the wrapped cells after a step
 
-    # Keras' per-sequence dropout hooks (`keras.layers.RNN` and the package's loops call them).
+    def _masks_for_step(self, inputs: Any, training: Any) -> Dict[str, Any]:
+        """This sequence's masks: drawn by the loop before it ran (or now, in a hand-written eager loop)."""
+        if training is None or training is False:
+            return {}
+        masks = getattr(self, "_dropout_mask", None)
+        if masks is None:
+            if not tf.executing_eagerly():
+                raise RuntimeError(
+                    f"{type(self).__name__} {self.name!r} needs its per-sequence dropout masks, which the loop "
+                    "draws before it runs, and this loop did not. Run the cell in `ku.dynamic_rnn`, "
+                    "`ku.static_rnn`, `ku.DynamicUnroll`, `ku.StaticUnroll` or `keras.layers.RNN` (as the cell, "
+                    "or inside `MultiRNNCell`), or call `cell.get_dropout_mask(first_inputs)` before your own "
+                    f"loop. Received: training={training!r}"
+                )
+            masks = self.get_dropout_mask(inputs)  # eager, by hand: one mask until `reset_dropout_mask()`
+        return masks or {}
+
+    # Keras' per-sequence dropout protocol (`keras.layers.RNN` and the package's loops call these).
     def get_dropout_mask(self, step_input: Any) -> Any:
-        _configure_masks(self.cell, step_input, None)
-        return None
+        if getattr(self, "_dropout_mask", None) is None and self.dropout > 0:
+            masks = self._draw_own_masks(step_input)
+            inner = _draw_masks(self.cell, step_input)
+            if inner:
+                masks["inner"] = inner
+            self._dropout_mask = masks or None
+        return getattr(self, "_dropout_mask", None)
+
+    def _draw_own_masks(self, step_input: Any) -> Dict[str, Any]:
+        return {}
 
     def get_recurrent_dropout_mask(self, step_input: Any) -> Any:
         return None
 
     def reset_dropout_mask(self) -> None:
-        _reset_masks(self.cell)
+        self._dropout_mask = None
 
     def reset_recurrent_dropout_mask(self) -> None:
-        pass
+        self._recurrent_dropout_mask = None
 
     def get_config(self) -> Dict[str, Any]:
         return {**super().get_config(), "cell": keras.saving.serialize_keras_object(self.cell)}
@@ -888,67 +956,61 @@ class DropoutWrapper(_Wrapper):
             raise TypeError(f"`seed` must be an integer or None. Received: seed={seed!r}")
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self._masks: Optional[Dict[str, Any]] = None
 
-    def _make_masks(self, batch: Any, features: int, dtype: Any) -> Dict[str, Any]:
+    def _active(self) -> bool:
+        return min(self.input_keep_prob, self.output_keep_prob, self.state_keep_prob) < 1.0
+
+    def _own_masks(self) -> bool:
+        return self.variational_recurrent and self._active()
+
+    def _draw_own_masks(self, step_input: Any) -> Dict[str, Any]:
+        """One mask per sequence (and row) for the input, the output and each dropped state."""
+        if not self._own_masks():
+            return {}
+        batch, dtype = tf.shape(step_input)[0], step_input.dtype
+
         def mask(size: int, keep: float) -> tf.Tensor:
             ones = tf.ones(tf.stack([batch, int(size)]), dtype)
             return keras.random.dropout(ones, rate=1.0 - keep, seed=self.seed_generator)
 
-        masks: Dict[str, Any] = {"input": None, "output": None, "state": None}
+        masks: Dict[str, Any] = {}
         if self.input_keep_prob < 1.0:
-            masks["input"] = mask(features, self.input_keep_prob)
+            masks["input"] = mask(int(step_input.shape[-1]), self.input_keep_prob)
         if self.output_keep_prob < 1.0:
             masks["output"] = mask(self.output_size, self.output_keep_prob)
         if self.state_keep_prob < 1.0:
             sizes = tf.nest.flatten(self.cell.state_size)
-            drops = _state_filter(self.cell)
-            masks["state"] = [mask(size, self.state_keep_prob) if drop else None for size, drop in zip(sizes, drops)]
+            for index, (size, drop) in enumerate(zip(sizes, _state_filter(self.cell))):
+                if drop:
+                    masks[f"state{index}"] = mask(size, self.state_keep_prob)
         return masks
 
-    def get_dropout_mask(self, step_input: Any) -> Any:
-        super().get_dropout_mask(step_input)
-        if self.variational_recurrent and self._masks is None:
-            self._masks = self._make_masks(tf.shape(step_input)[0], int(step_input.shape[-1]), step_input.dtype)
-        return None
-
-    def reset_dropout_mask(self) -> None:
-        super().reset_dropout_mask()
-        self._masks = None
-
     def _drop(self, x: tf.Tensor, keep: float, mask: Optional[tf.Tensor]) -> tf.Tensor:
-        if mask is not None:
+        if self.variational_recurrent:
             return x * mask
-        return keras.random.dropout(x, rate=1.0 - keep, seed=self.seed_generator)
+        return keras.random.dropout(x, rate=1.0 - keep, seed=self.seed_generator)  # a new mask every step
 
-    def _apply(self, inputs: Any, states: Any, masks: Optional[Dict[str, Any]]) -> Any:
-        masks = masks or {"input": None, "output": None, "state": None}
+    def _apply(self, inputs: Any, states: Any, masks: Dict[str, Any]) -> Any:
         if self.input_keep_prob < 1.0:
-            inputs = self._drop(inputs, self.input_keep_prob, masks["input"])
+            inputs = self._drop(inputs, self.input_keep_prob, masks.get("input"))
         output, new_states = self._call_cell(inputs, states, True)
         if self.state_keep_prob < 1.0:
             flat = tf.nest.flatten(new_states)
-            state_masks = masks["state"] or [None] * len(flat)
             dropped = [
-                self._drop(s, self.state_keep_prob, m) if drop else s
-                for s, m, drop in zip(flat, state_masks, _state_filter(self.cell))
+                self._drop(s, self.state_keep_prob, masks.get(f"state{i}")) if drop else s
+                for i, (s, drop) in enumerate(zip(flat, _state_filter(self.cell)))
             ]
             new_states = tf.nest.pack_sequence_as(new_states, dropped)
         if self.output_keep_prob < 1.0:
-            output = self._drop(output, self.output_keep_prob, masks["output"])
+            output = self._drop(output, self.output_keep_prob, masks.get("output"))
         return output, new_states
 
     def call(self, inputs: Any, states: Any, training: Any = None) -> Any:
         if isinstance(training, tf.Tensor) and tf.executing_eagerly():
             training = bool(training.numpy())
-        active = min(self.input_keep_prob, self.output_keep_prob, self.state_keep_prob) < 1.0
-        if not active or training is None or training is False:
+        if not self._active() or training is None or training is False:
             return self._call_cell(inputs, states, training)
-        masks = None
-        if self.variational_recurrent:
-            if self._masks is None:  # a hand-written loop over the cell: one mask until `reset_dropout_mask()`
-                self._masks = self._make_masks(tf.shape(inputs)[0], int(inputs.shape[-1]), inputs.dtype)
-            masks = self._masks
+        masks = self._masks_for_step(inputs, training) if self._own_masks() else {}
         if isinstance(training, tf.Tensor):  # a symbolic flag: choose in the graph
             dropped = self._apply(inputs, states, masks)
             plain = self._call_cell(inputs, states, False)
