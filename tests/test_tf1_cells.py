@@ -473,6 +473,25 @@ def test_dropout_masks_per_step_or_per_sequence_scaled_and_only_in_training(run,
     np.testing.assert_array_equal(DROPOUT_RUNS[run](cell, x, False), x)  # inference: the identity
 
 
+@pytest.mark.parametrize("run", list(DROPOUT_RUNS))
+def test_per_sequence_masks_reach_cells_inside_wrappers(run):
+    """A variational DropoutWrapper, or a Keras cell's own `dropout`, inside another wrapper: one mask per
+    sequence, a new one for the next sequence (no mask is left behind on a cell)."""
+    x = np.ones((32, 5, 6), np.float32)
+    variational = ku.tf1.DropoutWrapper(_passthrough(6), input_keep_prob=0.5, variational_recurrent=True, seed=4)
+    keras_dropout = keras.layers.SimpleRNNCell(
+        6, activation="linear", kernel_initializer="identity", recurrent_initializer="zeros", dropout=0.5, seed=5
+    )
+    for cell, values in [
+        (ku.tf1.DeviceWrapper(variational, "/CPU:0"), {0.0, 2.0}),  # the dropped input
+        (ku.tf1.ResidualWrapper(keras_dropout), {1.0, 3.0}),  # the input + the dropped input
+    ]:
+        first = np.asarray(DROPOUT_RUNS[run](cell, x, True))
+        assert set(np.unique(first)) <= values and np.all(first == first[:, :1])
+        second = np.asarray(DROPOUT_RUNS[run](cell, x, True))
+        assert np.all(second == second[:, :1]) and not np.array_equal(first, second)
+
+
 def test_state_dropout_drops_an_lstms_h_but_not_its_c():
     x = np.random.default_rng(0).standard_normal((64, 1, 3)).astype(np.float32)
     cell = ku.tf1.BasicLSTMCell(8)
