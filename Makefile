@@ -2,29 +2,42 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+PIP    := $(PY) -m pip --disable-pip-version-check
+DEMO_STAMP := $(VENV)/.installed-demo
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: demo test bench bench-memory venv clean
 
-venv: $(STAMP)
-
-$(STAMP): pyproject.toml Makefile
+$(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e ".[test,plot]"
-	# tf-keras must match TensorFlow's minor version (TF1 parity tests only).
-	$(PY) -m pip install --quiet "tf-keras==$$($(PY) -c 'import importlib.metadata as m; print(".".join(m.version("tensorflow").split(".")[:2]))').*"
-	touch $(STAMP)
 
-demo: $(STAMP)
+# The demo needs the package (TensorFlow, Keras, NumPy) and matplotlib for its PNGs: nothing else.
+$(DEMO_STAMP): pyproject.toml Makefile | $(PY)
+	@echo "Installing keras-unroll with TensorFlow, Keras, NumPy and matplotlib into $(VENV)/"
+	@echo "(the first time this downloads TensorFlow, several hundred MB: a few minutes)."
+	$(PIP) install --progress-bar on -e ".[plot]"
+	touch $@
+
+# The tests also need pytest & co. and tf-keras, whose minor version must match TensorFlow's
+# (it provides TF1's cells for the parity tests).
+$(TEST_STAMP): $(DEMO_STAMP)
+	@echo "Installing the test tools (pytest, pytest-xdist, pytest-timeout, hypothesis) and tf-keras into $(VENV)/"
+	$(PIP) install --progress-bar on -e ".[test,plot]"
+	$(PIP) install --progress-bar on "tf-keras==$$($(PY) -c 'import importlib.metadata as m; print(".".join(m.version("tensorflow").split(".")[:2]))').*"
+	touch $@
+
+venv: $(TEST_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/keras-unroll demo
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile
 
-bench: $(STAMP)
+bench: $(DEMO_STAMP)
 	$(PY) -m benchmarks
 
-bench-memory: $(STAMP)
+bench-memory: $(DEMO_STAMP)
 	$(PY) -m benchmarks memory
 
 clean:

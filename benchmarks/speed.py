@@ -256,8 +256,15 @@ def bench_shape(
         entry["setup_s"] = round(time.perf_counter() - start, 2)
     samples: Dict[Tuple[str, str], List[float]] = {(n, m): [] for n, m, _, _ in timed}
     names = list(dict.fromkeys(name for name, _, _, _ in timed))
+    # A Keras progress bar on a terminal (with an estimate of the time left), one line per round otherwise.
+    bar = None
+    if sys.stdout.isatty():
+        from keras.utils import Progbar
+
+        bar = Progbar(repeats, unit_name="round")
     for round_index in range(repeats):
-        _progress(f"  round {round_index + 1}/{repeats}")
+        if bar is None:
+            _progress(f"  round {round_index + 1}/{repeats}")
         # A new variant order every round (seeded): in a fixed order each variant always ran right after
         # the same neighbour, and the one after the NumPy loop was slowed for the whole run (measured at
         # 32·28·28·128: StaticUnroll's train step 1.11-1.40x SimpleRNN(unroll=True) while it followed the
@@ -265,6 +272,8 @@ def bench_shape(
         order = {name: index for index, name in enumerate(random.Random(round_index).sample(names, len(names)))}
         for name, measure, fn, calls in sorted(timed, key=lambda item: order[item[0]]):
             samples[(name, measure)].append(_sample(fn, calls))
+        if bar is not None:
+            bar.update(round_index + 1)
     for (name, measure), values in samples.items():
         results[name][f"{measure}_ms"] = statistics.median(values) * 1e3
         results[name][f"{measure}_samples_ms"] = [round(v * 1e3, 4) for v in values]

@@ -9,12 +9,13 @@ Public surface:
 - `load_tf1_weights`: read a TF1 `BasicRNNCell` checkpoint.
 - `configure_gpus`: the TF2 replacement for TF1's `ConfigProto` GPU options.
 - `inspect`: graph and memory inspection (`graph_stats`, `compare_unrolling`, `export_graph`, `show_graph`).
+- `testing`: `generic_only()`, the switch that runs every cell with the generic step (for comparisons).
 - `tf1`: TF1's `tf.nn.rnn_cell` vocabulary (`BasicLSTMCell`, `LSTMCell`, `GRUCell`, `MultiRNNCell`, wrappers).
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
-from keras_unroll import inspect, tf1
+from keras_unroll import inspect, testing, tf1
 from keras_unroll.bidirectional import bidirectional_dynamic_rnn, static_bidirectional_rnn
 from keras_unroll.cell import BasicRNNCell
 from keras_unroll.checkpoint import load_tf1_weights
@@ -39,5 +40,6 @@ __all__ = [
     "load_tf1_weights",
     "static_bidirectional_rnn",
     "static_rnn",
+    "testing",
     "tf1",
 ]

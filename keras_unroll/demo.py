@@ -1,20 +1,24 @@
 """`keras-unroll demo`: the package's main job in one command.
 
-With no arguments and no download it:
+It compares the two ways of unrolling an RNN, on the same model and the same data. With no arguments and
+no download it:
 
 1. makes the time series of *Hands-On Machine Learning*, chapter 14 (`t·sin(t)/3 + 2·sin(5t)`) and cuts it
    into windows of 20 steps, each labelled with the next value;
 2. trains two `keras.Sequential` models, identical but for the unrolling (`StaticUnroll` and
-   `DynamicUnroll` over a `BasicRNNCell(100)`), with `model.fit`;
+   `DynamicUnroll` over a `BasicRNNCell(100)`), with `model.fit`, from the same initial weights;
 3. prints a side-by-side table: final loss, graph ops, trace time, step time, peak memory;
-4. exports the better model as a SavedModel, reloads it in a fresh Python process (without keras_unroll)
-   and checks its predictions;
-5. writes to `--out` (default `demo-output/`) a PNG of predictions vs truth, the PNG and the table of
-   `compare_unrolling` (static vs dynamic at T = 2, 10, 100, 500), and the SavedModel.
+4. exports one model as a SavedModel (the one with the lower test loss when the losses differ by more than
+   `SAME_LOSS_RTOL`, else `DynamicUnroll`), reloads it in a fresh Python process (without keras_unroll) and
+   checks its predictions;
+5. measures both unrollings with `compare_unrolling` at T = 2, 10, 100, 500;
+6. writes to `--out` (default `demo-output/`) the tables (`results.md`, `results.json`), the SavedModel and,
+   when matplotlib is installed (the `plot` extra), `demo_predictions.png` and `compare_unrolling.png`.
 
 The comparison stops at T=500 by default: a static unroll at T=1000 costs 5-15 s of tracing and much memory
-on a 2-core CPU (`--steps 2,10,100,1000` to see it). `--quick` runs everything small, in seconds (CI).
+on a 2-core CPU (`--steps 2,10,100,1000` to see it). `--quick` runs everything small (CI).
 `--data FILE.npz` trains on your own arrays `x` `(N, T, F)` and `y` `(N,)` or `(N, outputs)` instead.
+The options are parsed by `keras_unroll_cli`, before TensorFlow is imported.
 """
 
 from __future__ import annotations
@@ -28,11 +32,15 @@ import sys
 import tempfile
 import textwrap
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from keras_unroll_cli import DEMO_DEFAULT_STEPS as _DEFAULT_STEPS
+from keras_unroll_cli import DEMO_QUICK_STEPS as _QUICK_STEPS
 
 _PROG = "keras-unroll demo"
-_DEFAULT_STEPS = (2, 10, 100, 500)
-_QUICK_STEPS = (2, 10, 50)
+# Test losses closer than this (relative) are "about the same": the twins run the same maths, and
+# float32 reductions in a different order differ by far less.
+SAME_LOSS_RTOL = 0.01
 
 
 class DemoError(Exception):
@@ -44,70 +52,11 @@ class ReloadError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------------------ options
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer. Received: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer. Received: {text!r}")
-    return value
-
-
-def _steps_list(text: str) -> Tuple[int, ...]:
-    parts = [part.strip() for part in text.split(",") if part.strip()]
-    try:
-        values = tuple(int(part) for part in parts)
-    except ValueError:
-        values = ()
-    if not values or any(value <= 0 for value in values):
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated positive integers, e.g. 2,10,100,500. Received: {text!r}"
-        )
-    return tuple(sorted(set(values)))
-
-
-def _one_line_error(parser: argparse.ArgumentParser) -> Callable[[str], None]:
-    def error(message: str) -> None:
-        parser.exit(2, f"{parser.prog}: error: {message} (see --help)\n")
-
-    return error
-
-
 def add_command(subparsers: Any) -> argparse.ArgumentParser:
-    """Registers the `demo` subcommand on the CLI's subparsers (see `keras_unroll.cli`)."""
-    parser = subparsers.add_parser(
-        "demo",
-        help="train static vs dynamic unrolling on the Hands-On ML time series; print and plot the comparison",
-        description=(
-            "Trains the same keras.Sequential twice, with StaticUnroll and with DynamicUnroll, on the Hands-On ML "
-            "chapter 14 time series (or --data); prints a side-by-side table (loss, graph ops, trace time, step "
-            "time, peak memory); exports the better model as a SavedModel and checks it in a fresh process; writes "
-            "demo_predictions.png, compare_unrolling.png, results.md/.json and saved_model/ to --out."
-        ),
-        epilog="Without --data nothing is downloaded. Default run: about 2-3 minutes on 2 CPU cores. "
-        "Exit codes: 0 done, 1 the SavedModel check failed, 2 bad options or files.",
-    )
-    parser.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default 10; 1 with --quick)")
-    parser.add_argument(
-        "--steps",
-        type=_steps_list,
-        default=None,
-        metavar="T,T,...",
-        help="sequence lengths for the static vs dynamic comparison "
-        f"(default {','.join(map(str, _DEFAULT_STEPS))}; {','.join(map(str, _QUICK_STEPS))} with --quick)",
-    )
-    parser.add_argument("--quick", action="store_true", help="small data, small model, 1 epoch: seconds, for CI")
-    parser.add_argument(
-        "--data",
-        default=None,
-        metavar="FILE.npz",
-        help="train on your own arrays: an .npz with `x` (N, T, F) and `y` (N,) or (N, outputs)",
-    )
-    parser.add_argument("--out", default="demo-output", metavar="DIR", help="output folder (default demo-output/)")
-    parser.error = _one_line_error(parser)  # type: ignore[method-assign]
-    parser.set_defaults(func=run)
-    return parser
+    """Registers the `demo` subcommand on the CLI's subparsers (defined in `keras_unroll_cli`, without TensorFlow)."""
+    from keras_unroll_cli import add_demo_command
+
+    return add_demo_command(subparsers)
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -199,6 +148,12 @@ def load_npz(path: str) -> Dataset:
         raise DemoError(f"--data: need at least 5 samples (80 % train, 20 % test). Received: x.shape={x.shape}")
     if not (np.issubdtype(x.dtype, np.number) and np.issubdtype(y.dtype, np.number)):
         raise DemoError(f"--data: `x` and `y` must be numeric. Received: x.dtype={x.dtype}, y.dtype={y.dtype}")
+    if np.iscomplexobj(x) or np.iscomplexobj(y):
+        raise DemoError(
+            "--data: `x` and `y` must be real-valued (the layers compute in float32; a complex array would "
+            "lose its imaginary part). Split real and imaginary parts into features. "
+            f"Received: x.dtype={x.dtype}, y.dtype={y.dtype}"
+        )
     x, y = x.astype("float32"), y.astype("float32").reshape(len(y), -1)
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise DemoError(f"--data: `x` and `y` must be finite (no NaN or inf) in {path!r}")
@@ -395,35 +350,68 @@ def export_and_check(model: Any, export_dir: str, x: Any, expected: Any) -> Tupl
 
 
 # ------------------------------------------------------------------------------------------- plots
-def plot_predictions(data: Dataset, results: Sequence[Result], path: str, limit: int = 200) -> str:
-    """Draws the test targets and each model's predictions (first output), saves a PNG."""
+def plot_predictions(data: Dataset, results: Sequence[Result], path: str, limit: int = 200, max_outputs: int = 4) -> str:
+    """Draws the test targets and each model's predictions, one panel per output (at most `max_outputs`); saves a PNG."""
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(9, 4.5), layout="constrained")
+    outputs = data.y_test.shape[1]
+    shown = min(outputs, max_outputs)
+    figure = Figure(figsize=(9, 3.2 + 1.8 * shown), layout="constrained")
     FigureCanvasAgg(figure)
-    axis = figure.subplots()
+    axes = np.atleast_1d(figure.subplots(shown, 1, sharex=True, squeeze=False)[:, 0])
     count = min(limit, len(data.y_test))
-    x_axis = data.test_t[:count] if data.test_t is not None else np.arange(count)
-    axis.plot(x_axis, data.y_test[:count, 0], "k-", linewidth=3, alpha=0.35, label="truth")
+    series = data.test_t is not None
+    x_axis = data.test_t[:count] if series else np.arange(count)
     styles = {"StaticUnroll": ("tab:red", "--"), "DynamicUnroll": ("tab:blue", ":")}
-    for result in results:
-        color, style = styles.get(result.name, (None, "-"))
-        axis.plot(
-            x_axis,
-            result.predictions[:count, 0],
-            linestyle=style,
-            color=color,
-            label=f"{result.name} (test MSE {result.test_loss:.4f})",
-        )
-    axis.set_xlabel("t" if data.test_t is not None else "test sample")
-    axis.set_ylabel("next value")
-    axis.set_title("Next-value predictions vs truth on the test windows")
-    axis.legend()
-    axis.grid(alpha=0.3)
+    for index, axis in enumerate(axes):
+        axis.plot(x_axis, data.y_test[:count, index], "k-", linewidth=3, alpha=0.35, label="truth")
+        for result in results:
+            color, style = styles.get(result.name, (None, "-"))
+            label = f"{result.name} (test MSE {result.test_loss:.4g}, all outputs)" if outputs > 1 else (
+                f"{result.name} (test MSE {result.test_loss:.4g})"
+            )
+            axis.plot(x_axis, result.predictions[:count, index], linestyle=style, color=color, label=label)
+        axis.set_ylabel("next value" if series else (f"output {index}" if outputs > 1 else "target"))
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize="small")
+    axes[-1].set_xlabel("t" if series else "test sample")
+    if series:
+        title = "Next-value predictions vs truth on the test windows"
+    else:
+        title = f"Predictions vs targets on the first {count} test samples of {os.path.basename(data.source.split(':')[0])}"
+        if outputs > shown:
+            title += f" (outputs 0-{shown - 1} of {outputs})"
+    figure.suptitle(title)
     figure.savefig(path, dpi=80)
     return path
+
+
+def _have_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _pick_export(results: Sequence[Result]) -> Tuple[Result, Optional[Result], str]:
+    """`(exported, better or None, sentence)`: a model is "better" only if its test loss is lower by > SAME_LOSS_RTOL."""
+    static, dynamic = results
+    low, high = sorted(results, key=lambda result: result.test_loss)
+    scale = max(abs(high.test_loss), 1e-12)
+    difference = (high.test_loss - low.test_loss) / scale
+    if difference > SAME_LOSS_RTOL:
+        return low, low, (
+            f"{low.name} reached the lower test loss ({low.test_loss:.4g} vs {high.test_loss:.4g}, "
+            f"{difference:.0%} lower); exported it"
+        )
+    return dynamic, None, (
+        f"Both reached the same test loss (within {SAME_LOSS_RTOL:.0%}: {static.test_loss:.6g} vs "
+        f"{dynamic.test_loss:.6g}), as expected of the same maths; exported the {dynamic.name} model "
+        "(its graph does not grow with T)"
+    )
 
 
 # --------------------------------------------------------------------------------------------- run
@@ -446,13 +434,8 @@ def _main(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     settings = _settings(args)
     data = load_npz(args.data) if args.data else None
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise DemoError(
-            'the demo draws PNGs with matplotlib, which is not installed: pip install "keras-unroll[plot]"'
-        ) from None
     out = _prepare_out(args.out)
+    plots = _have_matplotlib()
     _enable_cpu_memory_stats()
 
     import keras_unroll  # noqa: F401  (TensorFlow and the layers)
@@ -462,34 +445,49 @@ def _main(args: argparse.Namespace) -> int:
 
     if data is None:
         data = make_series_data(settings.num_train)
+    print(
+        "Comparing StaticUnroll (a Python loop: the graph holds one copy of the step per time step) with "
+        "DynamicUnroll (a tf.while_loop: one copy of the step, run T times) on the same model, weights and data.",
+        flush=True,
+    )
     print(f"Data: {data.source}; test windows: {len(data.x_test)}", flush=True)
 
     results = [_train(layer_class, data, settings) for layer_class in (StaticUnroll, DynamicUnroll)]
     table = format_results(results)
     print("\nStatic vs dynamic unrolling, same model and data:\n" + table, flush=True)
 
-    best = min(results, key=lambda result: result.test_loss)
+    exported, better, choice = _pick_export(results)
     export_dir = os.path.join(out, "saved_model")
-    difference, child_line = export_and_check(best.model, export_dir, data.x_test, best.predictions)
+    difference, child_line = export_and_check(exported.model, export_dir, data.x_test, exported.predictions)
     print(
-        f"\nExported the better model ({best.name}) to {export_dir}; reloaded it in a fresh process "
-        f"({child_line}): predictions match (max |difference| {difference:.2g}).",
+        f"\n{choice} to {export_dir}; reloaded it in a fresh process ({child_line}): predictions match "
+        f"(max |difference| {difference:.2g}).\n"
+        "Serving it with TensorFlow alone may log \"Importing a function ... with ops with unsaved custom "
+        "gradients\": harmless for predictions; to train it further, load the model with keras_unroll installed.",
         flush=True,
     )
 
-    predictions_png = plot_predictions(data, results, os.path.join(out, "demo_predictions.png"))
-    print(f"\nComparing the unrollings at T = {', '.join(map(str, settings.steps))} (training step, batch "
-          f"{settings.batch}, {BasicRNNCell.__name__}({settings.units})) ...", flush=True)
+    written = []
+    if plots:
+        written.append(plot_predictions(data, results, os.path.join(out, "demo_predictions.png")))
+    print(
+        f"\nComparing the unrollings at T = {', '.join(map(str, settings.steps))} (training step, batch "
+        f"{settings.batch}, {BasicRNNCell.__name__}({settings.units})) ...",
+        flush=True,
+    )
+    interactive = sys.stdout.isatty()
     comparison = compare_unrolling(
         BasicRNNCell(settings.units),
         steps=settings.steps,
         batch=settings.batch,
         features=data.x_train.shape[2],
         repeats=settings.repeats,
-        progress=lambda message: print(f"  {message}", flush=True),
+        progress=None if interactive else (lambda message: print(f"  {message}", flush=True)),
+        verbose=1 if interactive else 0,
     )
     print(comparison, flush=True)
-    comparison_png = comparison.plot(os.path.join(out, "compare_unrolling.png"))
+    if plots:
+        written.append(comparison.plot(os.path.join(out, "compare_unrolling.png")))
     with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as handle:
         handle.write("# keras-unroll demo\n\n" + data.source + "\n\n```\n" + table + "\n```\n\n")
         handle.write(comparison.to_markdown() + "\n")
@@ -500,17 +498,17 @@ def _main(args: argparse.Namespace) -> int:
                     {f.name: getattr(r, f.name) for f in dataclasses.fields(r) if f.name not in ("model", "predictions")}
                     for r in results
                 ],
-                "best": best.name,
+                "best": None if better is None else better.name,
+                "exported": exported.name,
                 "comparison": comparison.to_dicts(),
             },
             handle,
             indent=2,
         )
-    print(
-        f"\nWrote {predictions_png}, {comparison_png}, {export_dir}/, results.md and results.json "
-        f"in {time.perf_counter() - started:.0f} s.",
-        flush=True,
-    )
+    written += [f"{export_dir}/", os.path.join(out, "results.md"), os.path.join(out, "results.json")]
+    print(f"\nWrote {', '.join(written)} in {time.perf_counter() - started:.0f} s.", flush=True)
+    if not plots:
+        print('No PNGs: matplotlib is not installed. To get them: pip install "keras-unroll[plot]"', flush=True)
     return 0
 
 

@@ -170,7 +170,7 @@ def dynamic_rnn(
     >>> outputs, state = ku.dynamic_rnn(ku.BasicRNNCell(5), X, sequence_length=[2, 1, 2, 0])
     >>> tuple(outputs.shape), tuple(state.shape)
     ((4, 2, 5), (4, 5))
-    >>> float(abs(outputs[1, 1]).sum()), float(abs(state[3]).sum())   # zero past the end; initial state
+    >>> float(np.abs(outputs[1, 1]).sum()), float(np.abs(state[3]).sum())   # zero past the end; initial state
     (0.0, 0.0)
     """
     del dtype, scope  # TF1 compatibility only
@@ -194,7 +194,13 @@ def dynamic_rnn(
         initial_state=initial_state,
         sequence_length=sequence_length,
         layer_name="dynamic_rnn",
+        allow_no_steps=True,
     )
+    if prepared.num_steps == 0:  # TF1: no steps give empty outputs and the initial state
+        units = step_lib.output_size(cell)
+        outputs = tf.zeros(tf.stack([0, prepared.batch_size, units]), prepared.inputs.dtype)
+        outputs = outputs if time_major else tf.transpose(outputs, [1, 0, 2])
+        return outputs, step_lib.unpack_state(cell, prepared.initial_state)
     request = plan.Request(
         "dynamic",
         training=training,

@@ -60,9 +60,6 @@ VisibleSpec = Union[None, int, str, Sequence[int]]
 
 _GROWTH_ENV = "TF_FORCE_GPU_ALLOW_GROWTH"
 _CUDA_ENV = "CUDA_VISIBLE_DEVICES"
-_NOT_CONFIGURED = (
-    "GPU configuration: not configured (keras_unroll.configure_gpus was not called in this process)."
-)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -841,29 +838,51 @@ def _format_bytes(count: int) -> str:
     return f"{count / 2**20:.1f} MiB"
 
 
+_CLI_NAMES = ("--visible", "--memory-fraction", "--memory-limit-mb", "--memory-growth")
+_NOT_CONFIGURED = (
+    "GPU settings: TensorFlow's defaults (every GPU visible, all of its memory allocated at start); "
+    "--visible, --memory-fraction, --memory-limit-mb and --memory-growth change them."
+)
+_MEMORY_NA = (
+    "n/a: TensorFlow counts memory here only with TF_CPU_ALLOCATOR_USE_BFC=true "
+    "(e.g. `TF_CPU_ALLOCATOR_USE_BFC=true keras-unroll devices`)"
+)
+
+
 def _memory_info_text(device_name: str) -> str:
     try:
         info = tf.config.experimental.get_memory_info(device_name)
     except ValueError:  # e.g. "Memory statistics not tracked" on a device without BFC allocator
         return "n/a"
+    counted = "CPU" not in device_name.upper() or os.environ.get("TF_CPU_ALLOCATOR_USE_BFC", "").lower() == "true"
+    if not counted and not info["current"] and not info["peak"]:  # the CPU's default allocator counts nothing
+        return "n/a"
     return f"current={_format_bytes(info['current'])}, peak={_format_bytes(info['peak'])}"
 
 
 def _run_devices(args: argparse.Namespace) -> int:
-    """Runs `keras-unroll devices`; returns the exit code."""
+    """Runs `keras-unroll devices` (parsed by `keras_unroll_cli`); returns the exit code."""
     options = (args.visible, args.memory_fraction, args.memory_limit_mb, args.memory_growth)
     if options != (None, None, None, False):
         try:
             configure_gpus(*options)
         except (TypeError, ValueError, RuntimeError) as error:
-            print(f"error: {error}", file=sys.stderr)
+            message = str(error)  # argparse checked the values; this is TensorFlow or the GPUs refusing
+            for argument, flag in zip(("visible", "memory_fraction", "memory_limit_mb", "memory_growth"), _CLI_NAMES):
+                message = message.replace(f"`{argument}`", flag).replace(f"{argument}=", f"{flag}=")
+            print(f"keras-unroll devices: error: {message}", file=sys.stderr)
             return 2
     print("Physical devices:")
     for device in tf.config.list_physical_devices():
         print(f"  {device.name} ({device.device_type})")
     print("Logical devices:")
+    untracked = False
     for device in tf.config.list_logical_devices():
-        print(f"  {device.name} ({device.device_type}), memory: {_memory_info_text(device.name)}")
+        memory = _memory_info_text(device.name)
+        untracked = untracked or memory == "n/a"
+        print(f"  {device.name} ({device.device_type}), memory: {memory}")
+    if untracked:
+        print(f"  memory {_MEMORY_NA}")
     report = configure_gpus.last_report
     print(_NOT_CONFIGURED if report is None else report)
     return 0
@@ -872,10 +891,11 @@ def _run_devices(args: argparse.Namespace) -> int:
 def add_command(subparsers: Any) -> argparse.ArgumentParser:
     """Registers the `devices` subcommand on an argparse subparsers object.
 
-    `keras-unroll devices` prints TensorFlow's physical and logical devices, the memory TensorFlow
-    uses on each logical device (`tf.config.experimental.get_memory_info`, or "n/a" where
-    TensorFlow does not track it) and the `GpuReport` of the last `configure_gpus` call in the
-    process, or "not configured". The options call `configure_gpus` first.
+    The parser is defined in `keras_unroll_cli` (importable without TensorFlow); this is the same
+    `add_devices_command`. `keras-unroll devices` prints TensorFlow's physical and logical devices, the
+    memory TensorFlow uses on each logical device (`tf.config.experimental.get_memory_info`, or "n/a"
+    where TensorFlow does not count it, with the reason) and the GPU settings in force. The options
+    configure the GPUs first, as `configure_gpus` does.
 
     Args:
         subparsers: the object returned by `argparse.ArgumentParser.add_subparsers()`.
@@ -893,18 +913,6 @@ def add_command(subparsers: Any) -> argparse.ArgumentParser:
     exit_code = args.func(args)
     ```
     """
-    parser = subparsers.add_parser(
-        "devices",
-        help="show devices, GPU configuration and memory use",
-        description=(
-            "Print TensorFlow's physical and logical devices, the memory in use on each logical "
-            "device and the report of the last configure_gpus call. The options call "
-            "keras_unroll.configure_gpus first."
-        ),
-    )
-    parser.add_argument("--visible", help='GPU indices to keep visible, e.g. "0" or "0,1"')
-    parser.add_argument("--memory-fraction", type=float, help="share of each GPU's memory, in (0, 1]")
-    parser.add_argument("--memory-limit-mb", type=int, help="memory cap per GPU in MiB")
-    parser.add_argument("--memory-growth", action="store_true", help="allocate GPU memory on demand")
-    parser.set_defaults(func=_run_devices)
-    return parser
+    from keras_unroll_cli import add_devices_command
+
+    return add_devices_command(subparsers)

@@ -33,6 +33,7 @@ import html
 import numbers
 import os
 import statistics
+import sys
 import tempfile
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -351,6 +352,18 @@ def _format_bytes(count: Optional[int]) -> str:
     return f"{count} B"
 
 
+# Printed under a table whose peak memory reads "n/a" (the CPU allocator counts nothing by default).
+PEAK_MEMORY_HINT = (
+    "peak memory n/a: TensorFlow's default CPU allocator does not count allocations. To measure it, run in a "
+    "fresh process with the environment variable TF_CPU_ALLOCATOR_USE_BFC=true set before TensorFlow starts, "
+    "e.g. `TF_CPU_ALLOCATOR_USE_BFC=true python your_script.py`."
+)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def _format_seconds(seconds: float) -> str:
     if seconds >= 1:
         return f"{seconds:.2f} s"
@@ -409,7 +422,8 @@ class UnrollComparison:
 
     def _title(self) -> str:
         return (
-            f"Static vs dynamic unrolling (batch {self.batch}, {self.features} features, {self.units} units; "
+            f"Static vs dynamic unrolling (batch {self.batch}, {_plural(self.features, 'feature')}, "
+            f"{_plural(self.units, 'unit')}; "
             "trace, first call, step and peak memory of a training step)"
         )
 
@@ -420,7 +434,10 @@ class UnrollComparison:
             value.ljust(width) if i == 0 else value.rjust(width) for i, (value, width) in enumerate(zip(values, widths))
         )
         rule = "  ".join("-" * width for width in widths)
-        return "\n".join([self._title(), line(_COLUMNS), rule, *(line(row) for row in cells)])
+        lines = [self._title(), line(_COLUMNS), rule, *(line(row) for row in cells)]
+        if any(row.peak_bytes is None for row in self.rows):
+            lines.append(PEAK_MEMORY_HINT)
+        return "\n".join(lines)
 
     def to_markdown(self) -> str:
         """The table in Markdown (GitHub flavour), numbers right-aligned."""
@@ -434,7 +451,8 @@ class UnrollComparison:
         body = "".join(
             "<tr>" + "".join(f"<td>{html.escape(value)}</td>" for value in row) + "</tr>" for row in self._cells()
         )
-        return f"<p>{html.escape(self._title())}</p><table><tr>{head}</tr>{body}</table>"
+        hint = f"<p>{html.escape(PEAK_MEMORY_HINT)}</p>" if any(row.peak_bytes is None for row in self.rows) else ""
+        return f"<p>{html.escape(self._title())}</p><table><tr>{head}</tr>{body}</table>{hint}"
 
     def plot(self, path: Union[str, os.PathLike]) -> str:
         """Draws ops, trace time, step time and peak memory against T (log axes) and saves a PNG.
@@ -502,7 +520,8 @@ class UnrollComparison:
                 ha="center", va="center", transform=axes[1, 1].transAxes,
             )
         figure.suptitle(
-            f"StaticUnroll vs DynamicUnroll: batch {self.batch}, {self.features} features, {self.units} units"
+            f"StaticUnroll vs DynamicUnroll: batch {self.batch}, {_plural(self.features, 'feature')}, "
+            f"{_plural(self.units, 'unit')}"
         )
         path = os.fspath(path)
         figure.savefig(path, dpi=80)
@@ -516,6 +535,7 @@ def compare_unrolling(
     features: int = 8,
     repeats: int = 5,
     progress: Optional[Callable[[str], None]] = None,
+    verbose: Union[int, str] = "auto",
 ) -> UnrollComparison:
     """Measures `StaticUnroll` and `DynamicUnroll` side by side at each sequence length T.
 
@@ -537,6 +557,8 @@ def compare_unrolling(
         features: Input features per step. Default: 8.
         repeats: Training steps timed after the first call (the median is reported). Default: 5.
         progress: Optional function called with a short message before each measurement (e.g. `print`).
+        verbose: `1` shows a progress bar (`keras.utils.Progbar`, one tick per layer and T), `0` none.
+            Default: `"auto"`, a bar when standard output is a terminal.
 
     Returns:
         An `UnrollComparison`: rows of `UnrollRow` (ops forward and training, trace time, first-call time,
@@ -561,6 +583,11 @@ def compare_unrolling(
     features = _check_positive(features, "features")
     if isinstance(repeats, bool) or not isinstance(repeats, numbers.Integral) or repeats < 1:
         raise ValueError(f"`repeats` must be a positive integer. Received: repeats={repeats!r}")
+    if verbose == "auto":
+        verbose = 1 if getattr(sys.stdout, "isatty", lambda: False)() else 0
+    if verbose not in (0, 1) or isinstance(verbose, bool):
+        raise ValueError(f'`verbose` must be 0, 1 or "auto". Received: verbose={verbose!r}')
+    bar = keras.utils.Progbar(2 * len(steps), unit_name="measurement", stateful_metrics=["T"]) if verbose else None
     rows = []
     units = None
     for length in sorted(steps):
@@ -587,6 +614,8 @@ def compare_unrolling(
                     peak_bytes=training.peak_bytes,
                 )
             )
+            if bar is not None:
+                bar.update(len(rows), values=[("T", length)])
     return UnrollComparison(rows=tuple(rows), batch=batch, features=features, units=int(units))
 
 
@@ -692,7 +721,9 @@ class GraphView:
             lines.append(f"{row[0].ljust(widths[0])}  {row[1].rjust(widths[1])}  {row[2].rjust(widths[2])}")
             if i == 0:
                 lines.append("  ".join("-" * width for width in widths))
-        lines.append(f"See the graph: {self.hint}  (tab 'Graphs')")
+        if self.forward.peak_bytes is None or self.training.peak_bytes is None:
+            lines.append(PEAK_MEMORY_HINT)
+        lines.append(f"See the graph: {self.hint}  (tab 'Graphs'; TensorBoard is the `tensorboard` extra)")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -700,9 +731,11 @@ class GraphView:
             f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td><td>{html.escape(c)}</td></tr>"
             for a, b, c in self._rows()
         )
+        untracked = None in (self.forward.peak_bytes, self.training.peak_bytes)
+        memory_hint = f"<p>{html.escape(PEAK_MEMORY_HINT)}</p>" if untracked else ""
         return (
             f"<p>Graph of <b>{html.escape(self.name)}</b> for input shape {html.escape(str(self.input_shape))}</p>"
-            f"<table><tr><th>op type</th><th>forward</th><th>training</th></tr>{body}</table>"
+            f"<table><tr><th>op type</th><th>forward</th><th>training</th></tr>{body}</table>{memory_hint}"
             f"<p>See the graph: <code>{html.escape(self.hint)}</code> (tab \"Graphs\"), "
             "or in a notebook <code>%load_ext tensorboard</code> then "
             f"<code>%tensorboard --logdir {html.escape(self.logdir)}</code></p>"

@@ -35,6 +35,7 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
+import numbers
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 import tensorflow as tf
@@ -138,12 +139,16 @@ def python_training(training: Any) -> Any:
     """`training` as a Python bool or None; `"symbolic"` for a tensor whose value is not known yet."""
     if training is None or isinstance(training, bool):
         return training
-    if isinstance(training, tf.Tensor):
+    if isinstance(training, (tf.Tensor, tf.Variable)):
+        if training.dtype != tf.bool or training.shape.rank not in (0, None):
+            raise TypeError(f"`training` must be a bool, None or a boolean tensor. Received: training={training!r}")
         if tf.executing_eagerly():
             return bool(training.numpy())
         static = tf.get_static_value(training)
         return "symbolic" if static is None else bool(static)
-    return bool(training)
+    if isinstance(training, numbers.Integral) and training in (0, 1):
+        return bool(training)
+    raise TypeError(f"`training` must be a bool, None or a boolean tensor. Received: training={training!r}")
 
 
 def simple_rnn_choices(batch: Optional[int], units: int, jit: bool, value: Tuning) -> simple_rnn.Choices:
@@ -343,6 +348,22 @@ def run(cell: Any, prepared: step_lib.Prepared, request: Request) -> Tuple[Any, 
         not tf.inside_function() and plan.loop in ("while", "checkpointed") and plan.compile != "kernel"
     )
     if not needs_graph or plan.training == "symbolic":
-        return _restore_shapes(cell, prepared, execute(plan, cell, prepared, request, masks))
-    fn, extras = _graph_function(plan, cell, prepared, request, masks)
-    return _restore_shapes(cell, prepared, fn(prepared.inputs, prepared.initial_state, extras))
+        result = execute(plan, cell, prepared, request, masks)
+    else:
+        fn, extras = _graph_function(plan, cell, prepared, request, masks)
+        result = fn(prepared.inputs, prepared.initial_state, extras)
+    return _nan_rows(prepared.invalid_rows, _restore_shapes(cell, prepared, result))
+
+
+def _nan_rows(invalid: Optional[tf.Tensor], result: Tuple[Any, tf.Tensor, Any]) -> Tuple[Any, tf.Tensor, Any]:
+    """NaN in the rows whose `sequence_length` was out of range where no assertion could raise (XLA)."""
+    if invalid is None:
+        return result
+
+    def poison(tensor: tf.Tensor) -> tf.Tensor:
+        row = tf.reshape(invalid, tf.concat([[-1], tf.ones([tensor.shape.rank - 1], tf.int32)], axis=0))
+        if tensor.shape.rank == 3:  # (T, B, H): the batch is the second axis
+            row = tf.reshape(invalid, [1, -1, 1])
+        return tf.where(row, tf.constant(float("nan"), tensor.dtype), tensor)
+
+    return tf.nest.map_structure(lambda t: None if t is None else poison(t), result)

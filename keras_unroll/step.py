@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import inspect
 import numbers
+import threading
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import keras
@@ -46,7 +47,10 @@ def as_cell(cell: Any) -> Any:
         if not cell:
             raise ValueError("`cell` must not be an empty list; give at least one RNN cell. Received: cell=[]")
         cells = [as_cell(c) for c in cell]
-        return cells[0] if len(cells) == 1 else keras.layers.StackedRNNCells(cells)
+        if len(cells) == 1:
+            return cells[0]
+        # The stack computes in its first cell's dtype (Keras' own default would be float32).
+        return keras.layers.StackedRNNCells(cells, dtype=getattr(cells[0], "dtype_policy", None))
     if not callable(cell) or getattr(cell, "state_size", None) is None:
         raise TypeError(
             "`cell` must be a Keras RNN cell (a layer with `state_size` and `call(inputs, states)`), "
@@ -160,12 +164,14 @@ class DropoutMasks:
         for dropout_cell, in_dim in _dropout_cells(cell, prepared.features):
             if dropout_cell.dropout <= 0 and dropout_cell.recurrent_dropout <= 0:
                 continue
-            _clear(dropout_cell)
             step_input = tf.zeros(tf.stack([prepared.batch_size, in_dim]), prepared.inputs.dtype)
             state = tf.zeros(tf.stack([prepared.batch_size, state_sizes_flat(dropout_cell)[0]]), prepared.inputs.dtype)
-            masks.append((dropout_cell.get_dropout_mask(step_input), dropout_cell.get_recurrent_dropout_mask(state)))
+            # Keras' own mask maker (its seed generator, its mask count), without caching on the cell.
+            draw = dropout_cell._create_dropout_mask
+            mask = draw(step_input, dropout_cell.dropout) if dropout_cell.dropout > 0 else None
+            recurrent = draw(state, dropout_cell.recurrent_dropout) if dropout_cell.recurrent_dropout > 0 else None
+            masks.append((mask, recurrent))
             cells.append(dropout_cell)
-            _clear(dropout_cell)
         return cls(tuple(cells), tuple(masks))
 
     def __bool__(self) -> bool:
@@ -190,18 +196,29 @@ class DropoutMasks:
     @contextlib.contextmanager
     def applied(self) -> Iterator[None]:
         """Sets the masks on their cells (a cell's step then uses them), and always clears them afterwards."""
-        try:
+        with _SETTING_MASKS:
+            for dropout_cell in self.cells:
+                if dropout_cell.__dict__.get(_MASKS_IN_USE):
+                    raise RuntimeError(
+                        f"The dropout cell {dropout_cell.name} is being traced by another call right now: Keras "
+                        "cells keep their dropout masks on themselves while a loop is traced, so a layer is not "
+                        "to be trained from two threads at once. Give each thread its own layer (or model). "
+                        f"Received: a second concurrent call of {dropout_cell.name}"
+                    )
             for dropout_cell, (mask, recurrent_mask) in zip(self.cells, self.masks):
                 dropout_cell._dropout_mask, dropout_cell._recurrent_dropout_mask = mask, recurrent_mask
+                dropout_cell.__dict__[_MASKS_IN_USE] = True
+        try:
             yield
         finally:
             for dropout_cell in self.cells:
-                _clear(dropout_cell)
+                dropout_cell.reset_dropout_mask()
+                dropout_cell.reset_recurrent_dropout_mask()
+                dropout_cell.__dict__[_MASKS_IN_USE] = False
 
 
-def _clear(dropout_cell: Any) -> None:
-    dropout_cell.reset_dropout_mask()
-    dropout_cell.reset_recurrent_dropout_mask()
+_SETTING_MASKS = threading.Lock()  # makes "are these cells free, then set their masks" one step
+_MASKS_IN_USE = "_keras_unroll_masks_in_use"  # a cell's own flag (in its __dict__, not tracked by Keras)
 
 
 def state_sizes_flat(cell: Any) -> List[int]:
@@ -220,7 +237,16 @@ def make_step(cell: Any, training: Optional[bool], zero_output: bool) -> StepFn:
         output, new_states = cell(x_t, states, **kwargs)
         if not tf.nest.is_nested(new_states):
             new_states = [new_states]
-        new_states = tf.nest.pack_sequence_as(states, tf.nest.flatten(new_states))
+        flat_new, flat_old = tf.nest.flatten(new_states), tf.nest.flatten(states)
+        for new, old in zip(flat_new, flat_old):
+            if not new.shape.is_compatible_with(old.shape):
+                raise ValueError(
+                    f"The cell {type(cell).__name__} declares `state_size` {cell.state_size}, so its states are "
+                    f"{_shape_str(old.shape)}, but its `call` returned a state of shape {_shape_str(new.shape)}. "
+                    f"Make `state_size` match what `call` returns. Received: state shapes "
+                    f"{[_shape_str(t.shape) for t in flat_new]}"
+                )
+        new_states = tf.nest.pack_sequence_as(states, flat_new)
         if valid_t is None:
             return output, new_states, output
         valid = valid_t[:, None]
@@ -245,10 +271,13 @@ class Prepared:
     batch_size: tf.Tensor  # scalar int32
     features: int
     max_length: Optional[tf.Tensor]  # max(sequence_length) when the loop may stop early
+    invalid_rows: Optional[tf.Tensor] = None  # (B,) rows with out-of-range lengths under XLA: results are NaN
 
     def settings_only(self) -> "Prepared":
         """These settings with the tensors dropped: safe to keep in a cached function's closure."""
-        return dataclasses.replace(self, inputs=None, valid=None, initial_state=None, batch_size=None, max_length=None)
+        return dataclasses.replace(
+            self, inputs=None, valid=None, initial_state=None, batch_size=None, max_length=None, invalid_rows=None
+        )
 
     def around(self, inputs: tf.Tensor, valid: Optional[tf.Tensor], initial_state: Nested, max_length: Any) -> "Prepared":
         """These settings around new tensors: how a cached `tf.function` rebuilds its argument.
@@ -299,8 +328,27 @@ def _static_values(x: tf.Tensor) -> Optional[np.ndarray]:
         return None
 
 
-def check_sequence_length(sequence_length: Any, batch_size: Optional[int], num_steps: Any) -> tf.Tensor:
-    """Checks `sequence_length`: shape `(batch,)`, integers in `[0, T]`. Returns an int32 tensor."""
+def in_xla_context() -> bool:
+    """Whether the graph being built is compiled by XLA (e.g. `model.compile(jit_compile=True)`), where
+    `tf.debugging` assertions are dropped."""
+    try:
+        from tensorflow.python.framework import ops
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # pragma: no cover - private TF modules moved: assume no XLA
+        return False
+    return bool(control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph()))
+
+
+def check_sequence_length(
+    sequence_length: Any, batch_size: Optional[int], num_steps: Any, batch_tensor: Any = None
+) -> Tuple[tf.Tensor, Optional[tf.Tensor]]:
+    """Checks `sequence_length`: shape `(batch,)`, integers in `[0, T]`.
+
+    Returns `(lengths as int32, invalid rows)`. Values are checked in their own integer type before the
+    cast, so `2**32 + 1` is refused rather than read as 1. Known values are checked now; others by
+    assertions in the graph, or, where XLA drops assertions, by the second result: a `(batch,)` bool tensor
+    of the rows whose length is out of range (their results become NaN), else None.
+    """
     try:
         lengths = tf.convert_to_tensor(sequence_length)
     except (TypeError, ValueError) as error:
@@ -311,7 +359,7 @@ def check_sequence_length(sequence_length: Any, batch_size: Optional[int], num_s
         if lengths.dtype.is_floating:
             values = _static_values(lengths)
             if values is not None and np.all(np.mod(values, 1) == 0):
-                lengths = tf.cast(lengths, tf.int32)
+                lengths = tf.cast(lengths, tf.int64)
         if not lengths.dtype.is_integer:
             raise TypeError(
                 f"`sequence_length` must hold integers. Received: sequence_length.dtype={lengths.dtype.name}"
@@ -321,9 +369,10 @@ def check_sequence_length(sequence_length: Any, batch_size: Optional[int], num_s
             f"`sequence_length` must have shape (batch,) = ({batch_size},), one length per row. "
             f"Received: sequence_length.shape={_shape_str(lengths.shape)}"
         )
-    lengths = tf.cast(lengths, tf.int32)
-    values = _static_values(lengths)
+    wide = tf.cast(lengths, tf.int64)
+    values = _static_values(wide)
     static_t = num_steps if isinstance(num_steps, int) else None
+    invalid = None
     if values is not None:
         bad = values[(values < 0) | ((values > static_t) if static_t is not None else False)]
         if bad.size:
@@ -331,20 +380,59 @@ def check_sequence_length(sequence_length: Any, batch_size: Optional[int], num_s
                 f"`sequence_length` values must lie in [0, T] with T={static_t}. "
                 f"Received: sequence_length={values.tolist()}"
             )
-    else:
-        checks = [
-            tf.debugging.assert_non_negative(
-                lengths, message="keras_unroll: `sequence_length` values must be >= 0"
-            ),
-            tf.debugging.assert_less_equal(
-                lengths,
-                tf.cast(num_steps, tf.int32),
-                message="keras_unroll: `sequence_length` values must be <= T, the number of time steps",
-            ),
-        ]
-        with tf.control_dependencies(checks):
-            lengths = tf.identity(lengths)
-    return lengths
+    if values is None or static_t is None:
+        steps = tf.cast(num_steps, tf.int64)
+        if in_xla_context():
+            invalid = (wide < 0) | (wide > steps)
+        else:
+            checks = [
+                tf.debugging.assert_non_negative(wide, message="keras_unroll: `sequence_length` values must be >= 0"),
+                tf.debugging.assert_less_equal(
+                    wide, steps, message="keras_unroll: `sequence_length` values must be <= T, the number of time steps"
+                ),
+            ]
+            if batch_tensor is not None and lengths.shape[0] is None:
+                checks.append(
+                    tf.debugging.assert_equal(
+                        tf.shape(wide, out_type=tf.int32)[0],
+                        batch_tensor,
+                        message="keras_unroll: `sequence_length` must hold one length per row of the batch",
+                    )
+                )
+            with tf.control_dependencies(checks):
+                wide = tf.identity(wide)
+    if invalid is not None:
+        wide = tf.clip_by_value(wide, 0, tf.cast(num_steps, tf.int64))  # the rows are NaN; keep indices in range
+    return tf.cast(wide, tf.int32), invalid
+
+
+def check_mask(mask: Any) -> tf.Tensor:
+    """Checks a Keras mask: boolean, or numbers that are exactly 0 or 1 (as `keras.layers.Masking` gives).
+    Returns a bool tensor."""
+    try:
+        mask = tf.convert_to_tensor(mask)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"`mask` must be a boolean (batch, time) tensor. Received: mask={mask!r}") from error
+    if mask.dtype == tf.bool:
+        return mask
+    if not (mask.dtype.is_integer or mask.dtype.is_floating):
+        raise TypeError(f"`mask` must be a boolean (batch, time) tensor. Received: mask.dtype={mask.dtype.name}")
+    values = _static_values(mask)
+    if values is not None:
+        bad = values[(values != 0) & (values != 1)]
+        if bad.size:
+            raise ValueError(
+                "`mask` must be boolean, or hold only 0 and 1 (a float mask is not a weight). "
+                f"Received: mask values {sorted(set(np.asarray(bad).ravel().tolist()), key=str)[:5]}"
+            )
+    elif not in_xla_context():
+        check = tf.debugging.Assert(
+            tf.reduce_all(tf.equal(mask, 0) | tf.equal(mask, 1)),
+            ["keras_unroll: `mask` must be boolean, or hold only 0 and 1"],
+        )
+        with tf.control_dependencies([check]):
+            mask = tf.identity(mask)
+    return tf.cast(mask, tf.bool)
 
 
 def check_initial_state(cell: Any, initial_state: Any, batch_size: Optional[int], dtype: Any) -> Nested:
@@ -409,8 +497,11 @@ def stack_inputs(inputs: Sequence[Any], dtype: Any) -> tf.Tensor:
     return tf.stack(steps, axis=0)
 
 
-def check_num_steps(num_steps: Optional[int], shape: Any, require_static_steps: bool, layer_name: str = "") -> None:
-    """Checks the number of time steps T: known when the loop needs it (static), and at least 1."""
+def check_num_steps(
+    num_steps: Optional[int], shape: Any, require_static_steps: bool, layer_name: str = "", allow_no_steps: bool = False
+) -> None:
+    """Checks the number of time steps T: known when the loop needs it (static), and at least 1 (unless
+    `allow_no_steps`: TF1's `dynamic_rnn` returns the initial state for T = 0)."""
     if num_steps is None and require_static_steps:
         raise ValueError(
             f"{layer_name or 'StaticUnroll'} unrolls the time axis in Python, so it needs a known number of time "
@@ -418,7 +509,7 @@ def check_num_steps(num_steps: Optional[int], shape: Any, require_static_steps: 
             "fixed shape, e.g. `keras.Input(shape=(20, 3))` (or `batch_shape=(None, 20, 3)`), or use "
             f"`DynamicUnroll`, which accepts any length. Received: inputs.shape={_shape_str(shape)}"
         )
-    if num_steps == 0:
+    if num_steps == 0 and not allow_no_steps:
         raise ValueError(
             f"The input has no time steps; an RNN needs T >= 1. Received: inputs.shape={_shape_str(shape)}"
         )
@@ -436,6 +527,7 @@ def prepare(
     zero_output_for_mask: bool = False,
     require_static_steps: bool = False,
     layer_name: str = "",
+    allow_no_steps: bool = False,
 ) -> Prepared:
     """Checks everything once and returns the time-major sequence, validity and initial state."""
     if inputs.shape.rank != 3:
@@ -451,7 +543,7 @@ def prepare(
             "The last axis of the input (features) must be known when the layer is built. "
             f"Received: inputs.shape={_shape_str(inputs.shape)}"
         )
-    check_num_steps(num_steps, inputs.shape, require_static_steps, layer_name)
+    check_num_steps(num_steps, inputs.shape, require_static_steps, layer_name, allow_no_steps)
     dtype = inputs.dtype
     build_cell(cell, features, dtype)
     batch_size = tf.shape(inputs_tm)[1]
@@ -459,15 +551,16 @@ def prepare(
 
     valid = None
     zero_output = zero_output_for_mask
-    max_length = None
+    max_length = invalid_rows = None
     if sequence_length is not None:
-        lengths = check_sequence_length(sequence_length, static_batch, steps)
+        lengths, invalid_rows = check_sequence_length(sequence_length, static_batch, steps, batch_size)
         valid = tf.transpose(tf.sequence_mask(lengths, steps))
         zero_output = True
         if not go_backwards:
-            max_length = tf.reduce_max(lengths) if static_batch != 0 else tf.constant(0, tf.int32)
+            # `initial=0`: an empty batch of unknown size has max 0 steps, not INT32_MIN.
+            max_length = tf.maximum(tf.reduce_max(lengths), 0) if static_batch != 0 else tf.constant(0, tf.int32)
     if mask is not None:
-        mask = tf.convert_to_tensor(mask)
+        mask = check_mask(mask)
         if mask.shape.rank == 3 and mask.shape[-1] == 1:
             mask = mask[..., 0]
         if mask.shape.rank != 2:
@@ -475,7 +568,6 @@ def prepare(
                 "`mask` must be a 2D (batch, time) boolean tensor. "
                 f"Received: mask.shape={_shape_str(mask.shape)}"
             )
-        mask = tf.cast(mask, tf.bool)
         mask_tm = mask if time_major else tf.transpose(mask)
         if not mask_tm.shape.is_compatible_with(inputs_tm.shape[:2]):
             raise ValueError(
@@ -489,6 +581,11 @@ def prepare(
         state = zero_state(cell, batch_size, dtype)
     else:
         state = check_initial_state(cell, initial_state, static_batch, dtype)
+        state = tf.nest.map_structure(lambda s: _batch_like(s, static_batch, batch_size), state)
+    if valid is not None:
+        # Padding must not influence anything: NaN or Inf in a step that is not used would still reach the
+        # gradients through the discarded branch of the step's select (0 * NaN).
+        inputs_tm = tf.where(valid[:, :, None], inputs_tm, tf.zeros_like(inputs_tm))
 
     if go_backwards:
         inputs_tm = tf.reverse(inputs_tm, [0])
@@ -503,7 +600,18 @@ def prepare(
         batch_size=batch_size,
         features=features,
         max_length=max_length,
+        invalid_rows=invalid_rows,
     )
+
+
+def _batch_like(state: tf.Tensor, static_batch: Optional[int], batch_size: tf.Tensor) -> tf.Tensor:
+    """`state` with the input's static batch size where one of the two leaves it open (a while loop's
+    shape invariants need the state and the steps to agree)."""
+    if state.shape[0] == static_batch:
+        return state
+    if static_batch is None:  # the input's batch is open: open the state's too (an identity with a looser shape)
+        return tf.compat.v1.placeholder_with_default(state, [None, *state.shape[1:]])
+    return tf.ensure_shape(state, [static_batch, *state.shape[1:]])
 
 
 def empty_batch_result(units: int, prepared: Prepared, return_all_outputs: bool) -> Tuple[Any, tf.Tensor, Nested]:

@@ -55,7 +55,10 @@ def test_quick_demo_prints_the_table_and_writes_the_files(tmp_path, subprocess_e
         assert (out / name).read_bytes()[:8] == PNG_MAGIC
     assert (out / "saved_model" / "saved_model.pb").is_file()
     assert "predictions match" in child.stdout and "keras_unroll imported in the child process: False" in child.stdout
-    assert results["best"] in ("StaticUnroll", "DynamicUnroll")
+    # The twins reach the same test loss, so neither is called better; the DynamicUnroll model is exported.
+    assert results["best"] is None and results["exported"] == "DynamicUnroll"
+    assert "Both reached the same test loss (within 1%" in child.stdout
+    assert "No PNGs" not in child.stdout
     assert "| layer | T |" in (out / "results.md").read_text()
 
 
@@ -63,7 +66,7 @@ def test_quick_demo_prints_the_table_and_writes_the_files(tmp_path, subprocess_e
 def test_defaults_and_options():
     args = _parser().parse_args(["demo"])
     assert (args.epochs, args.steps, args.quick, args.data, args.out) == (None, None, False, None, "demo-output")
-    assert args.func is demo.run
+    assert callable(args.func) and args.verbose is False
     settings = demo._settings(args)
     assert (settings.epochs, settings.steps, settings.units) == (10, (2, 10, 100, 500), 100)
     args = _parser().parse_args(["demo", "--quick", "--epochs", "3", "--steps", "50,2,10,2"])
@@ -111,12 +114,15 @@ def _bad_files(tmp_path):
         (_write(tmp_path / "tiny.npz", x=x[:3], y=np.zeros(3)), "at least 5 samples"),
         (_write(tmp_path / "text.npz", x=np.full((10, 4, 2), "a"), y=np.zeros(10)), "must be numeric"),
         (_write(tmp_path / "nan.npz", x=x + np.nan, y=np.zeros(10)), "must be finite"),
+        (_write(tmp_path / "complex.npz", x=x + 1j, y=np.zeros(10)), "must be real-valued"),
+        (_write(tmp_path / "complex_y.npz", x=x, y=np.zeros(10) + 1j), "Received: x.dtype=float32, y.dtype=complex128"),
     ]
 
 
 def test_bad_data_files_exit_2_with_one_line(tmp_path, capsys):
     for path, message in _bad_files(tmp_path):
-        args = _parser().parse_args(["demo", "--quick", "--data", path, "--out", str(tmp_path / "out")])
+        args = _parser().parse_args(["demo", "--quick", "--out", str(tmp_path / "out")])
+        args.data = path  # past the parser's own check that the file exists: what load_npz says
         assert demo.run(args) == 2, path
         captured = capsys.readouterr()
         assert captured.err.count("\n") == 1, captured.err
@@ -135,7 +141,7 @@ def test_out_that_is_a_file_exits_2(tmp_path, capsys):
 @pytest.mark.subprocess
 def test_cli_reports_a_missing_data_file_in_one_line(tmp_path, subprocess_env):
     child = subprocess.run(
-        [sys.executable, "-m", "keras_unroll", "demo", "--data", str(tmp_path / "nope.npz")],
+        [sys.executable, "-m", "keras_unroll_cli", "demo", "--data", str(tmp_path / "nope.npz")],
         capture_output=True,
         text=True,
         env=subprocess_env,
@@ -143,8 +149,10 @@ def test_cli_reports_a_missing_data_file_in_one_line(tmp_path, subprocess_env):
         timeout=300,
     )
     assert child.returncode == 2
-    assert child.stderr.strip().splitlines()[-1].startswith("keras-unroll demo: error: --data: no such file")
-    assert "Traceback" not in child.stderr
+    assert child.stderr.splitlines() == [
+        f"keras-unroll demo: error: argument --data: no such file: {str(tmp_path / 'nope.npz')!r}; expected an .npz "
+        "file with arrays `x` and `y` (see --help)"
+    ]
     assert not (tmp_path / "demo-output").exists()
 
 
@@ -168,9 +176,107 @@ def test_series_windows_follow_the_book():
     assert data.test_t[0] == pytest.approx(12.2)
 
 
-def test_missing_matplotlib_is_one_line_before_any_training(tmp_path, capsys, monkeypatch):
+@pytest.mark.slow
+def test_without_matplotlib_the_demo_runs_and_says_how_to_get_the_pngs(tmp_path, capsys, monkeypatch):
+    # As on an install without the `plot` extra: `import matplotlib` fails.
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    assert demo.run(_parser().parse_args(["demo", "--quick", "--out", str(tmp_path / "out")])) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and 'pip install "keras-unroll[plot]"' in err
-    assert not (tmp_path / "out").exists()
+    monkeypatch.setenv("TF_CPU_ALLOCATOR_USE_BFC", "false")  # the demo's setdefault must not leak into later tests
+    out = tmp_path / "out"
+    args = _parser().parse_args(["demo", "--quick", "--steps", "2", "--out", str(out)])
+    assert demo.run(args) == 0
+    captured = capsys.readouterr()
+    hint = [line for line in captured.out.splitlines() if "[plot]" in line or "PNG" in line]
+    assert hint == ['No PNGs: matplotlib is not installed. To get them: pip install "keras-unroll[plot]"']
+    assert sorted(path.name for path in out.iterdir()) == ["results.json", "results.md", "saved_model"]
+    assert "error" not in captured.err
+
+
+# ------------------------------------------------------------------------------ choice and plots
+def _result(name, test_loss, predictions=None):
+    return demo.Result(name, None, test_loss, test_loss, 1, 1, 0.0, 0.0, None, predictions)
+
+
+@pytest.mark.parametrize(
+    "static_loss, dynamic_loss, exported, better",
+    [
+        (0.0046, 0.0046 + 4e-8, "DynamicUnroll", None),  # the issue's case: a 4e-8 difference is no "better"
+        (0.0100, 0.0100 * 1.009, "DynamicUnroll", None),  # within 1 %
+        (0.0100, 0.0120, "StaticUnroll", "StaticUnroll"),
+        (0.0300, 0.0100, "DynamicUnroll", "DynamicUnroll"),
+        (0.0, 0.0, "DynamicUnroll", None),
+    ],
+)
+def test_better_only_when_the_difference_is_real(static_loss, dynamic_loss, exported, better):
+    chosen, winner, sentence = demo._pick_export([_result("StaticUnroll", static_loss), _result("DynamicUnroll", dynamic_loss)])
+    assert chosen.name == exported
+    assert (winner.name if winner else None) == better
+    assert ("lower test loss" in sentence) == (better is not None)
+    assert ("same test loss" in sentence) == (better is None)
+
+
+def test_the_plot_has_one_panel_per_output(tmp_path):
+    pytest.importorskip("matplotlib")
+    import matplotlib.image
+
+    rng = np.random.default_rng(0)
+    heights = {}
+    for outputs in (1, 2):
+        path = _write(tmp_path / f"data{outputs}.npz", x=rng.normal(size=(20, 4, 2)), y=rng.normal(size=(20, outputs)))
+        data = demo.load_npz(path)
+        results = [_result(name, 1.0, rng.normal(size=data.y_test.shape)) for name in ("StaticUnroll", "DynamicUnroll")]
+        png = demo.plot_predictions(data, results, str(tmp_path / f"plot{outputs}.png"))
+        heights[outputs] = matplotlib.image.imread(png).shape[0]
+    assert heights[2] > heights[1] * 1.3  # a second panel, not the first output alone
+
+
+# ------------------------------------------------------------------- what the comparison prints
+def _comparison(peak_bytes, features=1, units=1):
+    from keras_unroll.inspect import UnrollComparison, UnrollRow
+
+    rows = tuple(
+        UnrollRow(layer, 2, 10, 20, 0.01, 0.02, 0.001, peak_bytes) for layer in ("StaticUnroll", "DynamicUnroll")
+    )
+    return UnrollComparison(rows=rows, batch=4, features=features, units=units)
+
+
+def test_comparison_table_uses_singular_and_explains_na():
+    from keras_unroll.inspect import PEAK_MEMORY_HINT
+
+    text = str(_comparison(None))
+    assert "1 feature, 1 unit;" in text and "1 features" not in text
+    assert text.splitlines()[-1] == PEAK_MEMORY_HINT
+    assert "TF_CPU_ALLOCATOR_USE_BFC=true" in PEAK_MEMORY_HINT and "fresh process" in PEAK_MEMORY_HINT
+    measured = str(_comparison(2048, features=3, units=8))
+    assert "3 features, 8 units;" in measured and PEAK_MEMORY_HINT not in measured
+
+
+def test_compare_unrolling_progress_bar_and_its_switch(capsys):
+    from keras_unroll.inspect import compare_unrolling
+
+    compare_unrolling(4, steps=(2,), batch=2, features=1, repeats=1, verbose=1)
+    assert "2/2" in capsys.readouterr().out  # Keras' Progbar: one tick per layer and T
+    compare_unrolling(4, steps=(2,), batch=2, features=1, repeats=1, verbose=0)
+    assert capsys.readouterr().out == ""
+    with pytest.raises(ValueError, match=r'`verbose` must be 0, 1 or "auto". Received: verbose=2'):
+        compare_unrolling(4, steps=(2,), verbose=2)
+
+
+def test_comparison_html_explains_na_too():
+    from keras_unroll.inspect import PEAK_MEMORY_HINT
+
+    assert "TF_CPU_ALLOCATOR_USE_BFC=true" in _comparison(None)._repr_html_()
+    assert "TF_CPU_ALLOCATOR_USE_BFC" not in _comparison(4096)._repr_html_()
+    assert PEAK_MEMORY_HINT.startswith("peak memory n/a")
+
+
+def test_show_graph_explains_na_and_names_the_tensorboard_extra(tmp_path):
+    import keras_unroll as ku
+    from keras_unroll.inspect import PEAK_MEMORY_HINT, show_graph
+
+    view = show_graph(ku.DynamicUnroll(3), (2, 2, 1), logdir=tmp_path)
+    text = str(view)
+    assert "`tensorboard` extra" in text
+    # Without TF_CPU_ALLOCATOR_USE_BFC=true at start (the test run's default) TensorFlow reports no CPU peak.
+    untracked = view.training.peak_bytes is None
+    assert (PEAK_MEMORY_HINT in text) == untracked
+    assert (PEAK_MEMORY_HINT in view._repr_html_().replace("&#x27;", "'")) == untracked

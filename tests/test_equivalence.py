@@ -474,7 +474,7 @@ def test_static_rnn_list_in_list_out(x, weights):
 def test_cell_given_as_int(unroll, x, weights):
     """An int is a `BasicRNNCell` of that many units; its weights are set after the first call."""
     if unroll.endswith("_rnn"):
-        cell = ku.loops._core.as_cell(H)
+        cell = ku.step.as_cell(H)
         assert isinstance(cell, ku.BasicRNNCell) and cell.units == H
         cell.build((None, F))
         cell.set_weights(weights)

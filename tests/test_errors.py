@@ -89,10 +89,20 @@ def test_dynamic_unroll_accepts_unknown_time():
     assert model(_x(B, 7, F)).shape == (B, H)
 
 
-@unrolls
+@pytest.mark.parametrize("unroll", [UNROLLS[name] for name in ("StaticUnroll", "DynamicUnroll", "static_rnn")])
 def test_zero_time_steps(unroll):
     with pytest.raises(ValueError, match=r"no time steps; an RNN needs T >= 1. Received: inputs.shape=\(2, 0, 3\)"):
         unroll(H, _x(B, 0, F))
+
+
+@pytest.mark.parametrize("time_major", [False, True])
+def test_dynamic_rnn_over_no_steps_returns_the_initial_state(time_major):
+    """TF1's `dynamic_rnn` over T = 0: outputs with an empty time axis and the initial state, no error."""
+    h0 = np.arange(B * H, dtype="float32").reshape(B, H)
+    x = _x(0, B, F) if time_major else _x(B, 0, F)
+    outputs, state = ku.dynamic_rnn(ku.BasicRNNCell(H), x, initial_state=h0, time_major=time_major)
+    assert outputs.shape == ((0, B, H) if time_major else (B, 0, H))
+    np.testing.assert_array_equal(state, h0)
 
 
 @layers

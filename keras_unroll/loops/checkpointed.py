@@ -30,6 +30,7 @@ import tensorflow as tf
 from keras_unroll import step as step_lib
 
 Recompute = Union[None, str, int]
+_MAX_INT32 = 2**31 - 1
 
 #: Name prefix of the ops that store and load checkpoints; tests find them in the graph by it.
 SAVE_OP_NAME = "keras_unroll_checkpoint_save"
@@ -52,10 +53,10 @@ def check_recompute(recompute: Any) -> Recompute:
             '`recompute` must be None, "sqrt" or a positive int (steps per recomputed segment). '
             f"Received: recompute={recompute!r} of type {type(recompute).__name__}"
         )
-    if recompute < 1:
+    if not 1 <= recompute <= _MAX_INT32:
         raise ValueError(
-            '`recompute` must be None, "sqrt" or a positive int (steps per recomputed segment). '
-            f"Received: recompute={recompute!r}"
+            '`recompute` must be None, "sqrt" or a positive int (steps per recomputed segment) at most '
+            f"{_MAX_INT32}, what a loop can index. Received: recompute={recompute!r}"
         )
     return int(recompute)
 
@@ -77,16 +78,6 @@ def segment_length(recompute: Recompute, num_steps: Union[int, tf.Tensor]) -> Un
         root = tf.math.ceil(tf.sqrt(tf.cast(num_steps, tf.float32)))
         return tf.maximum(tf.cast(root, tf.int32), 1)
     return recompute
-
-
-def _in_xla_context() -> bool:
-    """Whether the graph being built is compiled by XLA (e.g. `model.compile(jit_compile=True)`)."""
-    try:
-        from tensorflow.python.framework import ops
-        from tensorflow.python.ops import control_flow_util
-    except ImportError:  # pragma: no cover - private TF modules moved: skip the early check
-        return False
-    return bool(control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph()))
 
 
 # ------------------------------------------------------------------------------------ the loop
@@ -113,7 +104,7 @@ def checkpointed_loop(
     fused kernel over a `Prepared` segment), else `step` in a while loop. `masks` are the sequence's dropout
     masks: the step runs inside `masks.applied()` in both passes. Must run in a graph.
     """
-    if _in_xla_context():
+    if step_lib.in_xla_context():
         raise ValueError(
             "`swap_memory` and `recompute` cannot run inside an XLA-compiled function (such as "
             "`model.compile(jit_compile=True)`): their segments have run-time lengths and XLA ignores host "
@@ -126,7 +117,11 @@ def checkpointed_loop(
     num_steps = tf.shape(inputs)[0]
     stop = num_steps if prepared.max_length is None else tf.minimum(num_steps, prepared.max_length)
     k = segment_length(recompute, num_steps)
+    if not isinstance(k, int) or k > 1:
+        k = tf.minimum(k, tf.maximum(num_steps, 1))  # a segment longer than the sequence is the sequence
     single_step_segments = isinstance(k, int) and k == 1
+    if not single_step_segments:
+        k = tf.cast(k, tf.int32)
     num_segments = (stop + k - 1) // k
     store_device = "/CPU:0" if swap_memory else None
     keep_last = valid is not None  # without a mask, a step never reads the previous output
