@@ -31,6 +31,13 @@ import tensorflow as tf
 from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell  # Keras' per-sequence mask hooks
 
 from keras_unroll.cell import BasicRNNCell, check_units
+from keras_unroll.functional import (  # the state structures live with the functional API that returns them
+    LSTMStateTuple,
+    from_tf1_state,
+    lstm_like,
+    lstm_state_tuples_to_keras,
+    to_tf1_state,
+)
 
 __all__ = [
     "BasicLSTMCell",
@@ -48,15 +55,6 @@ __all__ = [
 ]
 
 _PACKAGE = "keras_unroll"
-
-#: TF1's LSTM state: `c` (the cell/carry state) first, then `h` (the output). Keras orders it `[h, c]`.
-LSTMStateTuple = collections.namedtuple("LSTMStateTuple", ("c", "h"))
-LSTMStateTuple.__doc__ = """TF1's LSTM state `(c, h)`: the carry `c` first, then the output `h`.
-
-Keras' LSTM cells keep `[h, c]` internally; `ku.dynamic_rnn` / `ku.static_rnn` return an LSTM's final
-state as `LSTMStateTuple(c, h)` and read an `initial_state` given as one correctly.
-"""
-
 
 # ------------------------------------------------------------------------------------ initializers
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -297,6 +295,8 @@ class BasicLSTMCell(keras.layers.LSTMCell):
     ((4, 6, 5), (4, 5), (4, 5))
     """
 
+    _keras_unroll_tf1_lstm = True  # the functional API reads a plain pair as TF1's (c, h) for this cell
+
     def __init__(
         self,
         num_units: Optional[int] = None,
@@ -413,6 +413,8 @@ class LSTMCell(keras.layers.Layer):
     >>> tuple(outputs.shape), tuple(state.c.shape), tuple(state.h.shape)
     ((2, 5, 4), (2, 6), (2, 4))
     """
+
+    _keras_unroll_tf1_lstm = True  # an LSTM state (Keras' [h, c] inside, TF1's (c, h) in the functional API)
 
     def __init__(
         self,
@@ -759,6 +761,7 @@ class _Wrapper(keras.layers.Layer, DropoutRNNCell):
     """
 
     recurrent_dropout = 0.0  # read by the loops' mask drawing; every mask of a wrapper is its `_dropout_mask`
+    _keras_unroll_wrapper = True  # the functional API gives it the state structure of `self.cell`
 
     @property
     def dropout(self) -> float:
@@ -824,13 +827,18 @@ class _Wrapper(keras.layers.Layer, DropoutRNNCell):
         return masks or {}
 
     # Keras' per-sequence dropout protocol (`keras.layers.RNN` and the package's loops call these).
+    def _create_dropout_mask(self, step_input: Any, dropout_rate: Any = None) -> Any:
+        """This sequence's masks (the wrapper's own and those of the cells it wraps), as a dict of tensors."""
+        del dropout_rate  # each DropoutWrapper has its own keep probabilities
+        masks = self._draw_own_masks(step_input)
+        inner = _draw_masks(self.cell, step_input)
+        if inner:
+            masks["inner"] = inner
+        return masks or None
+
     def get_dropout_mask(self, step_input: Any) -> Any:
         if getattr(self, "_dropout_mask", None) is None and self.dropout > 0:
-            masks = self._draw_own_masks(step_input)
-            inner = _draw_masks(self.cell, step_input)
-            if inner:
-                masks["inner"] = inner
-            self._dropout_mask = masks or None
+            self._dropout_mask = self._create_dropout_mask(step_input)
         return getattr(self, "_dropout_mask", None)
 
     def _draw_own_masks(self, step_input: Any) -> Dict[str, Any]:
@@ -871,13 +879,9 @@ def _keep_prob(value: Any, name: str) -> float:
     return float(value)
 
 
-def _lstm_like(cell: Any) -> bool:
-    return isinstance(cell, (keras.layers.LSTMCell, LSTMCell))
-
-
 def _state_filter(cell: Any) -> List[bool]:
     """Which of the cell's flat (Keras-order) states TF1's `DropoutWrapper` drops: an LSTM's `h`, not its `c`."""
-    if _lstm_like(cell):
+    if lstm_like(cell):
         return [True, False]
     if isinstance(cell, keras.layers.StackedRNNCells):
         return [flag for sub in cell.cells for flag in _state_filter(sub)]
@@ -1157,132 +1161,3 @@ class DeviceWrapper(_Wrapper):
 
 
 # ------------------------------------------------------------------------------- state structures
-def _inner(cell: Any) -> Any:
-    while isinstance(cell, _Wrapper):
-        cell = cell.cell
-    return cell
-
-
-def _is_lstm_state_tuple(state: Any) -> bool:
-    """`ku.tf1.LSTMStateTuple`, or any namedtuple `(c, h)` such as tf-keras' own `LSTMStateTuple`."""
-    return isinstance(state, tuple) and getattr(state, "_fields", None) == ("c", "h")
-
-
-def lstm_state_tuples_to_keras(state: Any) -> Any:
-    """Every `LSTMStateTuple(c, h)` in a nested state becomes Keras' `[h, c]`; everything else is kept.
-
-    The one conversion that is never ambiguous, so a layer (which otherwise takes Keras' structure) can
-    apply it to its `initial_state` too: flattened as it is, an `LSTMStateTuple(c, h)` would be read as
-    `[h, c]`.
-    """
-    if _is_lstm_state_tuple(state):
-        return [state.h, state.c]
-    if isinstance(state, (list, tuple)):
-        return type(state)(lstm_state_tuples_to_keras(s) for s in state) if type(state) in (list, tuple) else state
-    return state
-
-
-def _state_is_tuple(cell: Any) -> bool:
-    return getattr(cell, "state_is_tuple", True)
-
-
-def to_tf1_state(cell: Any, keras_state: Any) -> Any:
-    """A cell's state in Keras' structure → TF1's structure (what `ku.dynamic_rnn` returns).
-
-    - a single-state cell (`BasicRNNCell`, `GRUCell`, Keras' `SimpleRNNCell`/`GRUCell`): one tensor;
-    - an LSTM (`ku.tf1.BasicLSTMCell`, `ku.tf1.LSTMCell`, Keras' `LSTMCell`): `LSTMStateTuple(c, h)` from
-      Keras' `[h, c]` (TF1's concatenated `[c, h]` tensor for `state_is_tuple=False`);
-    - a stack (`MultiRNNCell`, `keras.layers.StackedRNNCells`, a Python list of cells): a tuple, one entry
-      per layer, each in its own cell's TF1 structure;
-    - a wrapper: its wrapped cell's structure; any other cell: its Keras list, unchanged.
-
-    Args:
-        cell: The cell (or list of cells) the state belongs to.
-        keras_state: Its state as the loops and layers hold it (`[h, c]`, `[[h1], [h2]]`, ...).
-
-    Returns:
-        The state in TF1's structure.
-
-    Example:
-
-    >>> import numpy as np
-    >>> import keras_unroll as ku
-    >>> h, c = np.zeros((2, 3), "float32"), np.ones((2, 3), "float32")
-    >>> state = ku.tf1.to_tf1_state(ku.tf1.BasicLSTMCell(3), [h, c])
-    >>> float(state.c[0, 0]), float(state.h[0, 0])
-    (1.0, 0.0)
-    """
-    cell = _inner(_as_cell(cell))
-    if isinstance(cell, keras.layers.StackedRNNCells):
-        states = list(keras_state) if isinstance(keras_state, (list, tuple)) else [keras_state]
-        if len(states) != len(cell.cells):
-            flat = tf.nest.flatten(keras_state)
-            states = tf.nest.pack_sequence_as(cell.state_size, flat)
-        return tuple(to_tf1_state(sub, sub_state) for sub, sub_state in zip(cell.cells, states))
-    flat = tf.nest.flatten(keras_state)
-    if _lstm_like(cell) and len(flat) == 2:
-        h, c = flat
-        return LSTMStateTuple(c, h) if _state_is_tuple(cell) else tf.concat([c, h], 1)
-    if not isinstance(cell.state_size, (list, tuple)) or len(tf.nest.flatten(cell.state_size)) == 1:
-        if len(flat) == 1:
-            return flat[0]
-    return keras_state
-
-
-def from_tf1_state(cell: Any, tf1_state: Any) -> Any:
-    """A state in TF1's structure → the Keras structure the loops take (what `initial_state=` becomes).
-
-    - `LSTMStateTuple(c, h)` (ours, or any namedtuple with fields `c, h` such as tf-keras') → `[h, c]`, for
-      any LSTM cell (Keras' own included);
-    - a plain tuple for a `ku.tf1` LSTM cell is TF1's `(c, h)` (TF1 unpacks `c, h = state`), a plain list
-      is refused (Keras' layers return `[h, c]`: ambiguous); for Keras' `LSTMCell` a list or tuple keeps
-      Keras' `[h, c]`; a `(batch, 2H)` tensor for `state_is_tuple=False` is `[c, h]`;
-    - a stack's tuple with one entry per layer → one Keras entry per layer (a flat Keras list is kept);
-    - anything else is returned unchanged (the loops then check it against the cell's state sizes).
-
-    Args:
-        cell: The cell (or list of cells) the state is for.
-        tf1_state: The state in TF1's structure (or already in Keras' structure).
-
-    Returns:
-        The state in Keras' structure.
-
-    Raises:
-        ValueError: A plain list `[., .]` for a `ku.tf1` LSTM cell (use `LSTMStateTuple(c, h)`).
-
-    Example:
-
-    >>> import numpy as np
-    >>> import keras_unroll as ku
-    >>> c, h = np.ones((2, 3), "float32"), np.zeros((2, 3), "float32")
-    >>> h_first, c_second = ku.tf1.from_tf1_state(ku.tf1.BasicLSTMCell(3), ku.tf1.LSTMStateTuple(c, h))
-    >>> float(h_first[0, 0]), float(c_second[0, 0])
-    (0.0, 1.0)
-    """
-    cell = _inner(_as_cell(cell))
-    if tf1_state is None:
-        return None
-    if isinstance(cell, keras.layers.StackedRNNCells):
-        if isinstance(tf1_state, (list, tuple)) and len(tf1_state) == len(cell.cells):
-            return [from_tf1_state(sub, sub_state) for sub, sub_state in zip(cell.cells, tf1_state)]
-        return tf1_state
-    if _lstm_like(cell):
-        if _is_lstm_state_tuple(tf1_state):
-            return [tf1_state.h, tf1_state.c]
-        tf1_cell = isinstance(cell, (BasicLSTMCell, LSTMCell))
-        if tf1_cell and isinstance(tf1_state, tuple) and len(tf1_state) == 2:
-            c, h = tf1_state  # TF1's order for TF1's cells (TF1 unpacked `c, h = state`)
-            return [h, c]
-        if tf1_cell and isinstance(tf1_state, list) and len(tf1_state) == 2:
-            # A list is what Keras' layers return ([h, c]); TF1 code writes (c, h). Refuse to guess.
-            raise ValueError(
-                f"An initial state for `ku.tf1.{type(cell).__name__}` in the functional API is TF1's "
-                "`LSTMStateTuple(c, h)` (or a tuple `(c, h)`); a list is ambiguous, since Keras' layers return "
-                "`[h, c]`. Give `ku.tf1.LSTMStateTuple(c=c, h=h)`. Received: initial_state=a list of 2 tensors"
-            )
-        if tf1_cell and not _state_is_tuple(cell) and not tf.nest.is_nested(tf1_state):
-            state = tf.convert_to_tensor(tf1_state)
-            if state.shape.rank == 2 and state.shape[-1] == cell.units + _output_size(cell):
-                c, h = tf.split(state, [cell.units, _output_size(cell)], axis=1)
-                return [h, c]
-    return tf1_state
