@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from keras_unroll import plan
 from keras_unroll import step as step_lib
+from keras_unroll.layers import _symbolic_rnn
 from keras_unroll.loops.checkpointed import Recompute, check_recompute, check_swap_memory
 
 
@@ -92,6 +93,12 @@ def static_rnn(
     ((4, 5), True)
     """
     del dtype, scope  # TF1 compatibility only
+    symbolic = _symbolic_rnn(
+        "static", cell, inputs, initial_state=initial_state, sequence_length=sequence_length,
+        time_major=time_major, training=training,
+    )  # fmt: skip
+    if symbolic is not None:  # keras.Input tensors: the equivalent layer call
+        return symbolic
     cell = step_lib.as_cell(cell)
     initial_state = from_tf1_state(cell, initial_state)  # e.g. LSTMStateTuple(c, h) -> Keras' [h, c]
     time_major = _check_bool(time_major, "time_major")
@@ -179,6 +186,12 @@ def dynamic_rnn(
     (0.0, 0.0)
     """
     del dtype, scope  # TF1 compatibility only
+    symbolic = _symbolic_rnn(
+        "dynamic", cell, inputs, initial_state=initial_state, sequence_length=sequence_length,
+        time_major=time_major, training=training, swap_memory=swap_memory, recompute=recompute,
+    )  # fmt: skip
+    if symbolic is not None:  # keras.Input tensors: the equivalent layer call
+        return symbolic
     cell = step_lib.as_cell(cell)
     initial_state = from_tf1_state(cell, initial_state)  # e.g. LSTMStateTuple(c, h) -> Keras' [h, c]
     time_major = _check_bool(time_major, "time_major")

@@ -310,6 +310,11 @@ def _parse_visible(value: Any, name: str = "visible") -> Optional[Tuple[int, ...
             f"`{name}` must be GPU indices such as \"0\", \"0,1\" or [0, 1], not a bool. "
             f"Received: {name}={value!r}"
         )
+    if isinstance(value, (bytes, bytearray)):
+        raise TypeError(
+            f"`{name}` must be GPU indices as a string (\"0,1\"), an int or a list of ints, not bytes "
+            f"(whose items are character codes). Received: {name}={value!r}"
+        )
     if isinstance(value, numbers.Integral):
         indices = [int(value)]
     elif isinstance(value, str):

@@ -2,22 +2,54 @@
 
 The layers are thin Keras glue over the planner (`keras_unroll.plan`): they check and store their arguments,
 build the cell, and hand each call to `plan.run` asking for their loop (`"static"` or `"dynamic"`).
-Everything else is shared.
+Everything else is shared, including what makes them drop-ins for `keras.layers.RNN(cell)` and
+`keras.layers.SimpleRNN(units)`: SimpleRNN's cell arguments for an int `cell`, Keras' `stateful` machinery
+(state variables fed to the loop as its initial state and assigned its final state), `reset_state`,
+`get_initial_state`, `state_size` and `unroll`.
 """
 
 from __future__ import annotations
 
 import copy
+import numbers
 import sys
 import warnings
 from typing import Any, Dict, List, Optional
 
 import keras
+import numpy as np
 import tensorflow as tf
+from keras.src.utils import tracking
 
 from keras_unroll import plan
 from keras_unroll import step as step_lib
+from keras_unroll.cell import BasicRNNCell, check_units
 from keras_unroll.loops import checkpointed as memory
+
+
+# SimpleRNN's cell arguments and their defaults: taken when `cell` is an int, passed to the `BasicRNNCell`.
+_CELL_ARGS: Dict[str, Any] = {
+    "activation": "tanh",
+    "use_bias": True,
+    "kernel_initializer": "glorot_uniform",
+    "recurrent_initializer": "orthogonal",
+    "bias_initializer": "zeros",
+    "kernel_regularizer": None,
+    "recurrent_regularizer": None,
+    "bias_regularizer": None,
+    "kernel_constraint": None,
+    "recurrent_constraint": None,
+    "bias_constraint": None,
+    "dropout": 0.0,
+    "recurrent_dropout": 0.0,
+    "seed": None,
+}
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    if default is None or isinstance(default, bool):
+        return value is default
+    return type(value) in (str, int, float) and not isinstance(value, bool) and value == default
 
 
 def _check_bool(value: Any, name: str) -> bool:
@@ -48,12 +80,31 @@ def _check_jit(value: Any) -> Any:
     return value
 
 
+def _integers_as(x: Any, dtype: Any) -> Any:
+    """Integer sequences (token ids, counts) cast to the compute dtype, as Keras' RNN layers take them."""
+    if isinstance(x, (tf.RaggedTensor, tf.SparseTensor)) or not hasattr(x, "dtype"):
+        return x
+    try:
+        integer = tf.as_dtype(x.dtype).is_integer
+    except TypeError:  # NumPy strings and objects: `to_float_tensor` refuses them with a clear message
+        return x
+    return tf.cast(x, dtype) if integer else x
+
+
+def _shape_of(shape: Any) -> Any:
+    if isinstance(shape, list) and shape and isinstance(shape[0], (list, tuple)):
+        return f"a list of {len(shape)} steps of shape {tuple(shape[0])}"
+    return tuple(shape)
+
+
 class _Unroll(keras.layers.Layer):
     """What `StaticUnroll` and `DynamicUnroll` share: everything but the loop."""
 
     _static_steps_required = False
-    _memory_strategies = False  # swap_memory / recompute (loops/memory.py): DynamicUnroll only
+    _memory_strategies = False  # swap_memory / recompute (loops/checkpointed.py): DynamicUnroll only
     _list_input_allowed = False
+    _unrolls = False  # the value of Keras' `unroll` this layer stands for (StaticUnroll: True)
+    _other_layer = "StaticUnroll"  # the twin to name when `unroll=` asks for the other loop
 
     def __init__(
         self,
@@ -61,18 +112,64 @@ class _Unroll(keras.layers.Layer):
         return_sequences: bool = False,
         return_state: bool = False,
         go_backwards: bool = False,
-        time_major: bool = False,
+        stateful: bool = False,
+        unroll: Optional[bool] = None,
         zero_output_for_mask: bool = False,
+        *,
+        time_major: bool = False,
         jit_compile: Any = "auto",
         swap_memory: bool = False,
         recompute: memory.Recompute = None,
+        activation: Any = "tanh",
+        use_bias: bool = True,
+        kernel_initializer: Any = "glorot_uniform",
+        recurrent_initializer: Any = "orthogonal",
+        bias_initializer: Any = "zeros",
+        kernel_regularizer: Any = None,
+        recurrent_regularizer: Any = None,
+        bias_regularizer: Any = None,
+        kernel_constraint: Any = None,
+        recurrent_constraint: Any = None,
+        bias_constraint: Any = None,
+        dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        seed: Optional[int] = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.cell = step_lib.as_cell(cell)
+        if not tf.as_dtype(self.compute_dtype).is_floating:
+            raise TypeError(
+                f"{type(self).__name__} computes in a floating-point dtype (the cell's weights and states); "
+                "integer inputs are cast to it. Use e.g. `dtype=\"float32\"`. "
+                f"Received: dtype={self.dtype_policy.name!r}"
+            )
+        given = locals()
+        cell_args = {name: given[name] for name in _CELL_ARGS}
+        self._units_cell = isinstance(cell, numbers.Integral) and not isinstance(cell, bool)
+        if self._units_cell:
+            # As `keras.layers.SimpleRNN`: the cell takes the layer's dtype policy and trainability.
+            units = check_units(cell, "cell")
+            self.cell = BasicRNNCell(units, dtype=kwargs.get("dtype"), trainable=kwargs.get("trainable", True), **cell_args)
+        else:
+            changed = {name: value for name, value in cell_args.items() if not _is_default(value, _CELL_ARGS[name])}
+            if changed:
+                listed = ", ".join(f"{name}={value!r}" for name, value in changed.items())
+                raise ValueError(
+                    f"{type(self).__name__} takes SimpleRNN's cell arguments ({', '.join(changed)}) only when `cell` "
+                    "is an int (a `BasicRNNCell` of that many units). With a cell object, give them to the cell, "
+                    f"e.g. `keras.layers.LSTMCell(8, {listed})`. Received: cell={cell!r}, {listed}"
+                )
+            self.cell = step_lib.as_cell(cell)
         self.return_sequences = _check_bool(return_sequences, "return_sequences")
         self.return_state = _check_bool(return_state, "return_state")
         self.go_backwards = _check_bool(go_backwards, "go_backwards")
+        self.stateful = _check_bool(stateful, "stateful")
+        if unroll is not None and _check_bool(unroll, "unroll") != self._unrolls:
+            raise ValueError(
+                f"{type(self).__name__} {'unrolls every step in Python' if self._unrolls else 'runs a tf.while_loop'}, "
+                f"which is Keras' `unroll={self._unrolls}`; for `unroll={unroll}` use `{self._other_layer}` (same "
+                f"arguments, same results). Received: unroll={unroll!r}"
+            )
         self.time_major = _check_bool(time_major, "time_major")
         self.zero_output_for_mask = _check_bool(zero_output_for_mask, "zero_output_for_mask")
         self.supports_masking = True
@@ -101,9 +198,108 @@ class _Unroll(keras.layers.Layer):
                 stacklevel=3,
             )
         self.supports_jit = True  # the loops compile under XLA (model.fit(jit_compile=True) included)
-        self.stateful = False  # read by `keras.layers.Bidirectional`; these layers keep no state across calls
-        self.states = None  # as `keras.layers.RNN` when not stateful (`Bidirectional.states` reads it)
+        # As `keras.layers.RNN`: `None` until a stateful layer is built, then one non-trainable variable per
+        # state, in the structure of `get_initial_state` (`Bidirectional.states` reads it).
+        self.states = None
+        self._expected_batch_size: Optional[int] = None
         self._state_sizes = step_lib.state_sizes(self.cell)
+
+    # ------------------------------------------------------------------------- keras.layers.RNN API
+    @property
+    def unroll(self) -> bool:
+        """Keras' `unroll` flag: `True` for `StaticUnroll`, `False` for `DynamicUnroll`."""
+        return self._unrolls
+
+    @property
+    def state_size(self) -> List[Any]:
+        """The cell's state sizes as a list, one entry per state (as `keras.layers.RNN.state_size`)."""
+        return list(self._state_sizes)
+
+    def get_initial_state(self, batch_size: Any) -> List[Any]:
+        """The cell's initial state for `batch_size` rows, as a list (as `keras.layers.RNN`)."""
+        return step_lib.zero_state(self.cell, batch_size, step_lib.compute_dtype(self.cell))
+
+    @tracking.no_automatic_dependency_tracking
+    def _create_state_variables(self, batch_size: int) -> None:
+        # Not tracked as weights, as in `keras.layers.RNN`: `get_weights()` matches a non-stateful layer's
+        # (and SimpleRNN's), and `.keras` files hold no states (they start at zero after loading).
+        with keras.name_scope(self.name, caller=self):
+            self.states = keras.tree.map_structure(
+                lambda value: keras.Variable(value, trainable=False, dtype=self.variable_dtype, name="rnn_state"),
+                self.get_initial_state(batch_size),
+            )
+        self._expected_batch_size = batch_size
+
+    def reset_state(self, states: Any = None) -> None:
+        """Sets a stateful layer's states to zeros, or to `states` (an array per state, `(batch, size)`).
+
+        A layer that is not stateful keeps no states: `reset_state()` does nothing there (as
+        `keras.layers.RNN`), and giving `states` is an `AttributeError`.
+        """
+        if not self.stateful:
+            if states is None:
+                return
+            raise AttributeError(
+                f"`reset_state(states=...)` sets the states a stateful layer carries between batches; {self.name} "
+                f"was built with `stateful=False`. Pass `initial_state=` to the call instead. "
+                f"Received: states={states!r}"
+            )
+        if self.states is None:
+            if states is None:
+                return
+            raise ValueError(
+                f"{self.name} has no states yet: a stateful layer creates them when it is built, for its fixed batch "
+                f"size. Call it once (or build the model) first. Received: states={states!r}"
+            )
+        variables = keras.tree.flatten(self.states)
+        if states is None:
+            for variable in variables:
+                variable.assign(tf.zeros(variable.shape, variable.dtype))
+            return
+        values = keras.tree.flatten(states)
+        if len(values) != len(variables):
+            raise ValueError(
+                f"{self.name} has {len(variables)} state(s) (state sizes {self.state_size}); `reset_state` needs one "
+                f"value per state. Received: {len(values)} value(s)"
+            )
+        checked = []
+        for i, (value, variable) in enumerate(zip(values, variables)):
+            value = np.asarray(value)
+            if tuple(value.shape) != tuple(variable.shape):
+                raise ValueError(
+                    f"State {i} of {self.name} must have shape {tuple(variable.shape)} (batch, state size). "
+                    f"Received: states[{i}].shape={tuple(value.shape)}"
+                )
+            checked.append(value)
+        for value, variable in zip(checked, variables):
+            variable.assign(value.astype(variable.dtype))
+
+    def reset_states(self, states: Any = None) -> None:
+        """Alias of `reset_state` (Keras 2's name)."""
+        self.reset_state(states)
+
+    def _cell_argument(self, name: str) -> Any:
+        if not self._units_cell:
+            raise AttributeError(
+                f"`{name}` is an attribute of the layer only when it was built from an int (as SimpleRNN); "
+                f"here it belongs to the cell: use `layer.cell.{name}`. Received: cell={self.cell!r}"
+            )
+        return getattr(self.cell, name)
+
+    units = property(lambda self: self._cell_argument("units"), doc="The number of units (int `cell` only).")
+    activation = property(lambda self: self._cell_argument("activation"))
+    use_bias = property(lambda self: self._cell_argument("use_bias"))
+    kernel_initializer = property(lambda self: self._cell_argument("kernel_initializer"))
+    recurrent_initializer = property(lambda self: self._cell_argument("recurrent_initializer"))
+    bias_initializer = property(lambda self: self._cell_argument("bias_initializer"))
+    kernel_regularizer = property(lambda self: self._cell_argument("kernel_regularizer"))
+    recurrent_regularizer = property(lambda self: self._cell_argument("recurrent_regularizer"))
+    bias_regularizer = property(lambda self: self._cell_argument("bias_regularizer"))
+    kernel_constraint = property(lambda self: self._cell_argument("kernel_constraint"))
+    recurrent_constraint = property(lambda self: self._cell_argument("recurrent_constraint"))
+    bias_constraint = property(lambda self: self._cell_argument("bias_constraint"))
+    dropout = property(lambda self: self._cell_argument("dropout"))
+    recurrent_dropout = property(lambda self: self._cell_argument("recurrent_dropout"))
 
     # ------------------------------------------------------------------------------------- shapes
     def _sequence_shape(self, sequences_shape: Any) -> tuple:
@@ -141,6 +337,19 @@ class _Unroll(keras.layers.Layer):
             )
         step_lib.build_cell(self.cell, features, self.compute_dtype)
         self._features = features
+        if self.stateful:
+            if self.states is not None:  # rebuilt: start again from zeros, as `keras.layers.RNN`
+                self.reset_state()
+                return
+            if batch is None:
+                raise ValueError(
+                    f"{type(self).__name__} with `stateful=True` carries each row's state to the same row of the "
+                    "next batch, so the batch size must be static (fixed). Found a dynamic batch size. Fix: give the "
+                    "model an input with a batch size, e.g. `keras.Input(shape=(20, 3), batch_size=32)` (or "
+                    "`batch_shape=(32, 20, 3)`), and the same `batch_size` to `fit`/`predict`. "
+                    f"Received: sequences.shape={_shape_of(sequences_shape)}"
+                )
+            self._create_state_variables(int(batch))
 
     def compute_output_shape(
         self, sequences_shape: Any, initial_state_shape: Any = None, sequence_length_shape: Any = None
@@ -169,6 +378,13 @@ class _Unroll(keras.layers.Layer):
 
     # --------------------------------------------------------------------------------------- call
     def __call__(self, sequences: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if sequences is None or isinstance(sequences, (numbers.Number, str, bytes, dict)):
+            what = f"a dict with keys {sorted(sequences)}" if isinstance(sequences, dict) else repr(sequences)
+            raise TypeError(
+                f"{type(self).__name__} takes a 3D tensor (batch, time, features)"
+                f"{' or a list of (batch, features) steps' if self._list_input_allowed else ''}. "
+                f"Received: sequences={what}"
+            )
         if isinstance(sequences, (tf.RaggedTensor, tf.SparseTensor)):
             # Say "ragged" before `build` sees a shape with an undefined time axis and says something else.
             step_lib.to_float_tensor(sequences, "sequences", self.compute_dtype)
@@ -198,9 +414,9 @@ class _Unroll(keras.layers.Layer):
         self,
         sequences: Any,
         initial_state: Any = None,
-        sequence_length: Any = None,
         mask: Any = None,
         training: Optional[bool] = None,
+        sequence_length: Any = None,
     ) -> Any:
         list_input = isinstance(sequences, (list, tuple))
         # The loop runs in the cell's compute dtype; results are cast to the layer's (as `keras.layers.RNN`),
@@ -219,12 +435,16 @@ class _Unroll(keras.layers.Layer):
                     "sequences); give `sequence_length=` instead, or stack the steps into a (batch, time, "
                     f"features) tensor. Received: mask={mask!r}"
                 )
-            inputs = step_lib.stack_inputs(sequences, loop_dtype)
+            inputs = step_lib.stack_inputs([_integers_as(step, loop_dtype) for step in sequences], loop_dtype)
             time_major = True
             mask = None
         else:
-            inputs = step_lib.to_float_tensor(sequences, "sequences", loop_dtype)
+            inputs = step_lib.to_float_tensor(_integers_as(sequences, loop_dtype), "sequences", loop_dtype)
             time_major = self.time_major
+        if self.stateful and self.states is not None:
+            inputs = self._check_stateful_batch(inputs, batch_axis=1 if time_major else 0)
+            if initial_state is None:
+                initial_state = keras.tree.map_structure(lambda variable: variable.value, self.states)
         prepared = step_lib.prepare(
             self.cell,
             inputs,
@@ -238,6 +458,10 @@ class _Unroll(keras.layers.Layer):
             layer_name=type(self).__name__,
         )
         outputs, last, state = plan.run(self.cell, prepared, self._request(training))
+        if self.stateful and self.states is not None:
+            # The final state of this batch is the initial state of the next (as `keras.layers.RNN`).
+            for variable, value in zip(keras.tree.flatten(self.states), tf.nest.flatten(state)):
+                variable.assign(tf.cast(value, variable.dtype))
         if not self.return_sequences:
             output: Any = last
         elif list_input:
@@ -252,24 +476,54 @@ class _Unroll(keras.layers.Layer):
             return [output, *tf.nest.map_structure(cast, list(state))]
         return output
 
+    def _check_stateful_batch(self, inputs: tf.Tensor, batch_axis: int) -> tf.Tensor:
+        """A stateful layer's batch size is the one its states were made for; returns `inputs`."""
+        expected = self._expected_batch_size
+        actual = inputs.shape[batch_axis]
+        message = (
+            f"If an RNN is stateful, the batch size of the input sequences must be the same as the batch size of "
+            f"its states ({self.name} was built for {expected} rows: keep `batch_size={expected}` in "
+            f"`fit`/`predict`, and drop or pad a last, smaller batch). Expected batch size: {expected}. "
+        )
+        if actual is not None:
+            if actual != expected:
+                raise ValueError(message + f"Received: batch size {actual} (sequences.shape={tuple(inputs.shape)})")
+            return inputs
+        check = tf.debugging.assert_equal(
+            tf.shape(inputs)[batch_axis], expected, message="keras_unroll: " + message + "Received: another batch size"
+        )
+        with tf.control_dependencies([check]):
+            return tf.identity(inputs)
+
     # ------------------------------------------------------------------------------------- config
     def get_config(self) -> Dict[str, Any]:
-        config = {
-            "cell": keras.saving.serialize_keras_object(self.cell),
+        config: Dict[str, Any] = {
             "return_sequences": self.return_sequences,
             "return_state": self.return_state,
             "go_backwards": self.go_backwards,
+            "stateful": self.stateful,
             "time_major": self.time_major,
             "zero_output_for_mask": self.zero_output_for_mask,
             "jit_compile": self.jit_compile,
             "swap_memory": self.swap_memory,
             "recompute": self.recompute,
         }
+        if self._units_cell:
+            # As `keras.layers.SimpleRNN`: the units and the cell arguments, not the cell (which they rebuild).
+            cell_config = self.cell.get_config()
+            config["cell"] = self.cell.units
+            config.update({name: cell_config[name] for name in _CELL_ARGS})
+        else:
+            config["cell"] = keras.saving.serialize_keras_object(self.cell)
         base_config = super().get_config()
         return {**base_config, **config}
 
     @classmethod
     def from_config(cls, config: Dict[str, Any], custom_objects: Any = None) -> "_Unroll":
+        if not isinstance(config, dict):
+            raise TypeError(
+                f"{cls.__name__}.from_config takes the dict that `get_config()` returned. Received: config={config!r}"
+            )
         config = copy.deepcopy(config)  # deserializing pops keys (StackedRNNCells' `cells`) from nested dicts
         cell = config.pop("cell", None)
         if isinstance(cell, dict):
@@ -282,10 +536,17 @@ _SHARED_DOC = """
     and the final state. `StaticUnroll` and `DynamicUnroll` are twins: the same constructor, the same call
     signature, the same results (to float rounding); they differ only in how they loop.
 
+    Both stand in for `keras.layers.RNN(cell)` and, given an int, for `keras.layers.SimpleRNN(units)`:
+    the same arguments in the same positional order, the same weights (`set_weights` moves them both
+    ways), the same call order `(sequences, initial_state, mask, training)`, the same outputs.
+    Keras' `unroll` is the choice of layer: `StaticUnroll` is `unroll=True`, `DynamicUnroll` `unroll=False`.
+
     Args:
         cell: A Keras RNN cell (`keras_unroll.BasicRNNCell`, `keras.layers.SimpleRNNCell`, `LSTMCell`,
             `GRUCell`, a custom cell with nested states), a list of cells (stacked, as
-            `keras.layers.StackedRNNCells`), or a positive int (a `BasicRNNCell` of that many units).
+            `keras.layers.StackedRNNCells`), or a positive int: a `BasicRNNCell` of that many units built
+            from SimpleRNN's cell arguments below. A whole RNN layer (`LSTM(8)`) is a `TypeError`: give its
+            cell (`LSTMCell(8)`).
         return_sequences: Boolean. `True`: return the output at every step; `False`: return each row's
             last *valid* output (for masked or short rows, the output of their last valid step).
             Default: `False`.
@@ -293,9 +554,17 @@ _SHARED_DOC = """
             Default: `False`.
         go_backwards: Boolean. `True`: process the sequence in reverse and return the reversed
             sequence (as `keras.layers.RNN`). Default: `False`.
-        time_major: Boolean. `True`: inputs and sequence outputs are `(time, batch, ...)`. Default: `False`.
+        stateful: Boolean. `True`: the final state of each row in a batch is the initial state of the
+            same row in the next batch (as `keras.layers.RNN`). Needs a fixed batch size
+            (`keras.Input(shape, batch_size=...)`), the same `batch_size` in `fit`/`predict`, and
+            `shuffle=False`; `reset_state()` zeroes the states, `reset_state(states)` sets them. The states
+            are non-trainable variables outside `get_weights()` and `.keras` files. Default: `False`.
+        unroll: Keras' flag, accepted when it names this layer's loop (`True` for `StaticUnroll`, `False`
+            or `None` for `DynamicUnroll`); the other value is a `ValueError` naming the other layer.
         zero_output_for_mask: Boolean. With a Keras mask, `True` emits zeros at masked steps, `False`
             repeats the last valid output (Keras' default). `sequence_length` always emits zeros (TF1).
+        time_major: Boolean (keyword only, as are the arguments below). `True`: inputs and sequence
+            outputs are `(time, batch, ...)`. Default: `False`.
         jit_compile: `True`, `False` or `"auto"`. `True` compiles the loop with XLA in its own
             `tf.function(jit_compile=True)`, also inside `model.fit` on CPU (where Keras' own
             `jit_compile="auto"` means no XLA); `"auto"` picks the layer's measured default (below).
@@ -319,19 +588,27 @@ _SHARED_DOC = """
             `return_sequences=True` the `(T, B, H)` outputs and their gradient remain. Combines with
             `swap_memory=True` (checkpoints on the host). `BasicRNNCell`/`SimpleRNNCell` segments run
             the fused path. No XLA with it. Default: `None`.
-        **kwargs: Base layer arguments (`name`, `dtype`, ...).
+        activation, use_bias, kernel_initializer, recurrent_initializer, bias_initializer,
+        kernel_regularizer, recurrent_regularizer, bias_regularizer, kernel_constraint,
+        recurrent_constraint, bias_constraint, dropout, recurrent_dropout, seed: `keras.layers.SimpleRNN`'s
+            cell arguments, with its defaults, for an int `cell` (then also readable as layer attributes:
+            `layer.units`, `layer.activation`, ...). With a cell object a non-default value is a
+            `ValueError`: give it to the cell. (`activity_regularizer`, a base layer argument, applies to
+            the layer's outputs with any cell, as in Keras.)
+        **kwargs: Base layer arguments (`name`, `dtype`, `activity_regularizer`, ...).
 
     Call arguments:
-        sequences: A 3D tensor `(batch, time, features)`.{list_note}
+        sequences: A 3D tensor `(batch, time, features)`; integer tensors are cast to the compute dtype
+            (as Keras does), bool and string are a `TypeError`.{list_note}
         initial_state: Optional initial state: a tensor `(batch, units)` for single-state cells, or a list
-            of tensors (one per state). Default: the cell's zero state.
-        sequence_length: Optional int tensor `(batch,)`, values in `[0, T]`, TF1 semantics: steps at
-            `t >= length` emit zeros and copy the state through.
+            of tensors (one per state). Default: the cell's zero state (a stateful layer's stored states).
         mask: Optional boolean tensor `(batch, time)` (`(time, batch)` with `time_major=True`), Keras
             semantics (from `Embedding(mask_zero=True)` or `Masking`, passed automatically): masked steps
             copy the state through and emit the last valid output (or zeros with `zero_output_for_mask=True`).
             Not taken with a list of steps: give `sequence_length` there.
         training: Python boolean, passed to the cell (dropout, recurrent dropout).
+        sequence_length: Optional int tensor `(batch,)`, keyword only, values in `[0, T]`, TF1 semantics:
+            steps at `t >= length` emit zeros and copy the state through.
 
     Input shape:
         3D tensor `(batch, time, features)` (`(time, batch, features)` with `time_major=True`).
@@ -378,6 +655,8 @@ class StaticUnroll(_Unroll):
 
     _static_steps_required = True
     _list_input_allowed = True
+    _unrolls = True
+    _other_layer = "DynamicUnroll"
     _loop = "static"
 
 
@@ -411,9 +690,45 @@ class DynamicUnroll(_Unroll):
     >>> model = keras.Sequential([keras.Input((None, 1)), ku.DynamicUnroll(8), keras.layers.Dense(1)])
     >>> model(np.zeros((2, 50, 1), "float32")).shape            # any length: (batch, 1)
     TensorShape([2, 1])
+
+    `keras.layers.SimpleRNN`'s arguments, unchanged, and a stateful layer (a fixed batch size):
+
+    >>> rnn = ku.DynamicUnroll(20, return_sequences=True, activation="relu", dropout=0.1, stateful=True)
+    >>> model = keras.Sequential([keras.Input((None, 3), batch_size=4), rnn])
+    >>> model(np.ones((4, 7, 3), "float32")).shape               # (batch, time, units)
+    TensorShape([4, 7, 20])
+    >>> [tuple(s.shape) for s in rnn.states]                     # the state the next batch starts from
+    [(4, 20)]
+    >>> rnn.reset_states()                                       # back to zeros
 """
     )
 
     _list_input_allowed = False
     _memory_strategies = True
     _loop = "dynamic"
+
+
+def _symbolic_rnn(
+    kind: str,
+    cell: Any,
+    inputs: Any,
+    *,
+    initial_state: Any = None,
+    sequence_length: Any = None,
+    time_major: bool = False,
+    training: Optional[bool] = None,
+    **options: Any,
+) -> Optional[tuple]:
+    """`static_rnn`/`dynamic_rnn` on Keras symbolic tensors (`keras.Input`); `None` for ordinary tensors.
+
+    A functional model records layer calls, so the TF1 line `outputs, state = static_rnn(cell, [X0, X1])`
+    becomes one `StaticUnroll` (or `DynamicUnroll`) call returning every step's output and the final state,
+    with the function's TF1 semantics (`sequence_length`: zeros past each row's end, its last valid state).
+    """
+    tensors = keras.tree.flatten([inputs, initial_state, sequence_length])
+    if not any(keras.backend.is_keras_tensor(t) for t in tensors):
+        return None
+    layer_cls = StaticUnroll if kind == "static" else DynamicUnroll
+    layer = layer_cls(cell, return_sequences=True, return_state=True, time_major=time_major, **options)
+    output, *states = layer(inputs, initial_state=initial_state, training=training, sequence_length=sequence_length)
+    return output, step_lib.unpack_state(layer.cell, states)

@@ -210,9 +210,11 @@ def execute(
     """Runs `plan` on tensors (in whatever graph or eager context the caller is in)."""
     units = step_lib.output_size(cell)
     return_all = request.return_all_outputs
+    if plan.loop in ("while", "checkpointed"):
+        prepared = prepared.with_open_time()  # the graph of a while loop does not depend on T
     if plan.loop == "empty":
         outputs, last, state = step_lib.empty_batch_result(units, prepared, return_all)
-        if plan.loop == "empty" and request.loop == "static" and outputs is not None:
+        if request.loop == "static" and outputs is not None:
             outputs = tf.unstack(outputs, num=prepared.num_steps)
         return outputs, last, state
     if plan.kernel == "simple_rnn" and plan.loop != "checkpointed":

@@ -51,12 +51,32 @@ def as_cell(cell: Any) -> Any:
             return cells[0]
         # The stack computes in its first cell's dtype (Keras' own default would be float32).
         return keras.layers.StackedRNNCells(cells, dtype=getattr(cells[0], "dtype_policy", None))
+    if isinstance(cell, keras.layers.Layer) and (hasattr(cell, "forward_layer") or hasattr(cell, "return_sequences")):
+        raise TypeError(_rnn_layer_as_cell_message(cell))
     if not callable(cell) or getattr(cell, "state_size", None) is None:
         raise TypeError(
             "`cell` must be a Keras RNN cell (a layer with `state_size` and `call(inputs, states)`), "
             f"a list of cells, or a positive int. Received: cell={cell!r}"
         )
     return cell
+
+
+def _rnn_layer_as_cell_message(layer: Any) -> str:
+    """What to say for a whole RNN layer (SimpleRNN, LSTM, GRU, RNN, Bidirectional, ours) given as `cell`."""
+    bidirectional = hasattr(layer, "forward_layer")
+    inner = getattr(layer.forward_layer if bidirectional else layer, "cell", None)
+    suggestion = "its cell (`layer.cell`)"
+    if inner is not None and hasattr(inner, "units"):
+        module = "keras_unroll" if isinstance(inner, BasicRNNCell) else "keras.layers"
+        suggestion = f"`{module}.{type(inner).__name__}({inner.units})`"
+    if bidirectional:
+        fix = f"wrap the unroll in it: `keras.layers.Bidirectional(DynamicUnroll(cell))` with cell = {suggestion}"
+    else:
+        fix = f"give its cell instead: {suggestion}"
+    return (
+        f"`cell` must be an RNN cell (one step), not a whole recurrent layer: {type(layer).__name__} already loops "
+        f"over time. To unroll it here, {fix}. Received: cell={layer!r}"
+    )
 
 
 def output_size(cell: Any) -> int:
@@ -279,6 +299,18 @@ class Prepared:
             self, inputs=None, valid=None, initial_state=None, batch_size=None, max_length=None, invalid_rows=None
         )
 
+    def with_open_time(self) -> "Prepared":
+        """These tensors with their static time axis left open (an identity in values and gradients).
+
+        A while loop needs no static T; without one, its graph is the same for every length (TensorFlow
+        otherwise writes small zero tensors as constants and large ones as fills, so op counts moved with T).
+        """
+        if not isinstance(self.inputs, tf.Tensor) or self.inputs.shape[0] is None or tf.executing_eagerly():
+            return self
+        open_time = lambda t: tf.compat.v1.placeholder_with_default(t, [None, *t.shape[1:]])  # noqa: E731
+        valid = None if self.valid is None else open_time(self.valid)
+        return dataclasses.replace(self, inputs=open_time(self.inputs), valid=valid, num_steps=None)
+
     def around(self, inputs: tf.Tensor, valid: Optional[tf.Tensor], initial_state: Nested, max_length: Any) -> "Prepared":
         """These settings around new tensors: how a cached `tf.function` rebuilds its argument.
 
@@ -440,6 +472,11 @@ def check_initial_state(cell: Any, initial_state: Any, batch_size: Optional[int]
     sizes = state_sizes(cell)
     flat_sizes = tf.nest.flatten(sizes)
     state = initial_state
+    if isinstance(state, dict):
+        raise TypeError(
+            "`initial_state` must be a tensor (batch, units) or a list of them, one per state of the cell "
+            f"(state sizes {sizes}); a dict has no order to match them by. Received: a dict with keys {sorted(state)}"
+        )
     if not tf.nest.is_nested(state):
         state = [state]
     state = list(state)

@@ -193,7 +193,7 @@ def _projection_matmuls(layer, x):
 @pytest.mark.parametrize("steps", [1, 3, 4, 9])
 @pytest.mark.parametrize("units,expected_products", [(H, "chunked"), (1024, "one")])
 def test_static_projection_chunks(steps, units, expected_products, rng):
-    """Small steps are projected `STATIC_PROJECTION_CHUNK` steps at a time, large steps in one product; both
+    """Small steps are projected `Tuning().static_chunk` steps at a time, large steps in one product; both
     equal the NumPy loop, whatever T's remainder."""
     chunk = Tuning().static_chunk
     assert chunk > 1 and (B * units * units >= Tuning().static_chunk_max_macs) == (expected_products == "one")

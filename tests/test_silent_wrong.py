@@ -276,3 +276,25 @@ def test_training_one_layer_from_two_threads_is_a_clear_error_or_works():
     for thread in threads:
         thread.join()
     assert all("not to be trained from two threads at once" in e for e in errors), errors
+
+
+ERRORS = {
+    "scalar input": (lambda: ku.DynamicUnroll(5)(3.0), TypeError, r"takes a 3D tensor .*Received: sequences=3.0"),
+    "None input": (lambda: ku.StaticUnroll(5)(None), TypeError, r"or a list of \(batch, features\) steps. Received: sequences=None"),
+    "dict input": (lambda: ku.DynamicUnroll(5)({"a": X}), TypeError, r"Received: sequences=a dict with keys \['a'\]"),
+    "dict initial_state": (
+        lambda: ku.DynamicUnroll(5)(X, initial_state={"a": np.zeros((B, 5), "float32")}),
+        TypeError,
+        r"a dict has no order to match them by. Received: a dict with keys \['a'\]",
+    ),
+    "integer layer dtype": (lambda: ku.DynamicUnroll(3, dtype="int32"), TypeError, r"floating-point dtype.*Received: dtype='int32'"),
+    "from_config(None)": (lambda: ku.DynamicUnroll.from_config(None), TypeError, r"takes the dict that `get_config\(\)` returned. Received: config=None"),
+    "configure_gpus(visible=b'0')": (lambda: ku.configure_gpus(visible=b"0"), TypeError, r"not bytes .*Received: visible=b'0'"),
+}
+
+
+@pytest.mark.parametrize("case", list(ERRORS))
+def test_errors_name_what_was_wrong(case):
+    run, error, match = ERRORS[case]
+    with pytest.raises(error, match=match):
+        run()
