@@ -94,11 +94,11 @@ def static_rnn(
     """
     del dtype, scope  # TF1 compatibility only
     symbolic = _symbolic_rnn(
-        "static", cell, inputs, initial_state=initial_state, sequence_length=sequence_length,
+        "static", cell, inputs, initial_state=from_tf1_state(cell, initial_state), sequence_length=sequence_length,
         time_major=time_major, training=training,
     )  # fmt: skip
-    if symbolic is not None:  # keras.Input tensors: the equivalent layer call
-        return symbolic
+    if symbolic is not None:  # keras.Input tensors: the equivalent layer call (states in TF1's structure too)
+        return symbolic[0], to_tf1_state(step_lib.as_cell(cell), symbolic[1])
     cell = step_lib.as_cell(cell)
     initial_state = from_tf1_state(cell, initial_state)  # e.g. LSTMStateTuple(c, h) -> Keras' [h, c]
     time_major = _check_bool(time_major, "time_major")
@@ -187,11 +187,11 @@ def dynamic_rnn(
     """
     del dtype, scope  # TF1 compatibility only
     symbolic = _symbolic_rnn(
-        "dynamic", cell, inputs, initial_state=initial_state, sequence_length=sequence_length,
+        "dynamic", cell, inputs, initial_state=from_tf1_state(cell, initial_state), sequence_length=sequence_length,
         time_major=time_major, training=training, swap_memory=swap_memory, recompute=recompute,
     )  # fmt: skip
-    if symbolic is not None:  # keras.Input tensors: the equivalent layer call
-        return symbolic
+    if symbolic is not None:  # keras.Input tensors: the equivalent layer call (states in TF1's structure too)
+        return symbolic[0], to_tf1_state(step_lib.as_cell(cell), symbolic[1])
     cell = step_lib.as_cell(cell)
     initial_state = from_tf1_state(cell, initial_state)  # e.g. LSTMStateTuple(c, h) -> Keras' [h, c]
     time_major = _check_bool(time_major, "time_major")

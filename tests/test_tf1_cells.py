@@ -444,6 +444,21 @@ def test_state_conversions_both_ways():
     assert isinstance(zero[0], tf1.LSTMStateTuple) and tuple(zero[1].shape) == (2, 3)
 
 
+def test_functions_on_keras_inputs_take_and_return_tf1_structures(rng):
+    """`keras.Input` tensors (a functional model) get the same TF1 structures as arrays do."""
+    x, c0, h0 = keras.Input((T, F)), keras.Input((H,)), keras.Input((H,))
+    cells = [ku.tf1.BasicLSTMCell(H), ku.tf1.GRUCell(H)]
+    outputs, states = ku.dynamic_rnn(cells, x, initial_state=(ku.tf1.LSTMStateTuple(c0, h0), h0))
+    assert isinstance(states, tuple) and isinstance(states[0], ku.tf1.LSTMStateTuple)
+    model = keras.Model([x, c0, h0], [outputs, states[0].c, states[0].h, states[1]])
+    xv, cv, hv = (rng.standard_normal(shape).astype("float32") for shape in ((B, T, F), (B, H), (B, H)))
+    expected_outputs, expected = ku.dynamic_rnn(cells, xv, initial_state=(ku.tf1.LSTMStateTuple(cv, hv), hv))
+    for got, want in zip(model([xv, cv, hv]), [expected_outputs, expected[0].c, expected[0].h, expected[1]]):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    _, state = ku.static_rnn(ku.tf1.LSTMCell(H, num_proj=P), [keras.Input((F,)) for _ in range(T)])
+    assert isinstance(state, ku.tf1.LSTMStateTuple) and tuple(state.h.shape) == (None, P)
+
+
 # ------------------------------------------------------------------------------ DropoutWrapper
 def _passthrough(features: int) -> ku.tf1.ResidualWrapper:
     """A cell whose output is its input (a residual around a cell with zero weights): shows the input mask."""
