@@ -181,6 +181,9 @@ def make_plan(cell: Any, prepared: step_lib.Prepared, request: Request, value: O
             return Plan("static", "simple_rnn", compile_mode, simple_rnn.Choices(unrolled=True, static_chunk=chunk), training, value)
         kernel = "projected" if fast and projected.kind(cell) is not None else "generic"
         return Plan("static", kernel, compile_mode, None, training, value)
+    # A while loop whose T is not fixed when it is traced (an open time axis, or eager calls) sees many
+    # lengths: the fused kernel pads them to buckets so that XLA compiles a few shapes, not one per length.
+    varying_steps = prepared.inputs.shape[0] is None or tf.executing_eagerly()
     if request.swap_memory or request.recompute is not None:
         # Segments run the fused kernel uncompiled: XLA would keep every checkpoint on the device.
         choices = simple_rnn_choices(prepared.inputs.shape[1], units, False, value) if fused else None
@@ -188,6 +191,8 @@ def make_plan(cell: Any, prepared: step_lib.Prepared, request: Request, value: O
     if fused:
         jit = request.jit_compile is True or request.jit_compile == "auto"
         choices = simple_rnn_choices(prepared.inputs.shape[1], units, jit, value)
+        if jit:
+            choices = dataclasses.replace(choices, bucket_steps=varying_steps)
         return Plan("while", "simple_rnn", "kernel" if jit else "none", choices, training, value)
     return Plan("while", "generic", "none", None, training, value)
 

@@ -66,3 +66,12 @@ def test_module_help_runs(subprocess_env):
     )
     assert result.returncode == 0, result.stderr
     assert "--quick" in result.stdout and "--json" in result.stdout
+
+
+def test_shapes_suite_quick_prints_its_rows(capsys):
+    from benchmarks import shapes
+
+    assert shapes.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "lengths 5..12, jit_compile=auto" in out and "lengths 5..12, jit_compile=False" in out
+    assert float(out.split("ratio ")[-1].split()[0]) > 0  # a smoke test: the numbers come from the full run

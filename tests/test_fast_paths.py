@@ -581,3 +581,28 @@ def test_xla_pass_choices_follow_each_call_shape(rng):
         with testing.generic_only():
             reference = DynamicUnroll(layer.cell, jit_compile=False)(x)
         _close(out, reference)
+
+
+def test_bucket_sizes_pad_at_most_a_quarter():
+    steps = np.arange(1, 3000)
+    buckets = simple_rnn.bucket_steps(tf.constant(steps, tf.int32)).numpy()
+    assert (buckets >= steps).all() and ((buckets - steps) <= np.maximum(3, steps // 4)).all()
+    assert [int(simple_rnn.bucket_steps(tf.constant(t))) for t in (1, 5, 9, 13, 65, 1000)] == [4, 8, 12, 16, 80, 1024]
+    assert len(set(buckets[4:64])) == 11  # lengths 5..64 compile 11 shapes, not 60
+
+
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_lengths_that_change_every_call_match_the_generic_path(return_sequences, rng):
+    """Eager calls (and graphs with an open time axis) pad T to a bucket before the XLA passes; the padding
+    never shows in outputs, states or gradients, with or without `sequence_length`."""
+    layer = DynamicUnroll(ku.BasicRNNCell(H), return_sequences=return_sequences, return_state=True)
+    for steps, lengths in ((5, None), (13, np.array([13, 5, 0, 1])), (9, np.array([2, 9, 9, 4]))):
+        x = rng.standard_normal((B, steps, F)).astype("float32")
+        kwargs = {} if lengths is None else dict(sequence_length=lengths)
+        if not layer.built:
+            layer.build(x.shape)
+        weights = layer.get_weights()
+        fast_result = _run(layer, x, weights, **kwargs)
+        with testing.generic_only():
+            generic_result = _run(DynamicUnroll(ku.BasicRNNCell(H), return_sequences=return_sequences, return_state=True, jit_compile=False), x, weights, **kwargs)
+        _compare(fast_result, generic_result)

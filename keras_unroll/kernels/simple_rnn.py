@@ -52,6 +52,9 @@ class Choices:
         compile_backward: With `jit`, the backward loop XLA-compiled too (else TensorFlow's own kernels).
         du_in_loop: The backward loop accumulates `dU` per step instead of one product after the loop.
         static_chunk: Unrolled only: steps projected per matrix product.
+        bucket_steps: With `jit`, pad the steps to a bucket (`bucket_steps`) before the compiled passes, for
+            callers whose T changes from call to call: XLA compiles once per input shape (~1 MB and a
+            fraction of a second each), and buckets bound that to about four shapes per doubling of T.
     """
 
     unrolled: bool = False
@@ -59,6 +62,15 @@ class Choices:
     compile_backward: bool = True
     du_in_loop: bool = False
     static_chunk: int = 0
+    bucket_steps: bool = False
+
+
+def bucket_steps(steps: tf.Tensor) -> tf.Tensor:
+    """The bucket of a length: a multiple of a quarter of its power of two (at least 4), so at most 25 %
+    of a bucket is padding: 1-4 -> 4, 5-8 -> 8, 9-12 -> 12, ..., 65-80 -> 80, 1000 -> 1024."""
+    octave = tf.floor(tf.math.log(tf.cast(tf.maximum(steps, 1), tf.float64)) / tf.math.log(tf.constant(2.0, tf.float64)))
+    grain = tf.maximum(tf.cast(tf.pow(tf.constant(2.0, tf.float64), octave - 2.0), tf.int32), 4)
+    return (steps + grain - 1) // grain * grain
 
 
 # ----------------------------------------------------------------------------------- eligibility
@@ -302,10 +314,17 @@ def _while_recurrence(xw, h0, kernel, *, activation, rec_mask, valid, stop, choi
     """
     derivative_fn = derivative(activation)
     if choices.jit:
-        extras = [t for t in (rec_mask, valid, stop) if t is not None]
+        steps = tf.shape(xw)[0]
+        pad = (bucket_steps(steps) - steps) if choices.bucket_steps else None
+        xw_in, valid_in, stop_in = xw, valid, stop
+        if pad is not None:  # padded steps lie past `stop`: never run, zero in every result
+            xw_in = tf.pad(xw, [[0, pad], [0, 0], [0, 0]])
+            valid_in = None if valid is None else tf.pad(valid, [[0, pad], [0, 0]], constant_values=False)
+            stop_in = steps if stop is None else stop
+        extras = [t for t in (rec_mask, valid_in, stop_in) if t is not None]
         key = _PassKey(
             activation, choices.du_in_loop, choices.compile_backward, xw.dtype, xw.shape[1], int(xw.shape[2]),
-            rec_mask is not None, valid is not None, stop is not None, need_states,
+            rec_mask is not None, valid is not None, stop_in is not None, need_states,
         )
         compiled_forward, compiled_backward = _compiled_passes(key)
 
@@ -313,30 +332,37 @@ def _while_recurrence(xw, h0, kernel, *, activation, rec_mask, valid, stop, choi
             # Not recorded: a tape watching the compiled call would ask it for its TensorLists; the
             # custom gradient below is what the tapes see.
             with record.stop_recording():
-                return compiled_forward(xw, h0, kernel, *extras)
+                hs, h_last = compiled_forward(xw_in, h0, kernel, *extras)
+            return (hs if pad is None else hs[:steps]), h_last, hs
 
         def backward_pass(hs, d_hs, d_last):
+            if pad is not None and d_hs is not None:
+                d_hs = tf.pad(d_hs, [[0, pad], [0, 0], [0, 0]])
             with record.stop_recording():
                 grads = compiled_backward(hs, h0, kernel, *extras, *([d_hs] if need_states else []), d_last)
-            return _first_order_only(grads, [t for t in (hs, h0, kernel, d_hs, d_last) if t is not None])
+            d_xw, d_h0, d_kernel = _first_order_only(grads, [t for t in (hs, h0, kernel, d_hs, d_last) if t is not None])
+            return (d_xw if pad is None else d_xw[:steps]), d_h0, d_kernel
 
     else:
-        forward_pass = lambda: _forward_loop(xw, h0, kernel, rec_mask, valid, stop, activation)  # noqa: E731
+
+        def forward_pass():
+            hs, h_last = _forward_loop(xw, h0, kernel, rec_mask, valid, stop, activation)
+            return hs, h_last, hs
 
         def backward_pass(hs, d_hs, d_last):
             args = (hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last, derivative_fn, choices.du_in_loop, False)
             return _backward_loop(*args)
 
     @tf.custom_gradient
-    def run(xw_in, h0_in, kernel_in):
-        hs, h_last = forward_pass()
+    def run(xw_arg, h0_arg, kernel_arg):
+        hs, h_last, saved = forward_pass()  # `saved`: the state sequence the backward pass reads (padded)
 
         def grad(*upstream):
             d_hs, d_last = upstream if need_states else (None, upstream[0])
             d_last = tf.zeros_like(h0) if d_last is None else tf.convert_to_tensor(d_last)
             if need_states:
                 d_hs = tf.zeros_like(hs) if d_hs is None else tf.convert_to_tensor(d_hs)
-            return backward_pass(hs, d_hs, d_last)
+            return backward_pass(saved, d_hs, d_last)
 
         return ((hs, h_last) if need_states else h_last), grad
 
