@@ -3,13 +3,20 @@
 `static_rnn` and `dynamic_rnn` share one signature core and one return shape `(outputs, final_state)`;
 they differ only in the loop the planner (`keras_unroll.plan`) runs: a Python `for` (one copy of the step
 per time step) or a `tf.while_loop` (one copy, any T).
+
+They take and return states in TF1's structures (`to_tf1_state` / `from_tf1_state`, also `ku.tf1.*`):
+`LSTMStateTuple(c, h)` for an LSTM, a tuple with one entry per layer for a stack; the loops and the layers
+keep Keras' lists (`[h, c]`). The `ku.tf1` cells mark themselves with class attributes
+(`_keras_unroll_tf1_lstm`, `_keras_unroll_wrapper`), so this module needs no import from above it.
 """
 
 from __future__ import annotations
 
+import collections
 import numbers
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
+import keras
 import tensorflow as tf
 
 from keras_unroll import plan
@@ -58,8 +65,10 @@ def static_rnn(
             custom cell), a list of cells (stacked), or an int (a `BasicRNNCell` of that many units).
         inputs: A Python list of T tensors of shape `(batch, features)` (TF1's form, e.g. `[X0, X1]`),
             or one 3D tensor `(batch, time, features)` (`(time, batch, features)` with `time_major`).
-        initial_state: The initial state: a tensor `(batch, units)` for single-state cells, or a list of
-            them. Default: the cell's zero state (no `dtype` needed).
+        initial_state: The initial state in TF1's structure (`ku.tf1.from_tf1_state`): a tensor
+            `(batch, units)` for single-state cells, `LSTMStateTuple(c, h)` for an LSTM, a tuple with one
+            entry per layer for a stack; a Keras list (`[h, c]` for Keras' `LSTMCell`) is accepted too.
+            Default: the cell's zero state (no `dtype` needed).
         dtype: Accepted for TF1 compatibility; the input is cast to the cell's compute dtype.
         sequence_length: Optional int tensor `(batch,)` with values in `[0, T]`. At `t >= length` the
             output is zero and the state is copied through, so the final state is the state at each row's
@@ -70,8 +79,9 @@ def static_rnn(
 
     Returns:
         `(outputs, final_state)`. `outputs` is a list of T `(batch, units)` tensors for a list input, a
-        3D tensor in the input's layout for a tensor input. `final_state` is one `(batch, units)` tensor
-        for single-state cells, else the cell's list of states.
+        3D tensor in the input's layout for a tensor input. `final_state` is in TF1's structure
+        (`ku.tf1.to_tf1_state`): one `(batch, units)` tensor for single-state cells, `LSTMStateTuple(c, h)`
+        for an LSTM, a tuple with one entry per layer for a stack.
 
     Example:
 
@@ -84,12 +94,13 @@ def static_rnn(
     """
     del dtype, scope  # TF1 compatibility only
     symbolic = _symbolic_rnn(
-        "static", cell, inputs, initial_state=initial_state, sequence_length=sequence_length,
+        "static", cell, inputs, initial_state=from_tf1_state(cell, initial_state), sequence_length=sequence_length,
         time_major=time_major, training=training,
     )  # fmt: skip
-    if symbolic is not None:  # keras.Input tensors: the equivalent layer call
-        return symbolic
+    if symbolic is not None:  # keras.Input tensors: the equivalent layer call (states in TF1's structure too)
+        return symbolic[0], to_tf1_state(step_lib.as_cell(cell), symbolic[1])
     cell = step_lib.as_cell(cell)
+    initial_state = from_tf1_state(cell, initial_state)  # e.g. LSTMStateTuple(c, h) -> Keras' [h, c]
     time_major = _check_bool(time_major, "time_major")
     list_input = isinstance(inputs, (list, tuple))
     dtype = step_lib.compute_dtype(cell)
@@ -107,7 +118,7 @@ def static_rnn(
         layer_name="static_rnn",
     )
     outputs, _, state = plan.run(cell, prepared, plan.Request("static", training=training))
-    state = step_lib.unpack_state(cell, state)
+    state = to_tf1_state(cell, state)  # TF1's structure: LSTMStateTuple(c, h), one entry per layer
     if list_input:
         return outputs, state
     outputs = tf.stack(outputs, axis=0)
@@ -143,8 +154,10 @@ def dynamic_rnn(
             output is zero and the state is copied through, so the final state is the state at each row's
             last valid step (the initial state for a length-0 row). The loop stops at
             `max(sequence_length)`.
-        initial_state: The initial state: a tensor `(batch, units)` for single-state cells, or a list of
-            them. Default: the cell's zero state (no `dtype` needed).
+        initial_state: The initial state in TF1's structure (`ku.tf1.from_tf1_state`): a tensor
+            `(batch, units)` for single-state cells, `LSTMStateTuple(c, h)` for an LSTM, a tuple with one
+            entry per layer for a stack; a Keras list (`[h, c]` for Keras' `LSTMCell`) is accepted too.
+            Default: the cell's zero state (no `dtype` needed).
         dtype: Accepted for TF1 compatibility; the input is cast to the cell's compute dtype.
         parallel_iterations: Passed to `tf.while_loop` (default 10). Measured: no effect on CPU.
         swap_memory: Boolean. `True` stores what the backward pass needs (each step's input state) in
@@ -158,7 +171,8 @@ def dynamic_rnn(
 
     Returns:
         `(outputs, final_state)`: `outputs` is `(batch, time, units)` (time-major with `time_major`);
-        `final_state` is one `(batch, units)` tensor for single-state cells, else the cell's list of states.
+        `final_state` is in TF1's structure (`ku.tf1.to_tf1_state`): one `(batch, units)` tensor for
+        single-state cells, `LSTMStateTuple(c, h)` for an LSTM, a tuple with one entry per layer for a stack.
 
     Example:
 
@@ -173,12 +187,13 @@ def dynamic_rnn(
     """
     del dtype, scope  # TF1 compatibility only
     symbolic = _symbolic_rnn(
-        "dynamic", cell, inputs, initial_state=initial_state, sequence_length=sequence_length,
+        "dynamic", cell, inputs, initial_state=from_tf1_state(cell, initial_state), sequence_length=sequence_length,
         time_major=time_major, training=training, swap_memory=swap_memory, recompute=recompute,
     )  # fmt: skip
-    if symbolic is not None:  # keras.Input tensors: the equivalent layer call
-        return symbolic
+    if symbolic is not None:  # keras.Input tensors: the equivalent layer call (states in TF1's structure too)
+        return symbolic[0], to_tf1_state(step_lib.as_cell(cell), symbolic[1])
     cell = step_lib.as_cell(cell)
+    initial_state = from_tf1_state(cell, initial_state)  # e.g. LSTMStateTuple(c, h) -> Keras' [h, c]
     time_major = _check_bool(time_major, "time_major")
     if isinstance(inputs, (list, tuple)) and inputs and hasattr(inputs[0], "shape"):
         # A list of step tensors would silently stack into (T, B, F) and be read as (B, T, F).
@@ -211,4 +226,159 @@ def dynamic_rnn(
     )
     outputs, _, state = plan.run(cell, prepared, request)
     outputs = outputs if time_major else tf.transpose(outputs, [1, 0, 2])
-    return outputs, step_lib.unpack_state(cell, state)
+    return outputs, to_tf1_state(cell, state)
+
+
+# ----------------------------------------------------------------- TF1's state structures
+#: TF1's LSTM state: `c` (the cell/carry state) first, then `h` (the output). Keras orders it `[h, c]`.
+LSTMStateTuple = collections.namedtuple("LSTMStateTuple", ("c", "h"))
+LSTMStateTuple.__doc__ = """TF1's LSTM state `(c, h)`: the carry `c` first, then the output `h`.
+
+Keras' LSTM cells keep `[h, c]` internally; `ku.dynamic_rnn` / `ku.static_rnn` return an LSTM's final
+state as `LSTMStateTuple(c, h)` and read an `initial_state` given as one correctly.
+"""
+
+
+def _inner(cell: Any) -> Any:
+    """The cell a `ku.tf1` wrapper wraps (its state is that cell's), through any number of wrappers."""
+    while getattr(type(cell), "_keras_unroll_wrapper", False):
+        cell = cell.cell
+    return cell
+
+
+def lstm_like(cell: Any) -> bool:
+    """Keras' `LSTMCell` (and subclasses such as `ku.tf1.BasicLSTMCell`) or `ku.tf1.LSTMCell`: state `[h, c]`."""
+    return isinstance(cell, keras.layers.LSTMCell) or getattr(type(cell), "_keras_unroll_tf1_lstm", False)
+
+
+def _tf1_lstm(cell: Any) -> bool:
+    return getattr(type(cell), "_keras_unroll_tf1_lstm", False)
+
+
+def _as_cells(cell: Any) -> Any:
+    return step_lib.as_cell(cell) if isinstance(cell, (list, tuple)) else cell
+
+
+def _is_lstm_state_tuple(state: Any) -> bool:
+    """`ku.tf1.LSTMStateTuple`, or any namedtuple `(c, h)` such as tf-keras' own `LSTMStateTuple`."""
+    return isinstance(state, tuple) and getattr(state, "_fields", None) == ("c", "h")
+
+
+def lstm_state_tuples_to_keras(state: Any) -> Any:
+    """Every `LSTMStateTuple(c, h)` in a nested state becomes Keras' `[h, c]`; everything else is kept.
+
+    The one conversion that is never ambiguous, so a layer (which otherwise takes Keras' structure) can
+    apply it to its `initial_state` too: flattened as it is, an `LSTMStateTuple(c, h)` would be read as
+    `[h, c]`.
+    """
+    if _is_lstm_state_tuple(state):
+        return [state.h, state.c]
+    if isinstance(state, (list, tuple)):
+        return type(state)(lstm_state_tuples_to_keras(s) for s in state) if type(state) in (list, tuple) else state
+    return state
+
+
+def _state_is_tuple(cell: Any) -> bool:
+    return getattr(cell, "state_is_tuple", True)
+
+
+def to_tf1_state(cell: Any, keras_state: Any) -> Any:
+    """A cell's state in Keras' structure → TF1's structure (what `ku.dynamic_rnn` returns).
+
+    - a single-state cell (`BasicRNNCell`, `GRUCell`, Keras' `SimpleRNNCell`/`GRUCell`): one tensor;
+    - an LSTM (`ku.tf1.BasicLSTMCell`, `ku.tf1.LSTMCell`, Keras' `LSTMCell`): `LSTMStateTuple(c, h)` from
+      Keras' `[h, c]` (TF1's concatenated `[c, h]` tensor for `state_is_tuple=False`);
+    - a stack (`MultiRNNCell`, `keras.layers.StackedRNNCells`, a Python list of cells): a tuple, one entry
+      per layer, each in its own cell's TF1 structure;
+    - a wrapper: its wrapped cell's structure; any other cell: its Keras list, unchanged.
+
+    Args:
+        cell: The cell (or list of cells) the state belongs to.
+        keras_state: Its state as the loops and layers hold it (`[h, c]`, `[[h1], [h2]]`, ...).
+
+    Returns:
+        The state in TF1's structure.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras_unroll as ku
+    >>> h, c = np.zeros((2, 3), "float32"), np.ones((2, 3), "float32")
+    >>> state = ku.tf1.to_tf1_state(ku.tf1.BasicLSTMCell(3), [h, c])
+    >>> float(state.c[0, 0]), float(state.h[0, 0])
+    (1.0, 0.0)
+    """
+    cell = _inner(_as_cells(cell))
+    if isinstance(cell, keras.layers.StackedRNNCells):
+        states = list(keras_state) if isinstance(keras_state, (list, tuple)) else [keras_state]
+        if len(states) != len(cell.cells):
+            flat = tf.nest.flatten(keras_state)
+            states = tf.nest.pack_sequence_as(cell.state_size, flat)
+        return tuple(to_tf1_state(sub, sub_state) for sub, sub_state in zip(cell.cells, states))
+    flat = tf.nest.flatten(keras_state)
+    if lstm_like(cell) and len(flat) == 2:
+        h, c = flat
+        return LSTMStateTuple(c, h) if _state_is_tuple(cell) else tf.concat([c, h], 1)
+    if not isinstance(cell.state_size, (list, tuple)) or len(tf.nest.flatten(cell.state_size)) == 1:
+        if len(flat) == 1:
+            return flat[0]
+    return keras_state
+
+
+def from_tf1_state(cell: Any, tf1_state: Any) -> Any:
+    """A state in TF1's structure → the Keras structure the loops take (what `initial_state=` becomes).
+
+    - `LSTMStateTuple(c, h)` (ours, or any namedtuple with fields `c, h` such as tf-keras') → `[h, c]`, for
+      any LSTM cell (Keras' own included);
+    - a plain tuple for a `ku.tf1` LSTM cell is TF1's `(c, h)` (TF1 unpacks `c, h = state`), a plain list
+      is refused (Keras' layers return `[h, c]`: ambiguous); for Keras' `LSTMCell` a list or tuple keeps
+      Keras' `[h, c]`; a `(batch, 2H)` tensor for `state_is_tuple=False` is `[c, h]`;
+    - a stack's tuple with one entry per layer → one Keras entry per layer (a flat Keras list is kept);
+    - anything else is returned unchanged (the loops then check it against the cell's state sizes).
+
+    Args:
+        cell: The cell (or list of cells) the state is for.
+        tf1_state: The state in TF1's structure (or already in Keras' structure).
+
+    Returns:
+        The state in Keras' structure.
+
+    Raises:
+        ValueError: A plain list `[., .]` for a `ku.tf1` LSTM cell (use `LSTMStateTuple(c, h)`).
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras_unroll as ku
+    >>> c, h = np.ones((2, 3), "float32"), np.zeros((2, 3), "float32")
+    >>> h_first, c_second = ku.tf1.from_tf1_state(ku.tf1.BasicLSTMCell(3), ku.tf1.LSTMStateTuple(c, h))
+    >>> float(h_first[0, 0]), float(c_second[0, 0])
+    (0.0, 1.0)
+    """
+    cell = _inner(_as_cells(cell))
+    if tf1_state is None:
+        return None
+    if isinstance(cell, keras.layers.StackedRNNCells):
+        if isinstance(tf1_state, (list, tuple)) and len(tf1_state) == len(cell.cells):
+            return [from_tf1_state(sub, sub_state) for sub, sub_state in zip(cell.cells, tf1_state)]
+        return tf1_state
+    if lstm_like(cell):
+        if _is_lstm_state_tuple(tf1_state):
+            return [tf1_state.h, tf1_state.c]
+        tf1_cell = _tf1_lstm(cell)
+        if tf1_cell and isinstance(tf1_state, tuple) and len(tf1_state) == 2:
+            c, h = tf1_state  # TF1's order for TF1's cells (TF1 unpacked `c, h = state`)
+            return [h, c]
+        if tf1_cell and isinstance(tf1_state, list) and len(tf1_state) == 2:
+            # A list is what Keras' layers return ([h, c]); TF1 code writes (c, h). Refuse to guess.
+            raise ValueError(
+                f"An initial state for `ku.tf1.{type(cell).__name__}` in the functional API is TF1's "
+                "`LSTMStateTuple(c, h)` (or a tuple `(c, h)`); a list is ambiguous, since Keras' layers return "
+                "`[h, c]`. Give `ku.tf1.LSTMStateTuple(c=c, h=h)`. Received: initial_state=a list of 2 tensors"
+            )
+        if tf1_cell and not _state_is_tuple(cell) and not tf.nest.is_nested(tf1_state):
+            state = tf.convert_to_tensor(tf1_state)
+            if state.shape.rank == 2 and state.shape[-1] == cell.units + step_lib.output_size(cell):
+                c, h = tf.split(state, [cell.units, step_lib.output_size(cell)], axis=1)
+                return [h, c]
+    return tf1_state

@@ -433,10 +433,10 @@ def test_static_rnn_on_keras_inputs_builds_a_functional_model(rng):
 def test_dynamic_rnn_on_keras_inputs_with_symbolic_lengths_and_state(rng):
     cell = keras.layers.LSTMCell(H)
     inputs, lengths, h0 = keras.Input((None, F)), keras.Input((), dtype="int32"), keras.Input((H,))
-    outputs, (h, c) = ku.dynamic_rnn(cell, inputs, sequence_length=lengths, initial_state=[h0, h0])
+    outputs, (c, h) = ku.dynamic_rnn(cell, inputs, sequence_length=lengths, initial_state=[h0, h0])  # TF1's (c, h)
     model = keras.Model([inputs, lengths, h0], [outputs, h, c])
     x, n, s = _x(rng), np.array([2, 4], "int32"), rng.standard_normal((B, H)).astype("float32")
-    expected_outputs, (expected_h, expected_c) = ku.dynamic_rnn(cell, x, sequence_length=n, initial_state=[s, s])
+    expected_outputs, (expected_c, expected_h) = ku.dynamic_rnn(cell, x, sequence_length=n, initial_state=[s, s])
     for got, expected in zip(model([x, n, s]), [expected_outputs, expected_h, expected_c]):
         _close(got, expected)
     np.testing.assert_array_equal(model([x, n, s])[0][0, 2:], 0.0)  # TF1: zeros past the row's end
