@@ -8,11 +8,12 @@ Public surface:
 - `load_tf1_weights`: read a TF1 `BasicRNNCell` checkpoint.
 - `configure_gpus`: the TF2 replacement for TF1's `ConfigProto` GPU options.
 - `inspect`: graph and memory inspection (`graph_stats`, `compare_unrolling`, `export_graph`, `show_graph`).
+- `tf1`: TF1's `tf.nn.rnn_cell` vocabulary (`BasicLSTMCell`, `LSTMCell`, `GRUCell`, `MultiRNNCell`, wrappers).
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
-from keras_unroll import inspect
+from keras_unroll import inspect, tf1
 from keras_unroll.cell import BasicRNNCell
 from keras_unroll.checkpoint import load_tf1_weights
 from keras_unroll.gpu import GpuReport, configure_gpus
@@ -34,4 +35,5 @@ __all__ = [
     "inspect",
     "load_tf1_weights",
     "static_rnn",
+    "tf1",
 ]

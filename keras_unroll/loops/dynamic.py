@@ -137,8 +137,10 @@ def dynamic_rnn(
             output is zero and the state is copied through, so the final state is the state at each row's
             last valid step (the initial state for a length-0 row). The loop stops at
             `max(sequence_length)`.
-        initial_state: The initial state: a tensor `(batch, units)` for single-state cells, or a list of
-            them. Default: the cell's zero state (no `dtype` needed).
+        initial_state: The initial state in TF1's structure (`ku.tf1.from_tf1_state`): a tensor
+            `(batch, units)` for single-state cells, `LSTMStateTuple(c, h)` for an LSTM, a tuple with one
+            entry per layer for a stack; a Keras list (`[h, c]` for Keras' `LSTMCell`) is accepted too.
+            Default: the cell's zero state (no `dtype` needed).
         dtype: Accepted for TF1 compatibility; the input is cast to the cell's compute dtype.
         parallel_iterations: Passed to `tf.while_loop` (default 10). Measured: no effect on CPU.
         swap_memory: Boolean. `True` stores what the backward pass needs (each step's input state) in
@@ -152,7 +154,8 @@ def dynamic_rnn(
 
     Returns:
         `(outputs, final_state)`: `outputs` is `(batch, time, units)` (time-major with `time_major`);
-        `final_state` is one `(batch, units)` tensor for single-state cells, else the cell's list of states.
+        `final_state` is in TF1's structure (`ku.tf1.to_tf1_state`): one `(batch, units)` tensor for
+        single-state cells, `LSTMStateTuple(c, h)` for an LSTM, a tuple with one entry per layer for a stack.
 
     Example:
 
@@ -166,7 +169,10 @@ def dynamic_rnn(
     (0.0, 0.0)
     """
     del dtype, scope  # TF1 compatibility only
+    from keras_unroll import tf1  # lazy: tf1 imports the layers, which import the loops
+
     cell = _core.as_cell(cell)
+    initial_state = tf1.from_tf1_state(cell, initial_state)  # e.g. LSTMStateTuple(c, h) -> Keras' [h, c]
     if isinstance(inputs, (list, tuple)) and inputs and hasattr(inputs[0], "shape"):
         # A list of step tensors would silently stack into (T, B, F) and be read as (B, T, F).
         raise TypeError(
@@ -192,4 +198,4 @@ def dynamic_rnn(
         recompute=memory.check_recompute(recompute),
     )
     outputs = outputs if time_major else tf.transpose(outputs, [1, 0, 2])
-    return outputs, _core.unpack_state(cell, state)
+    return outputs, tf1.to_tf1_state(cell, state)

@@ -63,8 +63,10 @@ def static_rnn(
             custom cell), a list of cells (stacked), or an int (a `BasicRNNCell` of that many units).
         inputs: A Python list of T tensors of shape `(batch, features)` (TF1's form, e.g. `[X0, X1]`),
             or one 3D tensor `(batch, time, features)` (`(time, batch, features)` with `time_major`).
-        initial_state: The initial state: a tensor `(batch, units)` for single-state cells, or a list of
-            them. Default: the cell's zero state (no `dtype` needed).
+        initial_state: The initial state in TF1's structure (`ku.tf1.from_tf1_state`): a tensor
+            `(batch, units)` for single-state cells, `LSTMStateTuple(c, h)` for an LSTM, a tuple with one
+            entry per layer for a stack; a Keras list (`[h, c]` for Keras' `LSTMCell`) is accepted too.
+            Default: the cell's zero state (no `dtype` needed).
         dtype: Accepted for TF1 compatibility; the input is cast to the cell's compute dtype.
         sequence_length: Optional int tensor `(batch,)` with values in `[0, T]`. At `t >= length` the
             output is zero and the state is copied through, so the final state is the state at each row's
@@ -75,8 +77,9 @@ def static_rnn(
 
     Returns:
         `(outputs, final_state)`. `outputs` is a list of T `(batch, units)` tensors for a list input, a
-        3D tensor in the input's layout for a tensor input. `final_state` is one `(batch, units)` tensor
-        for single-state cells, else the cell's list of states.
+        3D tensor in the input's layout for a tensor input. `final_state` is in TF1's structure
+        (`ku.tf1.to_tf1_state`): one `(batch, units)` tensor for single-state cells, `LSTMStateTuple(c, h)`
+        for an LSTM, a tuple with one entry per layer for a stack.
 
     Example:
 
@@ -88,7 +91,10 @@ def static_rnn(
     ((4, 5), True)
     """
     del dtype, scope  # TF1 compatibility only
+    from keras_unroll import tf1  # lazy: tf1 imports the layers, which import the loops
+
     cell = _core.as_cell(cell)
+    initial_state = tf1.from_tf1_state(cell, initial_state)  # e.g. LSTMStateTuple(c, h) -> Keras' [h, c]
     list_input = isinstance(inputs, (list, tuple))
     dtype = _core.compute_dtype(cell)
     if list_input:
@@ -105,7 +111,7 @@ def static_rnn(
         layer_name="static_rnn",
     )
     outputs, _, state = static_loop(cell, prepared, training=training)
-    state = _core.unpack_state(cell, state)
+    state = tf1.to_tf1_state(cell, state)  # TF1's structure: LSTMStateTuple(c, h), one entry per layer
     if list_input:
         return outputs, state
     outputs = tf.stack(outputs, axis=0)
