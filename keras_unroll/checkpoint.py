@@ -422,19 +422,6 @@ def _plan_dense(ckpt: _Checkpoint, layer: Any, scope: str, units: int) -> Tuple[
     return [("kernel", kernel, name)] + _bias_plan(ckpt, layer, bias, f"{scope}/bias", units), kernel.shape[0]
 
 
-def _projection_owner(wrapper: Any) -> Any:
-    """The object holding an OutputProjectionWrapper's own `kernel`/`bias` (itself, or its Dense)."""
-    if getattr(wrapper, "kernel", None) is not None:
-        return wrapper
-    for attribute in ("dense", "projection", "_dense", "_projection", "output_layer"):
-        layer = getattr(wrapper, attribute, None)
-        if isinstance(layer, keras.layers.Dense):
-            return layer
-    raise TypeError(  # pragma: no cover - guards against a change in ku.tf1.OutputProjectionWrapper
-        f"Cannot find the projection weights of {wrapper!r}. Received: cell={wrapper!r}"
-    )
-
-
 class _Leaf:
     """One Keras layer to fill: its plan (attribute names resolved to variables after the build)."""
 
@@ -497,9 +484,9 @@ def _plan(
     if _is(target, "OutputProjectionWrapper"):
         inner = _wrapped(target)
         leaves, features = _plan(ckpt, inner, _cell_scope(ckpt, inner, scope), forget_bias)
-        owner = _projection_owner(target)
-        plan, _ = _plan_dense(ckpt, owner, scope, int(target.output_size))
-        return leaves + [_Leaf(owner, plan)], features
+        plan, _ = _plan_dense(ckpt, target, scope, int(target.output_size))
+        renamed = {"kernel": "projection_kernel", "bias": "projection_bias"}  # the wrapper's own attributes
+        return leaves + [_Leaf(target, [(renamed[a], value, source) for a, value, source in plan])], features
     if _is(target, "LSTMCell") or isinstance(target, keras.layers.LSTMCell):
         plan, features = _plan_lstm(ckpt, target, scope, forget_bias)
     elif isinstance(target, keras.layers.GRUCell) or _is(target, "GRUCell"):

@@ -171,6 +171,8 @@ def _lstm(a, h):
 def _expected_grads(data, scope, kind, f, h, p=None):
     """{Keras attribute: gradient} for the cell at `scope` (TF1's names), converted to Keras' layout."""
     g = {name[len("grad/" + scope) + 1 :]: value for name, value in data.items() if name.startswith(f"grad/{scope}/")}
+    if kind in ("dense", "projection"):  # only the scope's own variables, not a nested cell's
+        g = {name: value for name, value in g.items() if "/" not in name}
     if kind == "rnn":
         return {"kernel": g["kernel"][:f], "recurrent_kernel": g["kernel"][f:], "bias": g["bias"]}
     if kind == "lstm":
@@ -190,6 +192,8 @@ def _expected_grads(data, scope, kind, f, h, p=None):
                 "bias": zrh(g["gates/bias"], g["candidate/bias"])}
     if kind == "dense":
         return {"kernel": g["kernel"], "bias": g["bias"]}
+    if kind == "projection":  # ku.tf1.OutputProjectionWrapper's own weights
+        return {"projection_kernel": g["kernel"], "projection_bias": g["bias"]}
     raise AssertionError(kind)
 
 
@@ -216,9 +220,23 @@ def _tf1_state_to_keras(kinds, flat):
     return state[0] if len(kinds) == 1 else state
 
 
+def _tf1_structure(kinds, flat):
+    """TF1's own structure: `LSTMStateTuple(c, h)` per LSTM, a tuple with one entry per layer for a stack."""
+    state, i = [], 0
+    for kind in kinds:
+        if kind == "lstm":
+            state.append(ku.tf1.LSTMStateTuple(flat[i], flat[i + 1]))
+            i += 2
+        else:
+            state.append(flat[i])
+            i += 1
+    return state[0] if len(kinds) == 1 else tuple(state)
+
+
 def _run_and_compare(data, name, cell, kinds, leaves, head=None, unroll="dynamic_rnn"):
     """Runs `cell` as the case did; compares outputs, final states and every weight's gradient with TF1.
 
+    `ku.dynamic_rnn` takes and returns TF1's state structures; the layers take and return Keras' lists.
     `leaves`: [(keras layer, TF1 scope, kind, F, H)] for the gradient check.
     """
     case = CASES[name]
@@ -227,18 +245,25 @@ def _run_and_compare(data, name, cell, kinds, leaves, head=None, unroll="dynamic
     if case["lengths"]:
         kwargs["sequence_length"] = data["lengths"]
     count = len([k for k in data if k.startswith(f"{name}/state/")])
-    if case["initial_state"]:
-        flat0 = [data[f"{name}/initial_state/{i}"] for i in range(count)]
-        kwargs["initial_state"] = _tf1_state_to_keras(kinds, flat0)
+    flat0 = [data[f"{name}/initial_state/{i}"] for i in range(count)] if case["initial_state"] else None
     with tf.GradientTape() as tape:
         if unroll == "dynamic_rnn":
+            if flat0 is not None:
+                kwargs["initial_state"] = _tf1_structure(kinds, flat0)
             outputs, state = ku.dynamic_rnn(cell, x, time_major=case["time_major"], **kwargs)
+            expected = _tf1_structure(kinds, list(range(count)))
+            tf.nest.assert_same_structure(state, expected)  # LSTMStateTuple(c, h), a tuple per stack
+            if isinstance(expected, tuple):
+                assert type(state) is type(expected)
+            flat = tf.nest.flatten(state)
         else:
+            if flat0 is not None:
+                kwargs["initial_state"] = _tf1_state_to_keras(kinds, flat0)
             layer = getattr(ku, unroll)(cell, return_sequences=True, return_state=True, time_major=case["time_major"],
                                         jit_compile=False)
             outputs, *state = layer(x, **kwargs)
             state = state[0] if len(state) == 1 else state  # Keras' [output, *states], one entry per cell
-        flat = _keras_state_to_tf1(kinds, state)
+            flat = _keras_state_to_tf1(kinds, state)
         loss = tf.reduce_sum(outputs * data[f"{name}/r_outputs"])
         for i, tensor in enumerate(flat):
             loss += tf.reduce_sum(tensor * data[f"{name}/r_state/{i}"])
@@ -256,10 +281,9 @@ def _run_and_compare(data, name, cell, kinds, leaves, head=None, unroll="dynamic
         for attribute, value in _expected_grads(data, scope, kind, f, h).items():
             variables.append(getattr(layer, attribute))
             expected.append((f"{scope}:{attribute}", value))
+    every = cell.trainable_weights + (head.trainable_weights if head is not None else [])
+    assert {id(v) for v in variables} == {id(w) for w in every}, "every weight's gradient is checked"
     grads = tape.gradient(loss, variables)
-    assert len(variables) == len({id(v) for v in variables})
-    all_weights = [w for layer, *_ in leaves for w in layer.trainable_weights]
-    assert len(variables) == len(all_weights), "every weight's gradient is checked"
     for grad, (label, value) in zip(grads, expected):
         np.testing.assert_allclose(np.asarray(grad), value, rtol=RTOL, atol=1e-5, err_msg=label)
 
@@ -380,3 +404,63 @@ def test_whole_model_by_tf1s_default_names(reference, tmp_path):
         ku.load_tf1_weights(_model(), reference["checkpoint"])
 
 
+
+
+# ------------------------------------------------------------------------------------- ku.tf1 cells
+@pytest.mark.parametrize("unroll", ["dynamic_rnn", "DynamicUnroll"])
+def test_tf1_basic_lstm_cell(reference, unroll):
+    cell = ku.tf1.BasicLSTMCell(4)
+    ku.load_tf1_weights(cell, reference["checkpoint"], scope="basic_lstm/rnn/basic_lstm_cell")
+    _run_and_compare(reference, "basic_lstm", cell, ["lstm"], [(cell, "basic_lstm/rnn/basic_lstm_cell", "lstm", F, 4)],
+                     unroll=unroll)
+
+
+def test_tf1_basic_lstm_cell_uses_its_own_forget_bias(reference):
+    scope = "basic_lstm_fb/rnn/basic_lstm_cell"
+    cell = ku.tf1.BasicLSTMCell(3, forget_bias=0.5)
+    ku.load_tf1_weights(cell, reference["checkpoint"], scope=scope)
+    _run_and_compare(reference, "basic_lstm_fb", cell, ["lstm"], [(cell, scope, "lstm", F, 3)])
+
+
+@pytest.mark.parametrize("unroll", ["dynamic_rnn", "StaticUnroll"])
+def test_tf1_lstm_cell_with_peepholes_clips_and_projection(reference, unroll):
+    scope = "lstm_full/rnn/lstm_cell"
+    cell = ku.tf1.LSTMCell(4, use_peepholes=True, cell_clip=0.6, num_proj=3, proj_clip=0.35, forget_bias=0.7)
+    loaded = ku.load_tf1_weights(cell, reference["checkpoint"], scope=scope)
+    assert [w.shape for w in loaded] == [(F, 16), (3, 16), (16,), (4,), (4,), (4,), (4, 3)]
+    _run_and_compare(reference, "lstm_full", cell, ["lstm"], [(cell, scope, "lstm", F, 4)], unroll=unroll)
+
+
+def test_tf1_gru_cell(reference):
+    cell = ku.tf1.GRUCell(4)
+    ku.load_tf1_weights(cell, reference["checkpoint"], scope="gru/rnn/gru_cell")
+    _run_and_compare(reference, "gru", cell, ["gru"], [(cell, "gru/rnn/gru_cell", "gru", F, 4)])
+
+
+def test_tf1_multi_rnn_cell_and_dense(reference):
+    cells = [ku.tf1.BasicLSTMCell(4), ku.tf1.GRUCell(3), ku.tf1.BasicRNNCell(2)]
+    stack, head = ku.tf1.MultiRNNCell(cells), keras.layers.Dense(2)
+    ku.load_tf1_weights(None, reference["checkpoint"], scopes={"multi/rnn/multi_rnn_cell": stack, "multi/dense": head})
+    leaves = _multi_leaves(cells) + [(head, "multi/dense", "dense", 2, 2)]
+    _run_and_compare(reference, "multi", stack, ["lstm", "gru", "rnn"], leaves, head=head)
+
+
+@pytest.mark.parametrize("unroll", ["dynamic_rnn", "DynamicUnroll"])
+def test_tf1_wrappers_in_a_stack(reference, unroll):
+    """Dropout (keep 1), Residual and Device wrappers load through their cell; OutputProjectionWrapper also
+    fills its own kernel and bias from contrib's nested scope."""
+    base = "wrapped/rnn/multi_rnn_cell"
+    lstm, gru, rnn, inner = ku.tf1.BasicLSTMCell(3), ku.tf1.GRUCell(3), ku.tf1.BasicRNNCell(3), ku.tf1.LSTMCell(4)
+    projection = ku.tf1.OutputProjectionWrapper(inner, 2)
+    stack = ku.tf1.MultiRNNCell([
+        ku.tf1.DropoutWrapper(lstm), ku.tf1.ResidualWrapper(gru), ku.tf1.DeviceWrapper(rnn, "/cpu:0"), projection,
+    ])
+    ku.load_tf1_weights(stack, reference["checkpoint"], scope=base)
+    leaves = [
+        (lstm, f"{base}/cell_0/basic_lstm_cell", "lstm", F, 3),
+        (gru, f"{base}/cell_1/gru_cell", "gru", 3, 3),
+        (rnn, f"{base}/cell_2/basic_rnn_cell", "rnn", 3, 3),
+        (inner, f"{base}/cell_3/output_projection_wrapper/lstm_cell", "lstm", 3, 4),
+        (projection, f"{base}/cell_3/output_projection_wrapper", "projection", 4, 2),
+    ]
+    _run_and_compare(reference, "wrapped", stack, ["lstm", "gru", "rnn", "lstm"], leaves, unroll=unroll)
