@@ -314,14 +314,14 @@ def _plan_lstm(ckpt: _Checkpoint, cell: Any, scope: str, forget_bias: Optional[f
     full = _is(cell, "LSTMCell")  # ku.tf1.LSTMCell: peepholes and a projection
     cell_name = type(cell).__name__
     name = f"{scope}/kernel"
-    kernel = _require(ckpt, name, "LSTM kernel", scope)
-    peepholes = [ckpt.has(f"{scope}/{w}") for w in ("w_i_diag", "w_f_diag", "w_o_diag")]
-    projection = f"{scope}/projection/kernel"
     if ckpt.has(f"{scope}/gates/kernel"):
         raise ValueError(
             f"Under {scope!r} the checkpoint holds the variables of {ckpt.kind_under(scope)}, not of an LSTM: "
             f"load it into keras.layers.GRUCell(reset_after=False) or ku.tf1.GRUCell. {ckpt.holds(scope)}"
         )
+    kernel = _require(ckpt, name, "LSTM kernel", scope)
+    peepholes = [ckpt.has(f"{scope}/{w}") for w in ("w_i_diag", "w_f_diag", "w_o_diag")]
+    projection = f"{scope}/projection/kernel"
     use_peepholes = bool(getattr(cell, "use_peepholes", False))
     if any(peepholes) != use_peepholes or (full and use_peepholes and not all(peepholes)):
         has = "has" if any(peepholes) else "has no"
@@ -536,6 +536,8 @@ def _load_one(ckpt: _Checkpoint, target: Any, scope: Optional[str], forget_bias:
             f"load_tf1_weights fills a cell, and {type(target).__name__} is a recurrent layer: pass its cell, "
             f"e.g. load_tf1_weights(layer.cell, checkpoint). Received: {target!r}"
         )
+    if scope is None and not _names(target):
+        _plan(ckpt, target, "", forget_bias)  # an unsupported target: raises the TypeError naming what is
     scope = _default_scope(ckpt, target) if scope is None else _clean_scope(scope)
     leaves, features = _plan(ckpt, target, scope, forget_bias)
     return leaves, features
