@@ -127,7 +127,15 @@ class _Checkpoint:
         """`The checkpoint holds: ...` for the variables under `scope` (all of them when none are)."""
         if scope and self.has_scope(scope):
             return f"Under {scope!r} the checkpoint holds: {_listing(self.variables, scope + '/')}"
-        return f"The checkpoint holds: {_listing(self.variables)}"
+        hint = ""
+        for part in (scope, scope.rsplit("/", 1)[-1]) if scope else ():
+            marker = f"/{part}/"
+            found = sorted({n[: n.index(marker) + len(marker) - 1] for n in self.variables if marker in n})
+            if found:
+                shown = ", ".join(repr(f) for f in found[:8]) + (", ..." if len(found) > 8 else "")
+                hint = f"Scopes ending in {part!r} in the checkpoint: {shown}. "
+                break
+        return f"{hint}The checkpoint holds: {_listing(self.variables)}"
 
     def kind_under(self, scope: str) -> Optional[str]:
         """Which TF1 cell's variables `scope` holds, in words, or None."""

@@ -114,6 +114,12 @@ def main(out_dir: str) -> None:  # pragma: no cover - runs in the child process
                 fetches[f"{name}/head"] = head
                 loss += tf.reduce_sum(head * random(f"{name}/r_head", head.shape))
             losses.append(loss)
+    with v1.variable_scope("bidi", initializer=v1.random_uniform_initializer(-0.7, 0.7, seed=99)):
+        (out_fw, out_bw), _ = v1.nn.bidirectional_dynamic_rnn(
+            rc.BasicLSTMCell(3), rc.GRUCell(2), tf.constant(saved["x"]), dtype=tf.float32
+        )
+        fetches["bidi/outputs_fw"], fetches["bidi/outputs_bw"] = out_fw, out_bw
+        losses.append(tf.reduce_sum(out_fw) + tf.reduce_sum(out_bw))
     variables = v1.trainable_variables()
     gradients = tf.gradients(tf.add_n(losses), variables)
     for variable, gradient in zip(variables, gradients):
@@ -299,11 +305,12 @@ def test_the_child_wrote_tf1s_names(reference):
         "wrapped/rnn/multi_rnn_cell/cell_0/basic_lstm_cell/kernel", "wrapped/rnn/multi_rnn_cell/cell_1/gru_cell/gates/kernel",
         "wrapped/rnn/multi_rnn_cell/cell_3/output_projection_wrapper/lstm_cell/kernel",
         "wrapped/rnn/multi_rnn_cell/cell_3/output_projection_wrapper/kernel",
+        "bidi/bidirectional_rnn/fw/basic_lstm_cell/kernel", "bidi/bidirectional_rnn/bw/gru_cell/gates/kernel",
     } <= names
 
 
 # ------------------------------------------------------------------------------- Keras' own cells
-@pytest.mark.parametrize("unroll", ["dynamic_rnn", "DynamicUnroll", "StaticUnroll"])
+@pytest.mark.parametrize("unroll", ["dynamic_rnn", "StaticUnroll"])
 def test_basic_lstm_into_keras_lstm_cell(reference, unroll):
     cell = keras.layers.LSTMCell(4)
     ku.load_tf1_weights(cell, reference["checkpoint"], scope="basic_lstm/rnn/basic_lstm_cell")
@@ -348,7 +355,7 @@ def _multi_leaves(cells, base="multi/rnn/multi_rnn_cell"):
     ]
 
 
-@pytest.mark.parametrize("unroll", ["dynamic_rnn", "DynamicUnroll"])
+@pytest.mark.parametrize("unroll", ["DynamicUnroll"])  # ku.tf1's stack runs dynamic_rnn below
 def test_multi_rnn_cell_and_dense_head_into_a_stack(reference, unroll):
     stack, cells = _keras_multi()
     head = keras.layers.Dense(2)
@@ -400,10 +407,26 @@ def test_whole_model_by_tf1s_default_names(reference, tmp_path):
     assert set(loaded) == {"rnn/multi_rnn_cell", "dense"}
     np.testing.assert_allclose(_model_head_outputs(reference, model), reference["multi/head"], rtol=RTOL, atol=ATOL)
     # The reference checkpoint's scopes have a prefix: the default names are not there, and it says so.
-    with pytest.raises(ValueError, match=r"No MultiRNNCell under scope 'rnn/multi_rnn_cell'.*holds: .*multi/rnn/multi_rnn_cell/cell_0"):
+    with pytest.raises(ValueError, match=r"No MultiRNNCell under scope 'rnn/multi_rnn_cell'.*Scopes ending in 'rnn/multi_rnn_cell' in the "
+                       r"checkpoint: 'multi/rnn/multi_rnn_cell', 'wrapped/rnn/multi_rnn_cell'\. The checkpoint holds"):
         ku.load_tf1_weights(_model(), reference["checkpoint"])
 
 
+
+
+def test_bidirectional_layer(reference):
+    """TF1's `bidirectional_dynamic_rnn` (full-length rows) = Keras' `Bidirectional`, from `fw/`, `bw/`."""
+    layer = keras.layers.Bidirectional(
+        keras.layers.RNN(keras.layers.LSTMCell(3), return_sequences=True),
+        backward_layer=keras.layers.RNN(keras.layers.GRUCell(2, reset_after=False), return_sequences=True,
+                                        go_backwards=True),
+        merge_mode=None,
+    )
+    loaded = ku.load_tf1_weights(layer, reference["checkpoint"], scope="bidi/bidirectional_rnn")
+    assert len(loaded) == 6
+    forward, backward = layer(reference["x"])
+    np.testing.assert_allclose(np.asarray(forward), reference["bidi/outputs_fw"], rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(np.asarray(backward), reference["bidi/outputs_bw"], rtol=RTOL, atol=ATOL)
 
 
 # ------------------------------------------------------------------------------------- ku.tf1 cells
@@ -445,7 +468,7 @@ def test_tf1_multi_rnn_cell_and_dense(reference):
     _run_and_compare(reference, "multi", stack, ["lstm", "gru", "rnn"], leaves, head=head)
 
 
-@pytest.mark.parametrize("unroll", ["dynamic_rnn", "DynamicUnroll"])
+@pytest.mark.parametrize("unroll", ["dynamic_rnn"])
 def test_tf1_wrappers_in_a_stack(reference, unroll):
     """Dropout (keep 1), Residual and Device wrappers load through their cell; OutputProjectionWrapper also
     fills its own kernel and bias from contrib's nested scope."""
