@@ -227,12 +227,7 @@ def _resolve(ckpt: _Checkpoint, base: str, names: Sequence[str]) -> str:
 
 
 def _default_scope(ckpt: _Checkpoint, target: Any) -> str:
-    names = _names(target)
-    if not names:
-        raise ValueError(
-            f"load_tf1_weights has no default TF1 scope for {type(target).__name__}: pass `scope=`. "
-            f"{ckpt.holds()}. Received: scope=None"
-        )
+    names = _names(target)  # never empty here: `_load_one` refused unsupported targets
     if isinstance(target, (keras.layers.Dense, keras.layers.Bidirectional)):
         return _resolve(ckpt, "", names)
     return _resolve(ckpt, "rnn", names)
@@ -242,9 +237,9 @@ def _clean_scope(scope: Any) -> str:
     if not isinstance(scope, str):
         raise TypeError(f"`scope` must be a TF1 variable scope name (a string). Received: scope={scope!r}")
     scope = scope.strip("/")
-    for suffix in ("/kernel", "/gates/kernel"):
+    for suffix in ("/gates/kernel", "/kernel"):
         if scope.endswith(suffix):
-            scope = scope[: -len(suffix)]
+            return scope[: -len(suffix)]
     return scope
 
 
@@ -478,6 +473,15 @@ def _plan(
         features = None
         for index, cell in enumerate(cells):
             base = f"{scope}/cell_{index}"
+            first = next(i for i, other in enumerate(cells) if other is cell)
+            if first < index:  # one cell object in several layers: TF1 kept its weights under the first
+                if ckpt.has_scope(base):
+                    raise ValueError(
+                        f"The checkpoint's MultiRNNCell has its own weights for layer {index} ({base!r}), but the "
+                        f"stack reuses cells[{first}] there (one object, shared weights). Give each layer its own "
+                        f"cell. {ckpt.holds(scope)}. Received: cells[{index}] is cells[{first}]"
+                    )
+                continue
             if not ckpt.has_scope(base):
                 raise ValueError(
                     f"The checkpoint's MultiRNNCell under {scope!r} has {index} layers, but the stack has "

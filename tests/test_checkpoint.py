@@ -253,6 +253,15 @@ def test_both_lstm_scopes_are_ambiguous(tmp_path):
         ku.load_tf1_weights(keras.layers.LSTMCell(H), prefix)
 
 
+def test_gru_scope_spelled_with_its_kernel(tmp_path):
+    scope = "rnn/gru_cell"
+    prefix = _save(tmp_path, {
+        f"{scope}/gates/kernel": np.ones((FH, 2 * H), np.float32), f"{scope}/gates/bias": np.ones(2 * H, np.float32),
+        f"{scope}/candidate/kernel": np.ones((FH, H), np.float32), f"{scope}/candidate/bias": np.ones(H, np.float32),
+    })
+    ku.load_tf1_weights(ku.tf1.GRUCell(H), prefix, scope="rnn/gru_cell/gates/kernel")
+
+
 def test_gru_layout(tmp_path):
     """TF1 gates (r, u) + candidate -> Keras z (= u), r, h; the biases likewise."""
     rng = np.random.default_rng(0)
@@ -374,6 +383,19 @@ def test_stack_depth_must_match(tmp_path):
         ku.load_tf1_weights(ku.tf1.MultiRNNCell([ku.BasicRNNCell(H) for _ in range(3)]), prefix)
     with pytest.raises(ValueError, match=r"has 2 layers \(cell_0 ... cell_1\), but the stack has 1 cells"):
         ku.load_tf1_weights(keras.layers.StackedRNNCells([ku.BasicRNNCell(H)]), prefix)
+
+
+def test_a_cell_shared_by_several_layers(tmp_path):
+    """TF1's `MultiRNNCell([cell] * 3)` saved one set of weights, under cell_0 (F = H here)."""
+    kernel = np.arange(2 * H * H, dtype=np.float32).reshape(2 * H, H)
+    scope = "rnn/multi_rnn_cell/cell_0/basic_rnn_cell"
+    prefix = _save(tmp_path / "shared", {f"{scope}/kernel": kernel, f"{scope}/bias": np.ones(H, np.float32)})
+    cell = ku.BasicRNNCell(H)
+    ku.load_tf1_weights(ku.tf1.MultiRNNCell([cell] * 3), prefix)
+    np.testing.assert_array_equal(cell.get_weights()[1], kernel[H:])
+    separate = _stack_checkpoint(tmp_path / "separate")
+    with pytest.raises(ValueError, match=r"own weights for layer 1 .*reuses cells\[0\] there"):
+        ku.load_tf1_weights(keras.layers.StackedRNNCells([ku.BasicRNNCell(H)] * 2), separate)
 
 
 def test_a_failed_stack_load_changes_nothing(tmp_path):
