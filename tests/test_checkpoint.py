@@ -326,7 +326,8 @@ def test_lstm_units_do_not_fit(tmp_path):
 def test_peepholes_and_projection_that_do_not_match(tmp_path):
     extra = {"w_f_diag": np.ones(H, np.float32), "w_i_diag": np.ones(H, np.float32), "w_o_diag": np.ones(H, np.float32)}
     prefix, _, _ = _lstm_checkpoint(tmp_path / "peep", scope="rnn/lstm_cell", **extra)
-    with pytest.raises(ValueError, match=r"has peephole weights .*use_peepholes=False\. Load it into ku.tf1.LSTMCell\(use_peepholes=True\)"):
+    advice = r"has peephole weights .*use_peepholes=False\. Load it into ku.tf1.LSTMCell\(use_peepholes=True\)"
+    with pytest.raises(ValueError, match=advice):
         ku.load_tf1_weights(keras.layers.LSTMCell(H), prefix)
     with pytest.raises(ValueError, match=r"has peephole weights .*LSTMCell has use_peepholes=False"):
         ku.load_tf1_weights(ku.tf1.LSTMCell(H), prefix)
@@ -413,7 +414,8 @@ def test_a_failed_stack_load_changes_nothing(tmp_path):
 # ------------------------------------------------------------------------------------- arguments
 def test_checkpoint_none_or_not_a_path(checkpoint):
     for bad in (None, 3):
-        with pytest.raises(TypeError, match=rf"`checkpoint` must be the path of a TF1 checkpoint.*Received: checkpoint={bad}"):
+        expected = rf"`checkpoint` must be the path of a TF1 checkpoint.*Received: checkpoint={bad}"
+        with pytest.raises(TypeError, match=expected):
             ku.load_tf1_weights(ku.BasicRNNCell(H), bad)
 
 

@@ -302,7 +302,8 @@ def test_the_child_wrote_tf1s_names(reference):
         "gru/rnn/gru_cell/candidate/bias", "multi/rnn/multi_rnn_cell/cell_0/basic_lstm_cell/kernel",
         "multi/rnn/multi_rnn_cell/cell_2/basic_rnn_cell/bias", "multi/dense/kernel",
         # Dropout/Residual/DeviceWrapper add no scope; contrib's OutputProjectionWrapper nests its cell.
-        "wrapped/rnn/multi_rnn_cell/cell_0/basic_lstm_cell/kernel", "wrapped/rnn/multi_rnn_cell/cell_1/gru_cell/gates/kernel",
+        "wrapped/rnn/multi_rnn_cell/cell_0/basic_lstm_cell/kernel",
+        "wrapped/rnn/multi_rnn_cell/cell_1/gru_cell/gates/kernel",
         "wrapped/rnn/multi_rnn_cell/cell_3/output_projection_wrapper/lstm_cell/kernel",
         "wrapped/rnn/multi_rnn_cell/cell_3/output_projection_wrapper/kernel",
         "bidi/bidirectional_rnn/fw/basic_lstm_cell/kernel", "bidi/bidirectional_rnn/bw/gru_cell/gates/kernel",
@@ -407,8 +408,11 @@ def test_whole_model_by_tf1s_default_names(reference, tmp_path):
     assert set(loaded) == {"rnn/multi_rnn_cell", "dense"}
     np.testing.assert_allclose(_model_head_outputs(reference, model), reference["multi/head"], rtol=RTOL, atol=ATOL)
     # The reference checkpoint's scopes have a prefix: the default names are not there, and it says so.
-    with pytest.raises(ValueError, match=r"No MultiRNNCell under scope 'rnn/multi_rnn_cell'.*Scopes ending in 'rnn/multi_rnn_cell' in the "
-                       r"checkpoint: 'multi/rnn/multi_rnn_cell', 'wrapped/rnn/multi_rnn_cell'\. The checkpoint holds"):
+    expected = (
+        r"No MultiRNNCell under scope 'rnn/multi_rnn_cell'.*Scopes ending in 'rnn/multi_rnn_cell' in the "
+        r"checkpoint: 'multi/rnn/multi_rnn_cell', 'wrapped/rnn/multi_rnn_cell'\. The checkpoint holds"
+    )
+    with pytest.raises(ValueError, match=expected):
         ku.load_tf1_weights(_model(), reference["checkpoint"])
 
 
