@@ -577,14 +577,21 @@ def _set(target: Any, leaves: List[_Leaf]) -> Tuple[np.ndarray, ...]:
     return tuple(values[id(w)] for w in target.weights if id(w) in values)
 
 
+def _unwrap_time_distributed(layer: Any) -> Any:
+    """`TimeDistributed(Dense)` is TF1's `tf.layers.dense` on a sequence: the same kernel and bias."""
+    if isinstance(layer, keras.layers.TimeDistributed) and isinstance(layer.layer, keras.layers.Dense):
+        return layer.layer
+    return layer
+
+
 def _model_scopes(ckpt: _Checkpoint, model: Any) -> Dict[str, Any]:
     """TF1's default names for a model: one recurrent layer at `rnn/...`, Dense layers at dense, dense_1..."""
     recurrent, scopes, others = [], {}, []
     for layer in model.layers:
         if _is_recurrent_layer(layer):
             recurrent.append(layer)
-        elif isinstance(layer, keras.layers.Dense):
-            count = sum(isinstance(other, keras.layers.Dense) for other in scopes.values())
+        elif isinstance(_unwrap_time_distributed(layer), keras.layers.Dense):
+            count = sum(isinstance(_unwrap_time_distributed(o), keras.layers.Dense) for o in scopes.values())
             scopes["dense" if count == 0 else f"dense_{count}"] = layer
         elif isinstance(layer, keras.layers.Bidirectional):
             scopes["bidirectional_rnn"] = layer
@@ -651,7 +658,8 @@ def load_tf1_weights(
             `rnn/` (table above), as `dynamic_rnn`/`static_rnn` created it.
         forget_bias: The forget bias TF1 added at run time, for a `keras.layers.LSTMCell` (a `ku.tf1` LSTM
             cell uses its own). Default: 1.0, TF1's default.
-        scopes: A whole-model load: `{tf1_scope: layer_or_cell}`. A recurrent layer's cell is filled.
+        scopes: A whole-model load: `{tf1_scope: layer_or_cell}`. A recurrent layer's cell is filled, and
+            a `TimeDistributed(Dense)`'s `Dense`.
             Without `scope` and `scopes`, a model with one recurrent layer and Dense layers is filled from
             `rnn/<cell>` and `dense`, `dense_1`, ... in layer order, as TF1 named them in one graph.
 
@@ -701,7 +709,7 @@ def load_tf1_weights(
         raise TypeError(f"`scopes` must be a non-empty dict {{tf1_scope: layer_or_cell}}. Received: scopes={scopes!r}")
     loads = []
     for name, layer in scopes.items():
-        cell = layer.cell if _is_recurrent_layer(layer) else layer
+        cell = layer.cell if _is_recurrent_layer(layer) else _unwrap_time_distributed(layer)
         leaves, features = _load_one(ckpt, cell, name, forget_bias)
         loads.append((name, cell, leaves, features))
     _assign([(cell, leaves, features) for _, cell, leaves, features in loads])

@@ -465,3 +465,20 @@ def test_model_defaults_need_one_recurrent_layer(checkpoint):
     single = keras.Sequential([keras.Input((2, F)), ku.DynamicUnroll(ku.BasicRNNCell(H))])
     assert list(ku.load_tf1_weights(single, checkpoint)) == [SCOPE]
     np.testing.assert_array_equal(single.layers[0].cell.get_weights()[1], _tf1_kernel_and_bias()[0][F:])
+
+
+def test_model_defaults_with_a_time_distributed_head(tmp_path):
+    """TF1: dynamic_rnn, then two tf.layers.dense heads ('dense', 'dense_1'); Keras: TimeDistributed(Dense), Dense."""
+    kernel, bias = _tf1_kernel_and_bias()
+    prefix = _save(tmp_path, {
+        f"{SCOPE}/kernel": kernel, f"{SCOPE}/bias": bias,
+        "dense/kernel": np.full((H, 2), 0.5, np.float32), "dense/bias": np.zeros(2, np.float32),
+        "dense_1/kernel": np.full((2, 1), 2.0, np.float32), "dense_1/bias": np.ones(1, np.float32),
+    })
+    model = keras.Sequential([
+        keras.Input((2, F)), ku.DynamicUnroll(ku.BasicRNNCell(H), return_sequences=True),
+        keras.layers.TimeDistributed(keras.layers.Dense(2)), keras.layers.Dense(1),
+    ])
+    assert set(ku.load_tf1_weights(model, prefix)) == {SCOPE, "dense", "dense_1"}
+    np.testing.assert_array_equal(model.layers[1].layer.kernel.numpy(), np.full((H, 2), 0.5))
+    np.testing.assert_array_equal(model.layers[2].bias.numpy(), [1.0])
