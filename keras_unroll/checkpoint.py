@@ -513,7 +513,36 @@ def _plan(
             "MultiRNNCell and the wrappers) and Keras' SimpleRNNCell, LSTMCell, GRUCell(reset_after=False), "
             f"StackedRNNCells, Bidirectional and Dense. Received: {target!r}"
         )
+    _check_scope_name(ckpt, target, scope)  # after the content checks, whose messages say more
     return [_Leaf(target, plan)], features
+
+
+# TF1 names each cell's scope after its class; a scope ending in one of them tells what it holds.
+_TF1_SCOPE_NAMES = {  # scope name: (TF1 cell, what loads it)
+    "basic_rnn_cell": ("BasicRNNCell", "ku.tf1.BasicRNNCell or keras.layers.SimpleRNNCell"),
+    "basic_lstm_cell": ("BasicLSTMCell", "ku.tf1.BasicLSTMCell or keras.layers.LSTMCell"),
+    "lstm_cell": ("LSTMCell", "ku.tf1.LSTMCell or keras.layers.LSTMCell"),
+    "gru_cell": ("GRUCell", "ku.tf1.GRUCell or keras.layers.GRUCell(reset_after=False)"),
+    "multi_rnn_cell": ("MultiRNNCell", "ku.tf1.MultiRNNCell or keras.layers.StackedRNNCells"),
+    "output_projection_wrapper": ("OutputProjectionWrapper", "ku.tf1.OutputProjectionWrapper"),
+}
+_FAMILIES = ({"basic_lstm_cell", "lstm_cell"},)  # one layout under two names
+
+
+def _check_scope_name(ckpt: _Checkpoint, target: Any, scope: str) -> None:
+    """Refuses a scope named after another TF1 cell (e.g. an LSTM's kernel of a fitting shape for an RNN cell)."""
+    last = scope.rsplit("/", 1)[-1]
+    accepted = set(_names(target))
+    for family in _FAMILIES:
+        if accepted & family:
+            accepted |= family
+    if last in _TF1_SCOPE_NAMES and last not in accepted:
+        tf1_cell, advice = _TF1_SCOPE_NAMES[last]
+        raise ValueError(
+            f"The scope {scope!r} holds a TF1 {tf1_cell}'s variables (TF1 named the scope after the cell); "
+            f"its shapes happen to fit, but a {type(target).__name__} computes something else. Load it into "
+            f"{advice}. {ckpt.holds(scope)}. Received: scope={scope!r}"
+        )
 
 
 def _cell_scope(ckpt: _Checkpoint, cell: Any, base: str) -> str:
@@ -542,7 +571,9 @@ def _build(target: Any, features: int) -> None:
         _core.build_cell(target, features, getattr(target, "compute_dtype", "float32"))
 
 
-def _load_one(ckpt: _Checkpoint, target: Any, scope: Optional[str], forget_bias: Optional[float]) -> Tuple[Any, ...]:
+def _load_one(
+    ckpt: _Checkpoint, target: Any, scope: Optional[str], forget_bias: Optional[float]
+) -> Tuple[List[_Leaf], int]:
     if _is_recurrent_layer(target):
         raise TypeError(
             f"load_tf1_weights fills a cell, and {type(target).__name__} is a recurrent layer: pass its cell, "

@@ -482,3 +482,15 @@ def test_model_defaults_with_a_time_distributed_head(tmp_path):
     assert set(ku.load_tf1_weights(model, prefix)) == {SCOPE, "dense", "dense_1"}
     np.testing.assert_array_equal(model.layers[1].layer.kernel.numpy(), np.full((H, 2), 0.5))
     np.testing.assert_array_equal(model.layers[2].bias.numpy(), [1.0])
+
+
+def test_a_scope_named_after_another_tf1_cell(tmp_path):
+    """An LSTM kernel [F + 3, 12] has the shape of a BasicRNNCell(12)'s kernel: the scope's name refuses it."""
+    scope = "rnn/basic_lstm_cell"
+    prefix = _save(tmp_path, {f"{scope}/kernel": np.zeros((F + 13, 12), np.float32),
+                              f"{scope}/bias": np.zeros(12, np.float32)})
+    expected = r"TF1 BasicLSTMCell's variables .*a BasicRNNCell computes something else\. Load it into ku.tf1.BasicLSTMCell"
+    with pytest.raises(ValueError, match=expected):
+        ku.load_tf1_weights(ku.BasicRNNCell(12), prefix, scope=scope)
+    with pytest.raises(ValueError, match=r"holds a TF1 BasicLSTMCell's variables .*a Dense computes"):
+        ku.load_tf1_weights(keras.layers.Dense(12), prefix, scope=scope)
