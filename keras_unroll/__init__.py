@@ -5,6 +5,7 @@ Public surface:
 - `BasicRNNCell`: the basic RNN cell, weight-compatible with `keras.layers.SimpleRNNCell`.
 - `StaticUnroll`, `DynamicUnroll`: the two unrollings as Keras layers (twins).
 - `static_rnn`, `dynamic_rnn`: the functional loops, with TF1 semantics.
+- `bidirectional_dynamic_rnn`, `static_bidirectional_rnn`: TF1's bidirectional functions.
 - `load_tf1_weights`: read a TF1 `BasicRNNCell` checkpoint.
 - `configure_gpus`: the TF2 replacement for TF1's `ConfigProto` GPU options.
 - `inspect`: graph and memory inspection (`graph_stats`, `compare_unrolling`, `export_graph`, `show_graph`).
@@ -14,6 +15,7 @@ Public surface:
 from importlib.metadata import PackageNotFoundError, version
 
 from keras_unroll import inspect, tf1
+from keras_unroll.bidirectional import bidirectional_dynamic_rnn, static_bidirectional_rnn
 from keras_unroll.cell import BasicRNNCell
 from keras_unroll.checkpoint import load_tf1_weights
 from keras_unroll.gpu import GpuReport, configure_gpus
@@ -30,10 +32,12 @@ __all__ = [
     "DynamicUnroll",
     "GpuReport",
     "StaticUnroll",
+    "bidirectional_dynamic_rnn",
     "configure_gpus",
     "dynamic_rnn",
     "inspect",
     "load_tf1_weights",
+    "static_bidirectional_rnn",
     "static_rnn",
     "tf1",
 ]

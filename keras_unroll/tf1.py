@@ -175,6 +175,11 @@ def _check_kwargs(kwargs: Dict[str, Any], owner: str, keras_cell: str) -> None:
         )
 
 
+def _serialize_initializer(initializer: Any) -> Any:
+    """`None` (TF1's default, resolved when the cell is built) stays `None`."""
+    return None if initializer is None else keras.initializers.serialize(keras.initializers.get(initializer))
+
+
 def _units(units: Any, num_units: Any, owner: str) -> int:
     if units is None and num_units is None:
         raise TypeError(f"{owner} needs the number of units: pass `num_units`. Received: num_units=None")
@@ -344,10 +349,8 @@ class BasicLSTMCell(keras.layers.LSTMCell):
             "forget_bias": self.forget_bias,
             "state_is_tuple": self.state_is_tuple,
             "activation": keras.activations.serialize(self.activation),
-            "kernel_initializer": None if kernel is None else keras.initializers.serialize(keras.initializers.get(kernel)),
-            "recurrent_initializer": (
-                None if recurrent is None else keras.initializers.serialize(keras.initializers.get(recurrent))
-            ),
+            "kernel_initializer": _serialize_initializer(kernel),
+            "recurrent_initializer": _serialize_initializer(recurrent),
         }
 
 
@@ -480,7 +483,8 @@ class LSTMCell(keras.layers.Layer):
         z = tf.matmul(inputs, self.kernel) + tf.matmul(h_prev, self.recurrent_kernel) + self.bias
         i, f, g, o = tf.split(z, 4, axis=1)
         if self.use_peepholes:
-            c = tf.sigmoid(f + self.w_f_diag * c_prev) * c_prev + tf.sigmoid(i + self.w_i_diag * c_prev) * self.activation(g)
+            forget, keep = tf.sigmoid(f + self.w_f_diag * c_prev), tf.sigmoid(i + self.w_i_diag * c_prev)
+            c = forget * c_prev + keep * self.activation(g)
         else:
             c = tf.sigmoid(f) * c_prev + tf.sigmoid(i) * self.activation(g)
         if self.cell_clip is not None:
@@ -505,13 +509,12 @@ class LSTMCell(keras.layers.Layer):
         return LSTMStateTuple(c, h) if self.state_is_tuple else tf.concat([c, h], 1)
 
     def get_config(self) -> Dict[str, Any]:
-        initializer = self.initializer
         return {
             **super().get_config(),
             "num_units": self.units,
             "use_peepholes": self.use_peepholes,
             "cell_clip": self.cell_clip,
-            "initializer": None if initializer is None else keras.initializers.serialize(keras.initializers.get(initializer)),
+            "initializer": _serialize_initializer(self.initializer),
             "num_proj": self.num_proj,
             "proj_clip": self.proj_clip,
             "forget_bias": self.forget_bias,
@@ -604,13 +607,12 @@ class GRUCell(keras.layers.GRUCell):
 
     def get_config(self) -> Dict[str, Any]:
         kernel, bias = self._tf1_initializers
-        serialize = lambda init: None if init is None else keras.initializers.serialize(keras.initializers.get(init))  # noqa: E731
         return {
             **keras.layers.Layer.get_config(self),
             "num_units": self.units,
             "activation": keras.activations.serialize(self.activation),
-            "kernel_initializer": serialize(kernel),
-            "bias_initializer": serialize(bias),
+            "kernel_initializer": _serialize_initializer(kernel),
+            "bias_initializer": _serialize_initializer(bias),
         }
 
 
@@ -893,9 +895,8 @@ class DropoutWrapper(_Wrapper):
             masks["output"] = mask(self.output_size, self.output_keep_prob)
         if self.state_keep_prob < 1.0:
             sizes = tf.nest.flatten(self.cell.state_size)
-            masks["state"] = [
-                mask(size, self.state_keep_prob) if drop else None for size, drop in zip(sizes, _state_filter(self.cell))
-            ]
+            drops = _state_filter(self.cell)
+            masks["state"] = [mask(size, self.state_keep_prob) if drop else None for size, drop in zip(sizes, drops)]
         return masks
 
     def get_dropout_mask(self, step_input: Any) -> Any:

@@ -89,7 +89,8 @@ def run_unroll(unroll, cell, inputs, *, time_major=False, **call_kwargs):
     """`(outputs (B, T, H) or time-major, final state)` from one of the four unrolls, full sequences."""
     if unroll in ("static_rnn", "dynamic_rnn"):
         fn = ku.static_rnn if unroll == "static_rnn" else ku.dynamic_rnn
-        return fn(cell, inputs, time_major=time_major, **call_kwargs)
+        outputs, state = fn(cell, inputs, time_major=time_major, **call_kwargs)
+        return outputs, ku.tf1.from_tf1_state(cell, state)  # TF1's structure -> the layers' Keras structure
     layer_cls = ku.StaticUnroll if unroll == "StaticUnroll" else ku.DynamicUnroll
     outputs, *states = make(layer_cls, cell, return_sequences=True, return_state=True, time_major=time_major)(
         inputs, **call_kwargs
@@ -365,13 +366,15 @@ def test_gated_cells_match_keras(layer_cls, kind, masked, go_backwards, x, rng):
 @pytest.mark.parametrize("kind", list(GATED))
 @pytest.mark.parametrize("fn", FUNCTIONS)
 def test_functions_with_gated_cells_match_keras(fn, kind, x, rng):
-    """`sequence_length` = a trailing Keras mask with zero outputs; LSTM's final state is `[h, c]`."""
+    """`sequence_length` = a trailing Keras mask with zero outputs; an LSTM's final state is TF1's
+    `LSTMStateTuple(c, h)` in the functional API (Keras' layer returns `[h, c]`)."""
     reference, cell = gated_pair(kind, rng, return_sequences=True, return_state=True, zero_output_for_mask=True)
     outputs, state = fn(cell, x, sequence_length=LENGTHS)
     expected_outputs, *expected_state = reference(x, mask=lengths_to_valid(LENGTHS, T))
     close(outputs, expected_outputs)
     if kind == "LSTM":
-        assert isinstance(state, list) and len(state) == 2
+        assert isinstance(state, ku.tf1.LSTMStateTuple)
+        state = [state.h, state.c]
     close_nested(state, expected_state)
 
 
@@ -421,7 +424,8 @@ def test_functions_with_stacked_cells_match_keras_rnn(fn, x, rng):
     outputs, state = fn(cells, x, sequence_length=LENGTHS)
     expected_outputs, *expected_state = reference(x, mask=lengths_to_valid(LENGTHS, T))
     close(outputs, expected_outputs)
-    close_nested(state, expected_state)
+    assert isinstance(state, tuple) and isinstance(state[1], ku.tf1.LSTMStateTuple)  # TF1's: one entry per layer
+    close_nested(ku.tf1.from_tf1_state(cells, state), expected_state)
 
 
 @pytest.mark.parametrize("layer_cls", LAYERS)

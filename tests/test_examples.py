@@ -13,7 +13,7 @@ def test_examples_are_found():
     names = {path.name for path in EXAMPLES}
     assert {
         "seed_notebook.py", "sequence_lengths.py", "time_series.py", "text_classification.py",
-        "tf1_checkpoint.py", "export_and_serve.py",
+        "tf1_checkpoint.py", "export_and_serve.py", "tf1_chapter.py",
     } <= names  # fmt: skip
 
 

@@ -1,0 +1,165 @@
+"""TF1's `bidirectional_dynamic_rnn` and `static_bidirectional_rnn`, built on `dynamic_rnn` / `static_rnn`.
+
+A bidirectional unroll runs one cell forward and another over each row reversed *within its own length*
+(TF1's `tf.reverse_sequence`), then reverses the backward outputs back, so that step `t` of both output
+sequences describes the same input step. Padding past a row's length stays where it is and its outputs are
+zero, exactly as TF1 returns them. States come back in TF1's structure, as from `ku.dynamic_rnn`.
+
+For Keras layers use `keras.layers.Bidirectional(ku.DynamicUnroll(cell, return_sequences=True))`, which
+reverses with a mask the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Optional, Sequence, Tuple, Union
+
+import tensorflow as tf
+
+from keras_unroll.loops import dynamic_rnn, static_rnn
+
+
+def _reverse(inputs: tf.Tensor, lengths: Optional[tf.Tensor], time_axis: int) -> tf.Tensor:
+    """Reverses each row within its length (TF1's `reverse_sequence`), or whole rows without lengths."""
+    if lengths is None:
+        return tf.reverse(inputs, [time_axis])
+    return tf.reverse_sequence(inputs, lengths, seq_axis=time_axis, batch_axis=1 - time_axis)
+
+
+def _lengths(sequence_length: Any) -> Optional[tf.Tensor]:
+    if sequence_length is None:
+        return None
+    lengths = tf.convert_to_tensor(sequence_length)
+    if lengths.dtype.is_floating:  # dynamic_rnn accepts whole-number floats; reverse_sequence needs ints
+        lengths = tf.cast(lengths, tf.int32)
+    if not lengths.dtype.is_integer:
+        raise TypeError(f"`sequence_length` must hold integers. Received: sequence_length.dtype={lengths.dtype.name}")
+    return tf.cast(lengths, tf.int64)
+
+
+def bidirectional_dynamic_rnn(
+    cell_fw: Any,
+    cell_bw: Any,
+    inputs: Any,
+    sequence_length: Any = None,
+    initial_state_fw: Any = None,
+    initial_state_bw: Any = None,
+    dtype: Any = None,
+    parallel_iterations: Optional[int] = None,
+    swap_memory: bool = False,
+    time_major: bool = False,
+    scope: Optional[str] = None,
+    *,
+    training: Optional[bool] = None,
+) -> Tuple[Tuple[tf.Tensor, tf.Tensor], Tuple[Any, Any]]:
+    """TF1's `tf.nn.bidirectional_dynamic_rnn`: a forward and a backward `dynamic_rnn` over one input.
+
+    The forward cell reads `inputs` as they are; the backward cell reads each row reversed within its
+    length (`tf.reverse_sequence`; the whole row without `sequence_length`), and its outputs are reversed
+    back, so `out_bw[:, t]` is the backward cell's output at input step `t`. Outputs past a row's length
+    are zeros; each final state is the state at the row's last valid step (for the backward cell: after
+    reading the row's first step), in TF1's structure.
+
+    Args:
+        cell_fw: The forward cell (a Keras RNN cell, a list of cells, or an int), as for `dynamic_rnn`.
+        cell_bw: The backward cell. Give a different object than `cell_fw` unless the two directions
+            should share their weights.
+        inputs: A 3D tensor `(batch, time, features)`, or `(time, batch, features)` with `time_major`.
+        sequence_length: Optional int tensor `(batch,)` with values in `[0, T]`.
+        initial_state_fw: The forward cell's initial state, in TF1's structure (see `dynamic_rnn`).
+        initial_state_bw: The backward cell's initial state.
+        dtype: Accepted for TF1 compatibility.
+        parallel_iterations: Passed to both `dynamic_rnn` calls.
+        swap_memory: Passed to both `dynamic_rnn` calls.
+        time_major: `True` if `inputs` (and the outputs) are `(time, batch, ...)`.
+        scope: Accepted for TF1 compatibility; Keras names the weights after the cells.
+        training: Passed to the cells (dropout). Default: `None` (inference).
+
+    Returns:
+        `((out_fw, out_bw), (state_fw, state_bw))`: each output `(batch, time, units)` (time-major with
+        `time_major`); concatenate them with `tf.concat((out_fw, out_bw), axis=2)` as TF1 code does.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras_unroll as ku
+    >>> x = np.ones((4, 6, 3), "float32")
+    >>> (out_fw, out_bw), (state_fw, state_bw) = ku.bidirectional_dynamic_rnn(
+    ...     ku.tf1.GRUCell(5), ku.tf1.BasicLSTMCell(7), x, sequence_length=[6, 2, 0, 4])
+    >>> tuple(out_fw.shape), tuple(out_bw.shape), tuple(state_bw.h.shape)
+    ((4, 6, 5), (4, 6, 7), (4, 7))
+    """
+    del dtype, scope  # TF1 compatibility only
+    options = dict(
+        sequence_length=sequence_length,
+        parallel_iterations=parallel_iterations,
+        swap_memory=swap_memory,
+        time_major=time_major,
+        training=training,
+    )
+    out_fw, state_fw = dynamic_rnn(cell_fw, inputs, initial_state=initial_state_fw, **options)
+    # dynamic_rnn has checked `inputs` and `sequence_length`; convert them the same way for the reversal.
+    inputs = tf.convert_to_tensor(inputs)
+    lengths = _lengths(sequence_length)
+    time_axis = 0 if time_major else 1
+    out_bw, state_bw = dynamic_rnn(
+        cell_bw, _reverse(inputs, lengths, time_axis), initial_state=initial_state_bw, **options
+    )
+    return (out_fw, _reverse(out_bw, lengths, time_axis)), (state_fw, state_bw)
+
+
+def static_bidirectional_rnn(
+    cell_fw: Any,
+    cell_bw: Any,
+    inputs: Union[Sequence[Any], Any],
+    initial_state_fw: Any = None,
+    initial_state_bw: Any = None,
+    dtype: Any = None,
+    sequence_length: Any = None,
+    scope: Optional[str] = None,
+    *,
+    training: Optional[bool] = None,
+) -> Tuple[Union[List[tf.Tensor], tf.Tensor], Any, Any]:
+    """TF1's `tf.nn.static_bidirectional_rnn`: a forward and a backward `static_rnn`, outputs concatenated.
+
+    The backward cell reads each row reversed within its length, as in `bidirectional_dynamic_rnn`; step
+    `t` of the result is `concat([out_fw[t], out_bw[t]], axis=1)`.
+
+    Args:
+        cell_fw: The forward cell (a Keras RNN cell, a list of cells, or an int).
+        cell_bw: The backward cell.
+        inputs: A Python list of T tensors `(batch, features)` (TF1's form), or one 3D tensor
+            `(batch, time, features)`.
+        initial_state_fw: The forward cell's initial state, in TF1's structure.
+        initial_state_bw: The backward cell's initial state.
+        dtype: Accepted for TF1 compatibility.
+        sequence_length: Optional int tensor `(batch,)` with values in `[0, T]`.
+        scope: Accepted for TF1 compatibility.
+        training: Passed to the cells (dropout). Default: `None` (inference).
+
+    Returns:
+        `(outputs, state_fw, state_bw)`: `outputs` a list of T `(batch, units_fw + units_bw)` tensors for a
+        list input, one `(batch, time, units_fw + units_bw)` tensor for a tensor input.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras_unroll as ku
+    >>> steps = [np.ones((4, 3), "float32") for _ in range(5)]
+    >>> outputs, state_fw, state_bw = ku.static_bidirectional_rnn(ku.tf1.GRUCell(2), ku.tf1.GRUCell(3), steps)
+    >>> len(outputs), tuple(outputs[0].shape)
+    (5, (4, 5))
+    """
+    del dtype, scope  # TF1 compatibility only
+    list_input = isinstance(inputs, (list, tuple))
+    options = dict(sequence_length=sequence_length, training=training)
+    out_fw, state_fw = static_rnn(cell_fw, inputs, initial_state=initial_state_fw, **options)
+    out_fw = tf.stack(out_fw, axis=1) if list_input else out_fw
+    # static_rnn has checked the inputs; stack them batch-major for the reversal.
+    stacked = tf.stack([tf.convert_to_tensor(x, out_fw.dtype) for x in inputs], axis=1) if list_input else inputs
+    stacked = tf.convert_to_tensor(stacked)
+    lengths = _lengths(sequence_length)
+    out_bw, state_bw = static_rnn(cell_bw, _reverse(stacked, lengths, 1), initial_state=initial_state_bw, **options)
+    outputs = tf.concat([out_fw, _reverse(out_bw, lengths, 1)], axis=2)
+    if list_input:
+        return tf.unstack(outputs, axis=1), state_fw, state_bw
+    return outputs, state_fw, state_bw
