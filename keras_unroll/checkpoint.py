@@ -581,7 +581,13 @@ def _load_one(
         )
     if scope is None and not _names(target):
         _plan(ckpt, target, "", forget_bias)  # an unsupported target: raises the TypeError naming what is
-    scope = _default_scope(ckpt, target) if scope is None else _clean_scope(scope)
+    if scope is None:
+        scope = _default_scope(ckpt, target)
+    else:
+        scope = _clean_scope(scope)
+        names = _names(target)
+        if scope.rsplit("/", 1)[-1] not in names and any(ckpt.has_scope(f"{scope}/{n}") for n in names):
+            scope = _resolve(ckpt, scope, names)  # the scope around the cell's: "rnn", "bidirectional_rnn/fw"
     leaves, features = _plan(ckpt, target, scope, forget_bias)
     return leaves, features
 
@@ -685,7 +691,9 @@ def load_tf1_weights(
         checkpoint: The checkpoint: its prefix (`path/model.ckpt`), its `.index` file, or a directory
             holding TF1's `checkpoint` file (its latest checkpoint is read).
         scope: The TF1 variable scope of `target`, e.g. `"rnn/multi_rnn_cell"` or `"encoder/rnn/lstm_cell"`;
-            a leading `/` or a trailing `/kernel` is ignored. Default: TF1's name for the cell under
+            a leading `/` or a trailing `/kernel` is ignored. The scope around it works too when it holds
+            one of the cell's TF1 names: `"encoder/rnn"`, or `"bidirectional_rnn/fw"` for one cell of a
+            `bidirectional_dynamic_rnn`. Default: TF1's name for the cell under
             `rnn/` (table above), as `dynamic_rnn`/`static_rnn` created it.
         forget_bias: The forget bias TF1 added at run time, for a `keras.layers.LSTMCell` (a `ku.tf1` LSTM
             cell uses its own). Default: 1.0, TF1's default.

@@ -433,6 +433,20 @@ def test_bidirectional_layer(reference):
     np.testing.assert_allclose(np.asarray(backward), reference["bidi/outputs_bw"], rtol=RTOL, atol=ATOL)
 
 
+def test_the_scope_around_the_cells_scope(reference):
+    """`scope` may stop at the cell's parent: TF1's name for the cell is appended when it is there."""
+    fw, bw = ku.tf1.BasicLSTMCell(3), ku.tf1.GRUCell(2)
+    ku.load_tf1_weights(fw, reference["checkpoint"], scope="bidi/bidirectional_rnn/fw")
+    ku.load_tf1_weights(bw, reference["checkpoint"], scope="bidi/bidirectional_rnn/bw")
+    source = tf.train.load_checkpoint(reference["checkpoint"])
+    tf1_kernel = source.get_tensor("bidi/bidirectional_rnn/bw/gru_cell/candidate/kernel")
+    np.testing.assert_array_equal(bw.kernel.numpy()[:, 4:], tf1_kernel[:F])
+    outputs, _ = ku.dynamic_rnn(fw, reference["x"])
+    np.testing.assert_allclose(np.asarray(outputs), reference["bidi/outputs_fw"], rtol=RTOL, atol=ATOL)
+    stack = ku.tf1.MultiRNNCell([ku.tf1.BasicLSTMCell(4), ku.tf1.GRUCell(3), ku.tf1.BasicRNNCell(2)])
+    assert len(ku.load_tf1_weights(stack, reference["checkpoint"], scope="multi/rnn")) == 9
+
+
 # ------------------------------------------------------------------------------------- ku.tf1 cells
 @pytest.mark.parametrize("unroll", ["dynamic_rnn", "DynamicUnroll"])
 def test_tf1_basic_lstm_cell(reference, unroll):
