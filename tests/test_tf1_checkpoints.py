@@ -120,6 +120,15 @@ def main(out_dir: str) -> None:  # pragma: no cover - runs in the child process
         )
         fetches["bidi/outputs_fw"], fetches["bidi/outputs_bw"] = out_fw, out_bw
         losses.append(tf.reduce_sum(out_fw) + tf.reduce_sum(out_bw))
+    with v1.variable_scope("bidi_len", initializer=v1.random_uniform_initializer(-0.7, 0.7, seed=98)):
+        (out_fw, out_bw), (state_fw, state_bw) = v1.nn.bidirectional_dynamic_rnn(
+            rc.BasicLSTMCell(3), rc.GRUCell(2), tf.constant(saved["x"]), sequence_length=tf.constant(LENGTHS),
+            dtype=tf.float32,
+        )
+        fetches["bidi_len/outputs_fw"], fetches["bidi_len/outputs_bw"] = out_fw, out_bw
+        fetches["bidi_len/state_fw_c"], fetches["bidi_len/state_fw_h"] = state_fw
+        fetches["bidi_len/state_bw"] = state_bw
+        losses.append(tf.reduce_sum(out_fw) + tf.reduce_sum(out_bw))
     variables = v1.trainable_variables()
     gradients = tf.gradients(tf.add_n(losses), variables)
     for variable, gradient in zip(variables, gradients):
@@ -445,6 +454,19 @@ def test_the_scope_around_the_cells_scope(reference):
     np.testing.assert_allclose(np.asarray(outputs), reference["bidi/outputs_fw"], rtol=RTOL, atol=ATOL)
     stack = ku.tf1.MultiRNNCell([ku.tf1.BasicLSTMCell(4), ku.tf1.GRUCell(3), ku.tf1.BasicRNNCell(2)])
     assert len(ku.load_tf1_weights(stack, reference["checkpoint"], scope="multi/rnn")) == 9
+
+
+def test_tf1_cells_in_bidirectional_dynamic_rnn_with_lengths(reference):
+    """TF1's `bidirectional_dynamic_rnn` with lengths 0, 1, T: its two cells, then `ku.bidirectional_dynamic_rnn`."""
+    fw, bw = ku.tf1.BasicLSTMCell(3), ku.tf1.GRUCell(2)
+    base = "bidi_len/bidirectional_rnn"
+    ku.load_tf1_weights(None, reference["checkpoint"], scopes={f"{base}/fw": fw, f"{base}/bw": bw})
+    (out_fw, out_bw), (state_fw, state_bw) = ku.bidirectional_dynamic_rnn(
+        fw, bw, reference["x"], sequence_length=reference["lengths"]
+    )
+    for got, name in [(out_fw, "outputs_fw"), (out_bw, "outputs_bw"), (state_fw.c, "state_fw_c"),
+                      (state_fw.h, "state_fw_h"), (state_bw, "state_bw")]:
+        np.testing.assert_allclose(np.asarray(got), reference[f"bidi_len/{name}"], rtol=RTOL, atol=ATOL, err_msg=name)
 
 
 # ------------------------------------------------------------------------------------- ku.tf1 cells
