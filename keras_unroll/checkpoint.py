@@ -13,8 +13,9 @@ TF1 layout (per scope)                                  Keras layout
 BasicRNNCell   kernel [F+H, H], bias [H]                 kernel [F, H], recurrent_kernel [H, H], bias [H]
 BasicLSTMCell  kernel [F+H, 4H] (i, j, f, o), bias       kernel [F, 4H], recurrent_kernel [H, 4H] (i, f, c, o),
                (+ forget_bias added at run time)         bias [4H] with forget_bias folded into its f slice
-LSTMCell       the same + w_f_diag, w_i_diag, w_o_diag   + w_i_diag, w_f_diag, w_o_diag [H],
-               [H], projection/kernel [H, P]             projection_kernel [H, P] (ku.tf1.LSTMCell only)
+LSTMCell       the same (kernel [F+P, 4H] with num_proj) recurrent_kernel [P, 4H] with num_proj, and
+               + w_f_diag, w_i_diag, w_o_diag [H],       w_i_diag, w_f_diag, w_o_diag [H],
+               projection/kernel [H, P]                  projection_kernel [H, P] (ku.tf1.LSTMCell only)
 GRUCell        gates/kernel [F+H, 2H] (r, u), gates/bias kernel [F, 3H], recurrent_kernel [H, 3H] (z, r, h),
                candidate/kernel [F+H, H], candidate/bias bias [3H] (Keras GRUCell(reset_after=False))
 MultiRNNCell   cell_0/<cell>/..., cell_1/<cell>/...      StackedRNNCells / ku.tf1.MultiRNNCell
@@ -32,7 +33,7 @@ import tensorflow as tf
 
 from keras_unroll.loops import _core
 
-Plan = List[Tuple[Any, np.ndarray, str]]  # (Keras variable, array to assign, TF1 source for messages)
+Plan = List[Tuple[str, np.ndarray, str]]  # (the layer's attribute, array to assign, TF1 variable for messages)
 
 _TF1_FORGET_BIAS = 1.0  # TF1's BasicLSTMCell/LSTMCell default
 _TRANSPARENT_WRAPPERS = ("DropoutWrapper", "ResidualWrapper", "DeviceWrapper")  # no variables of their own
