@@ -494,3 +494,13 @@ def test_a_scope_named_after_another_tf1_cell(tmp_path):
         ku.load_tf1_weights(ku.BasicRNNCell(12), prefix, scope=scope)
     with pytest.raises(ValueError, match=r"holds a TF1 BasicLSTMCell's variables .*a Dense computes"):
         ku.load_tf1_weights(keras.layers.Dense(12), prefix, scope=scope)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "mixed_float16"])
+def test_cells_of_other_dtypes_get_the_checkpoints_numbers(tmp_path, dtype):
+    """A float64 cell holds the float32 values exactly; a mixed-precision cell keeps float32 variables."""
+    prefix, kernel, _ = _lstm_checkpoint(tmp_path)
+    cell = keras.layers.LSTMCell(H, dtype=dtype)
+    ku.load_tf1_weights(cell, prefix)
+    assert keras.backend.standardize_dtype(cell.kernel.dtype) == ("float64" if dtype == "float64" else "float32")
+    np.testing.assert_array_equal(cell.kernel.numpy()[:, :H], _gate(kernel, "i")[:F])
