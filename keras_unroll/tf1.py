@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import numbers
+import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
 import keras
@@ -660,6 +661,12 @@ class MultiRNNCell(keras.layers.StackedRNNCells):
                 "Received: state_is_tuple=False"
             )
         cells = [check_cell(cell, f"cells[{i}]") for i, cell in enumerate(cells)]
+        if len({id(cell) for cell in cells}) < len(cells):
+            warnings.warn(
+                "At least two cells given to MultiRNNCell are the same object, so those layers share their "
+                "weights (as in TF1). For separate layers give separate cells: `[Cell(n) for _ in range(k)]`.",
+                stacklevel=2,
+            )
         super().__init__(list(cells), **kwargs)
         self.state_is_tuple = True
 
@@ -1094,6 +1101,25 @@ def _inner(cell: Any) -> Any:
     return cell
 
 
+def _is_lstm_state_tuple(state: Any) -> bool:
+    """`ku.tf1.LSTMStateTuple`, or any namedtuple `(c, h)` such as tf-keras' own `LSTMStateTuple`."""
+    return isinstance(state, tuple) and getattr(state, "_fields", None) == ("c", "h")
+
+
+def lstm_state_tuples_to_keras(state: Any) -> Any:
+    """Every `LSTMStateTuple(c, h)` in a nested state becomes Keras' `[h, c]`; everything else is kept.
+
+    The one conversion that is never ambiguous, so a layer (which otherwise takes Keras' structure) can
+    apply it to its `initial_state` too: flattened as it is, an `LSTMStateTuple(c, h)` would be read as
+    `[h, c]`.
+    """
+    if _is_lstm_state_tuple(state):
+        return [state.h, state.c]
+    if isinstance(state, (list, tuple)):
+        return type(state)(lstm_state_tuples_to_keras(s) for s in state) if type(state) in (list, tuple) else state
+    return state
+
+
 def _state_is_tuple(cell: Any) -> bool:
     return getattr(cell, "state_is_tuple", True)
 
@@ -1144,9 +1170,11 @@ def to_tf1_state(cell: Any, keras_state: Any) -> Any:
 def from_tf1_state(cell: Any, tf1_state: Any) -> Any:
     """A state in TF1's structure → the Keras structure the loops take (what `initial_state=` becomes).
 
-    - `LSTMStateTuple(c, h)` → `[h, c]`, for any LSTM cell (Keras' own included);
-    - a plain pair for a `ku.tf1` LSTM cell is TF1's `(c, h)` (TF1 unpacks `c, h = state`); for Keras'
-      `LSTMCell` it keeps Keras' `[h, c]`; a `(batch, 2H)` tensor for `state_is_tuple=False` is `[c, h]`;
+    - `LSTMStateTuple(c, h)` (ours, or any namedtuple with fields `c, h` such as tf-keras') → `[h, c]`, for
+      any LSTM cell (Keras' own included);
+    - a plain tuple for a `ku.tf1` LSTM cell is TF1's `(c, h)` (TF1 unpacks `c, h = state`), a plain list
+      is refused (Keras' layers return `[h, c]`: ambiguous); for Keras' `LSTMCell` a list or tuple keeps
+      Keras' `[h, c]`; a `(batch, 2H)` tensor for `state_is_tuple=False` is `[c, h]`;
     - a stack's tuple with one entry per layer → one Keras entry per layer (a flat Keras list is kept);
     - anything else is returned unchanged (the loops then check it against the cell's state sizes).
 
@@ -1156,6 +1184,9 @@ def from_tf1_state(cell: Any, tf1_state: Any) -> Any:
 
     Returns:
         The state in Keras' structure.
+
+    Raises:
+        ValueError: A plain list `[., .]` for a `ku.tf1` LSTM cell (use `LSTMStateTuple(c, h)`).
 
     Example:
 
@@ -1174,12 +1205,19 @@ def from_tf1_state(cell: Any, tf1_state: Any) -> Any:
             return [from_tf1_state(sub, sub_state) for sub, sub_state in zip(cell.cells, tf1_state)]
         return tf1_state
     if _lstm_like(cell):
-        if isinstance(tf1_state, LSTMStateTuple):
+        if _is_lstm_state_tuple(tf1_state):
             return [tf1_state.h, tf1_state.c]
         tf1_cell = isinstance(cell, (BasicLSTMCell, LSTMCell))
-        if tf1_cell and isinstance(tf1_state, (list, tuple)) and len(tf1_state) == 2:
-            c, h = tf1_state  # TF1's order for TF1's cells
+        if tf1_cell and isinstance(tf1_state, tuple) and len(tf1_state) == 2:
+            c, h = tf1_state  # TF1's order for TF1's cells (TF1 unpacked `c, h = state`)
             return [h, c]
+        if tf1_cell and isinstance(tf1_state, list) and len(tf1_state) == 2:
+            # A list is what Keras' layers return ([h, c]); TF1 code writes (c, h). Refuse to guess.
+            raise ValueError(
+                f"An initial state for `ku.tf1.{type(cell).__name__}` in the functional API is TF1's "
+                "`LSTMStateTuple(c, h)` (or a tuple `(c, h)`); a list is ambiguous, since Keras' layers return "
+                "`[h, c]`. Give `ku.tf1.LSTMStateTuple(c=c, h=h)`. Received: initial_state=a list of 2 tensors"
+            )
         if tf1_cell and not _state_is_tuple(cell) and not tf.nest.is_nested(tf1_state):
             state = tf.convert_to_tensor(tf1_state)
             if state.shape.rank == 2 and state.shape[-1] == cell.units + _output_size(cell):

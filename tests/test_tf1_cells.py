@@ -12,6 +12,7 @@ split at `F`, LSTM gates `i, j, f, o` -> `i, f, c, o` with `forget_bias` folded 
 
 from __future__ import annotations
 
+import collections
 import inspect
 import json
 import os
@@ -420,6 +421,29 @@ def test_layers_keep_keras_flat_states_with_tf1_numbers(layer_cls, tf1):
         np.testing.assert_allclose(out, want[0], rtol=RTOL, atol=ATOL)
 
 
+def test_state_conversions_both_ways():
+    tf1 = ku.tf1
+    h, c, g = (np.full((2, 3), v, np.float32) for v in (1.0, 2.0, 3.0))
+    stack = tf1.MultiRNNCell([tf1.BasicLSTMCell(3), tf1.GRUCell(3)])
+    state = tf1.to_tf1_state(stack, [[h, c], [g]])
+    assert isinstance(state, tuple) and isinstance(state[0], tf1.LSTMStateTuple)
+    assert (state[0].c[0, 0], state[0].h[0, 0], state[1][0, 0]) == (2.0, 1.0, 3.0)
+    back = tf1.from_tf1_state(stack, state)
+    assert [float(back[0][0][0, 0]), float(back[0][1][0, 0]), float(back[1][0, 0])] == [1.0, 2.0, 3.0]
+    other = collections.namedtuple("LSTMStateTuple", ("c", "h"))  # e.g. tf-keras' own class
+    assert float(tf1.from_tf1_state(keras.layers.LSTMCell(3), other(c, h))[0][0, 0]) == 1.0  # -> [h, c]
+    assert float(tf1.from_tf1_state(keras.layers.LSTMCell(3), (h, c))[0][0, 0]) == 1.0  # Keras' order kept
+    assert float(tf1.from_tf1_state(tf1.BasicLSTMCell(3), (c, h))[0][0, 0]) == 1.0  # TF1's (c, h) for tf1 cells
+    flat = tf1.to_tf1_state(tf1.BasicLSTMCell(3, state_is_tuple=False), [h, c])  # TF1's deprecated concat
+    assert tuple(flat.shape) == (2, 6) and float(flat[0, 0]) == 2.0
+    split = tf1.from_tf1_state(tf1.BasicLSTMCell(3, state_is_tuple=False), flat)
+    assert [float(split[0][0, 0]), float(split[1][0, 0])] == [1.0, 2.0]
+    mixed = tf1.lstm_state_tuples_to_keras([tf1.LSTMStateTuple(c, h), [g]])  # only the tuples are converted
+    assert [float(mixed[0][0][0, 0]), float(mixed[0][1][0, 0]), float(mixed[1][0][0, 0])] == [1.0, 2.0, 3.0]
+    zero = stack.zero_state(2, "float32")
+    assert isinstance(zero[0], tf1.LSTMStateTuple) and tuple(zero[1].shape) == (2, 3)
+
+
 # ------------------------------------------------------------------------------ DropoutWrapper
 def _passthrough(features: int) -> ku.tf1.ResidualWrapper:
     """A cell whose output is its input (a residual around a cell with zero weights): shows the input mask."""
@@ -560,9 +584,16 @@ def test_other_bad_arguments():
         ku.tf1.GRUCell(0)
     with pytest.raises(ValueError, match=r"state_is_tuple=True.*Received: state_is_tuple=False"):
         ku.tf1.MultiRNNCell([ku.tf1.GRUCell(3)], state_is_tuple=False)
+    x, c0 = np.ones((1, 2, 3), "float32"), np.zeros((1, 4), "float32")
+    with pytest.raises(ValueError, match=r"list is ambiguous.*LSTMStateTuple\(c=c, h=h\).*Received: initial_state="):
+        ku.dynamic_rnn(ku.tf1.BasicLSTMCell(4), x, initial_state=[c0, c0])
+    with pytest.raises(ValueError, match=r"list is ambiguous"):  # inside a stack too
+        ku.static_rnn(ku.tf1.MultiRNNCell([ku.tf1.GRUCell(4), ku.tf1.LSTMCell(4)]), x, initial_state=(c0, [c0, c0]))
     shared = ku.tf1.BasicRNNCell(4)
+    with pytest.warns(UserWarning, match="same object"):
+        stack = ku.tf1.MultiRNNCell([shared, shared])
     with pytest.raises(ValueError, match=r"same object.*own cell.*Received: cells\[1\]="):
-        ku.dynamic_rnn(ku.tf1.MultiRNNCell([shared, shared]), np.ones((1, 2, 3), "float32"))
+        ku.dynamic_rnn(stack, np.ones((1, 2, 3), "float32"))
 
 
 # ------------------------------------------------------------------------ saving, Keras layers
