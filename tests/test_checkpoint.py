@@ -392,7 +392,9 @@ def test_a_cell_shared_by_several_layers(tmp_path):
     scope = "rnn/multi_rnn_cell/cell_0/basic_rnn_cell"
     prefix = _save(tmp_path / "shared", {f"{scope}/kernel": kernel, f"{scope}/bias": np.ones(H, np.float32)})
     cell = ku.BasicRNNCell(H)
-    ku.load_tf1_weights(ku.tf1.MultiRNNCell([cell] * 3), prefix)
+    with pytest.warns(UserWarning, match="share their weights"):  # ku.tf1 warns, as TF1 did
+        stack = ku.tf1.MultiRNNCell([cell] * 3)
+    ku.load_tf1_weights(stack, prefix)
     np.testing.assert_array_equal(cell.get_weights()[1], kernel[H:])
     separate = _stack_checkpoint(tmp_path / "separate")
     with pytest.raises(ValueError, match=r"own weights for layer 1 .*reuses cells\[0\] there"):
