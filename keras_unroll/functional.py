@@ -12,7 +12,6 @@ keep Keras' lists (`[h, c]`). The `ku.tf1` cells mark themselves with class attr
 
 from __future__ import annotations
 
-import collections
 import numbers
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
@@ -21,6 +20,7 @@ import tensorflow as tf
 
 from keras_unroll import plan
 from keras_unroll import step as step_lib
+from keras_unroll.step import LSTMStateTuple, _is_lstm_state_tuple, lstm_state_tuples_to_keras  # noqa: F401  (re-exported)
 from keras_unroll.layers import _symbolic_rnn
 from keras_unroll.loops.checkpointed import Recompute, check_recompute, check_swap_memory
 
@@ -230,15 +230,6 @@ def dynamic_rnn(
 
 
 # ----------------------------------------------------------------- TF1's state structures
-#: TF1's LSTM state: `c` (the cell/carry state) first, then `h` (the output). Keras orders it `[h, c]`.
-LSTMStateTuple = collections.namedtuple("LSTMStateTuple", ("c", "h"))
-LSTMStateTuple.__doc__ = """TF1's LSTM state `(c, h)`: the carry `c` first, then the output `h`.
-
-Keras' LSTM cells keep `[h, c]` internally; `ku.dynamic_rnn` / `ku.static_rnn` return an LSTM's final
-state as `LSTMStateTuple(c, h)` and read an `initial_state` given as one correctly.
-"""
-
-
 def _inner(cell: Any) -> Any:
     """The cell a `ku.tf1` wrapper wraps (its state is that cell's), through any number of wrappers."""
     while getattr(type(cell), "_keras_unroll_wrapper", False):
@@ -257,25 +248,6 @@ def _tf1_lstm(cell: Any) -> bool:
 
 def _as_cells(cell: Any) -> Any:
     return step_lib.as_cell(cell) if isinstance(cell, (list, tuple)) else cell
-
-
-def _is_lstm_state_tuple(state: Any) -> bool:
-    """`ku.tf1.LSTMStateTuple`, or any namedtuple `(c, h)` such as tf-keras' own `LSTMStateTuple`."""
-    return isinstance(state, tuple) and getattr(state, "_fields", None) == ("c", "h")
-
-
-def lstm_state_tuples_to_keras(state: Any) -> Any:
-    """Every `LSTMStateTuple(c, h)` in a nested state becomes Keras' `[h, c]`; everything else is kept.
-
-    The one conversion that is never ambiguous, so a layer (which otherwise takes Keras' structure) can
-    apply it to its `initial_state` too: flattened as it is, an `LSTMStateTuple(c, h)` would be read as
-    `[h, c]`.
-    """
-    if _is_lstm_state_tuple(state):
-        return [state.h, state.c]
-    if isinstance(state, (list, tuple)):
-        return type(state)(lstm_state_tuples_to_keras(s) for s in state) if type(state) in (list, tuple) else state
-    return state
 
 
 def _state_is_tuple(cell: Any) -> bool:

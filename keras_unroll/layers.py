@@ -441,6 +441,7 @@ class _Unroll(keras.layers.Layer):
         else:
             inputs = step_lib.to_float_tensor(_integers_as(sequences, loop_dtype), "sequences", loop_dtype)
             time_major = self.time_major
+        initial_state = step_lib.lstm_state_tuples_to_keras(initial_state)  # never ambiguous: (c, h) by name
         if self.stateful and self.states is not None:
             inputs = self._check_stateful_batch(inputs, batch_axis=1 if time_major else 0)
             if initial_state is None:

@@ -19,6 +19,7 @@ The kernels (`keras_unroll.kernels`) and loops (`keras_unroll.loops`) build on i
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import inspect
@@ -698,3 +699,32 @@ def outputs_from_states(
             seen = tf.cumsum(tf.cast(valid, tf.int32), axis=0) > 0  # (T, B): a valid step at or before t
             outputs = tf.where(seen[:, :, None], states, before[None])
     return outputs, last
+
+
+# ----------------------------------------------------------------- TF1's LSTM state, read by every unroll
+#: TF1's LSTM state: `c` (the cell/carry state) first, then `h` (the output). Keras orders it `[h, c]`.
+LSTMStateTuple = collections.namedtuple("LSTMStateTuple", ("c", "h"))
+LSTMStateTuple.__doc__ = """TF1's LSTM state `(c, h)`: the carry `c` first, then the output `h`.
+
+Keras' LSTM cells keep `[h, c]` internally; `ku.dynamic_rnn` / `ku.static_rnn` return an LSTM's final
+state as `LSTMStateTuple(c, h)` and read an `initial_state` given as one correctly.
+"""
+
+
+def _is_lstm_state_tuple(state: Any) -> bool:
+    """`ku.tf1.LSTMStateTuple`, or any namedtuple `(c, h)` such as tf-keras' own `LSTMStateTuple`."""
+    return isinstance(state, tuple) and getattr(state, "_fields", None) == ("c", "h")
+
+
+def lstm_state_tuples_to_keras(state: Any) -> Any:
+    """Every `LSTMStateTuple(c, h)` in a nested state becomes Keras' `[h, c]`; everything else is kept.
+
+    The one conversion that is never ambiguous, so a layer (which otherwise takes Keras' structure) can
+    apply it to its `initial_state` too: flattened as it is, an `LSTMStateTuple(c, h)` would be read as
+    `[h, c]`.
+    """
+    if _is_lstm_state_tuple(state):
+        return [state.h, state.c]
+    if isinstance(state, (list, tuple)):
+        return type(state)(lstm_state_tuples_to_keras(s) for s in state) if type(state) in (list, tuple) else state
+    return state

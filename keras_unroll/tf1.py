@@ -19,7 +19,6 @@ the same numbers and the same gradients, and a loaded TF1 checkpoint has it fold
 
 from __future__ import annotations
 
-import collections
 import numbers
 import warnings
 from typing import Any, Dict, List, Optional, Sequence
@@ -35,7 +34,6 @@ from keras_unroll.functional import (  # the state structures live with the func
     LSTMStateTuple,
     from_tf1_state,
     lstm_like,
-    lstm_state_tuples_to_keras,
     to_tf1_state,
 )
 
