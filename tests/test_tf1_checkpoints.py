@@ -84,7 +84,7 @@ def main(out_dir: str) -> None:  # pragma: no cover - runs in the child process
 
     rng = np.random.default_rng(12)
     saved: Dict[str, Any] = {"x": rng.standard_normal((B, T, F)).astype(np.float32), "lengths": LENGTHS}
-    fetches, losses, randoms = {}, [], {}
+    fetches, losses = {}, []
 
     def random(name, shape, scale=1.0):
         value = (scale * rng.standard_normal(shape)).astype(np.float32)
