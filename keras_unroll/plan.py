@@ -125,7 +125,7 @@ class Plan:
             (the fused LSTM/GRU kernel) or `"projected"` (the hoisted LSTM/GRU step of the static loop).
         compile: `"none"`, `"kernel"` (a fused kernel compiles its own passes) or `"loop"` (the whole loop
             runs in its own `tf.function(jit_compile=True)`).
-        choices: The fused kernel's choices, else None.
+        choices: The fused kernel's choices (for the LSTM/GRU kernel only `jit` and `bucket_steps`), else None.
         training: `training` as a Python bool or None; `"symbolic"` for a symbolic flag (generic step only).
         tuning: The `Tuning` the plan was made with.
     """
@@ -199,7 +199,8 @@ def make_plan(cell: Any, prepared: step_lib.Prepared, request: Request, value: O
         return Plan("while", "simple_rnn", "kernel" if jit else "none", choices, training, value)
     if fast and jit and gated.kind(cell) is not None:
         if simple_rnn.step_macs(prepared.inputs.shape[1], units) < value.gated_max_macs:
-            return Plan("while", "gated", "kernel", None, training, value)
+            choices = simple_rnn.Choices(jit=True, bucket_steps=varying_steps)
+            return Plan("while", "gated", "kernel", choices, training, value)
     return Plan("while", "generic", "none", None, training, value)
 
 
@@ -234,7 +235,9 @@ def execute(
             outputs = tf.unstack(outputs, num=prepared.num_steps)
         return outputs, last, state
     if plan.kernel == "gated":
-        return gated.gated_loop(cell, prepared, masks, return_all_outputs=return_all, jit=plan.compile == "kernel")
+        return gated.gated_loop(
+            cell, prepared, masks, return_all_outputs=return_all, jit=True, bucket_steps=plan.choices.bucket_steps
+        )
     if plan.kernel == "projected":
         hoisted, hoisted_prepared = projected.project_gated(cell, projected.kind(cell), prepared, masks)
         step = step_lib.make_step(hoisted, None, prepared.zero_output)

@@ -9,6 +9,8 @@ the kernel draw their masks in the same order from identical seed generators, so
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
@@ -302,3 +304,28 @@ def test_errors_name_the_argument_and_value():
             tf.zeros((4, 2, 12)), h, h, tf.zeros((3, 12)), activation=keras.activations.silu,
             recurrent_activation=keras.activations.sigmoid,
         )  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_lengths_that_change_every_call_match_the_generic_path(kind):
+    """Eager DynamicUnroll calls pad T to a bucket before the XLA passes (a few compiles, not one per
+    length); the padding never shows in outputs, states or gradients, with or without lengths."""
+    make = (lambda: keras.layers.LSTMCell(H, seed=1)) if kind == "lstm" else (lambda: keras.layers.GRUCell(H, seed=1))
+    cell = make()
+    assert plan.make_plan(cell, step.prepare(cell, tf.zeros((B, 5, F)), time_major=False), plan.Request("dynamic", jit_compile="auto")).choices.bucket_steps
+    rng = np.random.default_rng(0)
+    for steps, lengths in ((5, None), (13, np.array([13, 5, 0, 1]))):
+        x = tf.constant(rng.standard_normal((B, steps, F)).astype("float32"))
+        kwargs = {} if lengths is None else dict(sequence_length=lengths)
+        results = []
+        for generic in (False, True):
+            with testing.generic_only() if generic else contextlib.nullcontext():
+                unroll = ku.DynamicUnroll(cell, return_sequences=True, return_state=True, jit_compile=not generic and "auto")
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    out = unroll(x, **kwargs)
+                    loss = sum(tf.reduce_sum(o * (i + 1.0)) for i, o in enumerate(out))
+                results.append(([o.numpy() for o in out], [g.numpy() for g in tape.gradient(loss, [x] + cell.trainable_weights)]))
+        (out_a, grad_a), (out_b, grad_b) = results
+        for a, b in zip(out_a + grad_a, out_b + grad_b):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

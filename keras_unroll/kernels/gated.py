@@ -474,8 +474,11 @@ def _first_order_only(grads: Sequence[tf.Tensor], inputs: Sequence[tf.Tensor], n
 
 
 # ------------------------------------------------------------------------------- the recurrences
-def _recurrence(spec: _Spec, xw, h0, c0, kernel, rbias, *, valid, stop, rec_mask, jit, need_states):
-    """Runs the fused recurrence under one `tf.custom_gradient`. Returns `(hs or None, h_last, c_last)`."""
+def _recurrence(spec: _Spec, xw, h0, c0, kernel, rbias, *, valid, stop, rec_mask, jit, need_states, bucket_steps=False):
+    """Runs the fused recurrence under one `tf.custom_gradient`. Returns `(hs or None, h_last, c_last)`.
+
+    `bucket_steps` (with `jit`): the steps are padded to `simple_rnn.bucket_steps` before the compiled passes,
+    past the loop's stop, so XLA compiles a few shapes for lengths that change from call to call."""
     lstm = spec.kind == "lstm"
     forward, backward = _passes(spec, jit)
     args = [xw, h0, kernel] + ([c0] if lstm else []) + ([rbias] if rbias is not None else [])
@@ -487,7 +490,14 @@ def _recurrence(spec: _Spec, xw, h0, c0, kernel, rbias, *, valid, stop, rec_mask
         xw, h0, kernel = args[:3]
         c0 = args[3] if lstm else None
         rb = args[-1] if rbias is not None else None
-        fixed = (kernel, rb, rec_mask, valid, stop)
+        steps = tf.shape(xw)[0]
+        pad = (simple_rnn.bucket_steps(steps) - steps) if jit and bucket_steps else None
+        valid_in, stop_in = valid, stop
+        if pad is not None:  # padded steps lie past `stop`: never run, zero in every result
+            xw = tf.pad(xw, [[0, pad], [0, 0], [0, 0]])
+            valid_in = None if valid is None else tf.pad(valid, [[0, pad], [0, 0]], constant_values=False)
+            stop_in = steps if stop is None else stop
+        fixed = (kernel, rb, rec_mask, valid_in, stop_in)
         keep = 2 if recording else (1 if need_states else 0)
         hs, residuals, c_prev, h_last, c_last = forward(xw, h0, c0, *fixed, keep=keep)
 
@@ -502,16 +512,20 @@ def _recurrence(spec: _Spec, xw, h0, c0, kernel, rbias, *, valid, stop, rec_mask
             states, res, cp = hs, residuals, c_prev
             if res is None:  # traced without a tape: recompute what the backward pass reads
                 states, res, cp, _, _ = forward(xw, h0, c0, *fixed, keep=2)
+            if pad is not None and d_hs is not None:
+                d_hs = tf.pad(d_hs, [[0, pad], [0, 0], [0, 0]])
             d_xw, d_h0, d_c0, d_kernel, d_rb = backward(
-                states, res, cp, h0, kernel, rec_mask, valid, stop, d_hs, d_h, d_c
+                states, res, cp, h0, kernel, rec_mask, valid_in, stop_in, d_hs, d_h, d_c
             )
             grads = [d_xw, d_h0, d_kernel] + ([d_c0] if lstm else []) + ([d_rb] if rbias is not None else [])
             if jit:
                 connected = [t for t in (states, res, h0, kernel, d_hs, d_h, d_c) if t is not None]
                 grads = _first_order_only(grads, connected, name)
+            if pad is not None:
+                grads[0] = grads[0][:steps]
             return grads
 
-        outs = ([hs] if need_states else []) + [h_last] + ([c_last] if lstm else [])
+        outs = ([(hs if pad is None else hs[:steps])] if need_states else []) + [h_last] + ([c_last] if lstm else [])
         return outs, grad
 
     outs = list(run(*args))
@@ -534,6 +548,7 @@ def lstm_recurrence(
     rec_mask: Optional[tf.Tensor] = None,
     jit: bool = False,
     need_states: bool = True,
+    bucket_steps: bool = False,
 ) -> Tuple[Optional[tf.Tensor], tf.Tensor, tf.Tensor]:
     """The LSTM recurrence on a projected sequence, with a hand-written gradient.
 
@@ -547,6 +562,8 @@ def lstm_recurrence(
         rec_mask: `(4, B, H)` per-gate recurrent dropout masks (Keras' `implementation=1`) or None.
         jit: run the forward and backward loops XLA-compiled.
         need_states: `False` returns `None` for `hs` (the caller only needs the last states).
+        bucket_steps: with `jit`, pad the steps to a bucket (`simple_rnn.bucket_steps`) for callers whose T
+            changes from call to call.
 
     Returns:
         `(hs (T, B, H) or None, h_last (B, H), c_last (B, H))`.
@@ -554,7 +571,7 @@ def lstm_recurrence(
     spec = _spec("lstm", activation, recurrent_activation)
     return _recurrence(
         spec, xw, h0, c0, recurrent_kernel, None,
-        valid=valid, stop=stop, rec_mask=rec_mask, jit=jit, need_states=need_states,
+        valid=valid, stop=stop, rec_mask=rec_mask, jit=jit, need_states=need_states, bucket_steps=bucket_steps,
     )  # fmt: skip
 
 
@@ -572,6 +589,7 @@ def gru_recurrence(
     rec_mask: Optional[tf.Tensor] = None,
     jit: bool = False,
     need_states: bool = True,
+    bucket_steps: bool = False,
 ) -> Tuple[Optional[tf.Tensor], tf.Tensor]:
     """The GRU recurrence on a projected sequence, with a hand-written gradient.
 
@@ -582,7 +600,7 @@ def gru_recurrence(
         recurrent_bias: `(3H,)` the recurrent bias (`bias[1]` of a `reset_after=True` cell) or None; must be
             None with `reset_after=False` (that cell's single bias belongs in `xw`).
         reset_after: Keras' `reset_after` (True: `r·(h U_h + b_h)`; False: `(r·h) U_h`).
-        activation, recurrent_activation, valid, stop, jit, need_states: as in `lstm_recurrence`.
+        activation, recurrent_activation, valid, stop, jit, need_states, bucket_steps: as in `lstm_recurrence`.
         rec_mask: `(3, B, H)` per-gate recurrent dropout masks or None.
 
     Returns:
@@ -596,7 +614,7 @@ def gru_recurrence(
     spec = _spec("gru" if reset_after else "gru_rb", activation, recurrent_activation)
     hs, h_last, _ = _recurrence(
         spec, xw, h0, None, recurrent_kernel, recurrent_bias,
-        valid=valid, stop=stop, rec_mask=rec_mask, jit=jit, need_states=need_states,
+        valid=valid, stop=stop, rec_mask=rec_mask, jit=jit, need_states=need_states, bucket_steps=bucket_steps,
     )  # fmt: skip
     return hs, h_last
 
@@ -621,6 +639,7 @@ def gated_loop(
     *,
     return_all_outputs: bool = True,
     jit: bool = False,
+    bucket_steps: bool = False,
 ) -> Tuple[Optional[tf.Tensor], tf.Tensor, List[tf.Tensor]]:
     """The fused unroll of an `LSTMCell`/`GRUCell`: returns `(outputs (T, B, H) or None, last_output, final_state)`.
 
@@ -658,6 +677,7 @@ def gated_loop(
         rec_mask=rec_mask,
         jit=jit,
         need_states=return_all_outputs,
+        bucket_steps=bucket_steps,
     )
     h0 = prepared.initial_state[0]
     if name == "lstm":
