@@ -26,6 +26,7 @@ import pytest
 import tensorflow as tf
 
 import keras_unroll as ku
+from keras_unroll import step as step_lib
 
 RTOL, ATOL = 1e-5, 1e-6
 B, T, F, H, P = 4, 3, 2, 3, 2  # batch, time, features, units, projection (as in the child)
@@ -438,7 +439,7 @@ def test_state_conversions_both_ways():
     assert tuple(flat.shape) == (2, 6) and float(flat[0, 0]) == 2.0
     split = tf1.from_tf1_state(tf1.BasicLSTMCell(3, state_is_tuple=False), flat)
     assert [float(split[0][0, 0]), float(split[1][0, 0])] == [1.0, 2.0]
-    mixed = tf1.lstm_state_tuples_to_keras([tf1.LSTMStateTuple(c, h), [g]])  # only the tuples are converted
+    mixed = step_lib.lstm_state_tuples_to_keras([tf1.LSTMStateTuple(c, h), [g]])  # only the tuples are converted
     assert [float(mixed[0][0][0, 0]), float(mixed[0][1][0, 0]), float(mixed[1][0][0, 0])] == [1.0, 2.0, 3.0]
     zero = stack.zero_state(2, "float32")
     assert isinstance(zero[0], tf1.LSTMStateTuple) and tuple(zero[1].shape) == (2, 3)
