@@ -242,9 +242,10 @@ def execute(
         hoisted, hoisted_prepared = projected.project_gated(cell, projected.kind(cell), prepared, masks)
         step = step_lib.make_step(hoisted, None, prepared.zero_output)
         return static_loop(step, hoisted_prepared, units, return_all_outputs=return_all)
-    training = None if plan.training == "symbolic" else plan.training
-    step = step_lib.make_step(cell, request.training if plan.training == "symbolic" else training, prepared.zero_output)
-    with masks.applied():
+    # A symbolic training flag goes to the cell as it is: the cell then draws (and keeps) its own masks.
+    symbolic = plan.training == "symbolic"
+    step = step_lib.make_step(cell, request.training if symbolic else plan.training, prepared.zero_output)
+    with masks.applied() if not symbolic else step_lib.masks_cleared(cell, prepared.features):
         if plan.loop == "static":
             return static_loop(step, prepared, units, return_all_outputs=return_all)
         if plan.loop == "while":

@@ -233,9 +233,23 @@ class DropoutMasks:
             yield
         finally:
             for dropout_cell in self.cells:
-                dropout_cell.reset_dropout_mask()
-                dropout_cell.reset_recurrent_dropout_mask()
+                _clear(dropout_cell)
                 dropout_cell.__dict__[_MASKS_IN_USE] = False
+
+
+def _clear(dropout_cell: Any) -> None:
+    dropout_cell.reset_dropout_mask()
+    dropout_cell.reset_recurrent_dropout_mask()
+
+
+@contextlib.contextmanager
+def masks_cleared(cell: Any, features: int) -> Iterator[None]:
+    """Clears whatever masks the cells drew for themselves during the block (a symbolic training flag)."""
+    try:
+        yield
+    finally:
+        for dropout_cell, _ in _dropout_cells(cell, features):
+            _clear(dropout_cell)
 
 
 _SETTING_MASKS = threading.Lock()  # makes "are these cells free, then set their masks" one step
