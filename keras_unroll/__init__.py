@@ -6,7 +6,7 @@ Public surface:
 - `StaticUnroll`, `DynamicUnroll`: the two unrollings as Keras layers (twins).
 - `static_rnn`, `dynamic_rnn`: the functional loops, with TF1 semantics.
 - `bidirectional_dynamic_rnn`, `static_bidirectional_rnn`: TF1's bidirectional functions.
-- `load_tf1_weights`: read a TF1 `BasicRNNCell` checkpoint.
+- `load_tf1_weights`: read TF1 checkpoints (every `tf.nn.rnn_cell` cell, stacks, wrappers, dense layers) into Keras.
 - `configure_gpus`: the TF2 replacement for TF1's `ConfigProto` GPU options.
 - `inspect`: graph and memory inspection (`graph_stats`, `compare_unrolling`, `export_graph`, `show_graph`).
 - `testing`: `generic_only()`, the switch that runs every cell with the generic step (for comparisons).
