@@ -195,11 +195,18 @@ def test_empty_batch_of_unknown_size_with_lengths(options):
     assert tape.gradient(out, x).shape == (0, T, F)
 
 
-@pytest.mark.parametrize("options", [dict(), dict(recompute=2), dict(jit_compile=False)], ids=["default", "recompute", "no-xla"])
-@layers
-def test_initial_state_batch_unknown_on_one_side(layer_cls, options):
-    if layer_cls is ku.StaticUnroll and "recompute" in options:
-        pytest.skip("StaticUnroll takes no `recompute` (its own error is tested in test_memory.py)")
+ONE_SIDED = {  # StaticUnroll takes no `recompute` (its error is tested in test_memory.py)
+    "StaticUnroll": (ku.StaticUnroll, dict()),
+    "StaticUnroll-no-xla": (ku.StaticUnroll, dict(jit_compile=False)),
+    "DynamicUnroll": (ku.DynamicUnroll, dict()),
+    "DynamicUnroll-recompute": (ku.DynamicUnroll, dict(recompute=2)),
+    "DynamicUnroll-no-xla": (ku.DynamicUnroll, dict(jit_compile=False)),
+}
+
+
+@pytest.mark.parametrize("case", list(ONE_SIDED))
+def test_initial_state_batch_unknown_on_one_side(case):
+    layer_cls, options = ONE_SIDED[case]
     layer = layer_cls(_cell(), **options)
     empty = tf.function(lambda x, s: layer(x, initial_state=s), input_signature=[tf.TensorSpec((None, T, F)), tf.TensorSpec((0, H))])
     assert empty(tf.zeros((0, T, F)), tf.zeros((0, H))).shape == (0, H)
