@@ -42,6 +42,22 @@ def check_parallel_iterations(value: Any) -> Optional[int]:
     return int(value)
 
 
+def _begin(kind: str, cell: Any, inputs: Any, initial_state: Any, sequence_length: Any, time_major: Any,
+           training: Any, **options: Any) -> Tuple[Any, Any, Any]:
+    """What both functions do first: `(result, None, None)` for `keras.Input` tensors (the equivalent layer
+    call, its states in TF1's structure), else `(None, cell, initial_state)`: the cell made from the argument
+    and the initial state in Keras' structure (e.g. `LSTMStateTuple(c, h)` -> `[h, c]`)."""
+    _check_bool(time_major, "time_major")
+    symbolic = _symbolic_rnn(
+        kind, cell, inputs, initial_state=from_tf1_state(cell, initial_state), sequence_length=sequence_length,
+        time_major=time_major, training=training, **options,
+    )  # fmt: skip
+    if symbolic is not None:
+        return (symbolic[0], to_tf1_state(step_lib.as_cell(cell), symbolic[1])), None, None
+    cell = step_lib.as_cell(cell)
+    return None, cell, from_tf1_state(cell, initial_state)
+
+
 def static_rnn(
     cell: Any,
     inputs: Union[Sequence[Any], Any],
@@ -93,15 +109,9 @@ def static_rnn(
     ((4, 5), True)
     """
     del dtype, scope  # TF1 compatibility only
-    symbolic = _symbolic_rnn(
-        "static", cell, inputs, initial_state=from_tf1_state(cell, initial_state), sequence_length=sequence_length,
-        time_major=time_major, training=training,
-    )  # fmt: skip
-    if symbolic is not None:  # keras.Input tensors: the equivalent layer call (states in TF1's structure too)
-        return symbolic[0], to_tf1_state(step_lib.as_cell(cell), symbolic[1])
-    cell = step_lib.as_cell(cell)
-    initial_state = from_tf1_state(cell, initial_state)  # e.g. LSTMStateTuple(c, h) -> Keras' [h, c]
-    time_major = _check_bool(time_major, "time_major")
+    symbolic, cell, initial_state = _begin("static", cell, inputs, initial_state, sequence_length, time_major, training)
+    if symbolic is not None:
+        return symbolic
     list_input = isinstance(inputs, (list, tuple))
     dtype = step_lib.compute_dtype(cell)
     if list_input:
@@ -186,15 +196,12 @@ def dynamic_rnn(
     (0.0, 0.0)
     """
     del dtype, scope  # TF1 compatibility only
-    symbolic = _symbolic_rnn(
-        "dynamic", cell, inputs, initial_state=from_tf1_state(cell, initial_state), sequence_length=sequence_length,
-        time_major=time_major, training=training, swap_memory=swap_memory, recompute=recompute,
+    symbolic, cell, initial_state = _begin(
+        "dynamic", cell, inputs, initial_state, sequence_length, time_major, training,
+        swap_memory=swap_memory, recompute=recompute,
     )  # fmt: skip
-    if symbolic is not None:  # keras.Input tensors: the equivalent layer call (states in TF1's structure too)
-        return symbolic[0], to_tf1_state(step_lib.as_cell(cell), symbolic[1])
-    cell = step_lib.as_cell(cell)
-    initial_state = from_tf1_state(cell, initial_state)  # e.g. LSTMStateTuple(c, h) -> Keras' [h, c]
-    time_major = _check_bool(time_major, "time_major")
+    if symbolic is not None:
+        return symbolic
     if isinstance(inputs, (list, tuple)) and inputs and hasattr(inputs[0], "shape"):
         # A list of step tensors would silently stack into (T, B, F) and be read as (B, T, F).
         raise TypeError(
