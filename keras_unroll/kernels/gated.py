@@ -456,23 +456,6 @@ def _passes(spec: _Spec, jit: bool) -> Tuple[Callable[..., Any], Callable[..., A
     return run_forward, run_backward
 
 
-def _first_order_only(grads: Sequence[tf.Tensor], inputs: Sequence[tf.Tensor], name: str) -> List[tf.Tensor]:
-    """`grads` unchanged, connected to `inputs` for an outer tape, whose gradient raises a clear error."""
-    count = len(grads)
-
-    @tf.custom_gradient
-    def guard(*tensors):
-        def grad(*_):
-            raise NotImplementedError(
-                f"The XLA-compiled fused {name} kernel has a hand-written first-order gradient only; a "
-                "second-order gradient (a tape differentiating another tape's gradient) needs `jit_compile=False`."
-            )
-
-        return [tf.identity(t) for t in tensors[:count]], grad
-
-    return list(guard(*grads, *inputs))
-
-
 # ------------------------------------------------------------------------------- the recurrences
 def _recurrence(spec: _Spec, xw, h0, c0, kernel, rbias, *, valid, stop, rec_mask, jit, need_states, bucket_steps=False):
     """Runs the fused recurrence under one `tf.custom_gradient`. Returns `(hs or None, h_last, c_last)`.
@@ -520,7 +503,7 @@ def _recurrence(spec: _Spec, xw, h0, c0, kernel, rbias, *, valid, stop, rec_mask
             grads = [d_xw, d_h0, d_kernel] + ([d_c0] if lstm else []) + ([d_rb] if rbias is not None else [])
             if jit:
                 connected = [t for t in (states, res, h0, kernel, d_hs, d_h, d_c) if t is not None]
-                grads = _first_order_only(grads, connected, name)
+                grads = simple_rnn.first_order_only(grads, connected, name)
             if pad is not None:
                 grads[0] = grads[0][:steps]
             return grads

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import keras
 import tensorflow as tf
@@ -286,14 +286,15 @@ def _compiled_passes(key: _PassKey) -> Tuple[Any, Any]:
     )
 
 
-def _first_order_only(grads: Tuple[tf.Tensor, ...], inputs: List[tf.Tensor]) -> Tuple[tf.Tensor, ...]:
-    """`grads` unchanged, connected to `inputs` for an outer tape, whose gradient raises a clear error."""
+def first_order_only(grads: Sequence[tf.Tensor], inputs: Sequence[tf.Tensor], kernel: str = "SimpleRNN") -> List[tf.Tensor]:
+    """`grads` unchanged, connected to `inputs` for an outer tape, whose gradient raises a clear error (the
+    XLA-compiled passes of the fused `kernel` have a hand-written first-order gradient only)."""
 
     @tf.custom_gradient
     def guard(*tensors):
         def grad(*_):
             raise NotImplementedError(
-                "The XLA-compiled fused SimpleRNN loop (DynamicUnroll, jit_compile=True or \"auto\") has a "
+                f"The XLA-compiled fused {kernel} loop (DynamicUnroll, jit_compile=True or \"auto\") has a "
                 "hand-written first-order gradient only; a second-order gradient (a tape differentiating "
                 "another tape's gradient) or forward-mode autodiff (`tf.autodiff.ForwardAccumulator`) needs "
                 "`jit_compile=False`."
@@ -301,7 +302,7 @@ def _first_order_only(grads: Tuple[tf.Tensor, ...], inputs: List[tf.Tensor]) -> 
 
         return [tf.identity(t) for t in tensors[: len(grads)]], grad
 
-    return tuple(guard(*grads, *inputs))
+    return list(guard(*grads, *inputs))
 
 
 def _while_recurrence(xw, h0, kernel, *, activation, rec_mask, valid, stop, choices, need_states):
@@ -340,7 +341,7 @@ def _while_recurrence(xw, h0, kernel, *, activation, rec_mask, valid, stop, choi
                 d_hs = tf.pad(d_hs, [[0, pad], [0, 0], [0, 0]])
             with record.stop_recording():
                 grads = compiled_backward(hs, h0, kernel, *extras, *([d_hs] if need_states else []), d_last)
-            d_xw, d_h0, d_kernel = _first_order_only(grads, [t for t in (hs, h0, kernel, d_hs, d_last) if t is not None])
+            d_xw, d_h0, d_kernel = first_order_only(grads, [t for t in (hs, h0, kernel, d_hs, d_last) if t is not None])
             return (d_xw if pad is None else d_xw[:steps]), d_h0, d_kernel
 
     else:
