@@ -14,13 +14,16 @@ from benchmarks import speed
 
 def test_quick_run_writes_table_and_json(tmp_path, capsys):
     out = tmp_path / "speed.json"
-    assert speed.main(["--quick", "--variants", "StaticUnroll", "TF1 dynamic_rnn", "NumPy loop", "--json", str(out)]) == 0
+    argv = ["--quick", "--variants", "StaticUnroll", "TF1 dynamic_rnn", "NumPy loop", "--json", str(out)]
+    assert speed.main(argv) == 0
     report = json.loads(out.read_text())
     printed = capsys.readouterr()
-    assert "| B·T·F·H | variant | forward | train step | fit epoch |" in printed.out
+    assert "| B·T·F·H | cell | variant | forward | train step | fit epoch |" in printed.out
     assert "round 2/2" in printed.err  # progress goes to stderr
+    assert printed.out.startswith("CPU: ") and report["environment"]["cpu"] in printed.out  # tables name their CPU
     by_variant = {r["variant"]: r for r in report["results"]}
     assert set(by_variant) == {speed.REFERENCE, "StaticUnroll", "TF1 dynamic_rnn", "NumPy loop"}
+    assert by_variant[speed.REFERENCE]["label"] == "SimpleRNN(unroll=False)"
     reference = by_variant[speed.REFERENCE]
     for measure in ("forward", "train", "fit"):
         assert reference[f"{measure}_ms"] > 0 and reference[f"{measure}_ratio"] == pytest.approx(1.0)
@@ -31,12 +34,48 @@ def test_quick_run_writes_table_and_json(tmp_path, capsys):
     assert report["table"] in printed.out and report["environment"]["tensorflow"]
 
 
+def test_gated_cells_get_their_keras_peers_and_the_targets_are_checked(tmp_path, capsys):
+    out = tmp_path / "speed.json"
+    argv = ["--quick", "--cells", "lstm", "--variants", "DynamicUnroll default", "Keras+XLA", "NumPy loop"]
+    assert speed.main(argv + ["--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    by_variant = {r["variant"]: r for r in report["results"]}
+    assert {r["cell"] for r in report["results"]} == {"lstm"}
+    assert by_variant[speed.REFERENCE]["label"] == "LSTM(unroll=False)" and by_variant[speed.PEER]["label"] == "LSTM+XLA"
+    assert by_variant["NumPy loop"]["skipped"].startswith("the NumPy loop is the SimpleRNN floor")
+    assert by_variant[speed.DEFAULT]["train_ratio"] > 0 and by_variant[speed.PEER]["forward_ms"] > 0
+    # The targets that apply to what ran, each with the ratio of this run: default vs Keras at every shape.
+    rows = {row["target"]: row for row in report["targets"]}
+    row = rows["DynamicUnroll default train step ≤ 1.0× LSTM(unroll=False), every shape"]
+    ratio = by_variant[speed.DEFAULT]["train_ms"] / by_variant[speed.REFERENCE]["train_ms"]
+    assert row["measured"] == [["2·3·3·4", round(ratio, 3)]] and row["holds"] == (ratio <= 1.0)
+    assert "| target | measured (ratio) | holds? |" in capsys.readouterr().out
+
+
+def test_targets_are_checked_against_the_peer_named():
+    def entry(variant, train_ms, cell="gru", shape=(32, 1000, 8, 32)):
+        return {"cell": cell, "shape": list(shape), "variant": variant, "train_ms": train_ms}
+
+    results = [entry(speed.REFERENCE, 10.0), entry(speed.PEER, 5.0), entry(speed.DEFAULT, 3.9)]
+    rows = {row["target"]: row for row in speed.check_targets(results)}
+    long_shape = "32·1000·8·32"
+    assert rows[f"DynamicUnroll default train step ≤ 0.4× GRU(unroll=False), {long_shape}"]["holds"] is True
+    peer = rows[f"DynamicUnroll default train step ≤ 0.8× GRU+XLA, {long_shape}"]
+    assert peer["measured"] == [[long_shape, 0.78]] and peer["holds"] is True
+    results[-1]["train_ms"] = 4.5  # 0.45x Keras, 0.9x the XLA-compiled peer: both miss
+    rows = {row["target"]: row for row in speed.check_targets(results)}
+    assert not rows[f"DynamicUnroll default train step ≤ 0.8× GRU+XLA, {long_shape}"]["holds"]
+    assert "**no**" in speed.targets_table(list(rows.values()))
+    assert not any("LSTM" in name or "SimpleRNN" in name for name in rows)  # only the cell that ran
+
+
 def test_skips_are_reported_not_fatal():
     assert speed.available("StaticUnroll", (2, 1000, 3, 4), max_unrolled_steps=100).startswith("T > 100")
     assert speed.available("SimpleRNN(unroll=True)", (2, 1000, 3, 4), max_unrolled_steps=1000) is None
+    assert speed.available("Keras(unroll=True)", (2, 1000, 3, 4), max_unrolled_steps=100).startswith("T > 100")
     assert speed.available("DynamicUnroll+XLA", (2, 1000, 3, 4), max_unrolled_steps=100) is None
     table = speed.markdown_table([{"shape": [1, 2, 3, 4], "variant": "torch nn.RNN", "skipped": "torch not installed"}])
-    assert "| 1·2·3·4 | torch nn.RNN | skipped: torch not installed |" in table
+    assert "| 1·2·3·4 | SimpleRNN | torch nn.RNN | skipped: torch not installed |" in table
 
 
 def test_bad_arguments_name_the_option(capsys):
@@ -46,6 +85,9 @@ def test_bad_arguments_name_the_option(capsys):
     with pytest.raises(SystemExit):
         speed.main(["--repeats", "0"])
     assert "--repeats must be a positive integer. Received: --repeats 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        speed.main(["--variants", "Dynamic"])
+    assert "a variant is one of" in capsys.readouterr().err
 
 
 def test_entry_point_dispatches_to_the_suites(monkeypatch):
