@@ -125,7 +125,8 @@ class Plan:
             (the fused LSTM/GRU kernel) or `"projected"` (the hoisted LSTM/GRU step of the static loop).
         compile: `"none"`, `"kernel"` (a fused kernel compiles its own passes) or `"loop"` (the whole loop
             runs in its own `tf.function(jit_compile=True)`).
-        choices: The fused kernel's choices (for the LSTM/GRU kernel only `jit` and `bucket_steps`), else None.
+        choices: The fused kernel's choices (for the LSTM/GRU kernel only `jit` and `bucket_steps`; for the
+            hoisted static LSTM/GRU step only `static_chunk`), else None.
         training: `training` as a Python bool or None; `"symbolic"` for a symbolic flag (generic step only).
         tuning: The `Tuning` the plan was made with.
     """
@@ -178,12 +179,13 @@ def make_plan(cell: Any, prepared: step_lib.Prepared, request: Request, value: O
     units = step_lib.output_size(cell)
     if request.loop == "static":
         compile_mode = "loop" if request.jit_compile is True and training != "symbolic" else "none"
+        macs = simple_rnn.step_macs(prepared.inputs.shape[1], units)
+        chunk = value.static_chunk if macs < value.static_chunk_max_macs else 0
         if fused:
-            macs = simple_rnn.step_macs(prepared.inputs.shape[1], units)
-            chunk = value.static_chunk if macs < value.static_chunk_max_macs else 0
             return Plan("static", "simple_rnn", compile_mode, simple_rnn.Choices(unrolled=True, static_chunk=chunk), training, value)
-        kernel = "projected" if fast and projected.kind(cell) is not None else "generic"
-        return Plan("static", kernel, compile_mode, None, training, value)
+        if fast and projected.kind(cell) is not None:
+            return Plan("static", "projected", compile_mode, simple_rnn.Choices(unrolled=True, static_chunk=chunk), training, value)
+        return Plan("static", "generic", compile_mode, None, training, value)
     # A while loop whose T is not fixed when it is traced (an open time axis, or eager calls) sees many
     # lengths: the fused kernel pads them to buckets so that XLA compiles a few shapes, not one per length.
     varying_steps = prepared.inputs.shape[0] is None or tf.executing_eagerly()
@@ -239,9 +241,9 @@ def execute(
             cell, prepared, masks, return_all_outputs=return_all, jit=True, bucket_steps=plan.choices.bucket_steps
         )
     if plan.kernel == "projected":
-        hoisted, hoisted_prepared = projected.project_gated(cell, projected.kind(cell), prepared, masks)
+        hoisted, steps = projected.project_gated(cell, projected.kind(cell), prepared, masks, plan.choices.static_chunk)
         step = step_lib.make_step(hoisted, None, prepared.zero_output)
-        return static_loop(step, hoisted_prepared, units, return_all_outputs=return_all)
+        return static_loop(step, prepared, units, return_all_outputs=return_all, step_inputs=steps)
     # A symbolic training flag goes to the cell as it is: the cell then draws (and keeps) its own masks.
     symbolic = plan.training == "symbolic"
     step = step_lib.make_step(cell, request.training if symbolic else plan.training, prepared.zero_output)

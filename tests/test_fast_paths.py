@@ -270,9 +270,11 @@ GATED = {
 }
 
 
+@pytest.mark.parametrize("chunk", [4, 0], ids=["chunks", "one_product"])
 @pytest.mark.parametrize("kind", list(GATED))
-def test_hoisted_gated_cells_match_keras(kind, rng):
-    """StaticUnroll's hoisted LSTM/GRU equals keras.layers.LSTM/GRU (mask, initial state) and the generic path."""
+def test_hoisted_gated_cells_match_keras(kind, chunk, rng):
+    """StaticUnroll's hoisted LSTM/GRU equals keras.layers.LSTM/GRU (mask, initial state) and the generic path,
+    with the inputs projected in chunks of steps (T=6: a chunk of 4 and one of 2) or in one product."""
     cell_cls, layer_cls, gates, extra = GATED[kind]
     probe = cell_cls(H, **extra)
     probe.build((None, F))
@@ -281,7 +283,10 @@ def test_hoisted_gated_cells_match_keras(kind, rng):
     mask = np.array([[1, 1, 0, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1] * 6, [0, 1, 1, 1, 1, 0]], bool)
     states = [rng.standard_normal((B, H)).astype("float32") for _ in range(2 if kind == "lstm" else 1)]
     options = dict(return_sequences=True, return_state=True)
-    ours = _run(StaticUnroll(cell_cls(H, **extra), jit_compile=False, **options), x, weights, mask=mask, initial_state=states)
+    with testing.use_tuning(plan.Tuning(static_chunk=chunk)):
+        layer = StaticUnroll(cell_cls(H, **extra), jit_compile=False, **options)
+        assert _plan(layer.cell, x, "static").choices.static_chunk == chunk
+        ours = _run(layer, x, weights, mask=mask, initial_state=states)
     theirs = _run(layer_cls(H, **extra, **options), x, weights, mask=mask, initial_state=states)
     _compare(ours, theirs)
     with testing.generic_only():
@@ -607,3 +612,39 @@ def test_lengths_that_change_every_call_match_the_generic_path(return_sequences,
         with testing.generic_only():
             generic_result = _run(DynamicUnroll(ku.BasicRNNCell(H), return_sequences=return_sequences, return_state=True, jit_compile=False), x, weights, **kwargs)
         _compare(fast_result, generic_result)
+
+
+def _writes_per_step(concrete) -> int:
+    """TensorList writes in a traced function and the functions it calls (the state sequence's)."""
+    graph = concrete.graph.as_graph_def()
+    nodes = list(graph.node) + [node for fn in graph.library.function for node in fn.node_def]
+    return sum(node.op == "TensorListSetItem" for node in nodes)
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+def test_inference_writes_no_state_sequence_and_a_later_gradient_recomputes_it(jit, rng):
+    """`return_sequences=False` with no tape: the fused forward keeps only the last state. A function traced
+    that way and differentiated afterwards (under a tape at call time) still gets the generic path's gradients."""
+    weights = _weights(rng)
+    x = tf.constant(rng.standard_normal((B, T, F)).astype("float32"))
+    layer = DynamicUnroll(ku.BasicRNNCell(H), jit_compile=jit)
+    layer.build(x.shape)
+    layer.set_weights(weights)
+    traced = tf.function(lambda x: layer(x))
+    assert _writes_per_step(traced.get_concrete_function(x)) == 0
+    sequences = tf.function(lambda x: DynamicUnroll(layer.cell, return_sequences=True, jit_compile=jit)(x))
+    assert _writes_per_step(sequences.get_concrete_function(x)) >= 1  # the same check sees a kept sequence
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(tf.square(traced(x)))
+    fast = tape.gradient(loss, [x] + layer.trainable_weights)
+    with testing.generic_only():
+        generic_layer = DynamicUnroll(ku.BasicRNNCell(H), jit_compile=False)
+        generic_layer.build(x.shape)
+        generic_layer.set_weights(weights)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(tf.square(generic_layer(x)))
+        generic = tape.gradient(loss, [x] + generic_layer.trainable_weights)
+    for name, a, b in zip(["x", "kernel", "recurrent_kernel", "bias"], fast, generic):
+        _close(a.numpy(), b.numpy(), name)

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import keras
 import tensorflow as tf
@@ -249,38 +249,7 @@ def _residual_width(spec: _Spec, units: int) -> int:
     return {"lstm": 5, "gru": 4, "gru_rb": 3}[spec.kind] * units
 
 
-class _Prefetch:
-    """Reads step `t` of several `(T, ...)` tensors one iteration ahead, carried in the loop state.
-
-    Measured (XLA, LSTM forward at 32·1000·8·32): reading `xw[t]` inside the step makes XLA fuse the
-    dynamic slice of the whole `(T, B, 4H)` tensor into every elementwise fusion of the cell, which then
-    ran at half speed (46 ms against 22 ms with the slice carried in the loop state, and against 24 ms for
-    Keras' own loop, whose per-step input is small). Carrying the slice read in the previous iteration
-    gives the step a plain buffer. (The same holds for the SimpleRNN kernel's forward.) Uncompiled, the
-    carried reads measured the same as reading in the step (32·1000·8·32, CPU time: LSTM backward 47.1 vs
-    47.0 ms, GRU 41.1 vs 44.7), and `tf.gather` reads in place where a TensorArray would copy the tensor.
-    """
-
-    def __init__(self, tensors: Sequence[Optional[tf.Tensor]], steps: Any) -> None:
-        self.present = [t is not None for t in tensors]
-        self.readers = [simple_rnn._reader(t, steps, in_place=True) for t in tensors if t is not None]
-        self.count = len(self.readers)
-        self.last_index = tf.maximum(steps - 1, 0)
-
-    def _read(self, index: Any) -> Tuple[tf.Tensor, ...]:
-        index = tf.clip_by_value(index, 0, self.last_index)
-        return tuple(read(index) for read in self.readers)
-
-    def at(self, index: Any) -> Tuple[tf.Tensor, ...]:
-        """The values of step `index` (clamped into `[0, T-1]`: reads past the ends are never used)."""
-        return self._read(index)
-
-    def unpack(self, values: Sequence[tf.Tensor]) -> List[Optional[tf.Tensor]]:
-        values = iter(values)
-        return [next(values) if present else None for present in self.present]
-
-
-def _run(body_for: Callable[[int], Callable[..., Any]], reads: _Prefetch, t0, carry, tas, more, steps, delta: int):
+def _run(body_for: Callable[[int], Callable[..., Any]], reads: simple_rnn.Prefetch, t0, carry, tas, more, steps, delta: int):
     """Runs `body_for(1)` in a while loop, one step per iteration (two per iteration measured no better
     overall: docs/performance.md).
 
@@ -309,7 +278,7 @@ def _forward_loop(spec: _Spec, xw, h0, c0, kernel, rbias, mask, valid, stop, kee
     steps = tf.shape(xw)[0]
     units = h0.shape[-1]
     parts = _gate_kernels(kernel, spec.gates)
-    reads = _Prefetch([xw, valid], steps)
+    reads = simple_rnn.Prefetch([xw, valid], steps)
     state_shape = h0.shape
     res_shape = tf.TensorShape([h0.shape[0], _residual_width(spec, units)])
     tas = []
@@ -370,7 +339,7 @@ def _backward_loop(spec: _Spec, hs, residuals, c_prev, h0, kernel, mask, valid, 
     h_prev_all = tf.concat([h0[None], hs[:-1]], axis=0)
     first = (steps if stop is None else stop) - 1
     # LSTM's step does not read h_{t-1} (only dU after the loop does).
-    reads = _Prefetch([residuals, None if lstm else h_prev_all, c_prev, d_hs, valid], steps)
+    reads = simple_rnn.Prefetch([residuals, None if lstm else h_prev_all, c_prev, d_hs, valid], steps)
     count = reads.count
     d_ta = tf.TensorArray(hs.dtype, size=steps, element_shape=tf.TensorShape([h0.shape[0], width]))
     if stop is not None:

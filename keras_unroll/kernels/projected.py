@@ -1,22 +1,23 @@
 """The hoisted LSTM/GRU step: the input projection of every gate done once, outside the steps.
 
-`LSTMCell`/`GRUCell` (implementation 2, no recurrent dropout) compute `x_t W` inside every step. Here `x W`
-(and GRU's input bias) is one `[T·B, F] × [F, kH]` product before the loop, and the loop runs
-`ProjectedCell`, the recurrent half of the cell, over the projected inputs with the generic step. Used by the
-Python-unrolled loop only: in a `tf.while_loop`, plain autodiff of reading a hoisted differentiable tensor
-costs O(T²) (docs/performance.md), so the while loop keeps the cell as it is.
+`LSTMCell`/`GRUCell` (implementation 2, no recurrent dropout) compute `x_t W` inside every step. Here
+`x W + b` (LSTM's bias, GRU's input bias) is computed outside the steps, and the loop runs `ProjectedCell`,
+the recurrent half of the cell, over the projected inputs with the generic step. Small steps are projected
+a few steps per `[k·B, F] × [F, gH]` product (`chunk`), so that on a multi-core CPU the next chunk's product
+runs beside the recurrence instead of before it (the same trade-off as the SimpleRNN kernel's; figures in
+docs/performance.md); large steps take one product for the whole sequence. Used by the Python-unrolled loop
+only (the while loop has the fused kernel of `kernels/gated.py`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import keras
 import tensorflow as tf
 
 from keras_unroll import step as step_lib
-from keras_unroll.kernels.simple_rnn import _as_tensor, project
+from keras_unroll.kernels.simple_rnn import _as_tensor, _project_in_chunks, project
 
 
 def kind(cell: Any) -> Optional[str]:
@@ -42,15 +43,14 @@ class ProjectedCell:
         self.activation = cell.activation
         self.recurrent_activation = cell.recurrent_activation
         self.recurrent_kernel = _as_tensor(cell.recurrent_kernel, dtype)
-        self.bias = _as_tensor(cell.bias, dtype) if cell.use_bias else None
+        # LSTM's bias is in the projected inputs; GRU's recurrent bias (reset_after) stays in the step.
+        self.bias = _as_tensor(cell.bias, dtype) if cell.use_bias and kind_name == "gru" else None
         self.reset_after = getattr(cell, "reset_after", False)
 
     def __call__(self, xk: tf.Tensor, states: Any) -> Tuple[tf.Tensor, Any]:
         if self.kind == "lstm":
             h_tm1, c_tm1 = states
             z = xk + tf.matmul(h_tm1, self.recurrent_kernel)
-            if self.bias is not None:
-                z = z + self.bias
             z0, z1, z2, z3 = tf.split(z, 4, axis=1)
             i = self.recurrent_activation(z0)
             f = self.recurrent_activation(z1)
@@ -79,18 +79,24 @@ class ProjectedCell:
 
 
 def project_gated(
-    cell: Any, kind_name: str, prepared: step_lib.Prepared, masks: step_lib.DropoutMasks
-) -> Tuple[ProjectedCell, step_lib.Prepared]:
-    """Hoists `x W` (and GRU's input bias) out of the loop: returns the recurrent half and the new inputs."""
+    cell: Any, kind_name: str, prepared: step_lib.Prepared, masks: step_lib.DropoutMasks, chunk: int = 0
+) -> Tuple[ProjectedCell, List[tf.Tensor]]:
+    """Hoists `x W + b` out of the steps, `chunk` steps per product (0: one product).
+
+    Returns the recurrent half and its T inputs, one `(B, gH)` tensor per step.
+    """
     inputs = prepared.inputs
     dtype = inputs.dtype
     dp_mask, _ = masks.of(cell)
     if dp_mask is not None:
         inputs = inputs * dp_mask
     bias = None
-    if kind_name == "gru" and cell.use_bias:
+    if cell.use_bias:
         bias = _as_tensor(cell.bias, dtype)
-        bias = bias[0] if cell.reset_after else bias
-    xk = project(inputs, _as_tensor(cell.kernel, dtype), bias)
-    projected = ProjectedCell(cell, kind_name, dtype)
-    return projected, dataclasses.replace(prepared, inputs=xk, features=int(xk.shape[-1]))
+        bias = bias[0] if kind_name == "gru" and cell.reset_after else bias
+    kernel = _as_tensor(cell.kernel, dtype)
+    if chunk and chunk < prepared.num_steps:
+        steps = _project_in_chunks(inputs, kernel, bias, chunk, prepared.num_steps, prepared.features)
+    else:
+        steps = tf.unstack(project(inputs, kernel, bias), num=prepared.num_steps)
+    return ProjectedCell(cell, kind_name, dtype), steps

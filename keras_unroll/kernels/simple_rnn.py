@@ -124,6 +124,38 @@ def _reader(tensor: tf.Tensor, steps: Any, in_place: bool = False) -> Callable[[
     return ta.read
 
 
+class Prefetch:
+    """Reads step `t` of several `(T, ...)` tensors one iteration ahead, carried in the loop state.
+
+    Measured (XLA, LSTM forward at 32·1000·8·32): reading `xw[t]` inside the step makes XLA fuse the
+    dynamic slice of the whole `(T, B, 4H)` tensor into every elementwise fusion of the cell, which then
+    ran at half speed (46 ms against 22 ms with the slice carried in the loop state, and against 24 ms for
+    Keras' own loop, whose per-step input is small). Carrying the slice read in the previous iteration
+    gives the step a plain buffer. The SimpleRNN forward loop reads the same way (docs/performance.md has
+    its figures). Uncompiled, the
+    carried reads measured the same as reading in the step (32·1000·8·32, CPU time: LSTM backward 47.1 vs
+    47.0 ms, GRU 41.1 vs 44.7), and `tf.gather` reads in place where a TensorArray would copy the tensor.
+    """
+
+    def __init__(self, tensors: Sequence[Optional[tf.Tensor]], steps: Any) -> None:
+        self.present = [t is not None for t in tensors]
+        self.readers = [_reader(t, steps, in_place=True) for t in tensors if t is not None]
+        self.count = len(self.readers)
+        self.last_index = tf.maximum(steps - 1, 0)
+
+    def _read(self, index: Any) -> Tuple[tf.Tensor, ...]:
+        index = tf.clip_by_value(index, 0, self.last_index)
+        return tuple(read(index) for read in self.readers)
+
+    def at(self, index: Any) -> Tuple[tf.Tensor, ...]:
+        """The values of step `index` (clamped into `[0, T-1]`: reads past the ends are never used)."""
+        return self._read(index)
+
+    def unpack(self, values: Sequence[tf.Tensor]) -> List[Optional[tf.Tensor]]:
+        values = iter(values)
+        return [next(values) if present else None for present in self.present]
+
+
 def _forward_step(xw_t, valid_t, h, kernel, rec_mask, activation):
     h_in = h * rec_mask if rec_mask is not None else h
     a = activation(xw_t + tf.matmul(h_in, kernel))
@@ -151,21 +183,29 @@ def zero_fill(ta: tf.TensorArray, start: tf.Tensor, steps: tf.Tensor, zeros: tf.
     return ta
 
 
-def _forward_loop(xw, h0, kernel, rec_mask, valid, stop, activation):
-    """The while-loop forward pass on dense tensors: returns `(hs (T, B, H), h_last)`."""
-    steps = tf.shape(xw)[0]
-    read_xw = _reader(xw, steps)
-    read_v = None if valid is None else _reader(valid, steps)
-    hs_ta = tf.TensorArray(xw.dtype, size=steps, element_shape=h0.shape)
+def _forward_loop(xw, h0, kernel, rec_mask, valid, stop, activation, keep_states=True):
+    """The while-loop forward pass on dense tensors: returns `(hs (T, B, H) or None, h_last)`.
 
-    def body(t, h, hs_ta):
-        h = _forward_step(read_xw(t), None if read_v is None else read_v(t), h, kernel, rec_mask, activation)
-        return t + 1, h, hs_ta.write(t, h)
+    `keep_states=False` (inference of the last state only) writes no state sequence: the writes were a
+    third of the compiled forward at 32·1000·8·32 (docs/performance.md).
+    """
+    steps = tf.shape(xw)[0]
+    reads = Prefetch([xw, valid], steps)  # step t's inputs read one iteration ahead (see Prefetch)
+    tas = [tf.TensorArray(xw.dtype, size=steps, element_shape=h0.shape)] if keep_states else []
+
+    def body(t, h, *rest):
+        tas, current = list(rest[: len(rest) - reads.count]), rest[len(rest) - reads.count :]
+        xw_t, v_t = reads.unpack(current)
+        h = _forward_step(xw_t, v_t, h, kernel, rec_mask, activation)
+        return (t + 1, h, *[ta.write(t, h) for ta in tas], *reads.at(t + 1))
 
     limit = steps if stop is None else stop
-    t, h_last, hs_ta = tf.while_loop(
-        lambda t, *_: t < limit, body, (tf.constant(0), h0, hs_ta), maximum_iterations=steps
+    t, h_last, *rest = tf.while_loop(
+        lambda t, *_: t < limit, body, (tf.constant(0), h0, *tas, *reads.at(0)), maximum_iterations=steps
     )
+    if not keep_states:
+        return None, h_last
+    hs_ta = rest[0]
     if stop is not None:
         hs_ta = zero_fill(hs_ta, t, steps, tf.zeros_like(h0))
     hs = hs_ta.stack()
@@ -238,6 +278,7 @@ class _PassKey:
     valid: bool
     stop: bool
     d_hs: bool
+    keep_states: bool = True  # False: the forward pass returns only the last state (inference)
 
 
 @functools.lru_cache(maxsize=64)
@@ -269,7 +310,8 @@ def _compiled_passes(key: _PassKey) -> Tuple[Any, Any]:
 
     def forward(xw, h0, kernel, *extra):
         rec_mask, valid, stop, _ = unpack(extra)
-        return _forward_loop(xw, h0, kernel, rec_mask, valid, stop, key.activation)
+        hs, h_last = _forward_loop(xw, h0, kernel, rec_mask, valid, stop, key.activation, key.keep_states)
+        return (hs, h_last) if key.keep_states else h_last
 
     def backward(hs, h0, kernel, *extra):
         rec_mask, valid, stop, rest = unpack(extra)
@@ -314,6 +356,10 @@ def _while_recurrence(xw, h0, kernel, *, activation, rec_mask, valid, stop, choi
     unused output, not None).
     """
     derivative_fn = derivative(activation)
+    # With no tape recording and only the last state asked for, the forward pass writes no state sequence;
+    # if a gradient is asked for later anyway (a function traced without a tape, differentiated from
+    # outside), the backward pass runs the forward pass again for it.
+    keep_states = need_states or record.should_record_backprop([xw, h0, kernel])
     if choices.jit:
         steps = tf.shape(xw)[0]
         pad = (bucket_steps(steps) - steps) if choices.bucket_steps else None
@@ -329,10 +375,12 @@ def _while_recurrence(xw, h0, kernel, *, activation, rec_mask, valid, stop, choi
         )
         compiled_forward, compiled_backward = _compiled_passes(key)
 
-        def forward_pass():
+        def forward_pass(keep):
             # Not recorded: a tape watching the compiled call would ask it for its TensorLists; the
             # custom gradient below is what the tapes see.
             with record.stop_recording():
+                if not keep:
+                    return None, _compiled_passes(dataclasses.replace(key, keep_states=False))[0](xw_in, h0, kernel, *extras), None
                 hs, h_last = compiled_forward(xw_in, h0, kernel, *extras)
             return (hs if pad is None else hs[:steps]), h_last, hs
 
@@ -346,8 +394,8 @@ def _while_recurrence(xw, h0, kernel, *, activation, rec_mask, valid, stop, choi
 
     else:
 
-        def forward_pass():
-            hs, h_last = _forward_loop(xw, h0, kernel, rec_mask, valid, stop, activation)
+        def forward_pass(keep):
+            hs, h_last = _forward_loop(xw, h0, kernel, rec_mask, valid, stop, activation, keep)
             return hs, h_last, hs
 
         def backward_pass(hs, d_hs, d_last):
@@ -356,14 +404,15 @@ def _while_recurrence(xw, h0, kernel, *, activation, rec_mask, valid, stop, choi
 
     @tf.custom_gradient
     def run(xw_arg, h0_arg, kernel_arg):
-        hs, h_last, saved = forward_pass()  # `saved`: the state sequence the backward pass reads (padded)
+        hs, h_last, saved = forward_pass(keep_states)  # `saved`: what the backward pass reads (padded)
 
         def grad(*upstream):
+            states = saved if saved is not None else forward_pass(True)[2]
             d_hs, d_last = upstream if need_states else (None, upstream[0])
             d_last = tf.zeros_like(h0) if d_last is None else tf.convert_to_tensor(d_last)
             if need_states:
                 d_hs = tf.zeros_like(hs) if d_hs is None else tf.convert_to_tensor(d_hs)
-            return backward_pass(saved, d_hs, d_last)
+            return backward_pass(states, d_hs, d_last)
 
         return ((hs, h_last) if need_states else h_last), grad
 

@@ -16,10 +16,19 @@ from keras_unroll import step as step_lib
 
 
 def static_loop(
-    step: step_lib.StepFn, prepared: step_lib.Prepared, units: int, *, return_all_outputs: bool = True
+    step: step_lib.StepFn,
+    prepared: step_lib.Prepared,
+    units: int,
+    *,
+    return_all_outputs: bool = True,
+    step_inputs: Optional[List[tf.Tensor]] = None,
 ) -> Tuple[Optional[List[tf.Tensor]], tf.Tensor, step_lib.Nested]:
-    """Runs `step` T times in Python. Returns `(per-step outputs or None, last_output, final_state)`."""
-    inputs = tf.unstack(prepared.inputs, num=prepared.num_steps, axis=0)
+    """Runs `step` T times in Python. Returns `(per-step outputs or None, last_output, final_state)`.
+
+    `step_inputs`: the T inputs of the steps when a kernel has made them already (else `prepared.inputs`
+    is unstacked).
+    """
+    inputs = step_inputs if step_inputs is not None else tf.unstack(prepared.inputs, num=prepared.num_steps, axis=0)
     valid = tf.unstack(prepared.valid, num=prepared.num_steps, axis=0) if prepared.valid is not None else None
     state = prepared.initial_state
     last = step_lib.initial_last_output(units, prepared)
