@@ -15,6 +15,13 @@ Every call of a layer or a functional form comes here with a checked, time-major
 | dynamic, `swap_memory` or `recompute`     | checkpointed   | fused SimpleRNN segments / generic step | no                   |
 | dynamic                                   | `tf.while_loop`| fused SimpleRNN / fused LSTM, GRU (steps below `gated_max_macs`) / generic step | fused: their passes (`"auto"`, `True`; LSTM/GRU only compiled); generic: never alone |
 
+Under `jit_compile="auto"` a while loop whose cell has a fused kernel then goes through `choose`: once per
+cell and shape class it times that kernel against the generic step on random data of the call's shapes (in a
+thread of its own, before the call is traced) and keeps the faster, so the default holds on CPUs other than
+the two the bounds were measured on (`Tuning.timed_trial`; off for reproducible plans). The trial skips cells
+with dropout (its masks would move their seed generators), distribution strategies and sequences above
+`Tuning.trial_max_elements`.
+
 The size-dependent choices of the fused kernel (where `dU` is computed, whether its backward loop is
 compiled, how many steps a static product projects) come from one frozen `Tuning` value, whose bounds were
 measured (docs/performance.md). `tuning()` returns the one in force: the default, or what
@@ -36,9 +43,14 @@ import contextvars
 import dataclasses
 import functools
 import numbers
-from typing import Any, Dict, Iterator, Optional, Tuple
+import os
+import statistics
+import threading
+import time
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import tensorflow as tf
+from tensorflow.python.eager import record  # could_possibly_record: no public equivalent
 
 from keras_unroll import step as step_lib
 from keras_unroll.kernels import gated, projected, simple_rnn
@@ -69,6 +81,14 @@ class Tuning:
         uncompiled_backward_max_units: See above.
         gated_max_macs: The fused LSTM/GRU kernel runs (XLA-compiled, in the while loop) for steps below this
             size; from it on the products dominate and Keras' own loop measured as fast or faster.
+        timed_trial: Under `jit_compile="auto"`, a `DynamicUnroll` whose cell has a fused kernel times that
+            kernel against the generic step once per cell and shape, on this machine, and keeps the faster
+            (`choose`). The bounds above were measured on two CPUs; the trial makes the default hold on
+            others. Off: the bounds alone decide, reproducibly (also `KERAS_UNROLL_TIMED_TRIAL=0` in the
+            environment, read when the default `Tuning` is made).
+        trial_max_elements: No trial when a sequence holds more than this many state values (`T·B·H`):
+            the generic candidate keeps every step's activations, and a trial must not run out of memory
+            where the chosen kernel would not.
     """
 
     fast_paths: bool = True
@@ -79,6 +99,8 @@ class Tuning:
     uncompiled_backward_min_macs: int = 2**21
     uncompiled_backward_max_units: int = 256
     gated_max_macs: int = 2**22
+    timed_trial: bool = dataclasses.field(default_factory=lambda: os.environ.get("KERAS_UNROLL_TIMED_TRIAL", "1") != "0")
+    trial_max_elements: int = 2**24
 
 
 _TUNING: contextvars.ContextVar = contextvars.ContextVar("keras_unroll_tuning", default=Tuning())
@@ -215,6 +237,167 @@ def compiles_alone(cell: Any) -> bool:
     (`model.compile(jit_compile=True)`).
     """
     return simple_rnn.eligible(cell) or gated.kind(cell) is not None
+
+
+# ----------------------------------------------------------------------------------- timed trial
+#: Trial results kept per cell (least recently used dropped first).
+_MAX_TRIALS = 16
+_TRIAL_ATTRIBUTE = "_keras_unroll_trials"
+_TRIAL_ROUNDS = 3
+_TRIAL_BUDGET_S = 1.0  # fewer timed rounds when one call takes longer than a third of this
+
+
+def _trial_candidates(cell: Any, prepared: step_lib.Prepared, request: Request, plan: Plan) -> Optional[Tuple[Plan, Plan]]:
+    """`(fused plan, generic plan)` when `choose` should time them for this call, else None."""
+    value = plan.tuning
+    if not value.timed_trial or request.jit_compile != "auto" or plan.loop != "while":
+        return None
+    steps, batch = prepared.num_steps, prepared.inputs.shape[1]
+    if steps is None or plan.training == "symbolic" or tf.distribute.has_strategy():
+        return None
+    if any(c.dropout > 0 or c.recurrent_dropout > 0 for c, _ in step_lib._dropout_cells(cell, prepared.features)):
+        return None  # drawing a trial's masks would move the cells' seed generators
+    if steps * (batch or 32) * step_lib.output_size(cell) > value.trial_max_elements:
+        return None
+    fused = plan
+    if plan.kernel == "generic":  # the bounds kept the generic step: the fused kernel is the other candidate
+        fused = make_plan(cell, prepared, request, dataclasses.replace(value, gated_max_macs=2**62))
+    if fused.kernel not in ("simple_rnn", "gated"):
+        return None
+    return fused, make_plan(cell, prepared, request, dataclasses.replace(value, fast_paths=False))
+
+
+def _steps_bucket(steps: int) -> int:
+    """`simple_rnn.bucket_steps` in Python: lengths within 25 % share a trial."""
+    grain = max(2 ** (max(steps, 1).bit_length() - 3), 4)
+    return -(-steps // grain) * grain
+
+
+def _trial_key(candidates: Tuple[Plan, Plan], prepared: step_lib.Prepared, request: Request, recording: bool) -> Tuple:
+    steps = prepared.num_steps
+    return (
+        candidates,
+        dataclasses.replace(request, training=None),
+        _steps_bucket(steps),
+        prepared.inputs.shape[1],
+        prepared.features,
+        prepared.inputs.dtype.name,
+        repr(tf.nest.map_structure(lambda t: tuple(t.shape.as_list()[1:]), prepared.initial_state)),
+        prepared.valid is not None,
+        prepared.max_length is not None,
+        recording,
+    )
+
+
+def _time_candidates(cell: Any, prepared: step_lib.Prepared, request: Request, candidates: Tuple[Plan, Plan],
+                     recording: bool) -> List[List[float]]:
+    """Seconds per call of each candidate on random data of this call's shapes (run eagerly: `_in_own_thread`)."""
+    steps, batch = prepared.num_steps, prepared.inputs.shape[1] or 32
+    dtype = prepared.inputs.dtype
+    inputs = tf.random.stateless_normal([steps, batch, prepared.features], seed=[1, 2], dtype=dtype)
+    state = tf.nest.map_structure(lambda t: tf.zeros([batch, *t.shape.as_list()[1:]], dtype), prepared.initial_state)
+    valid = None if prepared.valid is None else tf.ones([steps, batch], tf.bool)
+    max_length = None if prepared.max_length is None else tf.constant(steps, prepared.max_length.dtype)
+    trial = prepared.settings_only().around(inputs, valid, state, max_length)
+    weights = [w for w in getattr(cell, "trainable_weights", [])]
+
+    def runner(plan: Plan):
+        @tf.function(autograph=False)
+        def call():
+            if not recording:
+                return execute(plan, cell, trial, request, step_lib.DropoutMasks())[1]
+            with tf.GradientTape() as tape:
+                tape.watch(inputs)
+                last = execute(plan, cell, trial, request, step_lib.DropoutMasks())[1]
+                loss = tf.reduce_sum(last)
+            return tape.gradient(loss, [inputs] + weights)
+
+        return lambda: tf.nest.map_structure(lambda t: None if t is None else t.numpy(), call())
+
+    fns = [runner(plan) for plan in candidates]
+    warm = []
+    for fn in fns:  # traces, compiles (the fused kernel's compiled passes are then cached for the real call)
+        fn()
+        start = time.perf_counter()
+        fn()
+        warm.append(time.perf_counter() - start)
+    rounds = max(1, min(_TRIAL_ROUNDS, int(_TRIAL_BUDGET_S / max(3 * max(warm), 1e-9))))
+    samples: List[List[float]] = [[w] for w in warm]
+    for index in range(rounds):
+        for which in (range(len(fns)) if index % 2 else reversed(range(len(fns)))):
+            start = time.perf_counter()
+            fns[which]()
+            samples[which].append(time.perf_counter() - start)
+    return samples
+
+
+def _in_own_thread(fn: Any) -> Any:
+    """`fn()` in a new thread: eager, outside the caller's trace, and out of sight of the caller's tapes
+    (tapes and graphs are per thread; `tf.init_scope` would pause the trial's own tape too)."""
+    result: Dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = fn()
+        except BaseException as error:  # re-raised in the caller's thread
+            result["error"] = error
+
+    thread = threading.Thread(target=target, name="keras_unroll-timed-trial", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def choose(cell: Any, prepared: step_lib.Prepared, request: Request, plan: Plan) -> Plan:
+    """`plan`, or the faster of the fused kernel and the generic step when `Tuning.timed_trial` applies.
+
+    The trial runs once per cell and shape class (T in its bucket, batch, features, dtype, masks, whether a
+    tape records), eagerly, on random data, before the call is traced; later calls read the result from
+    `trials(cell)`. Both candidates are exact (tests/test_fast_paths.py): the trial changes speed only.
+    """
+    candidates = _trial_candidates(cell, prepared, request, plan)
+    if candidates is None:
+        return plan
+    recording = bool(record.could_possibly_record())  # a tape is active: time forward and backward passes
+    key = _trial_key(candidates, prepared, request, recording)
+    cache = cell.__dict__.setdefault(_TRIAL_ATTRIBUTE, collections.OrderedDict())  # not tracked by Keras
+    found = cache.get(key)
+    if found is None:
+        samples = _in_own_thread(lambda: _time_candidates(cell, prepared, request, candidates, recording))
+        medians = [statistics.median(s) for s in samples]
+        found = {
+            "chosen": candidates[0] if medians[0] <= medians[1] else candidates[1],
+            "fused": candidates[0],
+            "generic": candidates[1],
+            "seconds": tuple(medians),
+            "shape": (prepared.num_steps, prepared.inputs.shape[1], prepared.features),
+            "training": recording,
+        }
+        cache[key] = found
+        while len(cache) > _MAX_TRIALS:
+            cache.popitem(last=False)
+    else:
+        cache.move_to_end(key)
+    return found["chosen"]
+
+
+def trials(cell: Any) -> List[Dict[str, Any]]:
+    """The timed trials run for `cell`: per shape `(T, B, F)`, the median seconds of the fused and the generic
+    candidate, which was chosen (`"fused"`/`"generic"`), and whether a tape recorded (train step or forward)."""
+    rows = []
+    for found in cell.__dict__.get(_TRIAL_ATTRIBUTE, {}).values():
+        rows.append(
+            {
+                "shape": found["shape"],
+                "training": found["training"],
+                "seconds": {"fused": found["seconds"][0], "generic": found["seconds"][1]},
+                "chosen": "fused" if found["chosen"] == found["fused"] else "generic",
+                "kernel": found["fused"].kernel,
+            }
+        )
+    return rows
 
 
 # ------------------------------------------------------------------------------------ execution
@@ -363,7 +546,7 @@ def _restore_shapes(cell: Any, prepared: step_lib.Prepared, result: Tuple[Any, t
 def run(cell: Any, prepared: step_lib.Prepared, request: Request) -> Tuple[Any, tf.Tensor, Any]:
     """Plans and runs one call. Returns `(outputs, last_output, final_state)`: outputs `(T, B, H)` for the
     while loops, a list of T `(B, H)` tensors for the static loop, None without `return_all_outputs`."""
-    plan = make_plan(cell, prepared, request)
+    plan = choose(cell, prepared, request, make_plan(cell, prepared, request))
     masks = step_lib.DropoutMasks.draw(cell, prepared, None if plan.training == "symbolic" else plan.training)
     needs_graph = plan.compile == "loop" or (
         not tf.inside_function() and plan.loop in ("while", "checkpointed") and plan.compile != "kernel"

@@ -10,17 +10,28 @@ possible from the public API, for this package's tests and for downstream users 
 
 The switch takes effect for calls (and traces) made inside the block; functions traced earlier under another
 setting are kept apart (the planner keys them on it), so the switch is never silently ignored.
+
+`DynamicUnroll` under `jit_compile="auto"` times its fused kernel against the generic step once per shape
+on the machine it runs on (`Tuning.timed_trial`); `timed_trials(layer)` shows what it measured and chose, and
+`use_tuning(Tuning(timed_trial=False))` or `KERAS_UNROLL_TIMED_TRIAL=0` turns it off for reproducible runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Iterator
+from typing import Any, Dict, Iterator, List
 
-from keras_unroll.plan import Tuning, tuning, use_tuning
+from keras_unroll.plan import Tuning, trials, tuning, use_tuning
 
-__all__ = ["Tuning", "generic_only", "tuning", "use_tuning"]
+__all__ = ["Tuning", "generic_only", "timed_trials", "tuning", "use_tuning"]
+
+
+def timed_trials(layer_or_cell: Any) -> List[Dict[str, Any]]:
+    """The planner's timed trials for a layer's cell (or a cell): one dict per shape class, with the shape
+    `(T, B, F)`, `training` (whether a tape recorded: forward and backward timed), the median `seconds` of
+    the `"fused"` and the `"generic"` candidate, which was `chosen`, and the fused `kernel`'s name."""
+    return trials(getattr(layer_or_cell, "cell", layer_or_cell))
 
 
 @contextlib.contextmanager

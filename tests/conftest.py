@@ -5,6 +5,9 @@ import pathlib
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The planner's timed trial (plan.Tuning.timed_trial) picks kernels by speed: off for reproducible tests;
+# tests/test_timed_trial.py turns it on where it is under test.
+os.environ.setdefault("KERAS_UNROLL_TIMED_TRIAL", "0")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

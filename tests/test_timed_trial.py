@@ -1,0 +1,115 @@
+"""The planner's one-time timed trial (`plan.Tuning.timed_trial`): which runs, what it records, that it changes
+speed only. conftest.py turns the trial off for the rest of the suite (reproducible plans); here it is on."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_unroll as ku
+from keras_unroll import testing
+from keras_unroll.plan import Tuning
+
+B, T, F, H = 4, 7, 3, 5
+ON = Tuning(timed_trial=True)
+
+
+def _model(cell, **options):
+    return keras.Sequential([keras.Input((T, F)), ku.DynamicUnroll(cell, **options), keras.layers.Dense(1)])
+
+
+def _data(rng, batch=B):
+    return rng.standard_normal((batch, T, F)).astype("float32"), rng.standard_normal((batch, 1)).astype("float32")
+
+
+@pytest.mark.parametrize("cell_cls", [keras.layers.LSTMCell, keras.layers.GRUCell, ku.BasicRNNCell])
+def test_a_real_model_trains_and_predicts_with_the_trial_as_with_the_generic_step(cell_cls, rng):
+    x, y = _data(rng)
+    with testing.use_tuning(ON):
+        model = _model(cell_cls(H))
+        model.compile(optimizer="sgd", loss="mse")
+        reference = keras.models.clone_model(model)
+        reference.set_weights(model.get_weights())
+        reference.compile(optimizer="sgd", loss="mse")
+        history = model.fit(x, y, batch_size=B, epochs=2, verbose=0, shuffle=False).history["loss"]
+        predicted = model.predict(x, batch_size=B, verbose=0)
+    rows = testing.timed_trials(model.layers[0])
+    assert {row["training"] for row in rows} == {True, False}  # fit (a tape records) and predict
+    for row in rows:
+        assert row["shape"] == (T, B, F) and row["kernel"] in ("simple_rnn", "gated")
+        fused, generic = row["seconds"]["fused"], row["seconds"]["generic"]
+        assert fused > 0 and generic > 0
+        assert row["chosen"] == ("fused" if fused <= generic else "generic")  # the faster one
+    with testing.generic_only():
+        expected_history = reference.fit(x, y, batch_size=B, epochs=2, verbose=0, shuffle=False).history["loss"]
+        expected = reference.predict(x, batch_size=B, verbose=0)
+    np.testing.assert_allclose(history, expected_history, rtol=1e-5)
+    np.testing.assert_allclose(predicted, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_trial_runs_once_per_shape_class_and_its_cache_is_bounded(rng):
+    layer = ku.DynamicUnroll(keras.layers.GRUCell(H))
+    with testing.use_tuning(ON):
+        for batch in (B, B, B + 1):
+            layer(_data(rng, batch)[0])
+        assert [row["shape"] for row in testing.timed_trials(layer)] == [(T, B, F), (T, B + 1, F)]
+        for batch in range(1, 20):
+            layer(rng.standard_normal((batch, 2, F)).astype("float32"))
+    assert len(testing.timed_trials(layer)) == 16  # plan._MAX_TRIALS, least recently used dropped
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["off", "jit_false", "jit_true", "static", "dropout", "too_large", "generic_only", "no_fused_kernel"],
+)
+def test_no_trial_where_it_does_not_apply(case, rng):
+    x = tf.constant(_data(rng)[0])
+    value = Tuning(timed_trial=case != "off", trial_max_elements=10 if case == "too_large" else Tuning().trial_max_elements)
+    if case == "generic_only":
+        value = Tuning(timed_trial=True, fast_paths=False)
+    cell = keras.layers.LSTMCell(H, dropout=0.5 if case == "dropout" else 0.0)
+    if case == "no_fused_kernel":
+        cell = keras.layers.LSTMCell(H, activation="silu")
+    options = {"jit_false": {"jit_compile": False}, "jit_true": {"jit_compile": True}}.get(case, {})
+    layer = (ku.StaticUnroll if case == "static" else ku.DynamicUnroll)(cell, **options)
+    with testing.use_tuning(value):
+        with tf.GradientTape():
+            layer(x, training=True)
+    assert testing.timed_trials(layer) == []
+
+
+def test_where_the_bounds_keep_the_generic_step_the_trial_still_weighs_the_fused_kernel(rng):
+    """Above `gated_max_macs` the bounds alone run the generic step; the trial times the fused kernel too."""
+    x = tf.constant(_data(rng)[0])
+    layer = ku.DynamicUnroll(keras.layers.LSTMCell(H))
+    with testing.use_tuning(Tuning(timed_trial=True, gated_max_macs=1)):
+        result = layer(x)
+    (row,) = testing.timed_trials(layer)
+    assert row["kernel"] == "gated" and row["training"] is False
+    with testing.generic_only():
+        np.testing.assert_allclose(result, layer(x), rtol=1e-5, atol=1e-6)
+
+
+def test_no_trial_under_a_distribution_strategy(rng):
+    layer = ku.DynamicUnroll(keras.layers.LSTMCell(H))
+    x = tf.constant(_data(rng)[0])
+    with testing.use_tuning(ON), tf.distribute.OneDeviceStrategy("/cpu:0").scope():
+        layer(x)
+    assert testing.timed_trials(layer) == []
+
+
+@pytest.mark.parametrize("value, expected", [(None, True), ("0", False), ("1", True)])
+def test_the_environment_switch(value, expected, subprocess_env):
+    env = dict(subprocess_env)
+    env.pop("KERAS_UNROLL_TIMED_TRIAL", None)
+    if value is not None:
+        env["KERAS_UNROLL_TIMED_TRIAL"] = value
+    code = "from keras_unroll.plan import Tuning, tuning; print(Tuning().timed_trial, tuning().timed_trial)"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(expected)] * 2
