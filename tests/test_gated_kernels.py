@@ -329,3 +329,64 @@ def test_lengths_that_change_every_call_match_the_generic_path(kind):
         (out_a, grad_a), (out_b, grad_b) = results
         for a, b in zip(out_a + grad_a, out_b + grad_b):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_inference_projects_inside_the_compiled_loop_and_matches_keras(kind, rng):
+    """No tape: the compiled loop projects each step itself (`gated._inference`). Outputs and states equal
+    Keras' layer and the training path, with a mask, `sequence_length`, `go_backwards`, an initial state,
+    both output forms, changing lengths (bucketed), and recurrent dropout while training."""
+    x, init = _data(kind, rng)
+    mask = rng.random((B, T)) > 0.35
+    mask[1] = False
+    for go_backwards in (False, True):
+        keras_layer = _layer(kind, go_backwards=go_backwards)
+        expected = keras_layer(x, mask=mask, initial_state=init)
+        cell = _layer(kind).cell
+        layer = ku.DynamicUnroll(cell, return_sequences=True, return_state=True, go_backwards=go_backwards)
+        traced = tf.function(lambda x, m, s: layer(x, mask=m, initial_state=s))
+        graph = traced.get_concrete_function(x, tf.constant(mask), init).graph.as_graph_def()
+        outside = [n.op for n in graph.node]
+        inside = [n.op for f in graph.library.function for n in f.node_def]
+        assert "MatMul" not in outside and "MatMul" in inside  # no hoisted product: the steps project
+        actual = traced(x, tf.constant(mask), init)
+        assert len(tf.nest.flatten(actual)) == len(expected)
+        for k, (a, b) in enumerate(zip(tf.nest.flatten(actual), expected)):
+            _close(a, b, f"{kind}, go_backwards={go_backwards}: result {k}")
+        with tf.GradientTape() as tape:  # the training path over the same weights: the same numbers
+            tape.watch(x)
+            recorded = layer(x, mask=mask, initial_state=init)
+        for k, (a, b) in enumerate(zip(tf.nest.flatten(actual), tf.nest.flatten(recorded))):
+            _close(a, b, f"{kind}: inference vs training path, result {k}")
+    lengths = np.array([T, 2, 0, 4])
+    cell = _layer(kind).cell
+    last_only = ku.DynamicUnroll(cell, return_state=True)
+    with testing.generic_only():
+        expected = last_only(x, sequence_length=lengths, initial_state=init)
+    actual = tf.function(lambda x: last_only(x, sequence_length=lengths, initial_state=init))(x)
+    for k, (a, b) in enumerate(zip(actual, expected)):
+        _close(a, b, f"{kind}, sequence_length: result {k}")
+    for steps in (T, T - 1, 3):  # eager calls: lengths bucketed for XLA
+        with testing.generic_only():
+            expected = last_only(x[:, :steps], initial_state=init)
+        for a, b in zip(last_only(x[:, :steps], initial_state=init), expected):
+            _close(a, b, f"{kind}, eager T={steps}")
+    dropped = _layer(kind, recurrent_dropout=0.3, seed=5).cell
+    reference = _layer(kind, recurrent_dropout=0.3, seed=5).cell
+    mine = ku.DynamicUnroll(dropped, return_sequences=True)(x, training=True)  # no tape: inference loop, masks
+    with testing.generic_only():
+        theirs = ku.DynamicUnroll(reference, return_sequences=True)(x, training=True)
+    _close(mine, theirs, f"{kind}, recurrent dropout without a tape")
+
+
+def test_inference_differentiated_later_matches_the_training_path(rng):
+    """A function traced with no tape (the inference loop) and differentiated afterwards from outside."""
+    x, init = _data("gru", rng)
+    cell = _layer("gru").cell
+    layer = ku.DynamicUnroll(cell, return_sequences=True, return_state=True)
+    traced = tf.function(lambda x, h: layer(x, initial_state=[h]))
+    traced.get_concrete_function(x, init[0])  # traced here, outside any tape
+    actual = _grads(lambda: list(traced(x, init[0])), cell, x, init)
+    with testing.generic_only():
+        expected = _grads(lambda: list(layer(x, initial_state=init)), cell, x, init)
+    _compare(actual, expected, "differentiated after an inference trace")
