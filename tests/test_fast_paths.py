@@ -648,3 +648,34 @@ def test_inference_writes_no_state_sequence_and_a_later_gradient_recomputes_it(j
         generic = tape.gradient(loss, [x] + generic_layer.trainable_weights)
     for name, a, b in zip(["x", "kernel", "recurrent_kernel", "bias"], fast, generic):
         _close(a.numpy(), b.numpy(), name)
+
+
+def test_simple_rnn_inference_projects_inside_the_compiled_loop_and_matches_keras(rng):
+    """No tape: the compiled SimpleRNN loop projects each step itself. Keras' numbers with a mask,
+    `go_backwards`, an initial state and both output forms; the generic path's with `sequence_length`."""
+    weights = _weights(rng)
+    x = tf.constant(rng.standard_normal((B, T, F)).astype("float32"))
+    mask = tf.constant(rng.random((B, T)) > 0.3)
+    h0 = tf.constant(rng.standard_normal((B, H)).astype("float32"))
+    for go_backwards in (False, True):
+        options = dict(return_sequences=True, return_state=True, go_backwards=go_backwards)
+        ours = DynamicUnroll(ku.BasicRNNCell(H), **options)
+        ours.build(x.shape)
+        ours.set_weights(weights)
+        keras_layer = keras.layers.SimpleRNN(H, **options)
+        keras_layer.build(x.shape)
+        keras_layer.set_weights(weights)
+        traced = tf.function(lambda x, m, s: ours(x, mask=m, initial_state=s))
+        graph = traced.get_concrete_function(x, mask, h0).graph.as_graph_def()
+        assert "MatMul" not in [n.op for n in graph.node]  # no hoisted product outside the compiled loop
+        for k, (a, b) in enumerate(zip(traced(x, mask, h0), keras_layer(x, mask=mask, initial_state=h0))):
+            _close(a.numpy(), b.numpy(), f"go_backwards={go_backwards}: result {k}")
+    lengths = np.array([T, 2, 0, 4], "int32")
+    last_only = DynamicUnroll(ku.BasicRNNCell(H), return_state=True)
+    last_only.build(x.shape)
+    last_only.set_weights(weights)
+    actual = tf.function(lambda x: last_only(x, sequence_length=lengths))(x)
+    with testing.generic_only():
+        expected = last_only(x, sequence_length=lengths)
+    for k, (a, b) in enumerate(zip(actual, expected)):
+        _close(a.numpy(), b.numpy(), f"sequence_length: result {k}")

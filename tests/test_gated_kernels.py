@@ -390,3 +390,14 @@ def test_inference_differentiated_later_matches_the_training_path(rng):
     with testing.generic_only():
         expected = _grads(lambda: list(layer(x, initial_state=init)), cell, x, init)
     _compare(actual, expected, "differentiated after an inference trace")
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_forward_mode_through_the_compiled_kernel_raises_a_clear_error(kind, rng):
+    """A forward accumulator (no tape) must not take the inference loop, whose JVP would be missing."""
+    x, _ = _data(kind, rng)
+    layer = ku.DynamicUnroll(_layer(kind).cell)
+    with pytest.raises(NotImplementedError, match="ForwardAccumulator.*jit_compile=False"):
+        with tf.autodiff.ForwardAccumulator(x, tf.ones_like(x)) as accumulator:
+            outputs = layer(x)
+        accumulator.jvp(outputs)

@@ -699,8 +699,8 @@ def gated_loop(
     stop = None if prepared.max_length is None else tf.minimum(steps, prepared.max_length)
     h0 = prepared.initial_state[0]
     c0 = prepared.initial_state[1] if name == "lstm" else None
-    differentiable = [t for t in (inputs, kernel, recurrent_kernel, bias, h0, c0) if t is not None]
-    if jit and dp_mask is None and not record.should_record_backprop(differentiable):
+    # No tape and no forward accumulator at all: the inference loop (else the training path's custom gradient).
+    if jit and dp_mask is None and not record.could_possibly_record():
         spec = _spec(name if name == "lstm" or cell.reset_after else "gru_rb", cell.activation, cell.recurrent_activation)
         hs, h_last, c_last = _inference(
             spec, inputs, kernel, in_bias, h0, c0, recurrent_kernel, rec_bias, valid=prepared.valid, stop=stop,

@@ -183,19 +183,25 @@ def zero_fill(ta: tf.TensorArray, start: tf.Tensor, steps: tf.Tensor, zeros: tf.
     return ta
 
 
-def _forward_loop(xw, h0, kernel, rec_mask, valid, stop, activation, keep_states=True):
+def _forward_loop(xw, h0, kernel, rec_mask, valid, stop, activation, keep_states=True, in_kernel=None, in_bias=None):
     """The while-loop forward pass on dense tensors: returns `(hs (T, B, H) or None, h_last)`.
 
     `keep_states=False` (inference of the last state only) writes no state sequence: the writes were a
-    third of the compiled forward at 32·1000·8·32 (docs/performance.md).
+    third of the compiled forward at 32·1000·8·32 (docs/performance.md). With `in_kernel` (inference,
+    `_inference`) `xw` is the input sequence `(T, B, F)` and each step projects its own `x_t W + b`.
     """
     steps = tf.shape(xw)[0]
-    reads = Prefetch([xw, valid], steps)  # step t's inputs read one iteration ahead (see Prefetch)
+    project = in_kernel is not None
+    # Step t's inputs read one iteration ahead (see Prefetch); a step that projects reads its small x_t itself.
+    reads = Prefetch([None if project else xw, valid], steps)
     tas = [tf.TensorArray(xw.dtype, size=steps, element_shape=h0.shape)] if keep_states else []
 
     def body(t, h, *rest):
         tas, current = list(rest[: len(rest) - reads.count]), rest[len(rest) - reads.count :]
         xw_t, v_t = reads.unpack(current)
+        if project:
+            xw_t = tf.matmul(tf.gather(xw, t), in_kernel)
+            xw_t = xw_t if in_bias is None else xw_t + in_bias
         h = _forward_step(xw_t, v_t, h, kernel, rec_mask, activation)
         return (t + 1, h, *[ta.write(t, h) for ta in tas], *reads.at(t + 1))
 
@@ -347,6 +353,94 @@ def first_order_only(grads: Sequence[tf.Tensor], inputs: Sequence[tf.Tensor], ke
     return list(guard(*grads, *inputs))
 
 
+@dataclasses.dataclass(frozen=True)
+class _InferenceKey:
+    """What changes the trace of the compiled inference loop (never T)."""
+
+    activation: Any
+    dtype: tf.DType
+    batch: Optional[int]
+    features: int
+    units: int
+    bias: bool
+    rec_mask: bool
+    valid: bool
+    stop: bool
+    keep_states: bool
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_inference(key: _InferenceKey) -> Any:
+    """The XLA-compiled forward loop over the inputs themselves, for one setting (a bounded cache)."""
+    state = tf.TensorSpec([key.batch, key.units], key.dtype)
+    signature = (
+        [tf.TensorSpec([None, key.batch, key.features], key.dtype), state, tf.TensorSpec([key.units, key.units], key.dtype)]
+        + [tf.TensorSpec([key.features, key.units], key.dtype)]
+        + ([tf.TensorSpec([key.units], key.dtype)] if key.bias else [])
+        + ([state] if key.rec_mask else [])
+        + ([tf.TensorSpec([None, key.batch], tf.bool)] if key.valid else [])
+        + ([tf.TensorSpec([], tf.int32)] if key.stop else [])
+    )
+
+    def forward(x, h0, kernel, in_kernel, *extra):
+        extra = list(extra)
+        in_bias = extra.pop(0) if key.bias else None
+        rec_mask = extra.pop(0) if key.rec_mask else None
+        valid = extra.pop(0) if key.valid else None
+        stop = extra.pop(0) if key.stop else None
+        hs, h_last = _forward_loop(x, h0, kernel, rec_mask, valid, stop, key.activation, key.keep_states, in_kernel, in_bias)
+        return (hs, h_last) if key.keep_states else h_last
+
+    return tf.function(forward, input_signature=signature, jit_compile=True, autograph=False)
+
+
+def _inference(x, in_kernel, in_bias, h0, kernel, *, activation, rec_mask, valid, stop, choices, need_states):
+    """The forward pass when no tape records: one compiled loop whose steps project their own inputs (the
+    hoisted `(T, B, H)` product is written and read back for nothing when no `dW` product follows;
+    docs/performance.md). Returns `(hs or None, h_last)`. A gradient asked for later anyway differentiates
+    the training path (`project` + `_while_recurrence`) over the same arguments."""
+    steps = tf.shape(x)[0]
+    pad = (bucket_steps(steps) - steps) if choices.bucket_steps else None
+    args = [x, in_kernel, h0, kernel] + ([in_bias] if in_bias is not None else [])
+
+    @tf.custom_gradient
+    def run(*args):
+        x, in_kernel, h0, kernel = args[:4]
+        in_bias = args[4] if len(args) > 4 else None
+        x_in, valid_in, stop_in = x, valid, stop
+        if pad is not None:  # padded steps lie past `stop`: never run
+            x_in = tf.pad(x, [[0, pad], [0, 0], [0, 0]])
+            valid_in = None if valid is None else tf.pad(valid, [[0, pad], [0, 0]], constant_values=False)
+            stop_in = steps if stop is None else stop
+        key = _InferenceKey(
+            activation, x.dtype, x.shape[1], int(x.shape[2]), int(h0.shape[-1]), in_bias is not None,
+            rec_mask is not None, valid is not None, stop_in is not None, need_states,
+        )  # fmt: skip
+        extras = [t for t in (in_bias, rec_mask, valid_in, stop_in) if t is not None]
+        with record.stop_recording():
+            result = _compiled_inference(key)(x_in, h0, kernel, in_kernel, *extras)
+        hs, h_last = result if need_states else (None, result)
+        if hs is not None and pad is not None:
+            hs = hs[:steps]
+
+        def grad(*upstream):
+            with tf.GradientTape() as tape:
+                tape.watch(list(args))
+                again = _while_recurrence(
+                    project(x, in_kernel, in_bias), h0, kernel, activation=activation, rec_mask=rec_mask,
+                    valid=valid, stop=stop, choices=choices, need_states=need_states,
+                )  # fmt: skip
+                results = list(again) if need_states else [again[1]]
+            upstream = [tf.zeros_like(r) if u is None else u for u, r in zip(upstream, results)]
+            return tape.gradient(results, list(args), output_gradients=upstream)
+
+        return ((hs, h_last) if need_states else h_last), grad
+
+    if need_states:
+        return run(*args)
+    return None, run(*args)
+
+
 def _while_recurrence(xw, h0, kernel, *, activation, rec_mask, valid, stop, choices, need_states):
     """`hs[t] = where(valid_t, act(xw_t + (h_{t-1}·m) U), h_{t-1})` in a while loop, hand-written gradient.
 
@@ -359,7 +453,7 @@ def _while_recurrence(xw, h0, kernel, *, activation, rec_mask, valid, stop, choi
     # With no tape recording and only the last state asked for, the forward pass writes no state sequence;
     # if a gradient is asked for later anyway (a function traced without a tape, differentiated from
     # outside), the backward pass runs the forward pass again for it.
-    keep_states = need_states or record.should_record_backprop([xw, h0, kernel])
+    keep_states = need_states or record.could_possibly_record()  # a tape or forward accumulator is active
     if choices.jit:
         steps = tf.shape(xw)[0]
         pad = (bucket_steps(steps) - steps) if choices.bucket_steps else None
@@ -498,6 +592,15 @@ def simple_rnn_loop(
         stop = None
         if prepared.max_length is not None:
             stop = tf.minimum(tf.shape(inputs)[0], prepared.max_length)
+        # No tape and no forward accumulator at all (one watching nothing here would still need the
+        # training path's custom gradient): the inference loop.
+        if choices.jit and dp_mask is None and not record.could_possibly_record():
+            hs, h_last = _inference(
+                inputs, kernel, bias, h0, recurrent, activation=cell.activation, rec_mask=rec_mask,
+                valid=prepared.valid, stop=stop, choices=choices, need_states=return_all_outputs,
+            )  # fmt: skip
+            outputs, last = step_lib.outputs_from_states(prepared, hs, h_last, return_all_outputs)
+            return outputs, last, [h_last]
         hs, h_last = _while_recurrence(
             project(inputs, kernel, bias), h0, recurrent, activation=cell.activation, rec_mask=rec_mask,
             valid=prepared.valid, stop=stop, choices=choices, need_states=return_all_outputs,
