@@ -197,7 +197,9 @@ class _Unroll(keras.layers.Layer):
                 "train step: `model.compile(..., jit_compile=True)`.",
                 stacklevel=3,
             )
-        self.supports_jit = True  # the loops compile under XLA (model.fit(jit_compile=True) included)
+        # The loops compile under XLA (model.fit(jit_compile=True) included), except cuDNN's: where the planner
+        # takes it, `model.compile(jit_compile="auto")` keeps the step uncompiled, as for Keras' LSTM/GRU.
+        self.supports_jit = not plan.takes_cudnn(self.cell, self._request(None))
         # As `keras.layers.RNN`: `None` until a stateful layer is built, then one non-trainable variable per
         # state, in the structure of `get_initial_state` (`Bidirectional.states` reads it).
         self.states = None
@@ -681,6 +683,10 @@ class DynamicUnroll(_Unroll):
     `model.compile(jit_compile=True)` compiles the whole step instead. The compiled fused loop takes any
     first-order tape (persistent, nested, `jacobian`, `model.fit`); second-order gradients and
     `tf.autodiff.ForwardAccumulator` raise `NotImplementedError` and need `jit_compile=False`.
+
+    On a GPU, an `LSTMCell`/`GRUCell` that meets Keras' cuDNN conditions runs cuDNN's kernel, as
+    `keras.layers.LSTM`/`GRU` do (not with `jit_compile=True`; `supports_jit` is then False, as theirs):
+    `docs/performance.md`, "On a GPU: cuDNN".
 """
         + _SHARED_DOC.format(list_note="")
         + """

@@ -13,6 +13,7 @@ Every call of a layer or a functional form comes here with a checked, time-major
 | a batch of 0 rows                         | none           | the exact empty result          | no                             |
 | static                                    | Python `for`   | fused SimpleRNN / hoisted LSTM, GRU / generic step | only `jit_compile=True`, the whole loop |
 | dynamic, `swap_memory` or `recompute`     | checkpointed   | fused SimpleRNN segments / generic step | no                   |
+| dynamic, LSTM/GRU on a GPU (`takes_cudnn`) | cuDNN's op     | `CudnnRNNV3` as Keras' layers call it (a mask not right-padded: generic step) | never (`jit_compile=True` or XLA around: not taken) |
 | dynamic                                   | `tf.while_loop`| fused SimpleRNN / fused LSTM, GRU (steps below `gated_max_macs`) / generic step | fused: their passes (`"auto"`, `True`; LSTM/GRU only compiled); generic: never alone |
 
 Under `jit_compile="auto"` a while loop whose cell has a fused kernel then goes through `choose`: once per
@@ -28,9 +29,9 @@ measured (docs/performance.md). `tuning()` returns the one in force: the default
 `keras_unroll.testing.use_tuning` / `generic_only` set for a block of code. Each plan is part of the key of
 the functions it caches, so a switch is never ignored by a function traced before it.
 
-Caches: a loop that must run as a graph when called eagerly (the while and checkpointed loops) or that is
-compiled as a whole (`StaticUnroll(jit_compile=True)`) runs in a `tf.function` kept on the cell (freed with
-it), at most `_MAX_FUNCTIONS` per cell, keyed on the plan and everything that changes the trace (options,
+Caches: a loop that must run as a graph when called eagerly (the while, checkpointed and cuDNN loops) or
+that is compiled as a whole (`StaticUnroll(jit_compile=True)`) runs in a `tf.function` kept on the cell (freed
+with it), at most `_MAX_FUNCTIONS` per cell, keyed on the plan and everything that changes the trace (options,
 dtype, features, which optional tensors are present) but never on T: the while loop's function has an
 input signature with open time and batch axes, so one trace serves every length and batch size.
 """
@@ -53,7 +54,7 @@ import tensorflow as tf
 from tensorflow.python.eager import record  # could_possibly_record: no public equivalent
 
 from keras_unroll import step as step_lib
-from keras_unroll.kernels import gated, projected, simple_rnn
+from keras_unroll.kernels import cudnn, gated, projected, simple_rnn
 from keras_unroll.loops.checkpointed import Recompute, checkpointed_loop
 from keras_unroll.loops.dynamic import while_loop
 from keras_unroll.loops.static import static_loop
@@ -62,7 +63,7 @@ from keras_unroll.loops.static import static_loop
 # ------------------------------------------------------------------------------------- tuning
 @dataclasses.dataclass(frozen=True)
 class Tuning:
-    """The bounds behind the planner's size-dependent choices, as one frozen value.
+    """The bounds behind the planner's size-dependent choices, and the device it plans for, as one frozen value.
 
     Sizes are `B·H·H`, the multiply-adds of one step's `h U` (an unknown batch counts as 32). The defaults
     were measured on 2-core CPUs (docs/performance.md has the tables behind each bound).
@@ -89,6 +90,9 @@ class Tuning:
         trial_max_elements: No trial when a sequence holds more than this many state values (`T·B·H`):
             the generic candidate keeps every step's activations, and a trial must not run out of memory
             where the chosen kernel would not.
+        gpu: Whether the machine has a GPU: None asks TensorFlow (`tf.config.list_logical_devices("GPU")`);
+            `True`/`False` describe a machine for tests (a `tf.device` scope naming another device type still
+            wins, see `on_gpu`).
     """
 
     fast_paths: bool = True
@@ -101,6 +105,7 @@ class Tuning:
     gated_max_macs: int = 2**22
     timed_trial: bool = dataclasses.field(default_factory=lambda: os.environ.get("KERAS_UNROLL_TIMED_TRIAL", "1") != "0")
     trial_max_elements: int = 2**24
+    gpu: Optional[bool] = None
 
 
 _TUNING: contextvars.ContextVar = contextvars.ContextVar("keras_unroll_tuning", default=Tuning())
@@ -142,9 +147,10 @@ class Plan:
     """What runs a call.
 
     Attributes:
-        loop: `"empty"`, `"static"`, `"while"` or `"checkpointed"`.
+        loop: `"empty"`, `"static"`, `"while"`, `"checkpointed"` or `"cudnn"` (cuDNN's op loops itself).
         kernel: `"generic"` (the cell's own step), `"simple_rnn"` (the fused SimpleRNN kernel), `"gated"`
-            (the fused LSTM/GRU kernel) or `"projected"` (the hoisted LSTM/GRU step of the static loop).
+            (the fused LSTM/GRU kernel), `"projected"` (the hoisted LSTM/GRU step of the static loop) or
+            `"cudnn"` (cuDNN's LSTM/GRU kernel, as Keras' layers call it on a GPU).
         compile: `"none"`, `"kernel"` (a fused kernel compiles its own passes) or `"loop"` (the whole loop
             runs in its own `tf.function(jit_compile=True)`).
         choices: The fused kernel's choices (for the LSTM/GRU kernel only `jit` and `bucket_steps`; for the
@@ -190,6 +196,62 @@ def simple_rnn_choices(batch: Optional[int], units: int, jit: bool, value: Tunin
     return simple_rnn.Choices(jit=True, du_in_loop=low <= macs < high)
 
 
+def _scope_device_type() -> str:
+    """The device type the innermost `tf.device` scope names (`"CPU"`, `"GPU"`, ...), `""` for none.
+
+    A graph keeps its scopes on a stack; a `tf.function` traced in an eager scope sees the eager one.
+    """
+    try:  # no public API reads the current scope
+        from tensorflow.python.eager import context
+        from tensorflow.python.framework import ops
+
+        graph_scopes = [] if tf.executing_eagerly() else ops.get_default_graph()._device_function_stack.peek_objs()
+        names = [scope.display_name for scope in graph_scopes]  # innermost first
+        names.append(context.context().device_name or "")
+    except (ImportError, AttributeError):  # pragma: no cover - private TF modules moved: no scope known
+        return ""
+    for name in names:
+        try:
+            device_type = tf.DeviceSpec.from_string(name).device_type
+        except (TypeError, ValueError):  # a device function rather than a name
+            continue
+        if device_type:
+            return device_type.upper()
+    return ""
+
+
+def on_gpu(value: Tuning) -> bool:
+    """Whether ops created now run on a GPU: the machine has one (`value.gpu`, or TensorFlow's list when it
+    is None) and the current `tf.device` scope names no other device type."""
+    if _scope_device_type() not in ("", "GPU"):
+        return False
+    return value.gpu if value.gpu is not None else bool(tf.config.list_logical_devices("GPU"))
+
+
+def takes_cudnn(cell: Any, request: Request, value: Optional[Tuning] = None) -> bool:
+    """Whether a call of `cell` with `request` runs cuDNN's LSTM/GRU kernel: the package's one device decision.
+
+    As Keras' `LSTM`/`GRU` decide it: the dynamic loop (Keras' `unroll=False`), a cell that meets Keras'
+    conditions (`cudnn.eligible`) and a GPU (`on_gpu`). Besides: fast paths on (`generic_only()` turns them
+    off); not `jit_compile=True` (it asks for the XLA-compiled kernel; cuDNN's op cannot be compiled) and no
+    XLA-compiled graph around the call (`model.compile(jit_compile=True)`); no `swap_memory`/`recompute`
+    (they bound the memory of the backward pass; cuDNN keeps its own buffers for it). The layers read it too:
+    their `supports_jit` is False when it holds, as Keras' layers', so `jit_compile="auto"` in
+    `model.compile` keeps the step uncompiled for cuDNN.
+    """
+    value = value or tuning()
+    return (
+        request.loop == "dynamic"
+        and value.fast_paths
+        and request.jit_compile is not True
+        and not request.swap_memory
+        and request.recompute is None
+        and cudnn.eligible(cell) is not None
+        and not step_lib.in_xla_context()
+        and on_gpu(value)
+    )
+
+
 def make_plan(cell: Any, prepared: step_lib.Prepared, request: Request, value: Optional[Tuning] = None) -> Plan:
     """Decides the loop, kernel and compilation of one call, from the cell, the options and static shapes."""
     value = value or tuning()
@@ -208,6 +270,8 @@ def make_plan(cell: Any, prepared: step_lib.Prepared, request: Request, value: O
         if fast and projected.kind(cell) is not None:
             return Plan("static", "projected", compile_mode, simple_rnn.Choices(unrolled=True, static_chunk=chunk), training, value)
         return Plan("static", "generic", compile_mode, None, training, value)
+    if training != "symbolic" and prepared.num_steps != 0 and takes_cudnn(cell, request, value):
+        return Plan("cudnn", "cudnn", "none", None, training, value)
     # A while loop whose T is not fixed when it is traced (an open time axis, or eager calls) sees many
     # lengths: the fused kernel pads them to buckets so that XLA compiles a few shapes, not one per length.
     varying_steps = prepared.inputs.shape[0] is None or tf.executing_eagerly()
@@ -407,7 +471,7 @@ def execute(
     """Runs `plan` on tensors (in whatever graph or eager context the caller is in)."""
     units = step_lib.output_size(cell)
     return_all = request.return_all_outputs
-    if plan.loop in ("while", "checkpointed"):
+    if plan.loop in ("while", "checkpointed", "cudnn"):
         prepared = prepared.with_open_time()  # the graph of a while loop does not depend on T
     if plan.loop == "empty":
         outputs, last, state = step_lib.empty_batch_result(units, prepared, return_all)
@@ -419,6 +483,8 @@ def execute(
         if plan.loop == "static" and outputs is not None:
             outputs = tf.unstack(outputs, num=prepared.num_steps)
         return outputs, last, state
+    if plan.kernel == "cudnn":
+        return _cudnn_or_generic(plan, cell, prepared, request, masks)
     if plan.kernel == "gated":
         return gated.gated_loop(
             cell, prepared, masks, return_all_outputs=return_all, jit=True, bucket_steps=plan.choices.bucket_steps
@@ -452,6 +518,29 @@ def execute(
         swap_memory=request.swap_memory,
         recompute=request.recompute,
     )
+
+
+def _cudnn_or_generic(
+    plan: Plan, cell: Any, prepared: step_lib.Prepared, request: Request, masks: step_lib.DropoutMasks
+) -> Tuple[Any, tf.Tensor, Any]:
+    """cuDNN's kernel; with a Keras mask, under `tf.cond`: where the mask is not right-padded (which cuDNN
+    cannot run, and Keras' layers refuse on a GPU), the generic while loop."""
+    return_all = request.return_all_outputs
+    run_cudnn = lambda: cudnn.cudnn_loop(cell, prepared, masks, return_all_outputs=return_all)  # noqa: E731
+    padded = cudnn.right_padded(prepared)
+    if padded is None:
+        return run_cudnn()
+    generic = dataclasses.replace(plan, loop="while", kernel="generic")
+
+    def branch(fn):  # tf.cond returns no None: leave the outputs out without `return_all_outputs`
+        def run():
+            outputs, last, state = fn()
+            return ((outputs,) if return_all else ()) + (last, state)
+
+        return run
+
+    result = tf.cond(padded, branch(run_cudnn), branch(lambda: execute(generic, cell, prepared, request, masks)))
+    return tuple(result) if return_all else (None, *result)
 
 
 #: Traced functions kept per cell (least recently used dropped first).
@@ -549,7 +638,7 @@ def run(cell: Any, prepared: step_lib.Prepared, request: Request) -> Tuple[Any, 
     plan = choose(cell, prepared, request, make_plan(cell, prepared, request))
     masks = step_lib.DropoutMasks.draw(cell, prepared, None if plan.training == "symbolic" else plan.training)
     needs_graph = plan.compile == "loop" or (
-        not tf.inside_function() and plan.loop in ("while", "checkpointed") and plan.compile != "kernel"
+        not tf.inside_function() and plan.loop in ("while", "checkpointed", "cudnn") and plan.compile != "kernel"
     )
     if not needs_graph or plan.training == "symbolic":
         result = execute(plan, cell, prepared, request, masks)

@@ -307,6 +307,10 @@ class Prepared:
     features: int
     max_length: Optional[tf.Tensor]  # max(sequence_length) when the loop may stop early
     invalid_rows: Optional[tf.Tensor] = None  # (B,) rows with out-of-range lengths under XLA: results are NaN
+    go_backwards: bool = False  # inputs and valid are in reversed order (step 0 is the sequence's last)
+    # valid comes from `sequence_length` alone: each row's valid steps are a prefix of the sequence in its own
+    # order (right-padded by construction; a Keras mask may be anything)
+    lengths_only: bool = False
 
     def settings_only(self) -> "Prepared":
         """These settings with the tensors dropped: safe to keep in a cached function's closure."""
@@ -653,6 +657,8 @@ def prepare(
         features=features,
         max_length=max_length,
         invalid_rows=invalid_rows,
+        go_backwards=go_backwards,
+        lengths_only=sequence_length is not None and mask is None,
     )
 
 

@@ -74,6 +74,18 @@ _MATHS = {
 }
 
 
+def family(cell: Any) -> Optional[str]:
+    """`"lstm"` or `"gru"` for a Keras `LSTMCell`/`GRUCell`, or a subclass that does not override its maths
+    (`_MATHS`), whatever its activations; else None."""
+    for name, base in _BASES:
+        if not isinstance(cell, base):
+            continue
+        if any(getattr(type(cell), method) is not getattr(base, method) for method in _MATHS[name]):
+            return None
+        return name
+    return None
+
+
 def kind(cell: Any) -> Optional[str]:
     """`"lstm"` or `"gru"` if `cell` can run as a fused gated kernel (`gated_loop`), else None.
 
@@ -81,16 +93,11 @@ def kind(cell: Any) -> Optional[str]:
     variants), or a subclass that does not override its maths, whose `activation` and
     `recurrent_activation` are in `_derivatives()`. Whether it runs is the planner's decision.
     """
-    for name, base in _BASES:
-        if not isinstance(cell, base):
-            continue
-        if any(getattr(type(cell), method) is not getattr(base, method) for method in _MATHS[name]):
-            return None
-        table = _derivatives()
-        if cell.activation not in table or cell.recurrent_activation not in table:
-            return None
-        return name
-    return None
+    name = family(cell)
+    table = _derivatives()
+    if name is None or cell.activation not in table or cell.recurrent_activation not in table:
+        return None
+    return name
 
 
 # ------------------------------------------------------------------------------------ the spec
