@@ -117,3 +117,13 @@ def test_shapes_suite_quick_prints_its_rows(capsys):
     out = capsys.readouterr().out
     assert "lengths 5..12, jit_compile=auto" in out and "lengths 5..12, jit_compile=False" in out
     assert float(out.split("ratio ")[-1].split()[0]) > 0  # a smoke test: the numbers come from the full run
+
+
+def test_parts_suite_quick_prints_every_part(capsys):
+    from benchmarks import parts
+
+    assert parts.main(["--quick", "--cells", "gru", "--writes"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("CPU: ")
+    for name in ("layer forward", "projection", "compiled forward", "compiled backward", "train", "Keras+XLA train", "writes h, c"):
+        assert f"{name} " in out
