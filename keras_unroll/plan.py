@@ -429,6 +429,7 @@ def choose(cell: Any, prepared: step_lib.Prepared, request: Request, plan: Plan)
     cache = cell.__dict__.setdefault(_TRIAL_ATTRIBUTE, collections.OrderedDict())  # not tracked by Keras
     found = cache.get(key)
     if found is None:
+        started = time.perf_counter()
         samples = _in_own_thread(lambda: _time_candidates(cell, prepared, request, candidates, recording))
         medians = [statistics.median(s) for s in samples]
         found = {
@@ -438,6 +439,7 @@ def choose(cell: Any, prepared: step_lib.Prepared, request: Request, plan: Plan)
             "seconds": tuple(medians),
             "shape": (prepared.num_steps, prepared.inputs.shape[1], prepared.features),
             "training": recording,
+            "trial_seconds": time.perf_counter() - started,
         }
         cache[key] = found
         while len(cache) > _MAX_TRIALS:
@@ -449,7 +451,8 @@ def choose(cell: Any, prepared: step_lib.Prepared, request: Request, plan: Plan)
 
 def trials(cell: Any) -> List[Dict[str, Any]]:
     """The timed trials run for `cell`: per shape `(T, B, F)`, the median seconds of the fused and the generic
-    candidate, which was chosen (`"fused"`/`"generic"`), and whether a tape recorded (train step or forward)."""
+    candidate, which was chosen (`"fused"`/`"generic"`), whether a tape recorded (train step or forward), and
+    how long the trial took (`trial_seconds`, spent inside the first trace of that shape)."""
     rows = []
     for found in cell.__dict__.get(_TRIAL_ATTRIBUTE, {}).values():
         rows.append(
@@ -459,6 +462,7 @@ def trials(cell: Any) -> List[Dict[str, Any]]:
                 "seconds": {"fused": found["seconds"][0], "generic": found["seconds"][1]},
                 "chosen": "fused" if found["chosen"] == found["fused"] else "generic",
                 "kernel": found["fused"].kernel,
+                "trial_seconds": found["trial_seconds"],
             }
         )
     return rows

@@ -113,3 +113,17 @@ def test_the_environment_switch(value, expected, subprocess_env):
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [str(expected)] * 2
+
+
+def test_trace_times_of_the_inspection_tools_leave_the_trial_out(rng):
+    """`graph_stats` reports the trace, not the planner's trial that ran inside the first trace."""
+    import time
+
+    layer = ku.DynamicUnroll(keras.layers.LSTMCell(H))
+    with testing.use_tuning(ON):
+        start = time.perf_counter()
+        stats = ku.inspect.graph_stats(layer, (B, T, F), training=True)
+        elapsed = time.perf_counter() - start  # building, the trace (with the trial inside) and one run
+    (row,) = testing.timed_trials(layer)
+    assert row["training"] is True and row["trial_seconds"] > 0
+    assert 0 < stats.trace_seconds <= elapsed - row["trial_seconds"]
