@@ -131,10 +131,13 @@ class Prefetch:
     dynamic slice of the whole `(T, B, 4H)` tensor into every elementwise fusion of the cell, which then
     ran at half speed (46 ms against 22 ms with the slice carried in the loop state, and against 24 ms for
     Keras' own loop, whose per-step input is small). Carrying the slice read in the previous iteration
-    gives the step a plain buffer. The SimpleRNN forward loop reads the same way (docs/performance.md has
-    its figures). Uncompiled, the
-    carried reads measured the same as reading in the step (32·1000·8·32, CPU time: LSTM backward 47.1 vs
-    47.0 ms, GRU 41.1 vs 44.7), and `tf.gather` reads in place where a TensorArray would copy the tensor.
+    gives the step a plain buffer. The SimpleRNN forward loop reads the same way. Uncompiled, the carried
+    reads measured the same as reading in the step (32·1000·8·32, CPU time: LSTM backward 47.1 vs 47.0 ms,
+    GRU 41.1 vs 44.7).
+
+    `in_place=True` reads with `tf.gather` on the tensor itself (a TensorArray would copy it, uncompiled);
+    `False` through a TensorArray, which the SimpleRNN forward loop keeps (a `recompute=` segment's peak
+    memory was lower with it).
     """
 
     def __init__(self, tensors: Sequence[Optional[tf.Tensor]], steps: Any, in_place: bool = True) -> None:
