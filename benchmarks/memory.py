@@ -11,13 +11,19 @@ training step (trace + run), reset the allocator's peak, run one more step and r
 - `step_ms`: median wall time of a few more steps (this machine is shared: ratios, not absolutes).
 
 Usage:
-    python -m benchmarks.memory              # full run (T = 100 ... 20000), writes the JSON and the plot
-    python -m benchmarks.memory --quick      # tiny shapes, seconds (what the tests run)
+    python -m benchmarks memory                  # full run (T = 100 ... 20000), writes the JSON and the plot
+    python -m benchmarks memory --cells lstm     # only the LSTM rows (--cells simple: the SimpleRNN ones)
+    python -m benchmarks memory --quick          # tiny shapes, a smoke test (about a minute)
+
+Two cell families, each compared with its Keras layer at the same T: SimpleRNN (`keras.layers.SimpleRNN`
+against `DynamicUnroll(BasicRNNCell)` and the other ways to unroll it) and LSTM (`keras.layers.LSTM` against
+`DynamicUnroll(LSTMCell)`, whose default runs the fused gated kernel, `keras_unroll/kernels/gated.py`).
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import math
 import os
@@ -26,7 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_PLOT = ROOT / "docs" / "images" / "memory_vs_T.png"
@@ -35,16 +41,31 @@ DEFAULT_JSON = ROOT / "docs" / "images" / "memory_vs_T.json"
 #: case name -> the longest T it is run for (None: every T). Python-unrolled graphs grow with T: at T=1000
 #: tracing alone takes tens of seconds and ~1 GB, beyond that they are not a practical option.
 CASES: Dict[str, Optional[int]] = {
-    "SimpleRNN": 5000,  # slow baselines stop at 5000 so that the full run stays near 10 minutes
+    "SimpleRNN": 5000,  # slow baselines stop at 5000 so that the full run stays within ~15 minutes
     "SimpleRNN(unroll=True)": 1000,
     "StaticUnroll": 1000,
     "DynamicUnroll": None,
     "DynamicUnroll(jit_compile=False)": 5000,
     "DynamicUnroll(swap_memory=True)": None,
     "DynamicUnroll(recompute='sqrt')": None,
+    "LSTM": 5000,
+    "DynamicUnroll(LSTMCell)": 5000,
+    "DynamicUnroll(LSTMCell, jit_compile=False)": 5000,
+    "DynamicUnroll(LSTMCell, swap_memory=True)": 5000,
+    "DynamicUnroll(LSTMCell, recompute='sqrt')": None,
 }
-FULL_STEPS = (100, 1000, 5000, 20000)
+#: cell family -> (Keras' layer, keras_unroll's default) of that family: the two cases every row is compared to.
+BASELINES: Dict[str, Tuple[str, str]] = {
+    "simple": ("SimpleRNN", "DynamicUnroll"),
+    "lstm": ("LSTM", "DynamicUnroll(LSTMCell)"),
+}
+FULL_STEPS = (100, 1000, 2000, 5000, 20000)
 QUICK_STEPS = (20, 80)
+
+
+def cell_of(case: str) -> str:
+    """The cell family of a case: `"lstm"` for the LSTM rows, else `"simple"` (SimpleRNN / BasicRNNCell)."""
+    return "lstm" if "LSTM" in case else "simple"
 
 
 # --------------------------------------------------------------------------------- child process
@@ -57,18 +78,27 @@ def _make_layer(case: str, units: int) -> Any:
         return keras.layers.SimpleRNN(units)
     if case == "SimpleRNN(unroll=True)":
         return keras.layers.SimpleRNN(units, unroll=True)
+    if case == "LSTM":
+        return keras.layers.LSTM(units)
     if case == "StaticUnroll":
         return ku.StaticUnroll(ku.BasicRNNCell(units))
-    if case == "DynamicUnroll":
-        return ku.DynamicUnroll(ku.BasicRNNCell(units))
-    if case == "DynamicUnroll(jit_compile=False)":
-        return ku.DynamicUnroll(ku.BasicRNNCell(units), jit_compile=False)
-    if case == "DynamicUnroll(swap_memory=True)":
-        return ku.DynamicUnroll(ku.BasicRNNCell(units), swap_memory=True)
-    if case.startswith("DynamicUnroll(recompute="):
-        value = case[len("DynamicUnroll(recompute=") : -1].strip("'\"")
-        return ku.DynamicUnroll(ku.BasicRNNCell(units), recompute=value if value == "sqrt" else int(value))
-    raise ValueError(f"Unknown benchmark case. Expected one of {sorted(CASES)}. Received: case={case!r}")
+    if case not in CASES or not case.startswith("DynamicUnroll"):
+        raise ValueError(f"Unknown benchmark case. Expected one of {sorted(CASES)}. Received: case={case!r}")
+    # "DynamicUnroll", "DynamicUnroll(LSTMCell)", "DynamicUnroll(LSTMCell, swap_memory=True)", ...
+    options = case[len("DynamicUnroll(") : -1].split(", ") if case != "DynamicUnroll" else []
+    cell = ku.BasicRNNCell(units)
+    if options and options[0] == "LSTMCell":
+        cell = keras.layers.LSTMCell(units)
+        options = options[1:]
+    kwargs: Dict[str, Any] = {}
+    for option in options:
+        name, value = option.split("=")
+        if name == "recompute":
+            value = value.strip("'\"")
+            kwargs[name] = value if value == "sqrt" else int(value)
+        else:
+            kwargs[name] = value == "True"
+    return ku.DynamicUnroll(cell, **kwargs)
 
 
 def measure(case: str, steps: int, batch: int, features: int, units: int, repeats: int = 3) -> Dict[str, Any]:
@@ -120,46 +150,61 @@ def measure(case: str, steps: int, batch: int, features: int, units: int, repeat
 
 def run_case(case: str, steps: int, batch: int, features: int, units: int, repeats: int, timeout: float) -> Dict[str, Any]:
     """Runs `measure` in a fresh process with the BFC allocator; returns its result (or the error)."""
+    return run_cases(case, [steps], batch, features, units, repeats, timeout)[0]
+
+
+def run_cases(
+    case: str, steps: Sequence[int], batch: int, features: int, units: int, repeats: int, timeout: float
+) -> List[Dict[str, Any]]:
+    """`measure` for each T of `steps` in one fresh process (a full run passes one T per process, so that no
+    earlier model shares the allocator; `--quick`, a smoke test, all of a case's T at once)."""
     env = dict(os.environ)
     env["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    args = [sys.executable, "-m", "benchmarks.memory", "--child", case, str(steps), str(batch), str(features), str(units), str(repeats)]
+    lengths = ",".join(str(t) for t in steps)
+    args = [sys.executable, "-m", "benchmarks.memory", "--child", case, lengths, str(batch), str(features), str(units), str(repeats)]
     try:
-        done = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout * len(steps))
     except subprocess.TimeoutExpired:
-        return {"case": case, "T": steps, "error": f"timed out after {timeout:.0f} s"}
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        return {"case": case, "T": steps, "error": f"exit {done.returncode}: {tail[0][:200]}"}
-    return json.loads(lines[-1])
+        return [{"case": case, "T": t, "error": f"timed out after {timeout:.0f} s"} for t in steps]
+    found = {r["T"]: r for r in (json.loads(line) for line in done.stdout.splitlines() if line.startswith("{"))}
+    tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+    error = {"error": f"exit {done.returncode}: {tail[0][:200]}"}
+    return [found.get(t) or {"case": case, "T": t, **error} for t in steps]
 
 
 # ---------------------------------------------------------------------------------------- report
+def _ratio(value: Optional[float], base: Optional[float]) -> str:
+    return f"{value / base:.3f}×" if value is not None and base else "–"
+
+
 def markdown_table(results: Sequence[Dict[str, Any]]) -> str:
-    """Rows: cases; for each T: peak MB / activation MB / ms per step, and the ratio to DynamicUnroll."""
+    """Rows: cases; for each T: peak MB, activation MB and ms per step, each ratio to the same cell's Keras
+    layer (`SimpleRNN`, `LSTM`) and to keras_unroll's default for that cell (`BASELINES`), measured at that T."""
     by_key = {(r["case"], r["T"]): r for r in results}
     steps = sorted({r["T"] for r in results})
     cases = list(dict.fromkeys(r["case"] for r in results))
     lines = [
-        "| case | T | peak MB | activation MB | activation vs DynamicUnroll | step ms | time vs DynamicUnroll |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| case | T | peak MB | activation MB | activation vs Keras | activation vs default | step ms "
+        "| time vs Keras | time vs default |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for case in cases:
+        keras_case, default_case = BASELINES[cell_of(case)]
         for t in steps:
             r = by_key.get((case, t))
             if r is None:
                 continue
             if "error" in r:
-                lines.append(f"| {case} | {t} | – | – | – | – | {r['error']} |")
+                lines.append(f"| {case} | {t} | – | – | – | – | – | – | {r['error']} |")
                 continue
-            base = by_key.get(("DynamicUnroll", t), {})
-            mem_ratio = r["activation_mb"] / base["activation_mb"] if base.get("activation_mb") else math.nan
-            time_ratio = r["step_ms"] / base["step_ms"] if base.get("step_ms") else math.nan
+            keras_row, default_row = by_key.get((keras_case, t), {}), by_key.get((default_case, t), {})
             lines.append(
-                f"| {case} | {t} | {r['peak_mb']:.4g} | {r['activation_mb']:.4g} | {mem_ratio:.3f}× | "
-                f"{r['step_ms']:.4g} | {time_ratio:.2f}× |"
+                f"| {case} | {t} | {r['peak_mb']:.4g} | {r['activation_mb']:.4g} "
+                f"| {_ratio(r['activation_mb'], keras_row.get('activation_mb'))} "
+                f"| {_ratio(r['activation_mb'], default_row.get('activation_mb'))} | {r['step_ms']:.4g} "
+                f"| {_ratio(r['step_ms'], keras_row.get('step_ms'))} | {_ratio(r['step_ms'], default_row.get('step_ms'))} |"
             )
     return "\n".join(lines)
 
@@ -176,8 +221,9 @@ def plot(results: Sequence[Dict[str, Any]], path: pathlib.Path, title: str) -> N
         if not rows:
             continue
         ts = [r["T"] for r in rows]
-        ax_mem.plot(ts, [max(r["activation_mb"], 1e-3) for r in rows], marker="o", label=case)
-        ax_time.plot(ts, [r["step_ms"] for r in rows], marker="o", label=case)
+        style = dict(marker="s" if cell_of(case) == "lstm" else "o", linestyle="--" if cell_of(case) == "lstm" else "-")
+        ax_mem.plot(ts, [max(r["activation_mb"], 1e-3) for r in rows], label=case, **style)
+        ax_time.plot(ts, [r["step_ms"] for r in rows], label=case, **style)
     for ax, label in ((ax_mem, "activation memory of one training step (MB)"), (ax_time, "time of one training step (ms)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -196,8 +242,12 @@ def plot(results: Sequence[Dict[str, Any]], path: pathlib.Path, title: str) -> N
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny shapes (B=4, F=3, H=16, T=20, 80): seconds")
-    parser.add_argument("--steps", type=int, nargs="+", help="sequence lengths T (default 100 1000 5000 20000)")
-    parser.add_argument("--cases", nargs="+", choices=sorted(CASES), help="cases to run (default: all)")
+    parser.add_argument("--steps", type=int, nargs="+", help="sequence lengths T (default 100 1000 2000 5000 20000)")
+    parser.add_argument(
+        "--cells", nargs="+", choices=sorted(BASELINES), default=sorted(BASELINES, reverse=True),
+        help="cell families whose cases run (default: simple lstm)",
+    )
+    parser.add_argument("--cases", nargs="+", choices=list(CASES), help="cases to run (default: every case of --cells)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--features", type=int, default=8)
     parser.add_argument("--units", type=int, default=256)
@@ -212,8 +262,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     if args.child:
-        case, *numbers = args.child
-        print(json.dumps(measure(case, *map(int, numbers))), flush=True)
+        case, lengths, *numbers = args.child
+        for t in map(int, lengths.split(",")):
+            print(json.dumps(measure(case, t, *map(int, numbers))), flush=True)
         return 0
     if args.quick:
         batch, features, units, repeats = 4, 3, 16, 1
@@ -223,18 +274,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         steps = tuple(args.steps or FULL_STEPS)
         args.json = args.json or DEFAULT_JSON
         args.plot = args.plot or DEFAULT_PLOT
-    cases = args.cases or list(CASES)
-    results: List[Dict[str, Any]] = []
+    cases = args.cases or [case for case in CASES if cell_of(case) in args.cells]
+    if args.quick:  # a smoke test: one process per case for all its T, two processes at a time
+        runs = [(case, steps) for case in cases]
+    else:  # one process per (case, T), one at a time: no other measurement shares the cores or the memory
+        runs = [(case, (t,)) for case in cases for t in steps if CASES[case] is None or t <= CASES[case]]
     started = time.perf_counter()
-    for case in cases:
-        for t in steps:
-            cap = CASES[case]
-            if cap is not None and t > cap and not args.quick:
-                continue
-            result = run_case(case, t, batch, features, units, repeats, args.timeout)
-            results.append(result)
+
+    def one(run: Tuple[str, Sequence[int]]) -> List[Dict[str, Any]]:
+        found = run_cases(run[0], run[1], batch, features, units, repeats, args.timeout)
+        for result in found:
             summary = result.get("error") or f"activation {result['activation_mb']:.1f} MB, {result['step_ms']:.1f} ms"
-            print(f"{case:34s} T={t:<6d} {summary}", file=sys.stderr, flush=True)
+            print(f"{run[0]:44s} T={result['T']:<6d} {summary}", file=sys.stderr, flush=True)
+        return found
+
+    with concurrent.futures.ThreadPoolExecutor(2 if args.quick else 1) as pool:
+        results: List[Dict[str, Any]] = [r for found in pool.map(one, runs) for r in found]
     title = f"one training step, B={batch} F={features} H={units} (CPU, BFC allocator)"
     print(f"\n### Memory of {title}\n")
     print(markdown_table(results))
