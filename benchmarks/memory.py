@@ -2,8 +2,13 @@
 
 Each (case, T) runs in a fresh Python process with `TF_CPU_ALLOCATOR_USE_BFC=true`, so that
 `tf.config.experimental.get_memory_info("CPU:0")` counts every allocation TensorFlow makes (with the default
-CPU allocator it misses small ones). In the child: build `Input((T, F)) -> layer(H) -> Dense(1)`, run one
-training step (trace + run), reset the allocator's peak, run one more step and read the peak. Reported:
+CPU allocator it misses small ones). The child first reserves one large allocator region (`--reserve-mb`,
+an uninitialised tensor, freed at once: no page is touched): a BFC allocator that grows on demand adds
+regions of 2^k MB and hands out a tensor of, say, 156 MB as a whole 256 MB chunk when it sits in a fresh
+region, so one large tensor counted up to 1.6x its size and many small ones (Keras' per-step tensors) their
+size; with the region in place every tensor counts its own bytes, as on a GPU, whose BFC allocator reserves
+its memory up front. Then: build `Input((T, F)) -> layer(H) -> Dense(1)`, run one training step (trace +
+run), reset the allocator's peak, run one more step and read the peak. Reported:
 
 - `peak_mb`: the allocator's peak during that step;
 - `activation_mb`: peak minus what was in use before the step (weights, optimizer slots, the batch), i.e.
@@ -60,6 +65,8 @@ BASELINES: Dict[str, Tuple[str, str]] = {
     "lstm": ("LSTM", "DynamicUnroll(LSTMCell)"),
 }
 FULL_STEPS = (100, 1000, 2000, 5000, 20000)
+#: MB of allocator region a child reserves before measuring (module docstring): more than any step here needs.
+RESERVE_MB = 6144
 QUICK_STEPS = (20, 80)
 
 
@@ -101,11 +108,18 @@ def _make_layer(case: str, units: int) -> Any:
     return ku.DynamicUnroll(cell, **kwargs)
 
 
-def measure(case: str, steps: int, batch: int, features: int, units: int, repeats: int = 3) -> Dict[str, Any]:
-    """One (case, T) measurement in this process. Needs `TF_CPU_ALLOCATOR_USE_BFC=true` set before TF starts."""
+def measure(
+    case: str, steps: int, batch: int, features: int, units: int, repeats: int = 3, reserve_mb: int = 0
+) -> Dict[str, Any]:
+    """One (case, T) measurement in this process. Needs `TF_CPU_ALLOCATOR_USE_BFC=true` set before TF starts;
+    `reserve_mb`: the allocator region reserved first (see the module docstring; 0: none)."""
     import keras
     import numpy as np
     import tensorflow as tf
+
+    if reserve_mb:
+        region = tf.raw_ops.Empty(shape=[reserve_mb * 2**20 // 4], dtype=tf.float32)
+        del region
 
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
@@ -145,16 +159,21 @@ def measure(case: str, steps: int, batch: int, features: int, units: int, repeat
         "activation_mb": (peak - before) / 2**20,
         "step_ms": 1000 * statistics.median(times),
         "first_call_s": first_s,
+        "reserve_mb": reserve_mb,
     }
 
 
-def run_case(case: str, steps: int, batch: int, features: int, units: int, repeats: int, timeout: float) -> Dict[str, Any]:
+def run_case(
+    case: str, steps: int, batch: int, features: int, units: int, repeats: int, timeout: float,
+    reserve_mb: int = RESERVE_MB,
+) -> Dict[str, Any]:
     """Runs `measure` in a fresh process with the BFC allocator; returns its result (or the error)."""
-    return run_cases(case, [steps], batch, features, units, repeats, timeout)[0]
+    return run_cases(case, [steps], batch, features, units, repeats, timeout, reserve_mb)[0]
 
 
 def run_cases(
-    case: str, steps: Sequence[int], batch: int, features: int, units: int, repeats: int, timeout: float
+    case: str, steps: Sequence[int], batch: int, features: int, units: int, repeats: int, timeout: float,
+    reserve_mb: int = RESERVE_MB,
 ) -> List[Dict[str, Any]]:
     """`measure` for each T of `steps` in one fresh process (a full run passes one T per process, so that no
     earlier model shares the allocator; `--quick`, a smoke test, all of a case's T at once)."""
@@ -163,7 +182,8 @@ def run_cases(
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     lengths = ",".join(str(t) for t in steps)
-    args = [sys.executable, "-m", "benchmarks.memory", "--child", case, lengths, str(batch), str(features), str(units), str(repeats)]
+    numbers = [str(n) for n in (batch, features, units, repeats, reserve_mb)]
+    args = [sys.executable, "-m", "benchmarks.memory", "--child", case, lengths, *numbers]
     try:
         done = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout * len(steps))
     except subprocess.TimeoutExpired:
@@ -255,7 +275,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per case before it is dropped")
     parser.add_argument("--json", type=pathlib.Path, help=f"write results here (full run default: {DEFAULT_JSON.relative_to(ROOT)})")
     parser.add_argument("--plot", type=pathlib.Path, help=f"write the PNG here (full run default: {DEFAULT_PLOT.relative_to(ROOT)})")
-    parser.add_argument("--child", nargs=6, metavar=("CASE", "T", "B", "F", "H", "REPEATS"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--reserve-mb", type=int, default=RESERVE_MB,
+        help=f"allocator region each child reserves first, MB (default {RESERVE_MB}; 0: grow on demand, see above)",
+    )
+    parser.add_argument("--child", nargs=7, metavar=("CASE", "T", "B", "F", "H", "REPEATS", "RESERVE"), help=argparse.SUPPRESS)
     return parser
 
 
@@ -266,8 +290,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for t in map(int, lengths.split(",")):
             print(json.dumps(measure(case, t, *map(int, numbers))), flush=True)
         return 0
+    reserve_mb = args.reserve_mb
     if args.quick:
-        batch, features, units, repeats = 4, 3, 16, 1
+        batch, features, units, repeats, reserve_mb = 4, 3, 16, 1, min(reserve_mb, 64)
         steps = tuple(args.steps or QUICK_STEPS)
     else:
         batch, features, units, repeats = args.batch, args.features, args.units, args.repeats
@@ -282,7 +307,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     started = time.perf_counter()
 
     def one(run: Tuple[str, Sequence[int]]) -> List[Dict[str, Any]]:
-        found = run_cases(run[0], run[1], batch, features, units, repeats, args.timeout)
+        found = run_cases(run[0], run[1], batch, features, units, repeats, args.timeout, reserve_mb)
         for result in found:
             summary = result.get("error") or f"activation {result['activation_mb']:.1f} MB, {result['step_ms']:.1f} ms"
             print(f"{run[0]:44s} T={result['T']:<6d} {summary}", file=sys.stderr, flush=True)
@@ -290,7 +315,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     with concurrent.futures.ThreadPoolExecutor(2 if args.quick else 1) as pool:
         results: List[Dict[str, Any]] = [r for found in pool.map(one, runs) for r in found]
-    title = f"one training step, B={batch} F={features} H={units} (CPU, BFC allocator)"
+    region = f", {reserve_mb} MB region reserved" if reserve_mb else ", allocator grown on demand"
+    title = f"one training step, B={batch} F={features} H={units} (CPU, BFC allocator{region})"
     print(f"\n### Memory of {title}\n")
     print(markdown_table(results))
     skipped = [f"{case} (T > {cap})" for case, cap in CASES.items() if case in cases and cap is not None and not args.quick]
