@@ -575,14 +575,14 @@ def _kernel_grads(cell, x, init, run):
 
 @pytest.mark.parametrize("compile_backward", [True, False], ids=["xla-backward", "graph-backward"])
 def test_xla_passes_in_several_chunks_match_generic_path(compile_backward, rng):
-    """A chunk budget of 4 steps (`Choices.chunk_bytes`): 13 steps run as 3 full chunks and a partial one,
-    12 as 3 full chunks, inputs projected and back-propagated chunk by chunk. Masks with `go_backwards`; an
+    """A chunk budget of 3 steps (`Choices.chunk_bytes`): 13 steps run as 4 full chunks and a partial one,
+    12 as 4 full chunks, inputs projected and back-propagated chunk by chunk. Masks with `go_backwards`; an
     early stop inside a chunk (`sequence_length`) with dropout and recurrent dropout; the last output only."""
     x13 = tf.constant(rng.standard_normal((B, 13, F)).astype("float32"))
     init = tf.constant(rng.standard_normal((B, H)).astype("float32"))
     weights = _weights(rng)
-    four_steps = 4 * B * H * 4  # bytes of 4 steps' (B, H) float32 rows
-    choices = simple_rnn.Choices(jit=True, compile_backward=compile_backward, du_in_loop=True, chunk_bytes=four_steps)
+    three_steps = 3 * B * H * 4  # bytes of 3 steps' (B, H) float32 rows
+    choices = simple_rnn.Choices(jit=True, compile_backward=compile_backward, du_in_loop=True, chunk_bytes=three_steps)
     cases = [
         ("mask, go_backwards", 13, dict(mask=rng.random((B, 13)) > 0.3, go_backwards=True), {}, True),
         ("stop 9, dropout", 12, dict(sequence_length=tf.constant([9, 0, 5, 6])), dict(dropout=0.3, recurrent_dropout=0.25), True),

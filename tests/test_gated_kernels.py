@@ -181,13 +181,13 @@ def test_dropout_masks_match_keras_for_the_same_seed(kind, rates, jit, rng):
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_xla_passes_in_several_chunks_match_generic(kind):
-    """A chunk budget of 4 steps (`chunk_bytes`): 13 steps run as 3 full chunks and a partial one, 12 steps
-    as 3 full chunks, the inputs projected and back-propagated chunk by chunk. Masks with `go_backwards`;
+    """A chunk budget of 3 steps (`chunk_bytes`): 13 steps run as 4 full chunks and a partial one, 12 steps
+    as 4 full chunks, the inputs projected and back-propagated chunk by chunk. Masks with `go_backwards`;
     an early stop inside a chunk (`sequence_length`) with per-gate dropout masks; only the last output."""
     rng = np.random.default_rng(5)
     x = tf.constant(rng.standard_normal((B, 13, F)).astype("float32"))
     init = [tf.constant(rng.standard_normal((B, H)).astype("float32") * 0.5) for _ in range(2 if kind == "lstm" else 1)]
-    four_steps = 4 * B * (4 if kind == "lstm" else 3) * H * 4  # bytes of 4 steps' (B, G·H) float32 projection
+    three_steps = 3 * B * (4 if kind == "lstm" else 3) * H * 4  # bytes of 3 steps' (B, G·H) float32 projection
     cases = [
         ("mask, go_backwards", 13, dict(mask=rng.random((B, 13)) > 0.3), True, {}),
         ("stop 9, dropout", 12, dict(sequence_length=tf.constant([9, 0, 5, 6])), False,
@@ -203,11 +203,11 @@ def test_xla_passes_in_several_chunks_match_generic(kind):
             generic = _grads(lambda: list(unroll(xs, initial_state=init, training=training, **call)), generic_layer.cell, xs, init)
         cell = _layer(kind, **options).cell  # the same seed: the same dropout masks
         run = lambda: _gated(  # noqa: E731
-            cell, xs, jit=True, training=training, chunk_bytes=four_steps, initial_state=init, go_backwards=backwards, **call
+            cell, xs, jit=True, training=training, chunk_bytes=three_steps, initial_state=init, go_backwards=backwards, **call
         )
         _compare(_grads(lambda: _drop_last(run()), cell, xs, init), generic, f"{kind}, {label}")
     cell, xs = _layer(kind).cell, x[:, :12]
-    last = _grads(lambda: _gated_last(cell, xs, jit=True, chunk_bytes=four_steps, initial_state=init), cell, xs, init)
+    last = _grads(lambda: _gated_last(cell, xs, jit=True, chunk_bytes=three_steps, initial_state=init), cell, xs, init)
     expected = _grads(lambda: _gated(cell, xs, jit=False, initial_state=init)[1:], cell, xs, init)
     _compare(last, expected, f"{kind}: return_sequences=False, chunks against one uncompiled pass")
 

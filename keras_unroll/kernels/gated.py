@@ -472,18 +472,22 @@ def _chunked_forward(spec: _Spec, x, kernel, bias, in_masks, h0, c0, recurrent, 
     masks = None if in_masks is None else tf.unstack(in_masks, num=in_masks.shape[0])
     tas = _sequence_arrays(x.dtype, spec, steps, h0, keep)
 
-    def run_chunk(start, h, c, tas, length):
-        xw = _masked_projection(simple_rnn.chunk_of(x, start, chunk), kernel, bias, masks)
+    def run_chunk(start, h, c, tas, length=None, partial=False):
+        xw = _masked_projection(simple_rnn.chunk_of(x, start, chunk), kernel, bias, masks, simple_rnn.project_chunk)
         valid_c = None if valid is None else simple_rnn.chunk_of(valid, start, chunk)
+        if partial:
+            valid_c = simple_rnn.partial_chunk_valid(valid_c, rest, chunk, x)
         _, h, c_new, tas = _forward_steps(spec, xw, h, c if lstm else None, recurrent, rbias, mask, valid_c, length, tas, start)
         return (h, c_new if lstm else c, *tas)
 
     def body(j, h, c, *tas):
-        return (j + 1, *run_chunk(j * chunk, h, c, list(tas), None))
+        return (j + 1, *run_chunk(j * chunk, h, c, list(tas)))
 
     initial = (tf.constant(0), h0, c0 if lstm else tf.zeros([], x.dtype), *tas)
     _, h, c, *tas = tf.while_loop(lambda j, *_: j < full, body, initial)
-    h_last, c_last, *tas = tf.cond(rest > 0, lambda: run_chunk(full * chunk, h, c, tas, rest), lambda: (h, c, *tas))
+    h_last, c_last, *tas = tf.cond(
+        rest > 0, lambda: run_chunk(full * chunk, h, c, tas, partial=True), lambda: (h, c, *tas)
+    )
     hs, residuals = _stacked(tas, tf.maximum(stop, 0), steps, h0, x)
     return hs, residuals, None, h_last, (c_last if lstm else None)
 
@@ -498,18 +502,23 @@ def _chunked_backward(spec: _Spec, hs, residuals, x, kernel, in_masks, h0, recur
     steps = tf.shape(hs)[0]
     chunk, full, rest = simple_rnn.chunk_schedule(steps, stop, simple_rnn.steps_per_chunk(x, kernel.shape[-1], chunk_bytes))
     chunks = steps // chunk
-    # One element more than the chunks: the partial chunk's (zero when it has no step).
-    dx_ta = simple_rnn._chunk_array(x.dtype, chunks + 1, x.shape[1:])
+    dx_ta = simple_rnn._chunk_array(x.dtype, chunks, x.shape[1:])
+    running = full + tf.cast(rest > 0, full.dtype)  # chunks with a step to run
     zero_chunk = tf.zeros(tf.concat([[chunk], tf.shape(x)[1:]], axis=0), x.dtype)
-    dx_ta = simple_rnn.zero_fill(dx_ta, full + 1, chunks + 1, zero_chunk)
+    dx_ta = simple_rnn.zero_fill(dx_ta, running, chunks, zero_chunk)
     with_rbias = spec.kind == "gru"
 
-    def run_chunk(j, g_h, g_c, dx_ta, d_kernel, d_bias, d_recurrent, d_rbias, length):
+    def run_chunk(j, g_h, g_c, dx_ta, d_kernel, d_bias, d_recurrent, d_rbias, partial=False):
         start = j * chunk
         of = lambda t: None if t is None else simple_rnn.chunk_of(t, start, chunk)  # noqa: E731
         h_start = tf.where(start > 0, tf.gather(hs, tf.maximum(start - 1, 0)), h0)  # the state entering the chunk
+        valid_c, d_hs_c = of(valid), of(d_hs)
+        if partial:
+            valid_c = simple_rnn.partial_chunk_valid(valid_c, rest, chunk, x)
+            if d_hs_c is not None:  # the outputs of the steps not run are zeros: no gradient flows from them
+                d_hs_c = tf.where((tf.range(chunk) < rest)[:, None, None], d_hs_c, tf.zeros_like(d_hs_c))
         d_xw, g_h, g_c_new, d_rec, d_rb = _backward_loop(
-            spec, of(hs), of(residuals), None, h_start, recurrent, mask, of(valid), length, of(d_hs), g_h,
+            spec, of(hs), of(residuals), None, h_start, recurrent, mask, valid_c, None, d_hs_c, g_h,
             g_c if lstm else None,
         )  # fmt: skip
         d_x, d_w, d_b = _projection_grads(of(x), kernel, in_masks, d_xw)
@@ -519,15 +528,14 @@ def _chunked_backward(spec: _Spec, hs, residuals, x, kernel, in_masks, h0, recur
                 d_recurrent + d_rec, d_rbias)  # fmt: skip
 
     def body(j, *carry):
-        return (j - 1, *run_chunk(j, *carry, None))
+        return (j - 1, *run_chunk(j, *carry))
 
     zeros = tf.zeros([], x.dtype)
     initial = (
         d_h, d_c if lstm else zeros, dx_ta, tf.zeros_like(kernel), tf.zeros_like(kernel[0]),
         tf.zeros_like(recurrent), tf.zeros_like(recurrent[0]) if with_rbias else zeros,
     )  # fmt: skip
-    no_step = lambda: (initial[0], initial[1], dx_ta.write(full, zero_chunk), *initial[3:])  # noqa: E731
-    carry = tf.cond(rest > 0, lambda: run_chunk(full, *initial, rest), no_step)
+    carry = tf.cond(rest > 0, lambda: run_chunk(full, *initial, partial=True), lambda: initial)
     _, d_h0, d_c0, dx_ta, d_kernel, d_bias, d_recurrent, d_rbias = tf.while_loop(
         lambda j, *_: j >= 0, body, (full - 1, *carry)
     )
@@ -748,16 +756,19 @@ def gru_recurrence(
 
 
 # ------------------------------------------------------------------------------------ the adapter
-def _masked_projection(inputs: tf.Tensor, kernel: tf.Tensor, bias: Optional[tf.Tensor], dp_mask: Any) -> tf.Tensor:
-    """`(x·m) W + b`: one product, or one per gate with `implementation=1`'s per-gate masks (a list)."""
+def _masked_projection(
+    inputs: tf.Tensor, kernel: tf.Tensor, bias: Optional[tf.Tensor], dp_mask: Any, project: Callable[..., Any] = simple_rnn.project
+) -> tf.Tensor:
+    """`(x·m) W + b`: one product, or one per gate with `implementation=1`'s per-gate masks (a list);
+    `project` computes each (`simple_rnn.project`, or `project_chunk` in the chunked passes)."""
     if dp_mask is None:
-        return simple_rnn.project(inputs, kernel, bias)
+        return project(inputs, kernel, bias)
     if not isinstance(dp_mask, (list, tuple)):
-        return simple_rnn.project(inputs * dp_mask, kernel, bias)
+        return project(inputs * dp_mask, kernel, bias)
     gates = len(dp_mask)
     kernels = tf.split(kernel, gates, axis=1)
     biases = tf.split(bias, gates, axis=0) if bias is not None else [None] * gates
-    return tf.concat([simple_rnn.project(inputs * m, k, b) for m, k, b in zip(dp_mask, kernels, biases)], axis=-1)
+    return tf.concat([project(inputs * m, k, b) for m, k, b in zip(dp_mask, kernels, biases)], axis=-1)
 
 
 def gated_loop(

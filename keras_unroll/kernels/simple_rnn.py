@@ -261,12 +261,23 @@ def steps_per_chunk(like: tf.Tensor, width: int, chunk_bytes: int) -> Any:
     return tf.maximum(chunk_bytes // tf.maximum(row, 1), 1)
 
 
+#: Fewer chunks than this and the passes run the whole sequence as one: each pass holds a few chunk-sized
+#: temporaries, which at two chunks outweighed what chunking saves (LSTM 64·127·16·64: 35 MB, against 18 MB
+#: at 64·100 in one chunk).
+MIN_CHUNKS = 4
+
+
 def chunk_size(steps: tf.Tensor, chunk_steps: Any) -> tf.Tensor:
-    """Steps per chunk for a sequence of `steps` (a multiple of it when `steps >= chunk_steps`, see
-    `padded_length`): `chunk_steps` (`steps_per_chunk`), or the whole sequence when it is shorter or
-    `chunk_steps` is 0."""
-    whole = isinstance(chunk_steps, int) and chunk_steps == 0
-    return tf.maximum(steps if whole else tf.minimum(steps, chunk_steps), 1)
+    """Steps per chunk for a sequence of `steps`: the whole sequence when `chunk_steps` (`steps_per_chunk`)
+    is 0 or the sequence is shorter than `MIN_CHUNKS` chunks, else the fewest chunks of at most
+    `chunk_steps` steps, evened out (1000 steps at most 128 a chunk: eight of 125, not seven of 128 and one
+    of 104), so that padding to whole chunks (`padded_length`) adds fewer steps than there are chunks. For
+    a padded length it gives the same chunk again."""
+    steps = tf.maximum(steps, 1)
+    if isinstance(chunk_steps, int) and chunk_steps == 0:
+        return steps
+    chunks = (steps + chunk_steps - 1) // chunk_steps
+    return tf.where(chunks < MIN_CHUNKS, steps, (steps + chunks - 1) // chunks)
 
 
 def padded_length(steps: tf.Tensor, chunk_steps: Any, bucket: bool) -> tf.Tensor:
@@ -280,11 +291,20 @@ def chunk_schedule(steps: tf.Tensor, stop: tf.Tensor, chunk_steps: Any) -> Tuple
     """`(chunk, full, rest)`: the chunk size, the number of chunks whose steps all run (`stop // chunk`),
     and the steps that run in the one after them (`stop % chunk`; when none, the passes skip that chunk).
 
-    The full chunks run a loop of a fixed trip count; only the last, partial one stops at a run-time step
-    (XLA compiled the backward loop 1.5× slower with a run-time first step: 121 against 78 ms, SimpleRNN
-    32·5000·8·64, measured)."""
+    Every chunk runs a loop of a fixed trip count, the partial one with its later steps masked
+    (`partial_chunk_valid`): XLA compiled a backward loop that starts at a run-time step 1.5× slower (121
+    against 78 ms, SimpleRNN 32·5000·8·64), and a partial chunk run that way took a third of an LSTM step
+    at 64·127·16·64 (45 against 29 ms at 64·129·16·64, which has no partial chunk)."""
     chunk = chunk_size(steps, chunk_steps)
     return chunk, stop // chunk, stop % chunk
+
+
+def partial_chunk_valid(valid_c: Optional[tf.Tensor], rest: tf.Tensor, chunk: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
+    """The `valid` of a partial chunk: only its first `rest` steps run (and the caller's `valid_c`). The chunk
+    then runs a loop of a fixed trip count in which the other steps copy the state through, instead of a
+    loop that stops at a run-time step (`chunk_schedule`). `like`: `(T, B, ...)`, for the batch size."""
+    running = tf.broadcast_to((tf.range(chunk) < rest)[:, None], tf.stack([chunk, tf.shape(like)[1]]))
+    return running if valid_c is None else tf.logical_and(valid_c, running)
 
 
 def _chunk_array(dtype: tf.DType, chunks: tf.Tensor, row_shape: tf.TensorShape) -> tf.TensorArray:
@@ -294,9 +314,9 @@ def _chunk_array(dtype: tf.DType, chunks: tf.Tensor, row_shape: tf.TensorShape) 
 
 
 def _stack_chunks(ta: tf.TensorArray, like: tf.Tensor, row_shape: tf.TensorShape) -> tf.Tensor:
-    """The first T steps of a `_chunk_array`, `(T, *row_shape)`, for the T steps of `like`."""
+    """A `_chunk_array` as one `(T, *row_shape)` tensor, for the T steps of `like` (a reshape: free)."""
     stacked = ta.stack()
-    value = tf.reshape(stacked, tf.concat([[-1], tf.shape(stacked)[2:]], axis=0))[: tf.shape(like)[0]]
+    value = tf.reshape(stacked, tf.concat([tf.shape(like)[:1], tf.shape(stacked)[2:]], axis=0))
     value.set_shape(like.shape[:1].concatenate(row_shape))
     return value
 
@@ -310,20 +330,22 @@ def _chunked_forward(x, kernel, bias, h0, recurrent, rec_mask, valid, stop, acti
     chunk, full, rest = chunk_schedule(steps, stop, steps_per_chunk(x, recurrent.shape[-1], chunk_bytes))
     hs_ta = tf.TensorArray(x.dtype, size=steps, element_shape=h0.shape)
 
-    def run_chunk(start, h, hs_ta, length):
+    def run_chunk(start, h, hs_ta, length=None, partial=False):
         valid_c = None if valid is None else chunk_of(valid, start, chunk)
+        if partial:
+            valid_c = partial_chunk_valid(valid_c, rest, chunk, x)
         xw_c = project_chunk(chunk_of(x, start, chunk), kernel, bias)
         _, h, hs_ta = _forward_steps(xw_c, h, recurrent, rec_mask, valid_c, length, activation, hs_ta, start)
         return h, hs_ta
 
     def body(j, h, hs_ta):
-        return (j + 1, *run_chunk(j * chunk, h, hs_ta, None))
+        return (j + 1, *run_chunk(j * chunk, h, hs_ta))
 
     if not chunk_bytes:
-        h_last, hs_ta = run_chunk(0, h0, hs_ta, stop)
+        h_last, hs_ta = run_chunk(0, h0, hs_ta, length=stop)
     else:
         _, h, hs_ta = tf.while_loop(lambda j, *_: j < full, body, (tf.constant(0), h0, hs_ta))
-        h_last, hs_ta = tf.cond(rest > 0, lambda: run_chunk(full * chunk, h, hs_ta, rest), lambda: (h, hs_ta))
+        h_last, hs_ta = tf.cond(rest > 0, lambda: run_chunk(full * chunk, h, hs_ta, partial=True), lambda: (h, hs_ta))
     hs_ta = zero_fill(hs_ta, tf.maximum(stop, 0), steps, tf.zeros_like(h0))
     hs = hs_ta.stack()
     hs.set_shape(x.shape[:1].concatenate(h0.shape))
@@ -339,12 +361,16 @@ def _chunked_backward(hs, x, kernel, h0, recurrent, rec_mask, valid, stop, d_hs,
     steps = tf.shape(hs)[0]
     chunk, full, rest = chunk_schedule(steps, stop, steps_per_chunk(x, recurrent.shape[-1], chunk_bytes))
 
-    def run_chunk(j, g, d_kernel, d_bias, d_recurrent, length):
+    def run_chunk(j, g, d_kernel, d_bias, d_recurrent, length=None, partial=False):
         """The backward loop over chunk `j` and its share of the gradients: `(g, dx_c, dW, db, dU)`."""
         start = j * chunk
         h_start = tf.where(start > 0, tf.gather(hs, tf.maximum(start - 1, 0)), h0)  # the state entering the chunk
         valid_c = None if valid is None else chunk_of(valid, start, chunk)
         d_hs_c = None if d_hs is None else chunk_of(d_hs, start, chunk)
+        if partial:
+            valid_c = partial_chunk_valid(valid_c, rest, chunk, x)
+            if d_hs_c is not None:  # the outputs of the steps not run are zeros: no gradient flows from them
+                d_hs_c = tf.where((tf.range(chunk) < rest)[:, None, None], d_hs_c, tf.zeros_like(d_hs_c))
         dz, g, d_rec_c = _backward_loop(
             chunk_of(hs, start, chunk), h_start, recurrent, rec_mask, valid_c, length, d_hs_c, g, derivative_fn,
             du_in_loop, in_place,
@@ -358,24 +384,23 @@ def _chunked_backward(hs, x, kernel, h0, recurrent, rec_mask, valid, stop, d_hs,
 
     zeros = (tf.zeros_like(kernel), tf.zeros_like(kernel[0]), tf.zeros_like(recurrent))
     if not chunk_bytes:
-        d_h0, dx, d_kernel, d_bias, d_recurrent = run_chunk(0, d_last, *zeros, stop)
+        d_h0, dx, d_kernel, d_bias, d_recurrent = run_chunk(0, d_last, *zeros, length=stop)
         dx.set_shape(x.shape)
         return dx, d_kernel, d_bias, d_h0, d_recurrent
     chunks = steps // chunk
-    # One element more than the chunks: the partial chunk's (zero when it has no step).
-    dx_ta = _chunk_array(x.dtype, chunks + 1, x.shape[1:])
-    zero_chunk = tf.zeros(tf.concat([[chunk], tf.shape(x)[1:]], axis=0), x.dtype)
-    dx_ta = zero_fill(dx_ta, full + 1, chunks + 1, zero_chunk)
+    dx_ta = _chunk_array(x.dtype, chunks, x.shape[1:])
+    running = full + tf.cast(rest > 0, full.dtype)  # chunks with a step to run
+    dx_ta = zero_fill(dx_ta, running, chunks, tf.zeros(tf.concat([[chunk], tf.shape(x)[1:]], axis=0), x.dtype))
 
     def partial():
-        g, dx_c, *grads = run_chunk(full, d_last, *zeros, rest)
+        g, dx_c, *grads = run_chunk(full, d_last, *zeros, partial=True)
         return (g, dx_ta.write(full, dx_c), *grads)
 
     def body(j, g, dx_ta, *grads):
-        g, dx_c, *grads = run_chunk(j, g, *grads, None)
+        g, dx_c, *grads = run_chunk(j, g, *grads)
         return (j - 1, g, dx_ta.write(j, dx_c), *grads)
 
-    carry = tf.cond(rest > 0, partial, lambda: (d_last, dx_ta.write(full, zero_chunk), *zeros))
+    carry = tf.cond(rest > 0, partial, lambda: (d_last, dx_ta, *zeros))
     # One chunk at a time: uncompiled, TensorFlow's default of 10 parallel iterations ran the next chunks'
     # work ahead and held ~15 chunks of temporaries (60 MB at 32·2000·8·256, against 15 MB; same step time).
     _, d_h0, dx_ta, d_kernel, d_bias, d_recurrent = tf.while_loop(
