@@ -4,9 +4,11 @@ The figures behind docs/performance.md ("The fused LSTM/GRU kernel"), each part 
 all timed interleaved in one process (median of the rounds, ms per call):
 
 - `layer forward`: `DynamicUnroll(cell)` in a `tf.function` with no tape (the inference loop);
-- `projection`: the hoisted `x W + b` of the training path, `(T, B, gH)`;
-- `compiled forward`: the training forward loop alone, keeping what the backward pass reads;
-- `compiled backward`: the backward loop alone;
+- `projection`: `x W + b` for the whole sequence at once, `(T, B, gH)` (the training passes project it
+  chunk by chunk inside their loops: this is what that work costs);
+- `compiled forward`: the training forward pass alone (projection included), keeping what the backward
+  pass reads;
+- `compiled backward`: the backward pass alone (with `dW`, `db`, `dx`);
 - `train`: `DynamicUnroll(cell)`'s gradient of a sum, against `Keras+XLA`: the same for `keras.layers.LSTM`/
   `GRU` with the whole step in `tf.function(jit_compile=True)`, and `Keras+XLA forward`.
 
@@ -50,11 +52,15 @@ def parts(kind: str, shape: Sequence[int]) -> Dict[str, Callable[[], Any]]:
     kernel, recurrent = tf.convert_to_tensor(cell.kernel), tf.convert_to_tensor(cell.recurrent_kernel)
     bias = tf.convert_to_tensor(cell.bias)
     in_bias, rec_bias = (bias, None) if kind == "lstm" else (bias[0], bias[1])
-    xw = simple_rnn.project(tf.transpose(x, [1, 0, 2]), kernel, in_bias)
+    x_major = tf.transpose(x, [1, 0, 2])
+    b = in_bias if in_bias is not None else tf.zeros_like(kernel[0])
     h0 = tf.zeros([batch, units])
     c0 = h0 if kind == "lstm" else None
-    forward_passes, backward_pass = gated._compiled_passes(gated._spec(kind, cell.activation, cell.recurrent_activation))
-    hs, residuals, c_prev, _, _ = forward_passes[2](xw, h0, c0, recurrent, rec_bias, None, None, None)
+    stop = tf.constant(steps)  # the fused kernel's chunk size for this shape, as `DynamicUnroll` runs it
+    spec = gated._spec(kind, cell.activation, cell.recurrent_activation)
+    forward_passes, backward_pass = gated._compiled_passes(spec, gated.CHUNK_BYTES)
+    fixed = (recurrent, rec_bias, None, None, stop)
+    hs, residuals, _, _, _ = forward_passes[2](x_major, kernel, b, None, h0, c0, *fixed)
     d_h = tf.ones([batch, units])
     keras_layer = (keras.layers.LSTM if kind == "lstm" else keras.layers.GRU)(units)
     keras_layer(x)
@@ -74,9 +80,9 @@ def parts(kind: str, shape: Sequence[int]) -> Dict[str, Callable[[], Any]]:
     return {
         "layer forward": tf.function(lambda: layer(x)),
         "projection": tf.function(lambda: simple_rnn.project(tf.transpose(x, [1, 0, 2]), kernel, in_bias)),
-        "compiled forward": lambda: forward_passes[2](xw, h0, c0, recurrent, rec_bias, None, None, None)[3],
+        "compiled forward": lambda: forward_passes[2](x_major, kernel, b, None, h0, c0, *fixed)[3],
         "compiled backward": lambda: backward_pass(
-            hs, residuals, c_prev, h0, recurrent, None, None, None, None, d_h, d_h if kind == "lstm" else None
+            hs, residuals, x_major, kernel, None, h0, recurrent, None, None, stop, None, d_h, d_h if kind == "lstm" else None
         )[0],
         "train": train,
         "Keras+XLA forward": tf.function(lambda: keras_layer(x), jit_compile=True),

@@ -568,6 +568,58 @@ def test_xla_forward_with_uncompiled_backward_matches_generic_path(case, rng):
     _compare(fast_result, generic_result)
 
 
+def _kernel_grads(cell, x, init, run):
+    """`run()` -> results; returns (results, gradients of a loss over them w.r.t. x, init and the weights)."""
+    with tf.GradientTape() as tape:
+        tape.watch([x, init])
+        results = run()
+        loss = sum(tf.reduce_sum(tf.square(r) + 0.5 * r * (i + 1)) for i, r in enumerate(results))
+    grads = tape.gradient(loss, [x, init, *cell.trainable_weights])
+    return [r.numpy() for r in results], [g.numpy() for g in grads]
+
+
+@pytest.mark.parametrize("compile_backward", [True, False], ids=["xla-backward", "graph-backward"])
+def test_xla_passes_in_several_chunks_match_generic_path(compile_backward, rng):
+    """A chunk budget of 3 steps (`Choices.chunk_bytes`): 13 steps run as 4 full chunks and a partial one,
+    12 as 4 full chunks, inputs projected and back-propagated chunk by chunk. Masks with `go_backwards`; an
+    early stop inside a chunk (`sequence_length`) with dropout and recurrent dropout; the last output only."""
+    x13 = tf.constant(rng.standard_normal((B, 13, F)).astype("float32"))
+    init = tf.constant(rng.standard_normal((B, H)).astype("float32"))
+    weights = _weights(rng)
+    three_steps = 3 * B * H * 4  # bytes of 3 steps' (B, H) float32 rows
+    choices = simple_rnn.Choices(jit=True, compile_backward=compile_backward, du_in_loop=True, chunk_bytes=three_steps)
+    cases = [
+        ("mask, go_backwards", 13, dict(mask=rng.random((B, 13)) > 0.3, go_backwards=True), {}, True),
+        ("stop 9, dropout", 12, dict(sequence_length=tf.constant([9, 0, 5, 6])), dict(dropout=0.3, recurrent_dropout=0.25), True),
+        ("last output, T = 12", 12, {}, {}, False),
+    ]  # fmt: skip
+    for label, steps, call, options, sequences in cases:
+        x, training = x13[:, :steps], bool(options)
+
+        cell = ku.BasicRNNCell(H, seed=3, **options)  # the same seed as below: the same dropout masks
+        cell.build((None, F))
+        cell.set_weights(weights)
+
+        def fused():
+            prepared = step.prepare(cell, x, time_major=False, initial_state=[init], **call)
+            masks = step.DropoutMasks.draw(cell, prepared, training)
+            outputs, last, state = simple_rnn.simple_rnn_loop(cell, prepared, masks, choices, return_all_outputs=sequences)
+            # What the layer returns: `[outputs, h]` or `[last output, h]`.
+            return [tf.transpose(outputs, [1, 0, 2]) if sequences else last, *state]
+
+        mine = _kernel_grads(cell, x, init, fused)
+        generic_cell = ku.BasicRNNCell(H, seed=3, **options)
+        layer = DynamicUnroll(generic_cell, return_sequences=sequences, return_state=True, jit_compile=False,
+                              go_backwards=call.get("go_backwards", False))  # fmt: skip
+        layer.build(x.shape)
+        layer.set_weights(weights)
+        prepare = {k: v for k, v in call.items() if k != "go_backwards"}
+        with testing.generic_only():
+            outs = lambda: list(layer(x, initial_state=init, training=training, **prepare))  # noqa: E731
+            out_list, grad_list = _kernel_grads(generic_cell, x, init, outs)
+        _compare(mine, (out_list, grad_list))
+
+
 def test_uncompiled_backward_under_jit_by_size():
     shapes = ((256, 256), (64, 256), (512, 128), (32, 256), (32, 512), (64, 128), (32, 128), (32, 32))  # (B, H)
     chosen = [not plan.simple_rnn_choices(b, h, True, Tuning()).compile_backward for b, h in shapes]

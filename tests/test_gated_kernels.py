@@ -47,11 +47,13 @@ def _layer(kind, seed=3, **kwargs):
     return layer
 
 
-def _gated(cell, x, *, jit, training=None, **prepare_kwargs):
+def _gated(cell, x, *, jit, training=None, chunk_bytes=gated.CHUNK_BYTES, **prepare_kwargs):
     """`gated_loop` on `x` (batch-major): returns `[outputs (B, T, H), last_output, *final_state]`."""
     prepared = step.prepare(cell, tf.convert_to_tensor(x), time_major=False, **prepare_kwargs)
     masks = step.DropoutMasks.draw(cell, prepared, training)
-    outputs, last, state = gated.gated_loop(cell, prepared, masks, return_all_outputs=True, jit=jit)
+    outputs, last, state = gated.gated_loop(
+        cell, prepared, masks, return_all_outputs=True, jit=jit, chunk_bytes=chunk_bytes
+    )
     return [tf.transpose(outputs, [1, 0, 2]), last, *state]
 
 
@@ -60,11 +62,13 @@ def _drop_last(results):
     return [results[0], *results[2:]]
 
 
-def _gated_last(cell, x, *, jit, training=None, **prepare_kwargs):
+def _gated_last(cell, x, *, jit, training=None, chunk_bytes=gated.CHUNK_BYTES, **prepare_kwargs):
     """`gated_loop` with `return_all_outputs=False`: `[last_output, *final_state]`."""
     prepared = step.prepare(cell, tf.convert_to_tensor(x), time_major=False, **prepare_kwargs)
     masks = step.DropoutMasks.draw(cell, prepared, training)
-    outputs, last, state = gated.gated_loop(cell, prepared, masks, return_all_outputs=False, jit=jit)
+    outputs, last, state = gated.gated_loop(
+        cell, prepared, masks, return_all_outputs=False, jit=jit, chunk_bytes=chunk_bytes
+    )
     assert outputs is None
     return [last, *state]
 
@@ -173,6 +177,39 @@ def test_dropout_masks_match_keras_for_the_same_seed(kind, rates, jit, rng):
     # The masks did something: without training the result differs.
     inference = _gated_last(_layer(kind, **options).cell, x, jit=jit, training=False, initial_state=init)
     assert not np.allclose(inference[0], mine[0][0], atol=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_xla_passes_in_several_chunks_match_generic(kind):
+    """A chunk budget of 3 steps (`chunk_bytes`): 13 steps run as 4 full chunks and a partial one, 12 steps
+    as 4 full chunks, the inputs projected and back-propagated chunk by chunk. Masks with `go_backwards`;
+    an early stop inside a chunk (`sequence_length`) with per-gate dropout masks; only the last output."""
+    rng = np.random.default_rng(5)
+    x = tf.constant(rng.standard_normal((B, 13, F)).astype("float32"))
+    init = [tf.constant(rng.standard_normal((B, H)).astype("float32") * 0.5) for _ in range(2 if kind == "lstm" else 1)]
+    three_steps = 3 * B * (4 if kind == "lstm" else 3) * H * 4  # bytes of 3 steps' (B, G·H) float32 projection
+    cases = [
+        ("mask, go_backwards", 13, dict(mask=rng.random((B, 13)) > 0.3), True, {}),
+        ("stop 9, dropout", 12, dict(sequence_length=tf.constant([9, 0, 5, 6])), False,
+         dict(dropout=0.3, recurrent_dropout=0.25)),
+    ]  # fmt: skip
+    for label, steps, call, backwards, options in cases:
+        xs, training = x[:, :steps], bool(options)
+        generic_layer = _layer(kind, **options)
+        unroll = ku.DynamicUnroll(
+            generic_layer.cell, return_sequences=True, return_state=True, go_backwards=backwards, jit_compile=False
+        )
+        with testing.generic_only():
+            generic = _grads(lambda: list(unroll(xs, initial_state=init, training=training, **call)), generic_layer.cell, xs, init)
+        cell = _layer(kind, **options).cell  # the same seed: the same dropout masks
+        run = lambda: _gated(  # noqa: E731
+            cell, xs, jit=True, training=training, chunk_bytes=three_steps, initial_state=init, go_backwards=backwards, **call
+        )
+        _compare(_grads(lambda: _drop_last(run()), cell, xs, init), generic, f"{kind}, {label}")
+    cell, xs = _layer(kind).cell, x[:, :12]
+    last = _grads(lambda: _gated_last(cell, xs, jit=True, chunk_bytes=three_steps, initial_state=init), cell, xs, init)
+    expected = _grads(lambda: _gated(cell, xs, jit=False, initial_state=init)[1:], cell, xs, init)
+    _compare(last, expected, f"{kind}: return_sequences=False, chunks against one uncompiled pass")
 
 
 @pytest.mark.parametrize(
@@ -293,15 +330,15 @@ def test_errors_name_the_argument_and_value():
     x = tf.zeros((2, 4, 3))
     with pytest.raises(ValueError, match=r"cannot take the fused LSTM/GRU kernel.*Received: cell="):
         gated.gated_loop(cell, step.prepare(cell, x, time_major=False), step.DropoutMasks())
-    xw, h = tf.zeros((4, 2, 9)), tf.zeros((2, 3))
+    x, h = tf.zeros((4, 2, 2)), tf.zeros((2, 3))
     with pytest.raises(ValueError, match=r"no recurrent bias.*Received: recurrent_bias of shape \(9,\)"):
         gated.gru_recurrence(
-            xw, h, tf.zeros((3, 9)), tf.zeros((9,)), reset_after=False, activation=keras.activations.tanh,
-            recurrent_activation=keras.activations.sigmoid,
+            x, tf.zeros((2, 9)), None, h, tf.zeros((3, 9)), tf.zeros((9,)), reset_after=False,
+            activation=keras.activations.tanh, recurrent_activation=keras.activations.sigmoid,
         )  # fmt: skip
     with pytest.raises(ValueError, match=r"supports the activations.*Received: activation="):
         gated.lstm_recurrence(
-            tf.zeros((4, 2, 12)), h, h, tf.zeros((3, 12)), activation=keras.activations.silu,
+            x, tf.zeros((2, 12)), None, h, h, tf.zeros((3, 12)), activation=keras.activations.silu,
             recurrent_activation=keras.activations.sigmoid,
         )  # fmt: skip
 

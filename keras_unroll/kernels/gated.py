@@ -1,12 +1,21 @@
 """Fused LSTM and GRU recurrences on dense tensors, with a hand-written backward pass.
 
-The same design as the SimpleRNN kernel (`keras_unroll/kernels/simple_rnn.py`): the caller hoists the input
-projection of every gate into one `[T·B, F] × [F, kH]` product (`xw = x W + b`), the loop runs only the
-recurrent half of the cell, and `tf.custom_gradient` over the whole recurrence gives the gradient, whose
-loop does only the recurrent work per step; `dU` (and GRU's recurrent bias) are one large product after
-the loop. With `jit=True` the forward and backward loops are XLA-compiled functions on dense tensors and
-the custom gradient joining them stays outside XLA, so any first-order tape differentiates them; a
-second-order gradient raises a clear `NotImplementedError`.
+The same design as the SimpleRNN kernel (`keras_unroll/kernels/simple_rnn.py`): the input projection of
+every gate (`xw = x W + b`) is a product over many steps, the loop runs only the recurrent half of the
+cell, and `tf.custom_gradient` over the projection and the recurrence together gives the gradient, whose
+loop does only the recurrent work per step; `dU` (and GRU's recurrent bias), `dW`, `db` and `dx` are
+products over many steps. With `jit=True` the forward and backward passes are XLA-compiled functions on
+dense tensors and the custom gradient joining them stays outside XLA, so any first-order tape
+differentiates them; a second-order gradient raises a clear `NotImplementedError`.
+
+Under XLA the passes run a chunk of steps at a time (`_chunked_forward`, `_chunked_backward`; a chunk's
+`(B, G·H)` projection takes at most `chunk_bytes`, 4 MiB): the
+forward pass projects a chunk's inputs just before running its steps, and the backward pass turns a
+chunk's `d_xw` into its share of the weight gradients and its `dx` before the previous chunk runs. What a
+training step keeps of size T is then the states and the residuals the backward pass reads (LSTM: `h`
+and `[i, f, g, o, c_{t-1}]`, 6 `(T, B, H)`; Keras' own LSTM layer keeps about 7), not the projection and
+`d_xw` beside them (4 each for LSTM: docs/memory.md has the figures). Uncompiled, the whole sequence is
+one chunk.
 
 The cells, exactly as Keras 3 computes them (`keras/src/layers/rnn/lstm.py`, `gru.py`), gate order as in
 the kernels' columns:
@@ -41,7 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import keras
 import tensorflow as tf
@@ -51,6 +60,9 @@ from keras_unroll import step as step_lib
 from keras_unroll.kernels import simple_rnn
 
 Derivative = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+
+#: The size of one chunk's input projection under XLA (`_chunked_forward`, `_chunked_backward`): 4 MiB.
+CHUNK_BYTES = 2**22
 
 
 # ----------------------------------------------------------------------------------- eligibility
@@ -273,30 +285,25 @@ def _run(body_for: Callable[[int], Callable[..., Any]], reads: simple_rnn.Prefet
     return t, list(carry), list(rest[reads.count :])
 
 
-def _forward_loop(spec: _Spec, xw, h0, c0, kernel, rbias, mask, valid, stop, keep: int, in_kernel=None, in_bias=None):
-    """The forward while loop on dense tensors.
+def _sequence_arrays(dtype: tf.DType, spec: _Spec, steps: Any, h0: tf.Tensor, keep: int) -> List[tf.TensorArray]:
+    """The TensorArrays a forward pass writes: none (`keep` 0), the states (1), also the residuals (2)."""
+    units = h0.shape[-1]
+    shapes = [h0.shape, tf.TensorShape([h0.shape[0], _residual_width(spec, units)])][:keep]
+    return [tf.TensorArray(dtype, size=steps, element_shape=shape) for shape in shapes]
 
-    `keep`: 0 the last state only, 1 also the states `hs`, 2 also the residuals for the backward pass.
-    Returns `(hs or None, residuals or None, None, h_last, c_last or None)`. LSTM's residuals hold the
-    carry entering each step beside the gates (`[i, f, g, o, c_{t-1}]`: one write and one read per step
-    instead of two). The third slot is kept for a separate carry sequence (unused).
+
+def _forward_steps(spec: _Spec, xw, h0, c0, kernel, rbias, mask, valid, stop, tas, offset=0, in_kernel=None, in_bias=None):
+    """Runs the steps `t < stop` (all without `stop`) of `xw` from `(h0, c0)`, writing each step's state
+    (and residuals) at `offset + t` of `tas` (`_sequence_arrays`). Returns `(t, h_last, c_last, tas)`.
 
     With `in_kernel` (inference: `_inference`), `xw` is the input sequence `(T, B, F)` itself and each step
-    projects its own `x_t W + b`, read in the step (prefetching that small slice measured slower).
-    """
+    projects its own `x_t W + b`, read in the step (prefetching that small slice measured slower)."""
     lstm = spec.kind == "lstm"
     steps = tf.shape(xw)[0]
-    units = h0.shape[-1]
     parts = _gate_kernels(kernel, spec.gates)
     project = in_kernel is not None
     reads = simple_rnn.Prefetch([None if project else xw, valid], steps)
-    state_shape = h0.shape
-    res_shape = tf.TensorShape([h0.shape[0], _residual_width(spec, units)])
-    tas = []
-    if keep >= 1:
-        tas.append(tf.TensorArray(xw.dtype, size=steps, element_shape=state_shape))
-    if keep >= 2:
-        tas.append(tf.TensorArray(xw.dtype, size=steps, element_shape=res_shape))
+    keep = len(tas)
     count = reads.count
 
     def one_step(t, h, c, values, tas):
@@ -311,9 +318,9 @@ def _forward_loop(spec: _Spec, xw, h0, c0, kernel, rbias, mask, valid, stop, kee
             if lstm:
                 c_new = tf.where(v_t, c_new, c)
         if keep >= 1:
-            tas[0] = tas[0].write(t, h_new)
+            tas[0] = tas[0].write(offset + t, h_new)
         if keep >= 2:
-            tas[1] = tas[1].write(t, res)
+            tas[1] = tas[1].write(offset + t, res)
         return h_new, (c_new if lstm else c), tas
 
     def body_for(k_steps):
@@ -331,20 +338,25 @@ def _forward_loop(spec: _Spec, xw, h0, c0, kernel, rbias, mask, valid, stop, kee
     t, (h_last, c_last), tas = _run(
         body_for, reads, tf.constant(0), [h0, c_init], tas, lambda t, k: t + k <= limit, steps, 1
     )
+    return t, h_last, (c_last if lstm else None), tas
+
+
+def _stacked(tas, start, steps, h0, like):
+    """The `(T, B, ·)` tensors of `tas`, zero at the steps from `start` on (the ones not run)."""
     outs = []
     for ta in tas:
-        if stop is not None:
-            ta = simple_rnn.zero_fill(ta, t, steps, _zeros(h0, ta.element_shape[-1]))
+        if start is not None:
+            ta = simple_rnn.zero_fill(ta, start, steps, _zeros(h0, ta.element_shape[-1]))
         value = ta.stack()
-        value.set_shape(xw.shape[:1].concatenate(ta.element_shape))
+        value.set_shape(like.shape[:1].concatenate(ta.element_shape))
         outs.append(value)
-    hs = outs[0] if keep >= 1 else None
-    residuals = outs[1] if keep >= 2 else None
-    return hs, residuals, None, h_last, (c_last if lstm else None)
+    return outs + [None] * (2 - len(outs))
 
 
 def _backward_loop(spec: _Spec, hs, residuals, c_prev, h0, kernel, mask, valid, stop, d_hs, d_h, d_c):
-    """The backward while loop on dense tensors. Returns `(d_xw, d_h0, d_c0 or None, d_kernel, d_rbias or None)`."""
+    """The backward while loop over the steps of one chunk (`_chunked_backward`), on dense tensors: `h0` is
+    the state entering it, `d_h`, `d_c` the gradients leaving it. Returns
+    `(d_xw, d_h0, d_c0 or None, d_kernel, d_rbias or None)`."""
     lstm = spec.kind == "lstm"
     units = h0.shape[-1]
     width = spec.gates * units
@@ -403,41 +415,144 @@ def _backward_loop(spec: _Spec, hs, residuals, c_prev, h0, kernel, mask, valid, 
     return d_xw, d_h0, (d_c0 if lstm else None), d_kernel, d_rbias
 
 
+# ------------------------------------------------------------------------------- chunked passes
+def _projection_grads(x, kernel, in_masks, d_xw):
+    """The gradients of `_masked_projection(x, kernel, b, in_masks)` for `(C, B, F)` inputs and their
+    `d_xw`, `(C, B, G·H)`: `(dx, d_kernel, d_bias)`."""
+    width = kernel.shape[-1]
+    flat_x = tf.reshape(x, [-1, tf.shape(x)[-1]])
+    flat_d = tf.reshape(d_xw, [-1, width])
+    d_bias = tf.reduce_sum(flat_d, axis=0)
+    if in_masks is None:
+        d_x = tf.matmul(flat_d, kernel, transpose_b=True)
+        return tf.reshape(d_x, tf.shape(x)), tf.matmul(flat_x, flat_d, transpose_a=True), d_bias
+    gates = in_masks.shape[0]
+    d_parts, kernels = tf.split(d_xw, gates, axis=-1), tf.split(kernel, gates, axis=1)
+    d_x, d_kernels = None, []
+    for k in range(gates):
+        masked = tf.reshape(x * in_masks[k], [-1, tf.shape(x)[-1]])
+        d_k = tf.reshape(d_parts[k], [-1, kernels[k].shape[-1]])
+        d_kernels.append(tf.matmul(masked, d_k, transpose_a=True))
+        term = tf.reshape(tf.matmul(d_k, kernels[k], transpose_b=True), tf.shape(x)) * in_masks[k]
+        d_x = term if d_x is None else d_x + term
+    return d_x, tf.concat(d_kernels, axis=1), d_bias
+
+
+def _chunked_forward(spec: _Spec, x, kernel, bias, in_masks, h0, c0, recurrent, rbias, mask, valid, stop, keep, chunk_bytes):
+    """The forward pass over `(T, B, F)` inputs, a chunk at a time: each chunk's inputs are projected
+    (`_masked_projection`) just before its steps run, so no `(T, B, G·H)` projection lives beside the
+    states and residuals. T is a multiple of the chunk (`simple_rnn.padded_length`); steps `t >= stop` do
+    not run and are zero.
+
+    `keep`: 0 the last state only, 1 also the states `hs`, 2 also the residuals for the backward pass.
+    Returns `(hs or None, residuals or None, None, h_last, c_last or None)`. LSTM's residuals hold the
+    carry entering each step beside the gates (`[i, f, g, o, c_{t-1}]`: one write and one read per step
+    instead of two). The third slot is kept for a separate carry sequence (unused).
+    """
+    lstm = spec.kind == "lstm"
+    steps = tf.shape(x)[0]
+    chunk, full, rest = simple_rnn.chunk_schedule(steps, stop, simple_rnn.steps_per_chunk(x, kernel.shape[-1], chunk_bytes))
+    masks = None if in_masks is None else tf.unstack(in_masks, num=in_masks.shape[0])
+    tas = _sequence_arrays(x.dtype, spec, steps, h0, keep)
+
+    def run_chunk(start, h, c, tas, length=None, partial=False):
+        xw = _masked_projection(simple_rnn.chunk_of(x, start, chunk), kernel, bias, masks, simple_rnn.project_chunk)
+        valid_c = None if valid is None else simple_rnn.chunk_of(valid, start, chunk)
+        if partial:
+            valid_c = simple_rnn.partial_chunk_valid(valid_c, rest, chunk, x)
+        _, h, c_new, tas = _forward_steps(spec, xw, h, c if lstm else None, recurrent, rbias, mask, valid_c, length, tas, start)
+        return (h, c_new if lstm else c, *tas)
+
+    def body(j, h, c, *tas):
+        return (j + 1, *run_chunk(j * chunk, h, c, list(tas)))
+
+    initial = (tf.constant(0), h0, c0 if lstm else tf.zeros([], x.dtype), *tas)
+    _, h, c, *tas = tf.while_loop(lambda j, *_: j < full, body, initial)
+    h_last, c_last, *tas = tf.cond(
+        rest > 0, lambda: run_chunk(full * chunk, h, c, tas, partial=True), lambda: (h, c, *tas)
+    )
+    hs, residuals = _stacked(tas, tf.maximum(stop, 0), steps, h0, x)
+    return hs, residuals, None, h_last, (c_last if lstm else None)
+
+
+def _chunked_backward(spec: _Spec, hs, residuals, x, kernel, in_masks, h0, recurrent, mask, valid, stop, d_hs, d_h, d_c,
+                      chunk_bytes):
+    """The backward pass a chunk at a time, last chunk first: each chunk's backward loop (`_backward_loop`)
+    gives its `d_xw`, `(C, B, G·H)`, which becomes the chunk's share of `dU` (and GRU's recurrent bias),
+    `dW`, `db` and its `dx` before the previous chunk runs. Returns
+    `(dx, d_kernel, d_bias, d_h0, d_c0 or None, d_recurrent, d_rbias or None)`."""
+    lstm = spec.kind == "lstm"
+    steps = tf.shape(hs)[0]
+    chunk, full, rest = simple_rnn.chunk_schedule(steps, stop, simple_rnn.steps_per_chunk(x, kernel.shape[-1], chunk_bytes))
+    chunks = steps // chunk
+    dx_ta = simple_rnn._chunk_array(x.dtype, chunks, x.shape[1:])
+    running = full + tf.cast(rest > 0, full.dtype)  # chunks with a step to run
+    zero_chunk = tf.zeros(tf.concat([[chunk], tf.shape(x)[1:]], axis=0), x.dtype)
+    dx_ta = simple_rnn.zero_fill(dx_ta, running, chunks, zero_chunk)
+    with_rbias = spec.kind == "gru"
+
+    def run_chunk(j, g_h, g_c, dx_ta, d_kernel, d_bias, d_recurrent, d_rbias, partial=False):
+        start = j * chunk
+        of = lambda t: None if t is None else simple_rnn.chunk_of(t, start, chunk)  # noqa: E731
+        h_start = tf.where(start > 0, tf.gather(hs, tf.maximum(start - 1, 0)), h0)  # the state entering the chunk
+        valid_c, d_hs_c = of(valid), of(d_hs)
+        if partial:
+            valid_c = simple_rnn.partial_chunk_valid(valid_c, rest, chunk, x)
+            if d_hs_c is not None:  # the outputs of the steps not run are zeros: no gradient flows from them
+                d_hs_c = tf.where((tf.range(chunk) < rest)[:, None, None], d_hs_c, tf.zeros_like(d_hs_c))
+        d_xw, g_h, g_c_new, d_rec, d_rb = _backward_loop(
+            spec, of(hs), of(residuals), None, h_start, recurrent, mask, valid_c, None, d_hs_c, g_h,
+            g_c if lstm else None,
+        )  # fmt: skip
+        d_x, d_w, d_b = _projection_grads(of(x), kernel, in_masks, d_xw)
+        if with_rbias:
+            d_rbias += d_rb
+        return (g_h, g_c_new if lstm else g_c, dx_ta.write(j, d_x), d_kernel + d_w, d_bias + d_b,
+                d_recurrent + d_rec, d_rbias)  # fmt: skip
+
+    def body(j, *carry):
+        return (j - 1, *run_chunk(j, *carry))
+
+    zeros = tf.zeros([], x.dtype)
+    initial = (
+        d_h, d_c if lstm else zeros, dx_ta, tf.zeros_like(kernel), tf.zeros_like(kernel[0]),
+        tf.zeros_like(recurrent), tf.zeros_like(recurrent[0]) if with_rbias else zeros,
+    )  # fmt: skip
+    carry = tf.cond(rest > 0, lambda: run_chunk(full, *initial, partial=True), lambda: initial)
+    _, d_h0, d_c0, dx_ta, d_kernel, d_bias, d_recurrent, d_rbias = tf.while_loop(
+        lambda j, *_: j >= 0, body, (full - 1, *carry)
+    )
+    d_x = simple_rnn._stack_chunks(dx_ta, x, x.shape[1:])
+    return d_x, d_kernel, d_bias, d_h0, (d_c0 if lstm else None), d_recurrent, (d_rbias if with_rbias else None)
+
+
 # ------------------------------------------------------------------------ compiled passes, guard
 @functools.lru_cache(maxsize=32)
-def _compiled_passes(spec: _Spec) -> Tuple[Dict[int, Any], Any]:
-    """The XLA-compiled forward loops (one per `keep`) and backward loop for `spec`, shared by every layer
+def _compiled_passes(spec: _Spec, chunk_bytes: int) -> Tuple[Dict[int, Any], Any]:
+    """The XLA-compiled forward passes (one per `keep`) and backward pass for `spec`, shared by every layer
     with it (a bounded cache). No `reduce_retracing`: a retrace with relaxed shapes would lose the static
     unit count the loops need (and XLA compiles each shape anyway)."""
     compiled_forward = {
         keep: tf.function(
-            lambda *args, keep=keep: _forward_loop(spec, *args, keep=keep), jit_compile=True, autograph=False
-        )
+            lambda *args, keep=keep: _chunked_forward(spec, *args, keep=keep, chunk_bytes=chunk_bytes),
+            jit_compile=True, autograph=False,
+        )  # fmt: skip
         for keep in (0, 1, 2)
     }
-    compiled_backward = tf.function(lambda *args: _backward_loop(spec, *args), jit_compile=True, autograph=False)
+    compiled_backward = tf.function(
+        lambda *args: _chunked_backward(spec, *args, chunk_bytes=chunk_bytes), jit_compile=True, autograph=False
+    )
     return compiled_forward, compiled_backward
 
 
-@functools.lru_cache(maxsize=32)
-def _compiled_inference(spec: _Spec) -> Dict[int, Any]:
-    """The XLA-compiled forward loops that project each step's inputs themselves (`keep` 0 or 1)."""
-    return {
-        keep: tf.function(
-            lambda *args, keep=keep: _forward_loop(spec, *args[:8], keep, *args[8:]), jit_compile=True, autograph=False
-        )
-        for keep in (0, 1)
-    }
-
-
-def _passes(spec: _Spec, jit: bool) -> Tuple[Callable[..., Any], Callable[..., Any]]:
-    """(forward, backward) for `spec`: plain functions, or XLA-compiled `tf.function`s that take and return
-    dense tensors only."""
-    forward = lambda *args, keep: _forward_loop(spec, *args, keep=keep)  # noqa: E731
-    backward = lambda *args: _backward_loop(spec, *args)  # noqa: E731
+def _passes(spec: _Spec, jit: bool, chunk_bytes: int) -> Tuple[Callable[..., Any], Callable[..., Any]]:
+    """(forward, backward) for `spec`: XLA-compiled `tf.function`s on dense tensors running a chunk of steps
+    at a time (`chunk_bytes`), or (uncompiled) plain functions with the whole sequence as one chunk."""
     if not jit:
+        forward = lambda *args, keep: _chunked_forward(spec, *args, keep=keep, chunk_bytes=0)  # noqa: E731
+        backward = lambda *args: _chunked_backward(spec, *args, chunk_bytes=0)  # noqa: E731
         return forward, backward
-    compiled_forward, compiled_backward = _compiled_passes(spec)
+    compiled_forward, compiled_backward = _compiled_passes(spec, chunk_bytes)
 
     def run_forward(*args, keep):
         with record.stop_recording():  # the custom gradient is what tapes see
@@ -450,33 +565,61 @@ def _passes(spec: _Spec, jit: bool) -> Tuple[Callable[..., Any], Callable[..., A
     return run_forward, run_backward
 
 
-# ------------------------------------------------------------------------------- the recurrences
-def _recurrence(spec: _Spec, xw, h0, c0, kernel, rbias, *, valid, stop, rec_mask, jit, need_states, bucket_steps=False):
-    """Runs the fused recurrence under one `tf.custom_gradient`. Returns `(hs or None, h_last, c_last)`.
+def _inference_loop(spec: _Spec, x, h0, c0, recurrent, rbias, mask, valid, stop, keep: int, in_kernel, in_bias):
+    """The forward loop of `_inference`: each step projects its own `x_t W + b` (`_forward_steps` with
+    `in_kernel`); `keep` 0 writes no state sequence, 1 the states. Returns `_chunked_forward`'s tuple."""
+    steps = tf.shape(x)[0]
+    tas = _sequence_arrays(x.dtype, spec, steps, h0, keep)
+    t, h_last, c_last, tas = _forward_steps(spec, x, h0, c0, recurrent, rbias, mask, valid, stop, tas, 0, in_kernel, in_bias)
+    hs, _ = _stacked(tas, None if stop is None else t, steps, h0, x)
+    return hs, None, None, h_last, c_last
 
-    `bucket_steps` (with `jit`): the steps are padded to `simple_rnn.bucket_steps` before the compiled passes,
-    past the loop's stop, so XLA compiles a few shapes for lengths that change from call to call."""
+
+@functools.lru_cache(maxsize=32)
+def _compiled_inference(spec: _Spec) -> Dict[int, Any]:
+    """The XLA-compiled inference loops (`_inference_loop`, `keep` 0 or 1), shared by every layer with `spec`."""
+    return {
+        keep: tf.function(
+            lambda *args, keep=keep: _inference_loop(spec, *args[:8], keep, *args[8:]), jit_compile=True, autograph=False
+        )
+        for keep in (0, 1)
+    }
+
+
+# ------------------------------------------------------------------------------- the recurrences
+def _recurrence(spec: _Spec, x, kernel, bias, in_masks, h0, c0, recurrent, rbias, *, valid, stop, rec_mask, jit,
+                need_states, bucket_steps=False, chunk_bytes=CHUNK_BYTES):
+    """Runs the input projection and the fused recurrence under one `tf.custom_gradient`. Returns
+    `(hs or None, h_last, c_last)`.
+
+    With `jit` the passes are XLA-compiled and run a chunk of steps at a time (as many as keep a chunk's
+    projection within `chunk_bytes`); the steps are padded to
+    whole chunks (and to a bucket, `simple_rnn.bucket_steps`, with `bucket_steps`), past the loop's stop,
+    so XLA compiles a few shapes for lengths that change from call to call."""
     lstm = spec.kind == "lstm"
-    forward, backward = _passes(spec, jit)
-    args = [xw, h0, kernel] + ([c0] if lstm else []) + ([rbias] if rbias is not None else [])
-    recording = record.should_record_backprop([a for a in args])
+    chunk_bytes = chunk_bytes if jit else 0
+    forward, backward = _passes(spec, jit, chunk_bytes)
+    args = [x, kernel, h0, recurrent] + ([c0] if lstm else []) + ([bias] if bias is not None else [])
+    args += [rbias] if rbias is not None else []
+    recording = record.should_record_backprop(args)
     name = "LSTM" if lstm else "GRU"
+    steps = tf.shape(x)[0]
+    chunk_steps = simple_rnn.steps_per_chunk(x, int(kernel.shape[-1]), chunk_bytes)
+    pad = simple_rnn.padded_length(steps, chunk_steps, jit and bucket_steps) - steps
+    valid_in = None if valid is None else tf.pad(valid, [[0, pad], [0, 0]], constant_values=False)
+    stop_in = steps if stop is None else stop
 
     @tf.custom_gradient
     def run(*args):
-        xw, h0, kernel = args[:3]
-        c0 = args[3] if lstm else None
-        rb = args[-1] if rbias is not None else None
-        steps = tf.shape(xw)[0]
-        pad = (simple_rnn.bucket_steps(steps) - steps) if jit and bucket_steps else None
-        valid_in, stop_in = valid, stop
-        if pad is not None:  # padded steps lie past `stop`: never run, zero in every result
-            xw = tf.pad(xw, [[0, pad], [0, 0], [0, 0]])
-            valid_in = None if valid is None else tf.pad(valid, [[0, pad], [0, 0]], constant_values=False)
-            stop_in = steps if stop is None else stop
-        fixed = (kernel, rb, rec_mask, valid_in, stop_in)
+        x, kernel, h0, recurrent = args[:4]
+        rest = list(args[4:])
+        c0 = rest.pop(0) if lstm else None
+        b = rest.pop(0) if bias is not None else tf.zeros_like(kernel[0])
+        rb = rest.pop(0) if rbias is not None else None
+        x_in = tf.pad(x, [[0, pad], [0, 0], [0, 0]])
+        fixed = (recurrent, rb, rec_mask, valid_in, stop_in)
         keep = 2 if recording else (1 if need_states else 0)
-        hs, residuals, c_prev, h_last, c_last = forward(xw, h0, c0, *fixed, keep=keep)
+        hs, residuals, _, h_last, c_last = forward(x_in, kernel, b, in_masks, h0, c0, *fixed, keep=keep)
 
         def grad(*upstream):
             upstream = list(upstream)
@@ -486,23 +629,23 @@ def _recurrence(spec: _Spec, xw, h0, c0, kernel, rbias, *, valid, stop, rec_mask
             d_h = tf.zeros_like(h0) if d_h is None else d_h
             if lstm and d_c is None:
                 d_c = tf.zeros_like(c0)
-            states, res, cp = hs, residuals, c_prev
+            states, res = hs, residuals
             if res is None:  # traced without a tape: recompute what the backward pass reads
-                states, res, cp, _, _ = forward(xw, h0, c0, *fixed, keep=2)
-            if pad is not None and d_hs is not None:
+                states, res, _, _, _ = forward(x_in, kernel, b, in_masks, h0, c0, *fixed, keep=2)
+            if d_hs is not None:
                 d_hs = tf.pad(d_hs, [[0, pad], [0, 0], [0, 0]])
-            d_xw, d_h0, d_c0, d_kernel, d_rb = backward(
-                states, res, cp, h0, kernel, rec_mask, valid_in, stop_in, d_hs, d_h, d_c
+            d_x, d_kernel, d_b, d_h0, d_c0, d_recurrent, d_rb = backward(
+                states, res, x_in, kernel, in_masks, h0, recurrent, rec_mask, valid_in, stop_in, d_hs, d_h, d_c
             )
-            grads = [d_xw, d_h0, d_kernel] + ([d_c0] if lstm else []) + ([d_rb] if rbias is not None else [])
+            grads = [d_x, d_kernel, d_h0, d_recurrent] + ([d_c0] if lstm else [])
+            grads += ([d_b] if bias is not None else []) + ([d_rb] if rbias is not None else [])
             if jit:
-                connected = [t for t in (states, res, h0, kernel, d_hs, d_h, d_c) if t is not None]
+                connected = [t for t in (states, res, x_in, h0, kernel, recurrent, d_hs, d_h, d_c) if t is not None]
                 grads = simple_rnn.first_order_only(grads, connected, name)
-            if pad is not None:
-                grads[0] = grads[0][:steps]
+            grads[0] = grads[0][:steps]
             return grads
 
-        outs = ([(hs if pad is None else hs[:steps])] if need_states else []) + [h_last] + ([c_last] if lstm else [])
+        outs = ([hs[:steps]] if need_states else []) + [h_last] + ([c_last] if lstm else [])
         return outs, grad
 
     outs = list(run(*args))
@@ -513,15 +656,15 @@ def _recurrence(spec: _Spec, xw, h0, c0, kernel, rbias, *, valid, stop, rec_mask
 
 
 def _inference(spec: _Spec, x, kernel, in_bias, h0, c0, recurrent_kernel, rbias, *, valid, stop, rec_mask, need_states,
-               bucket_steps=False):
+               bucket_steps=False, chunk_bytes=CHUNK_BYTES):
     """The forward pass when no tape records: one compiled loop over the inputs themselves.
 
     Measured at 32·1000·8·32 (LSTM, docs/performance.md): the hoisted `x W + b`, a `(T, B, 4H)` tensor
     written and read back, took 2.4 ms of an 11 ms forward; a step's own `x_t W` inside the compiled loop
     costs less than that, and with no backward pass there is no large `dW` product for the hoisting to
     feed. Returns `(hs or None, h_last, c_last or None)`. A gradient asked for later anyway (a function
-    traced without a tape, differentiated from outside) differentiates the training path (projection +
-    `_recurrence`) over the same arguments.
+    traced without a tape, differentiated from outside) differentiates the training path (`_recurrence`,
+    which projects chunk by chunk) over the same arguments.
     """
     lstm = spec.kind == "lstm"
     names = ["x", "kernel", "h0", "recurrent_kernel", "c0", "in_bias", "rbias"]
@@ -554,11 +697,11 @@ def _inference(spec: _Spec, x, kernel, in_bias, h0, c0, recurrent_kernel, rbias,
         def grad(*upstream):
             with tf.GradientTape() as tape:
                 tape.watch(list(args))
-                xw = _masked_projection(a["x"], a["kernel"], a["in_bias"], None)
                 again = _recurrence(
-                    spec, xw, a["h0"], a["c0"], a["recurrent_kernel"], a["rbias"], valid=valid, stop=stop,
-                    rec_mask=rec_mask, jit=True, need_states=need_states, bucket_steps=bucket_steps,
-                )
+                    spec, a["x"], a["kernel"], a["in_bias"], None, a["h0"], a["c0"], a["recurrent_kernel"], a["rbias"],
+                    valid=valid, stop=stop, rec_mask=rec_mask, jit=True, need_states=need_states,
+                    bucket_steps=bucket_steps, chunk_bytes=chunk_bytes,
+                )  # fmt: skip
                 results = outputs(*again)
             upstream = [tf.zeros_like(r) if u is None else u for u, r in zip(upstream, results)]
             return tape.gradient(results, list(args), output_gradients=upstream)
@@ -572,47 +715,60 @@ def _inference(spec: _Spec, x, kernel, in_bias, h0, c0, recurrent_kernel, rbias,
 
 
 def lstm_recurrence(
-    xw: tf.Tensor,
+    inputs: tf.Tensor,
+    kernel: tf.Tensor,
+    bias: Optional[tf.Tensor],
     h0: tf.Tensor,
     c0: tf.Tensor,
     recurrent_kernel: tf.Tensor,
     *,
     activation: Any,
     recurrent_activation: Any,
+    input_masks: Optional[tf.Tensor] = None,
     valid: Optional[tf.Tensor] = None,
     stop: Optional[tf.Tensor] = None,
     rec_mask: Optional[tf.Tensor] = None,
     jit: bool = False,
     need_states: bool = True,
     bucket_steps: bool = False,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> Tuple[Optional[tf.Tensor], tf.Tensor, tf.Tensor]:
-    """The LSTM recurrence on a projected sequence, with a hand-written gradient.
+    """The LSTM layer's maths on a time-major sequence, with a hand-written gradient.
 
     Args:
-        xw: `(T, B, 4H)`: `x W + b`, gates in Keras' order i, f, c, o.
+        inputs: `(T, B, F)`, with any single input dropout mask already applied.
+        kernel, bias: `W (F, 4H)` and `b (4H,)` (or None) of the input projection, gates in Keras' order
+            i, f, c, o.
         h0, c0: `(B, H)` initial output and carry states.
         recurrent_kernel: `(H, 4H)` `U`.
         activation, recurrent_activation: the cell's (see `_derivatives` for which are supported).
+        input_masks: `(4, B, F)` per-gate input dropout masks (Keras' `implementation=1`) or None.
         valid: `(T, B)` bool or None: invalid steps copy both states through.
         stop: scalar int tensor <= T or None: run only steps `t < stop` (states past it are zero).
         rec_mask: `(4, B, H)` per-gate recurrent dropout masks (Keras' `implementation=1`) or None.
-        jit: run the forward and backward loops XLA-compiled.
+        jit: run the forward and backward passes XLA-compiled, a chunk of steps at a time.
         need_states: `False` returns `None` for `hs` (the caller only needs the last states).
         bucket_steps: with `jit`, pad the steps to a bucket (`simple_rnn.bucket_steps`) for callers whose T
             changes from call to call.
+        chunk_bytes: with `jit`, the size of one chunk's projection `(steps, B, 4H)`: as many steps as fit
+            are projected (forward) and back-propagated into the inputs and weights (backward) at a time,
+            so nothing of size `(T, B, 4H)` but the residuals is kept.
 
     Returns:
         `(hs (T, B, H) or None, h_last (B, H), c_last (B, H))`.
     """
     spec = _spec("lstm", activation, recurrent_activation)
     return _recurrence(
-        spec, xw, h0, c0, recurrent_kernel, None,
+        spec, inputs, kernel, bias, input_masks, h0, c0, recurrent_kernel, None,
         valid=valid, stop=stop, rec_mask=rec_mask, jit=jit, need_states=need_states, bucket_steps=bucket_steps,
+        chunk_bytes=chunk_bytes,
     )  # fmt: skip
 
 
 def gru_recurrence(
-    xw: tf.Tensor,
+    inputs: tf.Tensor,
+    kernel: tf.Tensor,
+    bias: Optional[tf.Tensor],
     h0: tf.Tensor,
     recurrent_kernel: tf.Tensor,
     recurrent_bias: Optional[tf.Tensor] = None,
@@ -620,52 +776,62 @@ def gru_recurrence(
     reset_after: bool = True,
     activation: Any,
     recurrent_activation: Any,
+    input_masks: Optional[tf.Tensor] = None,
     valid: Optional[tf.Tensor] = None,
     stop: Optional[tf.Tensor] = None,
     rec_mask: Optional[tf.Tensor] = None,
     jit: bool = False,
     need_states: bool = True,
     bucket_steps: bool = False,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> Tuple[Optional[tf.Tensor], tf.Tensor]:
-    """The GRU recurrence on a projected sequence, with a hand-written gradient.
+    """The GRU layer's maths on a time-major sequence, with a hand-written gradient.
 
     Args:
-        xw: `(T, B, 3H)`: `x W + b_in`, gates in Keras' order z, r, h.
+        inputs: `(T, B, F)`, with any single input dropout mask already applied.
+        kernel, bias: `W (F, 3H)` and the input bias `(3H,)` (`bias[0]` of a `reset_after=True` cell) or
+            None, gates in Keras' order z, r, h.
         h0: `(B, H)` initial state.
         recurrent_kernel: `(H, 3H)` `U`.
         recurrent_bias: `(3H,)` the recurrent bias (`bias[1]` of a `reset_after=True` cell) or None; must be
-            None with `reset_after=False` (that cell's single bias belongs in `xw`).
+            None with `reset_after=False` (that cell's single bias is `bias`).
         reset_after: Keras' `reset_after` (True: `r·(h U_h + b_h)`; False: `(r·h) U_h`).
-        activation, recurrent_activation, valid, stop, jit, need_states, bucket_steps: as in `lstm_recurrence`.
+        input_masks: `(3, B, F)` per-gate input dropout masks or None.
         rec_mask: `(3, B, H)` per-gate recurrent dropout masks or None.
+        activation, recurrent_activation, valid, stop, jit, need_states, bucket_steps, chunk_bytes: as in
+            `lstm_recurrence`.
 
     Returns:
         `(hs (T, B, H) or None, h_last (B, H))`.
     """
     if not reset_after and recurrent_bias is not None:
         raise ValueError(
-            "A GRU with `reset_after=False` has no recurrent bias; add its bias to `xw`. "
+            "A GRU with `reset_after=False` has no recurrent bias; its single bias is `bias`. "
             f"Received: recurrent_bias of shape {tuple(recurrent_bias.shape)}"
         )
     spec = _spec("gru" if reset_after else "gru_rb", activation, recurrent_activation)
     hs, h_last, _ = _recurrence(
-        spec, xw, h0, None, recurrent_kernel, recurrent_bias,
+        spec, inputs, kernel, bias, input_masks, h0, None, recurrent_kernel, recurrent_bias,
         valid=valid, stop=stop, rec_mask=rec_mask, jit=jit, need_states=need_states, bucket_steps=bucket_steps,
+        chunk_bytes=chunk_bytes,
     )  # fmt: skip
     return hs, h_last
 
 
 # ------------------------------------------------------------------------------------ the adapter
-def _masked_projection(inputs: tf.Tensor, kernel: tf.Tensor, bias: Optional[tf.Tensor], dp_mask: Any) -> tf.Tensor:
-    """`(x·m) W + b` for all steps: one product, or one per gate with `implementation=1`'s per-gate masks."""
+def _masked_projection(
+    inputs: tf.Tensor, kernel: tf.Tensor, bias: Optional[tf.Tensor], dp_mask: Any, project: Callable[..., Any] = simple_rnn.project
+) -> tf.Tensor:
+    """`(x·m) W + b`: one product, or one per gate with `implementation=1`'s per-gate masks (a list);
+    `project` computes each (`simple_rnn.project`, or `project_chunk` in the chunked passes)."""
     if dp_mask is None:
-        return simple_rnn.project(inputs, kernel, bias)
+        return project(inputs, kernel, bias)
     if not isinstance(dp_mask, (list, tuple)):
-        return simple_rnn.project(inputs * dp_mask, kernel, bias)
+        return project(inputs * dp_mask, kernel, bias)
     gates = len(dp_mask)
     kernels = tf.split(kernel, gates, axis=1)
     biases = tf.split(bias, gates, axis=0) if bias is not None else [None] * gates
-    return tf.concat([simple_rnn.project(inputs * m, k, b) for m, k, b in zip(dp_mask, kernels, biases)], axis=-1)
+    return tf.concat([project(inputs * m, k, b) for m, k, b in zip(dp_mask, kernels, biases)], axis=-1)
 
 
 def gated_loop(
@@ -676,6 +842,7 @@ def gated_loop(
     return_all_outputs: bool = True,
     jit: bool = False,
     bucket_steps: bool = False,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> Tuple[Optional[tf.Tensor], tf.Tensor, List[tf.Tensor]]:
     """The fused unroll of an `LSTMCell`/`GRUCell`: returns `(outputs (T, B, H) or None, last_output, final_state)`.
 
@@ -703,34 +870,42 @@ def gated_loop(
     in_bias, rec_bias = bias, None
     if name == "gru" and bias is not None and cell.reset_after:
         in_bias, rec_bias = bias[0], bias[1]
-    stop = None if prepared.max_length is None else tf.minimum(steps, prepared.max_length)
     h0 = prepared.initial_state[0]
     c0 = prepared.initial_state[1] if name == "lstm" else None
+    stop = None if prepared.max_length is None else tf.minimum(steps, prepared.max_length)
     # No tape and no forward accumulator at all: the inference loop (else the training path's custom gradient).
     if jit and dp_mask is None and not record.could_possibly_record():
         spec = _spec(name if name == "lstm" or cell.reset_after else "gru_rb", cell.activation, cell.recurrent_activation)
         hs, h_last, c_last = _inference(
             spec, inputs, kernel, in_bias, h0, c0, recurrent_kernel, rec_bias, valid=prepared.valid, stop=stop,
-            rec_mask=rec_mask, need_states=return_all_outputs, bucket_steps=bucket_steps,
+            rec_mask=rec_mask, need_states=return_all_outputs, bucket_steps=bucket_steps, chunk_bytes=chunk_bytes,
         )  # fmt: skip
         outputs, last = step_lib.outputs_from_states(prepared, hs, h_last, return_all_outputs)
         return outputs, last, ([h_last, c_last] if name == "lstm" else [h_last])
-    xw = _masked_projection(inputs, kernel, in_bias, dp_mask)
+    input_masks = None
+    if isinstance(dp_mask, (list, tuple)):
+        input_masks = tf.stack(list(dp_mask))  # implementation=1: one mask per gate, applied in the projection
+    elif dp_mask is not None:
+        inputs = inputs * dp_mask
     options = dict(
         activation=cell.activation,
         recurrent_activation=cell.recurrent_activation,
+        input_masks=input_masks,
         valid=prepared.valid,
         stop=stop,
         rec_mask=rec_mask,
         jit=jit,
         need_states=return_all_outputs,
         bucket_steps=bucket_steps,
+        chunk_bytes=chunk_bytes,
     )
     if name == "lstm":
-        hs, h_last, c_last = lstm_recurrence(xw, h0, c0, recurrent_kernel, **options)
+        hs, h_last, c_last = lstm_recurrence(inputs, kernel, in_bias, h0, c0, recurrent_kernel, **options)
         final_state = [h_last, c_last]
     else:
-        hs, h_last = gru_recurrence(xw, h0, recurrent_kernel, rec_bias, reset_after=cell.reset_after, **options)
+        hs, h_last = gru_recurrence(
+            inputs, kernel, in_bias, h0, recurrent_kernel, rec_bias, reset_after=cell.reset_after, **options
+        )
         final_state = [h_last]
     outputs, last = step_lib.outputs_from_states(prepared, hs, h_last, return_all_outputs)
     return outputs, last, final_state
