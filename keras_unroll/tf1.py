@@ -366,7 +366,7 @@ class LSTMCell(keras.layers.Layer):
 
     (the `w_·` terms only with `use_peepholes`). `forget_bias` initializes the bias' `f` slice (TF1 adds
     it at run time: the same numbers and gradients). Without peepholes, clipping and projection it is
-    `BasicLSTMCell`'s maths; use `BasicLSTMCell` then, which takes the LSTM fast paths.
+    `BasicLSTMCell`'s maths, and the layers run it on the same fused LSTM kernels.
 
     Weights (Keras' layout; `ku.load_tf1_weights` converts TF1's): `kernel (F, 4H)`, `recurrent_kernel
     (P, 4H)` with `P = num_proj or H`, `bias (4H,)`, gates `i, f, c, o`; with peepholes `w_f_diag`,
@@ -413,6 +413,21 @@ class LSTMCell(keras.layers.Layer):
     """
 
     _keras_unroll_tf1_lstm = True  # an LSTM state (Keras' [h, c] inside, TF1's (c, h) in the functional API)
+    # What the fused and hoisted LSTM kernels read of a Keras `LSTMCell` (`kernels.gated.FAMILY_ATTRIBUTE`):
+    # TF1's cell has no dropout of its own (that is `DropoutWrapper`), a bias and sigmoid gates.
+    dropout = 0.0
+    recurrent_dropout = 0.0
+    use_bias = True
+    implementation = 2
+    recurrent_activation = staticmethod(keras.activations.sigmoid)
+
+    @property
+    def keras_unroll_gated_family(self) -> Optional[str]:
+        """`"lstm"` when this cell computes `keras.layers.LSTMCell`'s maths (no peepholes, clipping or
+        projection, and `call` not overridden), so `DynamicUnroll`/`StaticUnroll` run it on their fused LSTM
+        kernels; else None (the generic step)."""
+        plain = not self.use_peepholes and self.cell_clip is None and self.num_proj is None
+        return "lstm" if plain and type(self).call is LSTMCell.call else None
 
     def __init__(
         self,

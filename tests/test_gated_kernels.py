@@ -438,3 +438,39 @@ def test_forward_mode_through_the_compiled_kernel_raises_a_clear_error(kind, rng
         with tf.autodiff.ForwardAccumulator(x, tf.ones_like(x)) as accumulator:
             outputs = layer(x)
         accumulator.jvp(outputs)
+
+
+# ------------------------------------------------------------------------ TF1's LSTMCell without extras
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_tf1_lstm_cell_without_peepholes_runs_the_fused_kernels_with_keras_numbers(go_backwards, rng):
+    """`ku.tf1.LSTMCell(H)` computes `keras.layers.LSTMCell`'s maths, so `DynamicUnroll` plans the fused
+    kernel and `StaticUnroll` the hoisted one (peepholes, clipping or a projection keep the generic step);
+    with Keras' LSTM's weights both give Keras' outputs, states and gradients, with a mask and an initial state."""
+    x, init = _data("lstm", rng)
+    mask = tf.constant(rng.random((B, T)) > 0.3)
+    keras_layer = _layer("lstm", go_backwards=go_backwards)
+    weights = keras_layer.get_weights()
+
+    def planned(cell, loop, **request):
+        prepared = step.prepare(cell, x, time_major=False)
+        return plan.make_plan(cell, prepared, plan.Request(loop, **request)).kernel
+
+    assert planned(ku.tf1.LSTMCell(H), "dynamic", jit_compile="auto") == "gated"
+    assert planned(ku.tf1.LSTMCell(H), "static") == "projected"
+    for extra in (dict(use_peepholes=True), dict(cell_clip=1.0), dict(num_proj=2)):
+        assert planned(ku.tf1.LSTMCell(H, **extra), "dynamic", jit_compile="auto") == "generic", extra
+        assert planned(ku.tf1.LSTMCell(H, **extra), "static") == "generic", extra
+
+    class OwnCall(ku.tf1.LSTMCell):
+        def call(self, inputs, states, training=None):
+            return super().call(inputs * 2.0, states, training)
+
+    assert gated.family(OwnCall(H)) is None
+
+    expected = _grads(lambda: keras_layer(x, mask=mask, initial_state=init), keras_layer.cell, x, init)
+    for layer_cls in (ku.DynamicUnroll, ku.StaticUnroll):
+        cell = ku.tf1.LSTMCell(H)
+        layer = layer_cls(cell, return_sequences=True, return_state=True, go_backwards=go_backwards)
+        layer.build(x.shape)
+        layer.set_weights(weights)
+        _compare(_grads(lambda: layer(x, mask=mask, initial_state=init), cell, x, init), expected, layer_cls.__name__)

@@ -91,6 +91,8 @@ def _tf1_child(out_dir: str) -> None:  # pragma: no cover - runs in the TF1 chil
         "lstm_plain_static": (lambda: [rc.LSTMCell(H)], one,
                               stat(sequence_length=L, initial_state=lstm_state("c0", "h0"))),
         "lstm_proj_static": (lambda: [rc.LSTMCell(H, num_proj=P)], one, stat(sequence_length=L)),
+        "lstm_plain_dynamic": (lambda: [rc.LSTMCell(H, forget_bias=0.6)], one,
+                               dyn(sequence_length=L, initial_state=lstm_state("c0", "h0"))),
         "multi": (lambda: [rc.BasicLSTMCell(H), rc.GRUCell(H), rc.LSTMCell(H, use_peepholes=True, num_proj=P)],
                   rc.MultiRNNCell,
                   dyn(sequence_length=L, initial_state=(lstm_state("c0", "h0"), const("g0"), lstm_state("c0", "p0")))),
@@ -266,6 +268,9 @@ def _case(name, data):
     if name == "lstm_proj_static":
         cell = tf1.LSTMCell(H, num_proj=P)
         return lambda: _static_list(cell, data, sequence_length=lengths), [cell]
+    if name == "lstm_plain_dynamic":  # no peepholes, clip or projection: the fused LSTM kernel runs it
+        cell = tf1.LSTMCell(H, forget_bias=0.6)
+        return lambda: ku.dynamic_rnn(cell, x, initial_state=_lstm_tuple(data, "c0", "h0"), **seq), [cell]
     if name == "multi":
         cells = [tf1.BasicLSTMCell(H), tf1.GRUCell(H), tf1.LSTMCell(H, use_peepholes=True, num_proj=P)]
         state = (_lstm_tuple(data, "c0", "h0"), tf.constant(data["g0"]), _lstm_tuple(data, "c0", "p0"))
@@ -318,7 +323,7 @@ def _case(name, data):
 
 CASES = [
     "basic_lstm", "basic_lstm_static", "gru_time_major", "gru_static", "lstm_full", "lstm_plain_static",
-    "lstm_proj_static", "multi", "multi_basic_rnn", "multi_lstm_static", "wrappers", "projection",
+    "lstm_proj_static", "lstm_plain_dynamic", "multi", "multi_basic_rnn", "multi_lstm_static", "wrappers", "projection",
     "bidirectional", "bidirectional_time_major", "static_bidirectional",
 ]  # fmt: skip
 

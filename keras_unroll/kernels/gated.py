@@ -86,9 +86,22 @@ _MATHS = {
 }
 
 
+#: A cell that is no Keras `LSTMCell`/`GRUCell` but computes the same maths names its family under this
+#: attribute (`"lstm"`/`"gru"`, or None when its options leave that maths), and then has the Keras cell's
+#: attributes the kernels read: `units`, `kernel`, `recurrent_kernel`, `bias`, `use_bias`, `activation`,
+#: `recurrent_activation`, `dropout`, `recurrent_dropout` (and `reset_after` for GRU). `ku.tf1.LSTMCell`
+#: without peepholes, clipping or projection is one.
+FAMILY_ATTRIBUTE = "keras_unroll_gated_family"
+
+
 def family(cell: Any) -> Optional[str]:
-    """`"lstm"` or `"gru"` for a Keras `LSTMCell`/`GRUCell`, or a subclass that does not override its maths
-    (`_MATHS`), whatever its activations; else None."""
+    """`"lstm"` or `"gru"` for a Keras `LSTMCell`/`GRUCell`, a subclass that does not override its maths
+    (`_MATHS`), or a cell that declares the same maths (`FAMILY_ATTRIBUTE`), whatever its activations;
+    else None."""
+    declared = getattr(type(cell), FAMILY_ATTRIBUTE, None)
+    if declared is not None and not any(isinstance(cell, base) for _, base in _BASES):
+        name = getattr(cell, FAMILY_ATTRIBUTE)
+        return name if name in ("lstm", "gru") else None
     for name, base in _BASES:
         if not isinstance(cell, base):
             continue

@@ -13,21 +13,20 @@ from __future__ import annotations
 
 from typing import Any, List, Optional, Tuple
 
-import keras
 import tensorflow as tf
 
 from keras_unroll import step as step_lib
+from keras_unroll.kernels import gated
 from keras_unroll.kernels.simple_rnn import _as_tensor, _project_in_chunks, project
 
 
 def kind(cell: Any) -> Optional[str]:
-    """`"lstm"` or `"gru"` if the input projection of `cell` can be hoisted, else None."""
-    for name, base in (("lstm", keras.layers.LSTMCell), ("gru", keras.layers.GRUCell)):
-        if isinstance(cell, base) and type(cell).call is base.call:
-            if getattr(cell, "implementation", 2) != 2 or cell.recurrent_dropout > 0:
-                return None
-            return name
-    return None
+    """`"lstm"` or `"gru"` if the input projection of `cell` can be hoisted, else None: a cell of the fused
+    kernel's families (`gated.family`) with one input product (`implementation=2`) and no recurrent dropout."""
+    name = gated.family(cell)
+    if name is None or getattr(cell, "implementation", 2) != 2 or cell.recurrent_dropout > 0:
+        return None
+    return name
 
 
 class ProjectedCell:
