@@ -578,19 +578,18 @@ _SHARED_DOC = """
             `while_v2` ignores TF1's flag; this one works. Saves: device memory for activations becomes
             flat in T (argued from the graph's op placement; not yet measured on a GPU). Costs: a host
             copy of every step's state (T·B·H·4 bytes: 164 MB at T=5000, B=32, H=256), one device↔host
-            copy per step each way, and one more forward pass. Measured on CPU (B=32 F=8 H=256, one
-            training step at T=5000): 169 MB of activations vs 520 MB for the default loop and 449 MB for
-            `jit_compile=False`, at 1.9× the default's step time (`docs/memory.md`). No XLA with it.
-            Default: `False`.
+            copy per step each way, and one more forward pass; on a CPU, where host and device memory
+            are one, it keeps about what the default does, at 1.5-2.6× its step time (figures:
+            `docs/memory.md`). No XLA with it. Default: `False`.
         recompute: `None`, `"sqrt"` or a positive int k (`DynamicUnroll` only). Keep only every k-th
             state for the backward pass (k = ceil(sqrt(T)) for `"sqrt"`) and recompute each segment of k
             steps from its checkpoint there: activation memory `O((T/k + k)·B·H)` instead of
-            `O(T·B·H)`, for one more forward pass. Measured (CPU, B=32 F=8 H=256, one training step,
-            `return_sequences=False`): at T=5000, 37 MB of activations vs 520 MB for the default loop,
-            at 1.6× its step time; at T=20000, 88 MB vs 1284 MB at 1.5× (`docs/memory.md`). With
-            `return_sequences=True` the `(T, B, H)` outputs and their gradient remain. Combines with
-            `swap_memory=True` (checkpoints on the host). `BasicRNNCell`/`SimpleRNNCell` segments run
-            the fused path. No XLA with it. Default: `None`.
+            `O(T·B·H)`, for one more forward pass: about a tenth of the default's activation memory
+            at T=5000, growing like √T, at 1.2-1.4× its step time for `BasicRNNCell`/`SimpleRNNCell`
+            (their segments run the fused kernel) and about 2× for LSTM/GRU (their segments run the
+            generic step); figures in `docs/memory.md`. With `return_sequences=True` the `(T, B, H)`
+            outputs and their gradient remain. Combines with `swap_memory=True` (checkpoints on the
+            host). No XLA with it. Default: `None`.
         activation, use_bias, kernel_initializer, recurrent_initializer, bias_initializer,
         kernel_regularizer, recurrent_regularizer, bias_regularizer, kernel_constraint,
         recurrent_constraint, bias_constraint, dropout, recurrent_dropout, seed: `keras.layers.SimpleRNN`'s

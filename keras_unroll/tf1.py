@@ -422,7 +422,7 @@ class LSTMCell(keras.layers.Layer):
     recurrent_activation = staticmethod(keras.activations.sigmoid)
 
     @property
-    def keras_unroll_gated_family(self) -> Optional[str]:
+    def _keras_unroll_gated_family(self) -> Optional[str]:
         """`"lstm"` when this cell computes `keras.layers.LSTMCell`'s maths (no peepholes, clipping or
         projection, and `call` not overridden), so `DynamicUnroll`/`StaticUnroll` run it on their fused LSTM
         kernels; else None (the generic step)."""

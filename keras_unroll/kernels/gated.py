@@ -91,7 +91,7 @@ _MATHS = {
 #: attributes the kernels read: `units`, `kernel`, `recurrent_kernel`, `bias`, `use_bias`, `activation`,
 #: `recurrent_activation`, `dropout`, `recurrent_dropout` (and `reset_after` for GRU). `ku.tf1.LSTMCell`
 #: without peepholes, clipping or projection is one.
-FAMILY_ATTRIBUTE = "keras_unroll_gated_family"
+FAMILY_ATTRIBUTE = "_keras_unroll_gated_family"
 
 
 def family(cell: Any) -> Optional[str]:
