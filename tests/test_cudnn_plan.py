@@ -47,6 +47,16 @@ def test_keras_conditions_on_a_gpu_take_cudnn(kind):
         assert _kernel(make(3)) == "cudnn"
 
 
+def test_tf1_cells_with_keras_maths_take_cudnn_and_the_others_do_not():
+    """TF1's `BasicLSTMCell`, `GRUCell` (`reset_after=False`, which cuDNN does not run) and `LSTMCell`
+    without peepholes or projection are Keras' maths: the same cuDNN conditions decide."""
+    assert _kernel(ku.tf1.BasicLSTMCell(3)) == "cudnn"
+    assert _kernel(ku.tf1.LSTMCell(3, forget_bias=0.5)) == "cudnn"
+    assert _kernel(ku.tf1.GRUCell(3)) != "cudnn"
+    assert _kernel(ku.tf1.LSTMCell(3, use_peepholes=True)) == "generic"
+    assert _kernel(ku.tf1.LSTMCell(3, num_proj=2)) == "generic"
+
+
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_each_failing_condition_keeps_the_other_kernels(kind):
     make = CELLS[kind]
