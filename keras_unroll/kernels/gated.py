@@ -469,7 +469,7 @@ def _chunked_forward(spec: _Spec, x, kernel, bias, in_masks, h0, c0, recurrent, 
     tas = _sequence_arrays(x.dtype, spec, steps, h0, keep)
 
     def run_chunk(start, h, c, tas, length=None, partial=False):
-        xw = _masked_projection(simple_rnn.chunk_of(x, start, chunk), kernel, bias, masks, simple_rnn.project_chunk)
+        xw = _masked_projection(simple_rnn.chunk_of(x, start, chunk), kernel, bias, masks)
         valid_c = None if valid is None else simple_rnn.chunk_of(valid, start, chunk)
         if partial:
             valid_c = simple_rnn.partial_chunk_valid(valid_c, rest, chunk, x)
@@ -833,18 +833,16 @@ def gru_recurrence(
 
 # ------------------------------------------------------------------------------------ the adapter
 def _masked_projection(
-    inputs: tf.Tensor, kernel: tf.Tensor, bias: Optional[tf.Tensor], dp_mask: Any, project: Callable[..., Any] = simple_rnn.project
+    inputs: tf.Tensor, kernel: tf.Tensor, bias: Optional[tf.Tensor], masks: Optional[List[tf.Tensor]]
 ) -> tf.Tensor:
-    """`(x·m) W + b`: one product, or one per gate with `implementation=1`'s per-gate masks (a list);
-    `project` computes each (`simple_rnn.project`, or `project_chunk` in the chunked passes)."""
-    if dp_mask is None:
-        return project(inputs, kernel, bias)
-    if not isinstance(dp_mask, (list, tuple)):
-        return project(inputs * dp_mask, kernel, bias)
-    gates = len(dp_mask)
+    """`x W + b` for one chunk (`simple_rnn.project_chunk`), or with `implementation=1`'s per-gate input
+    masks `concat_k (x·m_k) W_k + b_k` (a single input mask is applied to `x` before, in `gated_loop`)."""
+    if masks is None:
+        return simple_rnn.project_chunk(inputs, kernel, bias)
+    gates = len(masks)
     kernels = tf.split(kernel, gates, axis=1)
     biases = tf.split(bias, gates, axis=0) if bias is not None else [None] * gates
-    return tf.concat([project(inputs * m, k, b) for m, k, b in zip(dp_mask, kernels, biases)], axis=-1)
+    return tf.concat([simple_rnn.project_chunk(inputs * m, k, b) for m, k, b in zip(masks, kernels, biases)], axis=-1)
 
 
 def gated_loop(

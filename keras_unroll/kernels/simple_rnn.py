@@ -200,17 +200,24 @@ def zero_fill(ta: tf.TensorArray, start: tf.Tensor, steps: tf.Tensor, zeros: tf.
     return ta
 
 
-def _forward_steps(xw, h0, kernel, rec_mask, valid, stop, activation, hs_ta, offset=0):
+def _forward_steps(xw, h0, kernel, rec_mask, valid, stop, activation, hs_ta, offset=0, in_kernel=None, in_bias=None):
     """Runs the steps `t < stop` (all without `stop`) of `xw`, writing `h_t` at `offset + t` of `hs_ta`.
     Returns `(t after the last step, h_last, hs_ta)`; `hs_ta=None` writes nothing. Step t's inputs are
-    read one iteration ahead (`Prefetch`), in place when uncompiled (a TensorArray there is a copy)."""
+    read one iteration ahead (`Prefetch`), in place when uncompiled (a TensorArray there is a copy).
+
+    With `in_kernel` (inference: `_inference`), `xw` is the input sequence `(T, B, F)` itself and each step
+    projects its own small `x_t W + b`, read in the step: no `(T, B, H)` projection is written and read back."""
     steps = tf.shape(xw)[0]
-    reads = Prefetch([xw, valid], steps, in_place=not step_lib.in_xla_context())
+    project_steps = in_kernel is not None
+    reads = Prefetch([None if project_steps else xw, valid], steps, in_place=not step_lib.in_xla_context())
     tas = [] if hs_ta is None else [hs_ta]
     n = len(tas)
 
     def body(t, h, *rest):
         xw_t, v_t = reads.unpack(rest[n:])
+        if project_steps:
+            xw_t = tf.matmul(tf.gather(xw, t), in_kernel)
+            xw_t = xw_t if in_bias is None else xw_t + in_bias
         h = _forward_step(xw_t, v_t, h, kernel, rec_mask, activation)
         return (t + 1, h, *[ta.write(offset + t, h) for ta in rest[:n]], *reads.at(t + 1))
 
@@ -221,35 +228,25 @@ def _forward_steps(xw, h0, kernel, rec_mask, valid, stop, activation, hs_ta, off
     return t, h_last, (rest[0] if tas else None)
 
 
-def _inference_loop(x, in_kernel, in_bias, h0, kernel, rec_mask, valid, stop, activation, keep_states):
-    """The compiled inference loop (`_inference`): each step projects its own `x_t W + b` (no `(T, B, H)`
-    projection is written and read back), and with `keep_states=False` no state sequence is written
-    (the writes were a third of the compiled forward at 32·1000·8·32: docs/performance.md). Returns
-    `(hs (T, B, H) or None, h_last)`."""
-    steps = tf.shape(x)[0]
-    reads = Prefetch([valid], steps, in_place=False)
-    tas = [tf.TensorArray(x.dtype, size=steps, element_shape=h0.shape)] if keep_states else []
-
-    def body(t, h, *rest):
-        tas, current = list(rest[: len(rest) - reads.count]), rest[len(rest) - reads.count :]
-        (v_t,) = reads.unpack(current)
-        xw_t = tf.matmul(tf.gather(x, t), in_kernel)
-        xw_t = xw_t if in_bias is None else xw_t + in_bias
-        h = _forward_step(xw_t, v_t, h, kernel, rec_mask, activation)
-        return (t + 1, h, *[ta.write(t, h) for ta in tas], *reads.at(t + 1))
-
-    limit = steps if stop is None else stop
-    t, h_last, *rest = tf.while_loop(
-        lambda t, *_: t < limit, body, (tf.constant(0), h0, *tas, *reads.at(0)), maximum_iterations=steps
-    )
-    if not keep_states:
-        return None, h_last
-    hs_ta = rest[0]
-    if stop is not None:
-        hs_ta = zero_fill(hs_ta, t, steps, tf.zeros_like(h0))
+def _stacked_states(hs_ta: tf.TensorArray, start: Any, steps: Any, h0: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
+    """The `(T, B, H)` states written to `hs_ta`, zero from step `start` on (the steps not run; None: all ran)."""
+    if start is not None:
+        hs_ta = zero_fill(hs_ta, start, steps, tf.zeros_like(h0))
     hs = hs_ta.stack()
-    hs.set_shape(x.shape[:1].concatenate(h0.shape))
-    return hs, h_last
+    hs.set_shape(like.shape[:1].concatenate(h0.shape))
+    return hs
+
+
+def _inference_loop(x, in_kernel, in_bias, h0, kernel, rec_mask, valid, stop, activation, keep_states):
+    """The compiled inference loop (`_inference`): each step projects its own `x_t W + b`, and with
+    `keep_states=False` no state sequence is written (the writes were a third of the compiled forward at
+    32·1000·8·32: docs/performance.md). Returns `(hs (T, B, H) or None, h_last)`."""
+    steps = tf.shape(x)[0]
+    hs_ta = tf.TensorArray(x.dtype, size=steps, element_shape=h0.shape) if keep_states else None
+    t, h_last, hs_ta = _forward_steps(x, h0, kernel, rec_mask, valid, stop, activation, hs_ta, 0, in_kernel, in_bias)
+    if hs_ta is None:
+        return None, h_last
+    return _stacked_states(hs_ta, None if stop is None else t, steps, h0, x), h_last
 
 
 def _backward_loop(hs, h0, kernel, rec_mask, valid, stop, d_hs, d_last, derivative_fn, du_in_loop, in_place):
@@ -430,10 +427,7 @@ def _chunked_forward(x, kernel, bias, h0, recurrent, rec_mask, valid, stop, acti
         hs_ta = tas[0] if tas else None
     if hs_ta is None:
         return None, h_last
-    hs_ta = zero_fill(hs_ta, tf.maximum(stop, 0), steps, tf.zeros_like(h0))
-    hs = hs_ta.stack()
-    hs.set_shape(x.shape[:1].concatenate(h0.shape))
-    return hs, h_last
+    return _stacked_states(hs_ta, tf.maximum(stop, 0), steps, h0, x), h_last
 
 
 def _chunked_backward(hs, x, kernel, h0, recurrent, rec_mask, valid, stop, d_hs, d_last, derivative_fn, du_in_loop,
@@ -513,8 +507,9 @@ class _PassKey:
 
 def _pass_functions(key: _PassKey, in_place: bool) -> Tuple[Any, Any]:
     """The forward and backward passes for one setting, as plain functions on dense tensors:
-    `forward(x, W, b, h0, U, *extras) -> (hs, h_last)` (`h_last` alone without `key.keep_states`),
-    `backward(hs, x, W, h0, U, *extras, [d_hs], d_last) -> (dx, dW, db, dh0, dU)`, where `extras` are the recurrent mask and `valid` (when present) and `stop`."""
+    `forward(x, W, b, h0, U, *extras) -> (hs, h_last)` (`h_last` alone without `key.keep_states`) and
+    `backward(hs, x, W, h0, U, *extras, [d_hs], d_last) -> (dx, dW, db, dh0, dU)`, where `extras` are the
+    recurrent mask and `valid` (when present) and `stop`."""
     derivative_fn = derivative(key.activation)
 
     def unpack(extra):
