@@ -16,10 +16,10 @@ Every call of a layer or a functional form comes here with a checked, time-major
 | dynamic, LSTM/GRU on a GPU (`takes_cudnn`) | cuDNN's op     | `CudnnRNNV3` as Keras' layers call it (a mask not right-padded: generic step) | never (`jit_compile=True` or XLA around: not taken) |
 | dynamic                                   | `tf.while_loop`| fused SimpleRNN / fused LSTM, GRU (steps below `gated_max_macs`) / generic step | fused: their passes (`"auto"`, `True`; LSTM/GRU only compiled); generic: never alone |
 
-Under `jit_compile="auto"` a while loop whose cell has a fused kernel then goes through `choose`: once per
+When `Tuning.timed_trial` is on (off by default), a while loop whose cell has a fused kernel then goes through `choose`: once per
 cell and shape class it times that kernel against the generic step on random data of the call's shapes (in a
 thread of its own, before the call is traced) and keeps the faster, so the default holds on CPUs other than
-the two the bounds were measured on (`Tuning.timed_trial`; off for reproducible plans). The trial skips cells
+the two the bounds were measured on. The trial skips cells
 with dropout (its masks would move their seed generators), distribution strategies and sequences above
 `Tuning.trial_max_elements`.
 
@@ -85,8 +85,9 @@ class Tuning:
         timed_trial: Under `jit_compile="auto"`, a `DynamicUnroll` whose cell has a fused kernel times that
             kernel against the generic step once per cell and shape, on this machine, and keeps the faster
             (`choose`). The bounds above were measured on two CPUs; the trial makes the default hold on
-            others. Off: the bounds alone decide, reproducibly (also `KERAS_UNROLL_TIMED_TRIAL=0` in the
-            environment, read when the default `Tuning` is made).
+            others. Off by default: the bounds alone decide, so the same program gets the same plan, graph and
+            numbers on every run; on with `Tuning(timed_trial=True)` or `KERAS_UNROLL_TIMED_TRIAL=1` in the
+            environment (read when the default `Tuning` is made).
         trial_max_elements: No trial when a sequence holds more than this many state values (`T·B·H`):
             the generic candidate keeps every step's activations, and a trial must not run out of memory
             where the chosen kernel would not.
@@ -103,7 +104,7 @@ class Tuning:
     uncompiled_backward_min_macs: int = 2**21
     uncompiled_backward_max_units: int = 256
     gated_max_macs: int = 2**22
-    timed_trial: bool = dataclasses.field(default_factory=lambda: os.environ.get("KERAS_UNROLL_TIMED_TRIAL", "1") != "0")
+    timed_trial: bool = dataclasses.field(default_factory=lambda: os.environ.get("KERAS_UNROLL_TIMED_TRIAL", "0") == "1")
     trial_max_elements: int = 2**24
     gpu: Optional[bool] = None
 

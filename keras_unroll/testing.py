@@ -11,9 +11,9 @@ possible from the public API, for this package's tests and for downstream users 
 The switch takes effect for calls (and traces) made inside the block; functions traced earlier under another
 setting are kept apart (the planner keys them on it), so the switch is never silently ignored.
 
-`DynamicUnroll` under `jit_compile="auto"` times its fused kernel against the generic step once per shape
-on the machine it runs on (`Tuning.timed_trial`); `timed_trials(layer)` shows what it measured and chose, and
-`use_tuning(Tuning(timed_trial=False))` or `KERAS_UNROLL_TIMED_TRIAL=0` turns it off for reproducible runs.
+With `use_tuning(Tuning(timed_trial=True))` or `KERAS_UNROLL_TIMED_TRIAL=1` (off by default, so that the same
+program gets the same plan), `DynamicUnroll` under `jit_compile="auto"` times its fused kernel against the
+generic step once per shape on the machine it runs on; `timed_trials(layer)` shows what it measured and chose.
 """
 
 from __future__ import annotations

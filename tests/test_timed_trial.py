@@ -103,7 +103,7 @@ def test_no_trial_under_a_distribution_strategy(rng):
     assert testing.timed_trials(layer) == []
 
 
-@pytest.mark.parametrize("value, expected", [(None, True), ("0", False), ("1", True)])
+@pytest.mark.parametrize("value, expected", [(None, False), ("0", False), ("1", True)])
 def test_the_environment_switch(value, expected, subprocess_env):
     env = dict(subprocess_env)
     env.pop("KERAS_UNROLL_TIMED_TRIAL", None)
