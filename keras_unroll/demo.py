@@ -7,17 +7,22 @@ no download it:
    into windows of 20 steps, each labelled with the next value;
 2. trains two `keras.Sequential` models, identical but for the unrolling (`StaticUnroll` and
    `DynamicUnroll` over a `BasicRNNCell(100)`), with `model.fit`, from the same initial weights;
-3. prints a side-by-side table: final loss, graph ops, trace time, step time, peak memory;
+3. prints a side-by-side table: final loss, graph ops (and how many of them XLA compiles), trace time, step
+   time, peak memory;
 4. exports one model as a SavedModel (the one with the lower test loss when the losses differ by more than
    `SAME_LOSS_RTOL`, else `DynamicUnroll`), reloads it in a fresh Python process (without keras_unroll) and
    checks its predictions;
-5. measures both unrollings with `compare_unrolling` at T = 2, 10, 100, 500;
+5. measures the unrollings with `compare_unrolling` at T = 2, 20, 100, 500: `StaticUnroll`, TF1's plain while
+   loop (`DynamicUnroll` with the generic step) and `DynamicUnroll` as planned (its fused, XLA-compiled kernel);
 6. writes to `--out` (default `demo-output/`) the tables (`results.md`, `results.json`), the SavedModel and,
    when matplotlib is installed (the `plot` extra), `demo_predictions.png` and `compare_unrolling.png`.
 
 The comparison stops at T=500 by default: a static unroll at T=1000 costs 5-15 s of tracing and much memory
 on a 2-core CPU (`--steps 2,10,100,1000` to see it). `--quick` runs everything small (CI).
 `--data FILE.npz` trains on your own arrays `x` `(N, T, F)` and `y` `(N,)` or `(N, outputs)` instead.
+Every number but the times is the same on every run: the weights are seeded and the plan is deterministic
+(the planner's timed trial is off by default). Peak memory is measured with TensorFlow's BFC allocator on
+CPU (`TF_CPU_ALLOCATOR_USE_BFC=true`, set before TensorFlow's first op), in a region reserved up front.
 The options are parsed by `keras_unroll_cli`, before TensorFlow is imported.
 """
 
@@ -230,6 +235,7 @@ class Result:
     test_loss: float
     forward_ops: int
     training_ops: int
+    compiled_ops: int
     trace_seconds: float
     step_seconds: float
     peak_bytes: Optional[int]
@@ -271,6 +277,7 @@ def _train(layer_class: Any, data: Dataset, settings: Settings) -> Result:
         test_loss=test_loss,
         forward_ops=forward.num_ops,
         training_ops=training.num_ops,
+        compiled_ops=training.compiled_ops,
         trace_seconds=training.trace_seconds + training.first_call_seconds,
         step_seconds=timer.median,
         peak_bytes=training.peak_bytes,
@@ -288,6 +295,7 @@ def format_results(results: Sequence[Result]) -> str:
         ("test loss (MSE)", *(f"{r.test_loss:.4f}" for r in results)),
         ("graph ops, forward", *(str(r.forward_ops) for r in results)),
         ("graph ops, training step", *(str(r.training_ops) for r in results)),
+        ("  of which XLA-compiled", *(str(r.compiled_ops) for r in results)),
         ("trace + first call", *(_format_seconds(r.trace_seconds) for r in results)),
         ("step time in fit (median)", *(_format_seconds(r.step_seconds) for r in results)),
         ("peak memory, training step", *(_format_bytes(r.peak_bytes) for r in results)),
@@ -298,6 +306,13 @@ def format_results(results: Sequence[Result]) -> str:
         lines.append("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
         if index == 0:
             lines.append("  ".join("-" * w for w in widths))
+    for r in results:
+        if r.compiled_ops:
+            lines.append(
+                f"{r.name} runs a fused kernel: {r.compiled_ops} of its {r.training_ops} training ops are in "
+                "XLA-compiled functions (its forward and backward passes), each run as one compiled call. Its "
+                "graph does not grow with T; the comparison below shows it beside TF1's plain while loop."
+            )
     return "\n".join(lines)
 
 
@@ -415,9 +430,26 @@ def _pick_export(results: Sequence[Result]) -> Tuple[Result, Optional[Result], s
 
 
 # --------------------------------------------------------------------------------------------- run
+# The allocator region reserved before anything else (see `_reserve_allocator_region`), in MB.
+_RESERVE_MB = 1024
+
+
 def _enable_cpu_memory_stats() -> None:
     """Lets `get_memory_info("CPU:0")` count every allocation; effective only before TF's first op."""
     os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+
+
+def _reserve_allocator_region() -> None:
+    """Reserves one large BFC region before the first tensor, so that every tensor counts its own bytes.
+
+    A BFC allocator that grows on demand adds regions of doubling size and can hand a tensor that lands in
+    a fresh region the whole region, which would inflate some rows' peak memory. An uninitialised tensor,
+    freed at once, reserves the region without touching its pages (as `benchmarks/memory.py` does).
+    """
+    import tensorflow as tf
+
+    region = tf.raw_ops.Empty(shape=[_RESERVE_MB * 2**20 // 4], dtype=tf.float32)
+    del region
 
 
 def _prepare_out(path: str) -> str:
@@ -439,6 +471,8 @@ def _main(args: argparse.Namespace) -> int:
     _enable_cpu_memory_stats()
 
     import keras_unroll  # noqa: F401  (TensorFlow and the layers)
+
+    _reserve_allocator_region()
     from keras_unroll.cell import BasicRNNCell
     from keras_unroll.inspect import compare_unrolling
     from keras_unroll.layers import DynamicUnroll, StaticUnroll
@@ -471,7 +505,8 @@ def _main(args: argparse.Namespace) -> int:
     if plots:
         written.append(plot_predictions(data, results, os.path.join(out, "demo_predictions.png")))
     print(
-        f"\nComparing the unrollings at T = {', '.join(map(str, settings.steps))} (training step, batch "
+        f"\nComparing the unrollings at T = {', '.join(map(str, settings.steps))}: StaticUnroll, TF1's plain "
+        "while loop (DynamicUnroll with the generic step) and DynamicUnroll as planned (training step, batch "
         f"{settings.batch}, {BasicRNNCell.__name__}({settings.units})) ...",
         flush=True,
     )

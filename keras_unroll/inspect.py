@@ -18,15 +18,23 @@ its library, each library function counted once however often it is called. A `t
 `cond` and `body` as library functions, so `DynamicUnroll`'s count holds the step once, whatever T is; a
 static unroll writes the step T times into the main graph, so its count grows linearly with T.
 
-Peak memory: TensorFlow reports it per device with `tf.config.experimental.get_memory_info`. On CPU the
-default allocator reports nothing (`peak_bytes` is then `None`); set the environment variable
-`TF_CPU_ALLOCATOR_USE_BFC=true` before TensorFlow runs its first op (before the first tensor is created;
-`keras-unroll demo` does it for you) and the CPU peak counts every allocation.
+An op is not a unit of work. Where `DynamicUnroll` runs a fused kernel (`BasicRNNCell`/`SimpleRNNCell`,
+LSTM/GRU cells), its graph holds the kernel's forward and backward passes as XLA-compiled functions
+(`compiled_ops` counts the ops in them and in the functions they call): hundreds of ops, more than a short
+static unroll, that XLA turns into one compiled call per pass, and that do not change with T.
+`compare_unrolling` therefore also measures TF1's plain while loop (`DynamicUnroll` with the generic step,
+under `keras_unroll.testing.generic_only()`: what `tf.compat.v1.nn.dynamic_rnn` built).
+
+Peak memory: TensorFlow reports it per device with `tf.config.experimental.get_memory_info`. TensorFlow's
+default CPU allocator does not count allocations (it reports only some large ones), so on CPU the peak is
+read only when the environment variable `TF_CPU_ALLOCATOR_USE_BFC=true` was set before TensorFlow ran its
+first op (`keras-unroll demo` does it for you); otherwise `peak_bytes` is `None` and the tables say why.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import glob
 import html
@@ -45,6 +53,7 @@ import tensorflow as tf
 from keras_unroll import plan
 from keras_unroll.cell import BasicRNNCell
 from keras_unroll.layers import DynamicUnroll, StaticUnroll
+from keras_unroll.testing import generic_only
 
 __all__ = [
     "GraphStats",
@@ -133,8 +142,39 @@ def _count_ops(graph: tf.Graph) -> collections.Counter:
     return counts
 
 
+def _called_functions(function_def: Any) -> Iterator[str]:
+    """Names of the library functions a function's nodes call (a `While`'s body and cond, a call's `f`)."""
+    for node in function_def.node_def:
+        for value in node.attr.values():
+            if value.func.name:
+                yield value.func.name
+            for item in value.list.func:
+                yield item.name
+
+
+def _count_compiled_ops(graph: tf.Graph) -> int:
+    """Ops in the library functions XLA compiles (`jit_compile=True`) and in every function they call."""
+    functions = {function.signature.name: function for function in graph.as_graph_def().library.function}
+    pending = [name for name, f in functions.items() if "_XlaMustCompile" in f.attr and f.attr["_XlaMustCompile"].b]
+    compiled = set()
+    while pending:
+        name = pending.pop()
+        if name in compiled or name not in functions:
+            continue
+        compiled.add(name)
+        pending.extend(_called_functions(functions[name]))
+    return sum(len(functions[name].node_def) for name in compiled)
+
+
 def _memory_device() -> str:
     return "GPU:0" if tf.config.list_logical_devices("GPU") else "CPU:0"
+
+
+def _cpu_allocator_counts() -> bool:
+    """Whether TensorFlow's CPU allocator counts every allocation: the BFC allocator, chosen by
+    `TF_CPU_ALLOCATOR_USE_BFC=true` (or 1) in the environment before TensorFlow's first op. The default
+    allocator reports only some large allocations, a peak that would leave out most of a step's tensors."""
+    return os.environ.get("TF_CPU_ALLOCATOR_USE_BFC", "").strip().lower() in ("true", "1")
 
 
 def _reset_peak(device: str) -> bool:
@@ -145,12 +185,15 @@ def _reset_peak(device: str) -> bool:
     return True
 
 
-def _read_peak(device: str) -> Optional[int]:
+def _memory_info(device: str) -> Optional[Dict[str, int]]:
+    """The device's `{"current": ..., "peak": ...}` bytes, or None where they would not count every tensor."""
+    if device.startswith("CPU") and not _cpu_allocator_counts():
+        return None  # the default CPU allocator's figure would count only some large tensors
     try:
-        peak = int(tf.config.experimental.get_memory_info(device)["peak"])
+        info = tf.config.experimental.get_memory_info(device)
+        return {"current": int(info["current"]), "peak": int(info["peak"])}
     except (ValueError, RuntimeError, KeyError, tf.errors.OpError):
         return None
-    return peak or None  # 0: the allocator does not track (CPU without TF_CPU_ALLOCATOR_USE_BFC=true)
 
 
 def _example_input(shape: Tuple[Optional[int], ...], dtype: Any) -> tf.Tensor:
@@ -176,9 +219,13 @@ class GraphStats:
         trace_seconds: Time to trace the `tf.function` (Python runs the layer's `call` once).
         first_call_seconds: Time of the first call: graph optimization (Grappler), XLA compilation where the
             layer compiles its loop (`jit_compile`), plus one run.
-        peak_bytes: Peak memory of one call on the device (`GPU:0`, else `CPU:0`), or `None` where the
-            runtime does not report it (on CPU, unless `TF_CPU_ALLOCATOR_USE_BFC=true` was set before
-            TensorFlow started).
+        peak_bytes: The memory a call allocates at its peak on the device (`GPU:0`, else `CPU:0`): the
+            device's peak during a call after the first (the first compiles) minus what was in use before
+            it (weights, the input, anything else alive), so the tensors the call keeps and its
+            temporaries. `None` where the runtime does not count every allocation (on CPU, unless
+            `TF_CPU_ALLOCATOR_USE_BFC=true` was set before TensorFlow started).
+        compiled_ops: How many of `num_ops` are in XLA-compiled functions (a fused kernel's passes, and the
+            functions they call): XLA runs each such function as one compiled call. 0 for a plain graph.
     """
 
     num_ops: int
@@ -186,12 +233,14 @@ class GraphStats:
     trace_seconds: float
     first_call_seconds: float
     peak_bytes: Optional[int]
+    compiled_ops: int = 0
 
 
 def _trace(
     layer: keras.layers.Layer, shape: Tuple[Optional[int], ...], training: bool, repeats: int = 0, run: bool = True
 ) -> Tuple[GraphStats, List[float], Any]:
-    """Traces, counts, runs once (peak memory), then `repeats` more times (step times).
+    """Traces, counts, runs once (the first call: graph optimization, XLA compilation), once more after
+    resetting the device's peak (the memory of a step), then `repeats` more times (step times).
 
     With `run=False` only the op counts and the trace time are measured (no graph optimization, no XLA
     compilation): `first_call_seconds` is then 0.0 and `peak_bytes` None.
@@ -205,16 +254,22 @@ def _trace(
     # The planner's timed trial (`plan.Tuning.timed_trial`) runs inside a first trace; it is not the trace.
     trace_seconds = time.perf_counter() - start - (_trial_seconds(layer) - trials_before)
     counts = _count_ops(concrete.graph)
+    compiled_ops = _count_compiled_ops(concrete.graph)
     if not run:
-        stats = GraphStats(sum(counts.values()), tuple(counts.most_common(_TOP_OP_TYPES)), trace_seconds, 0.0, None)
+        stats = GraphStats(
+            sum(counts.values()), tuple(counts.most_common(_TOP_OP_TYPES)), trace_seconds, 0.0, None, compiled_ops
+        )
         return stats, [], concrete
     x = _example_input(shape, dtype)
     device = _memory_device()
-    tracked = _reset_peak(device)
     start = time.perf_counter()
     _materialize(concrete(x))
     first_call_seconds = time.perf_counter() - start
-    peak = _read_peak(device) if tracked else None
+    # A later call: what each call needs, without compilation; above what was in use before it.
+    before = _memory_info(device) if _reset_peak(device) else None
+    _materialize(concrete(x))
+    after = _memory_info(device) if before is not None else None
+    peak = after["peak"] - before["current"] if after is not None and after["peak"] > 0 else None
     step_times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -226,6 +281,7 @@ def _trace(
         trace_seconds=trace_seconds,
         first_call_seconds=first_call_seconds,
         peak_bytes=peak,
+        compiled_ops=compiled_ops,
     )
     return stats, step_times, concrete
 
@@ -242,8 +298,8 @@ def graph_stats(layer_or_model: Any, input_shape: Any, training: bool = False) -
     The layer is called inside a fresh `tf.function`, traced for `tf.TensorSpec(input_shape)`: the forward
     call, or with `training=True` the forward call in a `tf.GradientTape` plus the gradients of
     `sum(outputs ** 2)` with respect to the trainable weights (what a training step computes, without the
-    optimizer). The traced function is then run once on random inputs to time its first call and read
-    the device's peak memory.
+    optimizer). The traced function is then run on random inputs: once to time its first call, once more
+    to read the device's peak memory.
 
     Ops are counted in the main graph and in every function of its library (a while loop's `cond` and
     `body`, the gradient's loop), each function once: `StaticUnroll`'s count grows with T, and
@@ -257,7 +313,8 @@ def graph_stats(layer_or_model: Any, input_shape: Any, training: bool = False) -
             Default: `False`.
 
     Returns:
-        A `GraphStats` (`num_ops`, `op_types`, `trace_seconds`, `first_call_seconds`, `peak_bytes`).
+        A `GraphStats` (`num_ops`, `op_types`, `trace_seconds`, `first_call_seconds`, `peak_bytes`,
+        `compiled_ops`).
 
     Raises:
         TypeError: `layer_or_model` is not a Keras layer, or `input_shape` is not a tuple.
@@ -337,9 +394,16 @@ class UnrollRow:
         forward_ops: Ops in the traced forward call.
         training_ops: Ops in the traced forward + backward step.
         trace_seconds: Time to trace the training step.
-        first_call_seconds: Time of the training step's first call (graph optimization + one run).
+        first_call_seconds: Time of the training step's first call (graph optimization, XLA compilation,
+            one run).
         step_seconds: Median time of a training step (forward + backward, no optimizer) after the first.
-        peak_bytes: Peak memory of a training step, or `None` where the runtime does not report it.
+        peak_bytes: What a training step after the first allocates at its peak (`GraphStats.peak_bytes`:
+            activations kept for the backward pass, gradients, temporaries), or `None` where the runtime
+            does not count every allocation (the table's notes say why).
+        loop: What the graph holds (`LOOPS` explains each): `"unrolled"` (StaticUnroll: the step once per
+            time step), `"while loop"` (TF1's `dynamic_rnn`: the step once, run T times; `DynamicUnroll`
+            with the generic step) or `"fused (XLA)"` (`DynamicUnroll`'s fused kernel, XLA-compiled).
+        compiled_ops: How many of `training_ops` are in XLA-compiled functions (`GraphStats.compiled_ops`).
     """
 
     layer: str
@@ -350,6 +414,23 @@ class UnrollRow:
     first_call_seconds: float
     step_seconds: float
     peak_bytes: Optional[int]
+    loop: str = "unrolled"
+    compiled_ops: int = 0
+
+
+#: What a graph op is in each kind of loop; printed under every comparison table.
+LOOPS = {
+    "unrolled": "the step's ops written once per time step, so the graph grows with T (StaticUnroll)",
+    "while loop": (
+        "TF1's dynamic_rnn: the step's ops once, in a tf.while_loop run T times (DynamicUnroll with the generic "
+        "step, keras_unroll.testing.generic_only())"
+    ),
+    "fused (XLA)": (
+        "DynamicUnroll's default for this cell: a while loop over a fused kernel whose forward and backward "
+        "passes are XLA-compiled functions (column 'compiled'); XLA runs each as one call, so this graph has "
+        "more ops than the plain while loop, not more work, and its count does not change with T either"
+    ),
+}
 
 
 def _format_bytes(count: Optional[int]) -> str:
@@ -363,9 +444,10 @@ def _format_bytes(count: Optional[int]) -> str:
 
 # Printed under a table whose peak memory reads "n/a" (the CPU allocator counts nothing by default).
 PEAK_MEMORY_HINT = (
-    "peak memory n/a: TensorFlow's default CPU allocator does not count allocations. To measure it, run in a "
-    "fresh process with the environment variable TF_CPU_ALLOCATOR_USE_BFC=true set before TensorFlow starts, "
-    "e.g. `TF_CPU_ALLOCATOR_USE_BFC=true python your_script.py`."
+    "peak memory n/a: TensorFlow's default CPU allocator does not count allocations (it reports only some "
+    "large ones). To measure it, run in a fresh process with the environment variable "
+    "TF_CPU_ALLOCATOR_USE_BFC=true set before TensorFlow starts, e.g. "
+    "`TF_CPU_ALLOCATOR_USE_BFC=true python your_script.py`."
 )
 
 
@@ -381,7 +463,9 @@ def _format_seconds(seconds: float) -> str:
     return f"{seconds * 1e6:.0f} µs"
 
 
-_COLUMNS = ("layer", "T", "forward ops", "training ops", "trace", "first call", "step", "peak memory")
+_COLUMNS = (
+    "layer", "loop", "T", "forward ops", "training ops", "compiled", "trace", "first call", "step", "peak memory"
+)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -393,7 +477,8 @@ class UnrollComparison:
     `plot` extra: `pip install "keras-unroll[plot]"`).
 
     Attributes:
-        rows: The rows, `StaticUnroll` then `DynamicUnroll` at each T, in increasing T.
+        rows: The rows at each T, in increasing T: `StaticUnroll`, then (unless `compare_unrolling(...,
+            tf1_loop=False)`) `DynamicUnroll` with the generic step, then `DynamicUnroll` as planned.
         batch: The batch size measured.
         features: The number of input features.
         units: The cell's output size.
@@ -418,9 +503,11 @@ class UnrollComparison:
         return [
             (
                 row.layer,
+                row.loop,
                 str(row.steps),
                 str(row.forward_ops),
                 str(row.training_ops),
+                str(row.compiled_ops),
                 _format_seconds(row.trace_seconds),
                 _format_seconds(row.first_call_seconds),
                 _format_seconds(row.step_seconds),
@@ -432,36 +519,42 @@ class UnrollComparison:
     def _title(self) -> str:
         return (
             f"Static vs dynamic unrolling (batch {self.batch}, {_plural(self.features, 'feature')}, "
-            f"{_plural(self.units, 'unit')}; "
-            "trace, first call, step and peak memory of a training step)"
+            f"{_plural(self.units, 'unit')}; ops of the forward call and of a training step, of which "
+            "'compiled' in XLA-compiled functions; trace, first call, step time and peak memory of a training step, "
+            "the memory counted above what was in use before the step)"
         )
+
+    def notes(self) -> List[str]:
+        """The lines printed under the table: what a graph op is in each loop shown, and why memory is n/a."""
+        shown = [loop for loop in LOOPS if any(row.loop == loop for row in self.rows)]
+        lines = [f"{loop}: {LOOPS[loop]}." for loop in shown]
+        if any(row.peak_bytes is None for row in self.rows):
+            lines.append(PEAK_MEMORY_HINT)
+        return lines
 
     def __str__(self) -> str:
         cells = self._cells()
         widths = [max(len(column), *(len(row[i]) for row in cells)) for i, column in enumerate(_COLUMNS)]
         line = lambda values: "  ".join(  # noqa: E731
-            value.ljust(width) if i == 0 else value.rjust(width) for i, (value, width) in enumerate(zip(values, widths))
+            value.ljust(width) if i < 2 else value.rjust(width) for i, (value, width) in enumerate(zip(values, widths))
         )
         rule = "  ".join("-" * width for width in widths)
-        lines = [self._title(), line(_COLUMNS), rule, *(line(row) for row in cells)]
-        if any(row.peak_bytes is None for row in self.rows):
-            lines.append(PEAK_MEMORY_HINT)
-        return "\n".join(lines)
+        return "\n".join([self._title(), line(_COLUMNS), rule, *(line(row) for row in cells), *self.notes()])
 
     def to_markdown(self) -> str:
-        """The table in Markdown (GitHub flavour), numbers right-aligned."""
+        """The table in Markdown (GitHub flavour), numbers right-aligned, then `notes()` as a list."""
         header = "| " + " | ".join(_COLUMNS) + " |"
-        align = "|" + "|".join([":---"] + ["---:"] * (len(_COLUMNS) - 1)) + "|"
+        align = "|" + "|".join([":---", ":---"] + ["---:"] * (len(_COLUMNS) - 2)) + "|"
         body = ["| " + " | ".join(row) + " |" for row in self._cells()]
-        return "\n".join([header, align, *body])
+        return "\n".join([header, align, *body, "", *(f"- {note}" for note in self.notes())])
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{html.escape(column)}</th>" for column in _COLUMNS)
         body = "".join(
             "<tr>" + "".join(f"<td>{html.escape(value)}</td>" for value in row) + "</tr>" for row in self._cells()
         )
-        hint = f"<p>{html.escape(PEAK_MEMORY_HINT)}</p>" if any(row.peak_bytes is None for row in self.rows) else ""
-        return f"<p>{html.escape(self._title())}</p><table><tr>{head}</tr>{body}</table>{hint}"
+        notes = "".join(f"<p>{html.escape(note)}</p>" for note in self.notes())
+        return f"<p>{html.escape(self._title())}</p><table><tr>{head}</tr>{body}</table>{notes}"
 
     def plot(self, path: Union[str, os.PathLike]) -> str:
         """Draws ops, trace time, step time and peak memory against T (log axes) and saves a PNG.
@@ -487,20 +580,20 @@ class UnrollComparison:
         figure = Figure(figsize=(10, 7.5), layout="constrained")
         FigureCanvasAgg(figure)
         axes = figure.subplots(2, 2)
-        colors = {"StaticUnroll": "tab:red", "DynamicUnroll": "tab:blue"}
+        colors = {"unrolled": "tab:red", "while loop": "tab:green", "fused (XLA)": "tab:blue"}
         panels = (
-            (axes[0, 0], "ops in the traced graph", "ops", None),
+            (axes[0, 0], "ops in the traced graph (solid: training step, dashed: forward)", "ops", None),
             (axes[0, 1], "trace + first call of a training step", "seconds", None),
             (axes[1, 0], "training step (forward + backward)", "milliseconds", None),
-            (axes[1, 1], "peak memory of a training step", "MB", None),
+            (axes[1, 1], "peak memory a training step allocates", "MB", None),
         )
-        for name, color in colors.items():
-            rows = [row for row in self.rows if row.layer == name]
-            if not rows:
-                continue
+        variants = list(dict.fromkeys((row.layer, row.loop) for row in self.rows))
+        for layer, loop in variants:
+            rows = [row for row in self.rows if (row.layer, row.loop) == (layer, loop)]
+            color, name = colors.get(loop), f"{layer}, {loop}"
             steps = [row.steps for row in rows]
-            axes[0, 0].plot(steps, [r.training_ops for r in rows], "o-", color=color, label=f"{name} training")
-            axes[0, 0].plot(steps, [r.forward_ops for r in rows], "s--", color=color, label=f"{name} forward")
+            axes[0, 0].plot(steps, [r.training_ops for r in rows], "o-", color=color, label=name)
+            axes[0, 0].plot(steps, [r.forward_ops for r in rows], "s--", color=color)
             axes[0, 1].plot(
                 steps, [r.trace_seconds + r.first_call_seconds for r in rows], "o-", color=color, label=name
             )
@@ -525,7 +618,8 @@ class UnrollComparison:
             axis.grid(True, which="both", alpha=0.3)
         if not axes[1, 1].has_data():
             axes[1, 1].text(
-                0.5, 0.5, "not reported by the runtime\n(CPU: set TF_CPU_ALLOCATOR_USE_BFC=true)",
+                0.5, 0.5, "not measured: TensorFlow's default CPU allocator\ndoes not count allocations "
+                "(set TF_CPU_ALLOCATOR_USE_BFC=true\nbefore TensorFlow starts)",
                 ha="center", va="center", transform=axes[1, 1].transAxes,
             )
         figure.suptitle(
@@ -545,13 +639,21 @@ def compare_unrolling(
     repeats: int = 5,
     progress: Optional[Callable[[str], None]] = None,
     verbose: Union[int, str] = "auto",
+    tf1_loop: bool = True,
 ) -> UnrollComparison:
     """Measures `StaticUnroll` and `DynamicUnroll` side by side at each sequence length T.
 
     For each T and each layer (each with its own fresh copy of the cell), this traces the forward call
     (to count its ops) and a training step (forward + backward, as in `graph_stats(..., training=True)`),
-    then runs the training step `1 + repeats` times: the first call is timed apart (graph optimization) and gives the
-    peak memory, the others give the median step time.
+    then runs the training step `2 + repeats` times: the first call is timed apart (graph optimization, XLA
+    compilation), the second gives the peak memory, the others give the median step time.
+
+    Three kinds of graph are measured (`UnrollRow.loop`, explained under the printed table): `StaticUnroll`
+    (`"unrolled"`), TF1's plain while loop (`"while loop"`: `DynamicUnroll` with the generic step, as
+    `tf.compat.v1.nn.dynamic_rnn` built it; `tf1_loop=False` leaves it out) and `DynamicUnroll` as the
+    planner runs it (`"fused (XLA)"` for a cell with a fused kernel, whose XLA-compiled ops are counted
+    apart; else `"while loop"` again). The plan is deterministic (the planner's timed trial is off unless
+    turned on), so the op counts are the same on every run.
 
     Cost: a static unroll's trace and first call grow with T; at T=1000 they take 5-15 s and hundreds of
     MB on a 2-core CPU. Leave T=1000 out for a quick look.
@@ -568,10 +670,13 @@ def compare_unrolling(
         progress: Optional function called with a short message before each measurement (e.g. `print`).
         verbose: `1` shows a progress bar (`keras.utils.Progbar`, one tick per layer and T), `0` none.
             Default: `"auto"`, a bar when standard output is a terminal.
+        tf1_loop: Boolean, whether to measure TF1's plain while loop too (`DynamicUnroll` under
+            `keras_unroll.testing.generic_only()`). Default: `True`.
 
     Returns:
-        An `UnrollComparison`: rows of `UnrollRow` (ops forward and training, trace time, first-call time,
-        step time, peak memory), printable as a table, with `to_markdown()` and `plot(path)`.
+        An `UnrollComparison`: rows of `UnrollRow` (ops forward and training, of which XLA-compiled, trace
+        time, first-call time, step time, peak memory), printable as a table, with `to_markdown()` and
+        `plot(path)`.
 
     Raises:
         TypeError, ValueError: for a bad `cell`, `steps`, `batch`, `features` or `repeats`; the message
@@ -582,8 +687,8 @@ def compare_unrolling(
     >>> import keras_unroll as ku
     >>> from keras_unroll.inspect import compare_unrolling
     >>> comparison = compare_unrolling(ku.BasicRNNCell(8), steps=(2, 20), batch=4, features=3, repeats=1)
-    >>> [(row.layer, row.steps) for row in comparison]
-    [('StaticUnroll', 2), ('DynamicUnroll', 2), ('StaticUnroll', 20), ('DynamicUnroll', 20)]
+    >>> [(row.layer, row.loop, row.steps) for row in comparison][:3]
+    [('StaticUnroll', 'unrolled', 2), ('DynamicUnroll', 'while loop', 2), ('DynamicUnroll', 'fused (XLA)', 2)]
     >>> # print(comparison); comparison.plot("compare_unrolling.png")
     """
     factory = _cell_factory(cell)
@@ -596,21 +701,29 @@ def compare_unrolling(
         verbose = 1 if getattr(sys.stdout, "isatty", lambda: False)() else 0
     if verbose not in (0, 1) or isinstance(verbose, bool):
         raise ValueError(f'`verbose` must be 0, 1 or "auto". Received: verbose={verbose!r}')
-    bar = keras.utils.Progbar(2 * len(steps), unit_name="measurement", stateful_metrics=["T"]) if verbose else None
+    tf1_loop = _check_bool(tf1_loop, "tf1_loop")
+    variants = [(StaticUnroll, False), *([(DynamicUnroll, True)] if tf1_loop else []), (DynamicUnroll, False)]
+    total = len(variants) * len(steps)
+    bar = keras.utils.Progbar(total, unit_name="measurement", stateful_metrics=["T"]) if verbose else None
     rows = []
     units = None
     for length in sorted(steps):
-        for layer_class in (StaticUnroll, DynamicUnroll):
+        for layer_class, generic in variants:
             if progress is not None:
-                progress(f"{layer_class.__name__} at T={length}")
+                progress(f"{layer_class.__name__}{' (TF1 while loop)' if generic else ''} at T={length}")
             fresh = factory()
             if not isinstance(fresh, keras.layers.Layer) or getattr(fresh, "state_size", None) is None:
                 raise TypeError(_CELL_MESSAGE.format(cell=cell) + f" (the factory returned {fresh!r})")
             layer = layer_class(fresh)
             shape = (batch, length, features)
-            forward, _, _ = _trace(layer, shape, training=False, run=False)  # only its op count is reported
-            training, times, _ = _trace(layer, shape, training=True, repeats=int(repeats))
+            with generic_only() if generic else contextlib.nullcontext():
+                forward, _, _ = _trace(layer, shape, training=False, run=False)  # only its op count is reported
+                training, times, _ = _trace(layer, shape, training=True, repeats=int(repeats))
             units = layer.compute_output_shape(shape)[-1]
+            if layer_class is StaticUnroll:
+                loop = "unrolled"
+            else:
+                loop = "fused (XLA)" if training.compiled_ops else "while loop"
             rows.append(
                 UnrollRow(
                     layer=layer_class.__name__,
@@ -621,6 +734,8 @@ def compare_unrolling(
                     first_call_seconds=training.first_call_seconds,
                     step_seconds=statistics.median(times),
                     peak_bytes=training.peak_bytes,
+                    loop=loop,
+                    compiled_ops=training.compiled_ops,
                 )
             )
             if bar is not None:

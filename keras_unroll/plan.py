@@ -641,7 +641,7 @@ def run(cell: Any, prepared: step_lib.Prepared, request: Request) -> Tuple[Any, 
     """Plans and runs one call. Returns `(outputs, last_output, final_state)`: outputs `(T, B, H)` for the
     while loops, a list of T `(B, H)` tensors for the static loop, None without `return_all_outputs`."""
     plan = choose(cell, prepared, request, make_plan(cell, prepared, request))
-    masks = step_lib.DropoutMasks.draw(cell, prepared, None if plan.training == "symbolic" else plan.training)
+    masks = step_lib.DropoutMasks.draw(cell, prepared, plan.training)
     needs_graph = plan.compile == "loop" or (
         not tf.inside_function() and plan.loop in ("while", "checkpointed", "cudnn") and plan.compile != "kernel"
     )

@@ -178,8 +178,17 @@ class DropoutMasks:
 
     @classmethod
     def draw(cls, cell: Any, prepared: "Prepared", training: Any) -> "DropoutMasks":
-        """The masks for `prepared`'s sequence while training; none at inference."""
-        if training is None or training is False:
+        """The masks for `prepared`'s sequence while training; none at inference, where the seeds still advance.
+
+        Keras' `RNN.call` draws every cell's masks (input mask, then recurrent mask, from the cell's
+        `seed_generator`) on every call, inference included, and uses them only while training. So after a
+        `predict`, an `evaluate` or a validation pass its next training masks come from a later seed. To
+        give the same masks as Keras' layers with the same seed on every call of a `fit`, this draws them
+        at inference too and drops them: the seed generator advances exactly as Keras' does.
+        `training="symbolic"` (a flag whose value the trace does not know) draws nothing: the cells then
+        draw their own masks in their steps.
+        """
+        if training == "symbolic":
             return cls()
         cells, masks = [], []
         for dropout_cell, in_dim in _dropout_cells(cell, prepared.features):
@@ -193,6 +202,8 @@ class DropoutMasks:
             recurrent = draw(state, dropout_cell.recurrent_dropout) if dropout_cell.recurrent_dropout > 0 else None
             masks.append((mask, recurrent))
             cells.append(dropout_cell)
+        if training is None or training is False:
+            return cls()  # drawn for the seeds' sake only (the random ops are pruned from a graph, the seed updates are not)
         return cls(tuple(cells), tuple(masks))
 
     def __bool__(self) -> bool:

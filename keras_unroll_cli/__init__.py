@@ -24,8 +24,8 @@ from typing import Any, Callable, NoReturn, Optional, Sequence, Tuple
 __all__ = ["add_demo_command", "add_devices_command", "build_parser", "main"]
 
 PROG = "keras-unroll"
-DEMO_DEFAULT_STEPS = (2, 10, 100, 500)
-DEMO_QUICK_STEPS = (2, 10, 50)
+DEMO_DEFAULT_STEPS = (2, 20, 100, 500)
+DEMO_QUICK_STEPS = (2, 20, 100)
 
 
 def _version() -> str:
@@ -132,8 +132,9 @@ def add_demo_command(subparsers: Any) -> argparse.ArgumentParser:
             "Trains one keras.Sequential twice, once with StaticUnroll (a Python loop traced into the graph) "
             "and once with DynamicUnroll (a tf.while_loop), on the time series of Hands-On ML chapter 14 "
             "(or --data). Prints a side-by-side table (loss, graph ops, trace time, step time, peak memory), "
-            "exports one model as a SavedModel and checks it in a fresh process, then measures both "
-            f"unrollings at several sequence lengths (T = {steps}). Writes results.md, results.json, "
+            "exports one model as a SavedModel and checks it in a fresh process, then measures StaticUnroll, "
+            "TF1's plain while loop and DynamicUnroll at several sequence lengths (T = "
+            f"{steps}). Writes results.md, results.json, "
             "saved_model/ and, with matplotlib installed, demo_predictions.png and compare_unrolling.png "
             "to --out."
         ),

@@ -20,45 +20,102 @@ def _parser():
 
 
 # ------------------------------------------------------------------------------------ the quick run
+def _run_demo(argv, out, env):
+    child = subprocess.run(
+        [sys.executable, "-m", "keras_unroll", "demo", *argv, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert child.returncode == 0, child.stderr[-3000:]
+    return child.stdout, json.loads((out / "results.json").read_text())
+
+
+def _summary_table(stdout):
+    lines = stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split() == ["StaticUnroll", "DynamicUnroll"])
+    return {line[:26].strip(): line[26:].split() for line in lines[header + 2 : header + 10]}
+
+
+def _comparison_op_columns(stdout):
+    """layer, loop, T, forward ops, training ops, compiled: the printed comparison table's op counts."""
+    lines = stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["layer", "loop", "T"])
+    rows = []
+    for line in lines[header + 2 :]:
+        if not line.startswith(("StaticUnroll", "DynamicUnroll")):
+            break
+        layer, rest = line.split(maxsplit=1)
+        loop, numbers = rest[: len("fused (XLA)")].strip(), rest[len("fused (XLA)") :].split()
+        rows.append((layer, loop, *numbers[:4]))
+    return rows
+
+
 @pytest.mark.subprocess
 @pytest.mark.slow
 def test_quick_demo_prints_the_table_and_writes_the_files(tmp_path, subprocess_env):
     out = tmp_path / "demo out"
-    child = subprocess.run(
-        [sys.executable, "-m", "keras_unroll", "demo", "--quick", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        env=subprocess_env,
-        timeout=600,
-    )
-    assert child.returncode == 0, child.stderr[-3000:]
-    lines = child.stdout.splitlines()
-    header = next(i for i, line in enumerate(lines) if line.split() == ["StaticUnroll", "DynamicUnroll"])
-    table = {line[:26].strip(): line[26:].split() for line in lines[header + 2 : header + 9]}
+    stdout, results = _run_demo(["--quick"], out, subprocess_env)
+    table = _summary_table(stdout)
     assert set(table) == {
         "final training loss (MSE)", "test loss (MSE)", "graph ops, forward", "graph ops, training step",
-        "trace + first call", "step time in fit (median)", "peak memory, training step",
+        "of which XLA-compiled", "trace + first call", "step time in fit (median)", "peak memory, training step",
     }  # fmt: skip
-    results = json.loads((out / "results.json").read_text())
     static, dynamic = results["models"]
     assert (static["name"], dynamic["name"]) == ("StaticUnroll", "DynamicUnroll")
-    # The printed table shows the measured numbers.
+    # The printed table shows the measured numbers, and says what the fused kernel's ops are.
     assert table["graph ops, training step"] == [str(static["training_ops"]), str(dynamic["training_ops"])]
+    assert table["of which XLA-compiled"] == ["0", str(dynamic["compiled_ops"])] and dynamic["compiled_ops"] > 0
+    assert f"{dynamic['compiled_ops']} of its {dynamic['training_ops']} training ops are in XLA-compiled" in stdout
     # Same initial weights, same data, same maths: the twins train to the same loss.
     assert static["train_loss"] == pytest.approx(dynamic["train_loss"], rel=1e-2)
-    # The demo turns on the CPU allocator's statistics, so the peak memory is measured.
+    # The demo turns on the CPU allocator's statistics, so the peak memory is measured, on every row.
     assert static["peak_bytes"] > 0 and dynamic["peak_bytes"] > 0
-    steps = [(row["layer"], row["steps"]) for row in results["comparison"]]
-    assert steps == [(layer, t) for t in (2, 10, 50) for layer in ("StaticUnroll", "DynamicUnroll")]
+    rows = results["comparison"]
+    assert all(row["peak_bytes"] > 0 for row in rows) and "n/a" not in stdout
+    variants = [("StaticUnroll", "unrolled"), ("DynamicUnroll", "while loop"), ("DynamicUnroll", "fused (XLA)")]
+    assert [(row["layer"], row["loop"], row["steps"]) for row in rows] == [
+        (layer, loop, t) for t in (2, 20, 100) for layer, loop in variants
+    ]
     for name in ("demo_predictions.png", "compare_unrolling.png"):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC
     assert (out / "saved_model" / "saved_model.pb").is_file()
-    assert "predictions match" in child.stdout and "keras_unroll imported in the child process: False" in child.stdout
+    assert "predictions match" in stdout and "keras_unroll imported in the child process: False" in stdout
     # The twins reach the same test loss, so neither is called better; the DynamicUnroll model is exported.
     assert results["best"] is None and results["exported"] == "DynamicUnroll"
-    assert "Both reached the same test loss (within 1%" in child.stdout
-    assert "No PNGs" not in child.stdout
-    assert "| layer | T |" in (out / "results.md").read_text()
+    assert "Both reached the same test loss (within 1%" in stdout
+    assert "No PNGs" not in stdout
+    assert "| layer | loop | T |" in (out / "results.md").read_text()
+    # The notebook's point at these sizes: the static graph and its training memory grow with T; TF1's
+    # while loop's graph does not, and its memory grows less (it keeps what the backward pass needs); the
+    # fused kernel's graph does not grow either.
+    static, plain, fused = ([row for row in rows if row["loop"] == loop] for _, loop in variants)
+    for key in ("training_ops", "peak_bytes"):
+        assert static[0][key] < static[1][key] < static[2][key]
+    assert len({row["training_ops"] for row in plain}) == 1 and len({row["training_ops"] for row in fused}) == 1
+    assert plain[-1]["training_ops"] < static[-1]["training_ops"]
+    assert plain[-1]["peak_bytes"] < static[-1]["peak_bytes"]
+
+
+@pytest.mark.subprocess
+@pytest.mark.slow
+def test_two_runs_print_the_same_op_counts(tmp_path, subprocess_env):
+    rng = np.random.default_rng(0)
+    data = _write(tmp_path / "tiny.npz", x=rng.normal(size=(40, 5, 2)), y=rng.normal(size=40))
+    argv = ["--quick", "--epochs", "1", "--steps", "2,6", "--data", data]
+    runs = [_run_demo(argv, tmp_path / f"run{i}", subprocess_env) for i in range(2)]
+    (first, first_json), (second, second_json) = runs
+    ops = ("forward_ops", "training_ops", "compiled_ops")
+    assert [[m[k] for k in ops] for m in first_json["models"]] == [[m[k] for k in ops] for m in second_json["models"]]
+    for label in ("graph ops, forward", "graph ops, training step", "of which XLA-compiled"):
+        assert _summary_table(first)[label] == _summary_table(second)[label]
+    printed = _comparison_op_columns(first)
+    assert len(printed) == 6 and printed == _comparison_op_columns(second)
+    assert printed == [
+        (r["layer"], r["loop"], str(r["steps"]), str(r["forward_ops"]), str(r["training_ops"]), str(r["compiled_ops"]))
+        for r in first_json["comparison"]
+    ]
 
 
 # -------------------------------------------------------------------------------------- options
@@ -67,7 +124,7 @@ def test_defaults_and_options():
     assert (args.epochs, args.steps, args.quick, args.data, args.out) == (None, None, False, None, "demo-output")
     assert callable(args.func) and args.verbose is False
     settings = demo._settings(args)
-    assert (settings.epochs, settings.steps, settings.units) == (10, (2, 10, 100, 500), 100)
+    assert (settings.epochs, settings.steps, settings.units) == (10, (2, 20, 100, 500), 100)
     args = _parser().parse_args(["demo", "--quick", "--epochs", "3", "--steps", "50,2,10,2"])
     settings = demo._settings(args)
     assert (settings.epochs, settings.steps, settings.num_train) == (3, (2, 10, 50), 256)
@@ -192,7 +249,7 @@ def test_without_matplotlib_the_demo_runs_and_says_how_to_get_the_pngs(tmp_path,
 
 # ------------------------------------------------------------------------------ choice and plots
 def _result(name, test_loss, predictions=None):
-    return demo.Result(name, None, test_loss, test_loss, 1, 1, 0.0, 0.0, None, predictions)
+    return demo.Result(name, None, test_loss, test_loss, 1, 1, 0, 0.0, 0.0, None, predictions)
 
 
 @pytest.mark.parametrize(
@@ -233,7 +290,8 @@ def _comparison(peak_bytes, features=1, units=1):
     from keras_unroll.inspect import UnrollComparison, UnrollRow
 
     rows = tuple(
-        UnrollRow(layer, 2, 10, 20, 0.01, 0.02, 0.001, peak_bytes) for layer in ("StaticUnroll", "DynamicUnroll")
+        UnrollRow(layer, 2, 10, 20, 0.01, 0.02, 0.001, peak_bytes, loop=loop)
+        for layer, loop in (("StaticUnroll", "unrolled"), ("DynamicUnroll", "while loop"))
     )
     return UnrollComparison(rows=rows, batch=4, features=features, units=units)
 
@@ -253,7 +311,7 @@ def test_compare_unrolling_progress_bar_and_its_switch(capsys):
     from keras_unroll.inspect import compare_unrolling
 
     compare_unrolling(4, steps=(2,), batch=2, features=1, repeats=1, verbose=1)
-    assert "2/2" in capsys.readouterr().out  # Keras' Progbar: one tick per layer and T
+    assert "3/3" in capsys.readouterr().out  # Keras' Progbar: one tick per layer (and TF1 loop) and T
     compare_unrolling(4, steps=(2,), batch=2, features=1, repeats=1, verbose=0)
     assert capsys.readouterr().out == ""
     with pytest.raises(ValueError, match=r'`verbose` must be 0, 1 or "auto". Received: verbose=2'):

@@ -100,33 +100,56 @@ def comparison():
     return result
 
 
+VARIANTS = [("StaticUnroll", "unrolled"), ("DynamicUnroll", "while loop"), ("DynamicUnroll", "fused (XLA)")]
+
+
 def test_compare_unrolling_rows(comparison):
-    assert [(row.layer, row.steps) for row in comparison] == [
-        ("StaticUnroll", 2), ("DynamicUnroll", 2), ("StaticUnroll", 4), ("DynamicUnroll", 4),
-        ("StaticUnroll", 8), ("DynamicUnroll", 8),
-    ]  # fmt: skip
-    assert (len(comparison), comparison.batch, comparison.features, comparison.units) == (6, 2, 3, 4)
-    static = [row for row in comparison if row.layer == "StaticUnroll"]
-    dynamic = [row for row in comparison if row.layer == "DynamicUnroll"]
+    assert [(row.layer, row.loop, row.steps) for row in comparison] == [
+        (layer, loop, steps) for steps in (2, 4, 8) for layer, loop in VARIANTS
+    ]
+    assert (len(comparison), comparison.batch, comparison.features, comparison.units) == (9, 2, 3, 4)
+    static, plain, fused = ([row for row in comparison if row.loop == loop] for _, loop in VARIANTS)
     assert static[0].forward_ops < static[1].forward_ops < static[2].forward_ops
     assert static[0].training_ops < static[1].training_ops < static[2].training_ops
-    assert len({row.forward_ops for row in dynamic}) == 1 and len({row.training_ops for row in dynamic}) == 1
+    for dynamic in (plain, fused):  # both while loops: one graph whatever T is
+        assert len({row.forward_ops for row in dynamic}) == 1 and len({row.training_ops for row in dynamic}) == 1
+    # Only the fused kernel's passes are XLA-compiled; its count is what makes its graph the larger one.
+    assert all(row.compiled_ops == 0 for row in static + plain)
+    assert len({row.compiled_ops for row in fused}) == 1 and fused[0].compiled_ops > 0
     for row in comparison:
-        assert row.training_ops > row.forward_ops
+        assert row.training_ops > row.forward_ops and row.compiled_ops < row.training_ops
         assert row.trace_seconds > 0 and row.first_call_seconds > 0 and row.step_seconds > 0
+    # The test run does not turn on the BFC allocator: no row reports the default allocator's partial peak.
+    assert all(row.peak_bytes is None for row in comparison)
+
+
+def test_compare_unrolling_without_the_tf1_loop():
+    result = ki.compare_unrolling(ku.BasicRNNCell(3), steps=(2,), batch=2, features=1, repeats=1, tf1_loop=False)
+    assert [(row.layer, row.loop) for row in result] == [VARIANTS[0], VARIANTS[2]]
+    with pytest.raises(TypeError, match="Received: tf1_loop=1"):
+        ki.compare_unrolling(3, steps=(2,), tf1_loop=1)
+
+
+def test_compiled_ops_are_counted_in_the_generic_step_as_zero():
+    fused = ki.graph_stats(ku.DynamicUnroll(ku.BasicRNNCell(4)), (2, 5, 3), training=True)
+    with ku.testing.generic_only():
+        plain = ki.graph_stats(ku.DynamicUnroll(ku.BasicRNNCell(4)), (2, 5, 3), training=True)
+    assert 0 < fused.compiled_ops < fused.num_ops and plain.compiled_ops == 0
 
 
 def test_compare_unrolling_table_markdown_and_dicts(comparison):
     text = str(comparison)
     lines = text.splitlines()
     assert "forward ops" in lines[1] and "training ops" in lines[1] and "peak memory" in lines[1]
-    hint = any(row.peak_bytes is None for row in comparison)  # then a last line says how to measure it
-    assert len(lines) == 3 + len(comparison) + hint
-    assert lines[3].split()[:4] == ["StaticUnroll", "2", str(comparison.rows[0].forward_ops),
-                                    str(comparison.rows[0].training_ops)]  # fmt: skip
+    notes = comparison.notes()  # what an op is in each loop shown, then why memory is n/a
+    assert [note.split(":")[0] for note in notes[:3]] == ["unrolled", "while loop", "fused (XLA)"]
+    assert (ki.PEAK_MEMORY_HINT in notes) == any(row.peak_bytes is None for row in comparison)
+    assert len(lines) == 3 + len(comparison) + len(notes) and lines[3 + len(comparison) :] == notes
+    first = comparison.rows[0]
+    assert lines[3].split()[:6] == ["StaticUnroll", "unrolled", "2", str(first.forward_ops), str(first.training_ops), "0"]
     markdown = comparison.to_markdown().splitlines()
-    assert markdown[0].startswith("| layer | T |") and markdown[1].startswith("|:---|---:|")
-    assert len(markdown) == 2 + len(comparison)
+    assert markdown[0].startswith("| layer | loop | T |") and markdown[1].startswith("|:---|:---|---:|")
+    assert len(markdown) == 3 + len(comparison) + len(notes)
     dicts = comparison.to_dicts()
     assert dicts[0]["layer"] == "StaticUnroll" and dicts[0]["steps"] == 2 and set(dicts[0]) >= {"peak_bytes"}
     assert "<table>" in comparison._repr_html_()
