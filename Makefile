@@ -28,8 +28,9 @@ $(TEST_STAMP): $(DEMO_STAMP)
 
 venv: $(TEST_STAMP)
 
+# DEMO_ARGS passes options, e.g. `make demo DEMO_ARGS=--quick`; the PNG in the README is demo-output/'s.
 demo: $(DEMO_STAMP)
-	$(VENV)/bin/keras-unroll demo
+	$(VENV)/bin/keras-unroll demo $(DEMO_ARGS)
 
 test: $(TEST_STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile

@@ -594,6 +594,9 @@ class UnrollComparison:
             steps = [row.steps for row in rows]
             axes[0, 0].plot(steps, [r.training_ops for r in rows], "o-", color=color, label=name)
             axes[0, 0].plot(steps, [r.forward_ops for r in rows], "s--", color=color)
+            if any(r.compiled_ops for r in rows):
+                outside = [r.training_ops - r.compiled_ops for r in rows]
+                axes[0, 0].plot(steps, outside, "^:", color=color, label=f"{name}: training ops outside XLA")
             axes[0, 1].plot(
                 steps, [r.trace_seconds + r.first_call_seconds for r in rows], "o-", color=color, label=name
             )

@@ -134,9 +134,9 @@ def test_regularizers_constraints_and_one_training_step_match_keras(layer_cls, r
 
 @layers
 def test_dropout_with_the_same_seed_matches_keras(layer_cls, rng):
-    """Both draw the input mask, then the state mask, from the cell's seed generator (seeded alike) on the
-    first call: the same masks, hence the same outputs and gradients while training. (Later calls part ways:
-    Keras also draws masks at inference, where ours draws none; the masks stay one per sequence.)"""
+    """Both draw the input mask, then the state mask, from the cell's seed generator (seeded alike) on every
+    call: the same masks, hence the same outputs and gradients while training (later calls, inference ones
+    included: tests/test_dropout_seed.py)."""
     kwargs = dict(dropout=0.3, recurrent_dropout=0.4, seed=7, return_sequences=True)
     x = _x(rng)
     ours, theirs = layer_cls(H, **kwargs), keras.layers.SimpleRNN(H, **kwargs)
