@@ -626,7 +626,8 @@ class UnrollComparison:
                 ha="center", va="center", transform=axes[1, 1].transAxes,
             )
         figure.suptitle(
-            f"StaticUnroll vs DynamicUnroll: batch {self.batch}, {_plural(self.features, 'feature')}, "
+            f"StaticUnroll vs DynamicUnroll (TF1's while loop, the fused kernel): batch {self.batch}, "
+            f"{_plural(self.features, 'feature')}, "
             f"{_plural(self.units, 'unit')}"
         )
         path = os.fspath(path)
