@@ -170,7 +170,8 @@ class DropoutMasks:
     keeps, sets and clears those masks: every loop traces its steps inside `applied()`, and a loop traced
     again (inside a cached or XLA-compiled function, or a segment recomputed in the backward pass) gets the
     same masks as tensors (`tensors()` / `with_tensors()`), so a seed gives the same numbers on every path.
-    Nothing is left on a cell after a call.
+    Nothing is left on a cell after a call. As in Keras' `RNN.call`, the masks are drawn on every call,
+    inference included (`draw`), so a cell's seed generator advances exactly as Keras' does.
     """
 
     cells: Tuple[Any, ...] = ()
