@@ -439,6 +439,12 @@ def _check_batch(inputs: Any, states: Any) -> None:
             )
 
 
+def _no_dropout_state(cell: Any) -> None:
+    """TF1's cells have no dropout (that is `DropoutWrapper`), so no non-trainable variable: Keras' cell
+    keeps a seed generator for its own dropout, which these cells refuse; it is left out of the variables."""
+    cell._tracker.untrack(cell.seed_generator)
+
+
 class _TF1Cell:
     """What every `ku.tf1` cell adds to its Keras base: TF1's calling convention and TF1's dtype rule.
 
@@ -572,6 +578,7 @@ class BasicLSTMCell(_TF1Cell, keras.layers.LSTMCell):
             unit_forget_bias=False,
             **kwargs,
         )
+        _no_dropout_state(self)
 
     @property
     def num_units(self) -> int:
@@ -879,6 +886,7 @@ class GRUCell(_TF1Cell, keras.layers.GRUCell):
             reset_after=False,
             **kwargs,
         )
+        _no_dropout_state(self)
 
     @property
     def num_units(self) -> int:
@@ -1174,7 +1182,8 @@ class _Wrapper(_TF1Cell, keras.layers.Layer, DropoutRNNCell):
         return {**super().get_config(), "cell": keras.saving.serialize_keras_object(self.cell)}
 
     @classmethod
-    def from_config(cls, config: Dict[str, Any], custom_objects: Any = None) -> "_Wrapper":
+    def from_config(cls, config: Dict[str, Any], custom_objects: Any = None, safe_mode: Optional[bool] = None) -> "_Wrapper":
+        del safe_mode  # only code in a config (a wrapper's function) needs it
         config = dict(config)
         if not isinstance(config["cell"], keras.layers.Layer):  # TF1's contract: a cell instance is taken as is
             config["cell"] = keras.saving.deserialize_keras_object(config["cell"], custom_objects=custom_objects)
@@ -1262,13 +1271,22 @@ def _state_filter(cell: Any, visitor: Optional[Callable[[Any], Any]] = None) -> 
 
 
 def _serialize_function(fn: Any) -> Any:
-    return None if fn is None else keras.saving.serialize_keras_object(fn)
+    """A user function in a config. Lambdas and local functions are kept as code (Keras' lambda format,
+    TF1 kept them as code too); loading them needs `safe_mode=False`, Keras' rule for code in a file."""
+    if fn is None:
+        return None
+    name = getattr(fn, "__qualname__", "")
+    if name == "<lambda>" or "<locals>" in name:
+        from keras.src.utils import python_utils  # Keras' own code format for lambdas
+
+        return {"class_name": "__lambda__", "config": {"value": python_utils.func_dump(fn)}}
+    return keras.saving.serialize_keras_object(fn)
 
 
-def _deserialize_function(config: Any) -> Any:
+def _deserialize_function(config: Any, safe_mode: Optional[bool] = None) -> Any:
     if config is None or callable(config):
         return config
-    return keras.saving.deserialize_keras_object(config)
+    return keras.saving.deserialize_keras_object(config, safe_mode=True if safe_mode is None else safe_mode)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -1441,9 +1459,14 @@ class DropoutWrapper(_Wrapper):
         }
 
     @classmethod
-    def from_config(cls, config: Dict[str, Any], custom_objects: Any = None) -> "DropoutWrapper":
+    def from_config(
+        cls, config: Dict[str, Any], custom_objects: Any = None, safe_mode: Optional[bool] = None
+    ) -> "DropoutWrapper":
+        """As TF1's, and `config["cell"]` may be a cell. A lambda or local `dropout_state_filter_visitor` is code:
+        it loads with `safe_mode=False` only (Keras' rule)."""
         config = dict(config)
-        config["dropout_state_filter_visitor"] = _deserialize_function(config.get("dropout_state_filter_visitor"))
+        visitor = config.get("dropout_state_filter_visitor")
+        config["dropout_state_filter_visitor"] = _deserialize_function(visitor, safe_mode)
         return super().from_config(config, custom_objects)
 
 
@@ -1554,9 +1577,13 @@ class ResidualWrapper(_Wrapper):
         return {**super().get_config(), "residual_fn": _serialize_function(self._residual_fn)}
 
     @classmethod
-    def from_config(cls, config: Dict[str, Any], custom_objects: Any = None) -> "ResidualWrapper":
+    def from_config(
+        cls, config: Dict[str, Any], custom_objects: Any = None, safe_mode: Optional[bool] = None
+    ) -> "ResidualWrapper":
+        """As TF1's, and `config["cell"]` may be a cell. A lambda or local `residual_fn` is code: it loads with
+        `safe_mode=False` only (Keras' rule)."""
         config = dict(config)
-        config["residual_fn"] = _deserialize_function(config.get("residual_fn"))
+        config["residual_fn"] = _deserialize_function(config.get("residual_fn"), safe_mode)
         return super().from_config(config, custom_objects)
 
 
