@@ -532,11 +532,12 @@ class BasicLSTMCell(_TF1Cell, keras.layers.LSTMCell):
 
     Call arguments:
         inputs: A 2D tensor `(batch, features)`.
-        states: `[h, c]`, each `(batch, units)`.
+        states: TF1's `LSTMStateTuple(c, h)` (or the concatenated `[c, h]` with `state_is_tuple=False`), or
+            Keras' list `[h, c]` (what the layers pass), each `(batch, units)`. `state=` is accepted too.
         training: Unused (no dropout; wrap the cell in `DropoutWrapper`).
 
     Returns:
-        `(h, [h, c])`.
+        `(h, new_state)`, the new state in the structure given: `LSTMStateTuple(c, h)` or `[h, c]`.
 
     Example:
 
@@ -655,11 +656,12 @@ class LSTMCell(_TF1Cell, keras.layers.Layer):
 
     Call arguments:
         inputs: A 2D tensor `(batch, features)`.
-        states: `[h, c]`: `h` is `(batch, P)`, `c` is `(batch, H)`.
+        states: TF1's `LSTMStateTuple(c, h)` (or the concatenated `[c, h]` with `state_is_tuple=False`), or
+            Keras' list `[h, c]`: `h` is `(batch, P)`, `c` is `(batch, H)`.
         training: Unused.
 
     Returns:
-        `(h, [h, c])`.
+        `(h, new_state)`, the new state in the structure given.
 
     Raises:
         ValueError: `proj_clip` without `num_proj`, or a clip that is not positive.
@@ -919,10 +921,11 @@ class MultiRNNCell(_TF1Cell, keras.layers.StackedRNNCells):
     """TF1's `MultiRNNCell`: cells stacked in depth, each layer's output the next layer's input.
 
     A `keras.layers.StackedRNNCells` (so `keras.layers.RNN` and both unroll layers take it as is) whose
-    functional-API state is TF1's: a tuple with one entry per layer (`LSTMStateTuple(c, h)` for an LSTM
-    layer), so TF1's `tf.concat(axis=1, values=states)` gives `(batch, sum of units)` and `states[-1].h`
-    (or TF1's `states[-1][1]`) is the top layer's output. Inside, and in the layers' `return_state`, the
-    state is Keras' nested list.
+    state, as TF1 code sees it (the functional API, `zero_state`, `state_size`, a direct call with TF1's
+    tuple), is TF1's: a tuple with one entry per layer (`LSTMStateTuple(c, h)` for an LSTM layer), so TF1's
+    `tf.concat(axis=1, values=states)` gives `(batch, sum of units)` and `states[-1].h` (or TF1's
+    `states[-1][1]`) is the top layer's output. Inside the loops, and in the layers' `return_state`, the
+    state is Keras' nested list (`_keras_unroll_state_size` gives those sizes).
 
     Give each layer its own cell (`[BasicRNNCell(n) for _ in range(3)]`): one cell object repeated
     (`[cell] * 3`) shares its weights across the layers, as in TF1 (which warned), and only works when every
@@ -930,12 +933,14 @@ class MultiRNNCell(_TF1Cell, keras.layers.StackedRNNCells):
 
     Args:
         cells: A list of RNN cells (not RNN layers), bottom layer first.
-        state_is_tuple: Must be `True` (TF1's deprecated concatenated state is not supported).
+        state_is_tuple: `True` (default): the state is a tuple with one entry per layer. `False`: TF1's
+            deprecated concatenation of every layer's state (in TF1's order, `[c, h]` per LSTM) in one tensor.
         **kwargs: Base layer arguments.
 
     Raises:
         TypeError: An entry is an RNN layer or not a cell.
-        ValueError: An empty list, or `state_is_tuple=False`.
+        ValueError: An empty list; called with a state that is not one entry per layer (TF1's message,
+            `Expected state to be a tuple of length N`).
 
     Example:
 
@@ -1192,10 +1197,10 @@ class _Wrapper(_TF1Cell, keras.layers.Layer, DropoutRNNCell):
 
 def _keep_prob(value: Any, name: str) -> Any:
     """A keep probability: a float in (0, 1], or (as TF1 took them) a scalar tensor or variable."""
-    if isinstance(value, (tf.Tensor, tf.Variable)) or isinstance(value, keras.Variable):
-        if not value.dtype.is_floating if hasattr(value.dtype, "is_floating") else False:
-            raise TypeError(f"`{name}` must be a float tensor. Received: {name}.dtype={value.dtype}")
-        if value.shape.rank not in (0, None):
+    if isinstance(value, (tf.Tensor, tf.Variable, keras.Variable)):
+        if not tf.as_dtype(value.dtype).is_floating:
+            raise TypeError(f"`{name}` must be a float scalar tensor. Received: {name}.dtype={value.dtype}")
+        if tf.TensorShape(value.shape).rank not in (0, None):
             raise ValueError(f"`{name}` must be a scalar. Received: {name}.shape={tuple(value.shape)}")
         static = tf.get_static_value(value) if isinstance(value, tf.Tensor) else None
         return value if static is None else _keep_prob(float(static), name)
