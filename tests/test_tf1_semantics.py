@@ -302,11 +302,14 @@ def test_cells_with_default_initializers_build_inside_a_tf_function(make):
     """Item 7: TF1 builds cells inside graphs; the default (unseeded) initializers work there too."""
     cell = make()
 
-    @tf.function
+    @tf.function(jit_compile=True)
     def step(x):
         return cell(x, cell.zero_state(2, tf.float32))[0]
 
     assert tuple(step(tf.ones((2, 4))).shape) == (2, 3)
+    symbolic = make()  # built while Keras traces a model: an unknown time axis, as TF1's dynamic_rnn took it
+    outputs, _ = ku.dynamic_rnn(symbolic, keras.Input((None, 4)))
+    assert tuple(outputs.shape) == (None, None, 3)
     keras.utils.set_random_seed(7)
     first = ku.tf1.GRUCell(3)
     first.build((None, 4))
