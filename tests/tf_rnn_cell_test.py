@@ -156,6 +156,19 @@ def _raises(kinds: Any, pattern: str = "") -> Any:
 
 # ------------------------------------------------------------------------------------- RNNCellTest
 @carried
+def testBasicRNNCell(d):
+    with d.scope("root", initializer=d.const(0.5)):
+        x = tf.constant([[1.0, 1.0]])
+        m = tf.constant([[0.1, 0.1]])
+        cell = d.rc.BasicRNNCell(2, **d.kernel(d.const(0.5)))
+        g, _ = cell(x, m)
+        # (TF1's variable names `root/basic_rnn_cell/kernel:0`, `.../bias:0`: not carried, see the module docstring)
+        assert not cell.non_trainable_variables
+        res = d.evaluate([g])
+        assert res[0].shape == (1, 2)
+
+
+@carried
 def testGRUCell(d):
     with d.scope("root", initializer=d.const(0.5)):
         x = tf.constant([[1.0, 1.0]])
@@ -726,6 +739,30 @@ def testDoubleInput(d):
 
 
 @carried
+def testDoubleInputWithDropoutAndDynamicCalculation(d):
+    """Smoke test for an LSTM with doubles, dropout and dynamic calculation."""
+    batch_size, input_size, max_length = 2, 5, 8
+    with d.scope("double_dropout"):
+        sequence_length = tf.constant([2, 3], tf.int64)
+        cell = d.rc.LSTMCell(
+            3, use_peepholes=True, num_proj=4, num_unit_shards=2, num_proj_shards=3,
+            initializer=d.uniform(-0.01, 0.01, SEED), state_is_tuple=False,
+        )  # fmt: skip
+        dropout_cell = d.rc.DropoutWrapper(cell, 0.5, seed=0)
+        np.random.seed(SEED)
+        input_value = np.asarray(np.random.randn(batch_size, input_size), dtype=np.float64)
+        inputs = max_length * [tf.constant(input_value)]
+        outputs, state = d.static_rnn(
+            dropout_cell, inputs, sequence_length=sequence_length,
+            initial_state=cell.zero_state(batch_size, tf.float64), **d.train,
+        )  # fmt: skip
+        assert len(outputs) == len(inputs)
+        values, state_value = d.evaluate([outputs, [state]])
+        assert values[0].dtype == input_value.dtype
+        assert state_value[0].dtype == input_value.dtype
+
+
+@carried
 def testSharingWeightsWithReuse(d):
     cell = d.rc.LSTMCell(3, use_peepholes=True, num_proj=4, initializer=d.uniform(-1, 1, SEED), state_is_tuple=False)
     cell_d = d.rc.LSTMCell(
@@ -863,6 +900,9 @@ def testDynamicEquivalentToStaticRNNWithSequenceLength(d):
 # Carried, and failing on `ku` today: each needs the TF1 functions (the other half of issue #21).
 PENDING_FUNCTIONS = {
     "testDoubleInput": "ku.static_rnn builds and runs the cell in float32 for float64 inputs (the functions' half)",
+    "testDoubleInputWithDropoutAndDynamicCalculation": "the same: ku.static_rnn casts float64 inputs to float32",
+    "testBasicRNNCell": "ku.tf1.BasicRNNCell is ku.BasicRNNCell (keras_unroll/cell.py): Keras' SimpleRNNCell keeps "
+    "its dropout seed state as a non-trainable variable, which TF1's cell does not have",
 }
 
 
