@@ -279,7 +279,7 @@ def testBasicLSTMCellWithStateTuple(d):
 
 @carried
 def testLSTMCell(d):
-    num_units, num_proj, batch_size, input_size = 8, 6, 3, 2
+    num_units, num_proj, batch_size = 8, 6, 3  # input_size 2
     state_size = num_units + num_proj
     with d.scope("root", initializer=d.const(0.5)):
         x = tf.constant([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])
