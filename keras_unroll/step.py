@@ -87,14 +87,22 @@ def output_size(cell: Any) -> int:
     return int(size)
 
 
+def keras_state_size(cell: Any) -> Any:
+    """`cell.state_size` in Keras' nesting and order, as the loops hold the states. A cell whose public
+    `state_size` is TF1's structure (`ku.tf1.MultiRNNCell`: a tuple of `LSTMStateTuple(c, h)`) gives Keras'
+    view as `_keras_unroll_state_size`."""
+    view = getattr(cell, "_keras_unroll_state_size", None)
+    return cell.state_size if view is None else view
+
+
 def state_sizes(cell: Any) -> List[Any]:
     """The cell's state sizes as a list (one entry per top-level state), as `keras.layers.RNN` sees them."""
-    size = cell.state_size
+    size = keras_state_size(cell)
     return list(size) if isinstance(size, (list, tuple)) else [size]
 
 
 def single_state(cell: Any) -> bool:
-    return not isinstance(cell.state_size, (list, tuple))
+    return not isinstance(keras_state_size(cell), (list, tuple))
 
 
 def _kernel_families() -> tuple:
@@ -128,6 +136,9 @@ def build_cell(cell: Any, features: int, dtype: Any) -> None:
             f"Received: inputs with last axis {features}"
         )
     if not getattr(cell, "built", False):
+        adopt = getattr(cell, "_keras_unroll_adopt_dtype", None)  # `ku.tf1` cells build in the input's dtype
+        if adopt is not None:
+            adopt(dtype)
         cell.build((None, features))
         cell.built = True
     if not isinstance(cell, _kernel_families()):
@@ -269,7 +280,7 @@ _MASKS_IN_USE = "_keras_unroll_masks_in_use"  # a cell's own flag (in its __dict
 
 
 def state_sizes_flat(cell: Any) -> List[int]:
-    return [int(size) for size in tf.nest.flatten(cell.state_size)]
+    return [int(size) for size in tf.nest.flatten(keras_state_size(cell))]
 
 # ---------------------------------------------------------------------------------------- the step
 def make_step(cell: Any, training: Optional[bool], zero_output: bool) -> StepFn:

@@ -20,8 +20,9 @@ the same numbers and the same gradients, and a loaded TF1 checkpoint has it fold
 from __future__ import annotations
 
 import numbers
+import random
 import warnings
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import keras
 import numpy as np
@@ -36,6 +37,7 @@ from keras_unroll.functional import (  # the state structures live with the func
     lstm_like,
     to_tf1_state,
 )
+from keras_unroll.step import _is_lstm_state_tuple
 
 __all__ = [
     "BasicLSTMCell",
@@ -83,9 +85,12 @@ class TF1GlorotUniform(keras.initializers.Initializer):
                 f"TF1GlorotUniform was set up for {sum(self.blocks)} columns ({self.blocks}). Received: shape={shape}"
             )
         parts = []
+        # Unseeded, draw an int seed as Keras' own initializers do (Python's `random`, which
+        # `keras.utils.set_random_seed` seeds): a stateless draw, so a cell builds inside a `tf.function` too.
+        base = random.randint(1, int(1e9)) if self.seed is None else self.seed
         for index, block in enumerate(self.blocks):
             limit = float(np.sqrt(6.0 / (self.fan_in + block)))
-            seed = None if self.seed is None else self.seed + index
+            seed = base + index
             parts.append(keras.random.uniform(shape[:-1] + (block,), -limit, limit, dtype=dtype, seed=seed))
         return keras.ops.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
 
@@ -198,6 +203,14 @@ def _float(value: Any, name: str, allow_none: bool = False, positive: bool = Fal
     return float(value)
 
 
+def _clip(value: Any, name: str) -> Optional[float]:
+    """A clip value: None, or a float >= 0 (TF1 accepts 0, which clips to 0)."""
+    value = _float(value, name, allow_none=True)
+    if value is not None and value < 0:
+        raise ValueError(f"`{name}` must be >= 0 (values are clipped to [-{name}, {name}]). Received: {name}={value}")
+    return value
+
+
 def _bool(value: Any, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"`{name}` must be a bool. Received: {name}={value!r}")
@@ -245,9 +258,251 @@ def _output_size(cell: Any) -> int:
     return int(size)
 
 
+# ------------------------------------------------------------------------ TF1's calling convention
+# A `ku.tf1` cell is called two ways. The loops, the layers and `keras.layers.RNN` use Keras' convention:
+# states in Keras' nesting and order (an LSTM's `[h, c]`, a stack's list with one entry per layer; Keras'
+# RNN layer hands them over as a tuple at the top level). TF1 code calls the cell with TF1's structures:
+# `LSTMStateTuple(c, h)`, a stack's tuple of per-layer states (in which a plain pair is TF1's `(c, h)`),
+# or one concatenated tensor with `state_is_tuple=False`. The two are told apart by type: an
+# `LSTMStateTuple`, a concatenated tensor, or a stack's tuple holding no list is TF1's, and the answer is
+# given in TF1's structure; anything else is Keras', and passes through untouched.
+def _is_stack(cell: Any) -> bool:
+    return isinstance(cell, keras.layers.StackedRNNCells)
+
+
+def _is_wrapper(cell: Any) -> bool:
+    return bool(getattr(type(cell), "_keras_unroll_wrapper", False))
+
+
+def _keras_state_size(cell: Any) -> Any:
+    """The state sizes in Keras' nesting and order (what the loops and Keras' RNN layer hold)."""
+    view = getattr(cell, "_keras_unroll_state_size", None)
+    return cell.state_size if view is None else view
+
+
+def _flat_size(size: Any) -> int:
+    return sum(int(s) for s in tf.nest.flatten(size))
+
+
+def tf1_state_size(cell: Any) -> Any:
+    """A cell's `state_size` in TF1's structure: `LSTMStateTuple(c, h)` of sizes for an LSTM, a tuple
+    with one entry per layer for a stack, an int for a single state or a concatenated (`state_is_tuple=False`) one."""
+    if _is_wrapper(cell):
+        return tf1_state_size(cell.cell)
+    if _is_stack(cell):
+        sizes = tuple(tf1_state_size(sub) for sub in cell.cells)
+        return sizes if getattr(cell, "state_is_tuple", True) else sum(_flat_size(s) for s in sizes)
+    if lstm_like(cell):
+        c, h = int(cell.units), _output_size(cell)
+        return LSTMStateTuple(c, h) if getattr(cell, "state_is_tuple", True) else c + h
+    size = cell.state_size
+    if isinstance(size, (list, tuple)) and len(size) == 1 and not tf.nest.is_nested(size[0]):
+        return int(size[0])
+    return size
+
+
+def _tf1_form(cell: Any, states: Any) -> bool:
+    """Whether `states` is in TF1's structure for `cell` (else it is Keras' and passes through)."""
+    if states is None:
+        return False
+    if _is_wrapper(cell):
+        return _tf1_form(cell.cell, states)
+    if _is_stack(cell):
+        if isinstance(states, list):
+            return False
+        if not tf.nest.is_nested(states):
+            return True  # TF1's concatenated state (or, for a tuple stack, the error TF1 gives)
+        return isinstance(states, tuple) and not any(isinstance(s, list) for s in states)
+    if lstm_like(cell):
+        if _is_lstm_state_tuple(states):
+            return True
+        return not getattr(cell, "state_is_tuple", True) and not tf.nest.is_nested(states)
+    return False
+
+
+def _split_concatenated(cell: Any, state: Any, size: int) -> tf.Tensor:
+    state = tf.convert_to_tensor(state)
+    if state.shape.rank != 2 or (state.shape[-1] is not None and state.shape[-1] != size):
+        raise ValueError(
+            f"{type(cell).__name__} {cell.name!r} has `state_is_tuple=False`, so its state is one (batch, {size}) "
+            f"tensor (TF1's concatenation of its states). Received: state.shape={tuple(state.shape)}"
+        )
+    return state
+
+
+def _keras_from_tf1(cell: Any, state: Any, concatenated: bool = False) -> Any:
+    """A state in TF1's structure -> Keras' (what `cell.call` takes). `concatenated`: a stack without
+    tuples handed this cell its slice of the concatenated state."""
+    if _is_wrapper(cell):
+        return _keras_from_tf1(cell.cell, state, concatenated)
+    if _is_stack(cell):
+        count = len(cell.cells)
+        if concatenated or not tf.nest.is_nested(state):
+            if not concatenated and getattr(cell, "state_is_tuple", True):
+                raise ValueError(
+                    f"Expected state to be a tuple of length {count} (one state per layer of the MultiRNNCell "
+                    f"{cell.name!r}), but received: {state!r}. Give one state per layer, e.g. `cell.zero_state("
+                    "batch_size, dtype)`, or build the stack with `state_is_tuple=False` for one concatenated tensor."
+                )
+            sizes = [_flat_size(tf1_state_size(sub)) for sub in cell.cells]
+            parts = tf.split(_split_concatenated(cell, state, sum(sizes)), sizes, axis=-1)
+            return [_keras_from_tf1(sub, part, concatenated=True) for sub, part in zip(cell.cells, parts)]
+        if not isinstance(state, (list, tuple)) or len(state) != count:
+            raise ValueError(
+                f"Expected state to be a tuple of length {count} (one state per layer of the MultiRNNCell "
+                f"{cell.name!r}), but received a structure of {len(tf.nest.flatten(state))} tensor(s): {state!r}"
+            )
+        return [_keras_from_tf1(sub, sub_state) for sub, sub_state in zip(cell.cells, state)]
+    if lstm_like(cell):
+        if isinstance(state, tuple) and len(state) == 2:  # LSTMStateTuple, or TF1's plain (c, h) in a stack
+            c, h = state
+            return [h, c]
+        if concatenated or not tf.nest.is_nested(state):
+            units, proj = int(cell.units), _output_size(cell)
+            c, h = tf.split(_split_concatenated(cell, state, units + proj), [units, proj], axis=-1)
+            return [h, c]
+        return state
+    if concatenated and len(tf.nest.flatten(_keras_state_size(cell))) > 1:
+        sizes = [int(s) for s in tf.nest.flatten(_keras_state_size(cell))]
+        parts = tf.split(tf.convert_to_tensor(state), sizes, axis=-1)
+        return tf.nest.pack_sequence_as(_keras_state_size(cell), parts)
+    return state
+
+
+def _tf1_from_keras(cell: Any, state: Any) -> Any:
+    """A state in Keras' structure (what `cell.call` returned) -> TF1's."""
+    if _is_wrapper(cell):
+        return _tf1_from_keras(cell.cell, state)
+    flat = tf.nest.flatten(state)
+    if _is_stack(cell):
+        layers, start = [], 0
+        for sub in cell.cells:
+            count = len(tf.nest.flatten(_keras_state_size(sub)))
+            part = flat[start : start + count]
+            start += count
+            layers.append(_tf1_from_keras(sub, part if count > 1 else part[0]))
+        if getattr(cell, "state_is_tuple", True):
+            return tuple(layers)
+        return tf.concat([t for layer in layers for t in tf.nest.flatten(layer)], axis=-1)
+    if lstm_like(cell):
+        h, c = flat
+        return LSTMStateTuple(c, h) if getattr(cell, "state_is_tuple", True) else tf.concat([c, h], axis=-1)
+    return flat[0] if len(flat) == 1 else state
+
+
+def _adopt_dtype(cell: Any, dtype: str) -> None:
+    """TF1 builds a cell in the dtype of its first input: an unbuilt `ku.tf1` cell whose dtype the user did
+    not set takes `dtype` (a float type), and so do the unbuilt cells inside it."""
+    if getattr(cell, "built", False) or cell.__dict__.get("_keras_unroll_dtype_given", True):
+        return
+    policy = cell.dtype_policy
+    if policy.compute_dtype != policy.variable_dtype:  # a mixed-precision policy is the user's choice
+        return
+    if policy.compute_dtype != dtype:
+        cell.dtype_policy = keras.DTypePolicy(dtype)
+    for sub in list(getattr(cell, "cells", None) or []) + ([cell.cell] if _is_wrapper(cell) else []):
+        _adopt_dtype(sub, dtype)
+
+
+def _check_input_dtype(cell: Any, inputs: Any) -> None:
+    """An unbuilt cell adopts its first input's float dtype; a built one refuses another float dtype."""
+    dtype = getattr(inputs, "dtype", None)
+    if dtype is None:
+        return
+    try:
+        dtype = tf.as_dtype(dtype)
+    except TypeError:  # pragma: no cover - e.g. a KerasTensor's string dtype is handled below
+        return
+    if not dtype.is_floating:
+        return
+    if not cell.built:
+        _adopt_dtype(cell, dtype.name)
+        return
+    policy = cell.dtype_policy
+    if policy.compute_dtype == policy.variable_dtype and dtype.name != policy.compute_dtype:
+        raise TypeError(
+            f"{type(cell).__name__} {cell.name!r} was built for {policy.compute_dtype} inputs (TF1 builds a cell in "
+            "the dtype of its first input, and so does ku.tf1), so it cannot take another float type. Cast the "
+            f"inputs (`tf.cast(x, '{policy.compute_dtype}')`) or use a new cell. Received: inputs.dtype={dtype.name}"
+        )
+
+
+def _check_batch(inputs: Any, states: Any) -> None:
+    shape = getattr(inputs, "shape", None)
+    batch = shape[0] if shape is not None and len(shape) else None
+    for state in tf.nest.flatten(states):
+        rows = getattr(state, "shape", (None,))[0]
+        if batch is not None and rows is not None and int(rows) != int(batch):
+            raise ValueError(
+                f"The state's batch size must be the input's. Received: inputs.shape={tuple(inputs.shape)}, "
+                f"a state of shape {tuple(state.shape)}"
+            )
+
+
+def _no_dropout_state(cell: Any) -> None:
+    """TF1's cells have no dropout (that is `DropoutWrapper`), so no non-trainable variable: Keras' cell
+    keeps a seed generator for its own dropout, which these cells refuse; it is left out of the variables."""
+    cell._tracker.untrack(cell.seed_generator)
+
+
+class _TF1Cell:
+    """What every `ku.tf1` cell adds to its Keras base: TF1's calling convention and TF1's dtype rule.
+
+    - `cell(inputs, state)` with TF1's state structure (see above) answers `(output, new_state)` in that
+      structure; `state=` is accepted as a keyword, as TF1 wrote it.
+    - An unbuilt cell whose `dtype` was not given adopts the float dtype of its first input (TF1 builds a
+      cell in its input's dtype); a built cell given another float dtype raises a `TypeError`.
+    - `get_initial_state(inputs=None, batch_size=None, dtype=None)`: TF1's signature (TF1's structure, as
+      `zero_state`) when `inputs` or `dtype` is given; Keras' `get_initial_state(batch_size)` otherwise.
+    """
+
+    def _note_dtype(self, kwargs: Dict[str, Any]) -> None:
+        self.__dict__["_keras_unroll_dtype_given"] = kwargs.get("dtype") is not None
+
+    def __call__(self, inputs: Any, states: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if "state" in kwargs:
+            if states is not None:
+                raise TypeError("Give the state once, as `states` or as TF1's `state`. Received: both")
+            states = kwargs.pop("state")
+        _check_input_dtype(self, inputs)
+        if not _tf1_form(self, states):
+            return super().__call__(inputs, states, *args, **kwargs)
+        keras_states = _keras_from_tf1(self, states)
+        _check_batch(inputs, keras_states)
+        output, new_states = super().__call__(inputs, keras_states, *args, **kwargs)
+        return output, _tf1_from_keras(self, new_states)
+
+    def get_initial_state(self, inputs: Any = None, batch_size: Any = None, dtype: Any = None) -> Any:
+        if inputs is not None and not hasattr(inputs, "shape"):  # Keras' positional `get_initial_state(batch)`
+            inputs, batch_size = None, inputs
+        if inputs is None and dtype is None:
+            return self._keras_initial_state(batch_size)
+        if inputs is not None:
+            inputs = tf.convert_to_tensor(inputs)
+            batch_size = tf.shape(inputs)[0] if batch_size is None else batch_size
+            dtype = inputs.dtype if dtype is None else dtype
+        return self.zero_state(batch_size, dtype)
+
+    def _keras_initial_state(self, batch_size: Any) -> Any:
+        return super().get_initial_state(batch_size=batch_size)
+
+    def _keras_unroll_adopt_dtype(self, dtype: Any) -> None:
+        """Builds in `dtype` (a float type) when unbuilt and no dtype was given: TF1's rule, for the loops."""
+        dtype = tf.as_dtype(dtype)
+        if dtype.is_floating:
+            _adopt_dtype(self, dtype.name)
+
+    # The functional API's hooks: TF1's structure <-> Keras' for this cell.
+    def _keras_unroll_to_tf1(self, keras_state: Any) -> Any:
+        return _tf1_from_keras(self, keras_state)
+
+    def _keras_unroll_from_tf1(self, tf1_state: Any) -> Any:
+        return _keras_from_tf1(self, tf1_state) if _tf1_form(self, tf1_state) else tf1_state
+
+
 # ------------------------------------------------------------------------------------------ LSTM cells
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class BasicLSTMCell(keras.layers.LSTMCell):
+class BasicLSTMCell(_TF1Cell, keras.layers.LSTMCell):
     """TF1's `BasicLSTMCell`: an LSTM without peepholes or projection (`keras.layers.LSTMCell`'s maths).
 
     With gates `i, f, o = sigmoid(·)` and candidate `g = activation(·)`, each `x_t W_· + h_{t-1} U_· + b_·`:
@@ -277,11 +532,12 @@ class BasicLSTMCell(keras.layers.LSTMCell):
 
     Call arguments:
         inputs: A 2D tensor `(batch, features)`.
-        states: `[h, c]`, each `(batch, units)`.
+        states: TF1's `LSTMStateTuple(c, h)` (or the concatenated `[c, h]` with `state_is_tuple=False`), or
+            Keras' list `[h, c]` (what the layers pass), each `(batch, units)`. `state=` is accepted too.
         training: Unused (no dropout; wrap the cell in `DropoutWrapper`).
 
     Returns:
-        `(h, [h, c])`.
+        `(h, new_state)`, the new state in the structure given: `LSTMStateTuple(c, h)` or `[h, c]`.
 
     Example:
 
@@ -309,6 +565,7 @@ class BasicLSTMCell(keras.layers.LSTMCell):
     ) -> None:
         units = _units(units, num_units, type(self).__name__)
         _check_kwargs(kwargs, type(self).__name__, "keras.layers.LSTMCell")
+        self._note_dtype(kwargs)
         self.forget_bias = _float(forget_bias, "forget_bias")
         self.state_is_tuple = _bool(state_is_tuple, "state_is_tuple")
         self._tf1_initializers = (kernel_initializer, recurrent_initializer)
@@ -322,6 +579,7 @@ class BasicLSTMCell(keras.layers.LSTMCell):
             unit_forget_bias=False,
             **kwargs,
         )
+        _no_dropout_state(self)
 
     @property
     def num_units(self) -> int:
@@ -354,7 +612,7 @@ class BasicLSTMCell(keras.layers.LSTMCell):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class LSTMCell(keras.layers.Layer):
+class LSTMCell(_TF1Cell, keras.layers.Layer):
     """TF1's full `LSTMCell`: optional peepholes, cell clipping and an output projection.
 
     With `x_t W + h_{t-1} U + b` split into `i, f, g, o` (Keras' gate order) and `H` units:
@@ -379,25 +637,31 @@ class LSTMCell(keras.layers.Layer):
     Args:
         num_units: Positive integer, the number of units `H`. `units` is accepted too.
         use_peepholes: Boolean, add the diagonal peephole connections. Default: `False`.
-        cell_clip: Optional positive float: `c_t` is clipped to `[-cell_clip, cell_clip]`.
+        cell_clip: Optional float >= 0: `c_t` is clipped to `[-cell_clip, cell_clip]`.
         initializer: Initializer for `kernel`, `recurrent_kernel`, the diagonals and the projection
             (TF1's single `initializer`). Default (`None`): TF1's glorot-uniform.
         num_proj: Optional positive int `P`: the output (and `h`) is projected to `P` units.
-        proj_clip: Optional positive float: the projected output is clipped to `[-proj_clip, proj_clip]`
+        proj_clip: Optional float >= 0: the projected output is clipped to `[-proj_clip, proj_clip]`
             (needs `num_proj`).
+        num_unit_shards: Accepted for TF1 compatibility (TF1 split the kernel into shards: the same
+            numbers); ignored.
+        num_proj_shards: The same, for the projection; ignored.
         forget_bias: Float added to the forget gate (here: its bias' initial value). Default: `1.0`.
         state_is_tuple: `True` (default): `LSTMStateTuple(c, h)`; `False`: TF1's concatenated `[c, h]`.
         activation: Activation of the candidate and the output. Default (`None`): tanh.
+        reuse: Accepted for TF1 compatibility (Keras shares weights by sharing the cell); ignored.
+        name: The layer's name. dtype: The layer's dtype (default: the first input's float type).
         units: Keras alias of `num_units`.
         **kwargs: Base layer arguments (`name`, `dtype`, `trainable`).
 
     Call arguments:
         inputs: A 2D tensor `(batch, features)`.
-        states: `[h, c]`: `h` is `(batch, P)`, `c` is `(batch, H)`.
+        states: TF1's `LSTMStateTuple(c, h)` (or the concatenated `[c, h]` with `state_is_tuple=False`), or
+            Keras' list `[h, c]`: `h` is `(batch, P)`, `c` is `(batch, H)`.
         training: Unused.
 
     Returns:
-        `(h, [h, c])`.
+        `(h, new_state)`, the new state in the structure given.
 
     Raises:
         ValueError: `proj_clip` without `num_proj`, or a clip that is not positive.
@@ -437,21 +701,38 @@ class LSTMCell(keras.layers.Layer):
         initializer: Any = None,
         num_proj: Optional[int] = None,
         proj_clip: Optional[float] = None,
+        num_unit_shards: Optional[int] = None,
+        num_proj_shards: Optional[int] = None,
         forget_bias: float = 1.0,
         state_is_tuple: bool = True,
         activation: Any = None,
+        reuse: Any = None,
+        name: Optional[str] = None,
+        dtype: Any = None,
         *,
         units: Optional[int] = None,
         **kwargs: Any,
     ) -> None:
         units = _units(units, num_units, "LSTMCell")
+        del num_unit_shards, num_proj_shards, reuse  # TF1's variable sharding and scope reuse: same numbers
+        kwargs.update({key: value for key, value in (("name", name), ("dtype", dtype)) if value is not None})
         _check_kwargs(kwargs, "LSTMCell", "keras.layers.LSTMCell")
+        self._note_dtype(kwargs)
         super().__init__(**kwargs)
         self.units = units
+        if isinstance(use_peepholes, numbers.Integral) and not isinstance(use_peepholes, (bool, np.bool_)):
+            # TF1's old form `LSTMCell(num_units, input_size)`: since TF 1.0 the second argument is
+            # `use_peepholes`, so TF1 reads the size as a truthy flag. Do the same, and say so.
+            warnings.warn(
+                f"LSTMCell's second argument is `use_peepholes`; the old form `LSTMCell(num_units, input_size)` "
+                f"turns peepholes on (as TF1 does). Received: use_peepholes={use_peepholes!r}",
+                stacklevel=2,
+            )
+            use_peepholes = bool(use_peepholes)
         self.use_peepholes = _bool(use_peepholes, "use_peepholes")
-        self.cell_clip = _float(cell_clip, "cell_clip", allow_none=True, positive=True)
+        self.cell_clip = _clip(cell_clip, "cell_clip")
         self.num_proj = None if num_proj is None else check_units(num_proj, "num_proj")
-        self.proj_clip = _float(proj_clip, "proj_clip", allow_none=True, positive=True)
+        self.proj_clip = _clip(proj_clip, "proj_clip")
         if self.proj_clip is not None and self.num_proj is None:
             raise ValueError(
                 "`proj_clip` clips the projected output, so it needs `num_proj`. "
@@ -515,7 +796,7 @@ class LSTMCell(keras.layers.Layer):
                 h = tf.clip_by_value(h, -self.proj_clip, self.proj_clip)
         return h, [h, c]
 
-    def get_initial_state(self, batch_size: Any = None) -> List[tf.Tensor]:
+    def _keras_initial_state(self, batch_size: Any) -> List[tf.Tensor]:
         return [tf.zeros(tf.stack([batch_size, size]), self.compute_dtype) for size in self.state_size]
 
     def zero_state(self, batch_size: int, dtype: Any = None) -> LSTMStateTuple:
@@ -541,7 +822,7 @@ class LSTMCell(keras.layers.Layer):
 
 # ------------------------------------------------------------------------------------------ GRU cell
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class GRUCell(keras.layers.GRUCell):
+class GRUCell(_TF1Cell, keras.layers.GRUCell):
     """TF1's `GRUCell`: `keras.layers.GRUCell(reset_after=False)`'s maths, with TF1's initialization.
 
         z = sigmoid(x_t W_z + h_{t-1} U_z + b_z)            # TF1's update gate "u"
@@ -595,6 +876,7 @@ class GRUCell(keras.layers.GRUCell):
     ) -> None:
         units = _units(units, num_units, "GRUCell")
         _check_kwargs(kwargs, "GRUCell", "keras.layers.GRUCell(reset_after=False)")
+        self._note_dtype(kwargs)
         self._tf1_initializers = (kernel_initializer, bias_initializer)
         super().__init__(
             units=units,
@@ -606,6 +888,7 @@ class GRUCell(keras.layers.GRUCell):
             reset_after=False,
             **kwargs,
         )
+        _no_dropout_state(self)
 
     @property
     def num_units(self) -> int:
@@ -634,14 +917,15 @@ class GRUCell(keras.layers.GRUCell):
 
 # ------------------------------------------------------------------------------------------ stacks
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class MultiRNNCell(keras.layers.StackedRNNCells):
+class MultiRNNCell(_TF1Cell, keras.layers.StackedRNNCells):
     """TF1's `MultiRNNCell`: cells stacked in depth, each layer's output the next layer's input.
 
     A `keras.layers.StackedRNNCells` (so `keras.layers.RNN` and both unroll layers take it as is) whose
-    functional-API state is TF1's: a tuple with one entry per layer (`LSTMStateTuple(c, h)` for an LSTM
-    layer), so TF1's `tf.concat(axis=1, values=states)` gives `(batch, sum of units)` and `states[-1].h`
-    (or TF1's `states[-1][1]`) is the top layer's output. Inside, and in the layers' `return_state`, the
-    state is Keras' nested list.
+    state, as TF1 code sees it (the functional API, `zero_state`, `state_size`, a direct call with TF1's
+    tuple), is TF1's: a tuple with one entry per layer (`LSTMStateTuple(c, h)` for an LSTM layer), so TF1's
+    `tf.concat(axis=1, values=states)` gives `(batch, sum of units)` and `states[-1].h` (or TF1's
+    `states[-1][1]`) is the top layer's output. Inside the loops, and in the layers' `return_state`, the
+    state is Keras' nested list (`_keras_unroll_state_size` gives those sizes).
 
     Give each layer its own cell (`[BasicRNNCell(n) for _ in range(3)]`): one cell object repeated
     (`[cell] * 3`) shares its weights across the layers, as in TF1 (which warned), and only works when every
@@ -649,12 +933,14 @@ class MultiRNNCell(keras.layers.StackedRNNCells):
 
     Args:
         cells: A list of RNN cells (not RNN layers), bottom layer first.
-        state_is_tuple: Must be `True` (TF1's deprecated concatenated state is not supported).
+        state_is_tuple: `True` (default): the state is a tuple with one entry per layer. `False`: TF1's
+            deprecated concatenation of every layer's state (in TF1's order, `[c, h]` per LSTM) in one tensor.
         **kwargs: Base layer arguments.
 
     Raises:
         TypeError: An entry is an RNN layer or not a cell.
-        ValueError: An empty list, or `state_is_tuple=False`.
+        ValueError: An empty list; called with a state that is not one entry per layer (TF1's message,
+            `Expected state to be a tuple of length N`).
 
     Example:
 
@@ -670,11 +956,8 @@ class MultiRNNCell(keras.layers.StackedRNNCells):
     def __init__(self, cells: Sequence[Any], state_is_tuple: bool = True, **kwargs: Any) -> None:
         if not isinstance(cells, (list, tuple)) or not cells:
             raise ValueError(f"`cells` must be a non-empty list of RNN cells. Received: cells={cells!r}")
-        if not _bool(state_is_tuple, "state_is_tuple"):
-            raise ValueError(
-                "MultiRNNCell supports only `state_is_tuple=True` (TF1 deprecated the concatenated state). "
-                "Received: state_is_tuple=False"
-            )
+        state_is_tuple = _bool(state_is_tuple, "state_is_tuple")
+        self._note_dtype(kwargs)
         cells = [check_cell(cell, f"cells[{i}]") for i, cell in enumerate(cells)]
         if len({id(cell) for cell in cells}) < len(cells):
             warnings.warn(
@@ -683,7 +966,21 @@ class MultiRNNCell(keras.layers.StackedRNNCells):
                 stacklevel=2,
             )
         super().__init__(list(cells), **kwargs)
-        self.state_is_tuple = True
+        self.state_is_tuple = state_is_tuple
+        for index, cell in enumerate(cells):
+            # Keras keeps `cells` in a list that `tf.train.Checkpoint` does not see: name each cell as TF1 did.
+            self._track_trackable(cell, name=f"cell-{index}", overwrite=True)
+
+    @property
+    def state_size(self) -> Any:
+        """TF1's structure: a tuple with one entry per layer (`LSTMStateTuple(c, h)` of sizes for an LSTM
+        layer), or the total size with `state_is_tuple=False`. The loops use Keras' view of it."""
+        return tf1_state_size(self)
+
+    @property
+    def _keras_unroll_state_size(self) -> List[Any]:
+        """The state sizes in Keras' nesting and order (`[h, c]` per LSTM layer), as the loops hold them."""
+        return [_keras_state_size(cell) for cell in self.cells]
 
     def build(self, input_shape: Any) -> None:
         seen: Dict[int, int] = {}
@@ -699,17 +996,26 @@ class MultiRNNCell(keras.layers.StackedRNNCells):
             size = _output_size(cell)
         super().build(input_shape)
 
-    def zero_state(self, batch_size: int, dtype: Any = None) -> tuple:
-        """TF1's `cell.zero_state`: a tuple with each layer's zero state in TF1's structure."""
-        return tuple(_tf1_zero_state(cell, batch_size, dtype or self.compute_dtype) for cell in self.cells)
+    def zero_state(self, batch_size: int, dtype: Any = None) -> Any:
+        """TF1's `cell.zero_state`: a tuple with each layer's zero state in TF1's structure (one
+        concatenated tensor with `state_is_tuple=False`)."""
+        layers = tuple(_tf1_zero_state(cell, batch_size, dtype or self.compute_dtype) for cell in self.cells)
+        if self.state_is_tuple:
+            return layers
+        return tf.concat([t for layer in layers for t in tf.nest.flatten(layer)], axis=-1)
 
     def get_config(self) -> Dict[str, Any]:
-        return {**super().get_config(), "state_is_tuple": True}
+        return {**super().get_config(), "state_is_tuple": self.state_is_tuple}
 
 
-def _tf1_zero_state(cell: Any, batch_size: int, dtype: Any) -> Any:
-    zeros = [tf.zeros((batch_size, int(size)), dtype) for size in tf.nest.flatten(cell.state_size)]
-    return to_tf1_state(cell, tf.nest.pack_sequence_as(cell.state_size, zeros) if len(zeros) > 1 else zeros)
+def _tf1_zero_state(cell: Any, batch_size: Any, dtype: Any) -> Any:
+    """The cell's own `zero_state` (TF1's structure), else zeros in TF1's structure."""
+    own = getattr(cell, "zero_state", None)
+    if own is not None:
+        return own(batch_size, dtype)
+    sizes = _keras_state_size(cell)
+    zeros = [tf.zeros(tf.stack([batch_size, int(size)]), dtype) for size in tf.nest.flatten(sizes)]
+    return _tf1_from_keras(cell, zeros)
 
 
 # ------------------------------------------------------------------------------------------ wrappers
@@ -765,7 +1071,7 @@ def _set_masks(cell: Any, masks: Optional[Dict[str, Any]]) -> None:
         cell._recurrent_dropout_mask = None if masks is None else masks.get("recurrent")
 
 
-class _Wrapper(keras.layers.Layer, DropoutRNNCell):
+class _Wrapper(_TF1Cell, keras.layers.Layer, DropoutRNNCell):
     """A cell around a cell: the same state, its own change to the inputs or the output.
 
     It takes part in Keras' per-sequence dropout-mask protocol (`DropoutRNNCell`) for the cells it wraps:
@@ -785,12 +1091,22 @@ class _Wrapper(keras.layers.Layer, DropoutRNNCell):
         return False
 
     def __init__(self, cell: Any, **kwargs: Any) -> None:
+        self._note_dtype(kwargs)
         super().__init__(**kwargs)
         self.cell = check_cell(cell, "cell")
 
     @property
+    def wrapped_cell(self) -> Any:
+        """The cell this wrapper wraps (TF1's name)."""
+        return self.cell
+
+    @property
     def state_size(self) -> Any:
         return self.cell.state_size
+
+    @property
+    def _keras_unroll_state_size(self) -> Any:
+        return _keras_state_size(self.cell)
 
     @property
     def output_size(self) -> int:
@@ -802,16 +1118,17 @@ class _Wrapper(keras.layers.Layer, DropoutRNNCell):
             self.cell.built = True
         self.built = True
 
-    def get_initial_state(self, batch_size: Any = None) -> Any:
+    def _keras_initial_state(self, batch_size: Any) -> Any:
         getter = getattr(self.cell, "get_initial_state", None)
         if getter is not None:
             return getter(batch_size=batch_size)
-        sizes = self.cell.state_size
+        sizes = _keras_state_size(self.cell)
         zeros = [tf.zeros(tf.stack([batch_size, int(s)]), self.compute_dtype) for s in tf.nest.flatten(sizes)]
         return tf.nest.pack_sequence_as(sizes, zeros) if tf.nest.is_nested(sizes) else zeros
 
     def zero_state(self, batch_size: int, dtype: Any = None) -> Any:
-        return _tf1_zero_state(self, batch_size, dtype or self.compute_dtype)
+        """TF1's `zero_state`: the wrapped cell's own."""
+        return _tf1_zero_state(self.cell, batch_size, dtype or self.compute_dtype)
 
     def _call_cell(self, inputs: Any, states: Any, training: Any) -> Any:
         accepts = getattr(self.cell, "_call_has_training_arg", True)
@@ -870,21 +1187,25 @@ class _Wrapper(keras.layers.Layer, DropoutRNNCell):
         return {**super().get_config(), "cell": keras.saving.serialize_keras_object(self.cell)}
 
     @classmethod
-    def from_config(cls, config: Dict[str, Any], custom_objects: Any = None) -> "_Wrapper":
+    def from_config(cls, config: Dict[str, Any], custom_objects: Any = None, safe_mode: Optional[bool] = None) -> "_Wrapper":
+        del safe_mode  # only code in a config (a wrapper's function) needs it
         config = dict(config)
-        config["cell"] = keras.saving.deserialize_keras_object(config["cell"], custom_objects=custom_objects)
+        if not isinstance(config["cell"], keras.layers.Layer):  # TF1's contract: a cell instance is taken as is
+            config["cell"] = keras.saving.deserialize_keras_object(config["cell"], custom_objects=custom_objects)
         return cls(**config)
 
 
-def _keep_prob(value: Any, name: str) -> float:
-    if isinstance(value, (tf.Tensor, tf.Variable)) or hasattr(value, "dtype") and not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"`{name}` must be a Python float in (0, 1]. TF1 code fed a placeholder to switch dropout off at "
-            "test time; in Keras dropout is active only while training (`training=True`, e.g. in `fit`), so "
-            f"give the training value as a float. Received: {name}={value!r}"
-        )
+def _keep_prob(value: Any, name: str) -> Any:
+    """A keep probability: a float in (0, 1], or (as TF1 took them) a scalar tensor or variable."""
+    if isinstance(value, (tf.Tensor, tf.Variable, keras.Variable)):
+        if not tf.as_dtype(value.dtype).is_floating:
+            raise TypeError(f"`{name}` must be a float scalar tensor. Received: {name}.dtype={value.dtype}")
+        if tf.TensorShape(value.shape).rank not in (0, None):
+            raise ValueError(f"`{name}` must be a scalar. Received: {name}.shape={tuple(value.shape)}")
+        static = tf.get_static_value(value) if isinstance(value, tf.Tensor) else None
+        return value if static is None else _keep_prob(float(static), name)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a float in (0, 1]. Received: {name}={value!r}")
+        raise TypeError(f"`{name}` must be a float in (0, 1] or a scalar tensor. Received: {name}={value!r}")
     if not 0.0 < float(value) <= 1.0:
         raise ValueError(
             f"`{name}` must be in (0, 1] (the probability of keeping a unit; 1 keeps all). Received: {name}={value}"
@@ -892,15 +1213,85 @@ def _keep_prob(value: Any, name: str) -> float:
     return float(value)
 
 
-def _state_filter(cell: Any) -> List[bool]:
-    """Which of the cell's flat (Keras-order) states TF1's `DropoutWrapper` drops: an LSTM's `h`, not its `c`."""
+def _keep_value(value: Any) -> Any:
+    """A keep probability for `get_config`: a float (a variable's current value)."""
+    if isinstance(value, float):
+        return value
+    return float(keras.ops.convert_to_numpy(value))
+
+
+def default_dropout_state_filter_visitor(substate: Any) -> Any:
+    """TF1's default: drop an LSTM's `h`, never its `c`; drop every other state."""
+    if isinstance(substate, LSTMStateTuple):
+        return LSTMStateTuple(c=False, h=True)
+    return True
+
+
+def _traverse_shallow(visitor: Callable[[Any], Any], structure: Any) -> Any:
+    """TF1's `nest.get_traverse_shallow_structure`: which parts of `structure` the visitor selects."""
+    chosen = visitor(structure)
+    if not tf.nest.is_nested(structure):
+        if not isinstance(chosen, (bool, np.bool_)):
+            raise TypeError(
+                "`dropout_state_filter_visitor` must return a bool for a single state size. "
+                f"Received: {chosen!r} for {structure!r}"
+            )
+        return bool(chosen)
+    branches = list(structure)
+    if isinstance(chosen, (bool, np.bool_)):
+        if not chosen:
+            return False
+        level = [_traverse_shallow(visitor, branch) for branch in branches]
+    else:
+        picks = list(chosen)
+        if len(picks) != len(branches):
+            raise ValueError(
+                "`dropout_state_filter_visitor` returned a structure that does not match the state's. "
+                f"Received: {chosen!r} for {structure!r}"
+            )
+        level = [_traverse_shallow(visitor, b) if bool(p) else False for p, b in zip(picks, branches)]
+    return type(structure)(*level) if _is_lstm_state_tuple(structure) else type(structure)(level)
+
+
+def _flags_in_keras_order(cell: Any, flags: Any) -> List[bool]:
+    """Flags in TF1's state structure for `cell` -> one flag per Keras flat state."""
+    count = len(tf.nest.flatten(_keras_state_size(cell)))
+    if isinstance(flags, (bool, np.bool_)):
+        return [bool(flags)] * count
+    if _is_wrapper(cell):
+        return _flags_in_keras_order(cell.cell, flags)
+    if _is_stack(cell):
+        return [flag for sub, sub_flags in zip(cell.cells, flags) for flag in _flags_in_keras_order(sub, sub_flags)]
     if lstm_like(cell):
-        return [True, False]
-    if isinstance(cell, keras.layers.StackedRNNCells):
-        return [flag for sub in cell.cells for flag in _state_filter(sub)]
-    if isinstance(cell, _Wrapper):
-        return _state_filter(cell.cell)
-    return [True] * len(tf.nest.flatten(cell.state_size))
+        c, h = flags
+        return [bool(h), bool(c)]  # Keras' order [h, c]
+    return [bool(flag) for flag in tf.nest.flatten(flags)]
+
+
+def _state_filter(cell: Any, visitor: Optional[Callable[[Any], Any]] = None) -> List[bool]:
+    """Which of the cell's flat (Keras-order) states TF1's `DropoutWrapper` drops: the visitor applied to
+    TF1's `state_size` structure (default: an LSTM's `h`, not its `c`)."""
+    visitor = visitor or default_dropout_state_filter_visitor
+    return _flags_in_keras_order(cell, _traverse_shallow(visitor, tf1_state_size(cell)))
+
+
+def _serialize_function(fn: Any) -> Any:
+    """A user function in a config. Lambdas and local functions are kept as code (Keras' lambda format,
+    TF1 kept them as code too); loading them needs `safe_mode=False`, Keras' rule for code in a file."""
+    if fn is None:
+        return None
+    name = getattr(fn, "__qualname__", "")
+    if name == "<lambda>" or "<locals>" in name:
+        from keras.src.utils import python_utils  # Keras' own code format for lambdas
+
+        return {"class_name": "__lambda__", "config": {"value": python_utils.func_dump(fn)}}
+    return keras.saving.serialize_keras_object(fn)
+
+
+def _deserialize_function(config: Any, safe_mode: Optional[bool] = None) -> Any:
+    if config is None or callable(config):
+        return config
+    return keras.saving.deserialize_keras_object(config, safe_mode=True if safe_mode is None else safe_mode)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -912,25 +1303,29 @@ class DropoutWrapper(_Wrapper):
     - `variational_recurrent=False` (TF1's default): a new mask at every time step, for each of the input,
       the output and the new state.
     - `variational_recurrent=True` (Gal & Ghahramani): one mask per sequence for each of them, reused at
-      every step. TF1 drew one `(1, size)` mask per run, shared by the whole batch; here each row (each
-      sequence) gets its own, as Keras' `dropout`/`recurrent_dropout` do.
-    - The state mask drops an LSTM's `h` and leaves its `c` alone (TF1's default state filter), and drops
-      every state of other cells; in a stack, each layer's state is filtered this way.
+      every step and shared by every row of the batch (noise of shape `(1, size)`), as TF1 drew it.
+    - The state mask follows `dropout_state_filter_visitor` over TF1's `state_size` structure; TF1's default
+      drops an LSTM's `h` and leaves its `c` alone, and drops every state of other cells (in a stack, each
+      layer's state is filtered this way).
     - Only while training (`training=True`, e.g. in `model.fit`); at inference the wrapper is the identity.
       TF1 had no such switch (code fed `keep_prob=1.0` at test time); a keep probability of 1 is always the
       identity.
 
-    TF1's random numbers cannot be matched; the semantics above are what `tests/test_tf1_cells.py` checks.
+    TF1's random numbers cannot be matched; the semantics above are what the tests check.
 
     Args:
         cell: The RNN cell to wrap (not an RNN layer).
-        input_keep_prob: Float in (0, 1], the probability of keeping each input unit. Default: `1.0`.
-        output_keep_prob: Float in (0, 1], for each output unit. Default: `1.0`.
-        state_keep_prob: Float in (0, 1], for each unit of the new state (see the filter above).
-            Default: `1.0`.
+        input_keep_prob: Float in (0, 1], the probability of keeping each input unit, or a scalar tensor or
+            variable (TF1's placeholder idiom; read at every call). Default: `1.0`.
+        output_keep_prob: The same, for each output unit. Default: `1.0`.
+        state_keep_prob: The same, for each unit of the new state (see the filter above). Default: `1.0`.
         variational_recurrent: Boolean, one mask per sequence instead of one per step. Default: `False`.
-        seed: Optional integer seed.
         input_size: Accepted for TF1 compatibility (TF1 needed it for variational masks); ignored.
+        dtype: Base layer argument (TF1's position).
+        seed: Optional integer seed.
+        dropout_state_filter_visitor: Optional function of a piece of TF1's `state_size` structure that
+            returns a bool (drop it or not) or a structure of bools one level down, as TF1's. Default: TF1's
+            (`LSTMStateTuple(c=False, h=True)` for an LSTM's state, `True` for anything else).
         **kwargs: Base layer arguments.
 
     Call arguments:
@@ -938,7 +1333,7 @@ class DropoutWrapper(_Wrapper):
 
     Raises:
         ValueError: A keep probability outside (0, 1].
-        TypeError: A keep probability given as a tensor (TF1's placeholder idiom), or `cell` not a cell.
+        TypeError: `cell` not a cell, or a keep probability of another type.
 
     Example:
 
@@ -955,15 +1350,19 @@ class DropoutWrapper(_Wrapper):
     def __init__(
         self,
         cell: Any,
-        input_keep_prob: float = 1.0,
-        output_keep_prob: float = 1.0,
-        state_keep_prob: float = 1.0,
+        input_keep_prob: Any = 1.0,
+        output_keep_prob: Any = 1.0,
+        state_keep_prob: Any = 1.0,
         variational_recurrent: bool = False,
-        seed: Optional[int] = None,
         input_size: Any = None,
+        dtype: Any = None,
+        seed: Optional[int] = None,
+        dropout_state_filter_visitor: Optional[Callable[[Any], Any]] = None,
         **kwargs: Any,
     ) -> None:
         del input_size  # TF1 compatibility: the sizes are known when the cell is built
+        if dtype is not None:
+            kwargs["dtype"] = dtype
         super().__init__(cell, **kwargs)
         self.input_keep_prob = _keep_prob(input_keep_prob, "input_keep_prob")
         self.output_keep_prob = _keep_prob(output_keep_prob, "output_keep_prob")
@@ -971,54 +1370,73 @@ class DropoutWrapper(_Wrapper):
         self.variational_recurrent = _bool(variational_recurrent, "variational_recurrent")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
             raise TypeError(f"`seed` must be an integer or None. Received: seed={seed!r}")
+        if dropout_state_filter_visitor is not None and not callable(dropout_state_filter_visitor):
+            raise TypeError(
+                "`dropout_state_filter_visitor` must be a function of a state size structure. "
+                f"Received: dropout_state_filter_visitor={dropout_state_filter_visitor!r}"
+            )
+        self._dropout_state_filter = dropout_state_filter_visitor or default_dropout_state_filter_visitor
+        self._custom_filter = dropout_state_filter_visitor
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
+    def _applies(self, keep: Any) -> bool:
+        return not isinstance(keep, float) or keep < 1.0
+
     def _active(self) -> bool:
-        return min(self.input_keep_prob, self.output_keep_prob, self.state_keep_prob) < 1.0
+        return any(self._applies(k) for k in (self.input_keep_prob, self.output_keep_prob, self.state_keep_prob))
 
     def _own_masks(self) -> bool:
         return self.variational_recurrent and self._active()
 
     def _draw_own_masks(self, step_input: Any) -> Dict[str, Any]:
-        """One mask per sequence (and row) for the input, the output and each dropped state."""
+        """One mask per sequence for the input, the output and each dropped state, shared by the batch."""
         if not self._own_masks():
             return {}
-        batch, dtype = tf.shape(step_input)[0], step_input.dtype
+        dtype = step_input.dtype
 
-        def mask(size: int, keep: float) -> tf.Tensor:
-            ones = tf.ones(tf.stack([batch, int(size)]), dtype)
-            return keras.random.dropout(ones, rate=1.0 - keep, seed=self.seed_generator)
+        def mask(size: int, keep: Any) -> tf.Tensor:
+            ones = tf.ones((1, int(size)), dtype)  # TF1's noise shape: one mask for every row
+            return self._dropout(ones, keep)
 
         masks: Dict[str, Any] = {}
-        if self.input_keep_prob < 1.0:
+        if self._applies(self.input_keep_prob):
             masks["input"] = mask(int(step_input.shape[-1]), self.input_keep_prob)
-        if self.output_keep_prob < 1.0:
+        if self._applies(self.output_keep_prob):
             masks["output"] = mask(self.output_size, self.output_keep_prob)
-        if self.state_keep_prob < 1.0:
-            sizes = tf.nest.flatten(self.cell.state_size)
-            for index, (size, drop) in enumerate(zip(sizes, _state_filter(self.cell))):
+        if self._applies(self.state_keep_prob):
+            sizes = tf.nest.flatten(_keras_state_size(self.cell))
+            for index, (size, drop) in enumerate(zip(sizes, _state_filter(self.cell, self._dropout_state_filter))):
                 if drop:
                     masks[f"state{index}"] = mask(size, self.state_keep_prob)
         return masks
 
-    def _drop(self, x: tf.Tensor, keep: float, mask: Optional[tf.Tensor]) -> tf.Tensor:
+    def _dropout(self, x: tf.Tensor, keep: Any) -> tf.Tensor:
+        """`tf.nn.dropout`: keep each unit with probability `keep` (a float or a scalar tensor), scaled by 1 / keep."""
+        if isinstance(keep, float):
+            return keras.random.dropout(x, rate=1.0 - keep, seed=self.seed_generator)
+        keep = tf.cast(keep, x.dtype)
+        noise = keras.random.uniform(tf.shape(x), dtype=x.dtype, seed=self.seed_generator)
+        return tf.where(noise < keep, x / keep, tf.zeros_like(x))
+
+    def _drop(self, x: tf.Tensor, keep: Any, mask: Optional[tf.Tensor]) -> tf.Tensor:
         if self.variational_recurrent:
             return x * mask
-        return keras.random.dropout(x, rate=1.0 - keep, seed=self.seed_generator)  # a new mask every step
+        return self._dropout(x, keep)  # a new mask every step
 
     def _apply(self, inputs: Any, states: Any, masks: Dict[str, Any]) -> Any:
-        if self.input_keep_prob < 1.0:
+        if self._applies(self.input_keep_prob):
             inputs = self._drop(inputs, self.input_keep_prob, masks.get("input"))
         output, new_states = self._call_cell(inputs, states, True)
-        if self.state_keep_prob < 1.0:
+        if self._applies(self.state_keep_prob):
             flat = tf.nest.flatten(new_states)
+            flags = _state_filter(self.cell, self._dropout_state_filter)
             dropped = [
                 self._drop(s, self.state_keep_prob, masks.get(f"state{i}")) if drop else s
-                for i, (s, drop) in enumerate(zip(flat, _state_filter(self.cell)))
+                for i, (s, drop) in enumerate(zip(flat, flags))
             ]
             new_states = tf.nest.pack_sequence_as(new_states, dropped)
-        if self.output_keep_prob < 1.0:
+        if self._applies(self.output_keep_prob):
             output = self._drop(output, self.output_keep_prob, masks.get("output"))
         return output, new_states
 
@@ -1037,12 +1455,24 @@ class DropoutWrapper(_Wrapper):
     def get_config(self) -> Dict[str, Any]:
         return {
             **super().get_config(),
-            "input_keep_prob": self.input_keep_prob,
-            "output_keep_prob": self.output_keep_prob,
-            "state_keep_prob": self.state_keep_prob,
+            "input_keep_prob": _keep_value(self.input_keep_prob),
+            "output_keep_prob": _keep_value(self.output_keep_prob),
+            "state_keep_prob": _keep_value(self.state_keep_prob),
             "variational_recurrent": self.variational_recurrent,
             "seed": self.seed,
+            "dropout_state_filter_visitor": _serialize_function(self._custom_filter),
         }
+
+    @classmethod
+    def from_config(
+        cls, config: Dict[str, Any], custom_objects: Any = None, safe_mode: Optional[bool] = None
+    ) -> "DropoutWrapper":
+        """As TF1's, and `config["cell"]` may be a cell. A lambda or local `dropout_state_filter_visitor` is code:
+        it loads with `safe_mode=False` only (Keras' rule)."""
+        config = dict(config)
+        visitor = config.get("dropout_state_filter_visitor")
+        config["dropout_state_filter_visitor"] = _deserialize_function(visitor, safe_mode)
+        return super().from_config(config, custom_objects)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -1104,10 +1534,13 @@ class OutputProjectionWrapper(_Wrapper):
 class ResidualWrapper(_Wrapper):
     """TF1's `ResidualWrapper`: `output = inputs + cell_output` (a residual connection); the state is the cell's.
 
-    The input and the cell's output must have the same size (checked when the cell is built).
+    The input and the cell's output must have the same size (checked when the cell is built), unless a
+    `residual_fn` combines them.
 
     Args:
         cell: The RNN cell to wrap.
+        residual_fn: Optional function `(inputs, cell_output) -> output` (TF1's), e.g. one that slices the
+            inputs first. Default (`None`): `inputs + cell_output`.
         **kwargs: Base layer arguments.
 
     Raises:
@@ -1123,9 +1556,15 @@ class ResidualWrapper(_Wrapper):
     (2, 4, 3)
     """
 
+    def __init__(self, cell: Any, residual_fn: Optional[Callable[[Any, Any], Any]] = None, **kwargs: Any) -> None:
+        super().__init__(cell, **kwargs)
+        if residual_fn is not None and not callable(residual_fn):
+            raise TypeError(f"`residual_fn` must be a function (inputs, outputs) -> outputs. Received: {residual_fn!r}")
+        self._residual_fn = residual_fn
+
     def build(self, input_shape: Any) -> None:
         features, units = int(input_shape[-1]), _output_size(self.cell)
-        if features != units:
+        if self._residual_fn is None and features != units:
             raise ValueError(
                 "ResidualWrapper adds the input to the cell's output, so they must have the same size: the "
                 f"input has {features} features and the cell outputs {units} units. Project the input first or "
@@ -1135,7 +1574,22 @@ class ResidualWrapper(_Wrapper):
 
     def call(self, inputs: Any, states: Any, training: Any = None) -> Any:
         output, new_states = self._call_cell(inputs, states, training)
+        if self._residual_fn is not None:
+            return self._residual_fn(inputs, output), new_states
         return inputs + output, new_states
+
+    def get_config(self) -> Dict[str, Any]:
+        return {**super().get_config(), "residual_fn": _serialize_function(self._residual_fn)}
+
+    @classmethod
+    def from_config(
+        cls, config: Dict[str, Any], custom_objects: Any = None, safe_mode: Optional[bool] = None
+    ) -> "ResidualWrapper":
+        """As TF1's, and `config["cell"]` may be a cell. A lambda or local `residual_fn` is code: it loads with
+        `safe_mode=False` only (Keras' rule)."""
+        config = dict(config)
+        config["residual_fn"] = _deserialize_function(config.get("residual_fn"), safe_mode)
+        return super().from_config(config, custom_objects)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
