@@ -11,18 +11,10 @@ import pytest
 import tensorflow as tf
 
 import keras_unroll as ku
+from helpers import UNROLLS, layers, unroll_calls, unrolls
 
 B, T, F, H = 2, 5, 3, 4
-
-UNROLLS = {
-    "StaticUnroll": lambda cell, x, **kw: ku.StaticUnroll(cell)(x, **kw),
-    "DynamicUnroll": lambda cell, x, **kw: ku.DynamicUnroll(cell)(x, **kw),
-    "static_rnn": lambda cell, x, **kw: ku.static_rnn(cell, x, **kw),
-    "dynamic_rnn": lambda cell, x, **kw: ku.dynamic_rnn(cell, x, **kw),
-}
-LAYERS = [ku.StaticUnroll, ku.DynamicUnroll]
-unrolls = pytest.mark.parametrize("unroll", list(UNROLLS.values()), ids=list(UNROLLS))
-layers = pytest.mark.parametrize("layer_cls", LAYERS, ids=lambda c: c.__name__)
+CALLS = unroll_calls()
 
 
 def _x(*shape):
@@ -89,7 +81,7 @@ def test_dynamic_unroll_accepts_unknown_time():
     assert model(_x(B, 7, F)).shape == (B, H)
 
 
-@pytest.mark.parametrize("unroll", [UNROLLS[name] for name in ("StaticUnroll", "DynamicUnroll", "static_rnn")])
+@pytest.mark.parametrize("unroll", [CALLS[name] for name in ("StaticUnroll", "DynamicUnroll", "static_rnn")])
 def test_zero_time_steps(unroll):
     with pytest.raises(ValueError, match=r"no time steps; an RNN needs T >= 1. Received: inputs.shape=\(2, 0, 3\)"):
         unroll(H, _x(B, 0, F))
