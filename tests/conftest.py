@@ -8,6 +8,7 @@ import gc
 import os
 import pathlib
 import sys
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # The planner's timed trial (plan.Tuning.timed_trial) picks kernels by speed: off for reproducible tests;
@@ -17,23 +18,28 @@ os.environ.setdefault("KERAS_UNROLL_TIMED_TRIAL", "0")
 
 @contextlib.contextmanager
 def _native_stderr_dropped():
-    """Sends file descriptor 2 to /dev/null for the block: what C++ code writes there is dropped.
+    """Sends file descriptor 2 to a temporary file for the block, and drops what C++ code wrote there.
 
     TensorFlow's native libraries log INFO lines ("oneDNN custom operations are on", "Could not find cuda
     drivers") to file descriptor 2 as they load, before absl's logging is initialized and whatever
     `TF_CPP_MIN_LOG_LEVEL` says. pytest captures them while it imports this file and writes them out at exit,
-    after its summary (with pytest-xdist, the workers write them into the controller's capture). Python's
-    own errors still raise as usual, and `sys.stderr` is flushed first so nothing of Python's is lost.
+    after its summary (with pytest-xdist, the workers write them into the controller's capture). If the block
+    raises (a broken TensorFlow install), what was written is shown before the error propagates.
     """
     sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as written:
+        os.dup2(written.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            written.seek(0)
+            sys.stderr.write(written.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 with _native_stderr_dropped():
