@@ -129,14 +129,7 @@ def test_sequence_length_of_floats_with_fractions(unroll):
         unroll(H, _x(), sequence_length=np.array([1.5, 2.0]))
 
 
-@pytest.mark.parametrize("function", [ku.static_rnn, ku.dynamic_rnn], ids=lambda f: f.__name__)
-def test_sequence_length_out_of_range_at_run_time(function):
-    """Lengths only known when the graph runs are checked by assertions in the graph."""
-    cell = ku.BasicRNNCell(H)
-    traced = tf.function(lambda x, n: function(cell, x, sequence_length=n)[0])
-    traced(_x(), tf.constant([1, 2]))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="sequence_length` values must be <= T"):
-        traced(_x(), tf.constant([9, 2]))
+# Lengths known only when a graph runs: test_silent_wrong.py::test_lengths_known_only_when_the_graph_runs_are_checked_there
 
 
 # ---------------------------------------------------------------------------------- initial_state
