@@ -21,9 +21,10 @@ How the module is put together:
 
 - `_make_request` validates the arguments into a `_Request` (no TensorFlow involved).
 - A `DeviceProvider` is the one seam to the machine: the GPUs TensorFlow lists and the GPUs the NVIDIA
-  driver lists with their total memory (NVML, else `nvidia-smi`). `_SystemDevices` is the real one;
+  driver lists with their total memory (NVML, else `nvidia-smi`). `SystemDevices` is the real one;
   tests pass fake device lists.
-- `_plan` turns a request, a provider and the environment into a `GpuReport` (pure, no side effects).
+- `_plan` turns a request, a provider and the environment into a `GpuReport` (pure, no side effects);
+  `configure_gpus.plan(...)` is its public face: what `configure_gpus(...)` would do, on any devices.
 - `_apply` performs the report's settings with `tf.config` and `os.environ`.
 - `add_command` registers the `devices` CLI subcommand.
 """
@@ -47,9 +48,11 @@ import tensorflow as tf
 __all__ = [
     "DeviceProvider",
     "DriverGpu",
+    "DriverQueryError",
     "GpuReport",
     "GpuSetting",
     "PhysicalGpu",
+    "SystemDevices",
     "add_command",
     "configure_gpus",
 ]
@@ -100,8 +103,12 @@ class DriverGpu:
     model: Optional[str] = None
 
 
-class _DriverQueryError(Exception):
-    """Neither NVML nor `nvidia-smi` could list the driver's GPUs; the message says what was tried."""
+class DriverQueryError(Exception):
+    """Neither NVML nor `nvidia-smi` could list the driver's GPUs; the message says what was tried.
+
+    A `DeviceProvider.driver_gpus` raises it when the driver cannot be asked; `configure_gpus` then asks
+    for `memory_limit_mb` instead of `memory_fraction` (a limit in MiB needs no driver).
+    """
 
 
 class DeviceProvider(Protocol):
@@ -115,7 +122,7 @@ class DeviceProvider(Protocol):
         ...
 
     def driver_gpus(self) -> Sequence[DriverGpu]:
-        """Returns the GPUs the driver lists. Raises `_DriverQueryError` if it cannot be asked."""
+        """Returns the GPUs the driver lists. Raises `DriverQueryError` if it cannot be asked."""
         ...
 
 
@@ -138,7 +145,7 @@ def _query_driver_gpus(use_nvml: bool = True, nvidia_smi: str = "nvidia-smi") ->
     """Lists the driver's GPUs with NVML (`nvidia-ml-py`) if installed, else with `nvidia-smi`.
 
     Raises:
-        _DriverQueryError: if neither works; the message lists what was tried and why it failed.
+        DriverQueryError: if neither works; the message lists what was tried and why it failed.
     """
     tried = []
     if use_nvml:
@@ -188,11 +195,28 @@ def _query_driver_gpus(use_nvml: bool = True, nvidia_smi: str = "nvidia-smi") ->
             else:
                 reason = (result.stderr or result.stdout).strip()
                 tried.append(f"`{nvidia_smi}` exited with code {result.returncode}: {reason}")
-    raise _DriverQueryError("; ".join(tried))
+    raise DriverQueryError("; ".join(tried))
 
 
-class _SystemDevices:
-    """The real `DeviceProvider`: TensorFlow's physical GPUs and the NVIDIA driver's list."""
+class SystemDevices:
+    """The real `DeviceProvider`: TensorFlow's physical GPUs and the NVIDIA driver's list.
+
+    Args:
+        use_nvml: ask NVML (the `nvidia-ml-py` package) first, if it is installed. Defaults to `True`.
+        nvidia_smi: the `nvidia-smi` executable asked when NVML is not used or fails, a name on the PATH
+            or a path. Defaults to `"nvidia-smi"`.
+
+    Example:
+
+    ```python
+    devices = keras_unroll.gpu.SystemDevices(use_nvml=False)
+    devices.driver_gpus()  # [DriverGpu(index=0, uuid='GPU-...', total_memory_mb=16160, ...)] or DriverQueryError
+    ```
+    """
+
+    def __init__(self, use_nvml: bool = True, nvidia_smi: str = "nvidia-smi") -> None:
+        self.use_nvml = use_nvml
+        self.nvidia_smi = nvidia_smi
 
     def physical_gpus(self) -> List[PhysicalGpu]:
         gpus = []
@@ -205,7 +229,7 @@ class _SystemDevices:
         return gpus
 
     def driver_gpus(self) -> List[DriverGpu]:
-        return _query_driver_gpus()
+        return _query_driver_gpus(self.use_nvml, self.nvidia_smi)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -530,7 +554,7 @@ def _plan(request: _Request, devices: DeviceProvider, environ: Mapping[str, str]
     if request.memory_fraction is not None and visible:
         try:
             driver_gpus = devices.driver_gpus()
-        except _DriverQueryError as error:
+        except DriverQueryError as error:
             raise RuntimeError(
                 f"memory_fraction={request.memory_fraction} needs each GPU's total memory, which is "
                 "read from the NVIDIA driver through NVML (`pip install nvidia-ml-py`) or "
@@ -815,12 +839,79 @@ class _ConfigureGpus:
         """
         return self._configure(_request_from_config_proto(config))
 
+    def plan(
+        self,
+        visible: VisibleSpec = None,
+        memory_fraction: Optional[float] = None,
+        memory_limit_mb: Optional[int] = None,
+        memory_growth: bool = False,
+        *,
+        devices: Optional[DeviceProvider] = None,
+        environ: Optional[Mapping[str, str]] = None,
+    ) -> GpuReport:
+        """What `configure_gpus(...)` would set, without setting anything: a dry run.
+
+        Validates the arguments and plans exactly as a call does (fraction to MiB from each GPU's total
+        memory, `CUDA_VISIBLE_DEVICES` renumbering, the allocator variable), then returns the report instead
+        of applying it. Nothing in TensorFlow or the environment changes, so it can run at any time.
+
+        Args:
+            visible, memory_fraction, memory_limit_mb, memory_growth: as for `configure_gpus`.
+            devices: the `DeviceProvider` to plan for. Defaults to `SystemDevices()`, this machine; a
+                description of another machine (lists of `PhysicalGpu` and `DriverGpu`) plans for that one.
+            environ: the environment variables to read (`CUDA_VISIBLE_DEVICES`,
+                `TF_FORCE_GPU_ALLOW_GROWTH`). Defaults to `os.environ`.
+
+        Returns:
+            The `GpuReport` the call would return.
+
+        Raises:
+            ValueError, TypeError, RuntimeError: as `configure_gpus`, except the too-late error (nothing is
+            applied, so nothing is too late).
+
+        Example:
+
+        ```python
+        report = ku.configure_gpus.plan(memory_fraction=0.5)
+        print(report)  # what configure_gpus(memory_fraction=0.5) would do here
+        ```
+        """
+        request = _make_request(visible, memory_fraction, memory_limit_mb, memory_growth)
+        return _plan(request, SystemDevices() if devices is None else devices, os.environ if environ is None else environ)
+
+    def plan_from_config_proto(
+        self,
+        config: Any,
+        *,
+        devices: Optional[DeviceProvider] = None,
+        environ: Optional[Mapping[str, str]] = None,
+    ) -> GpuReport:
+        """What `from_config_proto(config)` would set, without setting anything (see `plan`).
+
+        Args:
+            config: a `tf.compat.v1.ConfigProto`, as for `from_config_proto`.
+            devices, environ: as for `plan`.
+
+        Returns:
+            The `GpuReport` `from_config_proto(config)` would return.
+
+        Example:
+
+        ```python
+        config = tf.compat.v1.ConfigProto()
+        config.gpu_options.allow_growth = True
+        report = ku.configure_gpus.plan_from_config_proto(config)
+        ```
+        """
+        request = _request_from_config_proto(config)
+        return _plan(request, SystemDevices() if devices is None else devices, os.environ if environ is None else environ)
+
     def _configure(self, request: _Request) -> GpuReport:
         if self._last is not None and self._last[0] == request:
             return self._last[1]
         if _devices_initialized():
             raise _too_late_error(request)
-        report = _plan(request, _SystemDevices(), os.environ)
+        report = _plan(request, SystemDevices(), os.environ)
         if not report.gpus_seen:
             logger.info(
                 "configure_gpus: TensorFlow sees no GPU; nothing to configure (running on CPU)."

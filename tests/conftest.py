@@ -1,20 +1,69 @@
-"""Test-wide settings: quiet TensorFlow, deterministic seeds, the repo root for subprocess tests."""
+"""Test-wide settings: quiet TensorFlow, deterministic seeds, the repo root for subprocess tests.
 
+Shared test vocabulary (the layers, unrolls, tolerances, comparison) lives in `tests/helpers.py`.
+"""
+
+import contextlib
+import gc
 import os
 import pathlib
 import sys
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # The planner's timed trial (plan.Tuning.timed_trial) picks kernels by speed: off for reproducible tests;
 # tests/test_timed_trial.py turns it on where it is under test.
 os.environ.setdefault("KERAS_UNROLL_TIMED_TRIAL", "0")
 
-import keras  # noqa: E402
+
+@contextlib.contextmanager
+def _native_stderr_dropped():
+    """Sends file descriptor 2 to a temporary file for the block, and drops what C++ code wrote there.
+
+    TensorFlow's native libraries log INFO lines ("oneDNN custom operations are on", "Could not find cuda
+    drivers") to file descriptor 2 as they load, before absl's logging is initialized and whatever
+    `TF_CPP_MIN_LOG_LEVEL` says. pytest captures them while it imports this file and writes them out at exit,
+    after its summary (with pytest-xdist, the workers write them into the controller's capture). If the block
+    raises (a broken TensorFlow install), what was written is shown before the error propagates.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as written:
+        os.dup2(written.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            written.seek(0)
+            sys.stderr.write(written.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+with _native_stderr_dropped():
+    import keras  # noqa: E402  (imports TensorFlow)
+    import tensorflow  # noqa: E402, F401
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Frees TensorFlow's graphs and collects garbage while the session is still running.
+
+    At the end of a pytest-xdist run the controller shuts its workers down and execnet gives each one 5 s before
+    it sends it SIGINT. A worker holds gigabytes of traced graphs; left to pytest's final `gc.collect()` (at
+    unconfigure, after the worker reported its results) collecting them could take longer, and the SIGINT then
+    landed in a finalizer: a `PytestUnraisableExceptionWarning` holding a `KeyboardInterrupt` after a green
+    summary. Here (before pytest-xdist's own hook reports the worker finished) the controller still waits.
+    """
+    keras.backend.clear_session(free_memory=True)
+    gc.collect()
 
 
 @pytest.fixture(autouse=True)

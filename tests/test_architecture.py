@@ -71,11 +71,46 @@ def test_imports_flow_one_way():
     assert not wrong, "imports that go up a layer:\n" + "\n".join(wrong)
 
 
+def _module_level_switches(source: str) -> list:
+    """Where `source` steers behaviour through module state: a `global` statement, a module-level upper-case
+    name bound twice, or an upper-case attribute of another object assigned (`plan.MAX = 3`, a patch)."""
+    tree = ast.parse(source)
+    found = [f"line {n.lineno}: global {', '.join(n.names)}" for n in ast.walk(tree) if isinstance(n, ast.Global)]
+    bound = {}
+    for node in tree.body:  # module level only: a function's locals are its own
+        targets = []
+        if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        for target in targets:
+            for name in ast.walk(target):
+                if isinstance(name, ast.Name) and name.id.lstrip("_").isupper():
+                    if name.id in bound or isinstance(node, ast.AugAssign):
+                        found.append(f"line {node.lineno}: {name.id} rebound (first bound on line {bound.get(name.id)})")
+                    bound.setdefault(name.id, node.lineno)
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+        for target in targets:
+            if isinstance(target, ast.Attribute) and target.attr.lstrip("_").isupper():
+                found.append(f"line {node.lineno}: attribute {target.attr} assigned")
+    return found
+
+
+def test_the_switch_check_catches_each_kind_of_switch():
+    """The check below is only worth its green if it fails on a switch: each kind is caught, constants pass."""
+    clean = "import os\nLIMIT = 8\n_NAMES = ('a',)\ndef f(x):\n    LIMIT = 3\n    return x + LIMIT\n"
+    assert _module_level_switches(clean) == []
+    assert _module_level_switches("FAST = True\ndef off():\n    global FAST\n    FAST = False\n") == ["line 3: global FAST"]
+    assert _module_level_switches("LIMIT = 8\nif True:\n    pass\nLIMIT = 4\n") == [
+        "line 4: LIMIT rebound (first bound on line 1)"
+    ]
+    assert _module_level_switches("_CACHE = 8\n_CACHE += 1\n") == ["line 2: _CACHE rebound (first bound on line 1)"]
+    assert _module_level_switches("import plan\nplan._MAX_FUNCTIONS = 2\n") == ["line 2: attribute _MAX_FUNCTIONS assigned"]
+
+
 def test_no_module_level_switches():
     """Module-level names are constants: no `global` statement, no upper-case name rebound anywhere."""
-    for path, module in _modules():
-        tree = ast.parse(path.read_text())
-        assert not [n for n in ast.walk(tree) if isinstance(n, ast.Global)], f"{module} uses `global`"
+    found = {module: _module_level_switches(path.read_text()) for path, module in _modules()}
+    assert not any(found.values()), {module: lines for module, lines in found.items() if lines}
 
 
 def test_generic_only_after_a_first_call_runs_the_generic_path(rng):
@@ -106,9 +141,21 @@ def test_fifty_lengths_share_one_function_per_cell(rng):
 
 
 def test_the_function_cache_is_bounded(rng):
-    """Each setting traces its own function; a cell keeps at most eight (least recently used dropped)."""
+    """Each setting traces its own function; a cell keeps a bounded number of them: past its bound the count
+    stays flat, the least recently used is dropped (re-used settings keep theirs) and results stay right."""
     cell = ku.BasicRNNCell(3)
     x = rng.standard_normal((2, 4, 2)).astype("float32")
+    cache = lambda: cell.__dict__["_keras_unroll_functions"]  # noqa: E731
+    sizes, first = [], None
     for recompute in range(1, 13):  # twelve settings
-        ku.dynamic_rnn(cell, x, recompute=recompute)
-    assert len(cell.__dict__["_keras_unroll_functions"]) == 8
+        out, _ = ku.dynamic_rnn(cell, x, recompute=recompute)
+        first = out if first is None else first
+        np.testing.assert_allclose(out, first, rtol=1e-5, atol=1e-6)  # a memory setting never changes numbers
+        sizes.append(len(cache()))
+    bound = sizes[-1]
+    assert 1 < bound < 12 and sizes == list(range(1, bound + 1)) + [bound] * (12 - bound), sizes
+    keys = list(cache())
+    ku.dynamic_rnn(cell, x, recompute=12)  # the most recent setting: found, nothing traced or dropped
+    assert list(cache()) == keys
+    ku.dynamic_rnn(cell, x, recompute=1)  # dropped long ago: traced again, the oldest one goes
+    assert len(cache()) == bound and list(cache())[:-1] == keys[1:]

@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.subprocess, pytest.mark.slow]
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 WORKER = pathlib.Path(worker.__file__).resolve()
-TIMEOUT_S = 300  # generous: CI machines are shared; a hang still ends here, with both workers killed
+TIMEOUT_S = 600  # generous: CI machines are shared and the three children run at once; a hang still ends here
 ATOL = RTOL = 1e-5
 _PROXY_VARS = ("http_proxy", "https_proxy", "grpc_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy")
 
@@ -59,26 +59,36 @@ def _free_ports(count: int) -> List[int]:
             sock.close()
 
 
-def _run_workers(commands: List[List[str]], envs: List[Dict[str, str]]) -> None:
-    """Starts all commands at once, waits at most TIMEOUT_S overall, kills every child on timeout."""
-    procs = [
-        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
-        for cmd, env in zip(commands, envs)
-    ]
-    deadline = time.monotonic() + TIMEOUT_S
-    outputs = []
-    try:
-        for proc in procs:
-            out, _ = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
-            outputs.append(out)
-    except subprocess.TimeoutExpired:
-        for proc in procs:
-            proc.kill()
-        for proc in procs:
+class _Workers:
+    """Child processes started at once; `finish()` waits at most TIMEOUT_S from the start, kills every child on
+    timeout, and checks each exited cleanly."""
+
+    def __init__(self, commands: List[List[str]], envs: List[Dict[str, str]]) -> None:
+        self.commands = commands
+        self.deadline = time.monotonic() + TIMEOUT_S
+        self.procs = [
+            subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+            for cmd, env in zip(commands, envs)
+        ]
+
+    def finish(self) -> None:
+        outputs = []
+        try:
+            for proc in self.procs:
+                out, _ = proc.communicate(timeout=max(1.0, self.deadline - time.monotonic()))
+                outputs.append(out)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"distributed workers did not finish within {TIMEOUT_S} s and were killed: {self.commands}")
+        for proc, out in zip(self.procs, outputs):
+            assert proc.returncode == 0, f"worker failed (exit {proc.returncode}):\n{out[-4000:]}"
+
+    def kill(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+        for proc in self.procs:
             proc.communicate()
-        pytest.fail(f"distributed workers did not finish within {TIMEOUT_S} s and were killed: {commands}")
-    for proc, out in zip(procs, outputs):
-        assert proc.returncode == 0, f"worker failed (exit {proc.returncode}):\n{out[-4000:]}"
 
 
 def _load(path: pathlib.Path) -> Dict[str, np.ndarray]:
@@ -87,8 +97,34 @@ def _load(path: pathlib.Path) -> Dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def single_device() -> Dict[str, Dict]:
-    """The reference: each layer trained here, on one device, on the same global batch."""
+def started(tmp_path_factory) -> Dict[str, tuple]:
+    """Both strategies' runs, started together (each child spends seconds importing TensorFlow, and the two
+    multi-worker processes wait on each other): `{name: (_Workers, output paths)}`."""
+    mirrored_out = tmp_path_factory.mktemp("mirrored") / "weights.npz"
+    runs = {
+        "mirrored": (
+            _Workers([[sys.executable, str(WORKER), "--strategy", "mirrored", "--out", str(mirrored_out)]], [_child_env()]),
+            [mirrored_out],
+        )
+    }
+    tmp = tmp_path_factory.mktemp("multi_worker")
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    commands, envs, outs = [], [], []
+    for index in range(2):
+        outs.append(tmp / f"weights-{index}.npz")
+        commands.append([sys.executable, str(WORKER), "--strategy", "multi_worker", "--out", str(outs[-1])])
+        tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        envs.append(_child_env(TF_CONFIG=json.dumps(tf_config)))
+    runs["multi_worker"] = (_Workers(commands, envs), outs)
+    yield runs
+    for workers, _ in runs.values():
+        workers.kill()  # a no-op for children that finished
+
+
+@pytest.fixture(scope="module")
+def single_device(started) -> Dict[str, Dict]:
+    """The reference: each layer trained here, on one device, on the same global batch (while the children
+    run: `started` comes first)."""
     keras.mixed_precision.set_dtype_policy("float32")
     return {
         worker.run_key(name, jit): worker.train(name, jit_compile=jit)
@@ -98,23 +134,16 @@ def single_device() -> Dict[str, Dict]:
 
 
 @pytest.fixture(scope="module")
-def mirrored(tmp_path_factory) -> Dict[str, np.ndarray]:
-    out = tmp_path_factory.mktemp("mirrored") / "weights.npz"
-    _run_workers([[sys.executable, str(WORKER), "--strategy", "mirrored", "--out", str(out)]], [_child_env()])
+def mirrored(started, single_device) -> Dict[str, np.ndarray]:
+    workers, (out,) = started["mirrored"]
+    workers.finish()
     return _load(out)
 
 
 @pytest.fixture(scope="module")
-def multi_worker(tmp_path_factory) -> List[Dict[str, np.ndarray]]:
-    tmp = tmp_path_factory.mktemp("multi_worker")
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
-    commands, envs, outs = [], [], []
-    for index in range(2):
-        outs.append(tmp / f"weights-{index}.npz")
-        commands.append([sys.executable, str(WORKER), "--strategy", "multi_worker", "--out", str(outs[-1])])
-        tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
-        envs.append(_child_env(TF_CONFIG=json.dumps(tf_config)))
-    _run_workers(commands, envs)
+def multi_worker(started, single_device) -> List[Dict[str, np.ndarray]]:
+    workers, outs = started["multi_worker"]
+    workers.finish()
     return [_load(out) for out in outs]
 
 

@@ -17,31 +17,15 @@ import pytest
 import tensorflow as tf
 
 import keras_unroll as ku
+from helpers import FUNCTIONS, LAYERS, UNROLLS, close, close_nested, layers
 from references import basic_rnn, lengths_to_valid
 
-RTOL, ATOL = 1e-5, 1e-6
 B, T, F, H = 4, 4, 2, 5
-LAYERS = [ku.StaticUnroll, ku.DynamicUnroll]
-FUNCTIONS = [ku.static_rnn, ku.dynamic_rnn]
-UNROLLS = ["StaticUnroll", "DynamicUnroll", "static_rnn", "dynamic_rnn"]
 
 # A hole, a fully masked row, a trailing mask and a leading one.
 MASK = np.array([[1, 1, 0, 1], [0, 0, 0, 0], [1, 1, 1, 0], [0, 1, 1, 1]], bool)
 LENGTHS = np.array([0, 1, T, 2], np.int32)  # every special length: 0, 1, T, and one in between
 SHORT_LENGTHS = np.array([0, 1, 1, 2], np.int32)  # every row ends before T
-
-
-def close(actual, expected):
-    np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=RTOL, atol=ATOL)
-
-
-def close_nested(actual, expected):
-    """Same number of tensors in the same (flattened) order, each close."""
-    actual, expected = tf.nest.flatten(actual), tf.nest.flatten(expected)
-    assert len(actual) == len(expected), (len(actual), len(expected))
-    for a, e in zip(actual, expected):
-        assert tuple(np.shape(a)) == tuple(np.shape(e))
-        close(a, e)
 
 
 @pytest.fixture
@@ -101,7 +85,7 @@ def run_unroll(unroll, cell, inputs, *, time_major=False, **call_kwargs):
 # ----------------------------------------------------------------------------------- NumPy reference
 @pytest.mark.parametrize("go_backwards", [False, True], ids=["forward", "backwards"])
 @pytest.mark.parametrize("validity", ["all", "mask", "sequence_length", "mask+sequence_length"])
-@pytest.mark.parametrize("layer_cls", LAYERS)
+@layers
 def test_layers_match_numpy(layer_cls, validity, go_backwards, x, h0, weights):
     """With an initial state (the zero state, the default, is covered by the Keras comparisons below)."""
     cell = basic_cell(weights)
@@ -167,7 +151,7 @@ def test_functions_match_numpy(fn, lengths, time_major, initial_state, x, h0, we
 
 @pytest.mark.parametrize("go_backwards", [False, True], ids=["forward", "backwards"])
 @pytest.mark.parametrize("zero_output_for_mask", [False, True])
-@pytest.mark.parametrize("layer_cls", LAYERS)
+@layers
 def test_zero_output_for_mask(layer_cls, zero_output_for_mask, go_backwards, x, weights):
     """Masked steps emit zeros or repeat the last valid output, exactly as Keras' RNN does."""
     kwargs = dict(return_sequences=True, return_state=True, go_backwards=go_backwards,
@@ -182,7 +166,7 @@ def test_zero_output_for_mask(layer_cls, zero_output_for_mask, go_backwards, x, 
 
 
 @pytest.mark.parametrize("time_major", [False, True], ids=["batch_major", "time_major"])
-@pytest.mark.parametrize("layer_cls", LAYERS)
+@layers
 def test_layers_time_major(layer_cls, time_major, x, weights):
     """With `time_major`, inputs, the mask and the output sequence are (time, batch, ...)."""
     expected_seq, _, expected_state = basic_rnn(x, *weights, valid=MASK)
@@ -218,7 +202,7 @@ def test_linear_cell_by_hand(unroll):
     np.testing.assert_array_equal(np.asarray(state)[:, 0], [49.0, 14.0])
 
 
-@pytest.mark.parametrize("layer_cls", LAYERS)
+@layers
 def test_linear_cell_backwards_by_hand(layer_cls):
     """Backwards, x is read 3, 2, 1: h = 2·3+1 = 7, then 2·2+3·7+1 = 26, then 2·1+3·26+1 = 81."""
     cell = _linear_cell()
@@ -299,7 +283,7 @@ def test_nested_state_given_initial_state(unroll):
     "go_backwards, initial_state", [(False, False), (True, True)], ids=["forward-zero_state", "backwards-initial_state"]
 )
 @pytest.mark.parametrize("masked", [False, True], ids=["no_mask", "mask"])
-@pytest.mark.parametrize("layer_cls", LAYERS)
+@layers
 def test_layers_match_keras_simple_rnn(layer_cls, masked, go_backwards, initial_state, x, h0, weights):
     kwargs = {"mask": MASK if masked else None}
     if initial_state:
@@ -312,7 +296,7 @@ def test_layers_match_keras_simple_rnn(layer_cls, masked, go_backwards, initial_
         close_nested(actual, expected)
 
 
-@pytest.mark.parametrize("layer_cls", LAYERS)
+@layers
 def test_layers_match_keras_rnn_of_the_same_cell(layer_cls, x, weights):
     """`keras.layers.RNN(BasicRNNCell)` and our layers, sharing one cell object."""
     cell = basic_cell(weights)
@@ -321,7 +305,7 @@ def test_layers_match_keras_rnn_of_the_same_cell(layer_cls, x, weights):
     close_nested(actual, expected)
 
 
-@pytest.mark.parametrize("layer_cls", LAYERS)
+@layers
 def test_sequence_length_is_a_trailing_mask_with_zero_output(layer_cls, x, weights):
     """TF1's `sequence_length` = Keras' mask `t < length` with `zero_output_for_mask=True`."""
     options = dict(return_sequences=True, return_state=True)
@@ -352,7 +336,7 @@ def gated_pair(kind, rng, **options):
 @pytest.mark.parametrize("go_backwards", [False, True], ids=["forward", "backwards"])
 @pytest.mark.parametrize("masked", [False, True], ids=["no_mask", "mask"])
 @pytest.mark.parametrize("kind", list(GATED))
-@pytest.mark.parametrize("layer_cls", LAYERS)
+@layers
 def test_gated_cells_match_keras(layer_cls, kind, masked, go_backwards, x, rng):
     options = dict(return_sequences=True, return_state=True, go_backwards=go_backwards)
     reference, cell = gated_pair(kind, rng, **options)
@@ -404,7 +388,7 @@ def stacked_reference(rng, **options):
 
 
 @pytest.mark.parametrize("masked", [False, True], ids=["no_mask", "mask"])
-@pytest.mark.parametrize("layer_cls", LAYERS)
+@layers
 def test_stacked_cells_match_keras_rnn(layer_cls, masked, x, rng):
     options = dict(return_sequences=True, return_state=True)
     reference, weights = stacked_reference(rng, **options)
@@ -428,7 +412,7 @@ def test_functions_with_stacked_cells_match_keras_rnn(fn, x, rng):
     close_nested(ku.tf1.from_tf1_state(cells, state), expected_state)
 
 
-@pytest.mark.parametrize("layer_cls", LAYERS)
+@layers
 def test_mask_from_a_masking_layer(layer_cls, x, weights):
     """In a model, `Masking` hands its mask over automatically, as to `SimpleRNN`."""
     x = x.copy()
@@ -490,7 +474,7 @@ def test_cell_given_as_int(unroll, x, weights):
     close(outputs, expected_seq)
 
 
-@pytest.mark.parametrize("layer_cls", LAYERS)
+@layers
 def test_list_of_one_cell_is_that_cell(layer_cls, x, weights):
     cell = basic_cell(weights)
     layer = make(layer_cls, [cell], return_sequences=True)
@@ -533,7 +517,7 @@ def test_gradients_match_keras(unroll, x, h0, weights):
     assert not np.asarray(actual[3])[0].any()
 
 
-@pytest.mark.parametrize("layer_cls", LAYERS)
+@layers
 def test_gradients_with_a_mask_match_keras(layer_cls, x, h0, weights):
     reference = keras_simple_rnn(weights, return_sequences=True, return_state=True, go_backwards=True)
     expected = _gradients(lambda x, h0: reference(x, initial_state=[h0], mask=MASK), reference.trainable_weights, x, h0)
@@ -544,7 +528,7 @@ def test_gradients_with_a_mask_match_keras(layer_cls, x, h0, weights):
 
 
 @pytest.mark.parametrize("kind", list(GATED))
-@pytest.mark.parametrize("layer_cls", LAYERS)
+@layers
 def test_gated_gradients_match_keras(layer_cls, kind, x, h0, rng):
     """LSTM/GRU: every weight's gradient (and the inputs' and initial states') equals Keras' LSTM/GRU."""
     options = dict(return_sequences=True, return_state=True, go_backwards=True)
@@ -582,7 +566,7 @@ def test_dropout_same_seed_same_outputs(x, weights):
         close(outputs, expected)
 
 
-@pytest.mark.parametrize("layer_cls", LAYERS)
+@layers
 def test_dropout_only_while_training(layer_cls, x, weights):
     layer = make(layer_cls, basic_cell(weights, **DROPOUT), return_sequences=True)
     no_dropout = basic_rnn(x, *weights)[0]
@@ -601,7 +585,7 @@ def test_dropout_only_while_training(layer_cls, x, weights):
 
 # -------------------------------------------------------------------------- XLA (the layers' default)
 @pytest.mark.parametrize("case", ["mask+lengths-backwards", "short_lengths"])
-@pytest.mark.parametrize("layer_cls", LAYERS)
+@layers
 def test_xla_default_matches_numpy(layer_cls, case, x, h0, weights):
     """`jit_compile="auto"` compiles both layers at this T: the same numbers, many options at once, and
     the early stop at max(sequence_length) when every row is short."""
@@ -623,7 +607,7 @@ def test_xla_default_matches_numpy(layer_cls, case, x, h0, weights):
         close(state, expected_state)
 
 
-@pytest.mark.parametrize("layer_cls", LAYERS)
+@layers
 def test_xla_lstm_matches_keras(layer_cls, x, rng):
     options = dict(return_sequences=True, return_state=True)
     reference, cell = gated_pair("LSTM", rng, **options)
@@ -631,7 +615,7 @@ def test_xla_lstm_matches_keras(layer_cls, x, rng):
 
 
 @pytest.mark.parametrize("kind", ["BasicRNNCell", "LSTMCell"])
-@pytest.mark.parametrize("layer_cls", LAYERS)
+@layers
 def test_xla_gradients_match_the_graph_loop(layer_cls, kind, x, h0, rng, weights):
     """d loss / d (weights, x, h0) with `jit_compile=True` = through the plain graph loop.
 

@@ -11,18 +11,10 @@ import pytest
 import tensorflow as tf
 
 import keras_unroll as ku
+from helpers import UNROLLS, layers, unroll_calls, unrolls
 
 B, T, F, H = 2, 5, 3, 4
-
-UNROLLS = {
-    "StaticUnroll": lambda cell, x, **kw: ku.StaticUnroll(cell)(x, **kw),
-    "DynamicUnroll": lambda cell, x, **kw: ku.DynamicUnroll(cell)(x, **kw),
-    "static_rnn": lambda cell, x, **kw: ku.static_rnn(cell, x, **kw),
-    "dynamic_rnn": lambda cell, x, **kw: ku.dynamic_rnn(cell, x, **kw),
-}
-LAYERS = [ku.StaticUnroll, ku.DynamicUnroll]
-unrolls = pytest.mark.parametrize("unroll", list(UNROLLS.values()), ids=list(UNROLLS))
-layers = pytest.mark.parametrize("layer_cls", LAYERS, ids=lambda c: c.__name__)
+CALLS = unroll_calls()
 
 
 def _x(*shape):
@@ -89,7 +81,7 @@ def test_dynamic_unroll_accepts_unknown_time():
     assert model(_x(B, 7, F)).shape == (B, H)
 
 
-@pytest.mark.parametrize("unroll", [UNROLLS[name] for name in ("StaticUnroll", "DynamicUnroll", "static_rnn")])
+@pytest.mark.parametrize("unroll", [CALLS[name] for name in ("StaticUnroll", "DynamicUnroll", "static_rnn")])
 def test_zero_time_steps(unroll):
     with pytest.raises(ValueError, match=r"no time steps; an RNN needs T >= 1. Received: inputs.shape=\(2, 0, 3\)"):
         unroll(H, _x(B, 0, F))
@@ -137,14 +129,7 @@ def test_sequence_length_of_floats_with_fractions(unroll):
         unroll(H, _x(), sequence_length=np.array([1.5, 2.0]))
 
 
-@pytest.mark.parametrize("function", [ku.static_rnn, ku.dynamic_rnn], ids=lambda f: f.__name__)
-def test_sequence_length_out_of_range_at_run_time(function):
-    """Lengths only known when the graph runs are checked by assertions in the graph."""
-    cell = ku.BasicRNNCell(H)
-    traced = tf.function(lambda x, n: function(cell, x, sequence_length=n)[0])
-    traced(_x(), tf.constant([1, 2]))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="sequence_length` values must be <= T"):
-        traced(_x(), tf.constant([9, 2]))
+# Lengths known only when a graph runs: test_silent_wrong.py::test_lengths_known_only_when_the_graph_runs_are_checked_there
 
 
 # ---------------------------------------------------------------------------------- initial_state

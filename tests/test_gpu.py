@@ -5,9 +5,10 @@ Two layers:
 - Real TensorFlow on this CPU-only machine, in fresh subprocesses where process state matters
   (device initialization cannot be undone): the no-GPU path, the after-initialization error with
   the caller's location, the identical re-call, `from_config_proto`, and the CLI.
-- The planner (`gpu._plan`) on lists of fake devices, through the `DeviceProvider` seam: fraction to
-  MiB, equal memory growth, index mapping under `CUDA_VISIBLE_DEVICES`, errors. TensorFlow itself is
-  never patched.
+- The planner on lists of fake devices, through the public dry run `configure_gpus.plan(...,
+  devices=...)` and the `DeviceProvider` seam: fraction to MiB, equal memory growth, index mapping under
+  `CUDA_VISIBLE_DEVICES`, errors; the driver query through `SystemDevices` and a fake `nvidia-smi`.
+  TensorFlow itself is never patched, and no private name of `keras_unroll.gpu` is used.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from typing import List, Optional, Sequence
 import pytest
 import tensorflow as tf
 
+import keras_unroll as ku
 from keras_unroll import gpu
-from keras_unroll.gpu import DriverGpu, GpuReport, GpuSetting, PhysicalGpu
+from keras_unroll.gpu import DriverGpu, DriverQueryError, GpuReport, GpuSetting, PhysicalGpu, SystemDevices
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -86,7 +88,7 @@ class FakeDevices:
     def driver_gpus(self) -> Sequence[DriverGpu]:
         self.driver_queries += 1
         if self.driver is None:
-            raise gpu._DriverQueryError("fake reason: no pynvml, no nvidia-smi")
+            raise DriverQueryError("fake reason: no pynvml, no nvidia-smi")
         return self.driver
 
 
@@ -98,10 +100,9 @@ def driver_gpus(*totals_mb: int, model: Optional[str] = None) -> List[DriverGpu]
     return [DriverGpu(i, f"GPU-{i}0a1b2c3-uuid", total, model) for i, total in enumerate(totals_mb)]
 
 
-def request(
-    visible=None, memory_fraction=None, memory_limit_mb=None, memory_growth=False
-) -> "gpu._Request":
-    return gpu._make_request(visible, memory_fraction, memory_limit_mb, memory_growth)
+def plan(devices, environ=None, **kwargs) -> GpuReport:
+    """`configure_gpus.plan(**kwargs)` on fake `devices` with the environment `environ` (default: empty)."""
+    return ku.configure_gpus.plan(**kwargs, devices=devices, environ={} if environ is None else environ)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -112,14 +113,9 @@ BEFORE_INIT_CODE = textwrap.dedent(
     import argparse, json, logging, os, sys
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="LOG %(levelname)s %(name)s %(message)s")
     import tensorflow as tf
-    from tensorflow.python.eager import context
     from keras_unroll import gpu
 
     out = {}
-    # The public-API probe agrees with TF's own internal check, and leaves the thread count alone.
-    out["initialized_at_start"] = [gpu._devices_initialized(), context.context()._context_handle is not None]
-    out["threads_after_probe"] = tf.config.threading.get_intra_op_parallelism_threads()
-
     config = tf.compat.v1.ConfigProto()  # the notebook's cell
     config.gpu_options.visible_device_list = "0"
     config.gpu_options.per_process_gpu_memory_fraction = 0.5
@@ -128,9 +124,19 @@ BEFORE_INIT_CODE = textwrap.dedent(
     out["report"] = [report == gpu.GpuReport(), str(report)]
     out["env_growth"] = os.environ.get("TF_FORCE_GPU_ALLOW_GROWTH")
     out["keyword_call_is_same"] = gpu.configure_gpus(visible="0", memory_fraction=0.5, memory_growth=True) is report
+    # Before the first tensor, other settings are still accepted: the calls' initialization check did not
+    # initialize TensorFlow, and left the thread count it probes with at TensorFlow's default.
+    out["different_before_init"] = str(gpu.configure_gpus(memory_limit_mb=4000))
+    out["threads_after_calls"] = tf.config.threading.get_intra_op_parallelism_threads()
+    tf.config.threading.set_inter_op_parallelism_threads(2)  # raises once TensorFlow is initialized
+    tf.config.threading.set_inter_op_parallelism_threads(0)
+    report = gpu.configure_gpus(visible="0", memory_fraction=0.5, memory_growth=True)
 
     x = tf.constant([1.0, 2.0]) * 2  # TensorFlow initializes its devices here
-    out["initialized_after_tensor"] = [gpu._devices_initialized(), context.context()._context_handle is not None]
+    try:
+        tf.config.threading.set_inter_op_parallelism_threads(2)
+    except RuntimeError:
+        out["initialized_after_tensor"] = True
     out["identical_after_init_is_same"] = gpu.configure_gpus(visible=[0], memory_fraction=0.5, memory_growth=True) is report
     try:
         gpu.configure_gpus(visible="0", memory_limit_mb=4000)  # MARK_DIFFERENT
@@ -182,7 +188,6 @@ AFTER_INIT_CODE = textwrap.dedent(
         parser.parse_args(["devices", "--memory-fraction", "1.5"])  # argparse rejects it, in one line
     except SystemExit as exit:
         out["cli_bad_rc"] = exit.code
-    out["memory_of_missing_device"] = gpu._memory_info_text("/device:GPU:7")  # TF raises ValueError
     print("RESULT " + json.dumps(out))
     """
 )
@@ -211,19 +216,22 @@ def test_no_gpu_returns_empty_report_and_logs_one_info_line(before_init_run):
     assert is_empty
     assert "TensorFlow sees no GPU" in text
     info_lines = [l for l in process.stdout.splitlines() if l.startswith("LOG INFO keras_unroll")]
-    # One line for the first call; the identical re-calls are no-ops and log nothing.
+    # One line for each new setting (three calls: the notebook's, a different one, the notebook's again);
+    # the identical re-calls are no-ops and log nothing.
     assert info_lines == [
         "LOG INFO keras_unroll configure_gpus: TensorFlow sees no GPU; nothing to configure (running on CPU)."
-    ]
+    ] * 3
+    assert "TensorFlow sees no GPU" in out["different_before_init"]
     assert out["env_growth"] is None  # no GPU: nothing to cap, no allocator variable set
 
 
 @pytest.mark.subprocess
-def test_initialization_probe_matches_tensorflow_internal_state(before_init_run):
+def test_configure_gpus_leaves_tensorflow_uninitialized_and_its_threads_alone(before_init_run):
+    """The initialization check behind every call must not itself initialize TensorFlow (else the first call
+    would make every later one "too late"), nor leave its probe's thread count behind."""
     _, out = before_init_run
-    assert out["initialized_at_start"] == [False, False]
-    assert out["threads_after_probe"] == 0  # TensorFlow's default, unchanged by the probe
-    assert out["initialized_after_tensor"] == [True, True]
+    assert out["threads_after_calls"] == 0  # TensorFlow's default, unchanged by the probe
+    assert out["initialized_after_tensor"] is True  # the same public probe does see the initialization
 
 
 @pytest.mark.subprocess
@@ -268,11 +276,16 @@ def test_after_initialization_first_call_raises_and_cli_reports_not_configured(s
 
     cli = process.stdout.split("CLI-BEGIN\n", 1)[1].split("CLI-END", 1)[0]
     assert out["cli_rc"] == 0
-    assert cli.rstrip().endswith(gpu._NOT_CONFIGURED)
+    assert cli.rstrip().endswith(
+        "GPU settings: TensorFlow's defaults (every GPU visible, all of its memory allocated at start); "
+        "--visible, --memory-fraction, --memory-limit-mb and --memory-growth change them."
+    )
+    # The CPU's default allocator counts nothing: "n/a" and how to turn counting on, not a misleading 0 MiB.
+    assert "/device:CPU:0 (CPU), memory: n/a\n" in cli
+    assert "memory n/a: TensorFlow counts memory here only with TF_CPU_ALLOCATOR_USE_BFC=true" in cli
     assert out["cli_bad_rc"] == 2
     assert "argument --memory-fraction: expected a number in (0, 1]" in process.stderr
     assert "Received: '1.5'" in process.stderr and "memory_fraction" not in process.stderr
-    assert out["memory_of_missing_device"] == "n/a"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -320,7 +333,7 @@ def test_invalid_arguments_raise_with_received_value(kwargs, error, expected):
     [("0", (0,)), ("0,1", (0, 1)), (" 2 , 0 ", (2, 0)), (1, (1,)), ([0, 1], (0, 1)), ([], ()), (None, None)],
 )
 def test_visible_forms_parse_to_indices(visible, expected):
-    assert request(visible=visible).visible == expected
+    assert plan(FakeDevices(tf_gpus(3)), visible=visible).gpus_visible == ((0, 1, 2) if expected is None else expected)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -332,11 +345,20 @@ def test_config_proto_options_become_the_same_request_as_keywords():
     config.gpu_options.visible_device_list = "0,1"
     config.gpu_options.per_process_gpu_memory_fraction = 0.3  # float32 in the proto
     config.gpu_options.allow_growth = True
-    assert gpu._request_from_config_proto(config) == request("0,1", 0.3, None, True)
+    devices = FakeDevices(tf_gpus(3), driver_gpus(10000, 10000, 10000))
+    report = ku.configure_gpus.plan_from_config_proto(config, devices=devices, environ={})
+    assert report == plan(devices, visible="0,1", memory_fraction=0.3, memory_growth=True)
+    assert [(s.index, s.memory_fraction, s.memory_limit_mb, s.memory_growth) for s in report.settings] == [
+        (0, 0.3, 3000, True),  # 0.3 exactly, not float32's 0.30000001192092896
+        (1, 0.3, 3000, True),
+    ]
 
 
 def test_default_config_proto_requests_nothing():
-    assert gpu._request_from_config_proto(tf.compat.v1.ConfigProto()) == request()
+    devices = FakeDevices(tf_gpus(2), driver=None)
+    report = ku.configure_gpus.plan_from_config_proto(tf.compat.v1.ConfigProto(), devices=devices, environ={})
+    assert report == plan(devices)
+    assert [(s.memory_growth, s.memory_limit_mb) for s in report.settings] == [(False, None), (False, None)]
 
 
 def test_config_proto_errors_name_the_proto_field():
@@ -365,7 +387,7 @@ def test_config_proto_errors_name_the_proto_field():
 
 def test_fraction_becomes_mib_of_each_gpus_total_memory():
     devices = FakeDevices(tf_gpus(2), driver_gpus(16160, 24576))
-    report = gpu._plan(request(memory_fraction=0.5), devices, {})
+    report = plan(devices, memory_fraction=0.5)
     assert report.gpus_visible == (0, 1)
     assert report.settings == (
         GpuSetting(0, "0", memory_growth=False, memory_limit_mb=8080, memory_fraction=0.5, total_memory_mb=16160),
@@ -376,13 +398,13 @@ def test_fraction_becomes_mib_of_each_gpus_total_memory():
 
 def test_fraction_rounds_down_to_whole_mib():
     devices = FakeDevices(tf_gpus(1), driver_gpus(24576))
-    report = gpu._plan(request(memory_fraction=0.3), devices, {})
+    report = plan(devices, memory_fraction=0.3)
     assert report.settings[0].memory_limit_mb == 7372  # 0.3 * 24576 = 7372.8, never above the share
 
 
 def test_memory_growth_is_set_alike_on_every_visible_gpu():
     devices = FakeDevices(tf_gpus(3), driver=None)  # no driver: growth must not need one
-    report = gpu._plan(request(visible=[0, 2], memory_growth=True), devices, {})
+    report = plan(devices, visible=[0, 2], memory_growth=True)
     assert report.gpus_visible == (0, 2)
     assert [(s.index, s.memory_growth, s.memory_limit_mb) for s in report.settings] == [
         (0, True, None),
@@ -391,18 +413,18 @@ def test_memory_growth_is_set_alike_on_every_visible_gpu():
     assert report.environment == ()  # plain growth goes through tf.config.experimental.set_memory_growth
     assert devices.driver_queries == 0
 
-    everything = gpu._plan(request(memory_growth=True), devices, {})
+    everything = plan(devices, memory_growth=True)
     assert [s.memory_growth for s in everything.settings] == [True, True, True]
 
 
 def test_growth_with_a_cap_plans_force_allow_growth_and_the_limit():
     devices = FakeDevices(tf_gpus(2), driver_gpus(16160, 16160))
-    report = gpu._plan(request(memory_fraction=0.5, memory_growth=True), devices, {})
+    report = plan(devices, memory_fraction=0.5, memory_growth=True)
     assert report.environment == (("TF_FORCE_GPU_ALLOW_GROWTH", "true"),)
     assert [(s.memory_limit_mb, s.memory_growth) for s in report.settings] == [(8080, True), (8080, True)]
 
     no_driver = FakeDevices(tf_gpus(1), driver=None)
-    report = gpu._plan(request(memory_limit_mb=4000, memory_growth=True), no_driver, {})
+    report = plan(no_driver, memory_limit_mb=4000, memory_growth=True)
     assert report.environment == (("TF_FORCE_GPU_ALLOW_GROWTH", "true"),)
     assert report.settings[0].memory_limit_mb == 4000
     assert no_driver.driver_queries == 0  # a limit in MiB needs no driver
@@ -411,9 +433,7 @@ def test_growth_with_a_cap_plans_force_allow_growth_and_the_limit():
 def test_growth_with_a_cap_warns_when_overriding_the_environment(caplog):
     devices = FakeDevices(tf_gpus(1))
     with caplog.at_level(logging.WARNING, logger="keras_unroll"):
-        report = gpu._plan(
-            request(memory_limit_mb=4000, memory_growth=True), devices, {"TF_FORCE_GPU_ALLOW_GROWTH": "false"}
-        )
+        report = plan(devices, {"TF_FORCE_GPU_ALLOW_GROWTH": "false"}, memory_limit_mb=4000, memory_growth=True)
     assert report.environment == (("TF_FORCE_GPU_ALLOW_GROWTH", "true"),)
     assert "Overriding TF_FORCE_GPU_ALLOW_GROWTH='false'" in caplog.text
 
@@ -421,7 +441,7 @@ def test_growth_with_a_cap_warns_when_overriding_the_environment(caplog):
 def test_cuda_visible_devices_renumbering_maps_to_driver_gpus():
     # The driver has 4 GPUs; CUDA_VISIBLE_DEVICES="2,3" shows TensorFlow two, as GPU:0 and GPU:1.
     devices = FakeDevices(tf_gpus(2), driver_gpus(8000, 16000, 24000, 32000))
-    report = gpu._plan(request(visible="1", memory_fraction=0.5), devices, {"CUDA_VISIBLE_DEVICES": "2,3"})
+    report = plan(devices, {"CUDA_VISIBLE_DEVICES": "2,3"}, visible="1", memory_fraction=0.5)
     assert report.gpus_visible == (1,)
     (setting,) = report.settings
     assert (setting.index, setting.driver_gpu, setting.total_memory_mb, setting.memory_limit_mb) == (
@@ -435,7 +455,7 @@ def test_cuda_visible_devices_renumbering_maps_to_driver_gpus():
 
 def test_cuda_visible_devices_uuid_prefix_maps_to_driver_gpu():
     devices = FakeDevices(tf_gpus(1), driver_gpus(8000, 16000, 24000))
-    report = gpu._plan(request(memory_fraction=0.25), devices, {"CUDA_VISIBLE_DEVICES": "GPU-20a1"})
+    report = plan(devices, {"CUDA_VISIBLE_DEVICES": "GPU-20a1"}, memory_fraction=0.25)
     assert (report.settings[0].driver_gpu, report.settings[0].memory_limit_mb) == ("GPU-20a1", 6000)
 
 
@@ -443,18 +463,18 @@ def test_cuda_visible_devices_set_too_late_is_applied_as_visible(caplog):
     # TensorFlow sees both GPUs, so the variable came after CUDA started; its intent is kept.
     devices = FakeDevices(tf_gpus(2))
     with caplog.at_level(logging.WARNING, logger="keras_unroll"):
-        report = gpu._plan(request(), devices, {"CUDA_VISIBLE_DEVICES": "1"})
+        report = plan(devices, {"CUDA_VISIBLE_DEVICES": "1"})
     assert report.gpus_visible == (1,)
     assert "set after CUDA initialized" in caplog.text
 
-    explicit = gpu._plan(request(visible=[0]), devices, {"CUDA_VISIBLE_DEVICES": "1"})
+    explicit = plan(devices, {"CUDA_VISIBLE_DEVICES": "1"}, visible=[0])
     assert explicit.gpus_visible == (0,)  # an explicit `visible` wins
 
 
 def test_nonexistent_index_error_lists_the_gpus_that_exist():
     devices = FakeDevices(tf_gpus(2))
     with pytest.raises(ValueError) as info:
-        gpu._plan(request(visible=[0, 3]), devices, {"CUDA_VISIBLE_DEVICES": "2,3"})
+        plan(devices, {"CUDA_VISIBLE_DEVICES": "2,3"}, visible=[0, 3])
     message = str(info.value)
     assert "names GPU 3, which does not exist" in message
     assert "TensorFlow sees 2 GPU(s): GPU:0 (driver GPU 2), GPU:1 (driver GPU 3)" in message
@@ -465,7 +485,7 @@ def test_nonexistent_index_error_lists_the_gpus_that_exist():
 def test_missing_nvml_and_nvidia_smi_asks_for_memory_limit_mb():
     devices = FakeDevices(tf_gpus(1), driver=None)
     with pytest.raises(RuntimeError) as info:
-        gpu._plan(request(memory_fraction=0.5), devices, {})
+        plan(devices, memory_fraction=0.5)
     message = str(info.value)
     assert "memory_fraction=0.5 needs each GPU's total memory" in message
     assert "nvidia-ml-py" in message and "nvidia-smi" in message
@@ -476,25 +496,25 @@ def test_missing_nvml_and_nvidia_smi_asks_for_memory_limit_mb():
 def test_gpu_unknown_to_the_driver_asks_for_memory_limit_mb():
     devices = FakeDevices(tf_gpus(2), driver_gpus(16160))  # the driver lists one GPU only
     with pytest.raises(RuntimeError, match=r"GPU:1 \(driver GPU 1\).*memory_limit_mb"):
-        gpu._plan(request(memory_fraction=0.5), devices, {})
+        plan(devices, memory_fraction=0.5)
 
 
 def test_cuda_and_driver_order_mismatch_is_detected_by_model():
     devices = FakeDevices(tf_gpus(1, model="NVIDIA A100"), driver_gpus(16160, model="NVIDIA T4"))
     with pytest.raises(RuntimeError, match="CUDA_DEVICE_ORDER=PCI_BUS_ID"):
-        gpu._plan(request(memory_fraction=0.5), devices, {})
+        plan(devices, memory_fraction=0.5)
 
 
 def test_no_gpu_plans_an_empty_report_whatever_was_asked():
     devices = FakeDevices([], driver=None)
-    report = gpu._plan(request(visible=[3], memory_fraction=0.5, memory_growth=True), devices, {})
+    report = plan(devices, visible=[3], memory_fraction=0.5, memory_growth=True)
     assert report == GpuReport()
     assert devices.driver_queries == 0
 
 
 def test_report_str_shows_gpus_visibility_settings_and_environment():
     devices = FakeDevices(tf_gpus(2, model="Tesla V100"), driver_gpus(16160, 16160, model="Tesla V100"))
-    report = gpu._plan(request(visible="1", memory_fraction=0.5, memory_growth=True), devices, {})
+    report = plan(devices, visible="1", memory_fraction=0.5, memory_growth=True)
     assert str(report) == "\n".join(
         [
             "GPU configuration:",
@@ -504,14 +524,22 @@ def test_report_str_shows_gpus_visibility_settings_and_environment():
             "  environment:  TF_FORCE_GPU_ALLOW_GROWTH=true",
         ]
     )
-    hidden = gpu._plan(request(visible=[]), devices, {})
+    hidden = plan(devices, visible=[])
     assert "GPUs visible: none (CPU only)" in str(hidden)
 
 
 def test_cuda_entries_stop_at_the_first_invalid_one_like_cuda():
-    assert gpu._cuda_entries("0, 2,GPU-ab") == ["0", "2", "GPU-ab"]
-    assert gpu._cuda_entries("1,-1,2") == ["1"]
-    assert gpu._cuda_entries("") == []
+    # Indices and UUIDs, spaces allowed: TensorFlow's three GPUs are the driver's 0, 2 and GPU-ab...
+    report = plan(FakeDevices(tf_gpus(3)), {"CUDA_VISIBLE_DEVICES": "0, 2,GPU-ab"})
+    assert [s.driver_gpu for s in report.settings] == ["0", "2", "GPU-ab"]
+    # ... CUDA reads "1,-1,2" as "1": one GPU, the driver's 1 ...
+    report = plan(FakeDevices(tf_gpus(1)), {"CUDA_VISIBLE_DEVICES": "1,-1,2"})
+    assert [s.driver_gpu for s in report.settings] == ["1"]
+    # ... so TensorFlow seeing two means the variable came too late, and it is applied as visible=[1] ...
+    report = plan(FakeDevices(tf_gpus(2)), {"CUDA_VISIBLE_DEVICES": "1,-1,2"})
+    assert report.gpus_visible == (1,)
+    # ... and an empty value lists no GPU: every one hidden, as CUDA would have.
+    assert plan(FakeDevices(tf_gpus(1)), {"CUDA_VISIBLE_DEVICES": ""}).gpus_visible == ()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -529,7 +557,7 @@ def test_nvidia_smi_output_is_parsed(tmp_path):
     smi = _write_fake_nvidia_smi(
         tmp_path, "0, GPU-aaa, 16160, Tesla V100-SXM2-16GB\n1, GPU-bbb, 81920, NVIDIA A100, 80GB PCIe\n"
     )
-    assert gpu._query_driver_gpus(use_nvml=False, nvidia_smi=smi) == [
+    assert SystemDevices(use_nvml=False, nvidia_smi=smi).driver_gpus() == [
         DriverGpu(0, "GPU-aaa", 16160, "Tesla V100-SXM2-16GB"),
         DriverGpu(1, "GPU-bbb", 81920, "NVIDIA A100, 80GB PCIe"),
     ]
@@ -537,10 +565,10 @@ def test_nvidia_smi_output_is_parsed(tmp_path):
 
 def test_failing_or_missing_nvidia_smi_raises_a_query_error(tmp_path):
     smi = _write_fake_nvidia_smi(tmp_path, "NVIDIA-SMI has failed\n", code=9)
-    with pytest.raises(gpu._DriverQueryError, match="exited with code 9: NVIDIA-SMI has failed"):
-        gpu._query_driver_gpus(use_nvml=False, nvidia_smi=smi)
-    with pytest.raises(gpu._DriverQueryError, match="`no-such-nvidia-smi` is not on the PATH"):
-        gpu._query_driver_gpus(use_nvml=False, nvidia_smi="no-such-nvidia-smi")
+    with pytest.raises(DriverQueryError, match="exited with code 9: NVIDIA-SMI has failed"):
+        SystemDevices(use_nvml=False, nvidia_smi=smi).driver_gpus()
+    with pytest.raises(DriverQueryError, match="`no-such-nvidia-smi` is not on the PATH"):
+        SystemDevices(use_nvml=False, nvidia_smi="no-such-nvidia-smi").driver_gpus()
 
 
 def test_missing_nvml_module_is_reported():
@@ -550,8 +578,8 @@ def test_missing_nvml_module_is_reported():
         pass
     else:
         pytest.skip("nvidia-ml-py is installed here, so the missing-module path cannot be reached")
-    with pytest.raises(gpu._DriverQueryError, match=r"`nvidia-ml-py` package \(module `pynvml`\) is not installed"):
-        gpu._query_driver_gpus(use_nvml=True, nvidia_smi="no-such-nvidia-smi")
+    with pytest.raises(DriverQueryError, match=r"`nvidia-ml-py` package \(module `pynvml`\) is not installed"):
+        SystemDevices(use_nvml=True, nvidia_smi="no-such-nvidia-smi").driver_gpus()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -572,6 +600,21 @@ def test_add_command_registers_devices_with_options():
         None,
         True,
     )
-    assert callable(args.func) and args.func.__name__ == "_run_devices"  # keras_unroll_cli runs gpu._run_devices
+    assert callable(args.func)  # what it prints is checked in the fresh processes above
     defaults = parser.parse_args(["devices"])
     assert (defaults.visible, defaults.memory_fraction, defaults.memory_growth) == (None, None, False)
+
+
+# --------------------------------------------------------------------------------------------------
+# The dry run itself.
+
+
+def test_plan_is_a_dry_run_that_validates_like_a_call():
+    environment, last = dict(os.environ), ku.configure_gpus.last_report
+    report = plan(FakeDevices(tf_gpus(2)), memory_limit_mb=4000, memory_growth=True)
+    assert report.environment == (("TF_FORCE_GPU_ALLOW_GROWTH", "true"),)  # planned ...
+    assert dict(os.environ) == environment and ku.configure_gpus.last_report is last  # ... not applied
+    with pytest.raises(ValueError, match="Received: memory_fraction=2"):
+        plan(FakeDevices(tf_gpus(1)), memory_fraction=2)
+    if not tf.config.list_physical_devices("GPU"):  # this machine, by default: no GPU, nothing to set
+        assert ku.configure_gpus.plan(memory_fraction=0.5).settings == ()

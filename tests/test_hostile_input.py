@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 import keras_unroll as ku
+from helpers import unroll_calls
 
 B, T, F, H = 3, 4, 2, 5
 _RNG = np.random.default_rng(7)
@@ -39,19 +40,7 @@ def _fixed_cell(units: int = H) -> ku.BasicRNNCell:
 
 
 # Each unroll: (name, fn(cell, x, **call_kwargs) -> (sequence outputs (B, T, H), final state (B, H))).
-def _layer(layer_cls):
-    def run(cell, x, **kwargs):
-        return tuple(layer_cls(cell, return_sequences=True, return_state=True)(x, **kwargs))
-
-    return run
-
-
-UNROLLS = [
-    ("StaticUnroll", _layer(ku.StaticUnroll)),
-    ("DynamicUnroll", _layer(ku.DynamicUnroll)),
-    ("static_rnn", lambda cell, x, **kw: ku.static_rnn(cell, x, **kw)),
-    ("dynamic_rnn", lambda cell, x, **kw: ku.dynamic_rnn(cell, x, **kw)),
-]
+UNROLLS = list(unroll_calls(return_sequences=True, return_state=True).items())
 
 
 # ------------------------------------------------------------------------------------ result checks

@@ -15,15 +15,10 @@ import pytest
 import tensorflow as tf
 
 import keras_unroll as ku
+from helpers import close as _close
+from helpers import layers
 
-LAYERS = [ku.StaticUnroll, ku.DynamicUnroll]
-layers = pytest.mark.parametrize("layer_cls", LAYERS, ids=lambda c: c.__name__)
 B, T, F, H = 2, 4, 3, 4
-RTOL, ATOL = 1e-5, 1e-6
-
-
-def _close(actual, expected, what=""):
-    np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=RTOL, atol=ATOL, err_msg=what)
 
 
 def _x(rng, batch=B, steps=T):

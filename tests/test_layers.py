@@ -14,9 +14,9 @@ import pytest
 import tensorflow as tf
 
 import keras_unroll as ku
+from helpers import layers
 from layer_contract import run_layer_test
 
-LAYERS = [ku.StaticUnroll, ku.DynamicUnroll]
 B, T, F, H = 2, 5, 3, 4
 
 # (id, constructor arguments, input shape, expected output shape(s), trainable weight count)
@@ -37,7 +37,7 @@ CONTRACT_CASES = [
 ]
 
 
-@pytest.mark.parametrize("layer_cls", LAYERS, ids=lambda c: c.__name__)
+@layers
 @pytest.mark.parametrize(
     "kwargs, input_shape, expected_shape, n_trainable", [c[1:] for c in CONTRACT_CASES], ids=[c[0] for c in CONTRACT_CASES]
 )
@@ -53,7 +53,7 @@ def test_layer_contract(layer_cls, kwargs, input_shape, expected_shape, n_traina
 
 
 # ----------------------------------------------------------------------------------------- training
-@pytest.mark.parametrize("layer_cls", LAYERS, ids=lambda c: c.__name__)
+@layers
 def test_sequential_fit_learns_a_running_mean(layer_cls, rng):
     x = rng.uniform(-1, 1, (64, 6, 2)).astype("float32")
     y = 2 * x[:, :, :1].mean(axis=1)
@@ -71,7 +71,7 @@ SAVE_CELLS = {
 }
 
 
-@pytest.mark.parametrize("layer_cls", LAYERS, ids=lambda c: c.__name__)
+@layers
 @pytest.mark.parametrize("cell_name", SAVE_CELLS)
 def test_keras_file_round_trip_gives_identical_predictions(layer_cls, cell_name, rng, tmp_path):
     model = keras.Sequential(
@@ -140,7 +140,7 @@ def test_export_serves_in_a_fresh_process_without_keras_unroll(rng, tmp_path, su
 
 
 # ------------------------------------------------------------------------------------------- masks
-@pytest.mark.parametrize("layer_cls", LAYERS, ids=lambda c: c.__name__)
+@layers
 def test_embedding_mask_propagates_and_is_used(layer_cls):
     ids = np.array([[3, 5, 2, 0, 0], [1, 2, 3, 4, 5]])
     embedding = keras.layers.Embedding(10, F, mask_zero=True)
@@ -166,7 +166,7 @@ def test_embedding_mask_propagates_and_is_used(layer_cls):
     assert np.isfinite(loss)
 
 
-@pytest.mark.parametrize("layer_cls", LAYERS, ids=lambda c: c.__name__)
+@layers
 def test_compute_mask(layer_cls):
     mask = tf.constant([[True, False, True]])
     x = tf.zeros((1, 3, F))
@@ -178,7 +178,7 @@ def test_compute_mask(layer_cls):
 
 
 # ---------------------------------------------------------------------------- functional models
-@pytest.mark.parametrize("layer_cls", LAYERS, ids=lambda c: c.__name__)
+@layers
 def test_initial_state_as_functional_input(layer_cls, rng):
     x = rng.standard_normal((B, T, F)).astype("float32")
     h0, c0 = rng.standard_normal((2, B, H)).astype("float32")
@@ -192,7 +192,7 @@ def test_initial_state_as_functional_input(layer_cls, rng):
     assert not np.allclose(got, layer(x), atol=1e-3)  # the initial state matters
 
 
-@pytest.mark.parametrize("layer_cls", LAYERS, ids=lambda c: c.__name__)
+@layers
 def test_return_state_in_functional_model(layer_cls, rng):
     x = rng.standard_normal((B, T, F)).astype("float32")
     inputs = keras.Input((T, F))
@@ -217,7 +217,7 @@ def test_static_unroll_takes_a_list_of_functional_inputs(rng):
 
 
 # -------------------------------------------------------------------------------------- Bidirectional
-@pytest.mark.parametrize("layer_cls", LAYERS, ids=lambda c: c.__name__)
+@layers
 @pytest.mark.parametrize("return_sequences", [True, False])
 def test_bidirectional_matches_keras_simple_rnn(layer_cls, return_sequences, rng):
     x = rng.standard_normal((B, T, F)).astype("float32")
@@ -233,7 +233,7 @@ def test_bidirectional_matches_keras_simple_rnn(layer_cls, return_sequences, rng
     assert type(clone.backward_layer) is layer_cls and clone.backward_layer.go_backwards
 
 
-@pytest.mark.parametrize("layer_cls", LAYERS, ids=lambda c: c.__name__)
+@layers
 def test_bidirectional_time_major(layer_cls, rng):
     """Keras 3's `Bidirectional` flips the backward sequence on axis 1 (the batch axis of time-major
     outputs): with `return_sequences=True` that is refused, with the last output only it is right."""
@@ -251,7 +251,7 @@ def test_bidirectional_time_major(layer_cls, rng):
     assert tuple(plain(np.transpose(x, (1, 0, 2))).shape) == (T, B, H)
 
 
-@pytest.mark.parametrize("layer_cls", LAYERS, ids=lambda c: c.__name__)
+@layers
 def test_bidirectional_with_mask_matches_keras(layer_cls):
     ids = np.array([[3, 5, 2, 0, 0], [1, 2, 3, 4, 5]])
     embedding = keras.layers.Embedding(10, F, mask_zero=True)
@@ -264,7 +264,7 @@ def test_bidirectional_with_mask_matches_keras(layer_cls):
     np.testing.assert_array_equal(got[0, 3:], 0.0)  # Bidirectional zeroes masked steps of sequences
 
 
-@pytest.mark.parametrize("layer_cls", LAYERS, ids=lambda c: c.__name__)
+@layers
 def test_bidirectional_return_state_matches_keras_lstm(layer_cls, rng):
     x = rng.standard_normal((B, T, F)).astype("float32")
     ours = keras.layers.Bidirectional(layer_cls(keras.layers.LSTMCell(H), return_state=True))

@@ -17,28 +17,19 @@ import pytest
 import tensorflow as tf
 
 import keras_unroll as ku
+from helpers import close, layers, make_cell
 from keras_unroll.loops import checkpointed as memory
 
-RTOL, ATOL = 1e-5, 1e-6
 B, T, F, H = 3, 7, 2, 4
-LAYERS = [ku.StaticUnroll, ku.DynamicUnroll]
 # k=1 on the host; k=ceil(sqrt(7))=3 (segments 3+3+1); k=2 on the host (segments 2+2+2+1).
 SETTINGS = [dict(swap_memory=True), dict(recompute="sqrt"), dict(recompute=2, swap_memory=True)]
 MASK = np.array([[1, 1, 0, 1, 1, 0, 1], [0, 0, 0, 0, 0, 0, 0], [0, 1, 1, 1, 1, 1, 0]], bool)
 LENGTHS = np.array([7, 0, 4], np.int32)
 
 
-def close(actual, expected):
-    np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=RTOL, atol=ATOL)
-
-
 def _cell(kind, dropout):
     rates = dict(dropout=0.3, recurrent_dropout=0.2) if dropout else {}
-    if kind == "BasicRNNCell":
-        return ku.BasicRNNCell(H, **rates)
-    if kind == "LSTMCell":
-        return keras.layers.LSTMCell(H, **rates)
-    return keras.layers.GRUCell(H, **rates)
+    return make_cell(kind, H, **rates)
 
 
 def _loss_and_grads(layer, x, h0, kwargs, training):
@@ -181,7 +172,7 @@ def test_recompute_shrinks_activation_memory(subprocess_env):
 
 
 # ----------------------------------------------------------------------------------------- arguments
-@pytest.mark.parametrize("layer_cls", LAYERS)
+@layers
 def test_constructor_and_config(layer_cls):
     """Both layers take the arguments (same constructor); only DynamicUnroll runs them."""
     plain = layer_cls(ku.BasicRNNCell(2))

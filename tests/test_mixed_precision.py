@@ -18,10 +18,10 @@ import pytest
 import tensorflow as tf
 
 import keras_unroll as ku
+from helpers import layers
 from references import basic_rnn, lengths_to_valid
 
 POLICIES = {"mixed_bfloat16": ("bfloat16", 4e-2), "mixed_float16": ("float16", 5e-3)}
-LAYERS = [ku.StaticUnroll, ku.DynamicUnroll]
 B, T, F, H = 4, 12, 3, 8
 
 
@@ -36,7 +36,7 @@ def _inputs(rng):
     return rng.normal(size=(B, T, F)).astype("float32")
 
 
-@pytest.mark.parametrize("layer_cls", LAYERS)
+@layers
 def test_layers_compute_in_low_precision_with_float32_variables(policy, layer_cls, rng):
     low, atol = POLICIES[policy]
     x = _inputs(rng)
@@ -71,7 +71,7 @@ def test_layers_compute_in_low_precision_with_float32_variables(policy, layer_cl
         np.testing.assert_allclose(np.asarray(state, np.float64), ref_state, atol=atol, rtol=0, err_msg=name)
 
 
-@pytest.mark.parametrize("layer_cls", LAYERS)
+@layers
 def test_last_valid_output_under_low_precision(policy, layer_cls, rng):
     """`return_sequences=False` carries the last valid output in the loop: it must stay in low precision."""
     low, atol = POLICIES[policy]
@@ -105,8 +105,23 @@ def test_functions_compute_in_low_precision(policy, function, rng):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("layer_cls", LAYERS)
-def test_trains_saves_and_exports(policy, layer_cls, rng, tmp_path):
+@pytest.mark.parametrize(
+    "policy_name, layer_cls",
+    [("mixed_float16", ku.DynamicUnroll), ("mixed_bfloat16", ku.StaticUnroll)],
+    ids=["mixed_float16-DynamicUnroll", "mixed_bfloat16-StaticUnroll"],
+)
+def test_trains_saves_and_exports(policy_name, layer_cls, rng, tmp_path):
+    """Each policy and each layer once (pairwise: the layers' computations under both policies are compared
+    with NumPy above; what is checked here, training, the files and their dtypes, is the same code for both
+    layers). float16 goes with `DynamicUnroll`, the default fast loop, for its loss scaling."""
+    keras.mixed_precision.set_dtype_policy(policy_name)
+    try:
+        _train_save_and_export(policy_name, layer_cls, rng, tmp_path)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+
+
+def _train_save_and_export(policy, layer_cls, rng, tmp_path):
     low, atol = POLICIES[policy]
     x = rng.normal(size=(32, 6, F)).astype("float32")
     y = np.tanh(x.sum(axis=(1, 2)))[:, None].astype("float32")
@@ -156,7 +171,7 @@ CELLS = {
 }
 
 
-@pytest.mark.parametrize("layer_cls", LAYERS)
+@layers
 @pytest.mark.parametrize("cell_name", list(CELLS))
 def test_other_cells_match_float32_and_have_gradients(policy, layer_cls, cell_name, rng):
     """LSTM, GRU and stacked cells (nested states) under low precision: same results as float32, in the low

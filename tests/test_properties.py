@@ -9,9 +9,11 @@ reference (`bptt` below). Tolerance: `atol = 1e-5` for values and `atol = rtol =
 against float64 over at most 6 steps (measured errors ≤ 1e-6).
 
 Each draw runs through the plain loops (`jit_compile=False`) and, with fewer examples since every example
-compiles, through the XLA-compiled ones (`jit_compile=True`). Profiles: `ci` (default, 25 examples, 6 with
-XLA) and `long` (500, 100 with XLA), selected with
+compiles, through the XLA-compiled ones (`jit_compile=True`). Profiles: `ci` (default, 14 draws plus the 6
+pinned edge cases, 6 with XLA) and `long` (500, 100 with XLA), selected with
 `KERAS_UNROLL_HYPOTHESIS_PROFILE=long`. Shapes stay tiny: every example builds new layers and traces them.
+The pinned examples cover every edge case listed above (`test_pinned_examples_cover_every_promised_edge_case`),
+so the ci profile's few draws add variety, not coverage.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from typing import Dict, Optional, Tuple
 import hypothesis.strategies as st
 import numpy as np
 import tensorflow as tf
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 
 import keras_unroll as ku
+from helpers import LAYERS
 from references import basic_rnn, lengths_to_valid
 
 settings.register_profile(
-    "ci", max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+    "ci", max_examples=14, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.register_profile("long", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 PROFILE = os.environ.get("KERAS_UNROLL_HYPOTHESIS_PROFILE", "ci")
@@ -39,7 +42,6 @@ if PROFILE not in ("ci", "long"):
 settings.load_profile(PROFILE)
 JIT_EXAMPLES = {"ci": 6, "long": 100}
 
-LAYERS = [ku.StaticUnroll, ku.DynamicUnroll]
 VALUE_ATOL = 1e-5
 GRAD_ATOL = GRAD_RTOL = 1e-4
 
@@ -305,7 +307,62 @@ def test_xla_compiled_layers_equal_numpy_reference_values_and_gradients(p):
     _check_equivalence(p, jit_compile=True)
 
 
-def test_hypothesis_profile_is_ci_sized_unless_asked():
-    expected = {"ci": 25, "long": 500}[PROFILE]
-    assert settings().max_examples == expected
-    assert settings().deadline is None
+def _edge_cases(p: Dict) -> set:
+    """The edge cases the module docstring promises that one problem exercises."""
+    batch, steps = p["x"].shape[:2]
+    found = set()
+    if batch in (0, 1):
+        found.add(f"B={batch}")
+    if steps == 1:
+        found.add("T=1")
+    if p["lengths"] is not None:
+        found.add("sequence_length" if p["mask"] is None else "mask+sequence_length")
+        found |= {"length 0" for n in p["lengths"] if n == 0} | {"length T" for n in p["lengths"] if n == steps}
+    if p["mask"] is not None:
+        found.add("mask" if p["lengths"] is None else "mask+sequence_length")
+        found |= {"all-valid row" for row in p["mask"] if row.all()} | {"all-masked row" for row in p["mask"] if not row.any()}
+        found |= {"ragged row" for row in p["mask"] if row.any() and not row.all()}
+    if p["lengths"] is None and p["mask"] is None:
+        found.add("no validity")
+    for flag in ("go_backwards", "time_major", "zero_output_for_mask"):
+        if p[flag]:
+            found.add(flag)
+    if p["initial_state"] is not None:
+        found.add("initial_state")
+    return found
+
+
+PROMISED = {
+    "B=0", "B=1", "T=1", "no validity", "sequence_length", "mask", "mask+sequence_length", "length 0", "length T",
+    "all-valid row", "all-masked row", "ragged row", "go_backwards", "time_major", "zero_output_for_mask",
+    "initial_state",
+}
+
+
+def test_pinned_examples_cover_every_promised_edge_case():
+    """Every run (whatever the profile and the draws) checks each edge case of the docstring at least once:
+    the pinned examples cover them all, so trimming `PINNED` cannot silently drop one."""
+    covered = set().union(*(_edge_cases(p) for p in PINNED))
+    assert PROMISED <= covered, f"not covered by PINNED: {sorted(PROMISED - covered)}"
+
+
+def test_the_strategy_draws_every_edge_case():
+    """Hypothesis can reach each edge case by itself too (a strategy narrowed by mistake fails here)."""
+    seen: set = set()
+
+    @settings(max_examples=80, phases=[Phase.generate], database=None, derandomize=True)
+    @given(p=problems())
+    def draw(p):
+        seen.update(_edge_cases(p))
+
+    draw()
+    assert PROMISED <= seen, f"never drawn in 80 examples: {sorted(PROMISED - seen)}"
+
+
+def test_the_ci_profile_is_reproducible_and_xla_runs_fewer_examples():
+    """The default profile replays the same draws on every run (a failure reproduces), with no deadline (a
+    first trace takes seconds), and the XLA property runs fewer, but some, examples than the plain one."""
+    ci = settings.get_profile("ci")
+    assert ci.derandomize and ci.deadline is None and not settings.get_profile("long").derandomize
+    assert 0 < JIT_EXAMPLES[PROFILE] < settings.get_profile(PROFILE).max_examples
+    assert settings().max_examples == settings.get_profile(PROFILE).max_examples  # the profile asked for is loaded

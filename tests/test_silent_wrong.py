@@ -14,18 +14,13 @@ import pytest
 import tensorflow as tf
 
 import keras_unroll as ku
+from helpers import layers, unroll_calls
 
 B, T, F, H = 3, 4, 2, 5
 X = np.random.default_rng(3).standard_normal((B, T, F)).astype("float32")
 
-UNROLLS = {
-    "StaticUnroll": lambda cell, x, **kw: tuple(ku.StaticUnroll(cell, return_sequences=True, return_state=True)(x, **kw)),
-    "DynamicUnroll": lambda cell, x, **kw: tuple(ku.DynamicUnroll(cell, return_sequences=True, return_state=True)(x, **kw)),
-    "static_rnn": lambda cell, x, **kw: ku.static_rnn(cell, x, **kw),
-    "dynamic_rnn": lambda cell, x, **kw: ku.dynamic_rnn(cell, x, **kw),
-}
+UNROLLS = unroll_calls(return_sequences=True, return_state=True)  # each returns (sequence outputs, final state)
 unrolls = pytest.mark.parametrize("unroll", list(UNROLLS.values()), ids=list(UNROLLS))
-layers = pytest.mark.parametrize("layer_cls", [ku.StaticUnroll, ku.DynamicUnroll], ids=lambda c: c.__name__)
 
 
 def _cell(units=H, **kwargs):
@@ -40,16 +35,27 @@ def _cell(units=H, **kwargs):
 
 # ------------------------------------------------------------------------- 1. lengths beyond int32
 @unrolls
-@pytest.mark.parametrize("in_function", [False, True], ids=["eager", "tf.function"])
 @pytest.mark.parametrize("length", [2**32 + 1, 2**31], ids=["2**32+1", "2**31"])
-def test_sequence_length_beyond_int32_is_refused_with_its_value(unroll, in_function, length):
-    lengths = np.array([length, 2, 3], "int64")
+def test_sequence_length_beyond_int32_is_refused_with_its_value(unroll, length):
+    with pytest.raises(ValueError, match=rf"sequence_length.*{length}"):
+        unroll(_cell(), X, sequence_length=np.array([length, 2, 3], "int64"))
+
+
+@unrolls
+def test_lengths_known_only_when_the_graph_runs_are_checked_there(unroll):
+    """In a `tf.function` the lengths are checked by assertions in the graph: one trace serves every call, so
+    a valid call runs, and lengths above T or beyond int32 (which a cast would wrap to small valid-looking
+    numbers) raise with their value."""
     cell = _cell()
-    run = (lambda: unroll(cell, X, sequence_length=lengths)) if not in_function else (
-        lambda: tf.function(lambda x, l: unroll(cell, x, sequence_length=l))(tf.constant(X), tf.constant(lengths))
-    )
-    with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match=rf"sequence_length.*{length}"):
-        run()
+    traced = tf.function(lambda x, lengths: unroll(cell, x, sequence_length=lengths))
+    traced(tf.constant(X), tf.constant([4, 2, 3], tf.int64))
+    traces = traced.experimental_get_tracing_count()  # two when the first trace created the cell's weights
+    with pytest.raises(tf.errors.InvalidArgumentError, match="sequence_length` values must be <= T"):
+        traced(tf.constant(X), tf.constant([9, 1, 2], tf.int64))
+    for length in (2**32 + 1, 2**31):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=rf"sequence_length.*{length}"):
+            traced(tf.constant(X), tf.constant([length, 2, 3], tf.int64))
+    assert traced.experimental_get_tracing_count() == traces  # the values were checked by the graph
 
 
 # ------------------------------------------------------------------------- 2. out-of-range under XLA
@@ -65,14 +71,6 @@ def test_out_of_range_lengths_under_xla_give_nan_rows_not_clipped_numbers(layer_
     assert np.isnan(out[0]).all(), "the row with length 9 > T = 5"
     clean = model.predict([x, np.array([5, 1, 2, 3], "int32")], verbose=0)
     np.testing.assert_allclose(out[1:], clean[1:], rtol=1e-6)
-
-
-@layers
-def test_out_of_range_lengths_in_a_graph_raise(layer_cls):
-    layer = layer_cls(_cell(), return_sequences=True)
-    run = tf.function(lambda x, l: layer(x, sequence_length=l))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="sequence_length"):
-        run(tf.constant(X), tf.constant([9, 1, 2]))
 
 
 # ------------------------------------------------------------------------- 3. non-bool flags

@@ -1,0 +1,80 @@
+"""The vocabulary the tests share: the unrolls under test, the cells, the tolerances and the comparison.
+
+Import what a test file needs (`from helpers import LAYERS, close, layers`) instead of defining it again, so
+that a new unroll, cell or tolerance changes in one place:
+
+- `LAYERS`, `FUNCTIONS`, `UNROLLS`: the two layers, the two TF1 functions, and the four unroll names.
+- `unroll_calls(**layer_kwargs)`: the four unrolls as `fn(cell, x, **call_kwargs)`, layers built with
+  `layer_kwargs`.
+- `layers`, `unrolls`: the `pytest.mark.parametrize` marks over `layer_cls` and over `unroll_calls()`.
+- `GATED_CELLS`, `make_cell`: the cells most tests run (`BasicRNNCell` and Keras' LSTM and GRU cells).
+- `RTOL`, `ATOL`, `close`, `close_nested`: float32 results against float64 NumPy or another float32 path.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_unroll as ku
+
+# float32 against float64 NumPy (or against another float32 computation) over a handful of steps.
+RTOL, ATOL = 1e-5, 1e-6
+
+LAYERS = [ku.StaticUnroll, ku.DynamicUnroll]
+FUNCTIONS = [ku.static_rnn, ku.dynamic_rnn]
+UNROLLS = ["StaticUnroll", "DynamicUnroll", "static_rnn", "dynamic_rnn"]
+
+layers = pytest.mark.parametrize("layer_cls", LAYERS, ids=lambda cls: cls.__name__)
+
+
+def unroll_calls(**layer_kwargs: Any) -> Dict[str, Callable[..., Any]]:
+    """The four unrolls by name, each as `fn(cell, x, **call_kwargs)`.
+
+    The layers are built with `layer_kwargs` (e.g. `return_sequences=True, return_state=True`, and then return
+    a tuple); the functions return TF1's `(outputs, state)` and take no layer arguments.
+    """
+
+    def layer(cls):
+        def run(cell, x, **call_kwargs):
+            result = cls(cell, **layer_kwargs)(x, **call_kwargs)
+            return tuple(result) if isinstance(result, list) else result
+
+        return run
+
+    return {
+        "StaticUnroll": layer(ku.StaticUnroll),
+        "DynamicUnroll": layer(ku.DynamicUnroll),
+        "static_rnn": lambda cell, x, **kw: ku.static_rnn(cell, x, **kw),
+        "dynamic_rnn": lambda cell, x, **kw: ku.dynamic_rnn(cell, x, **kw),
+    }
+
+
+_CALLS = unroll_calls()
+unrolls = pytest.mark.parametrize("unroll", list(_CALLS.values()), ids=list(_CALLS))
+
+GATED_CELLS = {"LSTMCell": keras.layers.LSTMCell, "GRUCell": keras.layers.GRUCell}
+
+
+def make_cell(kind: str, units: int, **kwargs: Any) -> Any:
+    """A new cell by name: `"BasicRNNCell"` (this package's), `"SimpleRNNCell"`, `"LSTMCell"`, `"GRUCell"`."""
+    classes = {"BasicRNNCell": ku.BasicRNNCell, "SimpleRNNCell": keras.layers.SimpleRNNCell, **GATED_CELLS}
+    return classes[kind](units, **kwargs)
+
+
+def close(actual: Any, expected: Any, what: str = "", *, rtol: float = RTOL, atol: float = ATOL) -> None:
+    """`actual` equals `expected` within `rtol`/`atol` (tensors, arrays or lists of them)."""
+    np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=rtol, atol=atol, err_msg=what)
+
+
+def close_nested(actual: Any, expected: Any, what: str = "", *, rtol: float = RTOL, atol: float = ATOL) -> None:
+    """Same number of tensors in the same (flattened) order, each of the same shape and close."""
+    actual, expected = tf.nest.flatten(actual), tf.nest.flatten(expected)
+    assert len(actual) == len(expected), (what, len(actual), len(expected))
+    for i, (a, e) in enumerate(zip(actual, expected)):
+        assert tuple(np.shape(a)) == tuple(np.shape(e)), (what, i, np.shape(a), np.shape(e))
+        close(a, e, f"{what} [{i}]", rtol=rtol, atol=atol)
