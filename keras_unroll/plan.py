@@ -255,7 +255,13 @@ def takes_cudnn(cell: Any, request: Request, value: Optional[Tuning] = None) -> 
 
 def make_plan(cell: Any, prepared: step_lib.Prepared, request: Request, value: Optional[Tuning] = None) -> Plan:
     """Decides the loop, kernel and compilation of one call, from the cell, the options and static shapes."""
-    value = value or tuning()
+    plan = _make_plan(cell, prepared, request, value or tuning())
+    if prepared.features == 0 and plan.kernel in ("generic", "cudnn") and plan.loop != "empty":
+        _check_no_features(cell, prepared, request)
+    return plan
+
+
+def _make_plan(cell: Any, prepared: step_lib.Prepared, request: Request, value: Tuning) -> Plan:
     training = python_training(request.training)
     if prepared.inputs.shape[1] == 0:  # an empty batch: nothing to run (and LSTMCell cannot trace it)
         return Plan("empty", "generic", "none", None, training, value)
@@ -293,6 +299,25 @@ def make_plan(cell: Any, prepared: step_lib.Prepared, request: Request, value: O
     return Plan("while", "generic", "none", None, training, value)
 
 
+def _check_no_features(cell: Any, prepared: step_lib.Prepared, request: Request) -> None:
+    """Inputs with no features reach the cell's own step: eagerly it runs, but in a graph TensorFlow fuses the
+    cell's `x W + b` into a oneDNN product that aborts the process on an empty inner axis. Raise instead.
+    (The fused kernels add no product for them: `simple_rnn.project`.)"""
+    if tf.executing_eagerly():  # `run` then calls the step eagerly
+        return
+    raise ValueError(
+        f"The inputs have 0 features, and `{type(cell).__name__}` runs its own step in a graph here, where "
+        "TensorFlow's fused `x W + b` cannot take an empty inner axis (it aborts the process). Give the inputs at "
+        "least one feature (a zero column gives the same result), or call the layer eagerly. "
+        f"Received: inputs with shape {_batch_major(prepared)}"
+    )
+
+
+def _batch_major(prepared: step_lib.Prepared) -> Tuple[Any, ...]:
+    shape = prepared.inputs.shape.as_list()
+    return (shape[1], shape[0], *shape[2:])
+
+
 def compiles_alone(cell: Any) -> bool:
     """Whether a `tf.while_loop` over `cell` can be XLA-compiled as a function of its own.
 
@@ -319,6 +344,8 @@ def _trial_candidates(cell: Any, prepared: step_lib.Prepared, request: Request, 
         return None
     steps, batch = prepared.num_steps, prepared.inputs.shape[1]
     if steps is None or plan.training == "symbolic" or tf.distribute.has_strategy():
+        return None
+    if not batch or not prepared.features:  # an unknown batch may be empty at run time; F = 0: nothing to time
         return None
     if any(c.dropout > 0 or c.recurrent_dropout > 0 for c, _ in step_lib._dropout_cells(cell, prepared.features)):
         return None  # drawing a trial's masks would move the cells' seed generators
@@ -645,6 +672,8 @@ def run(cell: Any, prepared: step_lib.Prepared, request: Request) -> Tuple[Any, 
     needs_graph = plan.compile == "loop" or (
         not tf.inside_function() and plan.loop in ("while", "checkpointed", "cudnn") and plan.compile != "kernel"
     )
+    if prepared.features == 0 and plan.kernel == "generic":
+        needs_graph = False  # eagerly, step by step: in a graph the cell's fused `x W + b` aborts on F = 0
     if not needs_graph or plan.training == "symbolic":
         result = execute(plan, cell, prepared, request, masks)
     else:
