@@ -599,6 +599,15 @@ def _compiled_inference(spec: _Spec) -> Dict[int, Any]:
     }
 
 
+def cache_sizes() -> dict:
+    """How many settings each process-wide cache of compiled functions holds (`cache_bounds`: their bounds)."""
+    return {"gated_passes": _compiled_passes.cache_info().currsize, "gated_inference": _compiled_inference.cache_info().currsize}
+
+
+def cache_bounds() -> dict:
+    return {"gated_passes": _compiled_passes.cache_info().maxsize, "gated_inference": _compiled_inference.cache_info().maxsize}
+
+
 # ------------------------------------------------------------------------------- the recurrences
 def _recurrence(spec: _Spec, x, kernel, bias, in_masks, h0, c0, recurrent, rbias, *, valid, stop, rec_mask, jit,
                 need_states, bucket_steps=False, chunk_bytes=CHUNK_BYTES):

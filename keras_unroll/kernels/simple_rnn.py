@@ -569,6 +569,15 @@ def _compiled_passes(key: _PassKey) -> Tuple[Any, Any]:
     )
 
 
+def cache_sizes() -> dict:
+    """How many settings each process-wide cache of compiled functions holds (`cache_bounds`: their bounds)."""
+    return {"simple_rnn_passes": _compiled_passes.cache_info().currsize, "simple_rnn_inference": _compiled_inference.cache_info().currsize}
+
+
+def cache_bounds() -> dict:
+    return {"simple_rnn_passes": _compiled_passes.cache_info().maxsize, "simple_rnn_inference": _compiled_inference.cache_info().maxsize}
+
+
 def first_order_only(grads: Sequence[tf.Tensor], inputs: Sequence[tf.Tensor], kernel: str = "SimpleRNN") -> List[tf.Tensor]:
     """`grads` unchanged, connected to `inputs` for an outer tape, whose gradient raises a clear error (the
     XLA-compiled passes of the fused `kernel` have a hand-written first-order gradient only)."""
