@@ -34,7 +34,7 @@ rng = np.random.default_rng(0)
 def rnn(units, cell_name, variant):
     if variant == "keras":
         return {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "simple_rnn": keras.layers.SimpleRNN}[cell_name](units)
-    jit = {"ku": "auto", "ku-nojit": False}[variant]
+    jit = {"ku": "auto", "ku-nojit": False, "ku-generic": "auto"}[variant]
     cell = {"lstm": keras.layers.LSTMCell, "gru": keras.layers.GRUCell, "simple_rnn": keras.layers.SimpleRNNCell}[cell_name](units)
     return ku.DynamicUnroll(cell, jit_compile=jit)
 
@@ -42,6 +42,9 @@ def rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 out = {}
+if variant == "ku-generic":  # every call with the generic step, for comparisons
+    from keras_unroll.testing import generic_only
+    generic_only().__enter__()
 if case in ("fit", "predict"):
     steps, features, units, samples = size["T"], size["F"], size["H"], size["N"]
     x = rng.standard_normal((samples, steps, features)).astype("float32")

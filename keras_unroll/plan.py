@@ -14,7 +14,12 @@ Every call of a layer or a functional form comes here with a checked, time-major
 | static                                    | Python `for`   | fused SimpleRNN / hoisted LSTM, GRU / generic step | only `jit_compile=True`, the whole loop |
 | dynamic, `swap_memory` or `recompute`     | checkpointed   | fused SimpleRNN segments / generic step | no                   |
 | dynamic, LSTM/GRU on a GPU (`takes_cudnn`) | cuDNN's op     | `CudnnRNNV3` as Keras' layers call it (a mask not right-padded: generic step) | never (`jit_compile=True` or XLA around: not taken) |
-| dynamic                                   | `tf.while_loop`| fused SimpleRNN / fused LSTM, GRU (steps below `gated_max_macs`) / generic step | fused: their passes (`"auto"`, `True`; LSTM/GRU only compiled); generic: never alone |
+| dynamic                                   | `tf.while_loop`| fused SimpleRNN / fused LSTM, GRU (steps below `gated_max_macs`) / generic step | fused: their passes (`True`; `"auto"` where it pays back, `compile_tier`; LSTM/GRU only compiled); generic: never alone |
+
+Under `jit_compile="auto"` compiling a fused while loop must pay back (`compile_tier`): in a graph when T is
+known and at least `Tuning.compile_min_steps`, eagerly when besides the same shape was seen before; else
+the uncompiled tier runs (`uncompiled_tier`: SimpleRNN's fused kernel without XLA, LSTM/GRU the generic
+step), so a first epoch, a first `predict` and shapes that keep changing compile nothing.
 
 When `Tuning.timed_trial` is on (off by default), a while loop whose cell has a fused kernel then goes through `choose`: once per
 cell and shape class it times that kernel against the generic step on random data of the call's shapes (in a

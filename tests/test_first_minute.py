@@ -278,3 +278,17 @@ def test_one_bad_row_leaves_every_other_row_bit_identical(name, factory, value, 
             for a, b in zip(clean, dirty):
                 assert np.array_equal(a[kept], b[kept]), (name, bad)
     assert [p["kernel"] for p in plans(layer)][-1] == _KERNELS[name]  # the path named was the path taken
+
+
+# ------------------------------------------------------------------------------------- the benchmark
+def test_first_minute_benchmark_quick_run(tmp_path, capsys):
+    from benchmarks import first_minute
+
+    out = tmp_path / "first_minute.json"
+    assert first_minute.main(["--quick", "--cells", "simple_rnn", "--cases", "fit", "batches", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    whats = [row["what"] for row in report["results"]]
+    assert whats == ["first epoch", "2 epochs", "batch sizes 1..6, eager, time", "batch sizes 1..6, eager, RSS growth"]
+    assert all(row["ours"] >= 0 and row["baseline"] >= 0 for row in report["results"])
+    assert "| first epoch | simple_rnn |" in printed and "Keras: " in printed and "jit_compile=False: " in printed
