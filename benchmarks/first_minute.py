@@ -9,7 +9,12 @@ Rows (each beside Keras' own layer of the same cell, or `jit_compile=False`, wit
 - *eager lengths*: `DynamicUnroll(LSTMCell)` called eagerly over lengths 1..L: time and RSS growth.
 
 Each child process prints one JSON line; the parent prints a table. RSS is the peak (`ru_maxrss`) after
-the measured part minus the peak before it.
+the measured part minus the peak before it. `--repeats N` runs each pair N times interleaved and keeps
+each variant's smallest figures (for loaded machines).
+
+    python -m benchmarks first-minute                       # every row, the issue's sizes (#22)
+    python -m benchmarks first-minute --cells lstm --cases fit predict --repeats 3
+    python -m benchmarks first-minute --quick               # a smoke test (tests/test_first_minute.py)
 """
 
 from __future__ import annotations
@@ -123,6 +128,16 @@ def run_child(case: str, variant: str, cell: str, size: Dict[str, int], env: Opt
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def paired(case: str, variants: Sequence[str], cell: str, size: Dict[str, int], repeats: int) -> List[Dict]:
+    """`repeats` fresh processes per variant, interleaved (A, B, A, B, ...) so that a load that comes and goes
+    falls on both; per variant, the smallest value of each measure (the least disturbed run)."""
+    runs: Dict[str, List[Dict]] = {variant: [] for variant in variants}
+    for _ in range(repeats):
+        for variant in variants:
+            runs[variant].append(run_child(case, variant, cell, size))
+    return [{key: min(run[key] for run in runs[variant]) for key in runs[variant][0]} for variant in variants]
+
+
 def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}×" if b > 0 else "n/a"
 
@@ -133,6 +148,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--cells", nargs="+", choices=CELLS, default=list(CELLS))
     parser.add_argument("--cases", nargs="+", choices=("fit", "predict", "batches", "lengths", "eager_lengths"),
                         default=["fit", "predict", "batches", "lengths", "eager_lengths"])  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=1, help="fresh processes per variant, interleaved (min kept)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     size = sizes(args.quick)
@@ -148,11 +164,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for cell in args.cells:
         if "fit" in args.cases:
             fit = size["fit"]
-            ours, keras_ = run_child("fit", "ku", cell, fit), run_child("fit", "keras", cell, fit)
+            ours, keras_ = paired("fit", ("ku", "keras"), cell, fit, args.repeats)
             row("fit", cell, "first epoch", ours["first_epoch_s"], keras_["first_epoch_s"], "Keras")
             row("fit", cell, f"{fit['epochs']} epochs", ours["epochs_s"], keras_["epochs_s"], "Keras")
         if "predict" in args.cases:
-            ours, keras_ = run_child("predict", "ku", cell, size["fit"]), run_child("predict", "keras", cell, size["fit"])
+            ours, keras_ = paired("predict", ("ku", "keras"), cell, size["fit"], args.repeats)
             row("predict", cell, "first predict", ours["first_predict_s"], keras_["first_predict_s"], "Keras")
     for case, cell, label in (
         ("batches", "simple_rnn", "batch sizes 1..{K}, eager"),
@@ -161,7 +177,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ):
         if case not in args.cases:
             continue
-        ours, base = run_child(case, "ku", cell, size[case]), run_child(case, "ku-nojit", cell, size[case])
+        ours, base = paired(case, ("ku", "ku-nojit"), cell, size[case], args.repeats)
         what = label.format(**size[case])
         row(case, cell, what + ", time", ours["seconds"], base["seconds"], "jit_compile=False")
         row(case, cell, what + ", RSS growth", ours["rss_mb"], base["rss_mb"], "jit_compile=False", unit="MB")
