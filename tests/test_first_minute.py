@@ -292,3 +292,10 @@ def test_first_minute_benchmark_quick_run(tmp_path, capsys):
     assert whats == ["first epoch", "2 epochs", "batch sizes 1..6, eager, time", "batch sizes 1..6, eager, RSS growth"]
     assert all(row["ours"] >= 0 and row["baseline"] >= 0 for row in report["results"])
     assert "| first epoch | simple_rnn |" in printed and "Keras: " in printed and "jit_compile=False: " in printed
+
+
+def test_the_environment_sets_the_default_compile_tier(monkeypatch):
+    monkeypatch.setenv("KERAS_UNROLL_COMPILE_MIN_STEPS", "17")
+    assert Tuning().compile_min_steps == 17
+    monkeypatch.delenv("KERAS_UNROLL_COMPILE_MIN_STEPS")
+    assert Tuning().compile_min_steps == 64
