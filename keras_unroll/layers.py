@@ -570,8 +570,10 @@ _SHARED_DOC = """
             outputs are `(time, batch, ...)`. Default: `False`.
         jit_compile: `True`, `False` or `"auto"`. `True` compiles the loop with XLA in its own
             `tf.function(jit_compile=True)`, also inside `model.fit` on CPU (where Keras' own
-            `jit_compile="auto"` means no XLA); `"auto"` picks the layer's measured default (below).
-            XLA compiles once per input shape. Default: `"auto"`.
+            `jit_compile="auto"` means no XLA); `"auto"` picks the layer's measured default (below),
+            and compiles only where it pays back (`DynamicUnroll`: T known and ≥ 64 steps in a graph, a
+            shape's second eager call; `docs/performance.md`, "The first minute"). XLA compiles once per
+            input shape. Default: `"auto"`.
         swap_memory: Boolean (`DynamicUnroll` only; `StaticUnroll` raises `ValueError`). `True` keeps
             what the backward pass needs, one `(batch, state)` carry per step, in host memory (`/CPU:0`)
             and brings it back one step at a time; each step is re-run once in the backward pass. TF2's
@@ -674,7 +676,9 @@ class DynamicUnroll(_Unroll):
     product, a hand-written backward pass whose loop only does `dz_t Uᵀ`), and `jit_compile="auto"`
     compiles it with XLA: per-step overhead drops from ~10 µs to ~2.5 µs, which measured 0.2-0.3× the time
     of `keras.layers.SimpleRNN` for a training step at T=1000 (`docs/performance.md`); one compile per
-    input shape (~1-2 s). For large steps (`B·H·H ≥ 2²¹` with at most 256 units) only the forward loop is
+    input shape (~1-2 s), so under "auto" only where that pays back: sequences of 64 steps or more
+    (`Tuning.compile_min_steps`), eagerly from a shape's second call; shorter ones run the same fused loop
+    uncompiled. For large steps (`B·H·H ≥ 2²¹` with at most 256 units) only the forward loop is
     compiled: TensorFlow's own matmul kernels ran the backward loop 24-41 % faster than XLA's there.
     Other cells run the generic step without XLA under "auto": TensorFlow cannot
     differentiate a `tf.while_loop` compiled as a function of its own (its gradient accumulators may not

@@ -14,7 +14,12 @@ Every call of a layer or a functional form comes here with a checked, time-major
 | static                                    | Python `for`   | fused SimpleRNN / hoisted LSTM, GRU / generic step | only `jit_compile=True`, the whole loop |
 | dynamic, `swap_memory` or `recompute`     | checkpointed   | fused SimpleRNN segments / generic step | no                   |
 | dynamic, LSTM/GRU on a GPU (`takes_cudnn`) | cuDNN's op     | `CudnnRNNV3` as Keras' layers call it (a mask not right-padded: generic step) | never (`jit_compile=True` or XLA around: not taken) |
-| dynamic                                   | `tf.while_loop`| fused SimpleRNN / fused LSTM, GRU (steps below `gated_max_macs`) / generic step | fused: their passes (`"auto"`, `True`; LSTM/GRU only compiled); generic: never alone |
+| dynamic                                   | `tf.while_loop`| fused SimpleRNN / fused LSTM, GRU (steps below `gated_max_macs`) / generic step | fused: their passes (`True`; `"auto"` where it pays back, `compile_tier`; LSTM/GRU only compiled); generic: never alone |
+
+Under `jit_compile="auto"` compiling a fused while loop must pay back (`compile_tier`): in a graph when T is
+known and at least `Tuning.compile_min_steps`, eagerly when besides the same shape was seen before; else
+the uncompiled tier runs (`uncompiled_tier`: SimpleRNN's fused kernel without XLA, LSTM/GRU the generic
+step), so a first epoch, a first `predict` and shapes that keep changing compile nothing.
 
 When `Tuning.timed_trial` is on (off by default), a while loop whose cell has a fused kernel then goes through `choose`: once per
 cell and shape class it times that kernel against the generic step on random data of the call's shapes (in a
@@ -88,6 +93,14 @@ class Tuning:
             others. Off by default: the bounds alone decide, so the same program gets the same plan, graph and
             numbers on every run; on with `Tuning(timed_trial=True)` or `KERAS_UNROLL_TIMED_TRIAL=1` in the
             environment (read when the default `Tuning` is made).
+        compile_min_steps: The compile tier of `jit_compile="auto"`: a `DynamicUnroll` while loop runs its fused
+            kernel XLA-compiled only where the compilation pays back (docs/performance.md, "The first minute"):
+            in a graph (`fit`, `predict`, a `tf.function`) when T is known and at least this many steps (an
+            open time axis: lengths that change, each a compilation: never); called eagerly, when besides the
+            same shape `(B, T)` was seen before (a shape seen once never compiles). Below it, SimpleRNN runs its fused kernel
+            uncompiled and LSTM/GRU the generic step, as with `jit_compile=False`: nothing to compile. `0`
+            compiles from the first call (the package's behaviour before #22); `KERAS_UNROLL_COMPILE_MIN_STEPS`
+            in the environment sets the default (read when the default `Tuning` is made).
         trial_max_elements: No trial when a sequence holds more than this many state values (`T·B·H`):
             the generic candidate keeps every step's activations, and a trial must not run out of memory
             where the chosen kernel would not.
@@ -107,6 +120,7 @@ class Tuning:
     timed_trial: bool = dataclasses.field(default_factory=lambda: os.environ.get("KERAS_UNROLL_TIMED_TRIAL", "0") == "1")
     trial_max_elements: int = 2**24
     gpu: Optional[bool] = None
+    compile_min_steps: int = dataclasses.field(default_factory=lambda: int(os.environ.get("KERAS_UNROLL_COMPILE_MIN_STEPS", "64")))
 
 
 _TUNING: contextvars.ContextVar = contextvars.ContextVar("keras_unroll_tuning", default=Tuning())
@@ -152,7 +166,7 @@ class Plan:
         kernel: `"generic"` (the cell's own step), `"simple_rnn"` (the fused SimpleRNN kernel), `"gated"`
             (the fused LSTM/GRU kernel), `"projected"` (the hoisted LSTM/GRU step of the static loop) or
             `"cudnn"` (cuDNN's LSTM/GRU kernel, as Keras' layers call it on a GPU).
-        compile: `"none"`, `"kernel"` (a fused kernel compiles its own passes) or `"loop"` (the whole loop
+        compile: `"none"`, `"kernel"` (a fused kernel compiles its own passes), `"loop"` (the whole loop
             runs in its own `tf.function(jit_compile=True)`).
         choices: The fused kernel's choices (for the LSTM/GRU kernel only `jit` and `bucket_steps`; for the
             hoisted static LSTM/GRU step only `static_chunk`), else None.
@@ -255,7 +269,13 @@ def takes_cudnn(cell: Any, request: Request, value: Optional[Tuning] = None) -> 
 
 def make_plan(cell: Any, prepared: step_lib.Prepared, request: Request, value: Optional[Tuning] = None) -> Plan:
     """Decides the loop, kernel and compilation of one call, from the cell, the options and static shapes."""
-    value = value or tuning()
+    plan = _make_plan(cell, prepared, request, value or tuning())
+    if prepared.features == 0 and plan.kernel in ("generic", "cudnn") and plan.loop != "empty":
+        _check_no_features(cell, prepared, request)
+    return plan
+
+
+def _make_plan(cell: Any, prepared: step_lib.Prepared, request: Request, value: Tuning) -> Plan:
     training = python_training(request.training)
     if prepared.inputs.shape[1] == 0:  # an empty batch: nothing to run (and LSTMCell cannot trace it)
         return Plan("empty", "generic", "none", None, training, value)
@@ -281,16 +301,88 @@ def make_plan(cell: Any, prepared: step_lib.Prepared, request: Request, value: O
         choices = simple_rnn_choices(prepared.inputs.shape[1], units, False, value) if fused else None
         return Plan("checkpointed", "simple_rnn" if fused else "generic", "none", choices, training, value)
     jit = request.jit_compile is True or request.jit_compile == "auto"
+    compiled = None
     if fused:
         choices = simple_rnn_choices(prepared.inputs.shape[1], units, jit, value)
         if jit:
             choices = dataclasses.replace(choices, bucket_steps=varying_steps)
-        return Plan("while", "simple_rnn", "kernel" if jit else "none", choices, training, value)
-    if fast and jit and gated.kind(cell) is not None:
+        compiled = Plan("while", "simple_rnn", "kernel" if jit else "none", choices, training, value)
+        if not jit:
+            return compiled
+    elif fast and jit and gated.kind(cell) is not None:
         if simple_rnn.step_macs(prepared.inputs.shape[1], units) < value.gated_max_macs:
             choices = simple_rnn.Choices(jit=True, bucket_steps=varying_steps)
-            return Plan("while", "gated", "kernel", choices, training, value)
-    return Plan("while", "generic", "none", None, training, value)
+            compiled = Plan("while", "gated", "kernel", choices, training, value)
+    if compiled is None:
+        return Plan("while", "generic", "none", None, training, value)
+    if request.jit_compile is True:
+        return compiled
+    if compile_tier(cell, prepared, value) == "compiled":
+        return compiled
+    return uncompiled_tier(compiled, prepared.inputs.shape[1], units)
+
+
+def uncompiled_tier(plan: Plan, batch: Optional[int], units: int) -> Plan:
+    """What runs `plan`'s call without compiling: the fused SimpleRNN kernel uncompiled (as with
+    `jit_compile=False`), else the generic step."""
+    if plan.kernel == "simple_rnn":
+        return dataclasses.replace(plan, compile="none", choices=simple_rnn_choices(batch, units, False, plan.tuning))
+    return dataclasses.replace(plan, kernel="generic", compile="none", choices=None)
+
+
+#: Shapes seen by eager calls, per cell (least recently used dropped first): the compile tier's evidence.
+_MAX_SEEN = 64
+_SEEN_ATTRIBUTE = "_keras_unroll_seen_shapes"
+
+
+def _shape_key(prepared: step_lib.Prepared) -> Tuple:
+    return (prepared.num_steps, prepared.inputs.shape[1], prepared.features, prepared.inputs.dtype.name)
+
+
+def compile_tier(cell: Any, prepared: step_lib.Prepared, value: Tuning) -> str:
+    """`"compiled"` or `"uncompiled"`: the tier of a fused while loop under `jit_compile="auto"`.
+
+    Compiling the fused kernel's passes takes about a second or two on 2 cores; below
+    `Tuning.compile_min_steps` steps the uncompiled tier does not lose that back within a first epoch
+    (docs/performance.md, "The first minute"). An open time axis in a graph means lengths that change
+    from call to call (each would compile a bucket of its own): uncompiled. Eager calls compile a shape
+    only from its second call (`_note_shape`): a shape seen once never pays for a compilation."""
+    steps, least = prepared.num_steps, value.compile_min_steps
+    if least <= 0:
+        return "compiled"
+    if tf.executing_eagerly():
+        seen = cell.__dict__.get(_SEEN_ATTRIBUTE, {})
+        return "compiled" if steps is not None and steps >= least and _shape_key(prepared) in seen else "uncompiled"
+    return "compiled" if steps is not None and steps >= least else "uncompiled"
+
+
+def _note_shape(cell: Any, prepared: step_lib.Prepared) -> None:
+    """Records an eager call's shape for `compile_tier` (bounded: `_MAX_SEEN` shapes per cell)."""
+    seen = cell.__dict__.setdefault(_SEEN_ATTRIBUTE, collections.OrderedDict())  # not tracked by Keras
+    key = _shape_key(prepared)
+    seen[key] = seen.get(key, 0) + 1
+    seen.move_to_end(key)
+    while len(seen) > _MAX_SEEN:
+        seen.popitem(last=False)
+
+
+def _check_no_features(cell: Any, prepared: step_lib.Prepared, request: Request) -> None:
+    """Inputs with no features reach the cell's own step: eagerly it runs, but in a graph TensorFlow fuses the
+    cell's `x W + b` into a oneDNN product that aborts the process on an empty inner axis. Raise instead.
+    (The fused kernels add no product for them: `simple_rnn.project`.)"""
+    if tf.executing_eagerly():  # `run` then calls the step eagerly
+        return
+    raise ValueError(
+        f"The inputs have 0 features, and `{type(cell).__name__}` runs its own step in a graph here, where "
+        "TensorFlow's fused `x W + b` cannot take an empty inner axis (it aborts the process). Give the inputs at "
+        "least one feature (a zero column gives the same result), or call the layer eagerly. "
+        f"Received: inputs with shape {_batch_major(prepared)}"
+    )
+
+
+def _batch_major(prepared: step_lib.Prepared) -> Tuple[Any, ...]:
+    shape = prepared.inputs.shape.as_list()
+    return (shape[1], shape[0], *shape[2:])
 
 
 def compiles_alone(cell: Any) -> bool:
@@ -320,13 +412,15 @@ def _trial_candidates(cell: Any, prepared: step_lib.Prepared, request: Request, 
     steps, batch = prepared.num_steps, prepared.inputs.shape[1]
     if steps is None or plan.training == "symbolic" or tf.distribute.has_strategy():
         return None
+    if not batch or not prepared.features:  # an unknown batch may be empty at run time; F = 0: nothing to time
+        return None
     if any(c.dropout > 0 or c.recurrent_dropout > 0 for c, _ in step_lib._dropout_cells(cell, prepared.features)):
         return None  # drawing a trial's masks would move the cells' seed generators
     if steps * (batch or 32) * step_lib.output_size(cell) > value.trial_max_elements:
         return None
     fused = plan
-    if plan.kernel == "generic":  # the bounds kept the generic step: the fused kernel is the other candidate
-        fused = make_plan(cell, prepared, request, dataclasses.replace(value, gated_max_macs=2**62))
+    if plan.kernel == "generic" or plan.compile != "kernel":  # the other candidate: the compiled fused kernel
+        fused = make_plan(cell, prepared, request, dataclasses.replace(value, gated_max_macs=2**62, compile_min_steps=0))
     if fused.kernel not in ("simple_rnn", "gated"):
         return None
     return fused, make_plan(cell, prepared, request, dataclasses.replace(value, fast_paths=False))
@@ -641,16 +735,63 @@ def run(cell: Any, prepared: step_lib.Prepared, request: Request) -> Tuple[Any, 
     """Plans and runs one call. Returns `(outputs, last_output, final_state)`: outputs `(T, B, H)` for the
     while loops, a list of T `(B, H)` tensors for the static loop, None without `return_all_outputs`."""
     plan = choose(cell, prepared, request, make_plan(cell, prepared, request))
+    _note_plan(cell, prepared, plan)
     masks = step_lib.DropoutMasks.draw(cell, prepared, plan.training)
     needs_graph = plan.compile == "loop" or (
         not tf.inside_function() and plan.loop in ("while", "checkpointed", "cudnn") and plan.compile != "kernel"
     )
+    if prepared.features == 0 and plan.kernel == "generic":
+        needs_graph = False  # eagerly, step by step: in a graph the cell's fused `x W + b` aborts on F = 0
     if not needs_graph or plan.training == "symbolic":
         result = execute(plan, cell, prepared, request, masks)
     else:
         fn, extras = _graph_function(plan, cell, prepared, request, masks)
         result = fn(prepared.inputs, prepared.initial_state, extras)
     return _nan_rows(prepared.invalid_rows, _restore_shapes(cell, prepared, result))
+
+
+#: Plans of the latest calls kept per cell, for `keras_unroll.testing.plans`.
+_MAX_PLANS = 16
+_PLANS_ATTRIBUTE = "_keras_unroll_plans"
+
+
+def _note_plan(cell: Any, prepared: step_lib.Prepared, plan: Plan) -> None:
+    """Keeps what ran (or was traced) for `plans`, and an eager call's shape for `compile_tier`."""
+    eager = not tf.inside_function()
+    if eager and plan.loop == "while":
+        _note_shape(cell, prepared)
+    kept = cell.__dict__.setdefault(_PLANS_ATTRIBUTE, collections.deque(maxlen=_MAX_PLANS))  # not tracked by Keras
+    kept.append({
+        "loop": plan.loop,
+        "kernel": plan.kernel,
+        "compile": plan.compile,
+        "shape": (prepared.inputs.shape[1], prepared.num_steps, prepared.features),
+        "eager": eager,
+    })  # fmt: skip
+
+
+def plans(cell: Any) -> List[Dict[str, Any]]:
+    """The plans of `cell`'s latest calls and traces (at most `_MAX_PLANS`), oldest first."""
+    return list(cell.__dict__.get(_PLANS_ATTRIBUTE, ()))
+
+
+def cache_sizes(cell: Any) -> Dict[str, int]:
+    """How many entries each bounded cache holds: per cell (`functions`, `trials`, `seen_shapes`, `plans`)
+    and process-wide (the fused kernels' compiled functions, shared by every layer: `simple_rnn_passes`,
+    `simple_rnn_inference`, `gated_passes`, `gated_inference`), with their bounds under `"bounds"`."""
+    state = cell.__dict__
+    return {
+        "functions": len(state.get(_CACHE_ATTRIBUTE, ())),
+        "trials": len(state.get(_TRIAL_ATTRIBUTE, ())),
+        "seen_shapes": len(state.get(_SEEN_ATTRIBUTE, ())),
+        "plans": len(state.get(_PLANS_ATTRIBUTE, ())),
+        **simple_rnn.cache_sizes(),
+        **gated.cache_sizes(),
+        "bounds": {
+            "functions": _MAX_FUNCTIONS, "trials": _MAX_TRIALS, "seen_shapes": _MAX_SEEN, "plans": _MAX_PLANS,
+            **simple_rnn.cache_bounds(), **gated.cache_bounds(),
+        },  # fmt: skip
+    }
 
 
 def _nan_rows(invalid: Optional[tf.Tensor], result: Tuple[Any, tf.Tensor, Any]) -> Tuple[Any, tf.Tensor, Any]:

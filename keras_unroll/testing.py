@@ -22,9 +22,38 @@ import contextlib
 import dataclasses
 from typing import Any, Dict, Iterator, List
 
+from keras_unroll import plan as _plan
 from keras_unroll.plan import Tuning, trials, tuning, use_tuning
 
-__all__ = ["Tuning", "generic_only", "timed_trials", "tuning", "use_tuning"]
+__all__ = ["Tuning", "cache_sizes", "generic_only", "plans", "timed_trials", "tuning", "use_tuning"]
+
+
+def plans(layer_or_cell: Any) -> List[Dict[str, Any]]:
+    """What the planner chose for a layer's (or a cell's) latest calls and traces, oldest first (at most 16):
+    one dict per call with `loop` (`"while"`, `"static"`, ...), `kernel` (`"generic"`, `"simple_rnn"`,
+    `"gated"`, ...), `compile` (`"none"`, `"kernel"`: the XLA-compiled fused kernel, `"loop"`: the whole loop
+    compiled), `shape` `(B, T, F)` (None where open) and `eager`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras_unroll as ku
+    >>> from keras_unroll.testing import Tuning, plans, use_tuning
+    >>> layer = ku.DynamicUnroll(4)
+    >>> with use_tuning(Tuning(compile_min_steps=64)):  # the default
+    ...     for _ in range(2):
+    ...         _ = layer(np.ones((2, 3, 1), "float32"))
+    >>> [(p["kernel"], p["compile"]) for p in plans(layer)]  # 3 steps: not worth compiling
+    [('simple_rnn', 'none'), ('simple_rnn', 'none')]
+    """
+    return _plan.plans(getattr(layer_or_cell, "cell", layer_or_cell))
+
+
+def cache_sizes(layer_or_cell: Any) -> Dict[str, Any]:
+    """The sizes of the bounded caches behind a layer's calls: per cell (`functions`: traced `tf.function`s,
+    `trials`, `seen_shapes`: the compile tier's evidence, `plans`) and process-wide (the fused kernels'
+    compiled functions), with each bound under `"bounds"`."""
+    return _plan.cache_sizes(getattr(layer_or_cell, "cell", layer_or_cell))
 
 
 def timed_trials(layer_or_cell: Any) -> List[Dict[str, Any]]:

@@ -14,6 +14,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # The planner's timed trial (plan.Tuning.timed_trial) picks kernels by speed: off for reproducible tests;
 # tests/test_timed_trial.py turns it on where it is under test.
 os.environ.setdefault("KERAS_UNROLL_TIMED_TRIAL", "0")
+# The compile tier (plan.Tuning.compile_min_steps) keeps short sequences uncompiled by default: the suite's tiny
+# shapes compile from the first call, so that every test covers the compiled kernels (tests/test_first_minute.py
+# tests the tier itself).
+os.environ.setdefault("KERAS_UNROLL_COMPILE_MIN_STEPS", "0")
 
 
 @contextlib.contextmanager

@@ -528,7 +528,7 @@ def _chunked_backward(spec: _Spec, hs, residuals, x, kernel, in_masks, h0, recur
 
     zeros = tf.zeros([], x.dtype)
     initial = (
-        d_h, d_c if lstm else zeros, dx_ta, tf.zeros_like(kernel), tf.zeros_like(kernel[0]),
+        d_h, d_c if lstm else zeros, dx_ta, tf.zeros_like(kernel), tf.zeros(kernel.shape[-1:], kernel.dtype),
         tf.zeros_like(recurrent), tf.zeros_like(recurrent[0]) if with_rbias else zeros,
     )  # fmt: skip
     carry = tf.cond(rest > 0, lambda: run_chunk(full, *initial, partial=True), lambda: initial)
@@ -599,6 +599,15 @@ def _compiled_inference(spec: _Spec) -> Dict[int, Any]:
     }
 
 
+def cache_sizes() -> dict:
+    """How many settings each process-wide cache of compiled functions holds (`cache_bounds`: their bounds)."""
+    return {"gated_passes": _compiled_passes.cache_info().currsize, "gated_inference": _compiled_inference.cache_info().currsize}
+
+
+def cache_bounds() -> dict:
+    return {"gated_passes": _compiled_passes.cache_info().maxsize, "gated_inference": _compiled_inference.cache_info().maxsize}
+
+
 # ------------------------------------------------------------------------------- the recurrences
 def _recurrence(spec: _Spec, x, kernel, bias, in_masks, h0, c0, recurrent, rbias, *, valid, stop, rec_mask, jit,
                 need_states, bucket_steps=False, chunk_bytes=CHUNK_BYTES):
@@ -627,7 +636,7 @@ def _recurrence(spec: _Spec, x, kernel, bias, in_masks, h0, c0, recurrent, rbias
         x, kernel, h0, recurrent = args[:4]
         rest = list(args[4:])
         c0 = rest.pop(0) if lstm else None
-        b = rest.pop(0) if bias is not None else tf.zeros_like(kernel[0])
+        b = rest.pop(0) if bias is not None else tf.zeros(kernel.shape[-1:], kernel.dtype)
         rb = rest.pop(0) if rbias is not None else None
         x_in = tf.pad(x, [[0, pad], [0, 0], [0, 0]])
         fixed = (recurrent, rb, rec_mask, valid_in, stop_in)

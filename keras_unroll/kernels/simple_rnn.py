@@ -460,7 +460,7 @@ def _chunked_backward(hs, x, kernel, h0, recurrent, rec_mask, valid, stop, d_hs,
         dx_c = tf.reshape(tf.matmul(dz_flat, kernel, transpose_b=True), tf.shape(x_c))
         return g, dx_c, d_kernel, d_bias, d_recurrent + d_rec_c
 
-    zeros = (tf.zeros_like(kernel), tf.zeros_like(kernel[0]), tf.zeros_like(recurrent))
+    zeros = (tf.zeros_like(kernel), tf.zeros(kernel.shape[-1:], kernel.dtype), tf.zeros_like(recurrent))
     if not chunk_bytes:
         d_h0, dx, d_kernel, d_bias, d_recurrent = run_chunk(0, d_last, *zeros, length=stop)
         dx.set_shape(x.shape)
@@ -567,6 +567,15 @@ def _compiled_passes(key: _PassKey) -> Tuple[Any, Any]:
         tf.function(forward, input_signature=forward_signature, jit_compile=True, autograph=False),
         tf.function(backward, input_signature=backward_signature, jit_compile=key.compile_backward, autograph=False),
     )
+
+
+def cache_sizes() -> dict:
+    """How many settings each process-wide cache of compiled functions holds (`cache_bounds`: their bounds)."""
+    return {"simple_rnn_passes": _compiled_passes.cache_info().currsize, "simple_rnn_inference": _compiled_inference.cache_info().currsize}
+
+
+def cache_bounds() -> dict:
+    return {"simple_rnn_passes": _compiled_passes.cache_info().maxsize, "simple_rnn_inference": _compiled_inference.cache_info().maxsize}
 
 
 def first_order_only(grads: Sequence[tf.Tensor], inputs: Sequence[tf.Tensor], kernel: str = "SimpleRNN") -> List[tf.Tensor]:
@@ -713,7 +722,7 @@ def _fused_recurrence(inputs, kernel, bias, h0, recurrent, *, activation, rec_ma
 
     @tf.custom_gradient
     def run(x_arg, kernel_arg, h0_arg, recurrent_arg, *bias_arg):
-        b = bias_arg[0] if has_bias else tf.zeros_like(kernel_arg[0])
+        b = bias_arg[0] if has_bias else tf.zeros(kernel_arg.shape[-1:], kernel_arg.dtype)
         x_in = tf.pad(x_arg, [[0, pad], [0, 0], [0, 0]])
         with recording():
             if last_only is None:
@@ -767,12 +776,24 @@ def project(
     (fewer graph ops); else they are built here from the input's shape.
     """
     width = kernel.shape[-1]
+    if kernel.shape[0] == 0:
+        return _no_features(inputs, kernel, bias)
     flat, out = shapes or ([-1, kernel.shape[0]], tf.concat([tf.shape(inputs)[:2], [width]], axis=0))
     xw = tf.matmul(tf.reshape(inputs, flat), kernel)
     if bias is not None:
         xw = xw + bias
     xw = tf.reshape(xw, out)
     xw.set_shape(inputs.shape[:2].concatenate([width]))
+    return xw
+
+
+def _no_features(inputs: tf.Tensor, kernel: tf.Tensor, bias: Optional[tf.Tensor]) -> tf.Tensor:
+    """`x W + b` for inputs with no features: `b` on every step, no product (TensorFlow's fused oneDNN product
+    aborts the process on an empty inner axis). The kernel stays connected (its gradient: zeros `(0, k)`)."""
+    width = kernel.shape[-1]
+    zeros = tf.zeros(tf.concat([tf.shape(inputs)[:-1], [width]], axis=0), inputs.dtype) + tf.reduce_sum(kernel) * 0
+    xw = zeros if bias is None else zeros + bias
+    xw.set_shape(inputs.shape[:-1].concatenate([width]))
     return xw
 
 
@@ -786,6 +807,8 @@ def project_chunk(inputs: tf.Tensor, kernel: tf.Tensor, bias: Optional[tf.Tensor
     `[C·B, 8] × [8, H]` shape measured slower than TensorFlow's, the fused sum faster (SimpleRNN forward at
     32·1000·8·32: 4.98 ms against 5.29 ms with the product hoisted out of XLA, 6.04 ms with XLA's product)."""
     features = inputs.shape[-1]
+    if kernel.shape[0] == 0:
+        return _no_features(inputs, kernel, bias)
     if features is None or features > FMA_FEATURES or not step_lib.in_xla_context():
         return project(inputs, kernel, bias)
     total = inputs[..., 0:1] * kernel[0] + (0 if bias is None else bias)

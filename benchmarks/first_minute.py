@@ -1,0 +1,187 @@
+"""`python -m benchmarks first-minute`: what a new user meets first, compilation included, each row in a fresh process.
+
+Rows (each beside Keras' own layer of the same cell, or `jit_compile=False`, with the ratio):
+
+- *fit*: `Input((T, F)) → RNN(H) → Dense(1)`, N samples, batch 64, for LSTM, GRU and SimpleRNN: wall time
+  of the first `fit` epoch and of 5 epochs in all, and of the first `predict` (in a process of its own);
+- *changing batch sizes*: one model called eagerly with batch sizes 1..K: time and peak RSS growth;
+- *changing lengths*: `train_on_batch` over lengths 5..L: time and RSS growth;
+- *eager lengths*: `DynamicUnroll(LSTMCell)` called eagerly over lengths 1..L: time and RSS growth.
+
+Each child process prints one JSON line; the parent prints a table. RSS is the peak (`ru_maxrss`) after
+the measured part minus the peak before it. `--repeats N` runs each pair N times interleaved and keeps
+each variant's smallest figures (for loaded machines).
+
+    python -m benchmarks first-minute                       # every row, the issue's sizes (#22)
+    python -m benchmarks first-minute --cells lstm --cases fit predict --repeats 3
+    python -m benchmarks first-minute --quick               # a smoke test (tests/test_first_minute.py)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from typing import Dict, List, Optional, Sequence
+
+_CHILD = r"""
+import json, resource, sys, time
+import numpy as np
+import keras
+import keras_unroll as ku
+
+case, variant, cell_name = sys.argv[1], sys.argv[2], sys.argv[3]
+size = json.loads(sys.argv[4])
+rng = np.random.default_rng(0)
+
+def rnn(units, cell_name, variant):
+    if variant == "keras":
+        return {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "simple_rnn": keras.layers.SimpleRNN}[cell_name](units)
+    jit = {"ku": "auto", "ku-nojit": False, "ku-generic": "auto"}[variant]
+    cell = {"lstm": keras.layers.LSTMCell, "gru": keras.layers.GRUCell, "simple_rnn": keras.layers.SimpleRNNCell}[cell_name](units)
+    return ku.DynamicUnroll(cell, jit_compile=jit)
+
+def rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+out = {}
+if variant == "ku-generic":  # every call with the generic step, for comparisons
+    from keras_unroll.testing import generic_only
+    generic_only().__enter__()
+if case in ("fit", "predict"):
+    steps, features, units, samples = size["T"], size["F"], size["H"], size["N"]
+    x = rng.standard_normal((samples, steps, features)).astype("float32")
+    y = rng.standard_normal((samples, 1)).astype("float32")
+    model = keras.Sequential([keras.Input((steps, features)), rnn(units, cell_name, variant), keras.layers.Dense(1)])
+    if case == "fit":
+        model.compile("adam", "mse")
+        start = time.perf_counter()
+        model.fit(x, y, batch_size=64, epochs=1, verbose=0)
+        out["first_epoch_s"] = time.perf_counter() - start
+        model.fit(x, y, batch_size=64, epochs=size["epochs"] - 1, verbose=0)
+        out["epochs_s"] = time.perf_counter() - start
+    else:
+        start = time.perf_counter()
+        model.predict(x, batch_size=64, verbose=0)
+        out["first_predict_s"] = time.perf_counter() - start
+elif case == "batches":
+    steps, features, units = size["T"], size["F"], size["H"]
+    model = keras.Sequential([keras.Input((steps, features)), rnn(units, cell_name, variant), keras.layers.Dense(1)])
+    model(np.zeros((1, steps, features), "float32"))
+    before = rss_mb()
+    start = time.perf_counter()
+    for batch in range(1, size["K"] + 1):
+        model(rng.standard_normal((batch, steps, features)).astype("float32"))
+    out["seconds"], out["rss_mb"] = time.perf_counter() - start, rss_mb() - before
+elif case == "lengths":
+    features, units = size["F"], size["H"]
+    model = keras.Sequential([keras.Input((None, features)), rnn(units, cell_name, variant), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    model.train_on_batch(rng.standard_normal((4, 3, features)).astype("float32"), np.zeros((4, 1), "float32"))
+    before = rss_mb()
+    start = time.perf_counter()
+    for steps in range(5, size["L"] + 5):
+        model.train_on_batch(rng.standard_normal((4, steps, features)).astype("float32"), np.zeros((4, 1), "float32"))
+    out["seconds"], out["rss_mb"] = time.perf_counter() - start, rss_mb() - before
+elif case == "eager_lengths":
+    features, units = size["F"], size["H"]
+    layer = rnn(units, cell_name, variant)
+    layer(np.zeros((4, 2, features), "float32"))
+    before = rss_mb()
+    start = time.perf_counter()
+    for steps in range(3, size["L"] + 3):
+        layer(rng.standard_normal((4, steps, features)).astype("float32"))
+    out["seconds"], out["rss_mb"] = time.perf_counter() - start, rss_mb() - before
+print(json.dumps(out))
+"""
+
+CELLS = ("lstm", "gru", "simple_rnn")
+
+
+def sizes(quick: bool) -> Dict[str, Dict[str, int]]:
+    """The shapes of each case: the issue's (#22) by default, tiny ones with `--quick`."""
+    if quick:
+        return {
+            "fit": {"T": 5, "F": 2, "H": 4, "N": 128, "epochs": 2},
+            "batches": {"T": 4, "F": 2, "H": 4, "K": 6},
+            "lengths": {"F": 2, "H": 4, "L": 4},
+            "eager_lengths": {"F": 2, "H": 4, "L": 4},
+        }
+    return {
+        "fit": {"T": 40, "F": 8, "H": 32, "N": 2048, "epochs": 5},
+        "batches": {"T": 10, "F": 2, "H": 8, "K": 200},
+        "lengths": {"F": 2, "H": 8, "L": 60},
+        "eager_lengths": {"F": 8, "H": 32, "L": 100},
+    }
+
+
+def run_child(case: str, variant: str, cell: str, size: Dict[str, int], env: Optional[Dict[str, str]] = None) -> Dict:
+    """One measurement in a fresh Python process; returns its JSON result."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, case, variant, cell, json.dumps(size)],
+        capture_output=True, text=True, env=env or dict(os.environ), timeout=1800,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"the {case}/{variant}/{cell} child failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def paired(case: str, variants: Sequence[str], cell: str, size: Dict[str, int], repeats: int) -> List[Dict]:
+    """`repeats` fresh processes per variant, interleaved (A, B, A, B, ...) so that a load that comes and goes
+    falls on both; per variant, the smallest value of each measure (the least disturbed run)."""
+    runs: Dict[str, List[Dict]] = {variant: [] for variant in variants}
+    for _ in range(repeats):
+        for variant in variants:
+            runs[variant].append(run_child(case, variant, cell, size))
+    return [{key: min(run[key] for run in runs[variant]) for key in runs[variant][0]} for variant in variants]
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}×" if b > 0 else "n/a"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks first-minute", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not numbers to compare")
+    parser.add_argument("--cells", nargs="+", choices=CELLS, default=list(CELLS))
+    parser.add_argument("--cases", nargs="+", choices=("fit", "predict", "batches", "lengths", "eager_lengths"),
+                        default=["fit", "predict", "batches", "lengths", "eager_lengths"])  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=1, help="fresh processes per variant, interleaved (min kept)")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args(argv)
+    size = sizes(args.quick)
+    results: List[Dict] = []
+    print("| case | cell | DynamicUnroll default | baseline | ratio |\n|---|---|---|---|---|", flush=True)
+
+    def row(case, cell, what, ours, base, base_name, unit="s"):
+        fmt = (lambda v: f"{v:.2f} s") if unit == "s" else (lambda v: f"{v:.0f} MB")
+        ratio = _ratio(ours, base) if unit == "s" else f"{ours - base:+.0f} MB"
+        print(f"| {what} | {cell} | {fmt(ours)} | {base_name}: {fmt(base)} | {ratio} |", flush=True)
+        results.append({"case": case, "cell": cell, "what": what, "ours": ours, "baseline": base, "baseline_name": base_name})
+
+    for cell in args.cells:
+        if "fit" in args.cases:
+            fit = size["fit"]
+            ours, keras_ = paired("fit", ("ku", "keras"), cell, fit, args.repeats)
+            row("fit", cell, "first epoch", ours["first_epoch_s"], keras_["first_epoch_s"], "Keras")
+            row("fit", cell, f"{fit['epochs']} epochs", ours["epochs_s"], keras_["epochs_s"], "Keras")
+        if "predict" in args.cases:
+            ours, keras_ = paired("predict", ("ku", "keras"), cell, size["fit"], args.repeats)
+            row("predict", cell, "first predict", ours["first_predict_s"], keras_["first_predict_s"], "Keras")
+    for case, cell, label in (
+        ("batches", "simple_rnn", "batch sizes 1..{K}, eager"),
+        ("lengths", "simple_rnn", "train_on_batch, {L} lengths"),
+        ("eager_lengths", "lstm", "eager, {L} lengths"),
+    ):
+        if case not in args.cases:
+            continue
+        ours, base = paired(case, ("ku", "ku-nojit"), cell, size[case], args.repeats)
+        what = label.format(**size[case])
+        row(case, cell, what + ", time", ours["seconds"], base["seconds"], "jit_compile=False")
+        row(case, cell, what + ", RSS growth", ours["rss_mb"], base["rss_mb"], "jit_compile=False", unit="MB")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"sizes": size, "results": results}, handle, indent=1)
+    return 0
