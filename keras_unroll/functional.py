@@ -99,10 +99,17 @@ def settle_dtype(cell: Any, inputs: Any, dtype: Any = None) -> None:
     or a mixed-precision policy is left as it is (its inputs are cast to its compute dtype).
 
     Raises:
-        ValueError: A built cell with narrower weights than the inputs, or `dtype` disagreeing with a tensor input.
+        ValueError: A cell with a non-float dtype, a built cell with narrower weights than the inputs, or
+            `dtype` disagreeing with a tensor input.
     """
-    target = _input_dtype(inputs, dtype)
     layers = _cell_tree(cell)
+    for layer in layers:
+        if not tf.as_dtype(layer.compute_dtype).is_floating:
+            raise ValueError(
+                "RNN cell only supports floating point inputs and weights (TF1's rule): give the cell a float "
+                f"dtype such as 'float32'. Received: cell {layer.name!r} with dtype {layer.compute_dtype}"
+            )
+    target = _input_dtype(inputs, dtype)
     if target is None or not layers:
         return
     default = keras.config.dtype_policy().name
@@ -122,6 +129,45 @@ def settle_dtype(cell: Any, inputs: Any, dtype: Any = None) -> None:
                 f"precision silently. Cast the inputs to {weights.name}, or use a new cell for {target.name} "
                 f"inputs. Received: inputs dtype {target.name}, cell weights {weights.name}"
             )
+
+
+def _rank(x: Any) -> Optional[int]:
+    shape = getattr(x, "shape", None)
+    try:
+        return None if shape is None else len(shape)
+    except (TypeError, ValueError):  # a TensorShape of unknown rank
+        return None
+
+
+def _takes_tf1_loop(cell: Any, inputs: Any, static: bool) -> bool:
+    """Whether the call needs TF1's own loop (`keras_unroll.raw`) rather than the planner's.
+
+    The planner's loops take a Keras cell, one tensor of `(batch, features)` steps and `(batch, size)`
+    states. TF1's functions also took TF1-style cells (not Keras layers; with them, any nesting and steps
+    with more than one feature axis), nested inputs (a tuple of tensors per step), nested outputs and scalar
+    or `TensorShape` states.
+    """
+    from keras_unroll import raw  # lazy: `raw` builds on this module
+
+    if raw.is_tf1_style_cell(cell):
+        return True
+    if not isinstance(cell, (list, tuple)) and getattr(cell, "state_size", None) is not None:
+        if raw._sizes_are_tf1_only(cell):
+            return True
+    # A Keras cell takes nested inputs when it was written for them (Keras' RNN passes them on); steps with
+    # more than one feature axis stay an error for it (they are for TF1-style cells, taken above).
+    if static:
+        steps = inputs if isinstance(inputs, (list, tuple)) else []
+        return any(isinstance(x, (tuple, dict)) for x in steps)
+    return isinstance(inputs, (tuple, dict)) and not hasattr(inputs, "shape")
+
+
+def _check_unknown_rank_lengths(sequence_length: Any) -> Any:
+    """A `sequence_length` of unknown rank (a `tf.function` with `TensorSpec(shape=None)`): as TF1, taken,
+    and checked to be a vector when it runs."""
+    if isinstance(sequence_length, tf.Tensor) and sequence_length.shape.rank is None:
+        return tf.ensure_shape(sequence_length, [None])
+    return sequence_length
 
 
 def _begin(kind: str, cell: Any, inputs: Any, initial_state: Any, sequence_length: Any, time_major: Any,
@@ -193,6 +239,16 @@ def static_rnn(
     ((4, 5), True)
     """
     del scope  # TF1 compatibility only
+    sequence_length = _check_unknown_rank_lengths(sequence_length)
+    if _takes_tf1_loop(cell, inputs, static=True):
+        from keras_unroll import raw  # lazy: `raw` builds on this module
+
+        cell = cell if raw.is_tf1_style_cell(cell) else step_lib.as_cell(cell)
+        if not raw.is_tf1_style_cell(cell):
+            settle_dtype(cell, inputs, dtype)
+        return raw.tf1_static_loop(
+            cell, inputs, initial_state=initial_state, dtype=dtype, sequence_length=sequence_length, training=training
+        )
     symbolic, cell, initial_state = _begin("static", cell, inputs, initial_state, sequence_length, time_major, training)
     if symbolic is not None:
         return symbolic
@@ -283,6 +339,19 @@ def dynamic_rnn(
     (0.0, 0.0)
     """
     del scope  # TF1 compatibility only
+    sequence_length = _check_unknown_rank_lengths(sequence_length)
+    if _takes_tf1_loop(cell, inputs, static=False):
+        from keras_unroll import raw  # lazy: `raw` builds on this module
+
+        cell = cell if raw.is_tf1_style_cell(cell) else step_lib.as_cell(cell)
+        if not raw.is_tf1_style_cell(cell):
+            settle_dtype(cell, inputs, dtype)
+        return raw.tf1_dynamic_loop(
+            cell, inputs, sequence_length=sequence_length, initial_state=initial_state, dtype=dtype,
+            parallel_iterations=check_parallel_iterations(parallel_iterations),
+            swap_memory=check_swap_memory(swap_memory), time_major=_check_bool(time_major, "time_major"),
+            training=training,
+        )  # fmt: skip
     symbolic, cell, initial_state = _begin(
         "dynamic", cell, inputs, initial_state, sequence_length, time_major, training,
         swap_memory=swap_memory, recompute=recompute,

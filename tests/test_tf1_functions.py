@@ -7,12 +7,13 @@ and saves its numbers and a checkpoint, which `load_tf1_weights` reads into the 
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import keras_unroll as ku
-from tf1_functions_reference import BATCH, FEATURES, GRU_UNITS, LENGTHS, LSTM_UNITS, STEPS, functions_reference
+from tf1_functions_reference import BATCH, CLASSES, FEATURES, GRU_UNITS, LENGTHS, LSTM_UNITS, STEPS, functions_reference
 
 X = np.random.default_rng(0).random((2, 4, 3)).astype("float32")
 
@@ -125,3 +126,156 @@ def test_no_steps_keep_every_structure():
     assert isinstance(state, ku.tf1.LSTMStateTuple) and state.c.shape == (2, 4)
     _, state = ku.dynamic_rnn(ku.tf1.MultiRNNCell([ku.tf1.GRUCell(3), ku.tf1.BasicLSTMCell(4)]), X[:, :0])
     assert isinstance(state, tuple) and isinstance(state[1], ku.tf1.LSTMStateTuple) and state[0].shape == (2, 3)
+
+
+# ---------------------------------------------- item 15: raw `tf.Variable`s of a TF1 script, by name
+@pytest.mark.subprocess
+def test_load_raw_variables_by_name(tf1):
+    """TF1's `weights = {'out': tf.Variable(...)}` output layer, saved as `Variable`/`Variable_1`."""
+    assert str(tf1["logits/names"]) == "Variable Variable_1"
+    x = tf1["x"].astype("float32")
+    cell, dense = ku.tf1.BasicLSTMCell(LSTM_UNITS), keras.layers.Dense(CLASSES)
+    outputs, _ = ku.dynamic_rnn(cell, x)
+    dense(outputs[:, -1])  # built
+    ku.load_tf1_weights(cell, tf1["checkpoint"], scope="rnn/basic_lstm_cell")
+    loaded = ku.load_tf1_weights(None, tf1["checkpoint"], variables={"Variable": dense.kernel, "Variable_1": dense.bias})
+    assert sorted(loaded) == ["Variable", "Variable_1"]
+    outputs, _ = ku.dynamic_rnn(cell, x)
+    np.testing.assert_allclose(dense(outputs[:, -1]), tf1["logits"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.subprocess
+def test_load_raw_variables_with_a_target_and_tf_variables(tf1):
+    """A cell and raw variables in one call; a plain `tf.Variable` works as a destination too."""
+    cell = ku.tf1.BasicLSTMCell(LSTM_UNITS)
+    kernel, bias = tf.Variable(tf.zeros((LSTM_UNITS, CLASSES))), tf.Variable(tf.zeros((CLASSES,)))
+    ku.load_tf1_weights(cell, tf1["checkpoint"], scope="rnn/basic_lstm_cell", variables={"Variable": kernel, "Variable_1:0": bias})
+    assert cell.built and np.abs(kernel.numpy()).sum() > 0 and np.abs(bias.numpy()).sum() > 0
+
+
+@pytest.mark.subprocess
+def test_load_raw_variables_errors_change_nothing(tf1):
+    dense = keras.layers.Dense(CLASSES)
+    dense.build((None, LSTM_UNITS))
+    before = [w.numpy().copy() for w in dense.weights]
+    with pytest.raises(ValueError, match=r"no variable 'Variable_7'.*The checkpoint holds: .*Variable_1 \[3\]"):
+        ku.load_tf1_weights(None, tf1["checkpoint"], variables={"Variable": dense.kernel, "Variable_7": dense.bias})
+    with pytest.raises(ValueError, match=r"'Variable_1' has shape \[3\], but the variable it goes to has shape \[4, 3\]"):
+        ku.load_tf1_weights(None, tf1["checkpoint"], variables={"Variable": dense.kernel, "Variable_1": dense.kernel})
+    with pytest.raises(TypeError, match="must be one variable, not a layer"):
+        ku.load_tf1_weights(None, tf1["checkpoint"], variables={"Variable": dense})
+    with pytest.raises(TypeError, match="`variables` must be a non-empty dict"):
+        ku.load_tf1_weights(None, tf1["checkpoint"], variables={})
+    for old, new in zip(before, dense.weights):
+        np.testing.assert_array_equal(old, new)
+
+
+# --------------------------------------------------------------------------- item 10: raw_rnn, as TF1
+@pytest.mark.subprocess
+def test_raw_rnn_matches_tf1(tf1):
+    """TF's documented decoder loop over an LSTMCell (lengths end rows early) gives TF1's numbers."""
+    x = tf1["x"].astype("float32")
+    cell = ku.tf1.LSTMCell(LSTM_UNITS)
+    inputs_ta = tf.TensorArray(tf.float32, size=STEPS, clear_after_read=False).unstack(np.transpose(x, (1, 0, 2)))
+    lengths = tf.constant(LENGTHS)
+
+    def loop_fn(time, cell_output, cell_state, loop_state):
+        state = cell.zero_state(BATCH, tf.float32) if cell_output is None else cell_state
+        finished = time >= lengths
+        next_input = tf.cond(tf.reduce_all(finished), lambda: tf.zeros([BATCH, FEATURES]), lambda: inputs_ta.read(time))
+        return finished, next_input, state, cell_output, None
+
+    ku.raw_rnn(cell, loop_fn)  # builds the cell; then TF1's weights
+    ku.load_tf1_weights(cell, tf1["checkpoint"], scope="raw/rnn/lstm_cell")
+    emit_ta, state, loop_state = ku.raw_rnn(cell, loop_fn)
+    assert loop_state is None and repr(loop_state) == str(tf1["raw/loop_state"])
+    np.testing.assert_allclose(emit_ta.stack(), tf1["raw/outputs"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(state.c, tf1["raw/c"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(state.h, tf1["raw/h"], rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------ item 12 (functions): lengths of unknown rank
+@pytest.mark.parametrize("function", ["dynamic_rnn", "static_rnn"])
+def test_sequence_length_of_unknown_rank(function):
+    """TF1 takes a `sequence_length` whose rank is unknown when traced, and checks it when it runs."""
+    cell = ku.tf1.GRUCell(3)
+    call = getattr(ku, function)
+
+    @tf.function(input_signature=[tf.TensorSpec((2, 4, 3), tf.float32), tf.TensorSpec(None, tf.int32)])
+    def run(x, lengths):
+        return call(cell, x, sequence_length=lengths)
+
+    outputs, state = run(X, tf.constant([4, 2]))
+    expected_outputs, expected_state = call(cell, X, sequence_length=[4, 2])
+    np.testing.assert_allclose(outputs, expected_outputs, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(state, expected_state, rtol=1e-6, atol=1e-6)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError)):
+        run(X, tf.constant([[4, 2]]))
+
+
+# --------------------------------------------------------------- item 13: TF1-style cells, as written
+class Accumulate:
+    """A TF1-style cell (TF1 users subclassed `tf.nn.rnn_cell.RNNCell`): state += input, output = 2 * state."""
+
+    state_size = 3
+    output_size = 3
+
+    def zero_state(self, batch_size, dtype):
+        return tf.ones([batch_size, 3], dtype)  # not zeros: the functions must ask the cell
+
+    def __call__(self, inputs, state, scope=None):
+        new_state = state + inputs
+        return 2.0 * new_state, new_state
+
+
+def test_tf1_style_cells_in_every_function():
+    x = X.astype("float64")
+    expected_state = 1.0 + np.cumsum(x, axis=1)  # (B, T, 3): the state after each step
+    outputs, state = ku.dynamic_rnn(Accumulate(), x, sequence_length=[4, 2], dtype=tf.float64)
+    np.testing.assert_allclose(outputs[0], 2 * expected_state[0])
+    np.testing.assert_allclose(outputs[1], np.concatenate([2 * expected_state[1, :2], np.zeros((2, 3))]))
+    np.testing.assert_allclose(state, np.stack([expected_state[0, 3], expected_state[1, 1]]))
+    assert outputs.dtype == tf.float64
+
+    steps, static_state = ku.static_rnn(Accumulate(), [x[:, t] for t in range(4)], sequence_length=[4, 2])
+    np.testing.assert_allclose(np.stack(steps, 1), outputs)
+    np.testing.assert_allclose(static_state, state)
+
+    (out_fw, out_bw), (state_fw, state_bw) = ku.bidirectional_dynamic_rnn(Accumulate(), Accumulate(), x)
+    np.testing.assert_allclose(out_fw, 2 * expected_state)
+    np.testing.assert_allclose(state_bw, 1.0 + x.sum(axis=1))
+    outputs_bid, _, _ = ku.static_bidirectional_rnn(Accumulate(), Accumulate(), [x[:, t] for t in range(4)])
+    np.testing.assert_allclose(outputs_bid[0], np.concatenate([out_fw[:, 0], out_bw[:, 0]], axis=1))
+
+
+def test_a_tf1_style_cell_around_a_ku_tf1_cell_inside_tf_function():
+    """A TF1 user's wrapper cell calling a `ku.tf1` cell, traced once with an open time axis."""
+    inner = ku.tf1.GRUCell(3)
+
+    class Scaled:
+        state_size, output_size = 3, 3
+
+        def __call__(self, inputs, state):
+            output, new_state = inner(inputs, [state])
+            return 0.5 * output, new_state[0]
+
+    @tf.function(input_signature=[tf.TensorSpec((2, None, 3), tf.float32)])
+    def run(x):
+        return ku.dynamic_rnn(Scaled(), x, dtype=tf.float32)
+
+    inner(X[:, 0], [tf.zeros((2, 3))])  # built eagerly (variables are created outside tf.function)
+    outputs, state = run(X)
+    reference, _ = ku.dynamic_rnn(inner, X)
+    np.testing.assert_allclose(outputs, 0.5 * np.asarray(reference), rtol=1e-6, atol=1e-6)
+
+
+# ------------------------------------------------------------------ item 14: ku.tf1 as tf.contrib.rnn
+def test_tf1_module_stands_in_for_contrib_rnn():
+    from keras_unroll import tf1 as rnn
+
+    assert rnn.static_rnn is ku.static_rnn and rnn.dynamic_rnn is ku.dynamic_rnn and rnn.raw_rnn is ku.raw_rnn
+    assert rnn.bidirectional_dynamic_rnn is ku.bidirectional_dynamic_rnn
+    assert rnn.static_bidirectional_rnn is ku.static_bidirectional_rnn
+    assert {"static_rnn", "dynamic_rnn", "raw_rnn", "bidirectional_dynamic_rnn", "static_bidirectional_rnn"} <= set(rnn.__all__)
+    outputs, states = rnn.static_rnn(rnn.BasicLSTMCell(4), [X[:, t] for t in range(4)], dtype=tf.float32)
+    assert len(outputs) == 4 and isinstance(states, rnn.LSTMStateTuple)

@@ -22,6 +22,7 @@ import numpy as np
 BATCH, STEPS, FEATURES = 2, 4, 3
 GRU_UNITS, LSTM_UNITS = 5, 4
 LENGTHS = np.array([4, 2], np.int32)
+CLASSES = 3
 
 
 def inputs() -> Dict[str, np.ndarray]:
@@ -108,6 +109,15 @@ def main(out_dir: str) -> None:  # pragma: no cover - runs in the child process
         fetches["raw/outputs"], fetches["raw/c"], fetches["raw/h"] = emit_ta.stack(), state.c, state.h
         names["raw/loop_state"] = repr(loop_state)
         biases.append(cell.weights[1].assign(data["lstm_bias"].astype(np.float32)))
+
+    # Item 15: a TF1 script's output layer as raw variables, saved as `Variable`, `Variable_1`.
+    cell = v1.nn.rnn_cell.BasicLSTMCell(LSTM_UNITS)
+    outputs, _ = v1.nn.dynamic_rnn(cell, tf.constant(data["x"], tf.float32), dtype=tf.float32)
+    weights = {"out": tf.Variable(v1.random_normal([LSTM_UNITS, CLASSES], seed=1))}
+    out_biases = {"out": tf.Variable(v1.random_normal([CLASSES], seed=2))}
+    fetches["logits"] = tf.matmul(outputs[:, -1], weights["out"]) + out_biases["out"]
+    names["logits/names"] = " ".join([weights["out"].op.name, out_biases["out"].op.name])
+    biases.append(cell.weights[1].assign(data["lstm_bias"].astype(np.float32)))
 
     with v1.Session() as session:
         session.run(v1.global_variables_initializer())
