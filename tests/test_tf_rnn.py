@@ -17,13 +17,34 @@ halves of `MultiDimensionalLSTMTest` / `NestedLSTMTest`).
 from __future__ import annotations
 
 import gc
+import os
+import pathlib
+import subprocess
+import sys
+import types
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras_unroll as ku
-from keras_unroll import tf1 as rnn
+# The control run: `test_the_carried_tests_pass_on_tf1` runs this file again in a child process against TF1
+# itself (`tf.compat.v1.nn` with tf-keras' `rnn_cell`), where the test cells subclass TF1's `RNNCell`.
+ON_TF1 = os.environ.get("KERAS_UNROLL_CARRIED_ON") == "tf1"
+if ON_TF1:
+    v1 = tf.compat.v1
+    ku = types.SimpleNamespace(
+        dynamic_rnn=v1.nn.dynamic_rnn, static_rnn=v1.nn.static_rnn, raw_rnn=v1.nn.raw_rnn,
+        static_bidirectional_rnn=v1.nn.static_bidirectional_rnn,
+    )  # fmt: skip
+    rnn = v1.nn.rnn_cell
+    CellBase = v1.nn.rnn_cell.RNNCell
+    TRAINING = {}
+else:
+    import keras_unroll as ku
+    from keras_unroll import tf1 as rnn
+
+    CellBase = object  # the form our docs give: no base class
+    TRAINING = {"training": True}  # ku.tf1.DropoutWrapper drops only while training, as Keras' dropout
 
 
 def assert_all_close(a, b, rtol=1e-6, atol=1e-6):  # TF's assertAllClose defaults
@@ -38,7 +59,9 @@ def assert_all_equal(a, b):
 # The tests below need the cells' half of issue 21 (TF1's `get_initial_state(inputs, batch_size, dtype)`,
 # direct calls with TF1's states, `tf.train.Checkpoint` tracking, a `DropoutWrapper` around a TF1-style
 # cell), which another change brings; they run, and pass once it is in (strict=False: no xpass failure).
-CELLS_HALF = pytest.mark.xfail(reason="needs the ku.tf1 cells' half of issue 21 (items 1, 2, 12)", strict=False)
+CELLS_HALF = pytest.mark.xfail(
+    not ON_TF1, reason="needs the ku.tf1 cells' half of issue 21 (items 1, 2, 12)", strict=False
+)
 
 
 @pytest.fixture(autouse=True)
@@ -47,7 +70,7 @@ def seed():
 
 
 # ------------------------------------------------------------------------------ TF1-style test cells
-class Plus1RNNCell:
+class Plus1RNNCell(CellBase):
     """RNN cell generating (output, new_state) = (input + 1, state + 1)."""
 
     output_size = 5
@@ -57,7 +80,7 @@ class Plus1RNNCell:
         return (input_ + 1, state + 1)
 
 
-class ScalarStateRNNCell:
+class ScalarStateRNNCell(CellBase):
     output_size = 1
     state_size = tf.TensorShape([])
 
@@ -68,7 +91,7 @@ class ScalarStateRNNCell:
         return (input_, state + 1)
 
 
-class UnbalancedOutputRNNCell:
+class UnbalancedOutputRNNCell(CellBase):
     output_size = (tf.TensorShape(1), tf.TensorShape((2)))
     state_size = tf.TensorShape([])
 
@@ -80,7 +103,7 @@ class UnbalancedOutputRNNCell:
         return (input_, concatenated), state + 1
 
 
-class TensorArrayStateRNNCell:
+class TensorArrayStateRNNCell(CellBase):
     output_size = 1
     state_size = (tf.TensorShape([]), ())
 
@@ -92,20 +115,28 @@ class TensorArrayStateRNNCell:
         return (input_, (state[0] + 1, new_array))
 
 
-class DummyMultiDimensionalLSTM:
+class DummyMultiDimensionalLSTM(CellBase):
     """(output, new_state) = (input + 1, state + 1) on inputs with several feature axes."""
 
     def __init__(self, dims):
         self._dims = dims
-        self.output_size = tf.TensorShape(dims)
-        self.state_size = (tf.TensorShape(dims), tf.TensorShape(dims))
+        self._output_size = tf.TensorShape(dims)
+        self._state_size = (tf.TensorShape(dims), tf.TensorShape(dims))
+
+    @property
+    def output_size(self):
+        return self._output_size
+
+    @property
+    def state_size(self):
+        return self._state_size
 
     def __call__(self, input_, state, scope=None):
         h, c = state
         return (input_ + 1, (h + 1, c + 1))
 
 
-class NestedRNNCell:
+class NestedRNNCell(CellBase):
     """Input, output and state are each a tuple of two tensors."""
 
     output_size = (5, 5)
@@ -280,7 +311,7 @@ def test_dropout():
     input_value = np.random.randn(batch_size, input_size)
     inputs = max_length * [tf.constant(input_value, tf.float32)]
     outputs, state = ku.static_rnn(cell, inputs, dtype=tf.float32)
-    dropped_outputs, _ = ku.static_rnn(full_dropout_cell, inputs, dtype=tf.float32, training=True)
+    dropped_outputs, _ = ku.static_rnn(full_dropout_cell, inputs, dtype=tf.float32, **TRAINING)
     assert len(outputs) == len(inputs)
     for out, inp in zip(outputs, inputs):
         assert out.shape.as_list() == inp.shape.as_list() and out.dtype == inp.dtype
@@ -319,7 +350,7 @@ def test_gru_dynamic():
     sequence_length = np.random.randint(0, time_steps, size=batch_size)
     cell = rnn.GRUCell(num_units=num_units)
     ku.dynamic_rnn(
-        cell, inputs=input_values.astype(np.float32), sequence_length=sequence_length, time_major=True, dtype=tf.float32
+        cell, inputs=tf.constant(input_values, tf.float32), sequence_length=sequence_length, time_major=True, dtype=tf.float32
     )
 
 
@@ -402,11 +433,9 @@ def _raw_rnn_against_dynamic_rnn(max_time):
     rand_input = np.random.randn(max_time, batch_size, input_depth)
     rand_seq_len = np.zeros(batch_size) if max_time == 0 else np.random.randint(max_time, size=batch_size)
     rand_seq_len[0] = max_time  # To ensure same output lengths for dynamic_rnn and raw_rnn
-    inputs = tf.constant(rand_input, tf.float32)
-    sequence_length = tf.constant(rand_seq_len, tf.int32)
     cell = rnn.LSTMCell(num_units, state_is_tuple=True)
 
-    def run_raw():
+    def run_raw(inputs, sequence_length):
         inputs_ta = tf.TensorArray(dtype=tf.float32, size=tf.shape(inputs)[0]).unstack(inputs)
 
         def loop_fn(time_, cell_output, cell_state, unused_loop_state):
@@ -423,22 +452,39 @@ def _raw_rnn_against_dynamic_rnn(max_time):
         outputs_ta, final_state, _ = ku.raw_rnn(cell, loop_fn)
         return outputs_ta.stack(), final_state
 
+    def run_both(inputs, sequence_length):
+        dynamic = ku.dynamic_rnn(cell, inputs, time_major=True, dtype=tf.float32, sequence_length=sequence_length)
+        return dynamic, run_raw(inputs, sequence_length)
+
+    feed = (tf.constant(rand_input, tf.float32), tf.constant(rand_seq_len, tf.int32))
+    if max_time == 0:
+        # TF's graph: with no step, only a graph gives the outputs their shape (0, batch, units).
+        if ON_TF1:  # TF1's own graph and session (its variable scopes stay in that graph)
+            with tf.Graph().as_default():
+                fetches = run_both(*(tf.constant(np.asarray(f)) for f in feed))
+                with v1.Session() as session:
+                    session.run(v1.global_variables_initializer())
+                    (outputs_dynamic_rnn, final_state_dynamic_rnn), (outputs, final_state) = session.run(fetches)
+        else:
+            (outputs_dynamic_rnn, final_state_dynamic_rnn), (outputs, final_state) = tf.function(run_both)(*feed)
+        assert np.shape(outputs) == np.shape(outputs_dynamic_rnn) == (0, batch_size, num_units)
+        assert_all_close(outputs_dynamic_rnn, outputs)
+        assert_all_close(final_state_dynamic_rnn, final_state)
+        return  # no gradients with 0 time steps (TF's note: raw_rnn has no shape information then)
+
+    inputs = feed[0]
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(inputs)
-        outputs_dynamic_rnn, final_state_dynamic_rnn = ku.dynamic_rnn(
-            cell, inputs, time_major=True, dtype=tf.float32, sequence_length=sequence_length
-        )
-        outputs, final_state = run_raw()
+        (outputs_dynamic_rnn, final_state_dynamic_rnn), (outputs, final_state) = run_both(*feed)
     assert_all_close(outputs_dynamic_rnn, outputs)
     assert_all_close(final_state_dynamic_rnn, final_state)
-    if max_time > 0:
-        variables = cell.trainable_variables
-        gradients = tape.gradient([outputs, final_state], [inputs] + variables)
-        gradients_dynamic_rnn = tape.gradient([outputs_dynamic_rnn, final_state_dynamic_rnn], [inputs] + variables)
-        assert len(gradients) == len(gradients_dynamic_rnn)
-        assert_all_close(gradients[0], gradients_dynamic_rnn[0])
-        for i in range(1, len(gradients)):
-            assert_all_close(gradients_dynamic_rnn[i], gradients[i])
+    variables = cell.trainable_variables
+    gradients = tape.gradient([outputs, final_state], [inputs] + variables)
+    gradients_dynamic_rnn = tape.gradient([outputs_dynamic_rnn, final_state_dynamic_rnn], [inputs] + variables)
+    assert len(gradients) == len(gradients_dynamic_rnn)
+    assert_all_close(gradients[0], gradients_dynamic_rnn[0])
+    for i in range(1, len(gradients)):
+        assert_all_close(gradients_dynamic_rnn[i], gradients[i])
 
 
 def test_raw_rnn_zero_length():
@@ -539,3 +585,19 @@ def test_emit_different_structure_than_cell_output():
     output_vals = tf.function(run, input_signature=[tf.TensorSpec([], tf.int32)])(tf.constant(1))
     assert_all_equal(np.ones((max_time, batch_size, 2, 3), np.int32), output_vals[0])
     assert_all_equal(np.ones((max_time, batch_size, 1), np.int64), output_vals[1])
+
+
+# ============================================================================ the control run on TF1
+@pytest.mark.subprocess
+@pytest.mark.skipif(ON_TF1, reason="this is the control run itself")
+def test_the_carried_tests_pass_on_tf1(subprocess_env):
+    """The same tests, TF's numbers and assertions, against TF1's own functions and cells (tf-keras)."""
+    env = dict(subprocess_env, TF_USE_LEGACY_KERAS="1", KERAS_UNROLL_CARRIED_ON="tf1")
+    test_file = pathlib.Path(__file__).resolve()
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", str(test_file), "-q", "-p", "no:cacheprovider", "-x",
+         "-k", "not test_basic_lstm_cell_interchange"],
+        cwd=test_file.parent.parent, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and "failed" not in done.stdout
