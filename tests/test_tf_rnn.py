@@ -17,6 +17,7 @@ halves of `MultiDimensionalLSTMTest` / `NestedLSTMTest`).
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 import pathlib
 import subprocess
@@ -35,6 +36,7 @@ if ON_TF1:
     ku = types.SimpleNamespace(
         dynamic_rnn=v1.nn.dynamic_rnn, static_rnn=v1.nn.static_rnn, raw_rnn=v1.nn.raw_rnn,
         static_bidirectional_rnn=v1.nn.static_bidirectional_rnn,
+        bidirectional_dynamic_rnn=v1.nn.bidirectional_dynamic_rnn,
     )  # fmt: skip
     rnn = v1.nn.rnn_cell
     CellBase = v1.nn.rnn_cell.RNNCell
@@ -352,6 +354,129 @@ def test_gru_dynamic():
     ku.dynamic_rnn(
         cell, inputs=tf.constant(input_values, tf.float32), sequence_length=sequence_length, time_major=True, dtype=tf.float32
     )
+
+
+# ============================================================ rnn_cell_test.py: BidirectionalRNNTest
+def _lstm(num_units, input_size, state_is_tuple, tf1_line):
+    """TF's `LSTMCell(num_units, input_size, initializer=..., ...)`: the TF1 line as written (the old
+    positional `input_size`), or the form our docs give (without it; TF1 ignored it)."""
+    initializer = tf.random_uniform_initializer(-0.01, 0.01, seed=23489)
+    if tf1_line:
+        return rnn.LSTMCell(num_units, input_size, initializer=initializer, state_is_tuple=state_is_tuple)
+    return rnn.LSTMCell(num_units, initializer=initializer, state_is_tuple=state_is_tuple)
+
+
+def _static_bidirectional(use_shape, use_sequence_length, tf1_line):
+    num_units, input_size, batch_size, max_length = 3, 5, 2, 8
+    input_value = np.random.randn(batch_size, input_size)
+    sequence_length = tf.constant([2, 3], tf.int64) if use_sequence_length else None
+    cell_fw = _lstm(num_units, input_size, False, tf1_line)
+    cell_bw = _lstm(num_units, input_size, False, tf1_line)
+
+    def run(x, sequence_length=None):
+        inputs = max_length * [x]
+        outputs, state_fw, state_bw = ku.static_bidirectional_rnn(
+            cell_fw, cell_bw, inputs, dtype=tf.float32, sequence_length=sequence_length
+        )
+        assert len(outputs) == len(inputs)
+        for out in outputs:
+            assert out.shape.as_list() == [batch_size if use_shape else None, 2 * num_units]
+        return tf.stack(outputs), state_fw, state_bw
+
+    return _run_like_placeholders(run, input_value, sequence_length, use_shape)
+
+
+def _run_like_placeholders(run, input_value, sequence_length, use_shape):
+    """TF feeds placeholders: inputs of shape (None, input_size) unless `use_shape`, lengths of unknown shape."""
+    x = tf.constant(input_value, tf.float32)
+    args = (x,) if sequence_length is None else (x, sequence_length)
+    if use_shape:
+        return run(*args)
+    if ON_TF1:  # TF1's own graph, placeholders and session (its variable scopes stay in that graph)
+        with tf.Graph().as_default():
+            feeds = [v1.placeholder(tf.float32, (None, x.shape[1]))] + ([] if sequence_length is None else [v1.placeholder(tf.int64)])
+            fetches = run(*feeds)
+            with v1.Session() as session:
+                session.run(v1.global_variables_initializer())
+                return session.run(fetches, dict(zip(feeds, [np.asarray(a) for a in args])))
+    signature = [tf.TensorSpec((None, x.shape[1]), tf.float32)] + (
+        [] if sequence_length is None else [tf.TensorSpec(None, tf.int64)]
+    )
+    return tf.function(run, input_signature=signature)(*args)
+
+
+@pytest.mark.parametrize("tf1_line", [pytest.param(True, marks=CELLS_HALF), False], ids=["tf1_line", "docs_form"])
+@pytest.mark.parametrize("use_shape", [False, True])
+def test_bidirectional_rnn(use_shape, tf1_line):
+    out, s_fw, s_bw = _static_bidirectional(use_shape, True, tf1_line)
+    # First sequence in batch is length=2: t=0 forward == t=1 backward, t=1 forward == t=0 backward
+    for depth in range(3):
+        assert_all_close(out[0][0][depth], out[1][0][depth + 3])
+        assert_all_close(out[1][0][depth], out[0][0][depth + 3])
+    # Second sequence in batch is length=3
+    for depth in range(3):
+        assert_all_close(out[0][1][depth], out[2][1][depth + 3])
+        assert_all_close(out[1][1][depth], out[1][1][depth + 3])
+        assert_all_close(out[2][1][depth], out[0][1][depth + 3])
+    # the forward and backward final state should be exactly the same
+    assert_all_close(s_fw, s_bw)
+
+
+@pytest.mark.parametrize("tf1_line", [pytest.param(True, marks=CELLS_HALF), False], ids=["tf1_line", "docs_form"])
+@pytest.mark.parametrize("use_shape", [False, True])
+def test_bidirectional_rnn_without_sequence_length(use_shape, tf1_line):
+    out, s_fw, s_bw = _static_bidirectional(use_shape, False, tf1_line)
+    for i in range(8):  # Both sequences in batch are length=8
+        assert_all_close(out[i][0][0:3], out[8 - 1 - i][0][3:6])
+        assert_all_close(out[i][1][0:3], out[8 - 1 - i][1][3:6])
+    assert_all_close(s_fw, s_bw)
+
+
+@pytest.mark.parametrize("use_shape, use_state_tuple, use_time_major, use_sequence_length",
+                         list(itertools.product([True, False], repeat=4)))
+def test_bidirectional_dynamic_rnn(use_shape, use_state_tuple, use_time_major, use_sequence_length):
+    num_units, input_size, batch_size, max_length = 3, 5, 2, 8
+    input_value = np.random.randn(batch_size, input_size)
+    sequence_length = tf.constant([2, 3], tf.int64) if use_sequence_length else None
+    cell_fw = _lstm(num_units, input_size, use_state_tuple, tf1_line=False)
+    cell_bw = _lstm(num_units, input_size, use_state_tuple, tf1_line=False)
+
+    def run(x, sequence_length=None):
+        inputs_c = tf.stack(max_length * [x])
+        if not use_time_major:
+            inputs_c = tf.transpose(inputs_c, [1, 0, 2])
+        outputs, states = ku.bidirectional_dynamic_rnn(
+            cell_fw, cell_bw, inputs_c, sequence_length, dtype=tf.float32, time_major=use_time_major
+        )
+        outputs = tf.concat(outputs, 2)
+        outputs_shape = [None, max_length, 2 * num_units]
+        if use_shape:
+            outputs_shape[0] = batch_size
+        if use_time_major:
+            outputs_shape[0], outputs_shape[1] = outputs_shape[1], outputs_shape[0]
+        assert outputs.shape.as_list() == outputs_shape
+        return outputs, states
+
+    out, (state_fw, state_bw) = _run_like_placeholders(run, input_value, sequence_length, use_shape)
+    if use_state_tuple:
+        s_fw, s_bw = (state_fw[0], state_fw[1]), (state_bw[0], state_bw[1])
+    else:
+        s_fw, s_bw = state_fw, state_bw
+    out = np.asarray(out)
+    if not use_time_major:
+        out = np.swapaxes(out, 0, 1)
+    if use_sequence_length:
+        for depth in range(3):
+            assert out[0][0][depth] == out[1][0][depth + 3]  # First sequence in batch is length=2
+            assert out[1][0][depth] == out[0][0][depth + 3]
+            assert out[0][1][depth] == out[2][1][depth + 3]  # Second sequence in batch is length=3
+            assert out[1][1][depth] == out[1][1][depth + 3]
+            assert out[2][1][depth] == out[0][1][depth + 3]
+        assert_all_close(s_fw, s_bw)
+    else:
+        for t in range(max_length):
+            assert_all_equal(out[t, :, 0:3], out[max_length - t - 1, :, 3:6])
+        assert_all_close(s_fw, s_bw)
 
 
 # ======================================================= rnn_cell_test.py: MultiDimensionalLSTMTest
