@@ -192,7 +192,9 @@ def tf1_dynamic_loop(
     state = initial_state if initial_state is not None else tf1_zero_state(cell, batch_size, dtype)
     lengths = _lengths(sequence_length)
     step = _tf1_step(tf1_call(cell, training), lengths)
-    read = lambda t: tf.nest.pack_sequence_as(inputs, [x[t] for x in flat])  # noqa: E731
+    # Steps are read from TensorArrays: a gradient per step, not a dense (T, B, ...) zero tensor per step.
+    arrays_in = [tf.TensorArray(x.dtype, size=steps, element_shape=x.shape[1:]).unstack(x) for x in flat]
+    read = lambda t: tf.nest.pack_sequence_as(inputs, [a.read(t) for a in arrays_in])  # noqa: E731
 
     if num_steps == 0:  # TF1: no steps give empty outputs and the initial state
         output_size = cell.output_size
