@@ -779,14 +779,15 @@ def load_tf1_weights(
     ```
     """
     ckpt = _Checkpoint(checkpoint)
-    if variables is not None or target is None:
+    if variables is not None:
         planned = _plan_variables(ckpt, variables)  # checked before anything is assigned
-        result = None if target is None else load_tf1_weights(
+        only_variables = target is None and scope is None and scopes is None
+        result = None if only_variables else load_tf1_weights(
             target, checkpoint, scope, forget_bias=forget_bias, scopes=scopes
         )  # fmt: skip
         for variable, value, _ in planned:
             variable.assign(value.astype(keras.backend.standardize_dtype(variable.dtype)))
-        return {source: value for _, value, source in planned} if target is None else result
+        return {source: value for _, value, source in planned} if only_variables else result
     if scopes is not None and scope is not None:
         raise ValueError(
             f"Give either `scope` (one cell) or `scopes` (a whole model), not both. Received: scope={scope!r}"
