@@ -279,3 +279,33 @@ def test_tf1_module_stands_in_for_contrib_rnn():
     assert {"static_rnn", "dynamic_rnn", "raw_rnn", "bidirectional_dynamic_rnn", "static_bidirectional_rnn"} <= set(rnn.__all__)
     outputs, states = rnn.static_rnn(rnn.BasicLSTMCell(4), [X[:, t] for t in range(4)], dtype=tf.float32)
     assert len(outputs) == 4 and isinstance(states, rnn.LSTMStateTuple)
+
+
+_TF1_RNNCELL_SUBCLASS = """
+import numpy as np, tensorflow as tf, keras_unroll as ku
+
+class Plus1(tf.compat.v1.nn.rnn_cell.RNNCell):   # TF1's own base class (tf-keras), __call__ and zero_state overridden
+    @property
+    def output_size(self): return 5
+    @property
+    def state_size(self): return 5
+    def zero_state(self, batch_size, dtype): return tf.fill([batch_size, 5], tf.constant(10.0, dtype))
+    def __call__(self, inputs, state, scope=None): return inputs + 1, state + 1
+
+x = np.ones((2, 3, 5), "float32")
+outputs, state = ku.dynamic_rnn(Plus1(), x, dtype=tf.float32, sequence_length=[3, 1])
+steps, static_state = ku.static_rnn(Plus1(), [x[:, t] for t in range(3)], dtype=tf.float32)
+print(np.asarray(outputs)[:, :, 0].tolist(), np.asarray(state)[:, 0].tolist(), np.asarray(static_state)[:, 0].tolist())
+"""
+
+
+@pytest.mark.subprocess
+def test_a_subclass_of_tf1s_rnncell(subprocess_env):
+    """Where tf-keras provides TF1's `RNNCell` (TF_USE_LEGACY_KERAS=1), its subclasses run as they are."""
+    import subprocess
+    import sys
+
+    env = dict(subprocess_env, TF_USE_LEGACY_KERAS="1")
+    done = subprocess.run([sys.executable, "-c", _TF1_RNNCELL_SUBCLASS], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "[[2.0, 2.0, 2.0], [2.0, 0.0, 0.0]] [13.0, 11.0] [13.0, 13.0]"
