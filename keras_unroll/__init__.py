@@ -6,11 +6,13 @@ Public surface:
 - `StaticUnroll`, `DynamicUnroll`: the two unrollings as Keras layers (twins).
 - `static_rnn`, `dynamic_rnn`: the functional loops, with TF1 semantics.
 - `bidirectional_dynamic_rnn`, `static_bidirectional_rnn`: TF1's bidirectional functions.
+- `raw_rnn`: TF1's `tf.nn.raw_rnn`, the loop a function of yours drives (decoders).
 - `load_tf1_weights`: read TF1 checkpoints (every `tf.nn.rnn_cell` cell, stacks, wrappers, dense layers) into Keras.
 - `configure_gpus`: the TF2 replacement for TF1's `ConfigProto` GPU options.
 - `inspect`: graph and memory inspection (`graph_stats`, `compare_unrolling`, `export_graph`, `show_graph`).
 - `testing`: `generic_only()`, the switch that runs every cell with the generic step (for comparisons).
-- `tf1`: TF1's `tf.nn.rnn_cell` vocabulary (`BasicLSTMCell`, `LSTMCell`, `GRUCell`, `MultiRNNCell`, wrappers).
+- `tf1`: TF1's `tf.nn.rnn_cell` / `tf.contrib.rnn` vocabulary (`BasicLSTMCell`, `LSTMCell`, `GRUCell`, `MultiRNNCell`,
+  wrappers) and its functions (`from keras_unroll import tf1 as rnn`; `rnn.static_rnn(...)`).
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -22,6 +24,7 @@ from keras_unroll.checkpoint import load_tf1_weights
 from keras_unroll.gpu import GpuReport, configure_gpus
 from keras_unroll.layers import DynamicUnroll, StaticUnroll
 from keras_unroll.functional import dynamic_rnn, static_rnn
+from keras_unroll.raw import raw_rnn
 
 try:
     __version__ = version("keras-unroll")
@@ -38,6 +41,7 @@ __all__ = [
     "dynamic_rnn",
     "inspect",
     "load_tf1_weights",
+    "raw_rnn",
     "static_bidirectional_rnn",
     "static_rnn",
     "testing",

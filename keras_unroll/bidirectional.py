@@ -98,13 +98,13 @@ def bidirectional_dynamic_rnn(
     )
     out_fw, state_fw = dynamic_rnn(cell_fw, inputs, initial_state=initial_state_fw, **options)
     # dynamic_rnn has checked `inputs` and `sequence_length`; convert them the same way for the reversal.
-    inputs = tf.convert_to_tensor(inputs)
+    # Every tensor of a nested input (a tuple of tensors, as TF1 took) is reversed alike.
+    inputs = tf.convert_to_tensor(inputs) if isinstance(inputs, list) else tf.nest.map_structure(tf.convert_to_tensor, inputs)
     lengths = _lengths(sequence_length)
     time_axis = 0 if time_major else 1
-    out_bw, state_bw = dynamic_rnn(
-        cell_bw, _reverse(inputs, lengths, time_axis), initial_state=initial_state_bw, **options
-    )
-    return (out_fw, _reverse(out_bw, lengths, time_axis)), (state_fw, state_bw)
+    reverse = lambda structure: tf.nest.map_structure(lambda x: _reverse(x, lengths, time_axis), structure)  # noqa: E731
+    out_bw, state_bw = dynamic_rnn(cell_bw, reverse(inputs), initial_state=initial_state_bw, **options)
+    return (out_fw, reverse(out_bw)), (state_fw, state_bw)
 
 
 def static_bidirectional_rnn(
@@ -154,6 +154,10 @@ def static_bidirectional_rnn(
 
     list_input = isinstance(inputs, (list, tuple))
     options = dict(sequence_length=sequence_length, training=training)
+    from keras_unroll.raw import is_tf1_style_cell  # lazy, as above
+
+    if list_input and (_nested_steps(inputs) or is_tf1_style_cell(cell_fw) or is_tf1_style_cell(cell_bw)):
+        return _static_bidirectional_steps(static_rnn, cell_fw, cell_bw, inputs, initial_state_fw, initial_state_bw, options)
     out_fw, state_fw = static_rnn(cell_fw, inputs, initial_state=initial_state_fw, **options)
     out_fw = tf.stack(out_fw, axis=1) if list_input else out_fw
     # static_rnn has checked the inputs; stack them batch-major for the reversal.
@@ -164,4 +168,31 @@ def static_bidirectional_rnn(
     outputs = tf.concat([out_fw, _reverse(out_bw, lengths, 1)], axis=2)
     if list_input:
         return tf.unstack(outputs, axis=1), state_fw, state_bw
+    return outputs, state_fw, state_bw
+
+
+def _nested_steps(steps: Sequence[Any]) -> bool:
+    """Steps TF1 took and the stacked path does not: tuples of tensors, or more than one feature axis."""
+    return any(isinstance(x, (tuple, dict)) or len(getattr(x, "shape", (0, 0))) > 2 for x in steps)
+
+
+def _reverse_steps(steps: Sequence[Any], lengths: Optional[tf.Tensor]) -> List[Any]:
+    """A list of (nested) steps, each row reversed within its length (TF1's `_reverse_seq`)."""
+    flat = [tf.nest.flatten(step) for step in steps]
+    columns = [_reverse(tf.stack([tf.convert_to_tensor(f[i]) for f in flat]), lengths, 0) for i in range(len(flat[0]))]
+    return [tf.nest.pack_sequence_as(steps[t], [c[t] for c in columns]) for t in range(len(steps))]
+
+
+def _static_bidirectional_steps(
+    static_rnn: Any, cell_fw: Any, cell_bw: Any, steps: Sequence[Any], state_fw: Any, state_bw: Any, options: dict
+) -> Tuple[List[Any], Any, Any]:
+    """`static_bidirectional_rnn` over nested or many-axis steps: each output concatenated on axis 1, as TF1."""
+    lengths = _lengths(options["sequence_length"])
+    out_fw, state_fw = static_rnn(cell_fw, list(steps), initial_state=state_fw, **options)
+    out_bw, state_bw = static_rnn(cell_bw, _reverse_steps(steps, lengths), initial_state=state_bw, **options)
+    out_bw = _reverse_steps(out_bw, lengths)
+    outputs = [
+        tf.nest.pack_sequence_as(fw, [tf.concat([f, b], 1) for f, b in zip(tf.nest.flatten(fw), tf.nest.flatten(bw))])
+        for fw, bw in zip(out_fw, out_bw)
+    ]
     return outputs, state_fw, state_bw

@@ -647,6 +647,44 @@ def _model_scopes(ckpt: _Checkpoint, model: Any) -> Dict[str, Any]:
     return scopes
 
 
+def _plan_variables(ckpt: _Checkpoint, variables: Any) -> List[Tuple[Any, np.ndarray, str]]:
+    """`(variable, array, checkpoint name)` for `variables={checkpoint_name: variable}`, every one checked."""
+    if not isinstance(variables, Mapping) or not variables:
+        raise TypeError(
+            "`variables` must be a non-empty dict {checkpoint_name: variable}, e.g. "
+            f"{{'Variable': dense.kernel, 'Variable_1': dense.bias}}. Received: variables={variables!r}"
+        )
+    planned = []
+    for name, variable in variables.items():
+        if not isinstance(name, str):
+            raise TypeError(f"`variables` keys must be checkpoint variable names (str). Received: key {name!r}")
+        if isinstance(variable, keras.layers.Layer):
+            raise TypeError(
+                f"`variables[{name!r}]` must be one variable, not a layer: give one of its weights, e.g. "
+                f"`layer.kernel` or `layer.bias` (build the layer first). Received: a {type(variable).__name__}"
+            )
+        if not (hasattr(variable, "assign") and hasattr(variable, "shape")):
+            raise TypeError(
+                f"`variables[{name!r}]` must be a variable (a Keras weight such as `dense.kernel`, or a "
+                f"`tf.Variable`). Received: {variable!r}"
+            )
+        source = name[: -len(":0")] if name.endswith(":0") else name
+        if not ckpt.has(source):
+            raise ValueError(
+                f"The checkpoint has no variable {source!r} (TF1 named unnamed `tf.Variable`s 'Variable', "
+                f"'Variable_1', ... in creation order). {ckpt.holds()}. Received: variables key {name!r}"
+            )
+        value = ckpt.get(source)
+        if tuple(variable.shape) != value.shape:
+            raise ValueError(
+                f"The checkpoint's {source!r} has shape {list(value.shape)}, but the variable it goes to has shape "
+                f"{list(variable.shape)}. Map it to a variable of its shape. Received: variables[{name!r}] of "
+                f"shape {list(variable.shape)}"
+            )
+        planned.append((variable, value, source))
+    return planned
+
+
 def load_tf1_weights(
     target: Any,
     checkpoint: Any,
@@ -654,6 +692,7 @@ def load_tf1_weights(
     *,
     forget_bias: Optional[float] = None,
     scopes: Optional[Mapping[str, Any]] = None,
+    variables: Optional[Mapping[str, Any]] = None,
 ) -> Any:
     """Loads TF1 RNN cells' and dense layers' weights from a TF1 checkpoint into Keras.
 
@@ -684,7 +723,8 @@ def load_tf1_weights(
     A load checks everything before it assigns anything: on an error no weight has changed.
 
     Args:
-        target: The Keras cell, `Dense` or `Bidirectional` layer to fill (table above). An unbuilt one is
+        target: The Keras cell, `Dense` or `Bidirectional` layer to fill (table above), or `None` to load
+            only `variables`. An unbuilt one is
             built for the checkpoint's input size `F`; a built one must match it. A recurrent layer
             (`keras.layers.RNN`, `ku.DynamicUnroll`, `ku.StaticUnroll`) is refused: pass `layer.cell`. With
             `scopes`, the model (or any object) whose layers `scopes` names; with neither `scope` nor
@@ -702,16 +742,21 @@ def load_tf1_weights(
             a `TimeDistributed(Dense)`'s `Dense`.
             Without `scope` and `scopes`, a model with one recurrent layer and Dense layers is filled from
             `rnn/<cell>` and `dense`, `dense_1`, ... in layer order, as TF1 named them in one graph.
+        variables: Named checkpoint variables copied as they are: `{checkpoint_name: variable}`, where
+            the variable is a built layer's weight (`dense.kernel`) or a `tf.Variable`. For TF1 scripts that
+            kept their output layer as raw variables (`weights = {'out': tf.Variable(...)}`, saved as
+            `Variable`, `Variable_1`, ... in creation order). With `target=None` only these are loaded.
 
     Returns:
         The arrays set, as a tuple in the order of `target.weights` (so `target.get_weights()` now returns
         them); for a SimpleRNNCell `(kernel, recurrent_kernel, bias)`. A whole-model load returns
-        `{tf1_scope: that tuple}`.
+        `{tf1_scope: that tuple}`. With `target=None` and `variables`: `{checkpoint_name: array}`.
 
     Raises:
         TypeError: `checkpoint` is not a path, or `target` is a recurrent layer or an unsupported cell.
         FileNotFoundError: no checkpoint at `checkpoint` (also a `checkpoint` file naming a missing one).
-        ValueError: the scope is not in the checkpoint or holds another cell (the message says what it
+        ValueError: a `variables` name is not in the checkpoint or its shape differs from its variable's;
+            the scope is not in the checkpoint or holds another cell (the message says what it
             holds), shapes do not fit the cell (units, input size, `num_proj`, peepholes, stack depth), a
             Keras `GRUCell(reset_after=True)`, or a non-zero bias for a cell with `use_bias=False`.
 
@@ -727,9 +772,22 @@ def load_tf1_weights(
     model = keras.Sequential([ku.DynamicUnroll(stack, return_sequences=True), keras.layers.Dense(1)])
     ku.load_tf1_weights(model, "my_model/model.ckpt",
                         scopes={"rnn/multi_rnn_cell": model.layers[0], "dense": model.layers[1]})
+
+    # TF1: weights = {'out': tf.Variable(...)}; biases = {'out': tf.Variable(...)}  (saved as Variable, Variable_1)
+    dense = keras.layers.Dense(10); dense.build((None, 5))
+    ku.load_tf1_weights(None, "my_model/model.ckpt", variables={"Variable": dense.kernel, "Variable_1": dense.bias})
     ```
     """
     ckpt = _Checkpoint(checkpoint)
+    if variables is not None:
+        planned = _plan_variables(ckpt, variables)  # checked before anything is assigned
+        only_variables = target is None and scope is None and scopes is None
+        result = None if only_variables else load_tf1_weights(
+            target, checkpoint, scope, forget_bias=forget_bias, scopes=scopes
+        )  # fmt: skip
+        for variable, value, _ in planned:
+            variable.assign(value.astype(keras.backend.standardize_dtype(variable.dtype)))
+        return {source: value for _, value, source in planned} if only_variables else result
     if scopes is not None and scope is not None:
         raise ValueError(
             f"Give either `scope` (one cell) or `scopes` (a whole model), not both. Received: scope={scope!r}"

@@ -16,6 +16,7 @@ import numbers
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_unroll import plan
@@ -40,6 +41,133 @@ def check_parallel_iterations(value: Any) -> Optional[int]:
             f"`parallel_iterations` must be None or a positive integer (default 10). Received: parallel_iterations={value!r}"
         )
     return int(value)
+
+
+def _cell_tree(cell: Any) -> List[Any]:
+    """The cell and every cell inside it (a wrapper's `cell`, a stack's `cells`), each once."""
+    found, todo = [], [cell]
+    while todo:
+        current = todo.pop()
+        if any(current is seen for seen in found) or not isinstance(current, keras.layers.Layer):
+            continue
+        found.append(current)
+        inner = getattr(current, "cell", None)
+        todo += [inner] if inner is not None else []
+        todo += list(getattr(current, "cells", None) or [])
+    return found
+
+
+def _first_input(inputs: Any) -> Any:
+    """The first tensor of a (possibly nested) input: what TF1 reads the dtype and batch size from."""
+    flat = tf.nest.flatten(inputs)
+    return flat[0] if flat else None
+
+
+def _input_dtype(inputs: Any, dtype: Any) -> Optional[tf.DType]:
+    """The dtype TF1 would compute in: the input tensor's, else `dtype=`, else a NumPy array's (None: floatx).
+
+    A TF tensor's dtype is its own (TF1 neither casts it nor builds the cell in another dtype); a NumPy array
+    is what TF1 code fed to a placeholder of `dtype`, so `dtype=` decides for it when given.
+    """
+    first = _first_input(inputs)
+    given = None if dtype is None else tf.as_dtype(dtype)
+    if isinstance(first, (tf.Tensor, tf.Variable)) and first.dtype.is_floating:
+        if given is not None and given.is_floating and given != first.dtype:
+            raise ValueError(
+                f"`dtype` must match the inputs' dtype: TF1 builds the cell in the inputs' dtype and starts the "
+                f"state in `dtype`, so the two must agree. Cast the inputs (`tf.cast(inputs, {given.name!r})`) or "
+                f"drop `dtype`. Received: dtype={given.name}, inputs.dtype={first.dtype.name}"
+            )
+        return first.dtype
+    if given is not None:
+        return given if given.is_floating else None
+    if isinstance(first, np.ndarray) and np.issubdtype(first.dtype, np.floating):
+        return tf.as_dtype(first.dtype)
+    return None
+
+
+def _mixed(layer: Any) -> bool:
+    return layer.compute_dtype != layer.variable_dtype
+
+
+def settle_dtype(cell: Any, inputs: Any, dtype: Any = None) -> None:
+    """TF1's dtype rule for a cell: an unbuilt cell is built in the inputs' dtype (or `dtype=`).
+
+    A cell left at the default dtype policy takes the dtype TF1 would compute in (float64 inputs give float64
+    weights, outputs and states). A built cell keeps its weights: given wider inputs than it was built for
+    (float64 for a float32 cell), it says so instead of computing in float32. A cell given its own dtype
+    or a mixed-precision policy is left as it is (its inputs are cast to its compute dtype).
+
+    Raises:
+        ValueError: A cell with a non-float dtype, a built cell with narrower weights than the inputs, or
+            `dtype` disagreeing with a tensor input.
+    """
+    layers = _cell_tree(cell)
+    for layer in layers:
+        if not tf.as_dtype(layer.compute_dtype).is_floating:
+            raise ValueError(
+                "RNN cell only supports floating point inputs and weights (TF1's rule): give the cell a float "
+                f"dtype such as 'float32'. Received: cell {layer.name!r} with dtype {layer.compute_dtype}"
+            )
+    target = _input_dtype(inputs, dtype)
+    if target is None or not layers:
+        return
+    default = keras.config.dtype_policy().name
+    built = [layer for layer in layers if layer.built]
+    if not built:
+        if all(layer.dtype_policy.name == default and not _mixed(layer) for layer in layers):
+            if tf.as_dtype(layers[0].compute_dtype) != target:
+                for layer in layers:
+                    layer.dtype_policy = target.name
+        return
+    for layer in built:
+        weights = tf.as_dtype(layer.variable_dtype)
+        if not _mixed(layer) and weights.is_floating and target.size > weights.size:
+            raise ValueError(
+                f"The cell {layer.name!r} was built in {weights.name} (TF1 builds a cell in the dtype of its first "
+                f"inputs), and these inputs are {target.name}: computing them in {weights.name} would drop "
+                f"precision silently. Cast the inputs to {weights.name}, or use a new cell for {target.name} "
+                f"inputs. Received: inputs dtype {target.name}, cell weights {weights.name}"
+            )
+
+
+def _rank(x: Any) -> Optional[int]:
+    shape = getattr(x, "shape", None)
+    try:
+        return None if shape is None else len(shape)
+    except (TypeError, ValueError):  # a TensorShape of unknown rank
+        return None
+
+
+def _takes_tf1_loop(cell: Any, inputs: Any, static: bool) -> bool:
+    """Whether the call needs TF1's own loop (`keras_unroll.raw`) rather than the planner's.
+
+    The planner's loops take a Keras cell, one tensor of `(batch, features)` steps and `(batch, size)`
+    states. TF1's functions also took TF1-style cells (not Keras layers; with them, any nesting and steps
+    with more than one feature axis), nested inputs (a tuple of tensors per step), nested outputs and scalar
+    or `TensorShape` states.
+    """
+    from keras_unroll import raw  # lazy: `raw` builds on this module
+
+    if raw.is_tf1_style_cell(cell):
+        return True
+    if not isinstance(cell, (list, tuple)) and getattr(cell, "state_size", None) is not None:
+        if raw._sizes_are_tf1_only(cell):
+            return True
+    # A Keras cell takes nested inputs when it was written for them (Keras' RNN passes them on); steps with
+    # more than one feature axis stay an error for it (they are for TF1-style cells, taken above).
+    if static:
+        steps = inputs if isinstance(inputs, (list, tuple)) else []
+        return any(isinstance(x, (tuple, dict)) for x in steps)
+    return isinstance(inputs, (tuple, dict)) and not hasattr(inputs, "shape")
+
+
+def _check_unknown_rank_lengths(sequence_length: Any) -> Any:
+    """A `sequence_length` of unknown rank (a `tf.function` with `TensorSpec(shape=None)`): as TF1, taken,
+    and checked to be a vector when it runs."""
+    if isinstance(sequence_length, tf.Tensor) and sequence_length.shape.rank is None:
+        return tf.ensure_shape(sequence_length, [None])
+    return sequence_length
 
 
 def _begin(kind: str, cell: Any, inputs: Any, initial_state: Any, sequence_length: Any, time_major: Any,
@@ -85,7 +213,9 @@ def static_rnn(
             `(batch, units)` for single-state cells, `LSTMStateTuple(c, h)` for an LSTM, a tuple with one
             entry per layer for a stack; a Keras list (`[h, c]` for Keras' `LSTMCell`) is accepted too.
             Default: the cell's zero state (no `dtype` needed).
-        dtype: Accepted for TF1 compatibility; the input is cast to the cell's compute dtype.
+        dtype: TF1's `dtype`: the dtype of a NumPy input (what TF1 fed to a placeholder of `dtype`)
+            and of the state. As in TF1, a cell not yet built is built in the inputs' dtype (float64 inputs
+            give float64 weights, outputs and states); a built cell given wider inputs is a `ValueError`.
         sequence_length: Optional int tensor `(batch,)` with values in `[0, T]`. At `t >= length` the
             output is zero and the state is copied through, so the final state is the state at each row's
             last valid step (the initial state for a length-0 row).
@@ -108,11 +238,22 @@ def static_rnn(
     >>> tuple(Y1.shape), bool(np.allclose(Y1, state))     # (batch, units); BasicRNNCell's state is its output
     ((4, 5), True)
     """
-    del dtype, scope  # TF1 compatibility only
+    del scope  # TF1 compatibility only
+    sequence_length = _check_unknown_rank_lengths(sequence_length)
+    if _takes_tf1_loop(cell, inputs, static=True):
+        from keras_unroll import raw  # lazy: `raw` builds on this module
+
+        cell = cell if raw.is_tf1_style_cell(cell) else step_lib.as_cell(cell)
+        if not raw.is_tf1_style_cell(cell):
+            settle_dtype(cell, inputs, dtype)
+        return raw.tf1_static_loop(
+            cell, inputs, initial_state=initial_state, dtype=dtype, sequence_length=sequence_length, training=training
+        )
     symbolic, cell, initial_state = _begin("static", cell, inputs, initial_state, sequence_length, time_major, training)
     if symbolic is not None:
         return symbolic
     list_input = isinstance(inputs, (list, tuple))
+    settle_dtype(cell, inputs, dtype)
     dtype = step_lib.compute_dtype(cell)
     if list_input:
         stacked, time_major_in = step_lib.stack_inputs(inputs, dtype), True
@@ -168,7 +309,9 @@ def dynamic_rnn(
             `(batch, units)` for single-state cells, `LSTMStateTuple(c, h)` for an LSTM, a tuple with one
             entry per layer for a stack; a Keras list (`[h, c]` for Keras' `LSTMCell`) is accepted too.
             Default: the cell's zero state (no `dtype` needed).
-        dtype: Accepted for TF1 compatibility; the input is cast to the cell's compute dtype.
+        dtype: TF1's `dtype`: the dtype of a NumPy input (what TF1 fed to a placeholder of `dtype`)
+            and of the state. As in TF1, a cell not yet built is built in the inputs' dtype (float64 inputs
+            give float64 weights, outputs and states); a built cell given wider inputs is a `ValueError`.
         parallel_iterations: Passed to `tf.while_loop` (default 10). Measured: no effect on CPU.
         swap_memory: Boolean. `True` stores what the backward pass needs (each step's input state) in
             host memory (`/CPU:0`) and brings it back one step at a time, as TF1 promised (TF2's
@@ -195,7 +338,20 @@ def dynamic_rnn(
     >>> float(np.abs(outputs[1, 1]).sum()), float(np.abs(state[3]).sum())   # zero past the end; initial state
     (0.0, 0.0)
     """
-    del dtype, scope  # TF1 compatibility only
+    del scope  # TF1 compatibility only
+    sequence_length = _check_unknown_rank_lengths(sequence_length)
+    if _takes_tf1_loop(cell, inputs, static=False):
+        from keras_unroll import raw  # lazy: `raw` builds on this module
+
+        cell = cell if raw.is_tf1_style_cell(cell) else step_lib.as_cell(cell)
+        if not raw.is_tf1_style_cell(cell):
+            settle_dtype(cell, inputs, dtype)
+        return raw.tf1_dynamic_loop(
+            cell, inputs, sequence_length=sequence_length, initial_state=initial_state, dtype=dtype,
+            parallel_iterations=check_parallel_iterations(parallel_iterations),
+            swap_memory=check_swap_memory(swap_memory), time_major=_check_bool(time_major, "time_major"),
+            training=training,
+        )  # fmt: skip
     symbolic, cell, initial_state = _begin(
         "dynamic", cell, inputs, initial_state, sequence_length, time_major, training,
         swap_memory=swap_memory, recompute=recompute,
@@ -209,6 +365,7 @@ def dynamic_rnn(
             "is for `static_rnn`. Stack the list with `tf.stack(steps, axis=1)`. "
             f"Received: inputs=a list of {len(inputs)} items"
         )
+    settle_dtype(cell, inputs, dtype)
     inputs = step_lib.to_float_tensor(inputs, "inputs", step_lib.compute_dtype(cell))
     prepared = step_lib.prepare(
         cell,
@@ -223,7 +380,7 @@ def dynamic_rnn(
         units = step_lib.output_size(cell)
         outputs = tf.zeros(tf.stack([0, prepared.batch_size, units]), prepared.inputs.dtype)
         outputs = outputs if time_major else tf.transpose(outputs, [1, 0, 2])
-        return outputs, step_lib.unpack_state(cell, prepared.initial_state)
+        return outputs, to_tf1_state(cell, prepared.initial_state)
     request = plan.Request(
         "dynamic",
         training=training,

@@ -1628,3 +1628,13 @@ class DeviceWrapper(_Wrapper):
 
 
 # ------------------------------------------------------------------------------- state structures
+
+
+# ------------------------------------------------------------------------------ TF1's functions
+# `ku.tf1` stands in for `tf.contrib.rnn` / `tf.nn.rnn_cell` as a module: `from keras_unroll import tf1 as rnn`
+# then `rnn.static_rnn(rnn.BasicLSTMCell(n), steps, dtype=tf.float32)`, as TF1 scripts wrote it.
+from keras_unroll.bidirectional import bidirectional_dynamic_rnn, static_bidirectional_rnn  # noqa: E402
+from keras_unroll.functional import dynamic_rnn, static_rnn  # noqa: E402
+from keras_unroll.raw import raw_rnn  # noqa: E402
+
+__all__ += ["bidirectional_dynamic_rnn", "dynamic_rnn", "raw_rnn", "static_bidirectional_rnn", "static_rnn"]

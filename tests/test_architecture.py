@@ -22,7 +22,7 @@ LAYERS = [
     ("keras_unroll.kernels",),
     ("keras_unroll.loops",),
     ("keras_unroll.plan",),
-    ("keras_unroll.functional", "keras_unroll.layers"),
+    ("keras_unroll.functional", "keras_unroll.layers", "keras_unroll.raw"),
 ]
 
 
