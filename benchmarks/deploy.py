@@ -15,7 +15,7 @@ fixed batch), within 1e-5 (2e-5 relative) for float targets and 5e-2 for the qua
 largest difference, or `FAIL` with the converter's or runtime's reason. The table is printed in Markdown
 (docs/deploy.md shows it); `--json PATH` also writes the results.
 
-Run:  python -m benchmarks deploy [--quick] [--cases NAME ...] [--json PATH]
+Run:  python -m benchmarks deploy [--quick] [--cases NAME ...] [--json PATH] [--in-process]
 """
 
 from __future__ import annotations
@@ -266,8 +266,11 @@ def run_case(case: Case, targets: Sequence[str] = TARGETS, workdir: Optional[str
     """Builds, exports and deploys one case to `targets`. Returns `{target: {"ok", "error", "max_diff"}}`."""
     workdir = workdir or tempfile.mkdtemp(prefix="deploy_")
     results: Dict[str, Dict[str, Any]] = {}
-    model, x = build_model(case)
-    pairs = expected_outputs(model, x, case.stateful)
+    try:
+        model, x = build_model(case)
+        pairs = expected_outputs(model, x, case.stateful)
+    except Exception as error:
+        return {target: {"ok": False, "error": "model: " + _short(error)} for target in targets}
     export_dir = os.path.join(workdir, "saved_model")
     try:
         model.export(export_dir, verbose=False)
@@ -330,6 +333,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--targets", nargs="*", default=list(TARGETS), choices=TARGETS)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per case")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument(
+        "--in-process", action="store_true",
+        help="run the cases one after another in this process (faster on a busy machine; cases may then share "
+        "Keras' and TensorFlow's global state)",
+    )  # fmt: skip
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -345,7 +353,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print("|---|" + "---|" * len(args.targets), flush=True)
     for index, case in enumerate(cases, 1):
         started = time.perf_counter()
-        result = _run_in_child(case, args.targets, args.timeout)
+        result = run_case(case, args.targets) if args.in_process else _run_in_child(case, args.targets, args.timeout)
         rows.append({"case": case.name, "results": result})
         print(f"| {case.name} | " + " | ".join(_cell_text(result[t]) for t in args.targets) + " |", flush=True)
         print(f"[{index}/{len(cases)}] {case.name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
