@@ -170,3 +170,16 @@ def test_serving_graph_gives_the_numbers_and_gradients_of_the_other_plans():
 
     for got, want in zip(gradients(serving), gradients(layer)):
         np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_the_matrix_script_prints_its_table(capsys, tmp_path):
+    """`python -m benchmarks deploy` (here one case, in this process, one target) prints the Markdown rows
+    docs/deploy.md shows and writes its JSON."""
+    out = tmp_path / "deploy.json"
+    argv = ["--quick", "--cases", "DynamicUnroll/BasicRNNCell,recompute", "--targets", "savedmodel", "--in-process"]
+    assert deploy.main(argv + ["--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| case | savedmodel |" in printed
+    assert "| DynamicUnroll/BasicRNNCell,recompute=sqrt | ok (" in printed
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["results"]["savedmodel"]["ok"] and row["results"]["savedmodel"]["max_diff"] <= 1e-5
