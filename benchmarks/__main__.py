@@ -1,4 +1,4 @@
-"""`python -m benchmarks [speed options]` runs the speed suite; `python -m benchmarks memory|shapes|parts|first-minute [...]` the others.
+"""`python -m benchmarks [speed options]` runs the speed suite; `python -m benchmarks memory|shapes|parts|first-minute|deploy [...]` the others.
 
 `--verbose` shows TensorFlow's own log and the warnings the benchmarks cause on purpose (hidden by default).
 """
@@ -31,7 +31,7 @@ class _ExpectedWarnings(logging.Filter):
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("speed", "memory", "shapes", "parts", "first-minute"):
+    if argv and argv[0] in ("speed", "memory", "shapes", "parts", "first-minute", "deploy"):
         suite, argv = argv[0].replace("-", "_"), argv[1:]
     else:
         suite = "speed"

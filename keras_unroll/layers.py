@@ -410,6 +410,7 @@ class _Unroll(keras.layers.Layer):
             jit_compile=self.jit_compile,
             swap_memory=self.swap_memory,
             recompute=self.recompute,
+            serving=plan.serving_trace(training),
         )
 
     def call(
@@ -445,7 +446,7 @@ class _Unroll(keras.layers.Layer):
             time_major = self.time_major
         initial_state = step_lib.lstm_state_tuples_to_keras(initial_state)  # never ambiguous: (c, h) by name
         if self.stateful and self.states is not None:
-            inputs = self._check_stateful_batch(inputs, batch_axis=1 if time_major else 0)
+            inputs = self._check_stateful_batch(inputs, batch_axis=1 if time_major else 0, serving=plan.serving_trace(training))
             if initial_state is None:
                 initial_state = keras.tree.map_structure(lambda variable: variable.value, self.states)
         prepared = step_lib.prepare(
@@ -479,8 +480,12 @@ class _Unroll(keras.layers.Layer):
             return [output, *tf.nest.map_structure(cast, list(state))]
         return output
 
-    def _check_stateful_batch(self, inputs: tf.Tensor, batch_axis: int) -> tf.Tensor:
-        """A stateful layer's batch size is the one its states were made for; returns `inputs`."""
+    def _check_stateful_batch(self, inputs: tf.Tensor, batch_axis: int, serving: bool = False) -> tf.Tensor:
+        """A stateful layer's batch size is the one its states were made for; returns `inputs`.
+
+        In a serving graph (`plan.serving_trace`), an open batch becomes the states' batch by a reshape (which
+        fails at run time for another batch): converters reject the assertion's control dependency.
+        """
         expected = self._expected_batch_size
         actual = inputs.shape[batch_axis]
         message = (
@@ -492,6 +497,10 @@ class _Unroll(keras.layers.Layer):
             if actual != expected:
                 raise ValueError(message + f"Received: batch size {actual} (sequences.shape={tuple(inputs.shape)})")
             return inputs
+        if serving:
+            shape = [-1 if size is None else size for size in inputs.shape.as_list()]
+            shape[batch_axis] = expected
+            return tf.reshape(inputs, shape) if shape.count(-1) <= 1 else inputs
         check = tf.debugging.assert_equal(
             tf.shape(inputs)[batch_axis], expected, message="keras_unroll: " + message + "Received: another batch size"
         )

@@ -11,6 +11,7 @@ Every call of a layer or a functional form comes here with a checked, time-major
 | request                                   | loop           | kernel                          | XLA                            |
 |-------------------------------------------|----------------|---------------------------------|--------------------------------|
 | a batch of 0 rows                         | none           | the exact empty result          | no                             |
+| dynamic, traced as a serving graph (`serving_trace`) | `tf.while_loop` without gradient machinery (`"serving"`) | generic step | no |
 | static                                    | Python `for`   | fused SimpleRNN / hoisted LSTM, GRU / generic step | only `jit_compile=True`, the whole loop |
 | dynamic, `swap_memory` or `recompute`     | checkpointed   | fused SimpleRNN segments / generic step | no                   |
 | dynamic, LSTM/GRU on a GPU (`takes_cudnn`) | cuDNN's op     | `CudnnRNNV3` as Keras' layers call it (a mask not right-padded: generic step) | never (`jit_compile=True` or XLA around: not taken) |
@@ -155,6 +156,9 @@ class Request:
     swap_memory: bool = False
     recompute: Recompute = None
     parallel_iterations: Optional[int] = None
+    # Traced as a serving graph (`serving_trace`: `model.export`, the TFLite and ONNX converters): the
+    # deployment plan, with no gradient machinery, XLA-compiled functions or length arithmetic in the graph.
+    serving: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,7 +166,8 @@ class Plan:
     """What runs a call.
 
     Attributes:
-        loop: `"empty"`, `"static"`, `"while"`, `"checkpointed"` or `"cudnn"` (cuDNN's op loops itself).
+        loop: `"empty"`, `"static"`, `"while"`, `"checkpointed"`, `"cudnn"` (cuDNN's op loops itself) or `"serving"`
+            (an inference graph to deploy: a plain while loop over the generic step, `serving_trace`).
         kernel: `"generic"` (the cell's own step), `"simple_rnn"` (the fused SimpleRNN kernel), `"gated"`
             (the fused LSTM/GRU kernel), `"projected"` (the hoisted LSTM/GRU step of the static loop) or
             `"cudnn"` (cuDNN's LSTM/GRU kernel, as Keras' layers call it on a GPU).
@@ -196,6 +201,15 @@ def python_training(training: Any) -> Any:
     if isinstance(training, numbers.Integral) and training in (0, 1):
         return bool(training)
     raise TypeError(f"`training` must be a bool, None or a boolean tensor. Received: training={training!r}")
+
+
+def serving_trace(training: Any) -> bool:
+    """Whether a call is traced as a serving graph: in a graph (a `tf.function`), with `training` not given
+    (None) and no tape or forward accumulator that could record it. `model.export`, `tf.saved_model.save` of
+    a function calling the model, and the TFLite and ONNX converters trace models so; such a graph is deployed
+    as it is, so it gets the serving plan (`make_plan`). `model.predict`/`evaluate` pass `training=False` and
+    keep the fused, XLA-compiled kernels (about 3x faster per call at 32x200x16x64, measured beside it)."""
+    return training is None and tf.inside_function() and not record.could_possibly_record()
 
 
 def simple_rnn_choices(batch: Optional[int], units: int, jit: bool, value: Tuning) -> simple_rnn.Choices:
@@ -282,8 +296,13 @@ def _make_plan(cell: Any, prepared: step_lib.Prepared, request: Request, value: 
     fast = value.fast_paths and training != "symbolic"
     fused = fast and simple_rnn.eligible(cell)
     units = step_lib.output_size(cell)
+    if request.serving and request.loop == "dynamic":
+        # An inference graph that is deployed as it is (SavedModel, TFLite with builtin ops, ONNX): the generic
+        # step in a plain while loop with a static T where there is one; no custom gradient, no XLA-compiled
+        # function, no cuDNN op, no bucketing arithmetic. swap_memory/recompute shape only a backward pass.
+        return Plan("serving", "generic", "none", None, training, value)
     if request.loop == "static":
-        compile_mode = "loop" if request.jit_compile is True and training != "symbolic" else "none"
+        compile_mode = "loop" if request.jit_compile is True and training != "symbolic" and not request.serving else "none"
         macs = simple_rnn.step_macs(prepared.inputs.shape[1], units)
         chunk = value.static_chunk if macs < value.static_chunk_max_macs else 0
         if fused:
@@ -598,8 +617,11 @@ def execute(
     with masks.applied() if not symbolic else step_lib.masks_cleared(cell, prepared.features):
         if plan.loop == "static":
             return static_loop(step, prepared, units, return_all_outputs=return_all)
-        if plan.loop == "while":
-            return while_loop(step, prepared, units, return_all_outputs=return_all, parallel_iterations=request.parallel_iterations)
+        if plan.loop in ("while", "serving"):
+            return while_loop(
+                step, prepared, units, return_all_outputs=return_all, parallel_iterations=request.parallel_iterations,
+                serving=plan.loop == "serving",
+            )  # fmt: skip
     segment_kernel = None
     if plan.kernel == "simple_rnn":
 

@@ -184,7 +184,8 @@ def test_a_masked_model_traces_with_cudnn():
         x = keras.layers.Bidirectional(ku.DynamicUnroll(keras.layers.LSTMCell(H), return_sequences=True))(x)
         x = ku.DynamicUnroll(keras.layers.GRUCell(H))(x)
         model = keras.Model(inputs, keras.layers.Dense(1)(x))
-        concrete = tf.function(model).get_concrete_function(tf.TensorSpec((None, None), tf.int32))
+        # training=False (as model.predict): a call without `training` traces the portable serving graph
+        concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(tf.TensorSpec((None, None), tf.int32))
     assert _op_types(concrete).count("CudnnRNNV3") == 3
 
 

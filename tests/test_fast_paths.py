@@ -682,9 +682,10 @@ def test_inference_writes_no_state_sequence_and_a_later_gradient_recomputes_it(j
     layer = DynamicUnroll(ku.BasicRNNCell(H), jit_compile=jit)
     layer.build(x.shape)
     layer.set_weights(weights)
-    traced = tf.function(lambda x: layer(x))
+    # training=False (as model.predict): a call without `training` traces the serving graph (docs/deploy.md)
+    traced = tf.function(lambda x: layer(x, training=False))
     assert _writes_per_step(traced.get_concrete_function(x)) == 0
-    sequences = tf.function(lambda x: DynamicUnroll(layer.cell, return_sequences=True, jit_compile=jit)(x))
+    sequences = tf.function(lambda x: DynamicUnroll(layer.cell, return_sequences=True, jit_compile=jit)(x, training=False))
     assert _writes_per_step(sequences.get_concrete_function(x)) >= 1  # the same check sees a kept sequence
     with tf.GradientTape() as tape:
         tape.watch(x)
@@ -717,7 +718,7 @@ def test_simple_rnn_inference_projects_inside_the_compiled_loop_and_matches_kera
         keras_layer = keras.layers.SimpleRNN(H, **options)
         keras_layer.build(x.shape)
         keras_layer.set_weights(weights)
-        traced = tf.function(lambda x, m, s: ours(x, mask=m, initial_state=s))
+        traced = tf.function(lambda x, m, s: ours(x, mask=m, initial_state=s, training=False))  # not serving
         graph = traced.get_concrete_function(x, mask, h0).graph.as_graph_def()
         assert "MatMul" not in [n.op for n in graph.node]  # no hoisted product outside the compiled loop
         for k, (a, b) in enumerate(zip(traced(x, mask, h0), keras_layer(x, mask=mask, initial_state=h0))):

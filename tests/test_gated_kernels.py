@@ -381,7 +381,7 @@ def test_inference_projects_inside_the_compiled_loop_and_matches_keras(kind, rng
         expected = keras_layer(x, mask=mask, initial_state=init)
         cell = _layer(kind).cell
         layer = ku.DynamicUnroll(cell, return_sequences=True, return_state=True, go_backwards=go_backwards)
-        traced = tf.function(lambda x, m, s: layer(x, mask=m, initial_state=s))
+        traced = tf.function(lambda x, m, s: layer(x, mask=m, initial_state=s, training=False))  # not serving
         graph = traced.get_concrete_function(x, tf.constant(mask), init).graph.as_graph_def()
         outside = [n.op for n in graph.node]
         inside = [n.op for f in graph.library.function for n in f.node_def]
@@ -421,7 +421,7 @@ def test_inference_differentiated_later_matches_the_training_path(rng):
     x, init = _data("gru", rng)
     cell = _layer("gru").cell
     layer = ku.DynamicUnroll(cell, return_sequences=True, return_state=True)
-    traced = tf.function(lambda x, h: layer(x, initial_state=[h]))
+    traced = tf.function(lambda x, h: layer(x, initial_state=[h], training=False))  # not a serving graph
     traced.get_concrete_function(x, init[0])  # traced here, outside any tape
     actual = _grads(lambda: list(traced(x, init[0])), cell, x, init)
     with testing.generic_only():

@@ -331,7 +331,8 @@ def test_stateful_errors(layer_cls, rng):
         layer_cls(H, stateful=True).reset_state([np.zeros((B, H))])
     with pytest.raises(AttributeError, match=r"`stateful=False`.*Received: states="):
         layer_cls(H).reset_state([np.zeros((B, H))])
-    traced = tf.function(layer, input_signature=[tf.TensorSpec((None, T, F), tf.float32)])
+    # training=False (as model.predict); a serving graph (no `training`) reshapes to the states' batch instead
+    traced = tf.function(lambda x: layer(x, training=False), input_signature=[tf.TensorSpec((None, T, F), tf.float32)])
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"stateful.*Expected batch size: 2"):
         traced(_x(rng, batch=3))
 

@@ -42,6 +42,22 @@ def step_reader(sequence: tf.Tensor) -> Tuple[tf.Tensor, Callable[[tf.Tensor, tf
     return handle, read
 
 
+class _Gathered:
+    """Step t of a tensor, read with `tf.gather` (a `TensorArray.read` stand-in for serving graphs)."""
+
+    def __init__(self, sequence: tf.Tensor) -> None:
+        self.sequence = sequence
+
+    def read(self, t: tf.Tensor) -> tf.Tensor:
+        return tf.gather(self.sequence, t)
+
+
+def _write_step(outputs: tf.Tensor, t: tf.Tensor, value: tf.Tensor) -> tf.Tensor:
+    """`outputs` (T, B, H) with step t set to `value`: a serving graph's stand-in for `TensorArray.write`
+    (TFLite lowers TensorLists only with fully static element shapes, and a served batch is open)."""
+    return tf.tensor_scatter_nd_update(outputs, tf.reshape(t, [1, 1]), tf.expand_dims(value, 0))
+
+
 def while_loop(
     step: step_lib.StepFn,
     prepared: step_lib.Prepared,
@@ -49,21 +65,38 @@ def while_loop(
     *,
     return_all_outputs: bool = True,
     parallel_iterations: Optional[int] = None,
+    serving: bool = False,
 ) -> Tuple[Optional[tf.Tensor], tf.Tensor, step_lib.Nested]:
-    """Runs `step` in a `tf.while_loop`. Returns `(outputs (T, B, H) or None, last_output, final_state)`."""
+    """Runs `step` in a `tf.while_loop`. Returns `(outputs (T, B, H) or None, last_output, final_state)`.
+
+    `serving=True` builds an inference graph for deployment (`model.export`, TFLite, ONNX): steps are read
+    with `tf.gather` (no custom gradient, whose `IdentityN` converters reject; the reads' O(T) gradient does
+    not matter where nothing is differentiated) and outputs written into a `(T, B, H)` tensor (no TensorList,
+    which TFLite's builtin ops cannot hold for an open batch).
+    """
     inputs = prepared.inputs
     dtype = inputs.dtype
     num_steps = tf.shape(inputs)[0]
     stop = num_steps if prepared.max_length is None else tf.minimum(num_steps, prepared.max_length)
-    handle, read = step_reader(inputs)
+    if serving:
+        handle, read = tf.zeros([]), lambda handle, t: (tf.gather(inputs, t), handle)
+    else:
+        handle, read = step_reader(inputs)
     valid_ta = None
-    if prepared.valid is not None:
+    if prepared.valid is not None and serving:
+        valid_ta = _Gathered(prepared.valid)
+    elif prepared.valid is not None:
         valid_ta = tf.TensorArray(tf.bool, size=num_steps, element_shape=prepared.valid.shape[1:]).unstack(
             prepared.valid
         )
     out_shape = tf.TensorShape([inputs.shape[1], units])
     # Without outputs a scalar stands in for the TensorArray: XLA cannot differentiate an empty, unwritten one.
-    outputs_ta = tf.TensorArray(dtype, size=num_steps, element_shape=out_shape) if return_all_outputs else tf.zeros([])
+    if not return_all_outputs:
+        outputs_ta = tf.zeros([])
+    elif serving:  # zeros: the steps past `stop` emit zeros, as in TF1
+        outputs_ta = tf.zeros(tf.stack([num_steps, prepared.batch_size, units]), dtype)
+    else:
+        outputs_ta = tf.TensorArray(dtype, size=num_steps, element_shape=out_shape)
     last = step_lib.initial_last_output(units, prepared)
 
     def body(t, handle, outputs_ta, state, last):
@@ -71,18 +104,23 @@ def while_loop(
         x_t, handle = read(handle, t)
         emitted, state, last = step(x_t, valid_t, state, last)
         if return_all_outputs:
-            outputs_ta = outputs_ta.write(t, emitted)
+            outputs_ta = _write_step(outputs_ta, t, emitted) if serving else outputs_ta.write(t, emitted)
         return t + 1, handle, outputs_ta, state, last
 
     t, _, outputs_ta, state, last = tf.while_loop(
         lambda t, *_: t < stop,
         body,
         (tf.constant(0, tf.int32), handle, outputs_ta, prepared.initial_state, last),
-        maximum_iterations=num_steps,
+        # No bound in a serving graph (nothing compiles it): tf2onnx gave the bound and the condition's
+        # `stop`, one tensor, two types (int64 and int32) in ONNX's Loop.
+        maximum_iterations=None if serving else num_steps,
         parallel_iterations=parallel_iterations or 10,
     )
     if not return_all_outputs:
         return None, last, state
+    if serving:
+        outputs_ta.set_shape(inputs.shape[:2].concatenate([units]))
+        return outputs_ta, last, state
     if prepared.max_length is not None:  # rows all ended before T: the skipped steps emit zeros, as in TF1
         outputs_ta = zero_fill(outputs_ta, t, num_steps, tf.zeros(tf.stack([prepared.batch_size, units]), dtype))
     outputs = outputs_ta.stack()
