@@ -13,7 +13,8 @@ no download it:
    `SAME_LOSS_RTOL`, else `DynamicUnroll`), reloads it in a fresh Python process (without keras_unroll) and
    checks its predictions;
 5. measures the unrollings with `compare_unrolling` at T = 2, 20, 100, 500: `StaticUnroll`, TF1's plain while
-   loop (`DynamicUnroll` with the generic step) and `DynamicUnroll` as planned (its fused, XLA-compiled kernel);
+   loop (`DynamicUnroll` with the generic step) and `DynamicUnroll`'s fused, XLA-compiled kernel (the tier
+   `jit_compile="auto"` takes from `Tuning.compile_min_steps` steps on, measured here at every T);
 6. writes to `--out` (default `demo-output/`) the tables (`results.md`, `results.json`), the SavedModel and,
    when matplotlib is installed (the `plot` extra), `demo_predictions.png` and `compare_unrolling.png`.
 

@@ -53,7 +53,7 @@ import tensorflow as tf
 from keras_unroll import plan
 from keras_unroll.cell import BasicRNNCell
 from keras_unroll.layers import DynamicUnroll, StaticUnroll
-from keras_unroll.testing import generic_only
+from keras_unroll.testing import generic_only, use_tuning
 
 __all__ = [
     "GraphStats",
@@ -635,6 +635,11 @@ class UnrollComparison:
         return path
 
 
+def _compiled_tier() -> Any:
+    """Plans `DynamicUnroll` in its compiled tier at every T (`Tuning.compile_min_steps=0`)."""
+    return use_tuning(dataclasses.replace(plan.tuning(), compile_min_steps=0))
+
+
 def compare_unrolling(
     cell: Any = 32,
     steps: Sequence[int] = (2, 10, 100, 1000),
@@ -655,8 +660,10 @@ def compare_unrolling(
     Three kinds of graph are measured (`UnrollRow.loop`, explained under the printed table): `StaticUnroll`
     (`"unrolled"`), TF1's plain while loop (`"while loop"`: `DynamicUnroll` with the generic step, as
     `tf.compat.v1.nn.dynamic_rnn` built it; `tf1_loop=False` leaves it out) and `DynamicUnroll` as the
-    planner runs it (`"fused (XLA)"` for a cell with a fused kernel, whose XLA-compiled ops are counted
-    apart; else `"while loop"` again). The plan is deterministic (the planner's timed trial is off unless
+    planner runs it in its compiled tier (`"fused (XLA)"` for a cell with a fused kernel, whose XLA-compiled ops
+    are counted apart; else `"while loop"` again). `jit_compile="auto"` compiles a fused loop only from
+    `Tuning.compile_min_steps` steps on (docs/performance.md, "The first minute"); here it is compiled at
+    every T, so that the three kinds of graph are compared at every length. The plan is deterministic (the planner's timed trial is off unless
     turned on), so the op counts are the same on every run.
 
     Cost: a static unroll's trace and first call grow with T; at T=1000 they take 5-15 s and hundreds of
@@ -720,7 +727,7 @@ def compare_unrolling(
                 raise TypeError(_CELL_MESSAGE.format(cell=cell) + f" (the factory returned {fresh!r})")
             layer = layer_class(fresh)
             shape = (batch, length, features)
-            with generic_only() if generic else contextlib.nullcontext():
+            with generic_only() if generic else _compiled_tier():
                 forward, _, _ = _trace(layer, shape, training=False, run=False)  # only its op count is reported
                 training, times, _ = _trace(layer, shape, training=True, repeats=int(repeats))
             units = layer.compute_output_shape(shape)[-1]
