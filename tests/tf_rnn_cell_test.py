@@ -896,26 +896,7 @@ def testDynamicEquivalentToStaticRNNWithSequenceLength(d):
     _testDynamicEquivalentToStaticRNN(d, use_sequence_length=True)
 
 
-
-# Carried, and failing on `ku` today: each needs the TF1 functions (the other half of issue #21).
-PENDING_FUNCTIONS = {
-    "testDoubleInput": "ku.static_rnn builds and runs the cell in float32 for float64 inputs (the functions' half)",
-    "testDoubleInputWithDropoutAndDynamicCalculation": "the same: ku.static_rnn casts float64 inputs to float32",
-    "testBasicRNNCell": "ku.tf1.BasicRNNCell is ku.BasicRNNCell (keras_unroll/cell.py): Keras' SimpleRNNCell keeps "
-    "its dropout seed state as a non-trainable variable, which TF1's cell does not have",
-}
-
-
-@pytest.mark.parametrize(
-    "test",
-    [
-        pytest.param(t, marks=pytest.mark.xfail(reason=PENDING_FUNCTIONS[t.__name__]))
-        if t.__name__ in PENDING_FUNCTIONS
-        else t
-        for t in CARRIED
-    ],
-    ids=[t.__name__ for t in CARRIED],
-)
+@pytest.mark.parametrize("test", CARRIED, ids=[t.__name__ for t in CARRIED])
 def test_carried_on_ku(test):
     test(KuDialect())
 
