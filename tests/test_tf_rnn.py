@@ -1,8 +1,8 @@
 """TensorFlow's own tests of TF1's RNN functions, carried over to `ku.*` (issue 21).
 
 From `tensorflow/python/kernel_tests/nn_ops/rnn_test.py` (all its tests) and the function-level tests of
-`rnn_cell_test.py` (`RNNTest`, `GRUTest`, `MultiDimensionalLSTMTest`, `NestedLSTMTest`, `RawRNNTest`),
-with TF's numbers, tolerances (`assertAllClose`: rtol = atol = 1e-6) and assertions. TF's graph-and-session
+`rnn_cell_test.py` (`RNNTest`, `GRUTest`, `LSTMTest.testDynamicRNNAllowsUnknownTimeDimension`,
+`MultiDimensionalLSTMTest`, `NestedLSTMTest`, `RawRNNTest`), with TF's numbers, tolerances (`assertAllClose`: rtol = atol = 1e-6) and assertions. TF's graph-and-session
 code is written as TF2 eager code (a placeholder fed one value becomes that value; a graph-only shape check
 runs in a `tf.function`). The TF1-style cells are written as TF1 users' custom cells are described in our
 docs: plain classes with `state_size`, `output_size` and `__call__(inputs, state)` (TF's subclass
@@ -342,6 +342,18 @@ def test_gru_dynamic():
     ku.dynamic_rnn(
         cell, inputs=tf.constant(input_values, tf.float32), sequence_length=sequence_length, time_major=True, dtype=tf.float32
     )
+
+
+# ====================================================================== rnn_cell_test.py: LSTMTest
+def test_dynamic_rnn_allows_unknown_time_dimension():
+    """TF's placeholder `[1, None, 20]` is a `tf.function` input of that open shape (the cell is built in it)."""
+    cell = rnn.GRUCell(30)
+
+    def run(inputs):
+        outputs, _ = ku.dynamic_rnn(cell, inputs, dtype=tf.float32)  # smoke test: no error
+        return outputs
+
+    tf.function(run).get_concrete_function(tf.TensorSpec([1, None, 20], tf.float32))
 
 
 # ============================================================ rnn_cell_test.py: BidirectionalRNNTest
