@@ -130,6 +130,7 @@ class BasicRNNCell(keras.layers.SimpleRNNCell):
                 "`activation` must be a Keras activation name (e.g. 'tanh', 'relu') or a callable. "
                 f"Received: activation={activation!r}"
             ) from error
+        self.__dict__["_keras_unroll_dtype_given"] = kwargs.get("dtype") is not None  # TF1's dtype rule, below
         super().__init__(
             units=units,
             activation=activation,
@@ -148,6 +149,10 @@ class BasicRNNCell(keras.layers.SimpleRNNCell):
             seed=seed,
             **kwargs,
         )
+        if dropout == 0.0 and recurrent_dropout == 0.0:
+            # TF1's cell has no dropout and so no variable for it: Keras' seed state would be a non-trainable
+            # variable TF1 code does not expect (checkpoints, `non_trainable_variables`). Kept with dropout.
+            self._tracker.untrack(self.seed_generator)
 
     @property
     def num_units(self) -> int:
@@ -157,3 +162,80 @@ class BasicRNNCell(keras.layers.SimpleRNNCell):
     def zero_state(self, batch_size: int, dtype: Any = None) -> tf.Tensor:
         """TF1's `cell.zero_state(batch_size, dtype)`: a `(batch_size, units)` tensor of zeros."""
         return tf.zeros((batch_size, self.units), dtype=dtype or self.compute_dtype)
+
+    def __call__(self, inputs: Any, states: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """TF1's dtype rule on a direct call: an unbuilt cell whose `dtype` was not given is built in its first
+        input's float dtype; a cell narrower than its inputs (float32 for float64) raises a `TypeError`."""
+        if "state" in kwargs and states is None:  # TF1 wrote `cell(inputs, state=...)`
+            states = kwargs.pop("state")
+        dtype = getattr(inputs, "dtype", None)
+        try:
+            dtype = None if dtype is None else tf.as_dtype(dtype)
+        except TypeError:  # pragma: no cover - a dtype TF does not know: Keras decides
+            dtype = None
+        if dtype is not None and dtype.is_floating:
+            if not self.built:
+                self._keras_unroll_adopt_dtype(dtype)
+            policy = self.dtype_policy
+            weights = tf.as_dtype(policy.variable_dtype)
+            if policy.compute_dtype == policy.variable_dtype and dtype.size > weights.size:
+                raise TypeError(
+                    f"BasicRNNCell {self.name!r} computes in {weights.name} (TF1 builds a cell in the dtype of its "
+                    "first input; a cell given `dtype=` keeps it), so float inputs wider than that would lose "
+                    f"precision. Cast the inputs (`tf.cast(x, '{weights.name}')`) or use a new cell. "
+                    f"Received: inputs.dtype={dtype.name}"
+                )
+        return super().__call__(inputs, states, *args, **kwargs)
+
+    def _keras_unroll_adopt_dtype(self, dtype: Any) -> None:
+        """An unbuilt cell whose `dtype` was not given takes `dtype` (a float type): TF1's rule, for the loops."""
+        dtype = tf.as_dtype(dtype)
+        if self.built or not dtype.is_floating or self.__dict__.get("_keras_unroll_dtype_given", True):
+            return
+        policy = self.dtype_policy
+        if policy.compute_dtype == policy.variable_dtype and policy.compute_dtype != dtype.name:
+            self.dtype_policy = keras.DTypePolicy(dtype.name)
+
+    def get_initial_state(self, inputs: Any = None, batch_size: Any = None, dtype: Any = None) -> Any:
+        """TF1's `get_initial_state(inputs=None, batch_size=None, dtype=None)`, or Keras' `(batch_size)`.
+
+        Given `inputs` or `dtype`, TF1's contract: the batch size and dtype come from `inputs` (a
+        `batch_size`/`dtype` that disagrees with them is a `ValueError`), and the answer is
+        `zero_state(batch_size, dtype)`, one tensor. Given only `batch_size`, Keras' answer (a list holding
+        one zero tensor), as `keras.layers.RNN` asks for it.
+
+        Raises:
+            ValueError: Neither a batch size nor a dtype can be known, or they disagree with `inputs`.
+        """
+        if inputs is not None and not hasattr(inputs, "shape"):  # Keras' positional `get_initial_state(batch)`
+            inputs, batch_size = None, inputs
+        if inputs is None and dtype is None:
+            if batch_size is None:
+                raise ValueError(
+                    "batch_size and dtype cannot be None while constructing initial state: give `inputs`, or "
+                    f"`batch_size` (and `dtype`). Received: batch_size={batch_size}, dtype={dtype}"
+                )
+            return super().get_initial_state(batch_size=batch_size)
+        if inputs is not None:
+            inputs = tf.convert_to_tensor(inputs)
+            rows = inputs.shape[0] if inputs.shape.rank else None
+            if batch_size is not None:
+                wanted = tf.get_static_value(batch_size) if tf.is_tensor(batch_size) else batch_size
+                if rows != wanted:
+                    raise ValueError(
+                        "batch size from input tensor is different from the input param `batch_size`. "
+                        f"Received: inputs batch={rows}, batch_size={batch_size}"
+                    )
+            if dtype is not None and inputs.dtype != tf.as_dtype(dtype):
+                raise ValueError(
+                    "dtype from input tensor is different from the input param `dtype`. "
+                    f"Received: inputs.dtype={inputs.dtype.name}, dtype={tf.as_dtype(dtype).name}"
+                )
+            batch_size = rows if rows is not None else tf.shape(inputs)[0]
+            dtype = inputs.dtype
+        if batch_size is None:
+            raise ValueError(
+                "batch_size and dtype cannot be None while constructing initial state: give `inputs` or "
+                f"`batch_size`. Received: batch_size=None, dtype={dtype}"
+            )
+        return self.zero_state(batch_size, dtype)

@@ -91,15 +91,19 @@ def _mixed(layer: Any) -> bool:
 
 
 def settle_dtype(cell: Any, inputs: Any, dtype: Any = None) -> None:
-    """TF1's dtype rule for a cell: an unbuilt cell is built in the inputs' dtype (or `dtype=`).
+    """TF1's dtype rule for a cell, the one place the functions apply it: an unbuilt cell is built in the
+    inputs' dtype (or `dtype=`).
 
-    A cell left at the default dtype policy takes the dtype TF1 would compute in (float64 inputs give float64
-    weights, outputs and states). A built cell keeps its weights: given wider inputs than it was built for
-    (float64 for a float32 cell), it says so instead of computing in float32. A cell given its own dtype
-    or a mixed-precision policy is left as it is (its inputs are cast to its compute dtype).
+    Each unbuilt cell in the tree whose dtype the user did not give takes the dtype TF1 would compute in
+    (float64 inputs give float64 weights, outputs and states): a `ku.tf1` cell through its own hook
+    (`_keras_unroll_adopt_dtype`, which knows whether `dtype=` was given; `step.build_cell` calls the same
+    hook for the layers), any other cell when it is at the default dtype policy. A cell whose weights are
+    narrower than the inputs (built float32, or given `dtype='float32'`, for float64 inputs) says so instead
+    of computing in float32. Inputs narrower than the cell are cast up (nothing is lost); a mixed-precision
+    policy is left as it is (its inputs are cast to its compute dtype).
 
     Raises:
-        ValueError: A cell with a non-float dtype, a built cell with narrower weights than the inputs, or
+        ValueError: A cell with a non-float dtype, a cell with narrower weights than the inputs, or
             `dtype` disagreeing with a tensor input.
     """
     layers = _cell_tree(cell)
@@ -113,18 +117,20 @@ def settle_dtype(cell: Any, inputs: Any, dtype: Any = None) -> None:
     if target is None or not layers:
         return
     default = keras.config.dtype_policy().name
-    built = [layer for layer in layers if layer.built]
-    if not built:
-        if all(layer.dtype_policy.name == default and not _mixed(layer) for layer in layers):
-            if tf.as_dtype(layers[0].compute_dtype) != target:
-                for layer in layers:
-                    layer.dtype_policy = target.name
-        return
-    for layer in built:
+    for layer in layers:
+        if layer.built:
+            continue
+        adopt = getattr(layer, "_keras_unroll_adopt_dtype", None)
+        if adopt is not None:
+            adopt(target)
+        elif layer.dtype_policy.name == default and not _mixed(layer) and layer.compute_dtype != target.name:
+            layer.dtype_policy = target.name
+    for layer in layers:
         weights = tf.as_dtype(layer.variable_dtype)
         if not _mixed(layer) and weights.is_floating and target.size > weights.size:
+            how = "was built in" if layer.built else "was given dtype"
             raise ValueError(
-                f"The cell {layer.name!r} was built in {weights.name} (TF1 builds a cell in the dtype of its first "
+                f"The cell {layer.name!r} {how} {weights.name} (TF1 builds a cell in the dtype of its first "
                 f"inputs), and these inputs are {target.name}: computing them in {weights.name} would drop "
                 f"precision silently. Cast the inputs to {weights.name}, or use a new cell for {target.name} "
                 f"inputs. Received: inputs dtype {target.name}, cell weights {weights.name}"
@@ -444,7 +450,11 @@ def to_tf1_state(cell: Any, keras_state: Any) -> Any:
     >>> float(state.c[0, 0]), float(state.h[0, 0])
     (1.0, 0.0)
     """
-    cell = _inner(_as_cells(cell))
+    cell = _as_cells(cell)
+    hook = getattr(cell, "_keras_unroll_to_tf1", None)  # a `ku.tf1` cell knows its own TF1 structure
+    if hook is not None:
+        return hook(keras_state)
+    cell = _inner(cell)
     if isinstance(cell, keras.layers.StackedRNNCells):
         states = list(keras_state) if isinstance(keras_state, (list, tuple)) else [keras_state]
         if len(states) != len(cell.cells):
@@ -491,9 +501,15 @@ def from_tf1_state(cell: Any, tf1_state: Any) -> Any:
     >>> float(h_first[0, 0]), float(c_second[0, 0])
     (0.0, 1.0)
     """
-    cell = _inner(_as_cells(cell))
+    cell = _as_cells(cell)
     if tf1_state is None:
         return None
+    hook = getattr(cell, "_keras_unroll_from_tf1", None)  # a `ku.tf1` cell reads its own TF1 structure
+    if hook is not None:
+        converted = hook(tf1_state)
+        if converted is not tf1_state:
+            return converted
+    cell = _inner(cell)
     if isinstance(cell, keras.layers.StackedRNNCells):
         if isinstance(tf1_state, (list, tuple)) and len(tf1_state) == len(cell.cells):
             return [from_tf1_state(sub, sub_state) for sub, sub_state in zip(cell.cells, tf1_state)]

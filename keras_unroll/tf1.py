@@ -1113,7 +1113,7 @@ class _Wrapper(_TF1Cell, keras.layers.Layer, DropoutRNNCell):
         return _output_size(self.cell)
 
     def build(self, input_shape: Any) -> None:
-        if not self.cell.built:
+        if isinstance(self.cell, keras.layers.Layer) and not self.cell.built:  # a TF1-style cell builds itself
             self.cell.build(input_shape)
             self.cell.built = True
         self.built = True
@@ -1131,6 +1131,12 @@ class _Wrapper(_TF1Cell, keras.layers.Layer, DropoutRNNCell):
         return _tf1_zero_state(self.cell, batch_size, dtype or self.compute_dtype)
 
     def _call_cell(self, inputs: Any, states: Any, training: Any) -> Any:
+        if not isinstance(self.cell, keras.layers.Layer):
+            # A TF1-style cell (`__call__(inputs, state)`, no `training`): TF1's state in, Keras' list out.
+            flat = tf.nest.flatten(states)
+            tf1_state = flat[0] if isinstance(states, list) and len(flat) == 1 else states
+            output, new_state = self.cell(inputs, tf1_state)
+            return output, ([new_state] if isinstance(states, list) and len(flat) == 1 else new_state)
         accepts = getattr(self.cell, "_call_has_training_arg", True)
         inner = self._masks_for_step(inputs, training).get("inner") if _needs_masks(self.cell) else None
         _set_masks(self.cell, inner)

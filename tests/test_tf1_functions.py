@@ -309,3 +309,45 @@ def test_a_subclass_of_tf1s_rnncell(subprocess_env):
     done = subprocess.run([sys.executable, "-c", _TF1_RNNCELL_SUBCLASS], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "[[2.0, 2.0, 2.0], [2.0, 0.0, 0.0]] [13.0, 11.0] [13.0, 13.0]"
+
+
+@pytest.mark.parametrize("function", ["dynamic_rnn", "static_rnn"])
+def test_a_concatenated_stack_state_in_and_out(function):
+    """`MultiRNNCell(state_is_tuple=False)`: the functions return TF1's one concatenated tensor and take it
+    back as `initial_state` (the cell's own TF1 structure, not a tuple per layer)."""
+    def make(as_tuple):
+        return ku.tf1.MultiRNNCell(
+            [ku.tf1.BasicLSTMCell(4, state_is_tuple=as_tuple), ku.tf1.GRUCell(3)], state_is_tuple=as_tuple
+        )
+
+    tupled, concatenated = make(True), make(False)
+    run = (lambda cell, **kw: ku.dynamic_rnn(cell, X, **kw)) if function == "dynamic_rnn" else (
+        lambda cell, **kw: ku.static_rnn(cell, list(tf.unstack(X, axis=1)), **kw))
+    run(tupled)
+    run(concatenated)
+    concatenated.set_weights(tupled.get_weights())
+    _, state = run(tupled)
+    _, flat = run(concatenated)
+    assert isinstance(flat, tf.Tensor) and flat.shape == (2, 4 + 4 + 3)
+    np.testing.assert_allclose(flat, tf.concat([state[0].c, state[0].h, state[1]], axis=1), rtol=1e-6)
+    outputs, again = run(tupled, initial_state=state)
+    flat_outputs, flat_again = run(concatenated, initial_state=flat)
+    np.testing.assert_allclose(flat_outputs, outputs, rtol=1e-6)
+    np.testing.assert_allclose(flat_again, tf.concat([again[0].c, again[0].h, again[1]], axis=1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("make", [lambda: ku.tf1.GRUCell(5, dtype="float32"), lambda: ku.BasicRNNCell(5, dtype="float32")],
+                         ids=["gru", "basic_rnn"])
+def test_a_cell_given_float32_refuses_float64_inputs(make):
+    """TF1: a cell whose dtype is set computes in it; float64 inputs would lose precision silently."""
+    with pytest.raises(ValueError, match="was given dtype float32.*Received: inputs dtype float64"):
+        ku.dynamic_rnn(make(), X.astype("float64"))
+
+
+def test_basic_rnn_cell_direct_call_adopts_float64():
+    cell = ku.BasicRNNCell(2)
+    output, _ = cell(tf.constant(X[:, 0], tf.float64), tf.zeros((2, 2), tf.float64))
+    assert output.dtype == tf.float64 and {v.dtype for v in cell.weights} == {"float64"}
+    assert not cell.non_trainable_variables  # TF1's cell has no dropout seed variable
+    with pytest.raises(TypeError, match="computes in float32.*Received: inputs.dtype=float64"):
+        ku.BasicRNNCell(2, dtype="float32")(tf.constant(X[:, 0], tf.float64), tf.zeros((2, 2), tf.float64))

@@ -1,10 +1,10 @@
 """TensorFlow's own tests of TF1's RNN functions, carried over to `ku.*` (issue 21).
 
 From `tensorflow/python/kernel_tests/nn_ops/rnn_test.py` (all its tests) and the function-level tests of
-`rnn_cell_test.py` (`RNNTest`, `GRUTest`, `MultiDimensionalLSTMTest`, `NestedLSTMTest`, `RawRNNTest`),
-with TF's numbers, tolerances (`assertAllClose`: rtol = atol = 1e-6) and assertions. TF's graph-and-session
-code is written as TF2 eager code (a placeholder fed one value becomes that value; a graph-only shape check
-runs in a `tf.function`). The TF1-style cells are written as TF1 users' custom cells are described in our
+`rnn_cell_test.py` (`RNNTest`, `GRUTest`, `LSTMTest.testDynamicRNNAllowsUnknownTimeDimension`,
+`MultiDimensionalLSTMTest`, `NestedLSTMTest`, `RawRNNTest`), with TF's numbers, tolerances (`assertAllClose`:
+rtol = atol = 1e-6) and assertions. TF's graph-and-session code is written as TF2 eager code (a placeholder fed
+one value becomes that value; a graph-only shape check runs in a `tf.function`). The TF1-style cells are written as TF1 users' custom cells are described in our
 docs: plain classes with `state_size`, `output_size` and `__call__(inputs, state)` (TF's subclass
 `rnn_cell.RNNCell`, which gives `zero_state`). The `ku.tf1` module is used as TF1 code used `rnn_cell`:
 `from keras_unroll import tf1 as rnn`.
@@ -56,14 +56,6 @@ def assert_all_close(a, b, rtol=1e-6, atol=1e-6):  # TF's assertAllClose default
 
 def assert_all_equal(a, b):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-
-
-# The tests below need the cells' half of issue 21 (TF1's `get_initial_state(inputs, batch_size, dtype)`,
-# direct calls with TF1's states, `tf.train.Checkpoint` tracking, a `DropoutWrapper` around a TF1-style
-# cell), which another change brings; they run, and pass once it is in (strict=False: no xpass failure).
-CELLS_HALF = pytest.mark.xfail(
-    not ON_TF1, reason="needs the ku.tf1 cells' half of issue 21 (items 1, 2, 12)", strict=False
-)
 
 
 @pytest.fixture(autouse=True)
@@ -233,7 +225,6 @@ def test_tensor_array_state_is_accepted():
     assert_all_equal([[[1]], [[2]], [[3]], [[4]]], state[1])
 
 
-@CELLS_HALF
 def test_cell_get_initial_state():
     cell = rnn.BasicRNNCell(5)
     with pytest.raises(ValueError, match="batch_size and dtype cannot be None"):
@@ -256,7 +247,6 @@ def test_cell_get_initial_state():
     tf.function(graph_part).get_concrete_function(tf.TensorSpec((None, 4, 1), tf.float32))
 
 
-@CELLS_HALF
 @pytest.mark.parametrize("dtype", [tf.float32, tf.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("cell_class", [rnn.BasicRNNCell, rnn.BasicLSTMCell, rnn.GRUCell, rnn.LSTMCell])
 def test_cells_build(cell_class, dtype):
@@ -269,7 +259,6 @@ def test_cells_build(cell_class, dtype):
     assert cell_output.shape.as_list() == [batch_size, out_size]
 
 
-@CELLS_HALF
 def test_basic_lstm_cell_interchange_with_lstm_cell(tmp_path):
     """TF1's `Saver` becomes `tf.train.Checkpoint`; the restored bias is the saved one."""
     basic_cell = rnn.BasicLSTMCell(1)
@@ -305,7 +294,6 @@ def test_rnn():
     assert_all_close(state, max_length * np.ones((batch_size, input_size), dtype=np.float32))
 
 
-@CELLS_HALF
 def test_dropout():
     cell = Plus1RNNCell()
     full_dropout_cell = rnn.DropoutWrapper(cell, input_keep_prob=1e-6, seed=0)
@@ -354,6 +342,18 @@ def test_gru_dynamic():
     ku.dynamic_rnn(
         cell, inputs=tf.constant(input_values, tf.float32), sequence_length=sequence_length, time_major=True, dtype=tf.float32
     )
+
+
+# ====================================================================== rnn_cell_test.py: LSTMTest
+def test_dynamic_rnn_allows_unknown_time_dimension():
+    """TF's placeholder `[1, None, 20]` is a `tf.function` input of that open shape (the cell is built in it)."""
+    cell = rnn.GRUCell(30)
+
+    def run(inputs):
+        outputs, _ = ku.dynamic_rnn(cell, inputs, dtype=tf.float32)  # smoke test: no error
+        return outputs
+
+    tf.function(run).get_concrete_function(tf.TensorSpec([1, None, 20], tf.float32))
 
 
 # ============================================================ rnn_cell_test.py: BidirectionalRNNTest
@@ -405,7 +405,7 @@ def _run_like_placeholders(run, input_value, sequence_length, use_shape):
     return tf.function(run, input_signature=signature)(*args)
 
 
-@pytest.mark.parametrize("tf1_line", [pytest.param(True, marks=CELLS_HALF), False], ids=["tf1_line", "docs_form"])
+@pytest.mark.parametrize("tf1_line", [True, False], ids=["tf1_line", "docs_form"])
 @pytest.mark.parametrize("use_shape", [False, True])
 def test_bidirectional_rnn(use_shape, tf1_line):
     out, s_fw, s_bw = _static_bidirectional(use_shape, True, tf1_line)
@@ -422,7 +422,7 @@ def test_bidirectional_rnn(use_shape, tf1_line):
     assert_all_close(s_fw, s_bw)
 
 
-@pytest.mark.parametrize("tf1_line", [pytest.param(True, marks=CELLS_HALF), False], ids=["tf1_line", "docs_form"])
+@pytest.mark.parametrize("tf1_line", [True, False], ids=["tf1_line", "docs_form"])
 @pytest.mark.parametrize("use_shape", [False, True])
 def test_bidirectional_rnn_without_sequence_length(use_shape, tf1_line):
     out, s_fw, s_bw = _static_bidirectional(use_shape, False, tf1_line)

@@ -96,6 +96,11 @@ class KuDialect:
     def set_seed(self, seed: int) -> None:
         self.keras.utils.set_random_seed(seed)
 
+    def share(self, source: Any, target: Any, input_shape: Any) -> None:
+        """TF1's `reuse=True` scope: a second cell reads the first one's variables; here it gets their values."""
+        target.build(input_shape)
+        target.set_weights(source.get_weights())
+
 
 class TF1Dialect:
     """TF1 itself: `tf.compat.v1.nn.rnn_cell` (tf-keras), graph mode, as TF's test file writes it."""
@@ -143,6 +148,9 @@ class TF1Dialect:
 
     def set_seed(self, seed: int) -> None:
         self.v1.set_random_seed(seed)
+
+    def share(self, source: Any, target: Any, input_shape: Any) -> None:
+        pass  # the `reuse=True` scope around the second call does it
 
 
 def _close(actual: Any, expected: Any, rtol: float = 1e-6, atol: float = 1e-6) -> None:
@@ -697,6 +705,27 @@ def testProjNoSharding(d):
 
 
 @carried
+def testStateTupleWithProjAndSequenceLength(d):
+    num_units, input_size, batch_size, num_proj, max_length = 3, 5, 2, 4, 8
+    sequence_length = [4, 6]
+    initializer = d.uniform(-0.01, 0.01, SEED)
+    cell_notuple = d.rc.LSTMCell(
+        num_units, use_peepholes=True, num_proj=num_proj, initializer=initializer, state_is_tuple=False
+    )
+    cell_tuple = d.rc.LSTMCell(num_units, use_peepholes=True, num_proj=num_proj, initializer=initializer, state_is_tuple=True)
+    with d.scope("state_tuple_proj"):
+        outputs_notuple, state_notuple = _static_lstm(d, cell_notuple, dtype=tf.float32, sequence_length=sequence_length)
+    with d.scope("state_tuple_proj", reuse=True):
+        d.share(cell_notuple, cell_tuple, (None, input_size))
+        outputs_tuple, state_tuple = _static_lstm(d, cell_tuple, dtype=tf.float32, sequence_length=sequence_length)
+    assert len(outputs_notuple) == max_length and len(outputs_tuple) == max_length
+    assert isinstance(state_tuple, tuple)
+    assert isinstance(state_notuple, tf.Tensor)
+    np.testing.assert_array_equal(d.evaluate(outputs_notuple), d.evaluate(outputs_tuple))
+    np.testing.assert_array_equal(d.evaluate(state_notuple), np.hstack(d.evaluate(state_tuple)))
+
+
+@carried
 def testProjSharding(d):
     with d.scope("shard"):
         cell = d.rc.LSTMCell(
@@ -896,26 +925,7 @@ def testDynamicEquivalentToStaticRNNWithSequenceLength(d):
     _testDynamicEquivalentToStaticRNN(d, use_sequence_length=True)
 
 
-
-# Carried, and failing on `ku` today: each needs the TF1 functions (the other half of issue #21).
-PENDING_FUNCTIONS = {
-    "testDoubleInput": "ku.static_rnn builds and runs the cell in float32 for float64 inputs (the functions' half)",
-    "testDoubleInputWithDropoutAndDynamicCalculation": "the same: ku.static_rnn casts float64 inputs to float32",
-    "testBasicRNNCell": "ku.tf1.BasicRNNCell is ku.BasicRNNCell (keras_unroll/cell.py): Keras' SimpleRNNCell keeps "
-    "its dropout seed state as a non-trainable variable, which TF1's cell does not have",
-}
-
-
-@pytest.mark.parametrize(
-    "test",
-    [
-        pytest.param(t, marks=pytest.mark.xfail(reason=PENDING_FUNCTIONS[t.__name__]))
-        if t.__name__ in PENDING_FUNCTIONS
-        else t
-        for t in CARRIED
-    ],
-    ids=[t.__name__ for t in CARRIED],
-)
+@pytest.mark.parametrize("test", CARRIED, ids=[t.__name__ for t in CARRIED])
 def test_carried_on_ku(test):
     test(KuDialect())
 
