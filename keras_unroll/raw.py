@@ -24,8 +24,8 @@ from typing import Any, Callable, Optional, Tuple
 import keras
 import tensorflow as tf
 
-from keras_unroll import functional
 from keras_unroll import step as step_lib
+from keras_unroll import tf1_states
 
 Nested = Any
 
@@ -58,20 +58,20 @@ def tf1_call(cell: Any, training: Optional[bool] = None) -> Callable[[Nested, Ne
     """`call(inputs, tf1_state) -> (output, tf1_state)`: the cell called with TF1's state structures.
 
     A TF1-style cell is called as it is. A Keras cell gets its state in Keras' structure
-    (`functional.from_tf1_state`) and its new state is given back in TF1's (`functional.to_tf1_state`).
+    (`tf1_states.from_tf1_state`) and its new state is given back in TF1's (`tf1_states.to_tf1_state`).
     """
     if is_tf1_style_cell(cell):
         return lambda inputs, state: cell(inputs, state)
     kwargs = {"training": training} if _accepts_training(cell) else {}
 
     def call(inputs: Nested, state: Nested) -> Tuple[Nested, Nested]:
-        keras_state = functional.from_tf1_state(cell, state)
+        keras_state = tf1_states.from_tf1_state(cell, state)
         if not tf.nest.is_nested(keras_state):
             keras_state = [keras_state]
         output, new_state = cell(inputs, keras_state, **kwargs)
         if _holds_lstm_state_tuple(new_state):  # the cell already answers in TF1's structure
             return output, new_state
-        return output, functional.to_tf1_state(cell, new_state)
+        return output, tf1_states.to_tf1_state(cell, new_state)
 
     return call
 
@@ -101,7 +101,7 @@ def tf1_zero_state(cell: Any, batch_size: Any, dtype: Any) -> Nested:
     if is_tf1_style_cell(cell):
         sizes = cell.state_size
         return tf.nest.map_structure(lambda size: _zeros(batch_size, size, dtype), sizes)
-    return functional.to_tf1_state(cell, step_lib.zero_state(cell, batch_size, dtype))
+    return tf1_states.to_tf1_state(cell, step_lib.zero_state(cell, batch_size, dtype))
 
 
 # ---------------------------------------------------------------------------------- TF1's step
@@ -322,7 +322,7 @@ def raw_rnn(
         raise TypeError(f"`loop_fn` must be a callable (time, cell_output, cell_state, loop_state). Received: loop_fn={loop_fn!r}")
     if not is_tf1_style_cell(cell):
         cell = step_lib.as_cell(cell)
-    parallel_iterations = functional.check_parallel_iterations(parallel_iterations) or 32
+    parallel_iterations = tf1_states.check_parallel_iterations(parallel_iterations) or 32
     time = tf.constant(0, tf.int32)
     finished, next_input, state, emit_structure, init_loop_state = loop_fn(time, None, None, None)
     next_input = tf.nest.map_structure(tf.convert_to_tensor, next_input)
@@ -332,7 +332,7 @@ def raw_rnn(
     batch_size = static_batch if static_batch is not None else tf.shape(flat_input[0])[0]
     state = tf.nest.map_structure(lambda s: s if isinstance(s, tf.TensorArray) else tf.convert_to_tensor(s), state)
     if isinstance(cell, keras.layers.Layer) and len(flat_input) == 1 and flat_input[0].shape.rank == 2:
-        functional.settle_dtype(cell, flat_input[0])
+        tf1_states.settle_dtype(cell, flat_input[0])
         step_lib.build_cell(cell, int(flat_input[0].shape[-1]), flat_input[0].dtype)  # weights outside the loop
 
     if emit_structure is not None:

@@ -31,7 +31,7 @@ import tensorflow as tf
 from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell  # Keras' per-sequence mask hooks
 
 from keras_unroll.cell import BasicRNNCell, check_units
-from keras_unroll.functional import (  # the state structures live with the functional API that returns them
+from keras_unroll.tf1_states import (  # TF1's state structures, shared with the functional API
     LSTMStateTuple,
     from_tf1_state,
     lstm_like,

@@ -9,10 +9,19 @@ that a new unroll, cell or tolerance changes in one place:
 - `layers`, `unrolls`: the `pytest.mark.parametrize` marks over `layer_cls` and over `unroll_calls()`.
 - `GATED_CELLS`, `make_cell`: the cells most tests run (`BasicRNNCell` and Keras' LSTM and GRU cells).
 - `RTOL`, `ATOL`, `close`, `close_nested`: float32 results against float64 NumPy or another float32 path.
+- `run_in_tf1(child, out_dir, archive)`: a function's source run by TF1 itself in a child process, its `.npz`
+  read back (the oracle of the TF1 parity tests).
 """
 
 from __future__ import annotations
 
+import inspect
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
 from typing import Any, Callable, Dict
 
 import keras
@@ -78,3 +87,22 @@ def close_nested(actual: Any, expected: Any, what: str = "", *, rtol: float = RT
     for i, (a, e) in enumerate(zip(actual, expected)):
         assert tuple(np.shape(a)) == tuple(np.shape(e)), (what, i, np.shape(a), np.shape(e))
         close(a, e, f"{what} [{i}]", rtol=rtol, atol=atol)
+
+
+def run_in_tf1(child: Callable[[str], None], out_dir: Any, archive: str) -> Dict[str, Any]:
+    """Runs `child(out_dir)` from its source in a child process with TF1's cells (tf-keras, graph mode) and
+    returns the arrays it saved in `out_dir/archive`, with its JSON `meta` entry decoded when present.
+
+    `child` must be self-contained (its imports inside it): only its source crosses to the child.
+    """
+    source = textwrap.dedent(inspect.getsource(child)) + f"\n{child.__name__}({str(out_dir)!r})\n"
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run([sys.executable, "-c", source], env=env, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"The TF1 child failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    with np.load(pathlib.Path(out_dir) / archive) as saved:
+        data = {key: saved[key] for key in saved.files}
+    if "meta" in data:
+        data["meta"] = json.loads(str(data["meta"]))
+    return data
+

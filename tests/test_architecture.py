@@ -22,6 +22,7 @@ LAYERS = [
     ("keras_unroll.kernels",),
     ("keras_unroll.loops",),
     ("keras_unroll.plan",),
+    ("keras_unroll.tf1_states",),
     ("keras_unroll.functional", "keras_unroll.layers", "keras_unroll.raw"),
 ]
 

@@ -13,12 +13,6 @@ split at `F`, LSTM gates `i, j, f, o` -> `i, f, c, o` with `forget_bias` folded 
 from __future__ import annotations
 
 import collections
-import inspect
-import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import keras
 import numpy as np
@@ -27,6 +21,7 @@ import tensorflow as tf
 
 import keras_unroll as ku
 from keras_unroll import step as step_lib
+from helpers import run_in_tf1
 
 RTOL, ATOL = 1e-5, 1e-6
 B, T, F, H, P = 4, 3, 2, 3, 2  # batch, time, features, units, projection (as in the child)
@@ -173,15 +168,7 @@ def _tf1_child(out_dir: str) -> None:  # pragma: no cover - runs in the TF1 chil
 def reference(tmp_path_factory):
     """TF1's results for every case, from one child process (legacy Keras, graph mode)."""
     out_dir = tmp_path_factory.mktemp("tf1_cells")
-    source = textwrap.dedent(inspect.getsource(_tf1_child)) + f"\n_tf1_child({str(out_dir)!r})\n"
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
-    done = subprocess.run([sys.executable, "-c", source], env=env, capture_output=True, text=True, timeout=600)
-    if done.returncode != 0:
-        raise RuntimeError(f"The TF1 child failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    with np.load(os.path.join(out_dir, "tf1_cells.npz")) as archive:
-        data = {key: archive[key] for key in archive.files}
-    data["meta"] = json.loads(str(data["meta"]))
-    return data
+    return run_in_tf1(_tf1_child, out_dir, "tf1_cells.npz")
 
 
 # ------------------------------------------------------------------------- the layout contract

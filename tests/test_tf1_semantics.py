@@ -8,13 +8,6 @@ here the same cells are rebuilt with `ku.tf1`, TF1's weights are moved into Kera
 
 from __future__ import annotations
 
-import inspect
-import json
-import os
-import subprocess
-import sys
-import textwrap
-
 import keras
 import numpy as np
 import pytest
@@ -22,6 +15,7 @@ import tensorflow as tf
 
 import keras_unroll as ku
 from test_tf1_cells import describe, tf1_to_keras
+from helpers import run_in_tf1
 
 B, F = 2, 3
 
@@ -128,15 +122,7 @@ def _tf1_child(out_dir: str) -> None:  # pragma: no cover - runs in the TF1 chil
 def tf1(tmp_path_factory):
     """TF1's results, from one child process (legacy Keras, graph mode)."""
     out_dir = tmp_path_factory.mktemp("tf1_semantics")
-    source = textwrap.dedent(inspect.getsource(_tf1_child)) + f"\n_tf1_child({str(out_dir)!r})\n"
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
-    done = subprocess.run([sys.executable, "-c", source], env=env, capture_output=True, text=True, timeout=600)
-    if done.returncode != 0:
-        raise RuntimeError(f"The TF1 child failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    with np.load(os.path.join(out_dir, "tf1_semantics.npz")) as archive:
-        data = {key: archive[key] for key in archive.files}
-    data["meta"] = json.loads(str(data["meta"]))
-    return data
+    return run_in_tf1(_tf1_child, out_dir, "tf1_semantics.npz")
 
 
 def _case(name, d):
