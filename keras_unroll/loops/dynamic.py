@@ -79,6 +79,9 @@ def while_loop(
     num_steps = tf.shape(inputs)[0]
     stop = num_steps if prepared.max_length is None else tf.minimum(num_steps, prepared.max_length)
     if serving:
+        # An empty batch (its size unknown when traced) runs no step: the written outputs would have no
+        # element to update, and the result is the empty one anyway.
+        stop = stop * tf.minimum(tf.cast(prepared.batch_size, stop.dtype), 1)
         handle, read = tf.zeros([]), lambda handle, t: (tf.gather(inputs, t), handle)
     else:
         handle, read = step_reader(inputs)
