@@ -87,15 +87,17 @@ def test_quick_demo_prints_the_table_and_writes_the_files(tmp_path, subprocess_e
     assert "Both reached the same test loss (within 1%" in stdout
     assert "No PNGs" not in stdout
     assert "| layer | loop | T |" in (out / "results.md").read_text()
-    # The notebook's point at these sizes: the static graph and its training memory grow with T; TF1's
-    # while loop's graph does not, and its memory grows less (it keeps what the backward pass needs); the
-    # fused kernel's graph does not grow either.
+    # The notebook's point at these sizes: the static graph and its training memory grow with T; neither TF1's
+    # while loop's graph nor the fused kernel's does.
     static, plain, fused = ([row for row in rows if row["loop"] == loop] for _, loop in variants)
     for key in ("training_ops", "peak_bytes"):
         assert static[0][key] < static[1][key] < static[2][key]
     assert len({row["training_ops"] for row in plain}) == 1 and len({row["training_ops"] for row in fused}) == 1
     assert plain[-1]["training_ops"] < static[-1]["training_ops"]
-    assert plain[-1]["peak_bytes"] < static[-1]["peak_bytes"]
+    # Not compared here: the two loops' peak memory at --quick's sizes (16 units, T <= 100). An unrolled
+    # graph's peak depends on the order the executor runs its ops in, and read 234-432 KB at T = 100 from
+    # run to run against the while loop's 244 KB; at the default sizes (docs/guide.md) the while loop keeps
+    # a third of the static graph's memory at T = 500.
 
 
 @pytest.mark.subprocess
