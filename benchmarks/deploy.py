@@ -242,8 +242,15 @@ def savedmodel_runner(export_dir: str) -> Any:
 def _short(error: BaseException) -> str:
     """The line of an error that says why (converters print pages)."""
     text = f"{type(error).__name__}: {error}"
-    for marker in ("failed to legalize", "requires element_shape", "is neither a custom op nor a flex op",
-                   "not supported", "Failed to add concrete function", "Unsupported", "error:"):
+    for marker in (
+        "failed to legalize",
+        "requires element_shape",
+        "is neither a custom op nor a flex op",
+        "not supported",
+        "Failed to add concrete function",
+        "Unsupported",
+        "error:",
+    ):
         for line in text.splitlines():
             if marker in line:
                 return line.strip()[:300]
@@ -315,7 +322,7 @@ def _run_in_child(case: Case, targets: Sequence[str], timeout: float) -> Dict[st
         return {target: {"ok": False, "error": f"timed out after {timeout:.0f} s"} for target in targets}
     for line in reversed(child.stdout.splitlines()):
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            return json.loads(line[len("RESULT ") :])
     reason = (child.stderr.strip().splitlines() or ["no output"])[-1][:300]
     return {target: {"ok": False, "error": f"process failed: {reason}"} for target in targets}
 
@@ -358,7 +365,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"| {case.name} | " + " | ".join(_cell_text(result[t]) for t in args.targets) + " |", flush=True)
         print(f"[{index}/{len(cases)}] {case.name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     failed = sum(not r["results"][t]["ok"] for r in rows for t in args.targets)
-    print(f"\n{len(rows)} cases × {len(args.targets)} targets: {len(rows) * len(args.targets) - failed} ok, {failed} failed")
+    print(
+        f"\n{len(rows)} cases × {len(args.targets)} targets: {len(rows) * len(args.targets) - failed} ok, {failed} failed"
+    )
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"targets": list(args.targets), "rows": rows}, handle, indent=1)

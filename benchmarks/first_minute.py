@@ -159,7 +159,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         fmt = (lambda v: f"{v:.2f} s") if unit == "s" else (lambda v: f"{v:.0f} MB")
         ratio = _ratio(ours, base) if unit == "s" else f"{ours - base:+.0f} MB"
         print(f"| {what} | {cell} | {fmt(ours)} | {base_name}: {fmt(base)} | {ratio} |", flush=True)
-        results.append({"case": case, "cell": cell, "what": what, "ours": ours, "baseline": base, "baseline_name": base_name})
+        results.append(
+            {"case": case, "cell": cell, "what": what, "ours": ours, "baseline": base, "baseline_name": base_name}
+        )
 
     for cell in args.cells:
         if "fit" in args.cases:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
-import math
 import os
 import pathlib
 import statistics
@@ -164,7 +163,13 @@ def measure(
 
 
 def run_case(
-    case: str, steps: int, batch: int, features: int, units: int, repeats: int, timeout: float,
+    case: str,
+    steps: int,
+    batch: int,
+    features: int,
+    units: int,
+    repeats: int,
+    timeout: float,
     reserve_mb: int = RESERVE_MB,
 ) -> Dict[str, Any]:
     """Runs `measure` in a fresh process with the BFC allocator; returns its result (or the error)."""
@@ -172,7 +177,13 @@ def run_case(
 
 
 def run_cases(
-    case: str, steps: Sequence[int], batch: int, features: int, units: int, repeats: int, timeout: float,
+    case: str,
+    steps: Sequence[int],
+    batch: int,
+    features: int,
+    units: int,
+    repeats: int,
+    timeout: float,
     reserve_mb: int = RESERVE_MB,
 ) -> List[Dict[str, Any]]:
     """`measure` for each T of `steps` in one fresh process (a full run passes one T per process, so that no
@@ -244,7 +255,10 @@ def plot(results: Sequence[Dict[str, Any]], path: pathlib.Path, title: str) -> N
         style = dict(marker="s" if cell_of(case) == "lstm" else "o", linestyle="--" if cell_of(case) == "lstm" else "-")
         ax_mem.plot(ts, [max(r["activation_mb"], 1e-3) for r in rows], label=case, **style)
         ax_time.plot(ts, [r["step_ms"] for r in rows], label=case, **style)
-    for ax, label in ((ax_mem, "activation memory of one training step (MB)"), (ax_time, "time of one training step (ms)")):
+    for ax, label in (
+        (ax_mem, "activation memory of one training step (MB)"),
+        (ax_time, "time of one training step (ms)"),
+    ):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("sequence length T")
@@ -264,7 +278,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="tiny shapes (B=4, F=3, H=16, T=20, 80): seconds")
     parser.add_argument("--steps", type=int, nargs="+", help="sequence lengths T (default 100 1000 2000 5000 20000)")
     parser.add_argument(
-        "--cells", nargs="+", choices=sorted(BASELINES), default=sorted(BASELINES, reverse=True),
+        "--cells",
+        nargs="+",
+        choices=sorted(BASELINES),
+        default=sorted(BASELINES, reverse=True),
         help="cell families whose cases run (default: simple lstm)",
     )
     parser.add_argument("--cases", nargs="+", choices=list(CASES), help="cases to run (default: every case of --cells)")
@@ -273,13 +290,21 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--units", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=2, help="timed steps per case (median reported)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per case before it is dropped")
-    parser.add_argument("--json", type=pathlib.Path, help=f"write results here (full run default: {DEFAULT_JSON.relative_to(ROOT)})")
-    parser.add_argument("--plot", type=pathlib.Path, help=f"write the PNG here (full run default: {DEFAULT_PLOT.relative_to(ROOT)})")
     parser.add_argument(
-        "--reserve-mb", type=int, default=RESERVE_MB,
+        "--json", type=pathlib.Path, help=f"write results here (full run default: {DEFAULT_JSON.relative_to(ROOT)})"
+    )
+    parser.add_argument(
+        "--plot", type=pathlib.Path, help=f"write the PNG here (full run default: {DEFAULT_PLOT.relative_to(ROOT)})"
+    )
+    parser.add_argument(
+        "--reserve-mb",
+        type=int,
+        default=RESERVE_MB,
         help=f"allocator region each child reserves first, MB (default {RESERVE_MB}; 0: grow on demand, see above)",
     )
-    parser.add_argument("--child", nargs=7, metavar=("CASE", "T", "B", "F", "H", "REPEATS", "RESERVE"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", nargs=7, metavar=("CASE", "T", "B", "F", "H", "REPEATS", "RESERVE"), help=argparse.SUPPRESS
+    )
     return parser
 
 
@@ -319,7 +344,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     title = f"one training step, B={batch} F={features} H={units} (CPU, BFC allocator{region})"
     print(f"\n### Memory of {title}\n")
     print(markdown_table(results))
-    skipped = [f"{case} (T > {cap})" for case, cap in CASES.items() if case in cases and cap is not None and not args.quick]
+    skipped = [
+        f"{case} (T > {cap})" for case, cap in CASES.items() if case in cases and cap is not None and not args.quick
+    ]
     if skipped and any(t > min(c for c in CASES.values() if c) for t in steps):
         print(f"\nNot run (Python-unrolled graphs grow with T; slow baselines): {', '.join(skipped)}.")
     print(f"\nTotal {time.perf_counter() - started:.0f} s.")

@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchmarks.speed import _parse_shape, cpu_description  # noqa: E402
+from benchmarks.speed import _parse_shape, cpu_description
 
 
 def parts(kind: str, shape: Sequence[int]) -> Dict[str, Callable[[], Any]]:
@@ -82,7 +82,19 @@ def parts(kind: str, shape: Sequence[int]) -> Dict[str, Callable[[], Any]]:
         "projection": tf.function(lambda: simple_rnn.project(tf.transpose(x, [1, 0, 2]), kernel, in_bias)),
         "compiled forward": lambda: forward_passes[2](x_major, kernel, b, None, h0, c0, *fixed)[3],
         "compiled backward": lambda: backward_pass(
-            hs, residuals, x_major, kernel, None, h0, recurrent, None, None, stop, None, d_h, d_h if kind == "lstm" else None
+            hs,
+            residuals,
+            x_major,
+            kernel,
+            None,
+            h0,
+            recurrent,
+            None,
+            None,
+            stop,
+            None,
+            d_h,
+            d_h if kind == "lstm" else None,
         )[0],
         "train": train,
         "Keras+XLA forward": tf.function(lambda: keras_layer(x), jit_compile=True),
@@ -101,7 +113,12 @@ def loop_writes(shape: Sequence[int]) -> Dict[str, Callable[[], Any]]:
     xw = tf.constant(rng.standard_normal((steps, batch, 4 * units), dtype=np.float32))
     recurrent = tf.constant(rng.standard_normal((units, 4 * units), dtype=np.float32) * 0.1)
     h0 = tf.zeros([batch, units])
-    widths = {"writes none": [], "writes h": [units], "writes h, c": [units, units], "writes h, residuals": [units, 5 * units]}
+    widths = {
+        "writes none": [],
+        "writes h": [units],
+        "writes h, c": [units, units],
+        "writes h, residuals": [units, 5 * units],
+    }
 
     def loop(name: str) -> Any:
         count = tf.shape(xw)[0]

@@ -45,7 +45,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 Shape = Tuple[int, int, int, int]
 
-FULL_SHAPES: Tuple[Shape, ...] = ((1, 2, 3, 5), (32, 28, 28, 128), (64, 100, 16, 64), (256, 50, 64, 256), (32, 1000, 8, 32))
+FULL_SHAPES: Tuple[Shape, ...] = (
+    (1, 2, 3, 5),
+    (32, 28, 28, 128),
+    (64, 100, 16, 64),
+    (256, 50, 64, 256),
+    (32, 1000, 8, 32),
+)
 QUICK_SHAPES: Tuple[Shape, ...] = ((2, 3, 3, 4),)
 CELLS = ("simple", "lstm", "gru")
 #: cell -> (the Keras layer's name, PyTorch's module)
@@ -94,7 +100,7 @@ class Runner:
 def label(cell: str, name: str) -> str:
     """The variant's name in the table: the Keras and PyTorch variants say which layer they are."""
     if name.startswith("Keras"):
-        return KERAS_NAMES[cell] + name[len("Keras"):]
+        return KERAS_NAMES[cell] + name[len("Keras") :]
     if name == "torch":
         return f"torch {TORCH_NAMES[cell]}"
     return name
@@ -132,7 +138,9 @@ def _tf_runner(cell: str, name: str, shape: Shape, seed: int) -> Runner:
     compiled = name == PEER  # the strongest peer: the Keras layer, the whole step compiled by XLA
 
     if name == "TF1 dynamic_rnn":
-        rnn_cell = {"simple": keras.layers.SimpleRNNCell, "lstm": keras.layers.LSTMCell, "gru": keras.layers.GRUCell}[cell](units)
+        rnn_cell = {"simple": keras.layers.SimpleRNNCell, "lstm": keras.layers.LSTMCell, "gru": keras.layers.GRUCell}[
+            cell
+        ](units)
         rnn_cell.build((None, features))
         dense = keras.layers.Dense(1)
         dense.build((None, units))
@@ -451,7 +459,10 @@ def check_targets(results: Sequence[Dict[str, Any]], targets: Sequence[Target] =
 def targets_table(rows: Sequence[Dict[str, Any]]) -> str:
     lines = ["| target | measured (ratio) | holds? |", "|---|---|---|"]
     for row in rows:
-        measured = ", ".join(f"{ratio:.2f}× ({shape})" if len(row["measured"]) > 1 else f"{ratio:.2f}×" for shape, ratio in row["measured"])
+        measured = ", ".join(
+            f"{ratio:.2f}× ({shape})" if len(row["measured"]) > 1 else f"{ratio:.2f}×"
+            for shape, ratio in row["measured"]
+        )
         lines.append(f"| {row['target']} | {measured} | {'yes' if row['holds'] else '**no**'} |")
     return "\n".join(lines)
 
@@ -503,7 +514,9 @@ def _parse_shape(text: str) -> Shape:
     except ValueError:
         parts = ()
     if len(parts) != 4 or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"a shape is BxTxFxH with positive ints, e.g. 32x28x28x128. Received: {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"a shape is BxTxFxH with positive ints, e.g. 32x28x28x128. Received: {text!r}"
+        )
     return parts  # type: ignore[return-value]
 
 
@@ -522,10 +535,14 @@ def parser() -> argparse.ArgumentParser:
         "PyTorch and NumPy.",
     )
     p.add_argument("--quick", action="store_true", help="tiny shapes, 2 rounds, 1 call per sample (a smoke run)")
-    p.add_argument("--cells", nargs="+", choices=CELLS, default=None, help="cells to time (default: all; --quick: simple)")
+    p.add_argument(
+        "--cells", nargs="+", choices=CELLS, default=None, help="cells to time (default: all; --quick: simple)"
+    )
     p.add_argument("--shapes", type=_parse_shape, nargs="+", metavar="BxTxFxH", help="shapes to time")
     p.add_argument("--repeats", type=int, default=None, help="timed rounds per variant (default 11; 2 with --quick)")
-    p.add_argument("--variants", nargs="+", type=_parse_variant, default=None, metavar="NAME", help="subset of variants")
+    p.add_argument(
+        "--variants", nargs="+", type=_parse_variant, default=None, metavar="NAME", help="subset of variants"
+    )
     p.add_argument("--max-unrolled-steps", type=int, default=MAX_UNROLLED_STEPS, help="longest T for static graphs")
     p.add_argument("--json", type=pathlib.Path, default=DEFAULT_JSON, help=f"where to write results ({DEFAULT_JSON})")
     return p

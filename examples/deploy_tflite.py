@@ -17,11 +17,11 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-import keras_unroll as ku  # noqa: E402
+import keras_unroll as ku
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--quick", action="store_true", help="small model, 1 epoch (seconds)")
@@ -40,7 +40,9 @@ model = keras.Sequential(
     [
         keras.Input((steps,), dtype="int32"),
         keras.layers.Embedding(10, 8, mask_zero=True),
-        ku.DynamicUnroll(ku.tf1.LSTMCell(units, use_peepholes=True, num_proj=units // 2, cell_clip=3.0), recompute="sqrt"),
+        ku.DynamicUnroll(
+            ku.tf1.LSTMCell(units, use_peepholes=True, num_proj=units // 2, cell_clip=3.0), recompute="sqrt"
+        ),
         keras.layers.Dense(1, activation="sigmoid"),
     ]
 )
@@ -77,6 +79,8 @@ with tempfile.TemporaryDirectory(prefix="deploy_tflite_") as workdir:
             expected = model.predict(x[:batch], verbose=0)
             got = run_tflite(content, x[:batch])
             diff = float(np.max(np.abs(got - expected)))
-            print(f"TFLite {name:9s} ({len(content) / 1024:.0f} KiB) batch {batch}: max |tflite - predict| = {diff:.1e}")
+            print(
+                f"TFLite {name:9s} ({len(content) / 1024:.0f} KiB) batch {batch}: max |tflite - predict| = {diff:.1e}"
+            )
             assert diff <= tolerance, f"TFLite {name} differs from model.predict by {diff} (tolerance {tolerance})"
 print("TFLite (builtin ops only) matches model.predict")

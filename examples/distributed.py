@@ -29,7 +29,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 STEPS, FEATURES, UNITS = 20, 1, 16
 
@@ -184,9 +184,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out_dir:
         workers = run_local_workers(args, out_dir)
     # Same data, same initial weights, same global batch (2 replicas both ways): the same training.
-    difference = max(
-        float(np.abs(a - b).max()) for worker in workers for a, b in zip(worker, mirrored_weights)
-    )
+    difference = max(float(np.abs(a - b).max()) for worker in workers for a, b in zip(worker, mirrored_weights))
     print(f"largest weight difference, 2 workers vs 2 mirrored replicas: {difference:.2e}")
     assert difference < 1e-4, difference
 

@@ -17,10 +17,10 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-import keras_unroll as ku  # noqa: E402
+import keras_unroll as ku
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--quick", action="store_true", help="small model, 1 epoch (seconds)")
@@ -56,7 +56,14 @@ with tempfile.TemporaryDirectory(prefix="export_and_serve_") as workdir:
     np.save(os.path.join(workdir, "inputs.npy"), x_train)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     child = subprocess.run(
-        [sys.executable, "-c", SERVE, export_dir, os.path.join(workdir, "inputs.npy"), os.path.join(workdir, "out.npy")],
+        [
+            sys.executable,
+            "-c",
+            SERVE,
+            export_dir,
+            os.path.join(workdir, "inputs.npy"),
+            os.path.join(workdir, "out.npy"),
+        ],
         capture_output=True,
         text=True,
         env=env,

@@ -12,10 +12,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import keras_unroll as ku  # noqa: E402
-from keras_unroll import inspect as ku_inspect  # noqa: E402
+import keras_unroll as ku
+from keras_unroll import inspect as ku_inspect
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--quick", action="store_true", help="accepted for CI; this script is already quick")

@@ -19,11 +19,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-import keras_unroll as ku  # noqa: E402
+import keras_unroll as ku
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--quick", action="store_true", help="fewer training iterations (CI's smoke test)")
@@ -174,8 +174,11 @@ decoder_outputs, _ = ku.dynamic_rnn(decoder_cell, embeddings(Y_ids), initial_sta
 from_zero, _ = ku.dynamic_rnn(decoder_cell, embeddings(Y_ids))
 print("   encoder state:", [type(s).__name__ for s in encoder_state], "| decoder outputs", tuple(decoder_outputs.shape))
 assert all(isinstance(s, ku.tf1.LSTMStateTuple) for s in encoder_state)
-check_close("encoder h = output at each row's last step", encoder_state[-1].h,
-            [encoder_outputs[row, length - 1] for row, length in enumerate(X_lengths)])
+check_close(
+    "encoder h = output at each row's last step",
+    encoder_state[-1].h,
+    [encoder_outputs[row, length - 1] for row, length in enumerate(X_lengths)],
+)
 assert float(np.max(np.abs(np.asarray(decoder_outputs) - np.asarray(from_zero)))) > 1e-4  # the state was used
 # TF1's bidirectional encoder: (out_fw, out_bw), (state_fw, state_bw) = tf.nn.bidirectional_dynamic_rnn(...)
 (out_fw, out_bw), (state_fw, state_bw) = ku.bidirectional_dynamic_rnn(

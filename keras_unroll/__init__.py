@@ -21,9 +21,9 @@ from keras_unroll import inspect, testing, tf1
 from keras_unroll.bidirectional import bidirectional_dynamic_rnn, static_bidirectional_rnn
 from keras_unroll.cell import BasicRNNCell
 from keras_unroll.checkpoint import load_tf1_weights
+from keras_unroll.functional import dynamic_rnn, static_rnn
 from keras_unroll.gpu import GpuReport, configure_gpus
 from keras_unroll.layers import DynamicUnroll, StaticUnroll
-from keras_unroll.functional import dynamic_rnn, static_rnn
 from keras_unroll.raw import raw_rnn
 
 try:

@@ -99,7 +99,11 @@ def bidirectional_dynamic_rnn(
     out_fw, state_fw = dynamic_rnn(cell_fw, inputs, initial_state=initial_state_fw, **options)
     # dynamic_rnn has checked `inputs` and `sequence_length`; convert them the same way for the reversal.
     # Every tensor of a nested input (a tuple of tensors, as TF1 took) is reversed alike.
-    inputs = tf.convert_to_tensor(inputs) if isinstance(inputs, list) else tf.nest.map_structure(tf.convert_to_tensor, inputs)
+    inputs = (
+        tf.convert_to_tensor(inputs)
+        if isinstance(inputs, list)
+        else tf.nest.map_structure(tf.convert_to_tensor, inputs)
+    )
     lengths = _lengths(sequence_length)
     time_axis = 0 if time_major else 1
     reverse = lambda structure: tf.nest.map_structure(lambda x: _reverse(x, lengths, time_axis), structure)  # noqa: E731
@@ -157,7 +161,9 @@ def static_bidirectional_rnn(
     from keras_unroll.raw import is_tf1_style_cell  # lazy, as above
 
     if list_input and (_nested_steps(inputs) or is_tf1_style_cell(cell_fw) or is_tf1_style_cell(cell_bw)):
-        return _static_bidirectional_steps(static_rnn, cell_fw, cell_bw, inputs, initial_state_fw, initial_state_bw, options)
+        return _static_bidirectional_steps(
+            static_rnn, cell_fw, cell_bw, inputs, initial_state_fw, initial_state_bw, options
+        )
     out_fw, state_fw = static_rnn(cell_fw, inputs, initial_state=initial_state_fw, **options)
     out_fw = tf.stack(out_fw, axis=1) if list_input else out_fw
     # static_rnn has checked the inputs; stack them batch-major for the reversal.

@@ -181,7 +181,7 @@ def _is_recurrent_layer(target: Any) -> bool:
 
 def _wrapped(wrapper: Any) -> Any:
     inner = getattr(wrapper, "cell", None)
-    return inner if inner is not None else getattr(wrapper, "_cell")
+    return inner if inner is not None else wrapper._cell
 
 
 def _stack_cells(target: Any) -> Optional[Sequence[Any]]:
@@ -247,7 +247,7 @@ def _clean_scope(scope: Any) -> str:
 # ------------------------------------------------------------------------------------------ the plans
 def _units(cell: Any) -> int:
     units = getattr(cell, "units", None)
-    return int(units if units is not None else getattr(cell, "num_units"))
+    return int(units if units is not None else cell.num_units)
 
 
 def _require(ckpt: _Checkpoint, name: str, what: str, scope: str) -> np.ndarray:
@@ -436,9 +436,7 @@ class _Leaf:
         return [(getattr(self.owner, attribute), value, source) for attribute, value, source in self.plan]
 
 
-def _plan(
-    ckpt: _Checkpoint, target: Any, scope: str, forget_bias: Optional[float]
-) -> Tuple[List[_Leaf], int]:
+def _plan(ckpt: _Checkpoint, target: Any, scope: str, forget_bias: Optional[float]) -> Tuple[List[_Leaf], int]:
     """Every leaf's plan for `target` under `scope`, and the input size of the first one."""
     if _is_recurrent_layer(target):
         raise TypeError(

@@ -145,7 +145,9 @@ def load_npz(path: str) -> Dataset:
         except ValueError as error:
             raise DemoError(f"--data: cannot read {path!r} without pickle: {error}") from None
     if x.ndim != 3 or 0 in x.shape:
-        raise DemoError(f"--data: `x` must be 3D (samples, time steps, features), non-empty. Received: x.shape={x.shape}")
+        raise DemoError(
+            f"--data: `x` must be 3D (samples, time steps, features), non-empty. Received: x.shape={x.shape}"
+        )
     if y.ndim not in (1, 2) or y.shape[0] != x.shape[0]:
         raise DemoError(
             f"--data: `y` must be (N,) or (N, outputs) with N = len(x) = {x.shape[0]}. Received: y.shape={y.shape}"
@@ -304,7 +306,9 @@ def format_results(results: Sequence[Result]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for index, row in enumerate(rows):
-        lines.append("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+        lines.append(
+            "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        )
         if index == 0:
             lines.append("  ".join("-" * w for w in widths))
     for r in results:
@@ -366,7 +370,9 @@ def export_and_check(model: Any, export_dir: str, x: Any, expected: Any) -> Tupl
 
 
 # ------------------------------------------------------------------------------------------- plots
-def plot_predictions(data: Dataset, results: Sequence[Result], path: str, limit: int = 200, max_outputs: int = 4) -> str:
+def plot_predictions(
+    data: Dataset, results: Sequence[Result], path: str, limit: int = 200, max_outputs: int = 4
+) -> str:
     """Draws the test targets and each model's predictions, one panel per output (at most `max_outputs`); saves a PNG."""
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -385,8 +391,10 @@ def plot_predictions(data: Dataset, results: Sequence[Result], path: str, limit:
         axis.plot(x_axis, data.y_test[:count, index], "k-", linewidth=3, alpha=0.35, label="truth")
         for result in results:
             color, style = styles.get(result.name, (None, "-"))
-            label = f"{result.name} (test MSE {result.test_loss:.4g}, all outputs)" if outputs > 1 else (
-                f"{result.name} (test MSE {result.test_loss:.4g})"
+            label = (
+                f"{result.name} (test MSE {result.test_loss:.4g}, all outputs)"
+                if outputs > 1
+                else (f"{result.name} (test MSE {result.test_loss:.4g})")
             )
             axis.plot(x_axis, result.predictions[:count, index], linestyle=style, color=color, label=label)
         axis.set_ylabel("next value" if series else (f"output {index}" if outputs > 1 else "target"))
@@ -396,7 +404,9 @@ def plot_predictions(data: Dataset, results: Sequence[Result], path: str, limit:
     if series:
         title = "Next-value predictions vs truth on the test windows"
     else:
-        title = f"Predictions vs targets on the first {count} test samples of {os.path.basename(data.source.split(':')[0])}"
+        title = (
+            f"Predictions vs targets on the first {count} test samples of {os.path.basename(data.source.split(':')[0])}"
+        )
         if outputs > shown:
             title += f" (outputs 0-{shown - 1} of {outputs})"
     figure.suptitle(title)
@@ -419,14 +429,22 @@ def _pick_export(results: Sequence[Result]) -> Tuple[Result, Optional[Result], s
     scale = max(abs(high.test_loss), 1e-12)
     difference = (high.test_loss - low.test_loss) / scale
     if difference > SAME_LOSS_RTOL:
-        return low, low, (
-            f"{low.name} reached the lower test loss ({low.test_loss:.4g} vs {high.test_loss:.4g}, "
-            f"{difference:.0%} lower); exported it"
+        return (
+            low,
+            low,
+            (
+                f"{low.name} reached the lower test loss ({low.test_loss:.4g} vs {high.test_loss:.4g}, "
+                f"{difference:.0%} lower); exported it"
+            ),
         )
-    return dynamic, None, (
-        f"Both reached the same test loss (within {SAME_LOSS_RTOL:.0%}: {static.test_loss:.6g} vs "
-        f"{dynamic.test_loss:.6g}), as expected of the same maths; exported the {dynamic.name} model "
-        "(its graph does not grow with T)"
+    return (
+        dynamic,
+        None,
+        (
+            f"Both reached the same test loss (within {SAME_LOSS_RTOL:.0%}: {static.test_loss:.6g} vs "
+            f"{dynamic.test_loss:.6g}), as expected of the same maths; exported the {dynamic.name} model "
+            "(its graph does not grow with T)"
+        ),
     )
 
 
@@ -497,8 +515,8 @@ def _main(args: argparse.Namespace) -> int:
     print(
         f"\n{choice} to {export_dir}; reloaded it in a fresh process ({child_line}): predictions match "
         f"(max |difference| {difference:.2g}).\n"
-        "Serving it with TensorFlow alone may log \"Importing a function ... with ops with unsaved custom "
-        "gradients\": harmless for predictions; to train it further, load the model with keras_unroll installed.",
+        'Serving it with TensorFlow alone may log "Importing a function ... with ops with unsaved custom '
+        'gradients": harmless for predictions; to train it further, load the model with keras_unroll installed.',
         flush=True,
     )
 
@@ -531,7 +549,11 @@ def _main(args: argparse.Namespace) -> int:
         json.dump(
             {
                 "models": [
-                    {f.name: getattr(r, f.name) for f in dataclasses.fields(r) if f.name not in ("model", "predictions")}
+                    {
+                        f.name: getattr(r, f.name)
+                        for f in dataclasses.fields(r)
+                        if f.name not in ("model", "predictions")
+                    }
                     for r in results
                 ],
                 "best": None if better is None else better.name,

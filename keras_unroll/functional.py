@@ -79,8 +79,16 @@ def _check_unknown_rank_lengths(sequence_length: Any) -> Any:
     return sequence_length
 
 
-def _begin(kind: str, cell: Any, inputs: Any, initial_state: Any, sequence_length: Any, time_major: Any,
-           training: Any, **options: Any) -> Tuple[Any, Any, Any]:
+def _begin(
+    kind: str,
+    cell: Any,
+    inputs: Any,
+    initial_state: Any,
+    sequence_length: Any,
+    time_major: Any,
+    training: Any,
+    **options: Any,
+) -> Tuple[Any, Any, Any]:
     """What both functions do first: `(result, None, None)` for `keras.Input` tensors (the equivalent layer
     call, its states in TF1's structure), else `(None, cell, initial_state)`: the cell made from the argument
     and the initial state in Keras' structure (e.g. `LSTMStateTuple(c, h)` -> `[h, c]`)."""

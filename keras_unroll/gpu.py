@@ -261,10 +261,7 @@ class GpuSetting:
         if self.memory_limit_mb is None:
             limit = "no memory limit"
         elif self.memory_fraction is not None:
-            limit = (
-                f"memory_limit={self.memory_limit_mb} MiB "
-                f"({self.memory_fraction:g} of {self.total_memory_mb} MiB)"
-            )
+            limit = f"memory_limit={self.memory_limit_mb} MiB ({self.memory_fraction:g} of {self.total_memory_mb} MiB)"
         else:
             limit = f"memory_limit={self.memory_limit_mb} MiB"
         growth = "on" if self.memory_growth else "off"
@@ -293,9 +290,7 @@ class GpuReport:
     def __str__(self) -> str:
         if not self.gpus_seen:
             return "GPU configuration: TensorFlow sees no GPU; nothing to configure (running on CPU)."
-        seen = ", ".join(
-            f"GPU:{gpu.index}" + (f" ({gpu.model})" if gpu.model else "") for gpu in self.gpus_seen
-        )
+        seen = ", ".join(f"GPU:{gpu.index}" + (f" ({gpu.model})" if gpu.model else "") for gpu in self.gpus_seen)
         lines = ["GPU configuration:", f"  GPUs seen:    {seen}"]
         if self.cuda_visible_devices is not None:
             lines.append(f"  CUDA_VISIBLE_DEVICES={self.cuda_visible_devices!r}")
@@ -331,12 +326,11 @@ def _parse_visible(value: Any, name: str = "visible") -> Optional[Tuple[int, ...
         return None
     if isinstance(value, bool):
         raise TypeError(
-            f"`{name}` must be GPU indices such as \"0\", \"0,1\" or [0, 1], not a bool. "
-            f"Received: {name}={value!r}"
+            f'`{name}` must be GPU indices such as "0", "0,1" or [0, 1], not a bool. Received: {name}={value!r}'
         )
     if isinstance(value, (bytes, bytearray)):
         raise TypeError(
-            f"`{name}` must be GPU indices as a string (\"0,1\"), an int or a list of ints, not bytes "
+            f'`{name}` must be GPU indices as a string ("0,1"), an int or a list of ints, not bytes '
             f"(whose items are character codes). Received: {name}={value!r}"
         )
     if isinstance(value, numbers.Integral):
@@ -344,7 +338,7 @@ def _parse_visible(value: Any, name: str = "visible") -> Optional[Tuple[int, ...
     elif isinstance(value, str):
         if not value.strip():
             raise ValueError(
-                f"`{name}` is empty. Pass GPU indices such as \"0\" or \"0,1\", or [] to hide every "
+                f'`{name}` is empty. Pass GPU indices such as "0" or "0,1", or [] to hide every '
                 f"GPU. Received: {name}={value!r}"
             )
         indices = []
@@ -353,7 +347,7 @@ def _parse_visible(value: Any, name: str = "visible") -> Optional[Tuple[int, ...
             if not (item.isascii() and item.isdigit()):
                 raise ValueError(
                     f"`{name}` must list non-negative GPU indices separated by commas, such as "
-                    f"\"0\" or \"0,1\"; {item!r} is not one. Received: {name}={value!r}"
+                    f'"0" or "0,1"; {item!r} is not one. Received: {name}={value!r}'
                 )
             indices.append(int(item))
     elif isinstance(value, Sequence):
@@ -367,13 +361,11 @@ def _parse_visible(value: Any, name: str = "visible") -> Optional[Tuple[int, ...
             indices.append(int(item))
     else:
         raise TypeError(
-            f"`{name}` must be GPU indices as a string (\"0,1\"), an int or a list of ints. "
+            f'`{name}` must be GPU indices as a string ("0,1"), an int or a list of ints. '
             f"Received: {name}={value!r} of type {type(value).__name__}"
         )
     if any(i < 0 for i in indices):
-        raise ValueError(
-            f"`{name}` must contain non-negative GPU indices. Received: {name}={value!r}"
-        )
+        raise ValueError(f"`{name}` must contain non-negative GPU indices. Received: {name}={value!r}")
     if len(set(indices)) != len(indices):
         raise ValueError(f"`{name}` lists a GPU more than once. Received: {name}={value!r}")
     return tuple(indices)
@@ -405,9 +397,7 @@ def _check_limit(value: Any, name: str = "memory_limit_mb") -> Optional[int]:
             f"Received: {name}={value!r} of type {type(value).__name__}"
         )
     if value < 1:
-        raise ValueError(
-            f"`{name}` must be a positive integer number of MiB. Received: {name}={value!r}"
-        )
+        raise ValueError(f"`{name}` must be a positive integer number of MiB. Received: {name}={value!r}")
     return int(value)
 
 
@@ -531,7 +521,11 @@ def _plan(request: _Request, devices: DeviceProvider, environ: Mapping[str, str]
             logger.warning(
                 "%s=%r lists %d GPU(s) but TensorFlow sees %d: it was set after CUDA initialized "
                 "(set it before importing TensorFlow, or pass `visible`); %s.",
-                _CUDA_ENV, cuda_visible, len(entries), len(gpus), action,
+                _CUDA_ENV,
+                cuda_visible,
+                len(entries),
+                len(gpus),
+                action,
             )
 
     if visible is None:
@@ -623,12 +617,14 @@ def _plan(request: _Request, devices: DeviceProvider, environ: Mapping[str, str]
         if environ.get(_GROWTH_ENV) not in (None, "true"):
             logger.warning(
                 "Overriding %s=%r with 'true' for memory_growth=True with a memory limit.",
-                _GROWTH_ENV, environ.get(_GROWTH_ENV),
+                _GROWTH_ENV,
+                environ.get(_GROWTH_ENV),
             )
     elif not request.memory_growth and environ.get(_GROWTH_ENV) == "true":
         logger.warning(
             "memory_growth=False, but the environment sets %s=true, which turns memory growth on "
-            "for every GPU; unset it to allocate up front.", _GROWTH_ENV,
+            "for every GPU; unset it to allocate up front.",
+            _GROWTH_ENV,
         )
     return GpuReport(
         gpus_seen=gpus,
@@ -877,7 +873,9 @@ class _ConfigureGpus:
         ```
         """
         request = _make_request(visible, memory_fraction, memory_limit_mb, memory_growth)
-        return _plan(request, SystemDevices() if devices is None else devices, os.environ if environ is None else environ)
+        return _plan(
+            request, SystemDevices() if devices is None else devices, os.environ if environ is None else environ
+        )
 
     def plan_from_config_proto(
         self,
@@ -904,7 +902,9 @@ class _ConfigureGpus:
         ```
         """
         request = _request_from_config_proto(config)
-        return _plan(request, SystemDevices() if devices is None else devices, os.environ if environ is None else environ)
+        return _plan(
+            request, SystemDevices() if devices is None else devices, os.environ if environ is None else environ
+        )
 
     def _configure(self, request: _Request) -> GpuReport:
         if self._last is not None and self._last[0] == request:
@@ -913,9 +913,7 @@ class _ConfigureGpus:
             raise _too_late_error(request)
         report = _plan(request, SystemDevices(), os.environ)
         if not report.gpus_seen:
-            logger.info(
-                "configure_gpus: TensorFlow sees no GPU; nothing to configure (running on CPU)."
-            )
+            logger.info("configure_gpus: TensorFlow sees no GPU; nothing to configure (running on CPU).")
         else:
             _apply(report, request, self._environment_set)
             self._environment_set = dict(report.environment)

@@ -34,7 +34,6 @@ first op (`keras-unroll demo` does it for you); otherwise `peak_bytes` is `None`
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import glob
 import html
@@ -621,9 +620,13 @@ class UnrollComparison:
             axis.grid(True, which="both", alpha=0.3)
         if not axes[1, 1].has_data():
             axes[1, 1].text(
-                0.5, 0.5, "not measured: TensorFlow's default CPU allocator\ndoes not count allocations "
+                0.5,
+                0.5,
+                "not measured: TensorFlow's default CPU allocator\ndoes not count allocations "
                 "(set TF_CPU_ALLOCATOR_USE_BFC=true\nbefore TensorFlow starts)",
-                ha="center", va="center", transform=axes[1, 1].transAxes,
+                ha="center",
+                va="center",
+                transform=axes[1, 1].transAxes,
             )
         figure.suptitle(
             f"StaticUnroll vs DynamicUnroll (TF1's while loop, the fused kernel): batch {self.batch}, "
@@ -755,9 +758,7 @@ def compare_unrolling(
 
 
 # ------------------------------------------------------------------------------ TensorBoard graph
-def export_graph(
-    layer_or_model: Any, logdir: Union[str, os.PathLike], input_shape: Any, training: bool = False
-) -> str:
+def export_graph(layer_or_model: Any, logdir: Union[str, os.PathLike], input_shape: Any, training: bool = False) -> str:
     """Writes the traced graph of a layer or model for TensorBoard: TF2's way to see what `show_graph` showed.
 
     The layer is called once in a fresh `tf.function` between `tf.summary.trace_on(graph=True)` and
@@ -871,7 +872,7 @@ class GraphView:
         return (
             f"<p>Graph of <b>{html.escape(self.name)}</b> for input shape {html.escape(str(self.input_shape))}</p>"
             f"<table><tr><th>op type</th><th>forward</th><th>training</th></tr>{body}</table>{memory_hint}"
-            f"<p>See the graph: <code>{html.escape(self.hint)}</code> (tab \"Graphs\"), "
+            f'<p>See the graph: <code>{html.escape(self.hint)}</code> (tab "Graphs"), '
             "or in a notebook <code>%load_ext tensorboard</code> then "
             f"<code>%tensorboard --logdir {html.escape(self.logdir)}</code></p>"
         )

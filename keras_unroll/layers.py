@@ -26,7 +26,6 @@ from keras_unroll import step as step_lib
 from keras_unroll.cell import BasicRNNCell, check_units
 from keras_unroll.loops import checkpointed as memory
 
-
 # SimpleRNN's cell arguments and their defaults: taken when `cell` is an int, passed to the `BasicRNNCell`.
 _CELL_ARGS: Dict[str, Any] = {
     "activation": "tanh",
@@ -76,7 +75,7 @@ def _called_by_bidirectional(max_frames: int = 16) -> bool:
 
 def _check_jit(value: Any) -> Any:
     if not isinstance(value, bool) and value != "auto":
-        raise ValueError(f"`jit_compile` must be True, False or \"auto\". Received: jit_compile={value!r}")
+        raise ValueError(f'`jit_compile` must be True, False or "auto". Received: jit_compile={value!r}')
     return value
 
 
@@ -140,7 +139,7 @@ class _Unroll(keras.layers.Layer):
         if not tf.as_dtype(self.compute_dtype).is_floating:
             raise TypeError(
                 f"{type(self).__name__} computes in a floating-point dtype (the cell's weights and states); "
-                "integer inputs are cast to it. Use e.g. `dtype=\"float32\"`. "
+                'integer inputs are cast to it. Use e.g. `dtype="float32"`. '
                 f"Received: dtype={self.dtype_policy.name!r}"
             )
         given = locals()
@@ -149,7 +148,9 @@ class _Unroll(keras.layers.Layer):
         if self._units_cell:
             # As `keras.layers.SimpleRNN`: the cell takes the layer's dtype policy and trainability.
             units = check_units(cell, "cell")
-            self.cell = BasicRNNCell(units, dtype=kwargs.get("dtype"), trainable=kwargs.get("trainable", True), **cell_args)
+            self.cell = BasicRNNCell(
+                units, dtype=kwargs.get("dtype"), trainable=kwargs.get("trainable", True), **cell_args
+            )
         else:
             changed = {name: value for name, value in cell_args.items() if not _is_default(value, _CELL_ARGS[name])}
             if changed:
@@ -181,13 +182,13 @@ class _Unroll(keras.layers.Layer):
                 raise ValueError(
                     f"{type(self).__name__} does not take `swap_memory` or `recompute`: its graph already holds "
                     "every step (Python unrolling is for short sequences). For long sequences use "
-                    "`DynamicUnroll(cell, swap_memory=True)` or `DynamicUnroll(cell, recompute=\"sqrt\")`. "
+                    '`DynamicUnroll(cell, swap_memory=True)` or `DynamicUnroll(cell, recompute="sqrt")`. '
                     f"Received: swap_memory={swap_memory!r}, recompute={recompute!r}"
                 )
             if self.jit_compile is True:
                 raise ValueError(
                     "`swap_memory`/`recompute` run their own uncompiled loops (XLA would keep every checkpoint "
-                    "on the device); use `jit_compile=False` or \"auto\" with them. "
+                    'on the device); use `jit_compile=False` or "auto" with them. '
                     f"Received: jit_compile=True, swap_memory={swap_memory!r}, recompute={recompute!r}"
                 )
         if self.jit_compile is True and self._loop == "dynamic" and not plan.compiles_alone(self.cell):
@@ -356,7 +357,9 @@ class _Unroll(keras.layers.Layer):
     def compute_output_shape(
         self, sequences_shape: Any, initial_state_shape: Any = None, sequence_length_shape: Any = None
     ) -> Any:
-        list_input = isinstance(sequences_shape, list) and sequences_shape and isinstance(sequences_shape[0], (list, tuple))
+        list_input = (
+            isinstance(sequences_shape, list) and sequences_shape and isinstance(sequences_shape[0], (list, tuple))
+        )
         batch, steps, _ = self._sequence_shape(sequences_shape)
         units = step_lib.output_size(self.cell)
         if not self.return_sequences:
@@ -446,7 +449,9 @@ class _Unroll(keras.layers.Layer):
             time_major = self.time_major
         initial_state = step_lib.lstm_state_tuples_to_keras(initial_state)  # never ambiguous: (c, h) by name
         if self.stateful and self.states is not None:
-            inputs = self._check_stateful_batch(inputs, batch_axis=1 if time_major else 0, serving=plan.serving_trace(training))
+            inputs = self._check_stateful_batch(
+                inputs, batch_axis=1 if time_major else 0, serving=plan.serving_trace(training)
+            )
             if initial_state is None:
                 initial_state = keras.tree.map_structure(lambda variable: variable.value, self.states)
         prepared = step_lib.prepare(

@@ -118,10 +118,14 @@ class Tuning:
     uncompiled_backward_min_macs: int = 2**21
     uncompiled_backward_max_units: int = 256
     gated_max_macs: int = 2**22
-    timed_trial: bool = dataclasses.field(default_factory=lambda: os.environ.get("KERAS_UNROLL_TIMED_TRIAL", "0") == "1")
+    timed_trial: bool = dataclasses.field(
+        default_factory=lambda: os.environ.get("KERAS_UNROLL_TIMED_TRIAL", "0") == "1"
+    )
     trial_max_elements: int = 2**24
     gpu: Optional[bool] = None
-    compile_min_steps: int = dataclasses.field(default_factory=lambda: int(os.environ.get("KERAS_UNROLL_COMPILE_MIN_STEPS", "64")))
+    compile_min_steps: int = dataclasses.field(
+        default_factory=lambda: int(os.environ.get("KERAS_UNROLL_COMPILE_MIN_STEPS", "64"))
+    )
 
 
 _TUNING: contextvars.ContextVar = contextvars.ContextVar("keras_unroll_tuning", default=Tuning())
@@ -302,13 +306,29 @@ def _make_plan(cell: Any, prepared: step_lib.Prepared, request: Request, value: 
         # function, no cuDNN op, no bucketing arithmetic. swap_memory/recompute shape only a backward pass.
         return Plan("serving", "generic", "none", None, training, value)
     if request.loop == "static":
-        compile_mode = "loop" if request.jit_compile is True and training != "symbolic" and not request.serving else "none"
+        compile_mode = (
+            "loop" if request.jit_compile is True and training != "symbolic" and not request.serving else "none"
+        )
         macs = simple_rnn.step_macs(prepared.inputs.shape[1], units)
         chunk = value.static_chunk if macs < value.static_chunk_max_macs else 0
         if fused:
-            return Plan("static", "simple_rnn", compile_mode, simple_rnn.Choices(unrolled=True, static_chunk=chunk), training, value)
+            return Plan(
+                "static",
+                "simple_rnn",
+                compile_mode,
+                simple_rnn.Choices(unrolled=True, static_chunk=chunk),
+                training,
+                value,
+            )
         if fast and projected.kind(cell) is not None:
-            return Plan("static", "projected", compile_mode, simple_rnn.Choices(unrolled=True, static_chunk=chunk), training, value)
+            return Plan(
+                "static",
+                "projected",
+                compile_mode,
+                simple_rnn.Choices(unrolled=True, static_chunk=chunk),
+                training,
+                value,
+            )
         return Plan("static", "generic", compile_mode, None, training, value)
     if training != "symbolic" and prepared.num_steps != 0 and takes_cudnn(cell, request, value):
         return Plan("cudnn", "cudnn", "none", None, training, value)
@@ -423,7 +443,9 @@ _TRIAL_ROUNDS = 3
 _TRIAL_BUDGET_S = 1.0  # fewer timed rounds when one call takes longer than a third of this
 
 
-def _trial_candidates(cell: Any, prepared: step_lib.Prepared, request: Request, plan: Plan) -> Optional[Tuple[Plan, Plan]]:
+def _trial_candidates(
+    cell: Any, prepared: step_lib.Prepared, request: Request, plan: Plan
+) -> Optional[Tuple[Plan, Plan]]:
     """`(fused plan, generic plan)` when `choose` should time them for this call, else None."""
     value = plan.tuning
     if not value.timed_trial or request.jit_compile != "auto" or plan.loop != "while":
@@ -439,7 +461,9 @@ def _trial_candidates(cell: Any, prepared: step_lib.Prepared, request: Request, 
         return None
     fused = plan
     if plan.kernel == "generic" or plan.compile != "kernel":  # the other candidate: the compiled fused kernel
-        fused = make_plan(cell, prepared, request, dataclasses.replace(value, gated_max_macs=2**62, compile_min_steps=0))
+        fused = make_plan(
+            cell, prepared, request, dataclasses.replace(value, gated_max_macs=2**62, compile_min_steps=0)
+        )
     if fused.kernel not in ("simple_rnn", "gated"):
         return None
     return fused, make_plan(cell, prepared, request, dataclasses.replace(value, fast_paths=False))
@@ -467,8 +491,9 @@ def _trial_key(candidates: Tuple[Plan, Plan], prepared: step_lib.Prepared, reque
     )
 
 
-def _time_candidates(cell: Any, prepared: step_lib.Prepared, request: Request, candidates: Tuple[Plan, Plan],
-                     recording: bool) -> List[List[float]]:
+def _time_candidates(
+    cell: Any, prepared: step_lib.Prepared, request: Request, candidates: Tuple[Plan, Plan], recording: bool
+) -> List[List[float]]:
     """Seconds per call of each candidate on random data of this call's shapes (run eagerly: `_in_own_thread`)."""
     steps, batch = prepared.num_steps, prepared.inputs.shape[1] or 32
     dtype = prepared.inputs.dtype
@@ -502,7 +527,7 @@ def _time_candidates(cell: Any, prepared: step_lib.Prepared, request: Request, c
     rounds = max(1, min(_TRIAL_ROUNDS, int(_TRIAL_BUDGET_S / max(3 * max(warm), 1e-9))))
     samples: List[List[float]] = [[w] for w in warm]
     for index in range(rounds):
-        for which in (range(len(fns)) if index % 2 else reversed(range(len(fns)))):
+        for which in range(len(fns)) if index % 2 else reversed(range(len(fns))):
             start = time.perf_counter()
             fns[which]()
             samples[which].append(time.perf_counter() - start)
@@ -597,7 +622,9 @@ def execute(
             outputs = tf.unstack(outputs, num=prepared.num_steps)
         return outputs, last, state
     if plan.kernel == "simple_rnn" and plan.loop != "checkpointed":
-        outputs, last, state = simple_rnn.simple_rnn_loop(cell, prepared, masks, plan.choices, return_all_outputs=return_all)
+        outputs, last, state = simple_rnn.simple_rnn_loop(
+            cell, prepared, masks, plan.choices, return_all_outputs=return_all
+        )
         if plan.loop == "static" and outputs is not None:
             outputs = tf.unstack(outputs, num=prepared.num_steps)
         return outputs, last, state
@@ -669,8 +696,16 @@ _MAX_FUNCTIONS = 8
 _CACHE_ATTRIBUTE = "_keras_unroll_functions"
 
 
-def _traced(plan: Plan, cell: Any, settings: step_lib.Prepared, request: Request, masks: step_lib.DropoutMasks,
-            inputs: tf.Tensor, initial_state: Any, extra: Dict[str, Any]) -> Tuple[Any, tf.Tensor, Any]:
+def _traced(
+    plan: Plan,
+    cell: Any,
+    settings: step_lib.Prepared,
+    request: Request,
+    masks: step_lib.DropoutMasks,
+    inputs: tf.Tensor,
+    initial_state: Any,
+    extra: Dict[str, Any],
+) -> Tuple[Any, tf.Tensor, Any]:
     """The body of a cached function: `settings` around the function's tensors, then `execute`."""
     rebuilt = settings.around(inputs, extra.get("valid"), initial_state, extra.get("max_length"))
     return execute(plan, cell, rebuilt, request, masks.with_tensors(extra.get("masks", {})))
@@ -737,7 +772,9 @@ def _graph_function(plan: Plan, cell: Any, prepared: step_lib.Prepared, request:
     return fn, extras
 
 
-def _restore_shapes(cell: Any, prepared: step_lib.Prepared, result: Tuple[Any, tf.Tensor, Any]) -> Tuple[Any, tf.Tensor, Any]:
+def _restore_shapes(
+    cell: Any, prepared: step_lib.Prepared, result: Tuple[Any, tf.Tensor, Any]
+) -> Tuple[Any, tf.Tensor, Any]:
     """Gives the results the static shapes the caller knows (a function traced for any shape returns fewer)."""
     outputs, last, state = result
     batch, units = prepared.inputs.shape[1], step_lib.output_size(cell)
@@ -810,8 +847,12 @@ def cache_sizes(cell: Any) -> Dict[str, int]:
         **simple_rnn.cache_sizes(),
         **gated.cache_sizes(),
         "bounds": {
-            "functions": _MAX_FUNCTIONS, "trials": _MAX_TRIALS, "seen_shapes": _MAX_SEEN, "plans": _MAX_PLANS,
-            **simple_rnn.cache_bounds(), **gated.cache_bounds(),
+            "functions": _MAX_FUNCTIONS,
+            "trials": _MAX_TRIALS,
+            "seen_shapes": _MAX_SEEN,
+            "plans": _MAX_PLANS,
+            **simple_rnn.cache_bounds(),
+            **gated.cache_bounds(),
         },  # fmt: skip
     }
 

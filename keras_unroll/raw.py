@@ -319,7 +319,9 @@ def raw_rnn(
     """
     del scope  # TF1 compatibility only
     if not callable(loop_fn):
-        raise TypeError(f"`loop_fn` must be a callable (time, cell_output, cell_state, loop_state). Received: loop_fn={loop_fn!r}")
+        raise TypeError(
+            f"`loop_fn` must be a callable (time, cell_output, cell_state, loop_state). Received: loop_fn={loop_fn!r}"
+        )
     if not is_tf1_style_cell(cell):
         cell = step_lib.as_cell(cell)
     parallel_iterations = tf1_states.check_parallel_iterations(parallel_iterations) or 32
@@ -345,7 +347,9 @@ def raw_rnn(
         dtypes = [tf.nest.flatten(state)[0].dtype] * len(sizes)
 
     def element_shape(size: Any) -> tf.TensorShape:
-        per_row = size if isinstance(size, tf.TensorShape) else (tf.TensorShape([size]) if isinstance(size, int) else None)
+        per_row = (
+            size if isinstance(size, tf.TensorShape) else (tf.TensorShape([size]) if isinstance(size, int) else None)
+        )
         return tf.TensorShape([static_batch]).concatenate(per_row) if per_row is not None else tf.TensorShape(None)
 
     def zeros(size: Any, dtype: Any) -> tf.Tensor:
@@ -363,10 +367,14 @@ def raw_rnn(
     def body(time, finished, current_input, emit_ta, state, loop_state):
         output, cell_state = call(current_input, state)
         next_time = time + 1
-        next_finished, next_input, next_state, emit, next_loop_state = loop_fn(next_time, output, cell_state, loop_state)
+        next_finished, next_input, next_state, emit, next_loop_state = loop_fn(
+            next_time, output, cell_state, loop_state
+        )
         loop_state = loop_state if next_loop_state is None else next_loop_state
         emit = tf.nest.map_structure(lambda zero, e: _copy_rows(finished, zero, e), zero_emit, emit)
-        next_state = tf.nest.map_structure(lambda old, new: _copy_rows(finished, old, new), state, _pack_like(state, next_state))
+        next_state = tf.nest.map_structure(
+            lambda old, new: _copy_rows(finished, old, new), state, _pack_like(state, next_state)
+        )
         emit_ta = tf.nest.map_structure(lambda ta, e: ta.write(time, e), emit_ta, emit)
         return next_time, tf.logical_or(finished, next_finished), next_input, emit_ta, next_state, loop_state
 

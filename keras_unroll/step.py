@@ -215,7 +215,9 @@ class DropoutMasks:
             masks.append((mask, recurrent))
             cells.append(dropout_cell)
         if training is None or training is False:
-            return cls()  # drawn for the seeds' sake only (the random ops are pruned from a graph, the seed updates are not)
+            return (
+                cls()
+            )  # drawn for the seeds' sake only (the random ops are pruned from a graph, the seed updates are not)
         return cls(tuple(cells), tuple(masks))
 
     def __bool__(self) -> bool:
@@ -230,7 +232,9 @@ class DropoutMasks:
 
     def tensors(self) -> Dict[str, Any]:
         """The masks as a flat dict of tensors (no None), to pass into a `tf.function`."""
-        return {f"{i}.{j}": mask for i, pair in enumerate(self.masks) for j, mask in enumerate(pair) if mask is not None}
+        return {
+            f"{i}.{j}": mask for i, pair in enumerate(self.masks) for j, mask in enumerate(pair) if mask is not None
+        }
 
     def with_tensors(self, tensors: Dict[str, Any]) -> "DropoutMasks":
         """These cells with the masks `tensors` (what `tensors()` returned, seen inside a `tf.function`)."""
@@ -281,6 +285,7 @@ _MASKS_IN_USE = "_keras_unroll_masks_in_use"  # a cell's own flag (in its __dict
 
 def state_sizes_flat(cell: Any) -> List[int]:
     return [int(size) for size in tf.nest.flatten(keras_state_size(cell))]
+
 
 # ---------------------------------------------------------------------------------------- the step
 def make_step(cell: Any, training: Optional[bool], zero_output: bool) -> StepFn:
@@ -353,7 +358,9 @@ class Prepared:
         valid = None if self.valid is None else open_time(self.valid)
         return dataclasses.replace(self, inputs=open_time(self.inputs), valid=valid, num_steps=None)
 
-    def around(self, inputs: tf.Tensor, valid: Optional[tf.Tensor], initial_state: Nested, max_length: Any) -> "Prepared":
+    def around(
+        self, inputs: tf.Tensor, valid: Optional[tf.Tensor], initial_state: Nested, max_length: Any
+    ) -> "Prepared":
         """These settings around new tensors: how a cached `tf.function` rebuilds its argument.
 
         The number of steps is read from `inputs` again: a `tf.function` traced for any T sees `None`.
@@ -532,8 +539,10 @@ def check_initial_state(cell: Any, initial_state: Any, batch_size: Optional[int]
     for i, (tensor, size) in enumerate(zip(flat, flat_sizes)):
         tensor = to_float_tensor(tensor, f"initial_state[{i}]", dtype)
         shape = tensor.shape
-        if shape.rank != 2 or (shape[1] is not None and shape[1] != size) or (
-            batch_size is not None and shape[0] is not None and shape[0] != batch_size
+        if (
+            shape.rank != 2
+            or (shape[1] is not None and shape[1] != size)
+            or (batch_size is not None and shape[0] is not None and shape[0] != batch_size)
         ):
             raise ValueError(
                 f"`initial_state[{i}]` must have shape (batch, {size}) = ({batch_size}, {size}). "
@@ -644,8 +653,7 @@ def prepare(
             mask = mask[..., 0]
         if mask.shape.rank != 2:
             raise ValueError(
-                "`mask` must be a 2D (batch, time) boolean tensor. "
-                f"Received: mask.shape={_shape_str(mask.shape)}"
+                f"`mask` must be a 2D (batch, time) boolean tensor. Received: mask.shape={_shape_str(mask.shape)}"
             )
         mask_tm = mask if time_major else tf.transpose(mask)
         if not mask_tm.shape.is_compatible_with(inputs_tm.shape[:2]):

@@ -27,17 +27,16 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import keras
 import numpy as np
 import tensorflow as tf
-
 from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell  # Keras' per-sequence mask hooks
 
 from keras_unroll.cell import BasicRNNCell, check_units
+from keras_unroll.step import _is_lstm_state_tuple
 from keras_unroll.tf1_states import (  # TF1's state structures, shared with the functional API
     LSTMStateTuple,
     from_tf1_state,
     lstm_like,
     to_tf1_state,
 )
-from keras_unroll.step import _is_lstm_state_tuple
 
 __all__ = [
     "BasicLSTMCell",
@@ -55,6 +54,7 @@ __all__ = [
 ]
 
 _PACKAGE = "keras_unroll"
+
 
 # ------------------------------------------------------------------------------------ initializers
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -1193,7 +1193,9 @@ class _Wrapper(_TF1Cell, keras.layers.Layer, DropoutRNNCell):
         return {**super().get_config(), "cell": keras.saving.serialize_keras_object(self.cell)}
 
     @classmethod
-    def from_config(cls, config: Dict[str, Any], custom_objects: Any = None, safe_mode: Optional[bool] = None) -> "_Wrapper":
+    def from_config(
+        cls, config: Dict[str, Any], custom_objects: Any = None, safe_mode: Optional[bool] = None
+    ) -> "_Wrapper":
         del safe_mode  # only code in a config (a wrapper's function) needs it
         config = dict(config)
         if not isinstance(config["cell"], keras.layers.Layer):  # TF1's contract: a cell instance is taken as is

@@ -144,7 +144,9 @@ def add_demo_command(subparsers: Any) -> argparse.ArgumentParser:
             "SavedModel check failed, 2 bad options or files."
         ),
     )
-    parser.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default 10; 1 with --quick)")
+    parser.add_argument(
+        "--epochs", type=_positive_int, default=None, help="training epochs (default 10; 1 with --quick)"
+    )
     parser.add_argument(
         "--steps",
         type=_steps_list,
@@ -216,12 +218,19 @@ def add_devices_command(subparsers: Any) -> argparse.ArgumentParser:
             "or settings TensorFlow refused."
         ),
     )
-    parser.add_argument("--visible", type=_gpu_indices, metavar="INDICES", help='GPUs to keep visible, e.g. "0" or "0,1"')
+    parser.add_argument(
+        "--visible", type=_gpu_indices, metavar="INDICES", help='GPUs to keep visible, e.g. "0" or "0,1"'
+    )
     cap = parser.add_mutually_exclusive_group()
     cap.add_argument(
-        "--memory-fraction", type=_fraction, metavar="F", help="cap each visible GPU at this share of its memory, in (0, 1]"
+        "--memory-fraction",
+        type=_fraction,
+        metavar="F",
+        help="cap each visible GPU at this share of its memory, in (0, 1]",
     )
-    cap.add_argument("--memory-limit-mb", type=_positive_int, metavar="MIB", help="cap each visible GPU at this many MiB")
+    cap.add_argument(
+        "--memory-limit-mb", type=_positive_int, metavar="MIB", help="cap each visible GPU at this many MiB"
+    )
     parser.add_argument("--memory-growth", action="store_true", help="allocate GPU memory on demand")
     _add_verbose(parser)
     _one_line_errors(parser)

@@ -47,8 +47,8 @@ def _native_stderr_dropped():
 
 
 with _native_stderr_dropped():
-    import keras  # noqa: E402  (imports TensorFlow)
-    import tensorflow  # noqa: E402, F401
+    import keras
+    import tensorflow  # noqa: F401
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -105,4 +105,3 @@ def run_in_tf1(child: Callable[[str], None], out_dir: Any, archive: str) -> Dict
     if "meta" in data:
         data["meta"] = json.loads(str(data["meta"]))
     return data
-

@@ -86,10 +86,18 @@ def _module_level_switches(source: str) -> list:
             for name in ast.walk(target):
                 if isinstance(name, ast.Name) and name.id.lstrip("_").isupper():
                     if name.id in bound or isinstance(node, ast.AugAssign):
-                        found.append(f"line {node.lineno}: {name.id} rebound (first bound on line {bound.get(name.id)})")
+                        found.append(
+                            f"line {node.lineno}: {name.id} rebound (first bound on line {bound.get(name.id)})"
+                        )
                     bound.setdefault(name.id, node.lineno)
     for node in ast.walk(tree):
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+        targets = (
+            node.targets
+            if isinstance(node, ast.Assign)
+            else [node.target]
+            if isinstance(node, (ast.AugAssign, ast.AnnAssign))
+            else []
+        )
         for target in targets:
             if isinstance(target, ast.Attribute) and target.attr.lstrip("_").isupper():
                 found.append(f"line {node.lineno}: attribute {target.attr} assigned")
@@ -100,12 +108,16 @@ def test_the_switch_check_catches_each_kind_of_switch():
     """The check below is only worth its green if it fails on a switch: each kind is caught, constants pass."""
     clean = "import os\nLIMIT = 8\n_NAMES = ('a',)\ndef f(x):\n    LIMIT = 3\n    return x + LIMIT\n"
     assert _module_level_switches(clean) == []
-    assert _module_level_switches("FAST = True\ndef off():\n    global FAST\n    FAST = False\n") == ["line 3: global FAST"]
+    assert _module_level_switches("FAST = True\ndef off():\n    global FAST\n    FAST = False\n") == [
+        "line 3: global FAST"
+    ]
     assert _module_level_switches("LIMIT = 8\nif True:\n    pass\nLIMIT = 4\n") == [
         "line 4: LIMIT rebound (first bound on line 1)"
     ]
     assert _module_level_switches("_CACHE = 8\n_CACHE += 1\n") == ["line 2: _CACHE rebound (first bound on line 1)"]
-    assert _module_level_switches("import plan\nplan._MAX_FUNCTIONS = 2\n") == ["line 2: attribute _MAX_FUNCTIONS assigned"]
+    assert _module_level_switches("import plan\nplan._MAX_FUNCTIONS = 2\n") == [
+        "line 2: attribute _MAX_FUNCTIONS assigned"
+    ]
 
 
 def test_no_module_level_switches():

@@ -41,7 +41,9 @@ def test_gated_cells_get_their_keras_peers_and_the_targets_are_checked(tmp_path,
     report = json.loads(out.read_text())
     by_variant = {r["variant"]: r for r in report["results"]}
     assert {r["cell"] for r in report["results"]} == {"lstm"}
-    assert by_variant[speed.REFERENCE]["label"] == "LSTM(unroll=False)" and by_variant[speed.PEER]["label"] == "LSTM+XLA"
+    assert (
+        by_variant[speed.REFERENCE]["label"] == "LSTM(unroll=False)" and by_variant[speed.PEER]["label"] == "LSTM+XLA"
+    )
     assert by_variant["NumPy loop"]["skipped"].startswith("the NumPy loop is the SimpleRNN floor")
     assert by_variant[speed.DEFAULT]["train_ratio"] > 0 and by_variant[speed.PEER]["forward_ms"] > 0
     # The targets that apply to what ran, each with the ratio of this run: default vs Keras at every shape.
@@ -125,5 +127,13 @@ def test_parts_suite_quick_prints_every_part(capsys):
     assert parts.main(["--quick", "--cells", "gru", "--writes"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("CPU: ")
-    for name in ("layer forward", "projection", "compiled forward", "compiled backward", "train", "Keras+XLA train", "writes h, c"):
+    for name in (
+        "layer forward",
+        "projection",
+        "compiled forward",
+        "compiled backward",
+        "train",
+        "Keras+XLA train",
+        "writes h, c",
+    ):
         assert f"{name} " in out

@@ -13,10 +13,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-import keras_unroll as ku
 from references import basic_rnn
 from tf1_reference import CASES, tf1_reference
+
+import keras_unroll as ku
 
 F, H = 2, 3
 SCOPE = "rnn/basic_rnn_cell"
@@ -169,7 +169,9 @@ def test_nonzero_bias_into_a_cell_without_bias(checkpoint):
 
 def test_lstm_cell_given_a_basic_rnn_checkpoint(checkpoint):
     """An LSTM cell at a scope holding a BasicRNNCell: the default scope is not there, and it says what is."""
-    with pytest.raises(ValueError, match=r"No LSTM kernel under scope 'rnn/basic_lstm_cell'.*rnn/basic_rnn_cell/kernel"):
+    with pytest.raises(
+        ValueError, match=r"No LSTM kernel under scope 'rnn/basic_lstm_cell'.*rnn/basic_rnn_cell/kernel"
+    ):
         ku.load_tf1_weights(keras.layers.LSTMCell(H), checkpoint)
     with pytest.raises(ValueError, match=r"shape \[5, 3\], but an LSTM cell with units=3 needs \[features \+ 3, 12\]"):
         ku.load_tf1_weights(keras.layers.LSTMCell(H), checkpoint, scope=SCOPE)
@@ -221,8 +223,9 @@ def test_lstm_layout_gate_order_and_forget_bias(tmp_path, cell_cls):
         block = slice(keras_k * H, (keras_k + 1) * H)
         np.testing.assert_array_equal(got_kernel[:, block], _gate(kernel, tf1_gate)[:F])
         np.testing.assert_array_equal(got_recurrent[:, block], _gate(kernel, tf1_gate)[F:])
-    np.testing.assert_allclose(got_bias, np.concatenate([_gate(bias, "i"), _gate(bias, "f") + 1.0,
-                                                         _gate(bias, "j"), _gate(bias, "o")]))
+    np.testing.assert_allclose(
+        got_bias, np.concatenate([_gate(bias, "i"), _gate(bias, "f") + 1.0, _gate(bias, "j"), _gate(bias, "o")])
+    )
 
 
 def test_forget_bias_from_the_tf1_cell_or_the_argument(tmp_path):
@@ -255,10 +258,15 @@ def test_both_lstm_scopes_are_ambiguous(tmp_path):
 
 def test_gru_scope_spelled_with_its_kernel(tmp_path):
     scope = "rnn/gru_cell"
-    prefix = _save(tmp_path, {
-        f"{scope}/gates/kernel": np.ones((FH, 2 * H), np.float32), f"{scope}/gates/bias": np.ones(2 * H, np.float32),
-        f"{scope}/candidate/kernel": np.ones((FH, H), np.float32), f"{scope}/candidate/bias": np.ones(H, np.float32),
-    })
+    prefix = _save(
+        tmp_path,
+        {
+            f"{scope}/gates/kernel": np.ones((FH, 2 * H), np.float32),
+            f"{scope}/gates/bias": np.ones(2 * H, np.float32),
+            f"{scope}/candidate/kernel": np.ones((FH, H), np.float32),
+            f"{scope}/candidate/bias": np.ones(H, np.float32),
+        },
+    )
     ku.load_tf1_weights(ku.tf1.GRUCell(H), prefix, scope="rnn/gru_cell/gates/kernel")
 
 
@@ -268,11 +276,15 @@ def test_gru_layout(tmp_path):
     gates, candidate = rng.standard_normal((FH, 2 * H)), rng.standard_normal((FH, H))
     gate_bias, candidate_bias = rng.standard_normal(2 * H), rng.standard_normal(H)
     scope = "rnn/gru_cell"
-    prefix = _save(tmp_path, {
-        f"{scope}/gates/kernel": gates.astype(np.float32), f"{scope}/gates/bias": gate_bias.astype(np.float32),
-        f"{scope}/candidate/kernel": candidate.astype(np.float32),
-        f"{scope}/candidate/bias": candidate_bias.astype(np.float32),
-    })
+    prefix = _save(
+        tmp_path,
+        {
+            f"{scope}/gates/kernel": gates.astype(np.float32),
+            f"{scope}/gates/bias": gate_bias.astype(np.float32),
+            f"{scope}/candidate/kernel": candidate.astype(np.float32),
+            f"{scope}/candidate/bias": candidate_bias.astype(np.float32),
+        },
+    )
     for cell in (keras.layers.GRUCell(H, reset_after=False), ku.tf1.GRUCell(H)):
         ku.load_tf1_weights(cell, prefix)
         kernel, recurrent, bias = cell.get_weights()
@@ -292,16 +304,24 @@ def test_dense_and_an_unbuilt_dense_is_built(tmp_path):
 
 # ---------------------------------------------------------------------------- LSTM, GRU: errors
 def test_a_recurrent_layer_instead_of_its_cell(checkpoint):
-    for layer in (keras.layers.RNN(ku.BasicRNNCell(H)), ku.DynamicUnroll(ku.BasicRNNCell(H)),
-                  keras.layers.SimpleRNN(H)):
+    for layer in (
+        keras.layers.RNN(ku.BasicRNNCell(H)),
+        ku.DynamicUnroll(ku.BasicRNNCell(H)),
+        keras.layers.SimpleRNN(H),
+    ):
         with pytest.raises(TypeError, match=r"is a recurrent layer: pass its cell.*layer\.cell"):
             ku.load_tf1_weights(layer, checkpoint)
 
 
 def test_gru_variables_for_an_lstm_cell(tmp_path):
     scope = "rnn/gru_cell"
-    prefix = _save(tmp_path, {f"{scope}/gates/kernel": np.zeros((FH, 2 * H), np.float32),
-                              f"{scope}/candidate/kernel": np.zeros((FH, H), np.float32)})
+    prefix = _save(
+        tmp_path,
+        {
+            f"{scope}/gates/kernel": np.zeros((FH, 2 * H), np.float32),
+            f"{scope}/candidate/kernel": np.zeros((FH, H), np.float32),
+        },
+    )
     with pytest.raises(ValueError, match=r"holds the variables of a TF1 GRUCell.*GRUCell\(reset_after=False\)"):
         ku.load_tf1_weights(keras.layers.LSTMCell(H), prefix, scope=scope)
     with pytest.raises(ValueError, match=r"TF1 GRUCell"):
@@ -310,8 +330,11 @@ def test_gru_variables_for_an_lstm_cell(tmp_path):
 
 def test_lstm_variables_for_a_gru_cell(tmp_path):
     prefix, _, _ = _lstm_checkpoint(tmp_path)
-    with pytest.raises(ValueError, match=r"No GRUCell kernel under scope 'rnn/basic_lstm_cell'.*TF1 LSTM cell.*"
-                                         r"Under 'rnn/basic_lstm_cell' the checkpoint holds: "):
+    with pytest.raises(
+        ValueError,
+        match=r"No GRUCell kernel under scope 'rnn/basic_lstm_cell'.*TF1 LSTM cell.*"
+        r"Under 'rnn/basic_lstm_cell' the checkpoint holds: ",
+    ):
         ku.load_tf1_weights(ku.tf1.GRUCell(H), prefix, scope="rnn/basic_lstm_cell")
     with pytest.raises(ValueError, match=r"TF1 LSTM cell .*not of a BasicRNNCell"):
         ku.load_tf1_weights(ku.BasicRNNCell(H), prefix, scope="rnn/basic_lstm_cell")
@@ -338,15 +361,27 @@ def test_peepholes_and_projection_that_do_not_match(tmp_path):
     P = 2
     kernel = np.zeros((F + P, 4 * H), np.float32)
     scope = "rnn/lstm_cell"
-    projected = _save(tmp_path / "proj", {f"{scope}/kernel": kernel, f"{scope}/bias": np.zeros(4 * H, np.float32),
-                                          f"{scope}/projection/kernel": np.zeros((H, P), np.float32)})
-    with pytest.raises(ValueError, match=r"has a projection 'rnn/lstm_cell/projection/kernel' \[3, 2\], but the LSTMCell "
-                                         r"has num_proj=None\. Load it into ku.tf1.LSTMCell\(num_proj=2\)"):
+    projected = _save(
+        tmp_path / "proj",
+        {
+            f"{scope}/kernel": kernel,
+            f"{scope}/bias": np.zeros(4 * H, np.float32),
+            f"{scope}/projection/kernel": np.zeros((H, P), np.float32),
+        },
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"has a projection 'rnn/lstm_cell/projection/kernel' \[3, 2\], but the LSTMCell "
+        r"has num_proj=None\. Load it into ku.tf1.LSTMCell\(num_proj=2\)",
+    ):
         ku.load_tf1_weights(keras.layers.LSTMCell(H), projected)
     with pytest.raises(ValueError, match=r"has a projection .*num_proj=None"):
         ku.load_tf1_weights(ku.tf1.LSTMCell(H), projected)
-    with pytest.raises(ValueError, match=r"'rnn/lstm_cell/projection/kernel' has shape \[3, 2\], but the LSTMCell with "
-                                         r"units=3 and num_proj=1 needs \[3, 1\].*Received: num_proj=1"):
+    with pytest.raises(
+        ValueError,
+        match=r"'rnn/lstm_cell/projection/kernel' has shape \[3, 2\], but the LSTMCell with "
+        r"units=3 and num_proj=1 needs \[3, 1\].*Received: num_proj=1",
+    ):
         ku.load_tf1_weights(ku.tf1.LSTMCell(H, num_proj=1), projected)
     with pytest.raises(ValueError, match=r"has no projection .*num_proj=2"):
         ku.load_tf1_weights(ku.tf1.LSTMCell(H, num_proj=2), plain)
@@ -357,8 +392,9 @@ def test_peepholes_and_projection_that_do_not_match(tmp_path):
 
 def test_lstm_without_bias_cannot_drop_the_forget_bias(tmp_path):
     scope = "rnn/basic_lstm_cell"
-    prefix = _save(tmp_path, {f"{scope}/kernel": np.zeros((FH, 4 * H), np.float32),
-                              f"{scope}/bias": np.zeros(4 * H, np.float32)})
+    prefix = _save(
+        tmp_path, {f"{scope}/kernel": np.zeros((FH, 4 * H), np.float32), f"{scope}/bias": np.zeros(4 * H, np.float32)}
+    )
     with pytest.raises(ValueError, match=r"with any forget_bias folded in\) is not zero.*use_bias=False"):
         ku.load_tf1_weights(keras.layers.LSTMCell(H, use_bias=False), prefix)
     cell = keras.layers.LSTMCell(H, use_bias=False)
@@ -460,8 +496,13 @@ def test_unsupported_cell(checkpoint):
 
 
 def test_model_defaults_need_one_recurrent_layer(checkpoint):
-    model = keras.Sequential([keras.Input((2, F)), ku.DynamicUnroll(ku.BasicRNNCell(H), return_sequences=True),
-                              ku.DynamicUnroll(ku.BasicRNNCell(H))])
+    model = keras.Sequential(
+        [
+            keras.Input((2, F)),
+            ku.DynamicUnroll(ku.BasicRNNCell(H), return_sequences=True),
+            ku.DynamicUnroll(ku.BasicRNNCell(H)),
+        ]
+    )
     with pytest.raises(ValueError, match=r"only for one recurrent layer and Dense layers.*DynamicUnroll.*`scopes="):
         ku.load_tf1_weights(model, checkpoint)
     single = keras.Sequential([keras.Input((2, F)), ku.DynamicUnroll(ku.BasicRNNCell(H))])
@@ -472,15 +513,25 @@ def test_model_defaults_need_one_recurrent_layer(checkpoint):
 def test_model_defaults_with_a_time_distributed_head(tmp_path):
     """TF1: dynamic_rnn, then two tf.layers.dense heads ('dense', 'dense_1'); Keras: TimeDistributed(Dense), Dense."""
     kernel, bias = _tf1_kernel_and_bias()
-    prefix = _save(tmp_path, {
-        f"{SCOPE}/kernel": kernel, f"{SCOPE}/bias": bias,
-        "dense/kernel": np.full((H, 2), 0.5, np.float32), "dense/bias": np.zeros(2, np.float32),
-        "dense_1/kernel": np.full((2, 1), 2.0, np.float32), "dense_1/bias": np.ones(1, np.float32),
-    })
-    model = keras.Sequential([
-        keras.Input((2, F)), ku.DynamicUnroll(ku.BasicRNNCell(H), return_sequences=True),
-        keras.layers.TimeDistributed(keras.layers.Dense(2)), keras.layers.Dense(1),
-    ])
+    prefix = _save(
+        tmp_path,
+        {
+            f"{SCOPE}/kernel": kernel,
+            f"{SCOPE}/bias": bias,
+            "dense/kernel": np.full((H, 2), 0.5, np.float32),
+            "dense/bias": np.zeros(2, np.float32),
+            "dense_1/kernel": np.full((2, 1), 2.0, np.float32),
+            "dense_1/bias": np.ones(1, np.float32),
+        },
+    )
+    model = keras.Sequential(
+        [
+            keras.Input((2, F)),
+            ku.DynamicUnroll(ku.BasicRNNCell(H), return_sequences=True),
+            keras.layers.TimeDistributed(keras.layers.Dense(2)),
+            keras.layers.Dense(1),
+        ]
+    )
     assert set(ku.load_tf1_weights(model, prefix)) == {SCOPE, "dense", "dense_1"}
     np.testing.assert_array_equal(model.layers[1].layer.kernel.numpy(), np.full((H, 2), 0.5))
     np.testing.assert_array_equal(model.layers[2].bias.numpy(), [1.0])
@@ -489,9 +540,12 @@ def test_model_defaults_with_a_time_distributed_head(tmp_path):
 def test_a_scope_named_after_another_tf1_cell(tmp_path):
     """An LSTM kernel [F + 3, 12] has the shape of a BasicRNNCell(12)'s kernel: the scope's name refuses it."""
     scope = "rnn/basic_lstm_cell"
-    prefix = _save(tmp_path, {f"{scope}/kernel": np.zeros((F + 13, 12), np.float32),
-                              f"{scope}/bias": np.zeros(12, np.float32)})
-    expected = r"TF1 BasicLSTMCell's variables .*a BasicRNNCell computes something else\. Load it into ku.tf1.BasicLSTMCell"
+    prefix = _save(
+        tmp_path, {f"{scope}/kernel": np.zeros((F + 13, 12), np.float32), f"{scope}/bias": np.zeros(12, np.float32)}
+    )
+    expected = (
+        r"TF1 BasicLSTMCell's variables .*a BasicRNNCell computes something else\. Load it into ku.tf1.BasicLSTMCell"
+    )
     with pytest.raises(ValueError, match=expected):
         ku.load_tf1_weights(ku.BasicRNNCell(12), prefix, scope=scope)
     with pytest.raises(ValueError, match=r"holds a TF1 BasicLSTMCell's variables .*a Dense computes"):

@@ -79,11 +79,23 @@ def test_version_is_the_installed_one(capsys):
         (["demo", "--steps", "abc"], "keras-unroll demo: error: argument --steps: expected comma-separated positive"),
         (["demo", "--epochs", "0"], "keras-unroll demo: error: argument --epochs: expected a positive integer"),
         (["demo", "--bogus"], "keras-unroll: error: unrecognized arguments: --bogus"),
-        (["devices", "--memory-fraction", "abc"], "keras-unroll devices: error: argument --memory-fraction: expected a number in (0, 1]"),
-        (["devices", "--memory-fraction", "2"], "keras-unroll devices: error: argument --memory-fraction: expected a number in (0, 1]"),
-        (["devices", "--memory-limit-mb", "-1"], "keras-unroll devices: error: argument --memory-limit-mb: expected a positive integer"),
+        (
+            ["devices", "--memory-fraction", "abc"],
+            "keras-unroll devices: error: argument --memory-fraction: expected a number in (0, 1]",
+        ),
+        (
+            ["devices", "--memory-fraction", "2"],
+            "keras-unroll devices: error: argument --memory-fraction: expected a number in (0, 1]",
+        ),
+        (
+            ["devices", "--memory-limit-mb", "-1"],
+            "keras-unroll devices: error: argument --memory-limit-mb: expected a positive integer",
+        ),
         (["devices", "--visible", "0,x"], "keras-unroll devices: error: argument --visible: expected GPU indices"),
-        (["devices", "--memory-fraction", "0.5", "--memory-limit-mb", "10"], "keras-unroll devices: error: argument --memory-limit-mb: not allowed with argument --memory-fraction"),
+        (
+            ["devices", "--memory-fraction", "0.5", "--memory-limit-mb", "10"],
+            "keras-unroll devices: error: argument --memory-limit-mb: not allowed with argument --memory-fraction",
+        ),
         (["bogus"], "keras-unroll: error: argument COMMAND: invalid choice: 'bogus'"),
     ],
     ids=["steps", "epochs", "unknown", "fraction-text", "fraction-range", "limit", "visible", "both-caps", "command"],

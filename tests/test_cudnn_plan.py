@@ -185,7 +185,9 @@ def test_a_masked_model_traces_with_cudnn():
         x = ku.DynamicUnroll(keras.layers.GRUCell(H))(x)
         model = keras.Model(inputs, keras.layers.Dense(1)(x))
         # training=False (as model.predict): a call without `training` traces the portable serving graph
-        concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(tf.TensorSpec((None, None), tf.int32))
+        concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(
+            tf.TensorSpec((None, None), tf.int32)
+        )
     assert _op_types(concrete).count("CudnnRNNV3") == 3
 
 

@@ -265,7 +265,9 @@ def _result(name, test_loss, predictions=None):
     ],
 )
 def test_better_only_when_the_difference_is_real(static_loss, dynamic_loss, exported, better):
-    chosen, winner, sentence = demo._pick_export([_result("StaticUnroll", static_loss), _result("DynamicUnroll", dynamic_loss)])
+    chosen, winner, sentence = demo._pick_export(
+        [_result("StaticUnroll", static_loss), _result("DynamicUnroll", dynamic_loss)]
+    )
     assert chosen.name == exported
     assert (winner.name if winner else None) == better
     assert ("lower test loss" in sentence) == (better is not None)

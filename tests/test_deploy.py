@@ -27,14 +27,16 @@ from benchmarks import deploy
 MODELS = {
     # generic step (tf1.LSTMCell with peepholes, projection, clipping) + return_sequences + mask + recompute
     "generic_sequences_mask_recompute": deploy.Case(
-        "DynamicUnroll", "tf1.LSTMCell(peepholes,proj,clip)", (("return_sequences", True), ("recompute", "sqrt")),
+        "DynamicUnroll",
+        "tf1.LSTMCell(peepholes,proj,clip)",
+        (("return_sequences", True), ("recompute", "sqrt")),
         mask=True,
     ),
     # a list of cells (fused SimpleRNN + Keras LSTM) over an unknown time axis, with swap_memory and XLA asked for
-    "list_open_time_swap": deploy.Case(
-        "DynamicUnroll", "list of cells", (("swap_memory", True),), open_time=True
+    "list_open_time_swap": deploy.Case("DynamicUnroll", "list of cells", (("swap_memory", True),), open_time=True),
+    "fused_jit_backwards": deploy.Case(
+        "DynamicUnroll", "BasicRNNCell", (("jit_compile", True), ("go_backwards", True))
     ),
-    "fused_jit_backwards": deploy.Case("DynamicUnroll", "BasicRNNCell", (("jit_compile", True), ("go_backwards", True))),
     "stateful": deploy.Case("DynamicUnroll", "tf1.MultiRNNCell", stateful=True),
     "static_dropout_wrapper": deploy.Case("StaticUnroll", "tf1.DropoutWrapper", (("jit_compile", True),)),
 }
@@ -85,7 +87,13 @@ def test_export_serves_without_keras_unroll(exported, tmp_path, subprocess_env):
     for key, found in exported.items():
         for index, (x, _) in enumerate(found["pairs"]):
             np.save(tmp_path / f"{key}-{index}.npy", x)
-            jobs.append({"dir": found["dir"], "x": str(tmp_path / f"{key}-{index}.npy"), "out": str(tmp_path / f"{key}-{index}-out.npy")})
+            jobs.append(
+                {
+                    "dir": found["dir"],
+                    "x": str(tmp_path / f"{key}-{index}.npy"),
+                    "out": str(tmp_path / f"{key}-{index}-out.npy"),
+                }
+            )
     script = (
         "import sys, json\n"
         "sys.modules['keras_unroll'] = None\n"
@@ -96,7 +104,11 @@ def test_export_serves_without_keras_unroll(exported, tmp_path, subprocess_env):
         "    np.save(job['out'], model.serve(tf.constant(np.load(job['x']))).numpy())\n"
     )
     child = subprocess.run(
-        [sys.executable, "-c", script, json.dumps(jobs)], capture_output=True, text=True, env=subprocess_env, timeout=300
+        [sys.executable, "-c", script, json.dumps(jobs)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env,
+        timeout=300,
     )
     assert child.returncode == 0, child.stderr[-3000:]
     for key, found in exported.items():

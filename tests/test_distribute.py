@@ -20,11 +20,10 @@ import sys
 import time
 from typing import Dict, List
 
+import distributed_worker as worker
 import keras
 import numpy as np
 import pytest
-
-import distributed_worker as worker
 
 pytestmark = [pytest.mark.subprocess, pytest.mark.slow]
 
@@ -103,7 +102,9 @@ def started(tmp_path_factory) -> Dict[str, tuple]:
     mirrored_out = tmp_path_factory.mktemp("mirrored") / "weights.npz"
     runs = {
         "mirrored": (
-            _Workers([[sys.executable, str(WORKER), "--strategy", "mirrored", "--out", str(mirrored_out)]], [_child_env()]),
+            _Workers(
+                [[sys.executable, str(WORKER), "--strategy", "mirrored", "--out", str(mirrored_out)]], [_child_env()]
+            ),
             [mirrored_out],
         )
     }

@@ -83,6 +83,10 @@ def test_evaluate_and_direct_inference_calls_move_the_seed_as_keras_does(layer_c
         model.evaluate(x, y, batch_size=B, verbose=0)
         model.layers[0](x)  # training=None: Keras' RNN draws the masks here too
         model.layers[0](x, training=False)
-    np.testing.assert_allclose(ours.layers[0](x, training=True), theirs.layers[0](x, training=True), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        ours.layers[0](x, training=True), theirs.layers[0](x, training=True), rtol=1e-5, atol=1e-6
+    )
     # Inference itself applies no dropout, on both.
-    np.testing.assert_allclose(ours.layers[0](x, training=False), theirs.layers[0](x, training=False), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        ours.layers[0](x, training=False), theirs.layers[0](x, training=False), rtol=1e-5, atol=1e-6
+    )

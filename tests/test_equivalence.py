@@ -15,10 +15,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-import keras_unroll as ku
 from helpers import FUNCTIONS, LAYERS, UNROLLS, close, close_nested, layers
 from references import basic_rnn, lengths_to_valid
+
+import keras_unroll as ku
 
 B, T, F, H = 4, 4, 2, 5
 
@@ -154,8 +154,9 @@ def test_functions_match_numpy(fn, lengths, time_major, initial_state, x, h0, we
 @layers
 def test_zero_output_for_mask(layer_cls, zero_output_for_mask, go_backwards, x, weights):
     """Masked steps emit zeros or repeat the last valid output, exactly as Keras' RNN does."""
-    kwargs = dict(return_sequences=True, return_state=True, go_backwards=go_backwards,
-                  zero_output_for_mask=zero_output_for_mask)
+    kwargs = dict(
+        return_sequences=True, return_state=True, go_backwards=go_backwards, zero_output_for_mask=zero_output_for_mask
+    )
     expected = keras_simple_rnn(weights, **kwargs)(x, mask=MASK)
     actual = make(layer_cls, basic_cell(weights), **kwargs)(x, mask=MASK)
     close_nested(actual, expected)

@@ -9,9 +9,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import UNROLLS, layers, unroll_calls, unrolls
 
 import keras_unroll as ku
-from helpers import UNROLLS, layers, unroll_calls, unrolls
 
 B, T, F, H = 2, 5, 3, 4
 CALLS = unroll_calls()
@@ -26,7 +26,9 @@ def _x(*shape):
 @pytest.mark.parametrize("shape", [(B, F), (B, T, F, 1)], ids=["2d", "4d"])
 def test_wrong_rank(unroll, shape):
     received = str(shape).replace("(", r"\(").replace(")", r"\)")
-    with pytest.raises(ValueError, match=rf"expects a 3D input \(batch, time, features\).*Received: inputs.shape={received}"):
+    with pytest.raises(
+        ValueError, match=rf"expects a 3D input \(batch, time, features\).*Received: inputs.shape={received}"
+    ):
         unroll(H, _x(*shape))
 
 
@@ -41,7 +43,9 @@ def test_wrong_rank_in_a_functional_model(layer_cls):
 def test_feature_size_changed_after_build(layer_cls):
     layer = layer_cls(H)
     layer(_x())
-    with pytest.raises(ValueError, match=r"built for inputs with 3 features, but this input has 6.*Received: inputs with last axis 6"):
+    with pytest.raises(
+        ValueError, match=r"built for inputs with 3 features, but this input has 6.*Received: inputs with last axis 6"
+    ):
         layer(_x(B, T, 6))
 
 
@@ -111,7 +115,10 @@ def test_zero_time_steps_in_a_functional_model(layer_cls):
     ids=["2d", "wrong_batch"],
 )
 def test_sequence_length_of_the_wrong_shape(unroll, lengths, received):
-    with pytest.raises(ValueError, match=rf"`sequence_length` must have shape \(batch,\) = \(2,\).*Received: sequence_length.shape={received}"):
+    with pytest.raises(
+        ValueError,
+        match=rf"`sequence_length` must have shape \(batch,\) = \(2,\).*Received: sequence_length.shape={received}",
+    ):
         unroll(H, _x(), sequence_length=np.array(lengths))
 
 
@@ -119,7 +126,10 @@ def test_sequence_length_of_the_wrong_shape(unroll, lengths, received):
 @pytest.mark.parametrize("lengths", [[-1, 2], [6, 2]], ids=["negative", "above_T"])
 def test_sequence_length_out_of_range(unroll, lengths):
     received = str(lengths).replace("[", r"\[").replace("]", r"\]")
-    with pytest.raises(ValueError, match=rf"`sequence_length` values must lie in \[0, T\] with T=5. Received: sequence_length={received}"):
+    with pytest.raises(
+        ValueError,
+        match=rf"`sequence_length` values must lie in \[0, T\] with T=5. Received: sequence_length={received}",
+    ):
         unroll(H, _x(), sequence_length=np.array(lengths))
 
 
@@ -135,16 +145,23 @@ def test_sequence_length_of_floats_with_fractions(unroll):
 # ---------------------------------------------------------------------------------- initial_state
 @unrolls
 @pytest.mark.parametrize(
-    "state, received", [((B, H + 1), r"\(2, 5\)"), ((B + 1, H), r"\(3, 4\)"), ((H,), r"\(4,\)")], ids=["units", "batch", "rank"]
+    "state, received",
+    [((B, H + 1), r"\(2, 5\)"), ((B + 1, H), r"\(3, 4\)"), ((H,), r"\(4,\)")],
+    ids=["units", "batch", "rank"],
 )
 def test_initial_state_of_the_wrong_shape(unroll, state, received):
-    with pytest.raises(ValueError, match=rf"`initial_state\[0\]` must have shape \(batch, 4\) = \(2, 4\). Received: initial_state\[0\].shape={received}"):
+    with pytest.raises(
+        ValueError,
+        match=rf"`initial_state\[0\]` must have shape \(batch, 4\) = \(2, 4\). Received: initial_state\[0\].shape={received}",
+    ):
         unroll(H, _x(), initial_state=np.zeros(state, "float32"))
 
 
 @unrolls
 def test_initial_state_count(unroll):
-    with pytest.raises(ValueError, match=r"`initial_state` must hold 2 tensor\(s\), one per state of the cell.*Received: 1 tensor\(s\)"):
+    with pytest.raises(
+        ValueError, match=r"`initial_state` must hold 2 tensor\(s\), one per state of the cell.*Received: 1 tensor\(s\)"
+    ):
         unroll(keras.layers.LSTMCell(H), _x(), initial_state=[np.zeros((B, H), "float32")])
     with pytest.raises(ValueError, match=r"`initial_state` must hold 1 tensor\(s\).*Received: 2 tensor\(s\)"):
         unroll(H, _x(), initial_state=[np.zeros((B, H), "float32")] * 2)
@@ -152,7 +169,9 @@ def test_initial_state_count(unroll):
 
 @unrolls
 def test_initial_state_of_ints(unroll):
-    with pytest.raises(TypeError, match=r"`initial_state\[0\]` must be a floating-point tensor.*Received: initial_state\[0\].dtype=int"):
+    with pytest.raises(
+        TypeError, match=r"`initial_state\[0\]` must be a floating-point tensor.*Received: initial_state\[0\].dtype=int"
+    ):
         unroll(H, _x(), initial_state=np.zeros((B, H), "int32"))
 
 
@@ -169,13 +188,18 @@ STATIC_LIST = {
 )
 def test_list_input_whose_tensors_disagree(unroll, second, received):
     steps = [_x(B, F), np.zeros(second, "float32")]
-    with pytest.raises(ValueError, match=rf"All input steps must have the same \(batch, features\) shape. Received: inputs\[0\].shape=\(2, 3\), inputs\[1\].shape={received}"):
+    with pytest.raises(
+        ValueError,
+        match=rf"All input steps must have the same \(batch, features\) shape. Received: inputs\[0\].shape=\(2, 3\), inputs\[1\].shape={received}",
+    ):
         unroll(steps)
 
 
 @pytest.mark.parametrize("unroll", list(STATIC_LIST.values()), ids=list(STATIC_LIST))
 def test_list_input_of_wrong_rank_or_empty(unroll):
-    with pytest.raises(ValueError, match=r"2D \(batch, features\).*Received: (inputs|sequences)\[0\].shape=\(2, 5, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"2D \(batch, features\).*Received: (inputs|sequences)\[0\].shape=\(2, 5, 3\)"
+    ):
         unroll([_x()])
     with pytest.raises(ValueError, match=r"(no input steps|list of input steps is empty).*Received: (sequences=)?\[\]"):
         unroll([])
@@ -183,7 +207,10 @@ def test_list_input_of_wrong_rank_or_empty(unroll):
 
 @pytest.mark.parametrize(
     "unroll, name",
-    [(lambda steps: ku.DynamicUnroll(H)(steps), "DynamicUnroll"), (lambda steps: ku.dynamic_rnn(H, steps), "dynamic_rnn")],
+    [
+        (lambda steps: ku.DynamicUnroll(H)(steps), "DynamicUnroll"),
+        (lambda steps: ku.dynamic_rnn(H, steps), "dynamic_rnn"),
+    ],
     ids=["DynamicUnroll", "dynamic_rnn"],
 )
 def test_dynamic_rejects_a_list_of_steps(unroll, name):
@@ -193,7 +220,16 @@ def test_dynamic_rejects_a_list_of_steps(unroll, name):
 
 
 # ------------------------------------------------------------------------------------------ cells
-@pytest.mark.parametrize("make", [lambda c: ku.StaticUnroll(c), lambda c: ku.DynamicUnroll(c), lambda c: ku.static_rnn(c, _x()), lambda c: ku.dynamic_rnn(c, _x())], ids=list(UNROLLS))
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda c: ku.StaticUnroll(c),
+        lambda c: ku.DynamicUnroll(c),
+        lambda c: ku.static_rnn(c, _x()),
+        lambda c: ku.dynamic_rnn(c, _x()),
+    ],
+    ids=list(UNROLLS),
+)
 @pytest.mark.parametrize("units", [0, -3])
 def test_int_cell_not_positive(make, units):
     with pytest.raises(ValueError, match=rf"`cell` must be a positive integer.*Received: cell={units}"):
@@ -203,7 +239,12 @@ def test_int_cell_not_positive(make, units):
 @unrolls
 @pytest.mark.parametrize(
     "cell, error, received",
-    [(True, TypeError, "cell=True"), ("lstm", TypeError, "cell='lstm'"), ([], ValueError, r"cell=\[\]"), (2.5, TypeError, "cell=2.5")],
+    [
+        (True, TypeError, "cell=True"),
+        ("lstm", TypeError, "cell='lstm'"),
+        ([], ValueError, r"cell=\[\]"),
+        (2.5, TypeError, "cell=2.5"),
+    ],
     ids=["bool", "str", "empty_list", "float"],
 )
 def test_cell_of_the_wrong_kind(unroll, cell, error, received):
@@ -212,7 +253,9 @@ def test_cell_of_the_wrong_kind(unroll, cell, error, received):
 
 
 @layers
-@pytest.mark.parametrize("flag", ["return_sequences", "return_state", "go_backwards", "time_major", "zero_output_for_mask"])
+@pytest.mark.parametrize(
+    "flag", ["return_sequences", "return_state", "go_backwards", "time_major", "zero_output_for_mask"]
+)
 def test_flags_must_be_bools(layer_cls, flag):
     with pytest.raises(TypeError, match=rf"`{flag}` must be a bool. Received: {flag}='yes'"):
         layer_cls(H, **{flag: "yes"})

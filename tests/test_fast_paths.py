@@ -14,13 +14,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from references import basic_rnn, lengths_to_valid
 
 import keras_unroll as ku
-from keras_unroll.layers import DynamicUnroll, StaticUnroll
 from keras_unroll import plan, step, testing
 from keras_unroll.kernels import projected, simple_rnn
+from keras_unroll.layers import DynamicUnroll, StaticUnroll
 from keras_unroll.plan import Tuning
-from references import basic_rnn, lengths_to_valid
 
 LAYERS = [StaticUnroll, DynamicUnroll]
 RTOL, ATOL = 1e-5, 1e-6
@@ -118,7 +118,9 @@ XLA_CASES = ("mask+go_backwards+initial_state", "sequence_length+initial_state")
 
 
 @pytest.mark.parametrize(
-    "case,jit", [(c, False) for c in CASES] + [(c, True) for c in XLA_CASES], ids=lambda v: {False: "graph", True: "xla"}.get(v, v)
+    "case,jit",
+    [(c, False) for c in CASES] + [(c, True) for c in XLA_CASES],
+    ids=lambda v: {False: "graph", True: "xla"}.get(v, v),
 )
 @pytest.mark.parametrize("layer_cls", LAYERS)
 def test_fused_simple_rnn_matches_generic_path(layer_cls, case, jit, rng):
@@ -179,7 +181,9 @@ def test_fused_matches_numpy_reference(layer_cls, rng):
     layer.build(x.shape)
     layer.set_weights(weights)
     outputs, state = layer(x, sequence_length=lengths)
-    expected, _, expected_state = basic_rnn(x, kernel, recurrent, bias, valid=lengths_to_valid(lengths, T), zero_output=True)
+    expected, _, expected_state = basic_rnn(
+        x, kernel, recurrent, bias, valid=lengths_to_valid(lengths, T), zero_output=True
+    )
     _close(outputs, expected)
     _close(state, expected_state)
 
@@ -291,7 +295,11 @@ def test_hoisted_gated_cells_match_keras(kind, chunk, rng):
     _compare(ours, theirs)
     with testing.generic_only():
         generic = _run(
-            StaticUnroll(cell_cls(H, **extra), jit_compile=False, **options), x, weights, mask=mask, initial_state=states
+            StaticUnroll(cell_cls(H, **extra), jit_compile=False, **options),
+            x,
+            weights,
+            mask=mask,
+            initial_state=states,
         )
     _compare(ours, generic)
 
@@ -311,7 +319,9 @@ def test_hoisted_gru_dropout_matches_generic(rng):
 def test_jit_compile_auto_resolves_per_layer():
     x = np.zeros((B, T, F), "float32")
     assert _plan(ku.BasicRNNCell(3), x, jit_compile="auto").compile == "kernel"
-    assert _plan(keras.layers.LSTMCell(3, activation="silu"), x, jit_compile="auto").compile == "none"  # cannot compile alone
+    assert (
+        _plan(keras.layers.LSTMCell(3, activation="silu"), x, jit_compile="auto").compile == "none"
+    )  # cannot compile alone
     assert _plan(keras.layers.LSTMCell(3), x, jit_compile="auto").kernel == "gated"
     assert _plan(ku.BasicRNNCell(3), x, "static", jit_compile="auto").compile == "none"
     assert _plan(ku.BasicRNNCell(3), x, "static", jit_compile=True).compile == "loop"
@@ -603,7 +613,9 @@ def test_xla_passes_in_several_chunks_match_generic_path(compile_backward, rng):
         def fused():
             prepared = step.prepare(cell, x, time_major=False, initial_state=[init], **call)
             masks = step.DropoutMasks.draw(cell, prepared, training)
-            outputs, last, state = simple_rnn.simple_rnn_loop(cell, prepared, masks, choices, return_all_outputs=sequences)
+            outputs, last, state = simple_rnn.simple_rnn_loop(
+                cell, prepared, masks, choices, return_all_outputs=sequences
+            )
             # What the layer returns: `[outputs, h]` or `[last output, h]`.
             return [tf.transpose(outputs, [1, 0, 2]) if sequences else last, *state]
 
@@ -662,7 +674,14 @@ def test_lengths_that_change_every_call_match_the_generic_path(return_sequences,
         weights = layer.get_weights()
         fast_result = _run(layer, x, weights, **kwargs)
         with testing.generic_only():
-            generic_result = _run(DynamicUnroll(ku.BasicRNNCell(H), return_sequences=return_sequences, return_state=True, jit_compile=False), x, weights, **kwargs)
+            generic_result = _run(
+                DynamicUnroll(
+                    ku.BasicRNNCell(H), return_sequences=return_sequences, return_state=True, jit_compile=False
+                ),
+                x,
+                weights,
+                **kwargs,
+            )
         _compare(fast_result, generic_result)
 
 
@@ -685,7 +704,9 @@ def test_inference_writes_no_state_sequence_and_a_later_gradient_recomputes_it(j
     # training=False (as model.predict): a call without `training` traces the serving graph (docs/deploy.md)
     traced = tf.function(lambda x: layer(x, training=False))
     assert _writes_per_step(traced.get_concrete_function(x)) == 0
-    sequences = tf.function(lambda x: DynamicUnroll(layer.cell, return_sequences=True, jit_compile=jit)(x, training=False))
+    sequences = tf.function(
+        lambda x: DynamicUnroll(layer.cell, return_sequences=True, jit_compile=jit)(x, training=False)
+    )
     assert _writes_per_step(sequences.get_concrete_function(x)) >= 1  # the same check sees a kept sequence
     with tf.GradientTape() as tape:
         tape.watch(x)

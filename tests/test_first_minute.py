@@ -87,12 +87,10 @@ def _run_child(case, env, timed_trial):
 
 def _run_both(env, timed_trial):
     env = dict(env, KERAS_UNROLL_TIMED_TRIAL="1" if timed_trial else "0")
-    done = subprocess.run(
-        [sys.executable, "-c", _EDGES_CHILD], env=env, capture_output=True, text=True, timeout=600
-    )
+    done = subprocess.run([sys.executable, "-c", _EDGES_CHILD], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"the child process failed (rc {done.returncode}):\n{done.stderr[-4000:]}"
     line = [line for line in done.stdout.splitlines() if line.startswith("RESULT")][-1]
-    return json.loads(line[len("RESULT"):])
+    return json.loads(line[len("RESULT") :])
 
 
 @pytest.mark.parametrize("timed_trial", [False, True], ids=["default", "timed_trial"])
@@ -121,7 +119,6 @@ def test_empty_batch_of_unknown_size_with_initial_state(subprocess_env, timed_tr
 
 # ------------------------------------------------------------------------ bounded under changing shapes
 import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import keras_unroll as ku  # noqa: E402
 from keras_unroll.testing import Tuning, cache_sizes, generic_only, plans, use_tuning  # noqa: E402
@@ -169,7 +166,10 @@ def test_a_shape_that_proves_hot_compiles_and_agrees(cell, rng):
         short = rng.standard_normal((2, 5, 3)).astype("float32")
         layer(short), layer(short)
     assert [(p["compile"], p["shape"]) for p in plans(layer)] == [
-        ("none", (2, 70, 3)), ("kernel", (2, 70, 3)), ("none", (2, 5, 3)), ("none", (2, 5, 3))
+        ("none", (2, 70, 3)),
+        ("kernel", (2, 70, 3)),
+        ("none", (2, 5, 3)),
+        ("none", (2, 5, 3)),
     ]
     with generic_only():
         expected = layer(x)

@@ -17,8 +17,8 @@ import pytest
 import tensorflow as tf
 
 import keras_unroll as ku
-from keras_unroll.kernels import gated
 from keras_unroll import plan, step, testing
+from keras_unroll.kernels import gated
 
 RTOL = 1e-5
 B, T, F, H = 4, 6, 3, 5
@@ -200,10 +200,19 @@ def test_xla_passes_in_several_chunks_match_generic(kind):
             generic_layer.cell, return_sequences=True, return_state=True, go_backwards=backwards, jit_compile=False
         )
         with testing.generic_only():
-            generic = _grads(lambda: list(unroll(xs, initial_state=init, training=training, **call)), generic_layer.cell, xs, init)
+            generic = _grads(
+                lambda: list(unroll(xs, initial_state=init, training=training, **call)), generic_layer.cell, xs, init
+            )
         cell = _layer(kind, **options).cell  # the same seed: the same dropout masks
         run = lambda: _gated(  # noqa: E731
-            cell, xs, jit=True, training=training, chunk_bytes=three_steps, initial_state=init, go_backwards=backwards, **call
+            cell,
+            xs,
+            jit=True,
+            training=training,
+            chunk_bytes=three_steps,
+            initial_state=init,
+            go_backwards=backwards,
+            **call,
         )
         _compare(_grads(lambda: _drop_last(run()), cell, xs, init), generic, f"{kind}, {label}")
     cell, xs = _layer(kind).cell, x[:, :12]
@@ -277,7 +286,9 @@ def test_gradient_of_a_function_traced_without_a_tape(rng):
     _compare(actual, expected, "traced without a tape")
 
 
-@pytest.mark.parametrize("policy, low, atol", [("mixed_float16", "float16", 5e-3), ("mixed_bfloat16", "bfloat16", 4e-2)])
+@pytest.mark.parametrize(
+    "policy, low, atol", [("mixed_float16", "float16", 5e-3), ("mixed_bfloat16", "bfloat16", 4e-2)]
+)
 @pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
 def test_mixed_precision_computes_in_low_precision(policy, low, atol, jit, rng):
     x, init = _data("lstm", rng)
@@ -320,7 +331,9 @@ def test_eligibility():
 
     assert planned(keras.layers.LSTMCell(3), jit_compile="auto") == "gated"
     assert planned(keras.layers.LSTMCell(3), jit_compile=False) == "generic"  # uncompiled it measured Keras' speed
-    assert planned(keras.layers.LSTMCell(256), batch=64, jit_compile=True) == "generic"  # B·H·H = 2**22: Keras is as fast
+    assert (
+        planned(keras.layers.LSTMCell(256), batch=64, jit_compile=True) == "generic"
+    )  # B·H·H = 2**22: Keras is as fast
     with testing.generic_only():
         assert planned(keras.layers.LSTMCell(3), jit_compile="auto") == "generic"
 
@@ -349,7 +362,9 @@ def test_lengths_that_change_every_call_match_the_generic_path(kind):
     length); the padding never shows in outputs, states or gradients, with or without lengths."""
     make = (lambda: keras.layers.LSTMCell(H, seed=1)) if kind == "lstm" else (lambda: keras.layers.GRUCell(H, seed=1))
     cell = make()
-    assert plan.make_plan(cell, step.prepare(cell, tf.zeros((B, 5, F)), time_major=False), plan.Request("dynamic", jit_compile="auto")).choices.bucket_steps
+    assert plan.make_plan(
+        cell, step.prepare(cell, tf.zeros((B, 5, F)), time_major=False), plan.Request("dynamic", jit_compile="auto")
+    ).choices.bucket_steps
     rng = np.random.default_rng(0)
     for steps, lengths in ((5, None), (13, np.array([13, 5, 0, 1]))):
         x = tf.constant(rng.standard_normal((B, steps, F)).astype("float32"))
@@ -357,12 +372,16 @@ def test_lengths_that_change_every_call_match_the_generic_path(kind):
         results = []
         for generic in (False, True):
             with testing.generic_only() if generic else contextlib.nullcontext():
-                unroll = ku.DynamicUnroll(cell, return_sequences=True, return_state=True, jit_compile=not generic and "auto")
+                unroll = ku.DynamicUnroll(
+                    cell, return_sequences=True, return_state=True, jit_compile=not generic and "auto"
+                )
                 with tf.GradientTape() as tape:
                     tape.watch(x)
                     out = unroll(x, **kwargs)
                     loss = sum(tf.reduce_sum(o * (i + 1.0)) for i, o in enumerate(out))
-                results.append(([o.numpy() for o in out], [g.numpy() for g in tape.gradient(loss, [x] + cell.trainable_weights)]))
+                results.append(
+                    ([o.numpy() for o in out], [g.numpy() for g in tape.gradient(loss, [x] + cell.trainable_weights)])
+                )
         (out_a, grad_a), (out_b, grad_b) = results
         for a, b in zip(out_a + grad_a, out_b + grad_b):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

@@ -218,9 +218,10 @@ def test_no_gpu_returns_empty_report_and_logs_one_info_line(before_init_run):
     info_lines = [l for l in process.stdout.splitlines() if l.startswith("LOG INFO keras_unroll")]
     # One line for each new setting (three calls: the notebook's, a different one, the notebook's again);
     # the identical re-calls are no-ops and log nothing.
-    assert info_lines == [
-        "LOG INFO keras_unroll configure_gpus: TensorFlow sees no GPU; nothing to configure (running on CPU)."
-    ] * 3
+    assert (
+        info_lines
+        == ["LOG INFO keras_unroll configure_gpus: TensorFlow sees no GPU; nothing to configure (running on CPU)."] * 3
+    )
     assert "TensorFlow sees no GPU" in out["different_before_init"]
     assert out["env_growth"] is None  # no GPU: nothing to cap, no allocator variable set
 
@@ -589,9 +590,7 @@ def test_missing_nvml_module_is_reported():
 def test_add_command_registers_devices_with_options():
     parser = argparse.ArgumentParser(prog="keras-unroll")
     returned = gpu.add_command(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(
-        ["devices", "--visible", "0,1", "--memory-fraction", "0.5", "--memory-growth"]
-    )
+    args = parser.parse_args(["devices", "--visible", "0,1", "--memory-fraction", "0.5", "--memory-growth"])
     assert isinstance(returned, argparse.ArgumentParser)
     assert (args.command, args.visible, args.memory_fraction, args.memory_limit_mb, args.memory_growth) == (
         "devices",

@@ -54,9 +54,11 @@ def test_graph_stats_fields():
 
 def test_graph_stats_counts_ops_inside_while_loop_functions():
     # The dynamic graph's main body is small; its cell lives in the while loop's body function.
-    graph = ki._traced_function(_built(ku.DynamicUnroll(ku.BasicRNNCell(4))), False).get_concrete_function(
-        tf.TensorSpec((2, 5, 3))
-    ).graph
+    graph = (
+        ki._traced_function(_built(ku.DynamicUnroll(ku.BasicRNNCell(4))), False)
+        .get_concrete_function(tf.TensorSpec((2, 5, 3)))
+        .graph
+    )
     graph_def = graph.as_graph_def()
     main_only = len(graph_def.node)
     assert len(graph_def.library.function) >= 2  # cond and body
@@ -146,7 +148,14 @@ def test_compare_unrolling_table_markdown_and_dicts(comparison):
     assert (ki.PEAK_MEMORY_HINT in notes) == any(row.peak_bytes is None for row in comparison)
     assert len(lines) == 3 + len(comparison) + len(notes) and lines[3 + len(comparison) :] == notes
     first = comparison.rows[0]
-    assert lines[3].split()[:6] == ["StaticUnroll", "unrolled", "2", str(first.forward_ops), str(first.training_ops), "0"]
+    assert lines[3].split()[:6] == [
+        "StaticUnroll",
+        "unrolled",
+        "2",
+        str(first.forward_ops),
+        str(first.training_ops),
+        "0",
+    ]
     markdown = comparison.to_markdown().splitlines()
     assert markdown[0].startswith("| layer | loop | T |") and markdown[1].startswith("|:---|:---|---:|")
     assert len(markdown) == 3 + len(comparison) + len(notes)

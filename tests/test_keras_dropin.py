@@ -13,10 +13,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-import keras_unroll as ku
 from helpers import close as _close
 from helpers import layers
+
+import keras_unroll as ku
 
 B, T, F, H = 2, 4, 3, 4
 
@@ -317,7 +317,9 @@ def test_stateful_model_fit_and_keras_file_round_trip_match_keras(layer_cls, rng
 
 @layers
 def test_stateful_errors(layer_cls, rng):
-    with pytest.raises(ValueError, match=r"batch size must be static.*batch_size=32.*Received: sequences.shape=\(None, 4, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"batch size must be static.*batch_size=32.*Received: sequences.shape=\(None, 4, 3\)"
+    ):
         layer_cls(H, stateful=True)(keras.Input((T, F)))
     layer = layer_cls(keras.layers.LSTMCell(H), stateful=True)
     layer(_x(rng))

@@ -12,10 +12,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-import keras_unroll as ku
 from helpers import layers
 from layer_contract import run_layer_test
+
+import keras_unroll as ku
 
 B, T, F, H = 2, 5, 3, 4
 
@@ -24,8 +24,20 @@ CONTRACT_CASES = [
     ("int_cell", dict(cell=H), (B, T, F), (B, H), 3),
     ("sequences", dict(cell=ku.BasicRNNCell(H), return_sequences=True), (B, T, F), (B, T, H), 3),
     ("lstm_state", dict(cell=keras.layers.LSTMCell(H), return_state=True), (B, T, F), [(B, H), (B, H), (B, H)], 3),
-    ("gru_backwards", dict(cell=keras.layers.GRUCell(H), go_backwards=True, return_sequences=True), (B, T, F), (B, T, H), 3),
-    ("time_major_seq", dict(cell=keras.layers.SimpleRNNCell(H), time_major=True, return_sequences=True), (T, B, F), (T, B, H), 3),
+    (
+        "gru_backwards",
+        dict(cell=keras.layers.GRUCell(H), go_backwards=True, return_sequences=True),
+        (B, T, F),
+        (B, T, H),
+        3,
+    ),
+    (
+        "time_major_seq",
+        dict(cell=keras.layers.SimpleRNNCell(H), time_major=True, return_sequences=True),
+        (T, B, F),
+        (T, B, H),
+        3,
+    ),
     ("time_major_last", dict(cell=H, time_major=True, return_state=True), (T, B, F), [(B, H), (B, H)], 3),
     (
         "stacked_all",
@@ -39,7 +51,9 @@ CONTRACT_CASES = [
 
 @layers
 @pytest.mark.parametrize(
-    "kwargs, input_shape, expected_shape, n_trainable", [c[1:] for c in CONTRACT_CASES], ids=[c[0] for c in CONTRACT_CASES]
+    "kwargs, input_shape, expected_shape, n_trainable",
+    [c[1:] for c in CONTRACT_CASES],
+    ids=[c[0] for c in CONTRACT_CASES],
 )
 def test_layer_contract(layer_cls, kwargs, input_shape, expected_shape, n_trainable):
     run_layer_test(
@@ -120,7 +134,7 @@ def test_export_serves_in_a_fresh_process_without_keras_unroll(rng, tmp_path, su
         arrays = {}
         # Different batch sizes; for the dynamic layer with an unknown T, different lengths as well.
         for batch in (1, 6):
-            for steps in ((T,) if time_steps else (2, 9)):
+            for steps in (T,) if time_steps else (2, 9):
                 x = rng.standard_normal((batch, steps, F)).astype("float32")
                 arrays[f"x_b{batch}_t{steps}"] = x
                 arrays[f"y_b{batch}_t{steps}"] = np.asarray(model(x))
@@ -239,7 +253,9 @@ def test_bidirectional_time_major(layer_cls, rng):
     outputs): with `return_sequences=True` that is refused, with the last output only it is right."""
     x = rng.standard_normal((B, T, F)).astype("float32")
     sequences = keras.layers.Bidirectional(layer_cls(ku.BasicRNNCell(H), return_sequences=True, time_major=True))
-    with pytest.raises(ValueError, match=r"batch axis of a `time_major=True` layer.*time_major=True, return_sequences=True"):
+    with pytest.raises(
+        ValueError, match=r"batch axis of a `time_major=True` layer.*time_major=True, return_sequences=True"
+    ):
         sequences(np.transpose(x, (1, 0, 2)))
     last = keras.layers.Bidirectional(layer_cls(ku.BasicRNNCell(H), time_major=True))
     batch_major = keras.layers.Bidirectional(layer_cls(ku.BasicRNNCell(H)))

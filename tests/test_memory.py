@@ -10,14 +10,13 @@ backward pass keeps its states, never the numbers.
 
 from __future__ import annotations
 
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import close, layers, make_cell
 
 import keras_unroll as ku
-from helpers import close, layers, make_cell
 from keras_unroll.loops import checkpointed as memory
 
 B, T, F, H = 3, 7, 2, 4
@@ -209,7 +208,9 @@ def test_bad_arguments(kwargs, error, match):
 @pytest.mark.parametrize("setting", [dict(swap_memory=True), dict(recompute=2)], ids=["swap_memory", "recompute"])
 def test_xla_compiled_training_is_refused_clearly(setting):
     """Inside `model.compile(jit_compile=True)` the strategies cannot compile; the error says what to do."""
-    model = keras.Sequential([keras.Input((4, 2)), ku.DynamicUnroll(ku.BasicRNNCell(3), **setting), keras.layers.Dense(1)])
+    model = keras.Sequential(
+        [keras.Input((4, 2)), ku.DynamicUnroll(ku.BasicRNNCell(3), **setting), keras.layers.Dense(1)]
+    )
     model.compile("sgd", "mse", jit_compile=True)
     with pytest.raises(ValueError, match=r"inside an XLA-compiled function.*jit_compile=False.*Received: swap_memory="):
         model.fit(np.zeros((2, 4, 2), np.float32), np.zeros((2, 1), np.float32), epochs=1, verbose=0)

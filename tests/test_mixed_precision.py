@@ -16,10 +16,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-import keras_unroll as ku
 from helpers import layers
 from references import basic_rnn, lengths_to_valid
+
+import keras_unroll as ku
 
 POLICIES = {"mixed_bfloat16": ("bfloat16", 4e-2), "mixed_float16": ("float16", 5e-3)}
 B, T, F, H = 4, 12, 3, 8
@@ -48,7 +48,11 @@ def test_layers_compute_in_low_precision_with_float32_variables(policy, layer_cl
         "plain": (False, {}, None, False, None),
         "mask + float32 initial_state": (False, {"mask": mask, "initial_state": h0}, mask, False, h0),
         "go_backwards + sequence_length": (
-            True, {"sequence_length": lengths}, lengths_to_valid(lengths, T), True, None
+            True,
+            {"sequence_length": lengths},
+            lengths_to_valid(lengths, T),
+            True,
+            None,
         ),
     }
     layers = {
@@ -64,7 +68,13 @@ def test_layers_compute_in_low_precision_with_float32_variables(policy, layer_cl
         assert [v.dtype for v in layer.weights] == ["float32"] * 3
         kernel, recurrent, bias = (v.numpy() for v in layer.weights)
         ref_outputs, _, ref_state = basic_rnn(
-            x, kernel, recurrent, bias, initial_state=initial_state, valid=valid, zero_output=zero_output,
+            x,
+            kernel,
+            recurrent,
+            bias,
+            initial_state=initial_state,
+            valid=valid,
+            zero_output=zero_output,
             go_backwards=go_backwards,
         )
         np.testing.assert_allclose(np.asarray(outputs, np.float64), ref_outputs, atol=atol, rtol=0, err_msg=name)

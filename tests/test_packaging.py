@@ -50,7 +50,7 @@ def test_all_is_sorted_and_importable():
     for name in ku.__all__:
         assert getattr(ku, name, None) is not None, f"keras_unroll.__all__ names {name!r}, which is not there"
     namespace: dict = {}
-    exec("from keras_unroll import *", namespace)  # noqa: S102 - the star import is what __all__ governs
+    exec("from keras_unroll import *", namespace)
     assert set(ku.__all__) <= set(namespace)
 
 
@@ -94,7 +94,11 @@ def test_extras_are_named_for_what_users_do():
     assert any(req.startswith("matplotlib") for req in extras["plot"])
     assert any(req.startswith("tensorboard") for req in extras["tensorboard"])
     # The demo runs without matplotlib (tests/test_demo.py), so the core install stays TensorFlow + Keras + NumPy.
-    assert sorted(req.split(">")[0].split("=")[0] for req in project["dependencies"]) == ["keras", "numpy", "tensorflow"]
+    assert sorted(req.split(">")[0].split("=")[0] for req in project["dependencies"]) == [
+        "keras",
+        "numpy",
+        "tensorflow",
+    ]
 
 
 def test_the_launcher_is_packaged_and_imports_only_the_standard_library():

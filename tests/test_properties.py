@@ -24,11 +24,11 @@ from typing import Dict, Optional, Tuple
 import hypothesis.strategies as st
 import numpy as np
 import tensorflow as tf
+from helpers import LAYERS
 from hypothesis import HealthCheck, Phase, example, given, settings
+from references import basic_rnn, lengths_to_valid
 
 import keras_unroll as ku
-from helpers import LAYERS
-from references import basic_rnn, lengths_to_valid
 
 settings.register_profile(
     "ci", max_examples=14, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
@@ -136,9 +136,13 @@ def test_bptt_reference_matches_finite_differences():
                     minus[index] -= 1e-6
                     call = dict(params)
                     call[name] = plus
-                    up = loss(call["inputs"], call["kernel"], call["recurrent_kernel"], call["bias"], call["initial_state"])
+                    up = loss(
+                        call["inputs"], call["kernel"], call["recurrent_kernel"], call["bias"], call["initial_state"]
+                    )
                     call[name] = minus
-                    down = loss(call["inputs"], call["kernel"], call["recurrent_kernel"], call["bias"], call["initial_state"])
+                    down = loss(
+                        call["inputs"], call["kernel"], call["recurrent_kernel"], call["bias"], call["initial_state"]
+                    )
                     numeric[index] = (up - down) / 2e-6
                 np.testing.assert_allclose(grads[name], numeric, atol=1e-6, rtol=1e-5, err_msg=f"{name} {args}")
 
@@ -222,7 +226,9 @@ def _reference(p: Dict) -> Tuple[np.ndarray, np.ndarray, Dict[str, np.ndarray]]:
     if p["mask"] is not None:
         valid = p["mask"] if valid is None else valid & p["mask"]
     zero_output = p["lengths"] is not None or p["zero_output_for_mask"]
-    common = dict(initial_state=p["initial_state"], valid=valid, zero_output=zero_output, go_backwards=p["go_backwards"])
+    common = dict(
+        initial_state=p["initial_state"], valid=valid, zero_output=zero_output, go_backwards=p["go_backwards"]
+    )
     outputs, _, state = basic_rnn(p["x"], p["kernel"], p["recurrent_kernel"], p["bias"], **common)
     grads = bptt(
         p["x"], p["kernel"], p["recurrent_kernel"], p["bias"], d_outputs=p["d_outputs"], d_state=p["d_state"], **common
@@ -324,7 +330,9 @@ def _edge_cases(p: Dict) -> set:
         found |= {"length 0" for n in p["lengths"] if n == 0} | {"length T" for n in p["lengths"] if n == steps}
     if p["mask"] is not None:
         found.add("mask" if p["lengths"] is None else "mask+sequence_length")
-        found |= {"all-valid row" for row in p["mask"] if row.all()} | {"all-masked row" for row in p["mask"] if not row.any()}
+        found |= {"all-valid row" for row in p["mask"] if row.all()} | {
+            "all-masked row" for row in p["mask"] if not row.any()
+        }
         found |= {"ragged row" for row in p["mask"] if row.any() and not row.all()}
     if p["lengths"] is None and p["mask"] is None:
         found.add("no validity")
@@ -337,8 +345,21 @@ def _edge_cases(p: Dict) -> set:
 
 
 PROMISED = {
-    "B=0", "B=1", "T=1", "no validity", "sequence_length", "mask", "mask+sequence_length", "length 0", "length T",
-    "all-valid row", "all-masked row", "ragged row", "go_backwards", "time_major", "zero_output_for_mask",
+    "B=0",
+    "B=1",
+    "T=1",
+    "no validity",
+    "sequence_length",
+    "mask",
+    "mask+sequence_length",
+    "length 0",
+    "length T",
+    "all-valid row",
+    "all-masked row",
+    "ragged row",
+    "go_backwards",
+    "time_major",
+    "zero_output_for_mask",
     "initial_state",
 }
 

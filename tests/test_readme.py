@@ -43,7 +43,9 @@ def readme_runs(tmp_path_factory):
     """Starts every README block at once, each in its own process and folder; returns their results."""
     import os
 
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(
+        os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    )
     started = []
     for index, code in enumerate(python_blocks(README)):
         folder = tmp_path_factory.mktemp(f"readme_block_{index}")
@@ -151,7 +153,9 @@ def test_the_readme_and_demo_help_give_the_same_run_times():
     from keras_unroll_cli import add_demo_command
 
     epilog = add_demo_command(argparse.ArgumentParser().add_subparsers()).epilog
-    pattern = re.compile(r"about ([\d.]+ minutes?) on 2 CPU cores.*?--quick[^a-z]*(under a minute|about [\d.]+ s)", re.DOTALL)
+    pattern = re.compile(
+        r"about ([\d.]+ minutes?) on 2 CPU cores.*?--quick[^a-z]*(under a minute|about [\d.]+ s)", re.DOTALL
+    )
     readme, helped = pattern.search(README.read_text(encoding="utf-8")), pattern.search(epilog)
     assert readme and helped, (readme, epilog)
     assert readme.groups() == helped.groups()

@@ -35,10 +35,10 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import keras
 import numpy as np
 import pytest
+import real_model_worker as worker
 import tensorflow as tf
 
 import keras_unroll as ku
-import real_model_worker as worker
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 WORKER = pathlib.Path(worker.__file__).resolve()
@@ -230,7 +230,7 @@ class Runner:
             result: Dict[str, Any] = {"stage": "build"}
             try:
                 self._run(run, key, result)
-            except Exception:  # noqa: BLE001 - kept and re-raised as a failure by the tests of this run
+            except Exception:
                 result["error"] = traceback.format_exc()
             self.results[key] = result
         return self.results[key]
@@ -393,8 +393,14 @@ def test_stacked_layers_under_mirrored_strategy_match_one_device(mirrored_runs, 
         if f"{key}/{where}/error" in mirrored_runs:
             pytest.fail(f"{where} run failed:\n{mirrored_runs[f'{key}/{where}/error']}", pytrace=False)
     assert int(mirrored_runs["num_replicas"]) == 2
-    run = {name[len(key) + len("/mirrored/") :]: v for name, v in mirrored_runs.items() if name.startswith(f"{key}/mirrored/")}
-    single = {name[len(key) + len("/single/") :]: v for name, v in mirrored_runs.items() if name.startswith(f"{key}/single/")}
+    run = {
+        name[len(key) + len("/mirrored/") :]: v
+        for name, v in mirrored_runs.items()
+        if name.startswith(f"{key}/mirrored/")
+    }
+    single = {
+        name[len(key) + len("/single/") :]: v for name, v in mirrored_runs.items() if name.startswith(f"{key}/single/")
+    }
     assert np.all(np.isfinite(run["loss"])) and np.isfinite(run["eval_loss"])
     for name, want in single.items():
         np.testing.assert_allclose(run[name], want, atol=1e-5, rtol=1e-5, err_msg=name)
@@ -449,7 +455,9 @@ class TF1LayoutCell(keras.layers.Layer):
         self.bias = self.add_weight(shape=(self.units,), name="bias", initializer="random_normal")
 
     def call(self, inputs: Any, states: Any) -> Any:
-        h = keras.ops.tanh(keras.ops.matmul(keras.ops.concatenate([inputs, states[0]], axis=-1), self.kernel) + self.bias)
+        h = keras.ops.tanh(
+            keras.ops.matmul(keras.ops.concatenate([inputs, states[0]], axis=-1), self.kernel) + self.bias
+        )
         return h, [h]
 
     def get_config(self) -> Dict[str, Any]:

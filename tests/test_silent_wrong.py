@@ -12,9 +12,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import layers, unroll_calls
 
 import keras_unroll as ku
-from helpers import layers, unroll_calls
 
 B, T, F, H = 3, 4, 2, 5
 X = np.random.default_rng(3).standard_normal((B, T, F)).astype("float32")
@@ -82,7 +82,9 @@ def test_functions_refuse_non_bool_time_major(fn):
 
 @pytest.mark.parametrize("value", [-1, "x", 1.5])
 def test_dynamic_rnn_refuses_bad_parallel_iterations(value):
-    with pytest.raises(ValueError, match=r"`parallel_iterations` must be None or a positive integer.*Received: parallel_iterations="):
+    with pytest.raises(
+        ValueError, match=r"`parallel_iterations` must be None or a positive integer.*Received: parallel_iterations="
+    ):
         ku.dynamic_rnn(keras.layers.LSTMCell(3), X, parallel_iterations=value)
 
 
@@ -100,7 +102,9 @@ def test_float_masks_other_than_zero_or_one_are_refused(layer_cls, value):
 def test_zero_one_float_masks_equal_boolean_masks(layer_cls):
     mask = np.array([[1, 1, 0, 1], [1, 0, 0, 0], [0, 1, 1, 1]], bool)
     cell = _cell()
-    np.testing.assert_allclose(layer_cls(cell)(X, mask=mask.astype("float32")), layer_cls(cell)(X, mask=mask), rtol=1e-6)
+    np.testing.assert_allclose(
+        layer_cls(cell)(X, mask=mask.astype("float32")), layer_cls(cell)(X, mask=mask), rtol=1e-6
+    )
 
 
 @layers
@@ -159,7 +163,9 @@ def test_nan_in_the_padding_does_not_reach_any_gradient(loop, cell_name, padding
 # ------------------------------------------------------------------------- 6. stacks of non-default dtype
 STACKS = {
     "DynamicUnroll": lambda cells, x: ku.DynamicUnroll(cells, return_sequences=True)(x),
-    "StaticUnroll+mask": lambda cells, x: ku.StaticUnroll(cells, return_sequences=True)(x, mask=np.ones(x.shape[:2], bool)),
+    "StaticUnroll+mask": lambda cells, x: ku.StaticUnroll(cells, return_sequences=True)(
+        x, mask=np.ones(x.shape[:2], bool)
+    ),
     "dynamic_rnn": lambda cells, x: ku.dynamic_rnn(cells, x)[0],
 }
 
@@ -177,8 +183,11 @@ def test_a_list_of_float64_cells_computes_in_float64(make):
 
 
 # ------------------------------------------------------------------------- 7./8. unknown batch sizes
-@pytest.mark.parametrize("options", [dict(), dict(swap_memory=True), dict(recompute=2), dict(jit_compile=False)],
-                         ids=["default", "swap_memory", "recompute", "no-xla"])
+@pytest.mark.parametrize(
+    "options",
+    [dict(), dict(swap_memory=True), dict(recompute=2), dict(jit_compile=False)],
+    ids=["default", "swap_memory", "recompute", "no-xla"],
+)
 def test_empty_batch_of_unknown_size_with_lengths(options):
     layer = ku.DynamicUnroll(_cell(), return_sequences=True, **options)
     run = tf.function(
@@ -206,9 +215,13 @@ ONE_SIDED = {  # StaticUnroll takes no `recompute` (its error is tested in test_
 def test_initial_state_batch_unknown_on_one_side(case):
     layer_cls, options = ONE_SIDED[case]
     layer = layer_cls(_cell(), **options)
-    empty = tf.function(lambda x, s: layer(x, initial_state=s), input_signature=[tf.TensorSpec((None, T, F)), tf.TensorSpec((0, H))])
+    empty = tf.function(
+        lambda x, s: layer(x, initial_state=s), input_signature=[tf.TensorSpec((None, T, F)), tf.TensorSpec((0, H))]
+    )
     assert empty(tf.zeros((0, T, F)), tf.zeros((0, H))).shape == (0, H)
-    open_state = tf.function(lambda x, s: layer(x, initial_state=s), input_signature=[tf.TensorSpec((B, T, F)), tf.TensorSpec((None, H))])
+    open_state = tf.function(
+        lambda x, s: layer(x, initial_state=s), input_signature=[tf.TensorSpec((B, T, F)), tf.TensorSpec((None, H))]
+    )
     np.testing.assert_allclose(open_state(tf.constant(X), tf.zeros((B, H))), layer(X), rtol=1e-6)
 
 
@@ -239,7 +252,9 @@ def test_sequence_length_of_another_batch_in_a_function():
 
 @layers
 def test_training_must_be_a_bool(layer_cls):
-    with pytest.raises(TypeError, match=r"`training` must be a bool, None or a boolean tensor. Received: training=\[\]"):
+    with pytest.raises(
+        TypeError, match=r"`training` must be a bool, None or a boolean tensor. Received: training=\[\]"
+    ):
         layer_cls(keras.layers.LSTMCell(3))(X, training=[])
 
 
@@ -253,7 +268,11 @@ class _WrongWidth(keras.layers.Layer):
         return h, [h]
 
 
-@pytest.mark.parametrize("fn", [lambda c: ku.DynamicUnroll(c)(X), lambda c: ku.StaticUnroll(c)(X, mask=np.ones((B, T), bool))], ids=["DynamicUnroll", "StaticUnroll+mask"])
+@pytest.mark.parametrize(
+    "fn",
+    [lambda c: ku.DynamicUnroll(c)(X), lambda c: ku.StaticUnroll(c)(X, mask=np.ones((B, T), bool))],
+    ids=["DynamicUnroll", "StaticUnroll+mask"],
+)
 def test_custom_cell_whose_state_disagrees_with_its_state_size(fn):
     with pytest.raises(ValueError, match=r"declares `state_size` 5.*returned a state of shape \((None|3), 3\)"):
         fn(_WrongWidth())
@@ -285,16 +304,32 @@ def test_training_one_layer_from_two_threads_is_a_clear_error_or_works():
 
 ERRORS = {
     "scalar input": (lambda: ku.DynamicUnroll(5)(3.0), TypeError, r"takes a 3D tensor .*Received: sequences=3.0"),
-    "None input": (lambda: ku.StaticUnroll(5)(None), TypeError, r"or a list of \(batch, features\) steps. Received: sequences=None"),
+    "None input": (
+        lambda: ku.StaticUnroll(5)(None),
+        TypeError,
+        r"or a list of \(batch, features\) steps. Received: sequences=None",
+    ),
     "dict input": (lambda: ku.DynamicUnroll(5)({"a": X}), TypeError, r"Received: sequences=a dict with keys \['a'\]"),
     "dict initial_state": (
         lambda: ku.DynamicUnroll(5)(X, initial_state={"a": np.zeros((B, 5), "float32")}),
         TypeError,
         r"a dict has no order to match them by. Received: a dict with keys \['a'\]",
     ),
-    "integer layer dtype": (lambda: ku.DynamicUnroll(3, dtype="int32"), TypeError, r"floating-point dtype.*Received: dtype='int32'"),
-    "from_config(None)": (lambda: ku.DynamicUnroll.from_config(None), TypeError, r"takes the dict that `get_config\(\)` returned. Received: config=None"),
-    "configure_gpus(visible=b'0')": (lambda: ku.configure_gpus(visible=b"0"), TypeError, r"not bytes .*Received: visible=b'0'"),
+    "integer layer dtype": (
+        lambda: ku.DynamicUnroll(3, dtype="int32"),
+        TypeError,
+        r"floating-point dtype.*Received: dtype='int32'",
+    ),
+    "from_config(None)": (
+        lambda: ku.DynamicUnroll.from_config(None),
+        TypeError,
+        r"takes the dict that `get_config\(\)` returned. Received: config=None",
+    ),
+    "configure_gpus(visible=b'0')": (
+        lambda: ku.configure_gpus(visible=b"0"),
+        TypeError,
+        r"not bytes .*Received: visible=b'0'",
+    ),
 }
 
 

@@ -18,10 +18,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import run_in_tf1
 
 import keras_unroll as ku
 from keras_unroll import step as step_lib
-from helpers import run_in_tf1
 
 RTOL, ATOL = 1e-5, 1e-6
 B, T, F, H, P = 4, 3, 2, 3, 2  # batch, time, features, units, projection (as in the child)
@@ -57,12 +57,14 @@ def _tf1_child(out_dir: str) -> None:  # pragma: no cover - runs in the TF1 chil
         def run(cell):
             inputs = tf.constant(np.transpose(x, (1, 0, 2)) if kw.get("time_major") else x)
             return v1.nn.dynamic_rnn(cell, inputs, dtype=tf.float32, **kw)
+
         return run
 
     def stat(**kw):
         def run(cell):
             outputs, state = v1.nn.static_rnn(cell, tf.unstack(tf.constant(x), axis=1), dtype=tf.float32, **kw)
             return tf.stack(outputs, axis=1), state
+
         return run
 
     def describe(s):
@@ -74,30 +76,52 @@ def _tf1_child(out_dir: str) -> None:  # pragma: no cover - runs in the TF1 chil
 
     one = lambda c: c[0]  # noqa: E731
     cases = {  # name -> (the leaf cells, how they are combined, how the cell is run)
-        "basic_lstm": (lambda: [rc.BasicLSTMCell(H, forget_bias=0.7)], one,
-                       dyn(sequence_length=L, initial_state=lstm_state("c0", "h0"))),
+        "basic_lstm": (
+            lambda: [rc.BasicLSTMCell(H, forget_bias=0.7)],
+            one,
+            dyn(sequence_length=L, initial_state=lstm_state("c0", "h0")),
+        ),
         "basic_lstm_static": (lambda: [rc.BasicLSTMCell(H)], one, stat()),
-        "gru_time_major": (lambda: [rc.GRUCell(H)], one,
-                           dyn(sequence_length=L, time_major=True, initial_state=const("g0"))),
+        "gru_time_major": (
+            lambda: [rc.GRUCell(H)],
+            one,
+            dyn(sequence_length=L, time_major=True, initial_state=const("g0")),
+        ),
         "gru_static": (lambda: [rc.GRUCell(H)], one, stat(sequence_length=L)),
-        "lstm_full": (lambda: [rc.LSTMCell(H, use_peepholes=True, cell_clip=0.5, num_proj=P, proj_clip=0.4,
-                                           forget_bias=0.8)], one,
-                      dyn(sequence_length=L, initial_state=lstm_state("c0", "p0"))),
-        "lstm_plain_static": (lambda: [rc.LSTMCell(H)], one,
-                              stat(sequence_length=L, initial_state=lstm_state("c0", "h0"))),
+        "lstm_full": (
+            lambda: [rc.LSTMCell(H, use_peepholes=True, cell_clip=0.5, num_proj=P, proj_clip=0.4, forget_bias=0.8)],
+            one,
+            dyn(sequence_length=L, initial_state=lstm_state("c0", "p0")),
+        ),
+        "lstm_plain_static": (
+            lambda: [rc.LSTMCell(H)],
+            one,
+            stat(sequence_length=L, initial_state=lstm_state("c0", "h0")),
+        ),
         "lstm_proj_static": (lambda: [rc.LSTMCell(H, num_proj=P)], one, stat(sequence_length=L)),
-        "lstm_plain_dynamic": (lambda: [rc.LSTMCell(H, forget_bias=0.6)], one,
-                               dyn(sequence_length=L, initial_state=lstm_state("c0", "h0"))),
-        "multi": (lambda: [rc.BasicLSTMCell(H), rc.GRUCell(H), rc.LSTMCell(H, use_peepholes=True, num_proj=P)],
-                  rc.MultiRNNCell,
-                  dyn(sequence_length=L, initial_state=(lstm_state("c0", "h0"), const("g0"), lstm_state("c0", "p0")))),
+        "lstm_plain_dynamic": (
+            lambda: [rc.LSTMCell(H, forget_bias=0.6)],
+            one,
+            dyn(sequence_length=L, initial_state=lstm_state("c0", "h0")),
+        ),
+        "multi": (
+            lambda: [rc.BasicLSTMCell(H), rc.GRUCell(H), rc.LSTMCell(H, use_peepholes=True, num_proj=P)],
+            rc.MultiRNNCell,
+            dyn(sequence_length=L, initial_state=(lstm_state("c0", "h0"), const("g0"), lstm_state("c0", "p0"))),
+        ),
         "multi_basic_rnn": (lambda: [rc.BasicRNNCell(H) for _ in range(3)], rc.MultiRNNCell, dyn()),
-        "multi_lstm_static": (lambda: [rc.BasicLSTMCell(H) for _ in range(2)], rc.MultiRNNCell,
-                              stat(sequence_length=L)),
-        "wrappers": (lambda: [rc.BasicLSTMCell(H), rc.GRUCell(H), rc.BasicRNNCell(H)],
-                     lambda c: rc.MultiRNNCell([rc.DropoutWrapper(c[0], 1.0, 1.0, 1.0), rc.ResidualWrapper(c[1]),
-                                                rc.DeviceWrapper(c[2], "/cpu:0")]),
-                     dyn(sequence_length=L)),
+        "multi_lstm_static": (
+            lambda: [rc.BasicLSTMCell(H) for _ in range(2)],
+            rc.MultiRNNCell,
+            stat(sequence_length=L),
+        ),
+        "wrappers": (
+            lambda: [rc.BasicLSTMCell(H), rc.GRUCell(H), rc.BasicRNNCell(H)],
+            lambda c: rc.MultiRNNCell(
+                [rc.DropoutWrapper(c[0], 1.0, 1.0, 1.0), rc.ResidualWrapper(c[1]), rc.DeviceWrapper(c[2], "/cpu:0")]
+            ),
+            dyn(sequence_length=L),
+        ),
     }
     fetch, leaves = {}, {}
     for case, (make_leaves, combine, run) in cases.items():
@@ -117,18 +141,26 @@ def _tf1_child(out_dir: str) -> None:  # pragma: no cover - runs in the TF1 chil
     with v1.variable_scope("bidirectional"):
         fw, bw = rc.BasicLSTMCell(H), rc.GRUCell(H)
         fetch["bidirectional"] = v1.nn.bidirectional_dynamic_rnn(
-            fw, bw, tf.constant(x), sequence_length=L, initial_state_fw=lstm_state("c0", "h0"), dtype=tf.float32)
+            fw, bw, tf.constant(x), sequence_length=L, initial_state_fw=lstm_state("c0", "h0"), dtype=tf.float32
+        )
         leaves["bidirectional"] = [fw, bw]
     with v1.variable_scope("bidirectional_time_major"):
         fw, bw = rc.BasicRNNCell(H), rc.LSTMCell(H, use_peepholes=True)
         fetch["bidirectional_time_major"] = v1.nn.bidirectional_dynamic_rnn(
-            fw, bw, tf.constant(np.transpose(x, (1, 0, 2))), sequence_length=L, initial_state_bw=lstm_state("c0", "h0"),
-            dtype=tf.float32, time_major=True)
+            fw,
+            bw,
+            tf.constant(np.transpose(x, (1, 0, 2))),
+            sequence_length=L,
+            initial_state_bw=lstm_state("c0", "h0"),
+            dtype=tf.float32,
+            time_major=True,
+        )
         leaves["bidirectional_time_major"] = [fw, bw]
     with v1.variable_scope("static_bidirectional"):
         fw, bw = rc.LSTMCell(H, num_proj=P), rc.GRUCell(H)
         outs, state_fw, state_bw = v1.nn.static_bidirectional_rnn(
-            fw, bw, tf.unstack(tf.constant(x), axis=1), sequence_length=L, dtype=tf.float32)
+            fw, bw, tf.unstack(tf.constant(x), axis=1), sequence_length=L, dtype=tf.float32
+        )
         fetch["static_bidirectional"] = (tf.stack(outs, axis=1), state_fw, state_bw)
         leaves["static_bidirectional"] = [fw, bw]
 
@@ -345,7 +377,9 @@ def test_outputs_states_and_gradients_match_tf1(name, reference):
         loss = tf.add_n([tf.reduce_sum(t * reference[f"{name}/R{i}"]) for i, t in enumerate(flat)])
     assert describe(result) == reference["meta"]["structures"][name]  # TF1's structure, e.g. LSTMStateTuple(c, h)
     for i, tensor in enumerate(flat):
-        np.testing.assert_allclose(tensor, reference[f"{name}/leaf{i}"], rtol=RTOL, atol=ATOL, err_msg=f"{name} leaf {i}")
+        np.testing.assert_allclose(
+            tensor, reference[f"{name}/leaf{i}"], rtol=RTOL, atol=ATOL, err_msg=f"{name} leaf {i}"
+        )
     for variable, got, want in zip(variables, tape.gradient(loss, variables), expected):
         np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=f"{name} d/d{variable.path}")
 
@@ -369,7 +403,9 @@ def test_top_layers_h_is_states_last_entry_index_1(reference):
     run, _, _ = _moved("multi_lstm_static", reference)
     outputs, states = run()
     top_h = states[-1][1]
-    np.testing.assert_allclose(top_h, reference["multi_lstm_static/leaf4"], rtol=RTOL, atol=ATOL)  # (out, c1, h1, c2, h2)
+    np.testing.assert_allclose(
+        top_h, reference["multi_lstm_static/leaf4"], rtol=RTOL, atol=ATOL
+    )  # (out, c1, h1, c2, h2)
     lengths = reference["lengths"]
     for row, length in enumerate(lengths):
         if length:
@@ -383,7 +419,9 @@ def test_lstm_state_tuple_initial_state_is_read_as_c_then_h(reference):
     outputs, state = run()
     np.testing.assert_allclose(outputs, reference["basic_lstm/leaf0"], rtol=RTOL, atol=ATOL)
     layer = ku.DynamicUnroll(cell, return_sequences=True, return_state=True)
-    out, h, c = layer(reference["x"], initial_state=[reference["h0"], reference["c0"]], sequence_length=reference["lengths"])
+    out, h, c = layer(
+        reference["x"], initial_state=[reference["h0"], reference["c0"]], sequence_length=reference["lengths"]
+    )
     np.testing.assert_allclose(out, reference["basic_lstm/leaf0"], rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(c, reference["basic_lstm/leaf1"], rtol=RTOL, atol=ATOL)  # TF1's flat order: c, h
     np.testing.assert_allclose(h, reference["basic_lstm/leaf2"], rtol=RTOL, atol=ATOL)
@@ -392,7 +430,9 @@ def test_lstm_state_tuple_initial_state_is_read_as_c_then_h(reference):
     keras_cell.build((None, F))
     keras_cell.set_weights(cell.get_weights())
     as_list = ku.dynamic_rnn(keras_cell, reference["x"], initial_state=[reference["h0"], reference["c0"]])[1]
-    as_tuple = ku.dynamic_rnn(keras_cell, reference["x"], initial_state=ku.tf1.LSTMStateTuple(reference["c0"], reference["h0"]))[1]
+    as_tuple = ku.dynamic_rnn(
+        keras_cell, reference["x"], initial_state=ku.tf1.LSTMStateTuple(reference["c0"], reference["h0"])
+    )[1]
     np.testing.assert_allclose(as_list.c, as_tuple.c, rtol=RTOL, atol=ATOL)
 
 
@@ -634,8 +674,10 @@ def test_a_model_of_every_cell_saves_and_loads(tmp_path):
     y = keras.layers.RNN(full_lstm, return_sequences=True)(y)
     y = ku.DynamicUnroll(tf1.MultiRNNCell([tf1.GRUCell(4), tf1.BasicRNNCell(4)]), return_sequences=True)(y)
     y = keras.layers.Bidirectional(
-        ku.DynamicUnroll(tf1.DropoutWrapper(tf1.BasicLSTMCell(4), 0.9, 0.9, 0.9, variational_recurrent=True, seed=2),
-                         return_sequences=True)
+        ku.DynamicUnroll(
+            tf1.DropoutWrapper(tf1.BasicLSTMCell(4), 0.9, 0.9, 0.9, variational_recurrent=True, seed=2),
+            return_sequences=True,
+        )
     )(y)
     y = ku.StaticUnroll(tf1.OutputProjectionWrapper(tf1.GRUCell(4), 2), return_sequences=True)(y)
     y = keras.layers.Bidirectional(keras.layers.RNN(tf1.DeviceWrapper(tf1.BasicRNNCell(3), "/CPU:0")))(y)

@@ -31,22 +31,30 @@ RTOL, ATOL = 1e-5, 1e-6
 # dynamic_rnn options, and whether a dense head follows.
 CASES: Dict[str, Dict[str, Any]] = {
     "basic_lstm": dict(cell="rc.BasicLSTMCell(4)", lengths=True, initial_state=True, time_major=False),
-    "basic_lstm_fb": dict(cell="rc.BasicLSTMCell(3, forget_bias=0.5)", lengths=False, initial_state=False,
-                          time_major=True),
+    "basic_lstm_fb": dict(
+        cell="rc.BasicLSTMCell(3, forget_bias=0.5)", lengths=False, initial_state=False, time_major=True
+    ),
     "lstm": dict(cell="rc.LSTMCell(4)", lengths=True, initial_state=False, time_major=False),
     "lstm_full": dict(
         cell="rc.LSTMCell(4, use_peepholes=True, cell_clip=0.6, num_proj=3, proj_clip=0.35, forget_bias=0.7)",
-        lengths=True, initial_state=True, time_major=False,
+        lengths=True,
+        initial_state=True,
+        time_major=False,
     ),
     "gru": dict(cell="rc.GRUCell(4)", lengths=True, initial_state=True, time_major=False),
     "multi": dict(
         cell="rc.MultiRNNCell([rc.BasicLSTMCell(4), rc.GRUCell(3), rc.BasicRNNCell(2)])",
-        lengths=True, initial_state=True, time_major=False, dense=2,
+        lengths=True,
+        initial_state=True,
+        time_major=False,
+        dense=2,
     ),
     "wrapped": dict(
         cell="rc.MultiRNNCell([rc.DropoutWrapper(rc.BasicLSTMCell(3)), rc.ResidualWrapper(rc.GRUCell(3)),"
         " rc.DeviceWrapper(rc.BasicRNNCell(3), '/cpu:0'), OutputProjectionWrapper(rc.LSTMCell(4), 2)])",
-        lengths=True, initial_state=False, time_major=False,
+        lengths=True,
+        initial_state=False,
+        time_major=False,
     ),
 }
 
@@ -122,7 +130,10 @@ def main(out_dir: str) -> None:  # pragma: no cover - runs in the child process
         losses.append(tf.reduce_sum(out_fw) + tf.reduce_sum(out_bw))
     with v1.variable_scope("bidi_len", initializer=v1.random_uniform_initializer(-0.7, 0.7, seed=98)):
         (out_fw, out_bw), (state_fw, state_bw) = v1.nn.bidirectional_dynamic_rnn(
-            rc.BasicLSTMCell(3), rc.GRUCell(2), tf.constant(saved["x"]), sequence_length=tf.constant(LENGTHS),
+            rc.BasicLSTMCell(3),
+            rc.GRUCell(2),
+            tf.constant(saved["x"]),
+            sequence_length=tf.constant(LENGTHS),
             dtype=tf.float32,
         )
         fetches["bidi_len/outputs_fw"], fetches["bidi_len/outputs_bw"] = out_fw, out_bw
@@ -134,9 +145,7 @@ def main(out_dir: str) -> None:  # pragma: no cover - runs in the child process
     for variable, gradient in zip(variables, gradients):
         fetches[f"grad/{variable.op.name}"] = gradient
     # TF1 starts biases at zero (GRU gates at one): give every bias a random value, to test its layout.
-    assigns = [
-        v.assign(rng.uniform(-0.5, 0.5, v.shape).astype(np.float32)) for v in variables if "bias" in v.op.name
-    ]
+    assigns = [v.assign(rng.uniform(-0.5, 0.5, v.shape).astype(np.float32)) for v in variables if "bias" in v.op.name]
     with v1.Session() as session:
         session.run(v1.global_variables_initializer())
         session.run(assigns)
@@ -168,7 +177,10 @@ def reference(tmp_path_factory):
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
     done = subprocess.run(
         [sys.executable, str(pathlib.Path(__file__).resolve()), str(out_dir)],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     if done.returncode != 0:
         raise RuntimeError(f"The TF1 child failed ({done.returncode}):\n{done.stderr[-4000:]}")
@@ -191,8 +203,11 @@ def _expected_grads(data, scope, kind, f, h, p=None):
     if kind == "rnn":
         return {"kernel": g["kernel"][:f], "recurrent_kernel": g["kernel"][f:], "bias": g["bias"]}
     if kind == "lstm":
-        out = {"kernel": _lstm(g["kernel"][:f], h), "recurrent_kernel": _lstm(g["kernel"][f:], h),
-               "bias": _lstm(g["bias"], h)}
+        out = {
+            "kernel": _lstm(g["kernel"][:f], h),
+            "recurrent_kernel": _lstm(g["kernel"][f:], h),
+            "bias": _lstm(g["bias"], h),
+        }
         for name in ("w_i_diag", "w_f_diag", "w_o_diag"):
             if name in g:
                 out[name] = g[name]
@@ -200,11 +215,15 @@ def _expected_grads(data, scope, kind, f, h, p=None):
             out["projection_kernel"] = g["projection/kernel"]
         return out
     if kind == "gru":
+
         def zrh(gates, cand):
             return np.concatenate([gates[..., h:], gates[..., :h], cand], -1)
-        return {"kernel": zrh(g["gates/kernel"][:f], g["candidate/kernel"][:f]),
-                "recurrent_kernel": zrh(g["gates/kernel"][f:], g["candidate/kernel"][f:]),
-                "bias": zrh(g["gates/bias"], g["candidate/bias"])}
+
+        return {
+            "kernel": zrh(g["gates/kernel"][:f], g["candidate/kernel"][:f]),
+            "recurrent_kernel": zrh(g["gates/kernel"][f:], g["candidate/kernel"][f:]),
+            "bias": zrh(g["gates/bias"], g["candidate/bias"]),
+        }
     if kind == "dense":
         return {"kernel": g["kernel"], "bias": g["bias"]}
     if kind == "projection":  # ku.tf1.OutputProjectionWrapper's own weights
@@ -274,8 +293,9 @@ def _run_and_compare(data, name, cell, kinds, leaves, head=None, unroll="dynamic
         else:
             if flat0 is not None:
                 kwargs["initial_state"] = _tf1_state_to_keras(kinds, flat0)
-            layer = getattr(ku, unroll)(cell, return_sequences=True, return_state=True, time_major=case["time_major"],
-                                        jit_compile=False)
+            layer = getattr(ku, unroll)(
+                cell, return_sequences=True, return_state=True, time_major=case["time_major"], jit_compile=False
+            )
             outputs, *state = layer(x, **kwargs)
             state = state[0] if len(state) == 1 else state  # Keras' [output, *states], one entry per cell
             flat = _keras_state_to_tf1(kinds, state)
@@ -306,16 +326,22 @@ def _run_and_compare(data, name, cell, kinds, leaves, head=None, unroll="dynamic
 def test_the_child_wrote_tf1s_names(reference):
     names = set(reference["variables"].tolist())
     assert {
-        "basic_lstm/rnn/basic_lstm_cell/kernel", "lstm/rnn/lstm_cell/kernel", "lstm_full/rnn/lstm_cell/w_f_diag",
-        "lstm_full/rnn/lstm_cell/projection/kernel", "gru/rnn/gru_cell/gates/kernel",
-        "gru/rnn/gru_cell/candidate/bias", "multi/rnn/multi_rnn_cell/cell_0/basic_lstm_cell/kernel",
-        "multi/rnn/multi_rnn_cell/cell_2/basic_rnn_cell/bias", "multi/dense/kernel",
+        "basic_lstm/rnn/basic_lstm_cell/kernel",
+        "lstm/rnn/lstm_cell/kernel",
+        "lstm_full/rnn/lstm_cell/w_f_diag",
+        "lstm_full/rnn/lstm_cell/projection/kernel",
+        "gru/rnn/gru_cell/gates/kernel",
+        "gru/rnn/gru_cell/candidate/bias",
+        "multi/rnn/multi_rnn_cell/cell_0/basic_lstm_cell/kernel",
+        "multi/rnn/multi_rnn_cell/cell_2/basic_rnn_cell/bias",
+        "multi/dense/kernel",
         # Dropout/Residual/DeviceWrapper add no scope; contrib's OutputProjectionWrapper nests its cell.
         "wrapped/rnn/multi_rnn_cell/cell_0/basic_lstm_cell/kernel",
         "wrapped/rnn/multi_rnn_cell/cell_1/gru_cell/gates/kernel",
         "wrapped/rnn/multi_rnn_cell/cell_3/output_projection_wrapper/lstm_cell/kernel",
         "wrapped/rnn/multi_rnn_cell/cell_3/output_projection_wrapper/kernel",
-        "bidi/bidirectional_rnn/fw/basic_lstm_cell/kernel", "bidi/bidirectional_rnn/bw/gru_cell/gates/kernel",
+        "bidi/bidirectional_rnn/fw/basic_lstm_cell/kernel",
+        "bidi/bidirectional_rnn/bw/gru_cell/gates/kernel",
     } <= names
 
 
@@ -324,8 +350,9 @@ def test_the_child_wrote_tf1s_names(reference):
 def test_basic_lstm_into_keras_lstm_cell(reference, unroll):
     cell = keras.layers.LSTMCell(4)
     ku.load_tf1_weights(cell, reference["checkpoint"], scope="basic_lstm/rnn/basic_lstm_cell")
-    _run_and_compare(reference, "basic_lstm", cell, ["lstm"], [(cell, "basic_lstm/rnn/basic_lstm_cell", "lstm", F, 4)],
-                     unroll=unroll)
+    _run_and_compare(
+        reference, "basic_lstm", cell, ["lstm"], [(cell, "basic_lstm/rnn/basic_lstm_cell", "lstm", F, 4)], unroll=unroll
+    )
 
 
 def test_forget_bias_argument_and_time_major(reference):
@@ -382,7 +409,8 @@ def _model_head_outputs(reference, model):
     """The model's layers run as the TF1 case did (its lengths and initial state)."""
     flat0 = [reference[f"multi/initial_state/{i}"] for i in range(4)]
     sequences = model.layers[0](
-        reference["x"], sequence_length=reference["lengths"],
+        reference["x"],
+        sequence_length=reference["lengths"],
         initial_state=[[flat0[1], flat0[0]], [flat0[2]], [flat0[3]]],
     )
     return np.asarray(model.layers[1](sequences))
@@ -398,7 +426,8 @@ def test_whole_model_from_scopes(reference):
     """A Sequential model filled in one call: its layers give TF1's head outputs."""
     model = _model()
     ku.load_tf1_weights(
-        model, reference["checkpoint"],
+        model,
+        reference["checkpoint"],
         scopes={"multi/rnn/multi_rnn_cell": model.layers[0], "multi/dense": model.layers[1]},
     )
     np.testing.assert_allclose(_model_head_outputs(reference, model), reference["multi/head"], rtol=RTOL, atol=ATOL)
@@ -408,8 +437,9 @@ def test_whole_model_by_tf1s_default_names(reference, tmp_path):
     """A graph with one `dynamic_rnn` and a dense head, saved without outer scopes: no `scopes` needed."""
     source = tf.train.load_checkpoint(reference["checkpoint"])
     renamed = {
-        name[len("multi/"):]: tf.Variable(source.get_tensor(name))
-        for name in reference["variables"].tolist() if name.startswith("multi/")
+        name[len("multi/") :]: tf.Variable(source.get_tensor(name))
+        for name in reference["variables"].tolist()
+        if name.startswith("multi/")
     }
     prefix = tf.compat.v1.train.Saver(var_list=renamed).save(None, str(tmp_path / "model.ckpt"))
     model = _model()
@@ -425,14 +455,13 @@ def test_whole_model_by_tf1s_default_names(reference, tmp_path):
         ku.load_tf1_weights(_model(), reference["checkpoint"])
 
 
-
-
 def test_bidirectional_layer(reference):
     """TF1's `bidirectional_dynamic_rnn` (full-length rows) = Keras' `Bidirectional`, from `fw/`, `bw/`."""
     layer = keras.layers.Bidirectional(
         keras.layers.RNN(keras.layers.LSTMCell(3), return_sequences=True),
-        backward_layer=keras.layers.RNN(keras.layers.GRUCell(2, reset_after=False), return_sequences=True,
-                                        go_backwards=True),
+        backward_layer=keras.layers.RNN(
+            keras.layers.GRUCell(2, reset_after=False), return_sequences=True, go_backwards=True
+        ),
         merge_mode=None,
     )
     loaded = ku.load_tf1_weights(layer, reference["checkpoint"], scope="bidi/bidirectional_rnn")
@@ -464,8 +493,13 @@ def test_tf1_cells_in_bidirectional_dynamic_rnn_with_lengths(reference):
     (out_fw, out_bw), (state_fw, state_bw) = ku.bidirectional_dynamic_rnn(
         fw, bw, reference["x"], sequence_length=reference["lengths"]
     )
-    for got, name in [(out_fw, "outputs_fw"), (out_bw, "outputs_bw"), (state_fw.c, "state_fw_c"),
-                      (state_fw.h, "state_fw_h"), (state_bw, "state_bw")]:
+    for got, name in [
+        (out_fw, "outputs_fw"),
+        (out_bw, "outputs_bw"),
+        (state_fw.c, "state_fw_c"),
+        (state_fw.h, "state_fw_h"),
+        (state_bw, "state_bw"),
+    ]:
         np.testing.assert_allclose(np.asarray(got), reference[f"bidi_len/{name}"], rtol=RTOL, atol=ATOL, err_msg=name)
 
 
@@ -474,8 +508,9 @@ def test_tf1_cells_in_bidirectional_dynamic_rnn_with_lengths(reference):
 def test_tf1_basic_lstm_cell(reference, unroll):
     cell = ku.tf1.BasicLSTMCell(4)
     ku.load_tf1_weights(cell, reference["checkpoint"], scope="basic_lstm/rnn/basic_lstm_cell")
-    _run_and_compare(reference, "basic_lstm", cell, ["lstm"], [(cell, "basic_lstm/rnn/basic_lstm_cell", "lstm", F, 4)],
-                     unroll=unroll)
+    _run_and_compare(
+        reference, "basic_lstm", cell, ["lstm"], [(cell, "basic_lstm/rnn/basic_lstm_cell", "lstm", F, 4)], unroll=unroll
+    )
 
 
 def test_tf1_basic_lstm_cell_uses_its_own_forget_bias(reference):
@@ -515,9 +550,14 @@ def test_tf1_wrappers_in_a_stack(reference, unroll):
     base = "wrapped/rnn/multi_rnn_cell"
     lstm, gru, rnn, inner = ku.tf1.BasicLSTMCell(3), ku.tf1.GRUCell(3), ku.tf1.BasicRNNCell(3), ku.tf1.LSTMCell(4)
     projection = ku.tf1.OutputProjectionWrapper(inner, 2)
-    stack = ku.tf1.MultiRNNCell([
-        ku.tf1.DropoutWrapper(lstm), ku.tf1.ResidualWrapper(gru), ku.tf1.DeviceWrapper(rnn, "/cpu:0"), projection,
-    ])
+    stack = ku.tf1.MultiRNNCell(
+        [
+            ku.tf1.DropoutWrapper(lstm),
+            ku.tf1.ResidualWrapper(gru),
+            ku.tf1.DeviceWrapper(rnn, "/cpu:0"),
+            projection,
+        ]
+    )
     ku.load_tf1_weights(stack, reference["checkpoint"], scope=base)
     leaves = [
         (lstm, f"{base}/cell_0/basic_lstm_cell", "lstm", F, 3),

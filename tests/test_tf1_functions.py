@@ -11,9 +11,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tf1_functions_reference import BATCH, CLASSES, FEATURES, GRU_UNITS, LENGTHS, LSTM_UNITS, STEPS, functions_reference
 
 import keras_unroll as ku
-from tf1_functions_reference import BATCH, CLASSES, FEATURES, GRU_UNITS, LENGTHS, LSTM_UNITS, STEPS, functions_reference
 
 X = np.random.default_rng(0).random((2, 4, 3)).astype("float32")
 
@@ -29,10 +29,17 @@ def _dtypes(structure) -> set:
 
 # ------------------------------------------------------------------ item 3: the inputs' dtype, as TF1
 @pytest.mark.parametrize("function", ["dynamic_rnn", "static_rnn"])
-@pytest.mark.parametrize("make", [lambda: ku.tf1.GRUCell(5), lambda: ku.tf1.BasicLSTMCell(5),
-                                  lambda: ku.tf1.MultiRNNCell([ku.tf1.GRUCell(3), ku.tf1.BasicLSTMCell(4)]),
-                                  lambda: ku.tf1.DropoutWrapper(ku.tf1.LSTMCell(3, use_peepholes=True)),
-                                  lambda: ku.BasicRNNCell(2)], ids=["gru", "basic_lstm", "multi", "wrapper", "basic_rnn"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ku.tf1.GRUCell(5),
+        lambda: ku.tf1.BasicLSTMCell(5),
+        lambda: ku.tf1.MultiRNNCell([ku.tf1.GRUCell(3), ku.tf1.BasicLSTMCell(4)]),
+        lambda: ku.tf1.DropoutWrapper(ku.tf1.LSTMCell(3, use_peepholes=True)),
+        lambda: ku.BasicRNNCell(2),
+    ],
+    ids=["gru", "basic_lstm", "multi", "wrapper", "basic_rnn"],
+)
 def test_float64_inputs_give_float64_outputs_and_states(function, make):
     """TF1 builds an unbuilt cell in its inputs' dtype: float64 in, float64 weights, outputs and states."""
     x = X.astype("float64")
@@ -112,7 +119,9 @@ def test_float64_matches_tf1(tf1):
 @pytest.mark.subprocess
 def test_no_steps_return_the_initial_state_as_tf1(tf1):
     start = ku.tf1.LSTMStateTuple(c=tf1["c0"].astype("float32"), h=tf1["h0"].astype("float32"))
-    outputs, state = ku.dynamic_rnn(ku.tf1.BasicLSTMCell(LSTM_UNITS), tf1["x"][:, :0].astype("float32"), initial_state=start)
+    outputs, state = ku.dynamic_rnn(
+        ku.tf1.BasicLSTMCell(LSTM_UNITS), tf1["x"][:, :0].astype("float32"), initial_state=start
+    )
     assert type(state).__name__ == str(tf1["lstm_t0/state_type"])
     assert isinstance(state, ku.tf1.LSTMStateTuple)
     assert outputs.shape == tf1["lstm_t0/outputs"].shape
@@ -138,7 +147,9 @@ def test_load_raw_variables_by_name(tf1):
     outputs, _ = ku.dynamic_rnn(cell, x)
     dense(outputs[:, -1])  # built
     ku.load_tf1_weights(cell, tf1["checkpoint"], scope="rnn/basic_lstm_cell")
-    loaded = ku.load_tf1_weights(None, tf1["checkpoint"], variables={"Variable": dense.kernel, "Variable_1": dense.bias})
+    loaded = ku.load_tf1_weights(
+        None, tf1["checkpoint"], variables={"Variable": dense.kernel, "Variable_1": dense.bias}
+    )
     assert sorted(loaded) == ["Variable", "Variable_1"]
     outputs, _ = ku.dynamic_rnn(cell, x)
     np.testing.assert_allclose(dense(outputs[:, -1]), tf1["logits"], rtol=1e-5, atol=1e-6)
@@ -149,7 +160,9 @@ def test_load_raw_variables_with_a_target_and_tf_variables(tf1):
     """A cell and raw variables in one call; a plain `tf.Variable` works as a destination too."""
     cell = ku.tf1.BasicLSTMCell(LSTM_UNITS)
     kernel, bias = tf.Variable(tf.zeros((LSTM_UNITS, CLASSES))), tf.Variable(tf.zeros((CLASSES,)))
-    ku.load_tf1_weights(cell, tf1["checkpoint"], scope="rnn/basic_lstm_cell", variables={"Variable": kernel, "Variable_1:0": bias})
+    ku.load_tf1_weights(
+        cell, tf1["checkpoint"], scope="rnn/basic_lstm_cell", variables={"Variable": kernel, "Variable_1:0": bias}
+    )
     assert cell.built and np.abs(kernel.numpy()).sum() > 0 and np.abs(bias.numpy()).sum() > 0
 
 
@@ -160,7 +173,9 @@ def test_load_raw_variables_errors_change_nothing(tf1):
     before = [w.numpy().copy() for w in dense.weights]
     with pytest.raises(ValueError, match=r"no variable 'Variable_7'.*The checkpoint holds: .*Variable_1 \[3\]"):
         ku.load_tf1_weights(None, tf1["checkpoint"], variables={"Variable": dense.kernel, "Variable_7": dense.bias})
-    with pytest.raises(ValueError, match=r"'Variable_1' has shape \[3\], but the variable it goes to has shape \[4, 3\]"):
+    with pytest.raises(
+        ValueError, match=r"'Variable_1' has shape \[3\], but the variable it goes to has shape \[4, 3\]"
+    ):
         ku.load_tf1_weights(None, tf1["checkpoint"], variables={"Variable": dense.kernel, "Variable_1": dense.kernel})
     with pytest.raises(TypeError, match="must be one variable, not a layer"):
         ku.load_tf1_weights(None, tf1["checkpoint"], variables={"Variable": dense})
@@ -276,7 +291,9 @@ def test_tf1_module_stands_in_for_contrib_rnn():
     assert rnn.static_rnn is ku.static_rnn and rnn.dynamic_rnn is ku.dynamic_rnn and rnn.raw_rnn is ku.raw_rnn
     assert rnn.bidirectional_dynamic_rnn is ku.bidirectional_dynamic_rnn
     assert rnn.static_bidirectional_rnn is ku.static_bidirectional_rnn
-    assert {"static_rnn", "dynamic_rnn", "raw_rnn", "bidirectional_dynamic_rnn", "static_bidirectional_rnn"} <= set(rnn.__all__)
+    assert {"static_rnn", "dynamic_rnn", "raw_rnn", "bidirectional_dynamic_rnn", "static_bidirectional_rnn"} <= set(
+        rnn.__all__
+    )
     outputs, states = rnn.static_rnn(rnn.BasicLSTMCell(4), [X[:, t] for t in range(4)], dtype=tf.float32)
     assert len(outputs) == 4 and isinstance(states, rnn.LSTMStateTuple)
 
@@ -306,7 +323,9 @@ def test_a_subclass_of_tf1s_rnncell(subprocess_env):
     import sys
 
     env = dict(subprocess_env, TF_USE_LEGACY_KERAS="1")
-    done = subprocess.run([sys.executable, "-c", _TF1_RNNCELL_SUBCLASS], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", _TF1_RNNCELL_SUBCLASS], env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "[[2.0, 2.0, 2.0], [2.0, 0.0, 0.0]] [13.0, 11.0] [13.0, 13.0]"
 
@@ -315,14 +334,18 @@ def test_a_subclass_of_tf1s_rnncell(subprocess_env):
 def test_a_concatenated_stack_state_in_and_out(function):
     """`MultiRNNCell(state_is_tuple=False)`: the functions return TF1's one concatenated tensor and take it
     back as `initial_state` (the cell's own TF1 structure, not a tuple per layer)."""
+
     def make(as_tuple):
         return ku.tf1.MultiRNNCell(
             [ku.tf1.BasicLSTMCell(4, state_is_tuple=as_tuple), ku.tf1.GRUCell(3)], state_is_tuple=as_tuple
         )
 
     tupled, concatenated = make(True), make(False)
-    run = (lambda cell, **kw: ku.dynamic_rnn(cell, X, **kw)) if function == "dynamic_rnn" else (
-        lambda cell, **kw: ku.static_rnn(cell, list(tf.unstack(X, axis=1)), **kw))
+    run = (
+        (lambda cell, **kw: ku.dynamic_rnn(cell, X, **kw))
+        if function == "dynamic_rnn"
+        else (lambda cell, **kw: ku.static_rnn(cell, list(tf.unstack(X, axis=1)), **kw))
+    )
     run(tupled)
     run(concatenated)
     concatenated.set_weights(tupled.get_weights())
@@ -336,8 +359,11 @@ def test_a_concatenated_stack_state_in_and_out(function):
     np.testing.assert_allclose(flat_again, tf.concat([again[0].c, again[0].h, again[1]], axis=1), rtol=1e-6)
 
 
-@pytest.mark.parametrize("make", [lambda: ku.tf1.GRUCell(5, dtype="float32"), lambda: ku.BasicRNNCell(5, dtype="float32")],
-                         ids=["gru", "basic_rnn"])
+@pytest.mark.parametrize(
+    "make",
+    [lambda: ku.tf1.GRUCell(5, dtype="float32"), lambda: ku.BasicRNNCell(5, dtype="float32")],
+    ids=["gru", "basic_rnn"],
+)
 def test_a_cell_given_float32_refuses_float64_inputs(make):
     """TF1: a cell whose dtype is set computes in it; float64 inputs would lose precision silently."""
     with pytest.raises(ValueError, match="was given dtype float32.*Received: inputs dtype float64"):

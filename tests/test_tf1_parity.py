@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-import keras_unroll as ku
 from references import basic_rnn, lengths_to_valid
 from tf1_reference import CASES, FEATURES, STEPS, UNITS, tf1_reference
+
+import keras_unroll as ku
 
 RTOL, ATOL = 1e-5, 1e-6
 UNROLLS = ["static_rnn", "dynamic_rnn", "StaticUnroll", "DynamicUnroll"]

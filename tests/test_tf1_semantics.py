@@ -12,10 +12,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import run_in_tf1
+from test_tf1_cells import describe, tf1_to_keras
 
 import keras_unroll as ku
-from test_tf1_cells import describe, tf1_to_keras
-from helpers import run_in_tf1
 
 B, F = 2, 3
 
@@ -62,20 +62,42 @@ def _tf1_child(out_dir: str) -> None:  # pragma: no cover - runs in the TF1 chil
 
     cases = {  # name -> (make the leaf cells, combine them, the state given, the input)
         "lstm": (lambda: [rc.BasicLSTMCell(4, forget_bias=0.7)], lambda l: l[0], lambda: lstm("c0", "h0"), "x"),
-        "lstm_full": (lambda: [rc.LSTMCell(4, use_peepholes=True, num_proj=3, cell_clip=0.9)], lambda l: l[0],
-                      lambda: lstm("c0", "p0"), "x"),
-        "lstm_concat": (lambda: [rc.BasicLSTMCell(4, state_is_tuple=False)], lambda l: l[0],
-                        lambda: tf.concat([c("c0"), c("h0")], 1), "x"),
-        "multi": (lambda: [rc.BasicLSTMCell(4), rc.GRUCell(3)], rc.MultiRNNCell,
-                  lambda: (lstm("c0", "h0"), c("g0")), "x"),
-        "multi_plain_tuples": (lambda: [rc.BasicLSTMCell(4), rc.BasicLSTMCell(4)], rc.MultiRNNCell,
-                               lambda: ((c("c0"), c("h0")), (c("c1"), c("h1"))), "x"),
-        "multi_concat": (lambda: [rc.BasicLSTMCell(4, state_is_tuple=False), rc.GRUCell(3)],
-                         lambda l: rc.MultiRNNCell(l, state_is_tuple=False),
-                         lambda: tf.concat([c("c0"), c("h0"), c("g0")], 1), "x"),
-        "wrapped": (lambda: [rc.LSTMCell(4, num_proj=3)],
-                    lambda l: rc.DropoutWrapper(rc.ResidualWrapper(l[0]), 1.0, 1.0, 1.0),
-                    lambda: lstm("c0", "p0"), "p0"),
+        "lstm_full": (
+            lambda: [rc.LSTMCell(4, use_peepholes=True, num_proj=3, cell_clip=0.9)],
+            lambda l: l[0],
+            lambda: lstm("c0", "p0"),
+            "x",
+        ),
+        "lstm_concat": (
+            lambda: [rc.BasicLSTMCell(4, state_is_tuple=False)],
+            lambda l: l[0],
+            lambda: tf.concat([c("c0"), c("h0")], 1),
+            "x",
+        ),
+        "multi": (
+            lambda: [rc.BasicLSTMCell(4), rc.GRUCell(3)],
+            rc.MultiRNNCell,
+            lambda: (lstm("c0", "h0"), c("g0")),
+            "x",
+        ),
+        "multi_plain_tuples": (
+            lambda: [rc.BasicLSTMCell(4), rc.BasicLSTMCell(4)],
+            rc.MultiRNNCell,
+            lambda: ((c("c0"), c("h0")), (c("c1"), c("h1"))),
+            "x",
+        ),
+        "multi_concat": (
+            lambda: [rc.BasicLSTMCell(4, state_is_tuple=False), rc.GRUCell(3)],
+            lambda l: rc.MultiRNNCell(l, state_is_tuple=False),
+            lambda: tf.concat([c("c0"), c("h0"), c("g0")], 1),
+            "x",
+        ),
+        "wrapped": (
+            lambda: [rc.LSTMCell(4, num_proj=3)],
+            lambda l: rc.DropoutWrapper(rc.ResidualWrapper(l[0]), 1.0, 1.0, 1.0),
+            lambda: lstm("c0", "p0"),
+            "p0",
+        ),
         "gru64": (lambda: [rc.GRUCell(5)], lambda l: l[0], lambda: c("g64"), "x64"),
     }
     fetch, leaves, meta = {}, {}, {"structures": {}, "dtypes": {}}
@@ -92,14 +114,22 @@ def _tf1_child(out_dir: str) -> None:  # pragma: no cover - runs in the TF1 chil
     meta["concat_state_size"] = flat_stack.state_size
     meta["dropout_zero_state"] = describe(rc.DropoutWrapper(rc.BasicLSTMCell(4)).zero_state(B, tf.float32))
     with v1.variable_scope("variational"):
-        cell = rc.DropoutWrapper(rc.BasicLSTMCell(4), input_keep_prob=0.5, output_keep_prob=0.5,
-                                 variational_recurrent=True, input_size=F, dtype=tf.float32, seed=1)
+        cell = rc.DropoutWrapper(
+            rc.BasicLSTMCell(4),
+            input_keep_prob=0.5,
+            output_keep_prob=0.5,
+            variational_recurrent=True,
+            input_size=F,
+            dtype=tf.float32,
+            seed=1,
+        )
         fetch["variational"] = v1.nn.dynamic_rnn(cell, c("xs"), dtype=tf.float32)
     with v1.Session() as session:
         session.run(v1.global_variables_initializer())
         variables = v1.trainable_variables()  # random weights, biases too
-        session.run([v.assign(rng.uniform(-0.6, 0.6, v.shape.as_list()).astype(v.dtype.as_numpy_dtype))
-                     for v in variables])
+        session.run(
+            [v.assign(rng.uniform(-0.6, 0.6, v.shape.as_list()).astype(v.dtype.as_numpy_dtype)) for v in variables]
+        )
         saved = dict(data)
         for v, value in zip(variables, session.run(variables)):
             saved[f"var/{v.op.name}"] = value
@@ -226,9 +256,10 @@ def test_state_size_and_zero_state_are_tf1s(tf1):
 def test_dropout_wrapper_zero_state_and_variational_masks_are_tf1s(tf1):
     """Item 5: the wrapped cell's own `zero_state`; one variational mask shared by the batch (TF1's noise
     shape `(1, size)`), kept for every step."""
-    assert describe(ku.tf1.DropoutWrapper(ku.tf1.BasicLSTMCell(4)).zero_state(B, tf.float32)) == tf1["meta"][
-        "dropout_zero_state"
-    ]
+    assert (
+        describe(ku.tf1.DropoutWrapper(ku.tf1.BasicLSTMCell(4)).zero_state(B, tf.float32))
+        == tf1["meta"]["dropout_zero_state"]
+    )
 
     class Own(ku.tf1.BasicRNNCell):
         def zero_state(self, batch_size, dtype=None):
@@ -282,8 +313,11 @@ def test_tf_train_checkpoint_saves_and_restores_every_variable(name, tmp_path):
         np.testing.assert_array_equal(w, value)
 
 
-@pytest.mark.parametrize("make", [lambda: ku.tf1.GRUCell(3), lambda: ku.tf1.BasicLSTMCell(3),
-                                  lambda: ku.tf1.LSTMCell(3)], ids=["GRUCell", "BasicLSTMCell", "LSTMCell"])
+@pytest.mark.parametrize(
+    "make",
+    [lambda: ku.tf1.GRUCell(3), lambda: ku.tf1.BasicLSTMCell(3), lambda: ku.tf1.LSTMCell(3)],
+    ids=["GRUCell", "BasicLSTMCell", "LSTMCell"],
+)
 def test_cells_with_default_initializers_build_inside_a_tf_function(make):
     """Item 7: TF1 builds cells inside graphs; the default (unseeded) initializers work there too."""
     cell = make()

@@ -340,7 +340,11 @@ def test_gru_dynamic():
     sequence_length = np.random.randint(0, time_steps, size=batch_size)
     cell = rnn.GRUCell(num_units=num_units)
     ku.dynamic_rnn(
-        cell, inputs=tf.constant(input_values, tf.float32), sequence_length=sequence_length, time_major=True, dtype=tf.float32
+        cell,
+        inputs=tf.constant(input_values, tf.float32),
+        sequence_length=sequence_length,
+        time_major=True,
+        dtype=tf.float32,
     )
 
 
@@ -394,7 +398,9 @@ def _run_like_placeholders(run, input_value, sequence_length, use_shape):
         return run(*args)
     if ON_TF1:  # TF1's own graph, placeholders and session (its variable scopes stay in that graph)
         with tf.Graph().as_default():
-            feeds = [v1.placeholder(tf.float32, (None, x.shape[1]))] + ([] if sequence_length is None else [v1.placeholder(tf.int64)])
+            feeds = [v1.placeholder(tf.float32, (None, x.shape[1]))] + (
+                [] if sequence_length is None else [v1.placeholder(tf.int64)]
+            )
             fetches = run(*feeds)
             with v1.Session() as session:
                 session.run(v1.global_variables_initializer())
@@ -432,8 +438,9 @@ def test_bidirectional_rnn_without_sequence_length(use_shape, tf1_line):
     assert_all_close(s_fw, s_bw)
 
 
-@pytest.mark.parametrize("use_shape, use_state_tuple, use_time_major, use_sequence_length",
-                         list(itertools.product([True, False], repeat=4)))
+@pytest.mark.parametrize(
+    "use_shape, use_state_tuple, use_time_major, use_sequence_length", list(itertools.product([True, False], repeat=4))
+)
 def test_bidirectional_dynamic_rnn(use_shape, use_state_tuple, use_time_major, use_sequence_length):
     num_units, input_size, batch_size, max_length = 3, 5, 2, 8
     input_value = np.random.randn(batch_size, input_size)

@@ -69,7 +69,9 @@ def test_the_trial_runs_once_per_shape_class_and_its_cache_is_bounded(rng):
 )
 def test_no_trial_where_it_does_not_apply(case, rng):
     x = tf.constant(_data(rng)[0])
-    value = Tuning(timed_trial=case != "off", trial_max_elements=10 if case == "too_large" else Tuning().trial_max_elements)
+    value = Tuning(
+        timed_trial=case != "off", trial_max_elements=10 if case == "too_large" else Tuning().trial_max_elements
+    )
     if case == "generic_only":
         value = Tuning(timed_trial=True, fast_paths=False)
     cell = keras.layers.LSTMCell(H, dropout=0.5 if case == "dropout" else 0.0)

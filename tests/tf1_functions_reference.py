@@ -60,7 +60,10 @@ def main(out_dir: str) -> None:  # pragma: no cover - runs in the child process
         names["gru64/state_dtype"] = state.dtype.name
         names["gru64/kernel_dtype"] = cell.weights[0].dtype.base_dtype.name
         gate_bias, candidate_bias = cell.weights[1], cell.weights[3]
-        biases += [gate_bias.assign(data["gru_bias"][: 2 * GRU_UNITS]), candidate_bias.assign(data["gru_bias"][2 * GRU_UNITS :])]
+        biases += [
+            gate_bias.assign(data["gru_bias"][: 2 * GRU_UNITS]),
+            candidate_bias.assign(data["gru_bias"][2 * GRU_UNITS :]),
+        ]
 
     # Item 3 with an LSTM: float64, c0 != h0, lengths, a non-zero bias.
     with v1.variable_scope("lstm64", initializer=init):
@@ -79,7 +82,10 @@ def main(out_dir: str) -> None:  # pragma: no cover - runs in the child process
         outputs, state = v1.nn.static_rnn(cell, steps, dtype=tf.float64)
         fetches["static64/outputs"], fetches["static64/state"] = tf.stack(outputs, 1), state
         names["static64/dtype"] = outputs[0].dtype.name
-        biases += [cell.weights[1].assign(data["gru_bias"][: 2 * GRU_UNITS]), cell.weights[3].assign(data["gru_bias"][2 * GRU_UNITS :])]
+        biases += [
+            cell.weights[1].assign(data["gru_bias"][: 2 * GRU_UNITS]),
+            cell.weights[3].assign(data["gru_bias"][2 * GRU_UNITS :]),
+        ]
 
     # Item 6: no time steps give the initial state back, as an LSTMStateTuple.
     with v1.variable_scope("lstm_t0", initializer=init):

@@ -42,7 +42,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-
 CARRIED: List[Callable[[Any], None]] = []
 
 
@@ -712,9 +711,13 @@ def testStateTupleWithProjAndSequenceLength(d):
     cell_notuple = d.rc.LSTMCell(
         num_units, use_peepholes=True, num_proj=num_proj, initializer=initializer, state_is_tuple=False
     )
-    cell_tuple = d.rc.LSTMCell(num_units, use_peepholes=True, num_proj=num_proj, initializer=initializer, state_is_tuple=True)
+    cell_tuple = d.rc.LSTMCell(
+        num_units, use_peepholes=True, num_proj=num_proj, initializer=initializer, state_is_tuple=True
+    )
     with d.scope("state_tuple_proj"):
-        outputs_notuple, state_notuple = _static_lstm(d, cell_notuple, dtype=tf.float32, sequence_length=sequence_length)
+        outputs_notuple, state_notuple = _static_lstm(
+            d, cell_notuple, dtype=tf.float32, sequence_length=sequence_length
+        )
     with d.scope("state_tuple_proj", reuse=True):
         d.share(cell_notuple, cell_tuple, (None, input_size))
         outputs_tuple, state_tuple = _static_lstm(d, cell_tuple, dtype=tf.float32, sequence_length=sequence_length)
@@ -947,7 +950,7 @@ def _tf1_control(names: list) -> None:  # pragma: no cover - runs in the TF1 chi
         with tf.Graph().as_default(), tf.compat.v1.Session() as session:
             try:
                 getattr(carried, name)(carried.TF1Dialect(session))
-            except Exception:  # noqa: BLE001 - every failure is reported
+            except Exception:
                 failed.append(name)
                 print(f"FAILED {name}\n{traceback.format_exc()[-2000:]}")
     print("TF1 FAILED:", ",".join(failed))

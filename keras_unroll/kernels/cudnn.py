@@ -120,7 +120,13 @@ def cudnn_loop(
     if prepared.valid is None:
         # Every row runs all T steps, in the loop's order (already reversed for `go_backwards`).
         _, outputs, final = function(
-            inputs, *state, *weights, mask=None, time_major=True, go_backwards=False, return_sequences=return_all_outputs
+            inputs,
+            *state,
+            *weights,
+            mask=None,
+            time_major=True,
+            go_backwards=False,
+            return_sequences=return_all_outputs,
         )
         return (outputs if return_all_outputs else None), final[0], final
     # Lengths: Keras' function takes a batch-major (B, T) mask, in the sequence's own order, and with
@@ -130,7 +136,13 @@ def cudnn_loop(
     runs = tf.sequence_mask(tf.maximum(lengths, 1), tf.shape(valid)[0])  # (B, T)
     batch_major = tf.transpose(_own_order(prepared, inputs), [1, 0, 2])
     _, outputs, final = function(
-        batch_major, *state, *weights, mask=runs, time_major=False, go_backwards=prepared.go_backwards, return_sequences=True
+        batch_major,
+        *state,
+        *weights,
+        mask=runs,
+        time_major=False,
+        go_backwards=prepared.go_backwards,
+        return_sequences=True,
     )
     empty = (lengths == 0)[:, None]
     final = [tf.where(empty, initial, value) for initial, value in zip(state, final)]

@@ -281,7 +281,9 @@ def _residual_width(spec: _Spec, units: int) -> int:
     return {"lstm": 5, "gru": 4, "gru_rb": 3}[spec.kind] * units
 
 
-def _run(body_for: Callable[[int], Callable[..., Any]], reads: simple_rnn.Prefetch, t0, carry, tas, more, steps, delta: int):
+def _run(
+    body_for: Callable[[int], Callable[..., Any]], reads: simple_rnn.Prefetch, t0, carry, tas, more, steps, delta: int
+):
     """Runs `body_for(1)` in a while loop, one step per iteration (two per iteration measured no better
     overall: docs/performance.md).
 
@@ -291,9 +293,7 @@ def _run(body_for: Callable[[int], Callable[..., Any]], reads: simple_rnn.Prefet
     """
     n = len(carry)
     current = list(reads.at(t0))
-    out = tf.while_loop(
-        lambda t, *_: more(t, 1), body_for(1), (t0, *carry, *current, *tas), maximum_iterations=steps
-    )
+    out = tf.while_loop(lambda t, *_: more(t, 1), body_for(1), (t0, *carry, *current, *tas), maximum_iterations=steps)
     t, carry, rest = out[0], out[1 : 1 + n], out[1 + n :]
     return t, list(carry), list(rest[reads.count :])
 
@@ -305,7 +305,9 @@ def _sequence_arrays(dtype: tf.DType, spec: _Spec, steps: Any, h0: tf.Tensor, ke
     return [tf.TensorArray(dtype, size=steps, element_shape=shape) for shape in shapes]
 
 
-def _forward_steps(spec: _Spec, xw, h0, c0, kernel, rbias, mask, valid, stop, tas, offset=0, in_kernel=None, in_bias=None):
+def _forward_steps(
+    spec: _Spec, xw, h0, c0, kernel, rbias, mask, valid, stop, tas, offset=0, in_kernel=None, in_bias=None
+):
     """Runs the steps `t < stop` (all without `stop`) of `xw` from `(h0, c0)`, writing each step's state
     (and residuals) at `offset + t` of `tas` (`_sequence_arrays`). Returns `(t, h_last, c_last, tas)`.
 
@@ -451,7 +453,9 @@ def _projection_grads(x, kernel, in_masks, d_xw):
     return d_x, tf.concat(d_kernels, axis=1), d_bias
 
 
-def _chunked_forward(spec: _Spec, x, kernel, bias, in_masks, h0, c0, recurrent, rbias, mask, valid, stop, keep, chunk_bytes):
+def _chunked_forward(
+    spec: _Spec, x, kernel, bias, in_masks, h0, c0, recurrent, rbias, mask, valid, stop, keep, chunk_bytes
+):
     """The forward pass over `(T, B, F)` inputs, a chunk at a time: each chunk's inputs are projected
     (`_masked_projection`) just before its steps run, so no `(T, B, G·H)` projection lives beside the
     states and residuals. T is a multiple of the chunk (`simple_rnn.padded_length`); steps `t >= stop` do
@@ -464,7 +468,9 @@ def _chunked_forward(spec: _Spec, x, kernel, bias, in_masks, h0, c0, recurrent, 
     """
     lstm = spec.kind == "lstm"
     steps = tf.shape(x)[0]
-    chunk, full, rest = simple_rnn.chunk_schedule(steps, stop, simple_rnn.steps_per_chunk(x, kernel.shape[-1], chunk_bytes))
+    chunk, full, rest = simple_rnn.chunk_schedule(
+        steps, stop, simple_rnn.steps_per_chunk(x, kernel.shape[-1], chunk_bytes)
+    )
     masks = None if in_masks is None else tf.unstack(in_masks, num=in_masks.shape[0])
     tas = _sequence_arrays(x.dtype, spec, steps, h0, keep)
 
@@ -473,7 +479,9 @@ def _chunked_forward(spec: _Spec, x, kernel, bias, in_masks, h0, c0, recurrent, 
         valid_c = None if valid is None else simple_rnn.chunk_of(valid, start, chunk)
         if partial:
             valid_c = simple_rnn.partial_chunk_valid(valid_c, rest, chunk, x)
-        _, h, c_new, tas = _forward_steps(spec, xw, h, c if lstm else None, recurrent, rbias, mask, valid_c, length, tas, start)
+        _, h, c_new, tas = _forward_steps(
+            spec, xw, h, c if lstm else None, recurrent, rbias, mask, valid_c, length, tas, start
+        )
         return (h, c_new if lstm else c, *tas)
 
     def body(j, h, c, *tas):
@@ -488,15 +496,18 @@ def _chunked_forward(spec: _Spec, x, kernel, bias, in_masks, h0, c0, recurrent, 
     return hs, residuals, None, h_last, (c_last if lstm else None)
 
 
-def _chunked_backward(spec: _Spec, hs, residuals, x, kernel, in_masks, h0, recurrent, mask, valid, stop, d_hs, d_h, d_c,
-                      chunk_bytes):
+def _chunked_backward(
+    spec: _Spec, hs, residuals, x, kernel, in_masks, h0, recurrent, mask, valid, stop, d_hs, d_h, d_c, chunk_bytes
+):
     """The backward pass a chunk at a time, last chunk first: each chunk's backward loop (`_backward_loop`)
     gives its `d_xw`, `(C, B, G·H)`, which becomes the chunk's share of `dU` (and GRU's recurrent bias),
     `dW`, `db` and its `dx` before the previous chunk runs. Returns
     `(dx, d_kernel, d_bias, d_h0, d_c0 or None, d_recurrent, d_rbias or None)`."""
     lstm = spec.kind == "lstm"
     steps = tf.shape(hs)[0]
-    chunk, full, rest = simple_rnn.chunk_schedule(steps, stop, simple_rnn.steps_per_chunk(x, kernel.shape[-1], chunk_bytes))
+    chunk, full, rest = simple_rnn.chunk_schedule(
+        steps, stop, simple_rnn.steps_per_chunk(x, kernel.shape[-1], chunk_bytes)
+    )
     chunks = steps // chunk
     dx_ta = simple_rnn._chunk_array(x.dtype, chunks, x.shape[1:])
     running = full + tf.cast(rest > 0, full.dtype)  # chunks with a step to run
@@ -548,7 +559,8 @@ def _compiled_passes(spec: _Spec, chunk_bytes: int) -> Tuple[Dict[int, Any], Any
     compiled_forward = {
         keep: tf.function(
             lambda *args, keep=keep: _chunked_forward(spec, *args, keep=keep, chunk_bytes=chunk_bytes),
-            jit_compile=True, autograph=False,
+            jit_compile=True,
+            autograph=False,
         )  # fmt: skip
         for keep in (0, 1, 2)
     }
@@ -583,7 +595,9 @@ def _inference_loop(spec: _Spec, x, h0, c0, recurrent, rbias, mask, valid, stop,
     `in_kernel`); `keep` 0 writes no state sequence, 1 the states. Returns `_chunked_forward`'s tuple."""
     steps = tf.shape(x)[0]
     tas = _sequence_arrays(x.dtype, spec, steps, h0, keep)
-    t, h_last, c_last, tas = _forward_steps(spec, x, h0, c0, recurrent, rbias, mask, valid, stop, tas, 0, in_kernel, in_bias)
+    t, h_last, c_last, tas = _forward_steps(
+        spec, x, h0, c0, recurrent, rbias, mask, valid, stop, tas, 0, in_kernel, in_bias
+    )
     hs, _ = _stacked(tas, None if stop is None else t, steps, h0, x)
     return hs, None, None, h_last, c_last
 
@@ -593,7 +607,9 @@ def _compiled_inference(spec: _Spec) -> Dict[int, Any]:
     """The XLA-compiled inference loops (`_inference_loop`, `keep` 0 or 1), shared by every layer with `spec`."""
     return {
         keep: tf.function(
-            lambda *args, keep=keep: _inference_loop(spec, *args[:8], keep, *args[8:]), jit_compile=True, autograph=False
+            lambda *args, keep=keep: _inference_loop(spec, *args[:8], keep, *args[8:]),
+            jit_compile=True,
+            autograph=False,
         )
         for keep in (0, 1)
     }
@@ -601,16 +617,39 @@ def _compiled_inference(spec: _Spec) -> Dict[int, Any]:
 
 def cache_sizes() -> dict:
     """How many settings each process-wide cache of compiled functions holds (`cache_bounds`: their bounds)."""
-    return {"gated_passes": _compiled_passes.cache_info().currsize, "gated_inference": _compiled_inference.cache_info().currsize}
+    return {
+        "gated_passes": _compiled_passes.cache_info().currsize,
+        "gated_inference": _compiled_inference.cache_info().currsize,
+    }
 
 
 def cache_bounds() -> dict:
-    return {"gated_passes": _compiled_passes.cache_info().maxsize, "gated_inference": _compiled_inference.cache_info().maxsize}
+    return {
+        "gated_passes": _compiled_passes.cache_info().maxsize,
+        "gated_inference": _compiled_inference.cache_info().maxsize,
+    }
 
 
 # ------------------------------------------------------------------------------- the recurrences
-def _recurrence(spec: _Spec, x, kernel, bias, in_masks, h0, c0, recurrent, rbias, *, valid, stop, rec_mask, jit,
-                need_states, bucket_steps=False, chunk_bytes=CHUNK_BYTES):
+def _recurrence(
+    spec: _Spec,
+    x,
+    kernel,
+    bias,
+    in_masks,
+    h0,
+    c0,
+    recurrent,
+    rbias,
+    *,
+    valid,
+    stop,
+    rec_mask,
+    jit,
+    need_states,
+    bucket_steps=False,
+    chunk_bytes=CHUNK_BYTES,
+):
     """Runs the input projection and the fused recurrence under one `tf.custom_gradient`. Returns
     `(hs or None, h_last, c_last)`.
 
@@ -677,8 +716,23 @@ def _recurrence(spec: _Spec, x, kernel, bias, in_masks, h0, c0, recurrent, rbias
     return hs, h_last, c_last
 
 
-def _inference(spec: _Spec, x, kernel, in_bias, h0, c0, recurrent_kernel, rbias, *, valid, stop, rec_mask, need_states,
-               bucket_steps=False, chunk_bytes=CHUNK_BYTES):
+def _inference(
+    spec: _Spec,
+    x,
+    kernel,
+    in_bias,
+    h0,
+    c0,
+    recurrent_kernel,
+    rbias,
+    *,
+    valid,
+    stop,
+    rec_mask,
+    need_states,
+    bucket_steps=False,
+    chunk_bytes=CHUNK_BYTES,
+):
     """The forward pass when no tape records: one compiled loop over the inputs themselves.
 
     Measured at 32·1000·8·32 (LSTM, docs/performance.md): the hoisted `x W + b`, a `(T, B, 4H)` tensor
@@ -710,7 +764,15 @@ def _inference(spec: _Spec, x, kernel, in_bias, h0, c0, recurrent_kernel, rbias,
         compiled = _compiled_inference(spec)[1 if need_states else 0]
         with record.stop_recording():
             hs, _, _, h_last, c_last = compiled(
-                x_in, a["h0"], a["c0"], a["recurrent_kernel"], a["rbias"], rec_mask, valid_in, stop_in, a["kernel"],
+                x_in,
+                a["h0"],
+                a["c0"],
+                a["recurrent_kernel"],
+                a["rbias"],
+                rec_mask,
+                valid_in,
+                stop_in,
+                a["kernel"],
                 a["in_bias"],
             )
         if hs is not None and pad is not None:
@@ -895,7 +957,9 @@ def gated_loop(
     stop = None if prepared.max_length is None else tf.minimum(steps, prepared.max_length)
     # No tape and no forward accumulator at all: the inference loop (else the training path's custom gradient).
     if jit and dp_mask is None and not record.could_possibly_record():
-        spec = _spec(name if name == "lstm" or cell.reset_after else "gru_rb", cell.activation, cell.recurrent_activation)
+        spec = _spec(
+            name if name == "lstm" or cell.reset_after else "gru_rb", cell.activation, cell.recurrent_activation
+        )
         hs, h_last, c_last = _inference(
             spec, inputs, kernel, in_bias, h0, c0, recurrent_kernel, rec_bias, valid=prepared.valid, stop=stop,
             rec_mask=rec_mask, need_states=return_all_outputs, bucket_steps=bucket_steps, chunk_bytes=chunk_bytes,

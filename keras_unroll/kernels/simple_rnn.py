@@ -82,7 +82,9 @@ class Choices:
 def bucket_steps(steps: tf.Tensor) -> tf.Tensor:
     """The bucket of a length: a multiple of a quarter of its power of two (at least 4), so at most 25 %
     of a bucket is padding: 1-4 -> 4, 5-8 -> 8, 9-12 -> 12, ..., 65-80 -> 80, 1000 -> 1024."""
-    octave = tf.floor(tf.math.log(tf.cast(tf.maximum(steps, 1), tf.float64)) / tf.math.log(tf.constant(2.0, tf.float64)))
+    octave = tf.floor(
+        tf.math.log(tf.cast(tf.maximum(steps, 1), tf.float64)) / tf.math.log(tf.constant(2.0, tf.float64))
+    )
     grain = tf.maximum(tf.cast(tf.pow(tf.constant(2.0, tf.float64), octave - 2.0), tf.int32), 4)
     return (steps + grain - 1) // grain * grain
 
@@ -97,7 +99,10 @@ def _derivatives() -> List[Tuple[Tuple[Any, ...], Derivative]]:
             (keras.activations.sigmoid, keras.ops.sigmoid, tf.sigmoid, tf.nn.sigmoid),
             lambda h, g: tf.raw_ops.SigmoidGrad(y=h, dy=g),
         ),
-        ((keras.activations.relu, keras.ops.relu, tf.nn.relu), lambda h, g: tf.raw_ops.ReluGrad(gradients=g, features=h)),
+        (
+            (keras.activations.relu, keras.ops.relu, tf.nn.relu),
+            lambda h, g: tf.raw_ops.ReluGrad(gradients=g, features=h),
+        ),
         ((keras.activations.linear, None), lambda h, g: g),
     ]
 
@@ -430,8 +435,9 @@ def _chunked_forward(x, kernel, bias, h0, recurrent, rec_mask, valid, stop, acti
     return _stacked_states(hs_ta, tf.maximum(stop, 0), steps, h0, x), h_last
 
 
-def _chunked_backward(hs, x, kernel, h0, recurrent, rec_mask, valid, stop, d_hs, d_last, derivative_fn, du_in_loop,
-                      in_place, chunk_bytes):
+def _chunked_backward(
+    hs, x, kernel, h0, recurrent, rec_mask, valid, stop, d_hs, d_last, derivative_fn, du_in_loop, in_place, chunk_bytes
+):
     """The backward pass in chunks, last chunk first: each chunk's backward loop (`_backward_loop`) gives its
     `dz`, `(chunk, B, H)`, from which `dU`, `dW`, `db` are summed and the chunk's `dx = dz Wᵀ` is written
     before the next chunk runs. `chunk_bytes=0`: the whole sequence is one chunk. Returns
@@ -520,7 +526,9 @@ def _pass_functions(key: _PassKey, in_place: bool) -> Tuple[Any, Any]:
 
     def forward(x, w, b, h0, u, *extra):
         rec_mask, valid, stop, _ = unpack(extra)
-        hs, h_last = _chunked_forward(x, w, b, h0, u, rec_mask, valid, stop, key.activation, key.chunk_bytes, key.keep_states)
+        hs, h_last = _chunked_forward(
+            x, w, b, h0, u, rec_mask, valid, stop, key.activation, key.chunk_bytes, key.keep_states
+        )
         return (hs, h_last) if key.keep_states else h_last
 
     def backward(hs, x, w, h0, u, *extra):
@@ -571,14 +579,22 @@ def _compiled_passes(key: _PassKey) -> Tuple[Any, Any]:
 
 def cache_sizes() -> dict:
     """How many settings each process-wide cache of compiled functions holds (`cache_bounds`: their bounds)."""
-    return {"simple_rnn_passes": _compiled_passes.cache_info().currsize, "simple_rnn_inference": _compiled_inference.cache_info().currsize}
+    return {
+        "simple_rnn_passes": _compiled_passes.cache_info().currsize,
+        "simple_rnn_inference": _compiled_inference.cache_info().currsize,
+    }
 
 
 def cache_bounds() -> dict:
-    return {"simple_rnn_passes": _compiled_passes.cache_info().maxsize, "simple_rnn_inference": _compiled_inference.cache_info().maxsize}
+    return {
+        "simple_rnn_passes": _compiled_passes.cache_info().maxsize,
+        "simple_rnn_inference": _compiled_inference.cache_info().maxsize,
+    }
 
 
-def first_order_only(grads: Sequence[tf.Tensor], inputs: Sequence[tf.Tensor], kernel: str = "SimpleRNN") -> List[tf.Tensor]:
+def first_order_only(
+    grads: Sequence[tf.Tensor], inputs: Sequence[tf.Tensor], kernel: str = "SimpleRNN"
+) -> List[tf.Tensor]:
     """`grads` unchanged, connected to `inputs` for an outer tape, whose gradient raises a clear error (the
     XLA-compiled passes of the fused `kernel` have a hand-written first-order gradient only)."""
 
@@ -586,7 +602,7 @@ def first_order_only(grads: Sequence[tf.Tensor], inputs: Sequence[tf.Tensor], ke
     def guard(*tensors):
         def grad(*_):
             raise NotImplementedError(
-                f"The XLA-compiled fused {kernel} loop (DynamicUnroll, jit_compile=True or \"auto\") has a "
+                f'The XLA-compiled fused {kernel} loop (DynamicUnroll, jit_compile=True or "auto") has a '
                 "hand-written first-order gradient only; a second-order gradient (a tape differentiating "
                 "another tape's gradient) or forward-mode autodiff (`tf.autodiff.ForwardAccumulator`) needs "
                 "`jit_compile=False`."
@@ -618,7 +634,11 @@ def _compiled_inference(key: _InferenceKey) -> Any:
     """The XLA-compiled forward loop over the inputs themselves, for one setting (a bounded cache)."""
     state = tf.TensorSpec([key.batch, key.units], key.dtype)
     signature = (
-        [tf.TensorSpec([None, key.batch, key.features], key.dtype), state, tf.TensorSpec([key.units, key.units], key.dtype)]
+        [
+            tf.TensorSpec([None, key.batch, key.features], key.dtype),
+            state,
+            tf.TensorSpec([key.units, key.units], key.dtype),
+        ]
         + [tf.TensorSpec([key.features, key.units], key.dtype)]
         + ([tf.TensorSpec([key.units], key.dtype)] if key.bias else [])
         + ([state] if key.rec_mask else [])
@@ -632,7 +652,9 @@ def _compiled_inference(key: _InferenceKey) -> Any:
         rec_mask = extra.pop(0) if key.rec_mask else None
         valid = extra.pop(0) if key.valid else None
         stop = extra.pop(0) if key.stop else None
-        hs, h_last = _inference_loop(x, in_kernel, in_bias, h0, kernel, rec_mask, valid, stop, key.activation, key.keep_states)
+        hs, h_last = _inference_loop(
+            x, in_kernel, in_bias, h0, kernel, rec_mask, valid, stop, key.activation, key.keep_states
+        )
         return (hs, h_last) if key.keep_states else h_last
 
     return tf.function(forward, input_signature=signature, jit_compile=True, autograph=False)
@@ -745,7 +767,9 @@ def _fused_recurrence(inputs, kernel, bias, h0, recurrent, *, activation, rec_ma
             with recording():
                 grads = backward(*args, d_last)
             if choices.jit:
-                connected = [t for t in (hs_padded, x_in, kernel_arg, h0_arg, recurrent_arg, d_hs, d_last) if t is not None]
+                connected = [
+                    t for t in (hs_padded, x_in, kernel_arg, h0_arg, recurrent_arg, d_hs, d_last) if t is not None
+                ]
                 grads = first_order_only(grads, connected)
             dx, d_kernel, d_bias, d_h0, d_recurrent = grads
             return [dx[:steps], d_kernel, d_h0, d_recurrent] + ([d_bias] if has_bias else [])
@@ -854,11 +878,18 @@ def simple_rnn_loop(
     h0 = prepared.initial_state[0]
     if choices.unrolled:
         if choices.static_chunk and choices.static_chunk < prepared.num_steps:
-            xw_steps = _project_in_chunks(inputs, kernel, bias, choices.static_chunk, prepared.num_steps, prepared.features)
+            xw_steps = _project_in_chunks(
+                inputs, kernel, bias, choices.static_chunk, prepared.num_steps, prepared.features
+            )
         else:
             xw_steps = tf.unstack(project(inputs, kernel, bias), num=prepared.num_steps)
         hs, h_last = _unrolled_recurrence(
-            xw_steps, h0, recurrent, activation=cell.activation, rec_mask=rec_mask, valid=prepared.valid,
+            xw_steps,
+            h0,
+            recurrent,
+            activation=cell.activation,
+            rec_mask=rec_mask,
+            valid=prepared.valid,
             need_states=return_all_outputs,
         )
     else:
@@ -875,8 +906,17 @@ def simple_rnn_loop(
             outputs, last = step_lib.outputs_from_states(prepared, hs, h_last, return_all_outputs)
             return outputs, last, [h_last]
         hs, h_last = _fused_recurrence(
-            inputs, kernel, bias, h0, recurrent, activation=cell.activation, rec_mask=rec_mask, valid=prepared.valid,
-            stop=stop, choices=choices, need_states=return_all_outputs,
+            inputs,
+            kernel,
+            bias,
+            h0,
+            recurrent,
+            activation=cell.activation,
+            rec_mask=rec_mask,
+            valid=prepared.valid,
+            stop=stop,
+            choices=choices,
+            need_states=return_all_outputs,
         )
     outputs, last = step_lib.outputs_from_states(prepared, hs, h_last, return_all_outputs)
     return outputs, last, [h_last]

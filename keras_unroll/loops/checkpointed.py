@@ -219,14 +219,18 @@ def checkpointed_loop(
 
         @tf.custom_gradient
         def recurrence(x, *flat_state):
-            out_ta = tf.TensorArray(dtype, size=num_steps if return_all_outputs else 0, element_shape=[x.shape[1], units])
+            out_ta = tf.TensorArray(
+                dtype, size=num_steps if return_all_outputs else 0, element_shape=[x.shape[1], units]
+            )
 
             def body(segment, out_ta, checkpoints, flat_state, last):
                 start, end = bounds(segment)
                 carry = list(flat_state) + ([last] if keep_last else [])
                 checkpoints = [store(ta, segment, c) for ta, c in zip(checkpoints, carry)]
                 valid_seg = None if valid is None else valid[start:end]
-                outs, last, flat_state = run_segment(x[start:end], valid_seg, end - start, flat_state, last, return_all_outputs)
+                outs, last, flat_state = run_segment(
+                    x[start:end], valid_seg, end - start, flat_state, last, return_all_outputs
+                )
                 if return_all_outputs:
                     out_ta = scatter(out_ta, start, end, outs)
                 return segment + 1, out_ta, checkpoints, flat_state, last
@@ -255,9 +259,7 @@ def checkpointed_loop(
                 d_outputs = result_grads.pop(0) if return_all_outputs else None
                 d_last, d_flat = result_grads[0], result_grads[1:]
                 var_grads = [tf.zeros_like(v) for v in variables]
-                dx_ta = zero_fill(
-                    tf.TensorArray(dtype, size=num_steps, element_shape=x.shape[1:]), int(x.shape[2])
-                )
+                dx_ta = zero_fill(tf.TensorArray(dtype, size=num_steps, element_shape=x.shape[1:]), int(x.shape[2]))
 
                 def back_body(segment, dx_ta, d_flat, d_last, var_grads, lists):
                     start, end = bounds(segment)
