@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 DEMO_STAMP := $(VENV)/.installed-demo
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test bench bench-memory venv clean
+.PHONY: demo lint test bench bench-memory venv clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ $(DEMO_STAMP): pyproject.toml Makefile | $(PY)
 # The tests also need pytest & co. and tf-keras, whose minor version must match TensorFlow's
 # (it provides TF1's cells for the parity tests).
 $(TEST_STAMP): $(DEMO_STAMP)
-	@echo "Installing the test tools (pytest, pytest-xdist, pytest-timeout, hypothesis) and tf-keras into $(VENV)/"
+	@echo "Installing the test tools (pytest, pytest-xdist, pytest-timeout, hypothesis, ruff, mypy) and tf-keras into $(VENV)/"
 	$(PIP) install --progress-bar on -e ".[test,plot]"
 	$(PIP) install --progress-bar on "tf-keras==$$($(PY) -c 'import importlib.metadata as m; print(".".join(m.version("tensorflow").split(".")[:2]))').*"
 	touch $@
@@ -32,7 +32,13 @@ venv: $(TEST_STAMP)
 demo: $(DEMO_STAMP)
 	$(VENV)/bin/keras-unroll demo $(DEMO_ARGS)
 
-test: $(TEST_STAMP)
+# ruff's lint rules and formatting, and mypy's types (configured in pyproject.toml); `make test` runs them first.
+lint: $(TEST_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m mypy
+
+test: $(TEST_STAMP) lint
 	$(PY) -m pytest -n 2 --dist loadfile
 
 bench: $(DEMO_STAMP)

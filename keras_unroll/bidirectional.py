@@ -11,9 +11,11 @@ reverses with a mask the same way.
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
+
+from keras_unroll.types import AnyCell, DTypeLike, Nested, State, TensorLike
 
 
 def _reverse(inputs: tf.Tensor, lengths: Optional[tf.Tensor], time_axis: int) -> tf.Tensor:
@@ -35,20 +37,20 @@ def _lengths(sequence_length: Any) -> Optional[tf.Tensor]:
 
 
 def bidirectional_dynamic_rnn(
-    cell_fw: Any,
-    cell_bw: Any,
-    inputs: Any,
-    sequence_length: Any = None,
-    initial_state_fw: Any = None,
-    initial_state_bw: Any = None,
-    dtype: Any = None,
+    cell_fw: AnyCell,
+    cell_bw: AnyCell,
+    inputs: TensorLike,
+    sequence_length: Optional[TensorLike] = None,
+    initial_state_fw: Optional[State] = None,
+    initial_state_bw: Optional[State] = None,
+    dtype: Optional[DTypeLike] = None,
     parallel_iterations: Optional[int] = None,
     swap_memory: bool = False,
     time_major: bool = False,
     scope: Optional[str] = None,
     *,
     training: Optional[bool] = None,
-) -> Tuple[Tuple[tf.Tensor, tf.Tensor], Tuple[Any, Any]]:
+) -> Tuple[Tuple[Nested, Nested], Tuple[State, State]]:
     """TF1's `tf.nn.bidirectional_dynamic_rnn`: a forward and a backward `dynamic_rnn` over one input.
 
     The forward cell reads `inputs` as they are; the backward cell reads each row reversed within its
@@ -89,7 +91,7 @@ def bidirectional_dynamic_rnn(
     del dtype, scope  # TF1 compatibility only
     from keras_unroll import dynamic_rnn  # lazy: the package imports this module
 
-    options = dict(
+    options: Dict[str, Any] = dict(
         sequence_length=sequence_length,
         parallel_iterations=parallel_iterations,
         swap_memory=swap_memory,
@@ -106,23 +108,26 @@ def bidirectional_dynamic_rnn(
     )
     lengths = _lengths(sequence_length)
     time_axis = 0 if time_major else 1
-    reverse = lambda structure: tf.nest.map_structure(lambda x: _reverse(x, lengths, time_axis), structure)  # noqa: E731
+
+    def reverse(structure: Nested) -> Nested:
+        return tf.nest.map_structure(lambda x: _reverse(x, lengths, time_axis), structure)
+
     out_bw, state_bw = dynamic_rnn(cell_bw, reverse(inputs), initial_state=initial_state_bw, **options)
     return (out_fw, reverse(out_bw)), (state_fw, state_bw)
 
 
 def static_bidirectional_rnn(
-    cell_fw: Any,
-    cell_bw: Any,
-    inputs: Union[Sequence[Any], Any],
-    initial_state_fw: Any = None,
-    initial_state_bw: Any = None,
-    dtype: Any = None,
-    sequence_length: Any = None,
+    cell_fw: AnyCell,
+    cell_bw: AnyCell,
+    inputs: Union[Sequence[TensorLike], TensorLike],
+    initial_state_fw: Optional[State] = None,
+    initial_state_bw: Optional[State] = None,
+    dtype: Optional[DTypeLike] = None,
+    sequence_length: Optional[TensorLike] = None,
     scope: Optional[str] = None,
     *,
     training: Optional[bool] = None,
-) -> Tuple[Union[List[tf.Tensor], tf.Tensor], Any, Any]:
+) -> Tuple[Union[List[tf.Tensor], tf.Tensor], State, State]:
     """TF1's `tf.nn.static_bidirectional_rnn`: a forward and a backward `static_rnn`, outputs concatenated.
 
     The backward cell reads each row reversed within its length, as in `bidirectional_dynamic_rnn`; step
@@ -157,17 +162,23 @@ def static_bidirectional_rnn(
     from keras_unroll import static_rnn  # lazy: the package imports this module
 
     list_input = isinstance(inputs, (list, tuple))
-    options = dict(sequence_length=sequence_length, training=training)
+    options: Dict[str, Any] = dict(sequence_length=sequence_length, training=training)
     from keras_unroll.raw import is_tf1_style_cell  # lazy, as above
 
-    if list_input and (_nested_steps(inputs) or is_tf1_style_cell(cell_fw) or is_tf1_style_cell(cell_bw)):
+    if isinstance(inputs, (list, tuple)) and (
+        _nested_steps(inputs) or is_tf1_style_cell(cell_fw) or is_tf1_style_cell(cell_bw)
+    ):
         return _static_bidirectional_steps(
             static_rnn, cell_fw, cell_bw, inputs, initial_state_fw, initial_state_bw, options
         )
-    out_fw, state_fw = static_rnn(cell_fw, inputs, initial_state=initial_state_fw, **options)
-    out_fw = tf.stack(out_fw, axis=1) if list_input else out_fw
+    fw_outputs, state_fw = static_rnn(cell_fw, inputs, initial_state=initial_state_fw, **options)
+    out_fw: tf.Tensor = tf.stack(fw_outputs, axis=1) if list_input else fw_outputs
     # static_rnn has checked the inputs; stack them batch-major for the reversal.
-    stacked = tf.stack([tf.convert_to_tensor(x, out_fw.dtype) for x in inputs], axis=1) if list_input else inputs
+    stacked = (
+        tf.stack([tf.convert_to_tensor(x, out_fw.dtype) for x in inputs], axis=1)
+        if isinstance(inputs, (list, tuple))
+        else inputs
+    )
     stacked = tf.convert_to_tensor(stacked)
     lengths = _lengths(sequence_length)
     out_bw, state_bw = static_rnn(cell_bw, _reverse(stacked, lengths, 1), initial_state=initial_state_bw, **options)
@@ -190,8 +201,14 @@ def _reverse_steps(steps: Sequence[Any], lengths: Optional[tf.Tensor]) -> List[A
 
 
 def _static_bidirectional_steps(
-    static_rnn: Any, cell_fw: Any, cell_bw: Any, steps: Sequence[Any], state_fw: Any, state_bw: Any, options: dict
-) -> Tuple[List[Any], Any, Any]:
+    static_rnn: Callable[..., Tuple[Any, State]],
+    cell_fw: AnyCell,
+    cell_bw: AnyCell,
+    steps: Sequence[Any],
+    state_fw: Optional[State],
+    state_bw: Optional[State],
+    options: Dict[str, Any],
+) -> Tuple[List[Any], State, State]:
     """`static_bidirectional_rnn` over nested or many-axis steps: each output concatenated on axis 1, as TF1."""
     lengths = _lengths(options["sequence_length"])
     out_fw, state_fw = static_rnn(cell_fw, list(steps), initial_state=state_fw, **options)

@@ -8,10 +8,12 @@ recognises it for its fast paths.
 from __future__ import annotations
 
 import numbers
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import keras
 import tensorflow as tf
+
+from keras_unroll.types import Activation, Constraint, DTypeLike, Initializer, Regularizer
 
 
 def check_units(units: Any, name: str = "units") -> int:
@@ -86,20 +88,22 @@ class BasicRNNCell(keras.layers.SimpleRNNCell):
     (4, 5)
     """
 
+    dtype_policy: Any  # Keras' property, which `_keras_unroll_adopt_dtype` sets (a note for mypy only)
+
     def __init__(
         self,
         units: Optional[int] = None,
-        activation: Any = "tanh",
+        activation: Activation = "tanh",
         use_bias: bool = True,
-        kernel_initializer: Any = "glorot_uniform",
-        recurrent_initializer: Any = "orthogonal",
-        bias_initializer: Any = "zeros",
-        kernel_regularizer: Any = None,
-        recurrent_regularizer: Any = None,
-        bias_regularizer: Any = None,
-        kernel_constraint: Any = None,
-        recurrent_constraint: Any = None,
-        bias_constraint: Any = None,
+        kernel_initializer: Initializer = "glorot_uniform",
+        recurrent_initializer: Initializer = "orthogonal",
+        bias_initializer: Initializer = "zeros",
+        kernel_regularizer: Regularizer = None,
+        recurrent_regularizer: Regularizer = None,
+        bias_regularizer: Regularizer = None,
+        kernel_constraint: Constraint = None,
+        recurrent_constraint: Constraint = None,
+        bias_constraint: Constraint = None,
         dropout: float = 0.0,
         recurrent_dropout: float = 0.0,
         seed: Optional[int] = None,
@@ -157,9 +161,9 @@ class BasicRNNCell(keras.layers.SimpleRNNCell):
     @property
     def num_units(self) -> int:
         """TF1's name for `units`."""
-        return self.units
+        return int(self.units)
 
-    def zero_state(self, batch_size: int, dtype: Any = None) -> tf.Tensor:
+    def zero_state(self, batch_size: Union[int, tf.Tensor], dtype: Optional[DTypeLike] = None) -> tf.Tensor:
         """TF1's `cell.zero_state(batch_size, dtype)`: a `(batch_size, units)` tensor of zeros."""
         return tf.zeros((batch_size, self.units), dtype=dtype or self.compute_dtype)
 
@@ -196,7 +200,12 @@ class BasicRNNCell(keras.layers.SimpleRNNCell):
         if policy.compute_dtype == policy.variable_dtype and policy.compute_dtype != dtype.name:
             self.dtype_policy = keras.DTypePolicy(dtype.name)
 
-    def get_initial_state(self, inputs: Any = None, batch_size: Any = None, dtype: Any = None) -> Any:
+    def get_initial_state(
+        self,
+        inputs: Any = None,  # a tensor, or Keras' positional batch size
+        batch_size: Optional[Union[int, tf.Tensor]] = None,
+        dtype: Optional[DTypeLike] = None,
+    ) -> Any:
         """TF1's `get_initial_state(inputs=None, batch_size=None, dtype=None)`, or Keras' `(batch_size)`.
 
         Given `inputs` or `dtype`, TF1's contract: the batch size and dtype come from `inputs` (a

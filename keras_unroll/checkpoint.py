@@ -25,7 +25,7 @@ tf.layers.dense  kernel [F, U], bias [U]                 keras.layers.Dense
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import keras
 import numpy as np
@@ -70,7 +70,7 @@ def _checkpoint_prefix(checkpoint: Any) -> str:
                 f"No TF1 checkpoint in the directory {path!r} (no `checkpoint` index file). Give the checkpoint's "
                 f"prefix instead (e.g. 'model.ckpt'). Received: checkpoint={checkpoint!r}"
             )
-        found = tf.train.latest_checkpoint(path)
+        found: Optional[str] = tf.train.latest_checkpoint(path)
         if found is None:
             try:
                 named = tf.train.get_checkpoint_state(path).model_checkpoint_path
@@ -234,7 +234,7 @@ def _default_scope(ckpt: _Checkpoint, target: Any) -> str:
     return _resolve(ckpt, "rnn", names)
 
 
-def _clean_scope(scope: Any) -> str:
+def _clean_scope(scope: object) -> str:
     if not isinstance(scope, str):
         raise TypeError(f"`scope` must be a TF1 variable scope name (a string). Received: scope={scope!r}")
     scope = scope.strip("/")
@@ -444,11 +444,13 @@ def _plan(ckpt: _Checkpoint, target: Any, scope: str, forget_bias: Optional[floa
             f"(`layer.cell`), e.g. load_tf1_weights(layer.cell, checkpoint, scope={scope!r}). "
             f"Received: {target!r}"
         )
+    leaves: List[_Leaf] = []
+    features: Optional[int] = None
     if isinstance(target, keras.layers.Bidirectional):
-        leaves, features = [], None
         for direction, layer in (("fw", target.forward_layer), ("bw", target.backward_layer)):
             found, size = _plan(ckpt, layer.cell, _cell_scope(ckpt, layer.cell, f"{scope}/{direction}"), forget_bias)
             leaves, features = leaves + found, size if features is None else features
+        assert features is not None  # two layers, each planned
         return leaves, int(features)
     cells = _stack_cells(target)
     if cells is not None:
@@ -468,8 +470,6 @@ def _plan(ckpt: _Checkpoint, target: Any, scope: str, forget_bias: Optional[floa
                 f"The checkpoint's MultiRNNCell under {scope!r} has {count} layers (cell_0 ... cell_{count - 1}), "
                 f"but the stack has {len(cells)} cells. {ckpt.holds(scope)}. Received: {len(cells)} cells"
             )
-        leaves: List[_Leaf] = []
-        features = None
         for index, cell in enumerate(cells):
             base = f"{scope}/cell_{index}"
             first = next(i for i, other in enumerate(cells) if other is cell)
@@ -489,6 +489,7 @@ def _plan(ckpt: _Checkpoint, target: Any, scope: str, forget_bias: Optional[floa
             found, size = _plan(ckpt, cell, _cell_scope(ckpt, cell, base), forget_bias)
             leaves += found
             features = size if features is None else features
+        assert features is not None  # the first cell is its own: planned
         return leaves, int(features)
     if any(_is(target, name) for name in _TRANSPARENT_WRAPPERS):
         return _plan(ckpt, _wrapped(target), scope, forget_bias)
@@ -622,7 +623,8 @@ def _unwrap_time_distributed(layer: Any) -> Any:
 
 def _model_scopes(ckpt: _Checkpoint, model: Any) -> Dict[str, Any]:
     """TF1's default names for a model: one recurrent layer at `rnn/...`, Dense layers at dense, dense_1..."""
-    recurrent, scopes, others = [], {}, []
+    scopes: Dict[str, Any] = {}
+    recurrent, others = [], []
     for layer in model.layers:
         if _is_recurrent_layer(layer):
             recurrent.append(layer)
@@ -684,14 +686,14 @@ def _plan_variables(ckpt: _Checkpoint, variables: Any) -> List[Tuple[Any, np.nda
 
 
 def load_tf1_weights(
-    target: Any,
-    checkpoint: Any,
+    target: Optional[keras.layers.Layer],
+    checkpoint: Union[str, os.PathLike[str]],
     scope: Optional[str] = None,
     *,
     forget_bias: Optional[float] = None,
-    scopes: Optional[Mapping[str, Any]] = None,
-    variables: Optional[Mapping[str, Any]] = None,
-) -> Any:
+    scopes: Optional[Mapping[str, keras.layers.Layer]] = None,
+    variables: Optional[Mapping[str, Union[keras.Variable, tf.Variable]]] = None,
+) -> Union[Tuple[np.ndarray, ...], Dict[str, Tuple[np.ndarray, ...]], Dict[str, np.ndarray]]:
     """Loads TF1 RNN cells' and dense layers' weights from a TF1 checkpoint into Keras.
 
     Reads the checkpoint with `tf.train.load_checkpoint` (no TF1 graph or session) and converts TF1's
@@ -703,11 +705,11 @@ def load_tf1_weights(
     |---|---|---|
     | `BasicRNNCell` | `ku.tf1.BasicRNNCell`, `ku.BasicRNNCell`, `keras.layers.SimpleRNNCell` | `rnn/basic_rnn_cell` |
     | `BasicLSTMCell` | `ku.tf1.BasicLSTMCell`, `keras.layers.LSTMCell` | `rnn/basic_lstm_cell` |
-    | `LSTMCell` | `ku.tf1.LSTMCell` (any options); `keras.layers.LSTMCell` (no peepholes/projection) | `rnn/lstm_cell` |
+    | `LSTMCell` | `ku.tf1.LSTMCell`; `keras.layers.LSTMCell` (no peepholes/projection) | `rnn/lstm_cell` |
     | `GRUCell` | `ku.tf1.GRUCell`, `keras.layers.GRUCell(reset_after=False)` | `rnn/gru_cell` |
-    | `MultiRNNCell` | `ku.tf1.MultiRNNCell`, `keras.layers.StackedRNNCells` (from `cell_i/...`) | `rnn/multi_rnn_cell` |
+    | `MultiRNNCell` | `ku.tf1.MultiRNNCell`, `keras.layers.StackedRNNCells` (`cell_i/...`) | `rnn/multi_rnn_cell` |
     | `DropoutWrapper`, `ResidualWrapper`, `DeviceWrapper` | the `ku.tf1` wrapper (its cell's scope) | the cell's |
-    | contrib `OutputProjectionWrapper` | `ku.tf1.OutputProjectionWrapper` (`kernel`, `bias` + the cell's, nested) | `rnn/output_projection_wrapper` |
+    | contrib `OutputProjectionWrapper` | `ku.tf1`'s (`kernel`, `bias`, nested cell) | `rnn/output_projection_wrapper` |
     | `bidirectional_dynamic_rnn` | `keras.layers.Bidirectional` (`fw/...`, `bw/...`) | `bidirectional_rnn` |
     | `tf.layers.dense` | `keras.layers.Dense` | `dense` |
 
@@ -785,7 +787,7 @@ def load_tf1_weights(
         )  # fmt: skip
         for variable, value, _ in planned:
             variable.assign(value.astype(keras.backend.standardize_dtype(variable.dtype)))
-        return {source: value for _, value, source in planned} if only_variables else result
+        return {source: value for _, value, source in planned} if result is None else result
     if scopes is not None and scope is not None:
         raise ValueError(
             f"Give either `scope` (one cell) or `scopes` (a whole model), not both. Received: scope={scope!r}"

@@ -12,22 +12,25 @@ keep Keras' lists (`[h, c]`). The `ku.tf1` cells mark themselves with class attr
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Literal, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
 from keras_unroll import plan, raw
 from keras_unroll import step as step_lib
 from keras_unroll.layers import _symbolic_rnn
-from keras_unroll.loops.checkpointed import Recompute, check_recompute, check_swap_memory
-from keras_unroll.tf1_states import (  # noqa: F401  (LSTMStateTuple and the conversions re-exported)
-    LSTMStateTuple,
+from keras_unroll.loops.checkpointed import check_recompute, check_swap_memory
+from keras_unroll.tf1_states import (
+    LSTMStateTuple as LSTMStateTuple,  # re-exported, with the conversions
+)
+from keras_unroll.tf1_states import (
     _check_bool,
     check_parallel_iterations,
     from_tf1_state,
     settle_dtype,
     to_tf1_state,
 )
+from keras_unroll.types import AnyCell, Cell, DTypeLike, Nested, Recompute, State, TensorLike
 
 
 def _rank(x: Any) -> Optional[int]:
@@ -80,15 +83,15 @@ def _check_unknown_rank_lengths(sequence_length: Any) -> Any:
 
 
 def _begin(
-    kind: str,
-    cell: Any,
+    kind: Literal["static", "dynamic"],
+    cell: Cell,
     inputs: Any,
-    initial_state: Any,
-    sequence_length: Any,
-    time_major: Any,
-    training: Any,
+    initial_state: Optional[State],
+    sequence_length: Optional[TensorLike],
+    time_major: bool,
+    training: Optional[bool],
     **options: Any,
-) -> Tuple[Any, Any, Any]:
+) -> Tuple[Optional[Tuple[Any, State]], Any, State]:
     """What both functions do first: `(result, None, None)` for `keras.Input` tensors (the equivalent layer
     call, its states in TF1's structure), else `(None, cell, initial_state)`: the cell made from the argument
     and the initial state in Keras' structure (e.g. `LSTMStateTuple(c, h)` -> `[h, c]`)."""
@@ -104,16 +107,16 @@ def _begin(
 
 
 def static_rnn(
-    cell: Any,
-    inputs: Union[Sequence[Any], Any],
-    initial_state: Any = None,
-    dtype: Any = None,
-    sequence_length: Any = None,
+    cell: AnyCell,
+    inputs: Union[Sequence[TensorLike], TensorLike],
+    initial_state: Optional[State] = None,
+    dtype: Optional[DTypeLike] = None,
+    sequence_length: Optional[TensorLike] = None,
     scope: Optional[str] = None,
     *,
     time_major: bool = False,
     training: Optional[bool] = None,
-) -> Tuple[Union[List[tf.Tensor], tf.Tensor], Any]:
+) -> Tuple[Union[List[tf.Tensor], tf.Tensor], State]:
     """Creates a statically unrolled RNN: TF1's `tf.nn.static_rnn` for Keras cells.
 
     An unroll runs `output, state = cell(x[t], state)` for each step `t`; `static_rnn` writes one copy of
@@ -168,7 +171,7 @@ def static_rnn(
     list_input = isinstance(inputs, (list, tuple))
     settle_dtype(cell, inputs, dtype)
     dtype = step_lib.compute_dtype(cell)
-    if list_input:
+    if isinstance(inputs, (list, tuple)):
         stacked, time_major_in = step_lib.stack_inputs(inputs, dtype), True
     else:
         stacked, time_major_in = step_lib.to_float_tensor(inputs, "inputs", dtype), time_major
@@ -190,11 +193,11 @@ def static_rnn(
 
 
 def dynamic_rnn(
-    cell: Any,
-    inputs: Any,
-    sequence_length: Any = None,
-    initial_state: Any = None,
-    dtype: Any = None,
+    cell: AnyCell,
+    inputs: TensorLike,
+    sequence_length: Optional[TensorLike] = None,
+    initial_state: Optional[State] = None,
+    dtype: Optional[DTypeLike] = None,
     parallel_iterations: Optional[int] = None,
     swap_memory: bool = False,
     time_major: bool = False,
@@ -202,7 +205,7 @@ def dynamic_rnn(
     *,
     training: Optional[bool] = None,
     recompute: Recompute = None,
-) -> Tuple[tf.Tensor, Any]:
+) -> Tuple[Nested, State]:
     """Creates a dynamically unrolled RNN: TF1's `tf.nn.dynamic_rnn` for Keras cells.
 
     An unroll runs `output, state = cell(x[t], state)` for each step `t`; `dynamic_rnn` runs that step in

@@ -802,7 +802,7 @@ class _ConfigureGpus:
         request = _make_request(visible, memory_fraction, memory_limit_mb, memory_growth)
         return self._configure(request)
 
-    def from_config_proto(self, config: Any) -> GpuReport:
+    def from_config_proto(self, config: tf.compat.v1.ConfigProto) -> GpuReport:
         """Applies a TF1 `tf.compat.v1.ConfigProto`'s GPU options through `configure_gpus`.
 
         Reads `gpu_options.visible_device_list` (as `visible`; empty means every GPU),
@@ -879,7 +879,7 @@ class _ConfigureGpus:
 
     def plan_from_config_proto(
         self,
-        config: Any,
+        config: tf.compat.v1.ConfigProto,
         *,
         devices: Optional[DeviceProvider] = None,
         environ: Optional[Mapping[str, str]] = None,

@@ -53,6 +53,7 @@ from keras_unroll import plan
 from keras_unroll.cell import BasicRNNCell
 from keras_unroll.layers import DynamicUnroll, StaticUnroll
 from keras_unroll.testing import generic_only, use_tuning
+from keras_unroll.types import Cell, Shape
 
 __all__ = [
     "GraphStats",
@@ -87,7 +88,7 @@ def _check_input_shape(input_shape: Any) -> Tuple[Optional[int], ...]:
         input_shape = input_shape.as_list()
     if not isinstance(input_shape, (tuple, list)) or not input_shape:
         raise TypeError(message.format(input_shape))
-    shape = []
+    shape: List[Optional[int]] = []
     for dim in input_shape:
         if dim is None:
             shape.append(None)
@@ -111,7 +112,7 @@ def _ensure_built(layer: keras.layers.Layer, shape: Tuple[Optional[int], ...]) -
         layer.build(shape)
 
 
-def _traced_function(layer: keras.layers.Layer, training: bool) -> Callable[[tf.Tensor], Any]:
+def _traced_function(layer: keras.layers.Layer, training: bool) -> tf.types.experimental.PolymorphicFunction:
     """A fresh `tf.function`: the forward call, or forward + backward (gradients wrt trainable weights)."""
     if not training:
 
@@ -132,7 +133,7 @@ def _traced_function(layer: keras.layers.Layer, training: bool) -> Callable[[tf.
     return tf.function(train_step, autograph=False)
 
 
-def _count_ops(graph: tf.Graph) -> collections.Counter:
+def _count_ops(graph: tf.Graph) -> collections.Counter[str]:
     """Op types in the graph and in every function of its library (each function once)."""
     graph_def = graph.as_graph_def()
     counts = collections.Counter(node.op for node in graph_def.node)
@@ -268,7 +269,7 @@ def _trace(
     before = _memory_info(device) if _reset_peak(device) else None
     _materialize(concrete(x))
     after = _memory_info(device) if before is not None else None
-    peak = after["peak"] - before["current"] if after is not None and after["peak"] > 0 else None
+    peak = after["peak"] - before["current"] if after is not None and before is not None and after["peak"] > 0 else None
     step_times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -288,10 +289,10 @@ def _trace(
 def _trial_seconds(layer: keras.layers.Layer) -> float:
     """Seconds the planner's timed trials of `layer`'s cell (or its sublayers' cells) have taken so far."""
     cells = [sub.cell for sub in getattr(layer, "_flatten_layers", lambda: [layer])() if hasattr(sub, "cell")]
-    return sum(row["trial_seconds"] for cell in cells for row in plan.trials(cell))
+    return float(sum(row["trial_seconds"] for cell in cells for row in plan.trials(cell)))
 
 
-def graph_stats(layer_or_model: Any, input_shape: Any, training: bool = False) -> GraphStats:
+def graph_stats(layer_or_model: keras.layers.Layer, input_shape: Shape, training: bool = False) -> GraphStats:
     """Traces a layer or model once and reports the size of its graph, its trace time and its memory.
 
     The layer is called inside a fresh `tf.function`, traced for `tf.TensorSpec(input_shape)`: the forward
@@ -356,7 +357,8 @@ def _cell_factory(cell: Any) -> Callable[[], Any]:
             return lambda: keras.saving.deserialize_keras_object(dict(cell))
         return lambda: BasicRNNCell.from_config(dict(cell))
     if callable(cell):
-        return cell
+        factory: Callable[[], Any] = cell
+        return factory
     raise TypeError(_CELL_MESSAGE.format(cell=cell))
 
 
@@ -534,9 +536,13 @@ class UnrollComparison:
     def __str__(self) -> str:
         cells = self._cells()
         widths = [max(len(column), *(len(row[i]) for row in cells)) for i, column in enumerate(_COLUMNS)]
-        line = lambda values: "  ".join(  # noqa: E731
-            value.ljust(width) if i < 2 else value.rjust(width) for i, (value, width) in enumerate(zip(values, widths))
-        )
+
+        def line(values: Sequence[str]) -> str:
+            return "  ".join(
+                value.ljust(width) if i < 2 else value.rjust(width)
+                for i, (value, width) in enumerate(zip(values, widths))
+            )
+
         rule = "  ".join("-" * width for width in widths)
         return "\n".join([self._title(), line(_COLUMNS), rule, *(line(row) for row in cells), *self.notes()])
 
@@ -555,7 +561,7 @@ class UnrollComparison:
         notes = "".join(f"<p>{html.escape(note)}</p>" for note in self.notes())
         return f"<p>{html.escape(self._title())}</p><table><tr>{head}</tr>{body}</table>{notes}"
 
-    def plot(self, path: Union[str, os.PathLike]) -> str:
+    def plot(self, path: Union[str, os.PathLike[str]]) -> str:
         """Draws ops, trace time, step time and peak memory against T (log axes) and saves a PNG.
 
         Args:
@@ -644,7 +650,7 @@ def _compiled_tier() -> Any:
 
 
 def compare_unrolling(
-    cell: Any = 32,
+    cell: Union[Cell, Callable[[], keras.layers.Layer], Dict[str, Any]] = 32,
     steps: Sequence[int] = (2, 10, 100, 1000),
     batch: int = 32,
     features: int = 8,
@@ -666,8 +672,8 @@ def compare_unrolling(
     planner runs it in its compiled tier (`"fused (XLA)"` for a cell with a fused kernel, whose XLA-compiled ops
     are counted apart; else `"while loop"` again). `jit_compile="auto"` compiles a fused loop only from
     `Tuning.compile_min_steps` steps on (docs/performance.md, "The first minute"); here it is compiled at
-    every T, so that the three kinds of graph are compared at every length. The plan is deterministic (the planner's timed trial is off unless
-    turned on), so the op counts are the same on every run.
+    every T, so that the three kinds of graph are compared at every length. The plan is deterministic (the
+    planner's timed trial is off unless turned on), so the op counts are the same on every run.
 
     Cost: a static unroll's trace and first call grow with T; at T=1000 they take 5-15 s and hundreds of
     MB on a 2-core CPU. Leave T=1000 out for a quick look.
@@ -758,7 +764,9 @@ def compare_unrolling(
 
 
 # ------------------------------------------------------------------------------ TensorBoard graph
-def export_graph(layer_or_model: Any, logdir: Union[str, os.PathLike], input_shape: Any, training: bool = False) -> str:
+def export_graph(
+    layer_or_model: keras.layers.Layer, logdir: Union[str, os.PathLike[str]], input_shape: Shape, training: bool = False
+) -> str:
     """Writes the traced graph of a layer or model for TensorBoard: TF2's way to see what `show_graph` showed.
 
     The layer is called once in a fresh `tf.function` between `tf.summary.trace_on(graph=True)` and
@@ -878,7 +886,9 @@ class GraphView:
         )
 
 
-def show_graph(layer_or_model: Any, input_shape: Any, logdir: Optional[Union[str, os.PathLike]] = None) -> GraphView:
+def show_graph(
+    layer_or_model: keras.layers.Layer, input_shape: Shape, logdir: Optional[Union[str, os.PathLike[str]]] = None
+) -> GraphView:
     """The notebook's `show_graph`, for TF2: op counts of a layer's graph, and the graph for TensorBoard.
 
     Traces the forward call and the training step (`graph_stats`), exports the forward graph to `logdir`

@@ -11,10 +11,12 @@ Everything else is shared, including what makes them drop-ins for `keras.layers.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import numbers
 import sys
 import warnings
-from typing import Any, Dict, List, Optional
+from types import FrameType
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
 import keras
 import numpy as np
@@ -25,24 +27,52 @@ from keras_unroll import plan
 from keras_unroll import step as step_lib
 from keras_unroll.cell import BasicRNNCell, check_units
 from keras_unroll.loops import checkpointed as memory
+from keras_unroll.types import (
+    Activation,
+    Cell,
+    Constraint,
+    Initializer,
+    JitCompile,
+    Nested,
+    Recompute,
+    Regularizer,
+    State,
+    TensorLike,
+)
 
-# SimpleRNN's cell arguments and their defaults: taken when `cell` is an int, passed to the `BasicRNNCell`.
-_CELL_ARGS: Dict[str, Any] = {
-    "activation": "tanh",
-    "use_bias": True,
-    "kernel_initializer": "glorot_uniform",
-    "recurrent_initializer": "orthogonal",
-    "bias_initializer": "zeros",
-    "kernel_regularizer": None,
-    "recurrent_regularizer": None,
-    "bias_regularizer": None,
-    "kernel_constraint": None,
-    "recurrent_constraint": None,
-    "bias_constraint": None,
-    "dropout": 0.0,
-    "recurrent_dropout": 0.0,
-    "seed": None,
-}
+
+@dataclasses.dataclass(frozen=True)
+class _CellArgs:
+    """SimpleRNN's cell arguments and their defaults: taken when `cell` is an int, passed to the `BasicRNNCell`."""
+
+    activation: Activation = "tanh"
+    use_bias: bool = True
+    kernel_initializer: Initializer = "glorot_uniform"
+    recurrent_initializer: Initializer = "orthogonal"
+    bias_initializer: Initializer = "zeros"
+    kernel_regularizer: Regularizer = None
+    recurrent_regularizer: Regularizer = None
+    bias_regularizer: Regularizer = None
+    kernel_constraint: Constraint = None
+    recurrent_constraint: Constraint = None
+    bias_constraint: Constraint = None
+    dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    seed: Optional[int] = None
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
+    def changed(self) -> Dict[str, Any]:
+        """The arguments given another value than SimpleRNN's default, in the signature's order."""
+        return {
+            field.name: getattr(self, field.name)
+            for field in dataclasses.fields(self)
+            if not _is_default(getattr(self, field.name), field.default)
+        }
+
+
+_CELL_ARGS = tuple(field.name for field in dataclasses.fields(_CellArgs))
 
 
 def _is_default(value: Any, default: Any) -> bool:
@@ -63,7 +93,7 @@ def _called_by_bidirectional(max_frames: int = 16) -> bool:
     Keras 3 gives a wrapped layer no other sign of its wrapper; `sys._getframe` is CPython's (and PyPy's) cheap
     stack walk, used only for `time_major` layers that return sequences.
     """
-    frame = sys._getframe(2)
+    frame: Optional[FrameType] = sys._getframe(2)
     for _ in range(max_frames):
         if frame is None:
             return False
@@ -73,10 +103,21 @@ def _called_by_bidirectional(max_frames: int = 16) -> bool:
     return False
 
 
-def _check_jit(value: Any) -> Any:
-    if not isinstance(value, bool) and value != "auto":
-        raise ValueError(f'`jit_compile` must be True, False or "auto". Received: jit_compile={value!r}')
-    return value
+def _check_float_dtype(layer: keras.layers.Layer) -> None:
+    if not tf.as_dtype(layer.compute_dtype).is_floating:
+        raise TypeError(
+            f"{type(layer).__name__} computes in a floating-point dtype (the cell's weights and states); "
+            'integer inputs are cast to it. Use e.g. `dtype="float32"`. '
+            f"Received: dtype={layer.dtype_policy.name!r}"
+        )
+
+
+def _check_jit(value: Any) -> JitCompile:
+    if isinstance(value, bool):
+        return value
+    if value == "auto":
+        return "auto"
+    raise ValueError(f'`jit_compile` must be True, False or "auto". Received: jit_compile={value!r}')
 
 
 def _integers_as(x: Any, dtype: Any) -> Any:
@@ -107,7 +148,7 @@ class _Unroll(keras.layers.Layer):
 
     def __init__(
         self,
-        cell: Any,
+        cell: Cell,
         return_sequences: bool = False,
         return_state: bool = False,
         go_backwards: bool = False,
@@ -116,67 +157,94 @@ class _Unroll(keras.layers.Layer):
         zero_output_for_mask: bool = False,
         *,
         time_major: bool = False,
-        jit_compile: Any = "auto",
+        jit_compile: JitCompile = "auto",
         swap_memory: bool = False,
-        recompute: memory.Recompute = None,
-        activation: Any = "tanh",
+        recompute: Recompute = None,
+        activation: Activation = "tanh",
         use_bias: bool = True,
-        kernel_initializer: Any = "glorot_uniform",
-        recurrent_initializer: Any = "orthogonal",
-        bias_initializer: Any = "zeros",
-        kernel_regularizer: Any = None,
-        recurrent_regularizer: Any = None,
-        bias_regularizer: Any = None,
-        kernel_constraint: Any = None,
-        recurrent_constraint: Any = None,
-        bias_constraint: Any = None,
+        kernel_initializer: Initializer = "glorot_uniform",
+        recurrent_initializer: Initializer = "orthogonal",
+        bias_initializer: Initializer = "zeros",
+        kernel_regularizer: Regularizer = None,
+        recurrent_regularizer: Regularizer = None,
+        bias_regularizer: Regularizer = None,
+        kernel_constraint: Constraint = None,
+        recurrent_constraint: Constraint = None,
+        bias_constraint: Constraint = None,
         dropout: float = 0.0,
         recurrent_dropout: float = 0.0,
         seed: Optional[int] = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not tf.as_dtype(self.compute_dtype).is_floating:
-            raise TypeError(
-                f"{type(self).__name__} computes in a floating-point dtype (the cell's weights and states); "
-                'integer inputs are cast to it. Use e.g. `dtype="float32"`. '
-                f"Received: dtype={self.dtype_policy.name!r}"
-            )
-        given = locals()
-        cell_args = {name: given[name] for name in _CELL_ARGS}
+        _check_float_dtype(self)
+        cell_args = _CellArgs(
+            activation=activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            recurrent_initializer=recurrent_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            recurrent_regularizer=recurrent_regularizer,
+            bias_regularizer=bias_regularizer,
+            kernel_constraint=kernel_constraint,
+            recurrent_constraint=recurrent_constraint,
+            bias_constraint=bias_constraint,
+            dropout=dropout,
+            recurrent_dropout=recurrent_dropout,
+            seed=seed,
+        )
         self._units_cell = isinstance(cell, numbers.Integral) and not isinstance(cell, bool)
-        if self._units_cell:
-            # As `keras.layers.SimpleRNN`: the cell takes the layer's dtype policy and trainability.
-            units = check_units(cell, "cell")
-            self.cell = BasicRNNCell(
-                units, dtype=kwargs.get("dtype"), trainable=kwargs.get("trainable", True), **cell_args
-            )
-        else:
-            changed = {name: value for name, value in cell_args.items() if not _is_default(value, _CELL_ARGS[name])}
-            if changed:
-                listed = ", ".join(f"{name}={value!r}" for name, value in changed.items())
-                raise ValueError(
-                    f"{type(self).__name__} takes SimpleRNN's cell arguments ({', '.join(changed)}) only when `cell` "
-                    "is an int (a `BasicRNNCell` of that many units). With a cell object, give them to the cell, "
-                    f"e.g. `keras.layers.LSTMCell(8, {listed})`. Received: cell={cell!r}, {listed}"
-                )
-            self.cell = step_lib.as_cell(cell)
+        self.cell = self._make_cell(cell, cell_args, kwargs)
         self.return_sequences = _check_bool(return_sequences, "return_sequences")
         self.return_state = _check_bool(return_state, "return_state")
         self.go_backwards = _check_bool(go_backwards, "go_backwards")
         self.stateful = _check_bool(stateful, "stateful")
-        if unroll is not None and _check_bool(unroll, "unroll") != self._unrolls:
-            raise ValueError(
-                f"{type(self).__name__} {'unrolls every step in Python' if self._unrolls else 'runs a tf.while_loop'}, "
-                f"which is Keras' `unroll={self._unrolls}`; for `unroll={unroll}` use `{self._other_layer}` (same "
-                f"arguments, same results). Received: unroll={unroll!r}"
-            )
+        self._check_unroll(unroll)
         self.time_major = _check_bool(time_major, "time_major")
         self.zero_output_for_mask = _check_bool(zero_output_for_mask, "zero_output_for_mask")
         self.supports_masking = True
         self.jit_compile = _check_jit(jit_compile)
         self.swap_memory = memory.check_swap_memory(swap_memory)
         self.recompute = memory.check_recompute(recompute)
+        self._check_memory_options(swap_memory, recompute)
+        # The loops compile under XLA (model.fit(jit_compile=True) included), except cuDNN's: where the planner
+        # takes it, `model.compile(jit_compile="auto")` keeps the step uncompiled, as for Keras' LSTM/GRU.
+        self.supports_jit = not plan.takes_cudnn(self.cell, self._request(None))
+        # As `keras.layers.RNN`: `None` until a stateful layer is built, then one non-trainable variable per
+        # state, in the structure of `get_initial_state` (`Bidirectional.states` reads it).
+        self.states: Any = None
+        self._expected_batch_size: Optional[int] = None
+        self._state_sizes = step_lib.state_sizes(self.cell)
+
+    def _make_cell(self, cell: Cell, cell_args: _CellArgs, kwargs: Dict[str, Any]) -> keras.layers.Layer:
+        """The cell to unroll: a `BasicRNNCell` from SimpleRNN's arguments for an int, else `cell` checked."""
+        if self._units_cell:
+            # As `keras.layers.SimpleRNN`: the cell takes the layer's dtype policy and trainability.
+            units = check_units(cell, "cell")
+            return BasicRNNCell(
+                units, dtype=kwargs.get("dtype"), trainable=kwargs.get("trainable", True), **cell_args.as_dict()
+            )
+        changed = cell_args.changed()
+        if changed:
+            listed = ", ".join(f"{name}={value!r}" for name, value in changed.items())
+            raise ValueError(
+                f"{type(self).__name__} takes SimpleRNN's cell arguments ({', '.join(changed)}) only when `cell` "
+                "is an int (a `BasicRNNCell` of that many units). With a cell object, give them to the cell, "
+                f"e.g. `keras.layers.LSTMCell(8, {listed})`. Received: cell={cell!r}, {listed}"
+            )
+        return step_lib.as_cell(cell)
+
+    def _check_unroll(self, unroll: Optional[bool]) -> None:
+        if unroll is not None and _check_bool(unroll, "unroll") != self._unrolls:
+            raise ValueError(
+                f"{type(self).__name__} {'unrolls every step in Python' if self._unrolls else 'runs a tf.while_loop'}, "
+                f"which is Keras' `unroll={self._unrolls}`; for `unroll={unroll}` use `{self._other_layer}` (same "
+                f"arguments, same results). Received: unroll={unroll!r}"
+            )
+
+    def _check_memory_options(self, swap_memory: Any, recompute: Any) -> None:
+        """`swap_memory`/`recompute` (checked) against the loop and `jit_compile`; warns when XLA cannot apply."""
         if self.swap_memory or self.recompute is not None:
             if not self._memory_strategies:
                 raise ValueError(
@@ -196,16 +264,8 @@ class _Unroll(keras.layers.Layer):
                 f"jit_compile=True: the while loop of {type(self.cell).__name__} cannot be XLA-compiled on its own "
                 "(only the SimpleRNN family's fused loop can); it runs uncompiled. To compile it, compile the whole "
                 "train step: `model.compile(..., jit_compile=True)`.",
-                stacklevel=3,
+                stacklevel=4,
             )
-        # The loops compile under XLA (model.fit(jit_compile=True) included), except cuDNN's: where the planner
-        # takes it, `model.compile(jit_compile="auto")` keeps the step uncompiled, as for Keras' LSTM/GRU.
-        self.supports_jit = not plan.takes_cudnn(self.cell, self._request(None))
-        # As `keras.layers.RNN`: `None` until a stateful layer is built, then one non-trainable variable per
-        # state, in the structure of `get_initial_state` (`Bidirectional.states` reads it).
-        self.states = None
-        self._expected_batch_size: Optional[int] = None
-        self._state_sizes = step_lib.state_sizes(self.cell)
 
     # ------------------------------------------------------------------------- keras.layers.RNN API
     @property
@@ -218,9 +278,10 @@ class _Unroll(keras.layers.Layer):
         """The cell's state sizes as a list, one entry per state (as `keras.layers.RNN.state_size`)."""
         return list(self._state_sizes)
 
-    def get_initial_state(self, batch_size: Any) -> List[Any]:
+    def get_initial_state(self, batch_size: Union[int, tf.Tensor]) -> List[Nested]:
         """The cell's initial state for `batch_size` rows, as a list (as `keras.layers.RNN`)."""
-        return step_lib.zero_state(self.cell, batch_size, step_lib.compute_dtype(self.cell))
+        states: List[Nested] = step_lib.zero_state(self.cell, batch_size, step_lib.compute_dtype(self.cell))
+        return states
 
     @tracking.no_automatic_dependency_tracking
     def _create_state_variables(self, batch_size: int) -> None:
@@ -233,7 +294,7 @@ class _Unroll(keras.layers.Layer):
             )
         self._expected_batch_size = batch_size
 
-    def reset_state(self, states: Any = None) -> None:
+    def reset_state(self, states: Optional[Union[TensorLike, Sequence[TensorLike]]] = None) -> None:
         """Sets a stateful layer's states to zeros, or to `states` (an array per state, `(batch, size)`).
 
         A layer that is not stateful keeps no states: `reset_state()` does nothing there (as
@@ -277,7 +338,7 @@ class _Unroll(keras.layers.Layer):
         for value, variable in zip(checked, variables):
             variable.assign(value.astype(variable.dtype))
 
-    def reset_states(self, states: Any = None) -> None:
+    def reset_states(self, states: Optional[Union[TensorLike, Sequence[TensorLike]]] = None) -> None:
         """Alias of `reset_state` (Keras 2's name)."""
         self.reset_state(states)
 
@@ -305,7 +366,7 @@ class _Unroll(keras.layers.Layer):
     recurrent_dropout = property(lambda self: self._cell_argument("recurrent_dropout"))
 
     # ------------------------------------------------------------------------------------- shapes
-    def _sequence_shape(self, sequences_shape: Any) -> tuple:
+    def _sequence_shape(self, sequences_shape: Any) -> Tuple[Any, ...]:
         """`(batch, time, features)` of the input, whatever form it came in."""
         if isinstance(sequences_shape, list) and sequences_shape and isinstance(sequences_shape[0], (list, tuple)):
             first = tuple(sequences_shape[0])
@@ -418,12 +479,12 @@ class _Unroll(keras.layers.Layer):
 
     def call(
         self,
-        sequences: Any,
-        initial_state: Any = None,
-        mask: Any = None,
+        sequences: Any,  # a 3D tensor, or a list of 2D steps (StaticUnroll): checked below
+        initial_state: Optional[State] = None,
+        mask: Optional[TensorLike] = None,
         training: Optional[bool] = None,
-        sequence_length: Any = None,
-    ) -> Any:
+        sequence_length: Optional[TensorLike] = None,
+    ) -> Union[Nested, List[Nested]]:
         list_input = isinstance(sequences, (list, tuple))
         # The loop runs in the cell's compute dtype; results are cast to the layer's (as `keras.layers.RNN`),
         # so a `mixed_float16` layer around a float32 cell returns float16.
@@ -479,7 +540,7 @@ class _Unroll(keras.layers.Layer):
             if isinstance(outputs, list):
                 outputs = tf.stack(outputs, axis=0)
             output = outputs if self.time_major else tf.transpose(outputs, [1, 0, 2])
-        cast = lambda t: tf.cast(t, self.compute_dtype)  # noqa: E731
+        cast = lambda t: tf.cast(t, self.compute_dtype)  # noqa: E731  (one expression, mapped twice below)
         output = tf.nest.map_structure(cast, output)
         if self.return_state:
             return [output, *tf.nest.map_structure(cast, list(state))]
@@ -733,16 +794,16 @@ class DynamicUnroll(_Unroll):
 
 
 def _symbolic_rnn(
-    kind: str,
-    cell: Any,
-    inputs: Any,
+    kind: Literal["static", "dynamic"],
+    cell: Cell,
+    inputs: Union[TensorLike, Sequence[TensorLike]],
     *,
-    initial_state: Any = None,
-    sequence_length: Any = None,
+    initial_state: Optional[State] = None,
+    sequence_length: Optional[TensorLike] = None,
     time_major: bool = False,
     training: Optional[bool] = None,
     **options: Any,
-) -> Optional[tuple]:
+) -> Optional[Tuple[Any, State]]:
     """`static_rnn`/`dynamic_rnn` on Keras symbolic tensors (`keras.Input`); `None` for ordinary tensors.
 
     A functional model records layer calls, so the TF1 line `outputs, state = static_rnn(cell, [X0, X1])`

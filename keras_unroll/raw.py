@@ -19,15 +19,16 @@ converted between TF1's structure (`LSTMStateTuple(c, h)`, one entry per layer) 
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple, Union
 
 import keras
 import tensorflow as tf
 
 from keras_unroll import step as step_lib
 from keras_unroll import tf1_states
+from keras_unroll.types import Nested, RawLoopFn, State, TF1StyleCell
 
-Nested = Any
+TF1Call = Callable[[Nested, Nested], Tuple[Nested, Nested]]  # (inputs, state) -> (output, new state)
 
 
 # ------------------------------------------------------------------------------------------- cells
@@ -54,7 +55,7 @@ def _accepts_training(cell: Any) -> bool:
     return isinstance(cell, keras.layers.Layer) and step_lib._accepts_training(cell)
 
 
-def tf1_call(cell: Any, training: Optional[bool] = None) -> Callable[[Nested, Nested], Tuple[Nested, Nested]]:
+def tf1_call(cell: Any, training: Optional[bool] = None) -> TF1Call:
     """`call(inputs, tf1_state) -> (output, tf1_state)`: the cell called with TF1's state structures.
 
     A TF1-style cell is called as it is. A Keras cell gets its state in Keras' structure
@@ -124,7 +125,7 @@ def _pack_like(structure: Nested, value: Nested) -> Nested:
     return tf.nest.pack_sequence_as(structure, tf.nest.flatten(value))
 
 
-def _tf1_step(call: Callable, lengths: Optional[tf.Tensor]) -> Callable:
+def _tf1_step(call: TF1Call, lengths: Optional[tf.Tensor]) -> Callable[[Any, Nested, Nested], Tuple[Nested, Nested]]:
     def step(time: Any, inputs: Nested, state: Nested) -> Tuple[Nested, Nested]:
         output, new_state = call(inputs, state)
         new_state = _pack_like(state, new_state)
@@ -194,7 +195,9 @@ def tf1_dynamic_loop(
     step = _tf1_step(tf1_call(cell, training), lengths)
     # Steps are read from TensorArrays: a gradient per step, not a dense (T, B, ...) zero tensor per step.
     arrays_in = [tf.TensorArray(x.dtype, size=steps, element_shape=x.shape[1:]).unstack(x) for x in flat]
-    read = lambda t: tf.nest.pack_sequence_as(inputs, [a.read(t) for a in arrays_in])  # noqa: E731
+
+    def read(t: Any) -> Nested:
+        return tf.nest.pack_sequence_as(inputs, [a.read(t) for a in arrays_in])
 
     if num_steps == 0:  # TF1: no steps give empty outputs and the initial state
         output_size = cell.output_size
@@ -207,7 +210,7 @@ def tf1_dynamic_loop(
             tf.TensorArray(o.dtype, size=steps, element_shape=o.shape).write(0, o) for o in tf.nest.flatten(first)
         ]
 
-        def body(time: tf.Tensor, arrays: list, state: Nested) -> tuple:
+        def body(time: tf.Tensor, arrays: List[Any], state: Nested) -> Tuple[tf.Tensor, List[Any], Nested]:
             output, state = step(time, read(time), state)
             return time + 1, [a.write(time, o) for a, o in zip(arrays, tf.nest.flatten(output))], state
 
@@ -232,7 +235,7 @@ def tf1_static_loop(
     dtype: Any = None,
     sequence_length: Any = None,
     training: Optional[bool] = None,
-) -> Tuple[list, Nested]:
+) -> Tuple[List[Nested], Nested]:
     """TF1's `static_rnn` for any cell and any nesting of each step's input: one cell call per step."""
     if not isinstance(inputs, (list, tuple)):
         raise TypeError(f"`inputs` must be a Python list of steps. Received: inputs of type {type(inputs).__name__}")
@@ -242,7 +245,8 @@ def tf1_static_loop(
     first = tf.nest.flatten(steps[0])[0]
     if first.shape.rank is None or first.shape.rank < 2:
         raise ValueError(
-            f"Each step of `static_rnn` must have a batch axis and a feature axis. Received: a step of shape {first.shape}"
+            "Each step of `static_rnn` must have a batch axis and a feature axis. "
+            f"Received: a step of shape {first.shape}"
         )
     dtype = tf.as_dtype(dtype) if dtype is not None else first.dtype
     state = initial_state if initial_state is not None else tf1_zero_state(cell, _batch_size(first, 0), dtype)
@@ -256,12 +260,12 @@ def tf1_static_loop(
 
 # ------------------------------------------------------------------------------------------ raw_rnn
 def raw_rnn(
-    cell: Any,
-    loop_fn: Callable,
+    cell: Union[keras.layers.Layer, TF1StyleCell],
+    loop_fn: RawLoopFn,
     parallel_iterations: Optional[int] = None,
     swap_memory: bool = False,
     scope: Optional[str] = None,
-) -> Tuple[Nested, Nested, Nested]:
+) -> Tuple[Nested, State, Optional[Nested]]:
     """TF1's `tf.nn.raw_rnn`: a loop whose inputs, states and outputs a function of yours decides each step.
 
     The loop, as TF1 runs it:
@@ -271,7 +275,8 @@ def raw_rnn(
         emit_ta = TensorArrays (the structure of `emit_structure`, else `cell.output_size`)
         while not all(finished):
             output, cell_state = cell(next_input, state)
-            next_finished, next_input, next_state, emit, next_loop_state = loop_fn(time + 1, output, cell_state, loop_state)
+            next_finished, next_input, next_state, emit, next_loop_state = loop_fn(
+                time + 1, output, cell_state, loop_state)
             for finished rows: emit zeros and keep the old state          # rows, as in `dynamic_rnn`
             emit_ta[time] = emit;  state = next_state;  loop_state = next_loop_state (if not None)
             finished = finished or next_finished;  time += 1
@@ -364,7 +369,9 @@ def raw_rnn(
     zero_emit = tf.nest.pack_sequence_as(emit_structure, [zeros(s, d) for s, d in zip(sizes, dtypes)])
     call = tf1_call(cell)
 
-    def body(time, finished, current_input, emit_ta, state, loop_state):
+    def body(
+        time: tf.Tensor, finished: tf.Tensor, current_input: Nested, emit_ta: Nested, state: State, loop_state: Nested
+    ) -> Tuple[Any, ...]:
         output, cell_state = call(current_input, state)
         next_time = time + 1
         next_finished, next_input, next_state, emit, next_loop_state = loop_fn(

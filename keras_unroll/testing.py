@@ -22,13 +22,15 @@ import contextlib
 import dataclasses
 from typing import Any, Dict, Iterator, List
 
+import keras
+
 from keras_unroll import plan as _plan
 from keras_unroll.plan import Tuning, trials, tuning, use_tuning
 
 __all__ = ["Tuning", "cache_sizes", "generic_only", "plans", "timed_trials", "tuning", "use_tuning"]
 
 
-def plans(layer_or_cell: Any) -> List[Dict[str, Any]]:
+def plans(layer_or_cell: keras.layers.Layer) -> List[Dict[str, Any]]:
     """What the planner chose for a layer's (or a cell's) latest calls and traces, oldest first (at most 16):
     one dict per call with `loop` (`"while"`, `"static"`, ...), `kernel` (`"generic"`, `"simple_rnn"`,
     `"gated"`, ...), `compile` (`"none"`, `"kernel"`: the XLA-compiled fused kernel, `"loop"`: the whole loop
@@ -49,14 +51,14 @@ def plans(layer_or_cell: Any) -> List[Dict[str, Any]]:
     return _plan.plans(getattr(layer_or_cell, "cell", layer_or_cell))
 
 
-def cache_sizes(layer_or_cell: Any) -> Dict[str, Any]:
+def cache_sizes(layer_or_cell: keras.layers.Layer) -> Dict[str, Any]:
     """The sizes of the bounded caches behind a layer's calls: per cell (`functions`: traced `tf.function`s,
     `trials`, `seen_shapes`: the compile tier's evidence, `plans`) and process-wide (the fused kernels'
     compiled functions), with each bound under `"bounds"`."""
     return _plan.cache_sizes(getattr(layer_or_cell, "cell", layer_or_cell))
 
 
-def timed_trials(layer_or_cell: Any) -> List[Dict[str, Any]]:
+def timed_trials(layer_or_cell: keras.layers.Layer) -> List[Dict[str, Any]]:
     """The planner's timed trials for a layer's cell (or a cell): one dict per shape class, with the shape
     `(T, B, F)`, `training` (whether a tape recorded: forward and backward timed), the median `seconds` of
     the `"fused"` and the `"generic"` candidate, which was `chosen`, and the fused `kernel`'s name."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numbers
 import random
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Literal, Optional, Sequence, Union, overload
 
 import keras
 import numpy as np
@@ -37,6 +37,7 @@ from keras_unroll.tf1_states import (  # TF1's state structures, shared with the
     lstm_like,
     to_tf1_state,
 )
+from keras_unroll.types import Activation, DTypeLike, Initializer, Nested
 
 __all__ = [
     "BasicLSTMCell",
@@ -193,6 +194,10 @@ def _units(units: Any, num_units: Any, owner: str) -> int:
     return check_units(num_units if num_units is not None else units, "num_units" if num_units is not None else "units")
 
 
+@overload
+def _float(value: Any, name: str, allow_none: Literal[False] = False, positive: bool = False) -> float: ...
+@overload
+def _float(value: Any, name: str, allow_none: bool, positive: bool = False) -> Optional[float]: ...
 def _float(value: Any, name: str, allow_none: bool = False, positive: bool = False) -> Optional[float]:
     if value is None and allow_none:
         return None
@@ -205,10 +210,10 @@ def _float(value: Any, name: str, allow_none: bool = False, positive: bool = Fal
 
 def _clip(value: Any, name: str) -> Optional[float]:
     """A clip value: None, or a float >= 0 (TF1 accepts 0, which clips to 0)."""
-    value = _float(value, name, allow_none=True)
-    if value is not None and value < 0:
-        raise ValueError(f"`{name}` must be >= 0 (values are clipped to [-{name}, {name}]). Received: {name}={value}")
-    return value
+    clip = _float(value, name, allow_none=True)
+    if clip is not None and clip < 0:
+        raise ValueError(f"`{name}` must be >= 0 (values are clipped to [-{name}, {name}]). Received: {name}={clip}")
+    return clip
 
 
 def _bool(value: Any, name: str) -> bool:
@@ -445,7 +450,14 @@ def _no_dropout_state(cell: Any) -> None:
     cell._tracker.untrack(cell.seed_generator)
 
 
-class _TF1Cell:
+# The Keras layer each `ku.tf1` cell also derives from, for the type checker: `_TF1Cell` calls its methods.
+if TYPE_CHECKING:
+    from keras.layers import Layer as _KerasCell
+else:
+    _KerasCell = object
+
+
+class _TF1Cell(_KerasCell):
     """What every `ku.tf1` cell adds to its Keras base: TF1's calling convention and TF1's dtype rule.
 
     - `cell(inputs, state)` with TF1's state structure (see above) answers `(output, new_state)` in that
@@ -556,9 +568,9 @@ class BasicLSTMCell(_TF1Cell, keras.layers.LSTMCell):
         num_units: Optional[int] = None,
         forget_bias: float = 1.0,
         state_is_tuple: bool = True,
-        activation: Any = None,
-        kernel_initializer: Any = None,
-        recurrent_initializer: Any = None,
+        activation: Activation = None,
+        kernel_initializer: Initializer = None,
+        recurrent_initializer: Initializer = None,
         *,
         units: Optional[int] = None,
         **kwargs: Any,
@@ -584,7 +596,7 @@ class BasicLSTMCell(_TF1Cell, keras.layers.LSTMCell):
     @property
     def num_units(self) -> int:
         """TF1's name for `units`."""
-        return self.units
+        return int(self.units)
 
     def build(self, input_shape: Any) -> None:
         fan_in = int(input_shape[-1]) + self.units
@@ -698,17 +710,17 @@ class LSTMCell(_TF1Cell, keras.layers.Layer):
         num_units: Optional[int] = None,
         use_peepholes: bool = False,
         cell_clip: Optional[float] = None,
-        initializer: Any = None,
+        initializer: Initializer = None,
         num_proj: Optional[int] = None,
         proj_clip: Optional[float] = None,
         num_unit_shards: Optional[int] = None,
         num_proj_shards: Optional[int] = None,
         forget_bias: float = 1.0,
         state_is_tuple: bool = True,
-        activation: Any = None,
-        reuse: Any = None,
+        activation: Activation = None,
+        reuse: object = None,  # TF1's variable-scope reuse (a bool or AUTO_REUSE): ignored
         name: Optional[str] = None,
-        dtype: Any = None,
+        dtype: Optional[DTypeLike] = None,
         *,
         units: Optional[int] = None,
         **kwargs: Any,
@@ -747,7 +759,7 @@ class LSTMCell(_TF1Cell, keras.layers.Layer):
 
     @property
     def num_units(self) -> int:
-        return self.units
+        return int(self.units)
 
     def build(self, input_shape: Any) -> None:
         features = int(input_shape[-1])
@@ -867,9 +879,9 @@ class GRUCell(_TF1Cell, keras.layers.GRUCell):
     def __init__(
         self,
         num_units: Optional[int] = None,
-        activation: Any = None,
-        kernel_initializer: Any = None,
-        bias_initializer: Any = None,
+        activation: Activation = None,
+        kernel_initializer: Initializer = None,
+        bias_initializer: Initializer = None,
         *,
         units: Optional[int] = None,
         **kwargs: Any,
@@ -892,7 +904,7 @@ class GRUCell(_TF1Cell, keras.layers.GRUCell):
 
     @property
     def num_units(self) -> int:
-        return self.units
+        return int(self.units)
 
     def build(self, input_shape: Any) -> None:
         kernel, _ = self._tf1_initializers
@@ -953,7 +965,7 @@ class MultiRNNCell(_TF1Cell, keras.layers.StackedRNNCells):
     (3, (8, 15))
     """
 
-    def __init__(self, cells: Sequence[Any], state_is_tuple: bool = True, **kwargs: Any) -> None:
+    def __init__(self, cells: Sequence[keras.layers.Layer], state_is_tuple: bool = True, **kwargs: Any) -> None:
         if not isinstance(cells, (list, tuple)) or not cells:
             raise ValueError(f"`cells` must be a non-empty list of RNN cells. Received: cells={cells!r}")
         state_is_tuple = _bool(state_is_tuple, "state_is_tuple")
@@ -1047,9 +1059,9 @@ def _draw_masks(cell: Any, step_input: tf.Tensor) -> Optional[Dict[str, Any]]:
             step_input = tf.zeros(tf.stack([batch, _output_size(sub)]), dtype)
         return masks
     if isinstance(cell, _Wrapper):
-        masks = cell.get_dropout_mask(step_input)
+        inner_masks: Optional[Dict[str, Any]] = cell.get_dropout_mask(step_input)
         cell.reset_dropout_mask()
-        return masks
+        return inner_masks
     state = tf.zeros(tf.stack([batch, int(tf.nest.flatten(cell.state_size)[0])]), dtype)
     cell.reset_dropout_mask()
     cell.reset_recurrent_dropout_mask()
@@ -1090,7 +1102,7 @@ class _Wrapper(_TF1Cell, keras.layers.Layer, DropoutRNNCell):
     def _own_masks(self) -> bool:
         return False
 
-    def __init__(self, cell: Any, **kwargs: Any) -> None:
+    def __init__(self, cell: keras.layers.Layer, **kwargs: Any) -> None:
         self._note_dtype(kwargs)
         super().__init__(**kwargs)
         self.cell = check_cell(cell, "cell")
@@ -1357,13 +1369,13 @@ class DropoutWrapper(_Wrapper):
 
     def __init__(
         self,
-        cell: Any,
-        input_keep_prob: Any = 1.0,
-        output_keep_prob: Any = 1.0,
-        state_keep_prob: Any = 1.0,
+        cell: keras.layers.Layer,
+        input_keep_prob: Union[float, tf.Tensor, tf.Variable] = 1.0,
+        output_keep_prob: Union[float, tf.Tensor, tf.Variable] = 1.0,
+        state_keep_prob: Union[float, tf.Tensor, tf.Variable] = 1.0,
         variational_recurrent: bool = False,
-        input_size: Any = None,
-        dtype: Any = None,
+        input_size: object = None,  # TF1's sizes for `variational_recurrent`: known when the cell is built
+        dtype: Optional[DTypeLike] = None,
         seed: Optional[int] = None,
         dropout_state_filter_visitor: Optional[Callable[[Any], Any]] = None,
         **kwargs: Any,
@@ -1509,7 +1521,9 @@ class OutputProjectionWrapper(_Wrapper):
     ((2, 20, 1), (2, 100))
     """
 
-    def __init__(self, cell: Any, output_size: int, activation: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self, cell: keras.layers.Layer, output_size: int, activation: Activation = None, **kwargs: Any
+    ) -> None:
         super().__init__(cell, **kwargs)
         self.projection_size = check_units(output_size, "output_size")
         self.activation = keras.activations.get(activation)
@@ -1564,7 +1578,9 @@ class ResidualWrapper(_Wrapper):
     (2, 4, 3)
     """
 
-    def __init__(self, cell: Any, residual_fn: Optional[Callable[[Any, Any], Any]] = None, **kwargs: Any) -> None:
+    def __init__(
+        self, cell: keras.layers.Layer, residual_fn: Optional[Callable[[Nested, Nested], Nested]] = None, **kwargs: Any
+    ) -> None:
         super().__init__(cell, **kwargs)
         if residual_fn is not None and not callable(residual_fn):
             raise TypeError(f"`residual_fn` must be a function (inputs, outputs) -> outputs. Received: {residual_fn!r}")
@@ -1621,7 +1637,7 @@ class DeviceWrapper(_Wrapper):
     (2, 3, 4)
     """
 
-    def __init__(self, cell: Any, device: str, **kwargs: Any) -> None:
+    def __init__(self, cell: keras.layers.Layer, device: str, **kwargs: Any) -> None:
         super().__init__(cell, **kwargs)
         if not isinstance(device, str):
             raise TypeError(f"`device` must be a device string such as '/CPU:0'. Received: device={device!r}")
@@ -1641,8 +1657,8 @@ class DeviceWrapper(_Wrapper):
 # ------------------------------------------------------------------------------ TF1's functions
 # `ku.tf1` stands in for `tf.contrib.rnn` / `tf.nn.rnn_cell` as a module: `from keras_unroll import tf1 as rnn`
 # then `rnn.static_rnn(rnn.BasicLSTMCell(n), steps, dtype=tf.float32)`, as TF1 scripts wrote it.
-from keras_unroll.bidirectional import bidirectional_dynamic_rnn, static_bidirectional_rnn  # noqa: E402
-from keras_unroll.functional import dynamic_rnn, static_rnn  # noqa: E402
-from keras_unroll.raw import raw_rnn  # noqa: E402
+from keras_unroll.bidirectional import bidirectional_dynamic_rnn, static_bidirectional_rnn  # noqa: E402  (TF1's functions, after its cells)
+from keras_unroll.functional import dynamic_rnn, static_rnn  # noqa: E402  (TF1's functions, after its cells)
+from keras_unroll.raw import raw_rnn  # noqa: E402  (TF1's functions, after its cells)
 
 __all__ += ["bidirectional_dynamic_rnn", "dynamic_rnn", "raw_rnn", "static_bidirectional_rnn", "static_rnn"]

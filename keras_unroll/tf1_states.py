@@ -19,7 +19,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_unroll import step as step_lib
-from keras_unroll.step import LSTMStateTuple, _is_lstm_state_tuple
+from keras_unroll.step import LSTMStateTuple as LSTMStateTuple  # re-exported: tf1.py, functional.py
+from keras_unroll.step import _is_lstm_state_tuple
+from keras_unroll.types import AnyCell, DTypeLike, Nested, State
 
 
 def _check_bool(value: Any, name: str) -> bool:
@@ -34,14 +36,16 @@ def check_parallel_iterations(value: Any) -> Optional[int]:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(
-            f"`parallel_iterations` must be None or a positive integer (default 10). Received: parallel_iterations={value!r}"
+            "`parallel_iterations` must be None or a positive integer (default 10). "
+            f"Received: parallel_iterations={value!r}"
         )
     return int(value)
 
 
 def _cell_tree(cell: Any) -> List[Any]:
     """The cell and every cell inside it (a wrapper's `cell`, a stack's `cells`), each once."""
-    found, todo = [], [cell]
+    found: List[Any] = []
+    todo = [cell]
     while todo:
         current = todo.pop()
         if any(current is seen for seen in found) or not isinstance(current, keras.layers.Layer):
@@ -83,10 +87,10 @@ def _input_dtype(inputs: Any, dtype: Any) -> Optional[tf.DType]:
 
 
 def _mixed(layer: Any) -> bool:
-    return layer.compute_dtype != layer.variable_dtype
+    return bool(layer.compute_dtype != layer.variable_dtype)
 
 
-def settle_dtype(cell: Any, inputs: Any, dtype: Any = None) -> None:
+def settle_dtype(cell: AnyCell, inputs: Nested, dtype: Optional[DTypeLike] = None) -> None:
     """TF1's dtype rule for a cell, the one place the functions apply it: an unbuilt cell is built in the
     inputs' dtype (or `dtype=`).
 
@@ -141,7 +145,7 @@ def _inner(cell: Any) -> Any:
     return cell
 
 
-def lstm_like(cell: Any) -> bool:
+def lstm_like(cell: AnyCell) -> bool:
     """Keras' `LSTMCell` (and subclasses such as `ku.tf1.BasicLSTMCell`) or `ku.tf1.LSTMCell`: state `[h, c]`."""
     return isinstance(cell, keras.layers.LSTMCell) or getattr(type(cell), "_keras_unroll_tf1_lstm", False)
 
@@ -158,7 +162,7 @@ def _state_is_tuple(cell: Any) -> bool:
     return getattr(cell, "state_is_tuple", True)
 
 
-def to_tf1_state(cell: Any, keras_state: Any) -> Any:
+def to_tf1_state(cell: AnyCell, keras_state: State) -> State:
     """A cell's state in Keras' structure → TF1's structure (what `ku.dynamic_rnn` returns).
 
     - a single-state cell (`BasicRNNCell`, `GRUCell`, Keras' `SimpleRNNCell`/`GRUCell`): one tensor;
@@ -205,7 +209,7 @@ def to_tf1_state(cell: Any, keras_state: Any) -> Any:
     return keras_state
 
 
-def from_tf1_state(cell: Any, tf1_state: Any) -> Any:
+def from_tf1_state(cell: AnyCell, tf1_state: State) -> State:
     """A state in TF1's structure → the Keras structure the loops take (what `initial_state=` becomes).
 
     - `LSTMStateTuple(c, h)` (ours, or any namedtuple with fields `c, h` such as tf-keras') → `[h, c]`, for

@@ -18,7 +18,7 @@ from keras_unroll import testing
 PACKAGE = pathlib.Path(ku.__file__).parent
 
 LAYERS = [
-    ("keras_unroll.cell", "keras_unroll.step"),
+    ("keras_unroll.types", "keras_unroll.cell", "keras_unroll.step"),
     ("keras_unroll.kernels",),
     ("keras_unroll.loops",),
     ("keras_unroll.plan",),
