@@ -15,6 +15,9 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
+from keras_unroll.functional import dynamic_rnn, static_rnn
+from keras_unroll.raw import is_tf1_style_cell
+
 
 def _reverse(inputs: tf.Tensor, lengths: Optional[tf.Tensor], time_axis: int) -> tf.Tensor:
     """Reverses each row within its length (TF1's `reverse_sequence`), or whole rows without lengths."""
@@ -87,8 +90,6 @@ def bidirectional_dynamic_rnn(
     ((4, 6, 5), (4, 6, 7), (4, 7))
     """
     del dtype, scope  # TF1 compatibility only
-    from keras_unroll import dynamic_rnn  # lazy: the package imports this module
-
     options = dict(
         sequence_length=sequence_length,
         parallel_iterations=parallel_iterations,
@@ -154,16 +155,10 @@ def static_bidirectional_rnn(
     (5, (4, 5))
     """
     del dtype, scope  # TF1 compatibility only
-    from keras_unroll import static_rnn  # lazy: the package imports this module
-
     list_input = isinstance(inputs, (list, tuple))
     options = dict(sequence_length=sequence_length, training=training)
-    from keras_unroll.raw import is_tf1_style_cell  # lazy, as above
-
     if list_input and (_nested_steps(inputs) or is_tf1_style_cell(cell_fw) or is_tf1_style_cell(cell_bw)):
-        return _static_bidirectional_steps(
-            static_rnn, cell_fw, cell_bw, inputs, initial_state_fw, initial_state_bw, options
-        )
+        return _static_bidirectional_steps(cell_fw, cell_bw, inputs, initial_state_fw, initial_state_bw, options)
     out_fw, state_fw = static_rnn(cell_fw, inputs, initial_state=initial_state_fw, **options)
     out_fw = tf.stack(out_fw, axis=1) if list_input else out_fw
     # static_rnn has checked the inputs; stack them batch-major for the reversal.
@@ -190,7 +185,7 @@ def _reverse_steps(steps: Sequence[Any], lengths: Optional[tf.Tensor]) -> List[A
 
 
 def _static_bidirectional_steps(
-    static_rnn: Any, cell_fw: Any, cell_bw: Any, steps: Sequence[Any], state_fw: Any, state_bw: Any, options: dict
+    cell_fw: Any, cell_bw: Any, steps: Sequence[Any], state_fw: Any, state_bw: Any, options: dict
 ) -> Tuple[List[Any], Any, Any]:
     """`static_bidirectional_rnn` over nested or many-axis steps: each output concatenated on axis 1, as TF1."""
     lengths = _lengths(options["sequence_length"])
