@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 DEMO_STAMP := $(VENV)/.installed-demo
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo lint test bench bench-memory venv clean
+.PHONY: demo lint test test-oldest bench bench-memory venv clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,24 @@ lint: $(TEST_STAMP)
 test: $(TEST_STAMP) lint
 	$(PY) -m pytest -n 2 --dist loadfile
 
+# The oldest TensorFlow/Keras pair pyproject.toml admits (TF 2.16, Keras 3.8), in a venv of its own, runs a smoke
+# subset: the tests marked `oldest` (the README's quick start, the layers, the functions, TF1's cells).
+# TF 2.16's wheels need NumPy < 2, which pip resolves from TensorFlow's own requirements.
+OLDEST_VENV  ?= .venv-oldest
+OLDEST_PY    := $(OLDEST_VENV)/bin/python
+OLDEST_STAMP := $(OLDEST_VENV)/.installed-oldest
+
+$(OLDEST_STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(OLDEST_VENV)
+	@echo "Installing TensorFlow 2.16 and Keras 3.8 (the oldest supported pair) into $(OLDEST_VENV)/"
+	$(OLDEST_PY) -m pip --disable-pip-version-check install --progress-bar off \
+		-e . "tensorflow==2.16.*" "keras==3.8.*" "pytest>=7" pytest-timeout "hypothesis>=6"
+	touch $@
+
+test-oldest: $(OLDEST_STAMP)
+	$(OLDEST_PY) -c 'import tensorflow as tf, keras; print("TensorFlow", tf.__version__, "Keras", keras.__version__)'
+	$(OLDEST_PY) -m pytest -m oldest -p no:cacheprovider -o addopts="-ra --strict-markers --strict-config"
+
 bench: $(DEMO_STAMP)
 	$(PY) -m benchmarks
 
@@ -48,4 +66,4 @@ bench-memory: $(DEMO_STAMP)
 	$(PY) -m benchmarks memory
 
 clean:
-	rm -rf $(VENV) demo-output bench-output
+	rm -rf $(VENV) $(OLDEST_VENV) demo-output bench-output

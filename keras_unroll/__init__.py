@@ -17,7 +17,12 @@ Public surface:
 
 from importlib.metadata import PackageNotFoundError, version
 
-from keras_unroll import inspect, testing, tf1
+from keras_unroll import (  # `_private` first: it refuses a TensorFlow < 2.16 or a Keras < 3.8 (ImportError)
+    _private,  # noqa: F401  (imported for its version check)
+    inspect,
+    testing,
+    tf1,
+)
 from keras_unroll.bidirectional import bidirectional_dynamic_rnn, static_bidirectional_rnn
 from keras_unroll.cell import BasicRNNCell
 from keras_unroll.checkpoint import load_tf1_weights

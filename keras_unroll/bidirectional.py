@@ -11,10 +11,12 @@ reverses with a mask the same way.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
+from keras_unroll.functional import dynamic_rnn, static_rnn
+from keras_unroll.raw import is_tf1_style_cell
 from keras_unroll.types import AnyCell, DTypeLike, Nested, State, TensorLike
 
 
@@ -89,8 +91,6 @@ def bidirectional_dynamic_rnn(
     ((4, 6, 5), (4, 6, 7), (4, 7))
     """
     del dtype, scope  # TF1 compatibility only
-    from keras_unroll import dynamic_rnn  # lazy: the package imports this module
-
     options: Dict[str, Any] = dict(
         sequence_length=sequence_length,
         parallel_iterations=parallel_iterations,
@@ -159,18 +159,12 @@ def static_bidirectional_rnn(
     (5, (4, 5))
     """
     del dtype, scope  # TF1 compatibility only
-    from keras_unroll import static_rnn  # lazy: the package imports this module
-
     list_input = isinstance(inputs, (list, tuple))
     options: Dict[str, Any] = dict(sequence_length=sequence_length, training=training)
-    from keras_unroll.raw import is_tf1_style_cell  # lazy, as above
-
     if isinstance(inputs, (list, tuple)) and (
         _nested_steps(inputs) or is_tf1_style_cell(cell_fw) or is_tf1_style_cell(cell_bw)
     ):
-        return _static_bidirectional_steps(
-            static_rnn, cell_fw, cell_bw, inputs, initial_state_fw, initial_state_bw, options
-        )
+        return _static_bidirectional_steps(cell_fw, cell_bw, inputs, initial_state_fw, initial_state_bw, options)
     fw_outputs, state_fw = static_rnn(cell_fw, inputs, initial_state=initial_state_fw, **options)
     out_fw: tf.Tensor = tf.stack(fw_outputs, axis=1) if list_input else fw_outputs
     # static_rnn has checked the inputs; stack them batch-major for the reversal.
@@ -201,7 +195,6 @@ def _reverse_steps(steps: Sequence[Any], lengths: Optional[tf.Tensor]) -> List[A
 
 
 def _static_bidirectional_steps(
-    static_rnn: Callable[..., Tuple[Any, State]],
     cell_fw: AnyCell,
     cell_bw: AnyCell,
     steps: Sequence[Any],

@@ -11,9 +11,17 @@ import numbers
 from typing import Any, Optional, Union
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_unroll.types import Activation, Constraint, DTypeLike, Initializer, Regularizer
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """Returns `value` as a bool (Python's or NumPy's), or raises a `TypeError` that echoes it."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be a bool. Received: {name}={value!r}")
+    return bool(value)
 
 
 def check_units(units: Any, name: str = "units") -> int:

@@ -24,7 +24,8 @@ on a 2-core CPU (`--steps 2,10,100,1000` to see it). `--quick` runs everything s
 Every number but the times is the same on every run: the weights are seeded and the plan is deterministic
 (the planner's timed trial is off by default). Peak memory is measured with TensorFlow's BFC allocator on
 CPU (`TF_CPU_ALLOCATOR_USE_BFC=true`, set before TensorFlow's first op), in a region reserved up front.
-The options are parsed by `keras_unroll_cli`, before TensorFlow is imported.
+The options are parsed by `keras_unroll_cli` (the command line, on top of the library), before TensorFlow is
+imported; `run(args)` takes the parsed arguments.
 """
 
 from __future__ import annotations
@@ -40,10 +41,10 @@ import textwrap
 import time
 from typing import Any, List, Optional, Sequence, Tuple
 
-from keras_unroll_cli import DEMO_DEFAULT_STEPS as _DEFAULT_STEPS
-from keras_unroll_cli import DEMO_QUICK_STEPS as _QUICK_STEPS
-
 _PROG = "keras-unroll demo"
+# The sequence lengths the comparison measures by default, and with `--quick`.
+DEFAULT_STEPS = (2, 20, 100, 500)
+QUICK_STEPS = (2, 20, 100)
 # Test losses closer than this (relative) are "about the same": the twins run the same maths, and
 # float32 reductions in a different order differ by far less.
 SAME_LOSS_RTOL = 0.01
@@ -55,14 +56,6 @@ class DemoError(Exception):
 
 class ReloadError(RuntimeError):
     """The exported SavedModel did not reload in a fresh process, or predicted differently: exit code 1."""
-
-
-# ------------------------------------------------------------------------------------------ options
-def add_command(subparsers: Any) -> argparse.ArgumentParser:
-    """Registers the `demo` subcommand on the CLI's subparsers (defined in `keras_unroll_cli`, without TensorFlow)."""
-    from keras_unroll_cli import add_demo_command
-
-    return add_demo_command(subparsers)
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -183,8 +176,8 @@ class Settings:
 
 def _settings(args: argparse.Namespace) -> Settings:
     if args.quick:
-        return Settings(args.epochs or 1, args.steps or _QUICK_STEPS, units=16, batch=32, num_train=256, repeats=2)
-    return Settings(args.epochs or 10, args.steps or _DEFAULT_STEPS, units=100, batch=32, num_train=4096, repeats=5)
+        return Settings(args.epochs or 1, args.steps or QUICK_STEPS, units=16, batch=32, num_train=256, repeats=2)
+    return Settings(args.epochs or 10, args.steps or DEFAULT_STEPS, units=100, batch=32, num_train=4096, repeats=5)
 
 
 def _build_model(layer_class: Any, window: int, features: int, outputs: int, units: int) -> Any:
@@ -290,27 +283,19 @@ def _train(layer_class: Any, data: Dataset, settings: Settings) -> Result:
 
 def format_results(results: Sequence[Result]) -> str:
     """The side-by-side table the demo prints."""
-    from keras_unroll.inspect import _format_bytes, _format_seconds
+    from keras_unroll._format import format_bytes, format_seconds, table
 
     rows = [
-        ("", *(r.name for r in results)),
         ("final training loss (MSE)", *(f"{r.train_loss:.4f}" for r in results)),
         ("test loss (MSE)", *(f"{r.test_loss:.4f}" for r in results)),
         ("graph ops, forward", *(str(r.forward_ops) for r in results)),
         ("graph ops, training step", *(str(r.training_ops) for r in results)),
         ("  of which XLA-compiled", *(str(r.compiled_ops) for r in results)),
-        ("trace + first call", *(_format_seconds(r.trace_seconds) for r in results)),
-        ("step time in fit (median)", *(_format_seconds(r.step_seconds) for r in results)),
-        ("peak memory, training step", *(_format_bytes(r.peak_bytes) for r in results)),
+        ("trace + first call", *(format_seconds(r.trace_seconds) for r in results)),
+        ("step time in fit (median)", *(format_seconds(r.step_seconds) for r in results)),
+        ("peak memory, training step", *(format_bytes(r.peak_bytes) for r in results)),
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for index, row in enumerate(rows):
-        lines.append(
-            "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-        )
-        if index == 0:
-            lines.append("  ".join("-" * w for w in widths))
+    lines = [table(("", *(r.name for r in results)), rows)]
     for r in results:
         if r.compiled_ops:
             lines.append(
@@ -488,9 +473,6 @@ def _main(args: argparse.Namespace) -> int:
     out = _prepare_out(args.out)
     plots = _have_matplotlib()
     _enable_cpu_memory_stats()
-
-    import keras_unroll  # noqa: F401  (TensorFlow and the layers)
-
     _reserve_allocator_region()
     from keras_unroll.cell import BasicRNNCell
     from keras_unroll.inspect import compare_unrolling
@@ -542,32 +524,34 @@ def _main(args: argparse.Namespace) -> int:
     print(comparison, flush=True)
     if plots:
         written.append(comparison.plot(os.path.join(out, "compare_unrolling.png")))
-    with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as handle:
-        handle.write("# keras-unroll demo\n\n" + data.source + "\n\n```\n" + table + "\n```\n\n")
-        handle.write(comparison.to_markdown() + "\n")
-    with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as handle:
-        json.dump(
-            {
-                "models": [
-                    {
-                        f.name: getattr(r, f.name)
-                        for f in dataclasses.fields(r)
-                        if f.name not in ("model", "predictions")
-                    }
-                    for r in results
-                ],
-                "best": None if better is None else better.name,
-                "exported": exported.name,
-                "comparison": comparison.to_dicts(),
-            },
-            handle,
-            indent=2,
-        )
-    written += [f"{export_dir}/", os.path.join(out, "results.md"), os.path.join(out, "results.json")]
+    written += [f"{export_dir}/", *_write_results(out, data, table, comparison, results, exported, better)]
     print(f"\nWrote {', '.join(written)} in {time.perf_counter() - started:.0f} s.", flush=True)
     if not plots:
         print('No PNGs: matplotlib is not installed. To get them: pip install "keras-unroll[plot]"', flush=True)
     return 0
+
+
+def _write_results(
+    out: str, data: Dataset, table: str, comparison: Any, results: Sequence[Result], exported: Result, better: Any
+) -> List[str]:
+    """Writes results.md (the tables) and results.json (every number); returns their paths."""
+    markdown, data_json = os.path.join(out, "results.md"), os.path.join(out, "results.json")
+    with open(markdown, "w", encoding="utf-8") as handle:
+        handle.write("# keras-unroll demo\n\n" + data.source + "\n\n```\n" + table + "\n```\n\n")
+        handle.write(comparison.to_markdown() + "\n")
+    models = [
+        {f.name: getattr(r, f.name) for f in dataclasses.fields(r) if f.name not in ("model", "predictions")}
+        for r in results
+    ]
+    summary = {
+        "models": models,
+        "best": None if better is None else better.name,
+        "exported": exported.name,
+        "comparison": comparison.to_dicts(),
+    }
+    with open(data_json, "w", encoding="utf-8") as handle:
+        json.dump(summary, handle, indent=2)
+    return [markdown, data_json]
 
 
 def run(args: argparse.Namespace) -> int:

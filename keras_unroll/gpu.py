@@ -26,12 +26,12 @@ How the module is put together:
 - `_plan` turns a request, a provider and the environment into a `GpuReport` (pure, no side effects);
   `configure_gpus.plan(...)` is its public face: what `configure_gpus(...)` would do, on any devices.
 - `_apply` performs the report's settings with `tf.config` and `os.environ`.
-- `add_command` registers the `devices` CLI subcommand.
+
+The `keras-unroll devices` command (in `keras_unroll_cli`, on top of the library) prints a report.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import inspect
 import logging
@@ -40,10 +40,11 @@ import numbers
 import os
 import shutil
 import subprocess
-import sys
 from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
 import tensorflow as tf
+
+from keras_unroll.cell import check_bool
 
 __all__ = [
     "DeviceProvider",
@@ -53,7 +54,6 @@ __all__ = [
     "GpuSetting",
     "PhysicalGpu",
     "SystemDevices",
-    "add_command",
     "configure_gpus",
 ]
 
@@ -423,12 +423,7 @@ def _make_request(
             f"Pass either `{fraction_name}` or `{limit_name}`, not both: each sets the memory cap. "
             f"Received: {fraction_name}={memory_fraction!r}, {limit_name}={memory_limit_mb!r}"
         )
-    if not isinstance(memory_growth, bool):
-        raise TypeError(
-            f"`{growth_name}` must be True or False. "
-            f"Received: {growth_name}={memory_growth!r} of type {type(memory_growth).__name__}"
-        )
-    return _Request(parsed_visible, fraction, limit, memory_growth)
+    return _Request(parsed_visible, fraction, limit, check_bool(memory_growth, growth_name))
 
 
 def _request_from_config_proto(config: Any) -> _Request:
@@ -922,91 +917,3 @@ class _ConfigureGpus:
 
 
 configure_gpus = _ConfigureGpus()
-
-
-# --------------------------------------------------------------------------------------------------
-# The `devices` CLI subcommand.
-
-
-def _format_bytes(count: int) -> str:
-    return f"{count / 2**20:.1f} MiB"
-
-
-_CLI_NAMES = ("--visible", "--memory-fraction", "--memory-limit-mb", "--memory-growth")
-_NOT_CONFIGURED = (
-    "GPU settings: TensorFlow's defaults (every GPU visible, all of its memory allocated at start); "
-    "--visible, --memory-fraction, --memory-limit-mb and --memory-growth change them."
-)
-_MEMORY_NA = (
-    "n/a: TensorFlow counts memory here only with TF_CPU_ALLOCATOR_USE_BFC=true "
-    "(e.g. `TF_CPU_ALLOCATOR_USE_BFC=true keras-unroll devices`)"
-)
-
-
-def _memory_info_text(device_name: str) -> str:
-    try:
-        info = tf.config.experimental.get_memory_info(device_name)
-    except ValueError:  # e.g. "Memory statistics not tracked" on a device without BFC allocator
-        return "n/a"
-    counted = "CPU" not in device_name.upper() or os.environ.get("TF_CPU_ALLOCATOR_USE_BFC", "").lower() == "true"
-    if not counted and not info["current"] and not info["peak"]:  # the CPU's default allocator counts nothing
-        return "n/a"
-    return f"current={_format_bytes(info['current'])}, peak={_format_bytes(info['peak'])}"
-
-
-def _run_devices(args: argparse.Namespace) -> int:
-    """Runs `keras-unroll devices` (parsed by `keras_unroll_cli`); returns the exit code."""
-    options = (args.visible, args.memory_fraction, args.memory_limit_mb, args.memory_growth)
-    if options != (None, None, None, False):
-        try:
-            configure_gpus(*options)
-        except (TypeError, ValueError, RuntimeError) as error:
-            message = str(error)  # argparse checked the values; this is TensorFlow or the GPUs refusing
-            for argument, flag in zip(("visible", "memory_fraction", "memory_limit_mb", "memory_growth"), _CLI_NAMES):
-                message = message.replace(f"`{argument}`", flag).replace(f"{argument}=", f"{flag}=")
-            print(f"keras-unroll devices: error: {message}", file=sys.stderr)
-            return 2
-    print("Physical devices:")
-    for device in tf.config.list_physical_devices():
-        print(f"  {device.name} ({device.device_type})")
-    print("Logical devices:")
-    untracked = False
-    for device in tf.config.list_logical_devices():
-        memory = _memory_info_text(device.name)
-        untracked = untracked or memory == "n/a"
-        print(f"  {device.name} ({device.device_type}), memory: {memory}")
-    if untracked:
-        print(f"  memory {_MEMORY_NA}")
-    report = configure_gpus.last_report
-    print(_NOT_CONFIGURED if report is None else report)
-    return 0
-
-
-def add_command(subparsers: Any) -> argparse.ArgumentParser:
-    """Registers the `devices` subcommand on an argparse subparsers object.
-
-    The parser is defined in `keras_unroll_cli` (importable without TensorFlow); this is the same
-    `add_devices_command`. `keras-unroll devices` prints TensorFlow's physical and logical devices, the
-    memory TensorFlow uses on each logical device (`tf.config.experimental.get_memory_info`, or "n/a"
-    where TensorFlow does not count it, with the reason) and the GPU settings in force. The options
-    configure the GPUs first, as `configure_gpus` does.
-
-    Args:
-        subparsers: the object returned by `argparse.ArgumentParser.add_subparsers()`.
-
-    Returns:
-        The `devices` parser; its `func` default takes the parsed arguments and returns the exit
-        code.
-
-    Example:
-
-    ```python
-    parser = argparse.ArgumentParser()
-    add_command(parser.add_subparsers())
-    args = parser.parse_args(["devices", "--memory-growth"])
-    exit_code = args.func(args)
-    ```
-    """
-    from keras_unroll_cli import add_devices_command
-
-    return add_devices_command(subparsers)

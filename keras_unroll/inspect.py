@@ -50,7 +50,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_unroll import plan
-from keras_unroll.cell import BasicRNNCell
+from keras_unroll._format import format_bytes, format_seconds, plural, table
+from keras_unroll.cell import BasicRNNCell, check_bool
 from keras_unroll.layers import DynamicUnroll, StaticUnroll
 from keras_unroll.testing import generic_only, use_tuning
 from keras_unroll.types import Cell, Shape
@@ -97,12 +98,6 @@ def _check_input_shape(input_shape: Any) -> Tuple[Optional[int], ...]:
         else:
             shape.append(int(dim))
     return tuple(shape)
-
-
-def _check_bool(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"`{name}` must be a bool. Received: {name}={value!r}")
-    return value
 
 
 # ----------------------------------------------------------------------------------- the traced fn
@@ -333,7 +328,7 @@ def graph_stats(layer_or_model: keras.layers.Layer, input_shape: Shape, training
     """
     layer = _check_layer(layer_or_model)
     shape = _check_input_shape(input_shape)
-    stats, _, _ = _trace(layer, shape, _check_bool(training, "training"))
+    stats, _, _ = _trace(layer, shape, check_bool(training, "training"))
     return stats
 
 
@@ -434,15 +429,6 @@ LOOPS = {
 }
 
 
-def _format_bytes(count: Optional[int]) -> str:
-    if count is None:
-        return "n/a"
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if count >= size:
-            return f"{count / size:.1f} {unit}"
-    return f"{count} B"
-
-
 # Printed under a table whose peak memory reads "n/a" (the CPU allocator counts nothing by default).
 PEAK_MEMORY_HINT = (
     "peak memory n/a: TensorFlow's default CPU allocator does not count allocations (it reports only some "
@@ -450,18 +436,6 @@ PEAK_MEMORY_HINT = (
     "TF_CPU_ALLOCATOR_USE_BFC=true set before TensorFlow starts, e.g. "
     "`TF_CPU_ALLOCATOR_USE_BFC=true python your_script.py`."
 )
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
-
-def _format_seconds(seconds: float) -> str:
-    if seconds >= 1:
-        return f"{seconds:.2f} s"
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:.1f} ms"
-    return f"{seconds * 1e6:.0f} µs"
 
 
 _COLUMNS = (
@@ -509,18 +483,18 @@ class UnrollComparison:
                 str(row.forward_ops),
                 str(row.training_ops),
                 str(row.compiled_ops),
-                _format_seconds(row.trace_seconds),
-                _format_seconds(row.first_call_seconds),
-                _format_seconds(row.step_seconds),
-                _format_bytes(row.peak_bytes),
+                format_seconds(row.trace_seconds),
+                format_seconds(row.first_call_seconds),
+                format_seconds(row.step_seconds),
+                format_bytes(row.peak_bytes),
             )
             for row in self.rows
         ]
 
     def _title(self) -> str:
         return (
-            f"Static vs dynamic unrolling (batch {self.batch}, {_plural(self.features, 'feature')}, "
-            f"{_plural(self.units, 'unit')}; ops of the forward call and of a training step, of which "
+            f"Static vs dynamic unrolling (batch {self.batch}, {plural(self.features, 'feature')}, "
+            f"{plural(self.units, 'unit')}; ops of the forward call and of a training step, of which "
             "'compiled' in XLA-compiled functions; trace, first call, step time and peak memory of a training step, "
             "the memory counted above what was in use before the step)"
         )
@@ -534,32 +508,16 @@ class UnrollComparison:
         return lines
 
     def __str__(self) -> str:
-        cells = self._cells()
-        widths = [max(len(column), *(len(row[i]) for row in cells)) for i, column in enumerate(_COLUMNS)]
-
-        def line(values: Sequence[str]) -> str:
-            return "  ".join(
-                value.ljust(width) if i < 2 else value.rjust(width)
-                for i, (value, width) in enumerate(zip(values, widths))
-            )
-
-        rule = "  ".join("-" * width for width in widths)
-        return "\n".join([self._title(), line(_COLUMNS), rule, *(line(row) for row in cells), *self.notes()])
+        return "\n".join([self._title(), table(_COLUMNS, self._cells(), left=2), *self.notes()])
 
     def to_markdown(self) -> str:
         """The table in Markdown (GitHub flavour), numbers right-aligned, then `notes()` as a list."""
-        header = "| " + " | ".join(_COLUMNS) + " |"
-        align = "|" + "|".join([":---", ":---"] + ["---:"] * (len(_COLUMNS) - 2)) + "|"
-        body = ["| " + " | ".join(row) + " |" for row in self._cells()]
-        return "\n".join([header, align, *body, "", *(f"- {note}" for note in self.notes())])
+        markdown = table(_COLUMNS, self._cells(), left=2, style="markdown")
+        return "\n".join([markdown, "", *(f"- {note}" for note in self.notes())])
 
     def _repr_html_(self) -> str:
-        head = "".join(f"<th>{html.escape(column)}</th>" for column in _COLUMNS)
-        body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(value)}</td>" for value in row) + "</tr>" for row in self._cells()
-        )
         notes = "".join(f"<p>{html.escape(note)}</p>" for note in self.notes())
-        return f"<p>{html.escape(self._title())}</p><table><tr>{head}</tr>{body}</table>{notes}"
+        return f"<p>{html.escape(self._title())}</p>{table(_COLUMNS, self._cells(), left=2, style='html')}{notes}"
 
     def plot(self, path: Union[str, os.PathLike[str]]) -> str:
         """Draws ops, trace time, step time and peak memory against T (log axes) and saves a PNG.
@@ -636,8 +594,8 @@ class UnrollComparison:
             )
         figure.suptitle(
             f"StaticUnroll vs DynamicUnroll (TF1's while loop, the fused kernel): batch {self.batch}, "
-            f"{_plural(self.features, 'feature')}, "
-            f"{_plural(self.units, 'unit')}"
+            f"{plural(self.features, 'feature')}, "
+            f"{plural(self.units, 'unit')}"
         )
         path = os.fspath(path)
         figure.savefig(path, dpi=80)
@@ -721,7 +679,7 @@ def compare_unrolling(
         verbose = 1 if getattr(sys.stdout, "isatty", lambda: False)() else 0
     if verbose not in (0, 1) or isinstance(verbose, bool):
         raise ValueError(f'`verbose` must be 0, 1 or "auto". Received: verbose={verbose!r}')
-    tf1_loop = _check_bool(tf1_loop, "tf1_loop")
+    tf1_loop = check_bool(tf1_loop, "tf1_loop")
     variants = [(StaticUnroll, False), *([(DynamicUnroll, True)] if tf1_loop else []), (DynamicUnroll, False)]
     total = len(variants) * len(steps)
     bar = keras.utils.Progbar(total, unit_name="measurement", stateful_metrics=["T"]) if verbose else None
@@ -796,7 +754,7 @@ def export_graph(
     """
     layer = _check_layer(layer_or_model)
     shape = _check_input_shape(input_shape)
-    training = _check_bool(training, "training")
+    training = check_bool(training, "training")
     _ensure_built(layer, shape)
     logdir = os.fspath(logdir)
     os.makedirs(logdir, exist_ok=True)
@@ -852,34 +810,28 @@ class GraphView:
         rows = [("all ops", str(self.forward.num_ops), str(self.training.num_ops))]
         rows += [(name, str(forward.get(name, "·")), str(training.get(name, "·"))) for name in types]
         rows.append(
-            ("trace time", _format_seconds(self.forward.trace_seconds), _format_seconds(self.training.trace_seconds))
+            ("trace time", format_seconds(self.forward.trace_seconds), format_seconds(self.training.trace_seconds))
         )
-        rows.append(("peak memory", _format_bytes(self.forward.peak_bytes), _format_bytes(self.training.peak_bytes)))
+        rows.append(("peak memory", format_bytes(self.forward.peak_bytes), format_bytes(self.training.peak_bytes)))
         return rows
 
     def __str__(self) -> str:
-        rows = [("", "forward", "training")] + self._rows()
-        widths = [max(len(row[i]) for row in rows) for i in range(3)]
-        lines = [f"Graph of {self.name} for input shape {self.input_shape}"]
-        for i, row in enumerate(rows):
-            lines.append(f"{row[0].ljust(widths[0])}  {row[1].rjust(widths[1])}  {row[2].rjust(widths[2])}")
-            if i == 0:
-                lines.append("  ".join("-" * width for width in widths))
+        lines = [
+            f"Graph of {self.name} for input shape {self.input_shape}",
+            table(("", "forward", "training"), self._rows()),
+        ]
         if self.forward.peak_bytes is None or self.training.peak_bytes is None:
             lines.append(PEAK_MEMORY_HINT)
         lines.append(f"See the graph: {self.hint}  (tab 'Graphs'; TensorBoard is the `tensorboard` extra)")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        body = "".join(
-            f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td><td>{html.escape(c)}</td></tr>"
-            for a, b, c in self._rows()
-        )
+        body = table(("op type", "forward", "training"), self._rows(), style="html")
         untracked = None in (self.forward.peak_bytes, self.training.peak_bytes)
         memory_hint = f"<p>{html.escape(PEAK_MEMORY_HINT)}</p>" if untracked else ""
         return (
             f"<p>Graph of <b>{html.escape(self.name)}</b> for input shape {html.escape(str(self.input_shape))}</p>"
-            f"<table><tr><th>op type</th><th>forward</th><th>training</th></tr>{body}</table>{memory_hint}"
+            f"{body}{memory_hint}"
             f'<p>See the graph: <code>{html.escape(self.hint)}</code> (tab "Graphs"), '
             "or in a notebook <code>%load_ext tensorboard</code> then "
             f"<code>%tensorboard --logdir {html.escape(self.logdir)}</code></p>"

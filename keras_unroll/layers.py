@@ -13,19 +13,17 @@ from __future__ import annotations
 import copy
 import dataclasses
 import numbers
-import sys
 import warnings
-from types import FrameType
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
 import keras
 import numpy as np
 import tensorflow as tf
-from keras.src.utils import tracking
 
-from keras_unroll import plan
+from keras_unroll import _private, plan
 from keras_unroll import step as step_lib
 from keras_unroll.cell import BasicRNNCell, check_units
+from keras_unroll.cell import check_bool as _check_bool
 from keras_unroll.loops import checkpointed as memory
 from keras_unroll.types import (
     Activation,
@@ -81,26 +79,14 @@ def _is_default(value: Any, default: Any) -> bool:
     return type(value) in (str, int, float) and not isinstance(value, bool) and value == default
 
 
-def _check_bool(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"`{name}` must be a bool. Received: {name}={value!r}")
-    return value
+def _called_by_bidirectional() -> bool:
+    """Whether a `keras.layers.Bidirectional` is calling this layer (the innermost layer call running now).
 
-
-def _called_by_bidirectional(max_frames: int = 16) -> bool:
-    """Whether a `keras.layers.Bidirectional` is calling this layer (its `call` is on the Python stack).
-
-    Keras 3 gives a wrapped layer no other sign of its wrapper; `sys._getframe` is CPython's (and PyPy's) cheap
-    stack walk, used only for `time_major` layers that return sequences.
+    Keras 3 passes a wrapped layer no sign of its wrapper; its own record of the running layer calls (its
+    name scopes) tells, read through `_private.calling_layer`. Used only by `time_major` layers that return
+    sequences.
     """
-    frame: Optional[FrameType] = sys._getframe(2)
-    for _ in range(max_frames):
-        if frame is None:
-            return False
-        if isinstance(frame.f_locals.get("self"), keras.layers.Bidirectional):
-            return True
-        frame = frame.f_back
-    return False
+    return isinstance(_private.calling_layer(), keras.layers.Bidirectional)
 
 
 def _check_float_dtype(layer: keras.layers.Layer) -> None:
@@ -140,11 +126,15 @@ def _shape_of(shape: Any) -> Any:
 class _Unroll(keras.layers.Layer):
     """What `StaticUnroll` and `DynamicUnroll` share: everything but the loop."""
 
-    _static_steps_required = False
-    _memory_strategies = False  # swap_memory / recompute (loops/checkpointed.py): DynamicUnroll only
-    _list_input_allowed = False
-    _unrolls = False  # the value of Keras' `unroll` this layer stands for (StaticUnroll: True)
-    _other_layer = "StaticUnroll"  # the twin to name when `unroll=` asks for the other loop
+    _loop: str  # the loop family the layer asks the planner for: "static" or "dynamic"; the rest follows
+
+    # What the loop implies: a Python loop needs a known T, takes a list of steps and is Keras' `unroll=True`;
+    # a while loop takes `swap_memory`/`recompute` (loops/checkpointed.py).
+    _static_steps_required = property(lambda self: self._loop == "static")
+    _list_input_allowed = property(lambda self: self._loop == "static")
+    _unrolls = property(lambda self: self._loop == "static")  # the value of Keras' `unroll` it stands for
+    _memory_strategies = property(lambda self: self._loop == "dynamic")
+    _other_layer = property(lambda self: "DynamicUnroll" if self._loop == "static" else "StaticUnroll")
 
     def __init__(
         self,
@@ -283,7 +273,7 @@ class _Unroll(keras.layers.Layer):
         states: List[Nested] = step_lib.zero_state(self.cell, batch_size, step_lib.compute_dtype(self.cell))
         return states
 
-    @tracking.no_automatic_dependency_tracking
+    @_private.no_automatic_dependency_tracking
     def _create_state_variables(self, batch_size: int) -> None:
         # Not tracked as weights, as in `keras.layers.RNN`: `get_weights()` matches a non-stateful layer's
         # (and SimpleRNN's), and `.keras` files hold no states (they start at zero after loading).
@@ -464,8 +454,6 @@ class _Unroll(keras.layers.Layer):
             )
         return super().__call__(sequences, *args, **kwargs)
 
-    _loop: str  # the loop family the layer asks the planner for: "static" or "dynamic"
-
     def _request(self, training: Any) -> plan.Request:
         return plan.Request(
             self._loop,
@@ -543,7 +531,7 @@ class _Unroll(keras.layers.Layer):
         cast = lambda t: tf.cast(t, self.compute_dtype)  # noqa: E731  (one expression, mapped twice below)
         output = tf.nest.map_structure(cast, output)
         if self.return_state:
-            return [output, *tf.nest.map_structure(cast, list(state))]
+            return (output, *tf.nest.map_structure(cast, list(state)))  # a tuple, as `keras.layers.RNN`
         return output
 
     def _check_stateful_batch(self, inputs: tf.Tensor, batch_axis: int, serving: bool = False) -> tf.Tensor:
@@ -628,7 +616,7 @@ _SHARED_DOC = """
         return_sequences: Boolean. `True`: return the output at every step; `False`: return each row's
             last *valid* output (for masked or short rows, the output of their last valid step).
             Default: `False`.
-        return_state: Boolean. `True`: return `[output, *states]` (flat, as `keras.layers.RNN`).
+        return_state: Boolean. `True`: return the tuple `(output, *states)` (flat, as `keras.layers.RNN`).
             Default: `False`.
         go_backwards: Boolean. `True`: process the sequence in reverse and return the reversed
             sequence (as `keras.layers.RNN`). Default: `False`.
@@ -694,7 +682,7 @@ _SHARED_DOC = """
 
     Output shape:
         - `return_sequences=True`: `(batch, time, units)`; else `(batch, units)`.
-        - `return_state=True`: a list `[output, *states]`, each state `(batch, state_size)`.
+        - `return_state=True`: a tuple `(output, *states)`, each state `(batch, state_size)`.
 """
 
 
@@ -732,10 +720,6 @@ class StaticUnroll(_Unroll):
 """
     )
 
-    _static_steps_required = True
-    _list_input_allowed = True
-    _unrolls = True
-    _other_layer = "DynamicUnroll"
     _loop = "static"
 
 
@@ -788,8 +772,6 @@ class DynamicUnroll(_Unroll):
 """
     )
 
-    _list_input_allowed = False
-    _memory_strategies = True
     _loop = "dynamic"
 
 

@@ -52,7 +52,7 @@ def _sizes_are_tf1_only(cell: Any) -> bool:
 
 
 def _accepts_training(cell: Any) -> bool:
-    return isinstance(cell, keras.layers.Layer) and step_lib._accepts_training(cell)
+    return isinstance(cell, keras.layers.Layer) and step_lib.accepts_training(cell)
 
 
 def tf1_call(cell: Any, training: Optional[bool] = None) -> TF1Call:

@@ -31,6 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_unroll import _private
 from keras_unroll.cell import BasicRNNCell, check_units
 
 Nested = Any
@@ -145,13 +146,12 @@ def build_cell(cell: Any, features: int, dtype: Any) -> None:
         cell.__dict__["_keras_unroll_input_dim"] = features  # bypasses Keras' attribute tracking
 
 
-def _accepts_training(cell: Any) -> bool:
-    flag = getattr(cell, "_call_has_training_arg", None)
-    if flag is not None:
-        return bool(flag)
+def accepts_training(cell: Any) -> bool:
+    """Whether the cell's `call` (else the cell itself) takes `training`: Keras' own rule for a layer's
+    `_call_has_training_arg`, read through the public signature."""
     try:
-        return "training" in inspect.signature(cell.call).parameters
-    except (TypeError, ValueError):  # pragma: no cover
+        return "training" in inspect.signature(getattr(cell, "call", cell)).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a builtin without a signature
         return False
 
 
@@ -161,15 +161,33 @@ def compute_dtype(cell: Any) -> Any:
 
 def _dropout_cells(cell: Any, features: int) -> List[Tuple[Any, int]]:
     """`(cell, input size)` for every cell (in a stack too) that draws Keras dropout masks."""
-    from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
-
     if isinstance(cell, keras.layers.StackedRNNCells):
         found, in_dim = [], features
         for sub_cell in cell.cells:
             found += _dropout_cells(sub_cell, in_dim)
             in_dim = output_size(sub_cell)
         return found
-    return [(cell, features)] if isinstance(cell, DropoutRNNCell) else []
+    return [(cell, features)] if isinstance(cell, _private.DropoutRNNCell) else []
+
+
+def _own_masks(cell: Any) -> bool:
+    return getattr(cell, "_keras_unroll_draws_masks", None) is not None
+
+
+def draws_dropout_masks(cell: Any) -> bool:
+    """Whether `cell` draws per-sequence dropout masks (Keras' `DropoutRNNCell` protocol): a positive `dropout`
+    or `recurrent_dropout`; a cell whose mask is of its own kind (`ku.tf1`'s wrappers keep the masks of the cells
+    they wrap) answers with its `_keras_unroll_draws_masks()`."""
+    if not isinstance(cell, _private.DropoutRNNCell):
+        return False
+    if _own_masks(cell):
+        return bool(cell._keras_unroll_draws_masks())
+    return cell.dropout > 0 or cell.recurrent_dropout > 0
+
+
+def needs_dropout_masks(cell: Any) -> bool:
+    """Whether `cell`, or a cell of its stack, draws per-sequence dropout masks."""
+    return any(draws_dropout_masks(dropout_cell) for dropout_cell, _ in _dropout_cells(cell, 0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,23 +220,37 @@ class DropoutMasks:
         """
         if training == "symbolic":
             return cls()
-        cells, masks = [], []
-        for dropout_cell, in_dim in _dropout_cells(cell, prepared.features):
-            if dropout_cell.dropout <= 0 and dropout_cell.recurrent_dropout <= 0:
-                continue
-            step_input = tf.zeros(tf.stack([prepared.batch_size, in_dim]), prepared.inputs.dtype)
-            state = tf.zeros(tf.stack([prepared.batch_size, state_sizes_flat(dropout_cell)[0]]), prepared.inputs.dtype)
-            # Keras' own mask maker (its seed generator, its mask count), without caching on the cell.
-            draw = dropout_cell._create_dropout_mask
-            mask = draw(step_input, dropout_cell.dropout) if dropout_cell.dropout > 0 else None
-            recurrent = draw(state, dropout_cell.recurrent_dropout) if dropout_cell.recurrent_dropout > 0 else None
-            masks.append((mask, recurrent))
-            cells.append(dropout_cell)
+        masks = cls.draw_for(cell, prepared.batch_size, prepared.features, prepared.inputs.dtype)
         if training is None or training is False:
             return (
                 cls()
             )  # drawn for the seeds' sake only (the random ops are pruned from a graph, the seed updates are not)
+        return masks
+
+    @classmethod
+    def draw_for(cls, cell: Any, batch_size: Any, features: Any, dtype: Any) -> "DropoutMasks":
+        """New masks for every cell in `cell` (a stack too) that draws them, for steps of `features` inputs:
+        each cell's input mask, then its recurrent mask, by the cell's own maker (as `keras.layers.RNN`)."""
+        cells, masks = [], []
+        for dropout_cell, in_dim in _dropout_cells(cell, features):
+            if not draws_dropout_masks(dropout_cell):
+                continue
+            mask = recurrent = None
+            if dropout_cell.dropout > 0 or _own_masks(dropout_cell):
+                step_input = tf.zeros(tf.stack([batch_size, in_dim]), dtype)
+                mask = _private.create_dropout_mask(dropout_cell, step_input, dropout_cell.dropout)
+            if dropout_cell.recurrent_dropout > 0:
+                state = tf.zeros(tf.stack([batch_size, state_sizes_flat(dropout_cell)[0]]), dtype)
+                recurrent = _private.create_dropout_mask(dropout_cell, state, dropout_cell.recurrent_dropout)
+            masks.append((mask, recurrent))
+            cells.append(dropout_cell)
         return cls(tuple(cells), tuple(masks))
+
+    @classmethod
+    def from_tensors(cls, cell: Any, tensors: Dict[str, Any]) -> "DropoutMasks":
+        """The masks `draw_for(cell, ...).tensors()` gave, for the same cells again (a later step's trace)."""
+        cells = tuple(dropout_cell for dropout_cell, _ in _dropout_cells(cell, 0) if draws_dropout_masks(dropout_cell))
+        return cls(cells, ((None, None),) * len(cells)).with_tensors(tensors)
 
     def __bool__(self) -> bool:
         return bool(self.cells)
@@ -254,7 +286,7 @@ class DropoutMasks:
                         f"Received: a second concurrent call of {dropout_cell.name}"
                     )
             for dropout_cell, (mask, recurrent_mask) in zip(self.cells, self.masks):
-                dropout_cell._dropout_mask, dropout_cell._recurrent_dropout_mask = mask, recurrent_mask
+                _private.set_dropout_masks(dropout_cell, mask, recurrent_mask)
                 dropout_cell.__dict__[_MASKS_IN_USE] = True
         try:
             yield
@@ -294,7 +326,7 @@ def make_step(cell: Any, training: Optional[bool], zero_output: bool) -> StepFn:
     `step(x_t, valid_t, states, last_output) -> (emitted_output, new_states, new_last_output)`, where
     `valid_t` is a `(batch,)` bool tensor or `None` (every row valid).
     """
-    kwargs = {"training": training} if _accepts_training(cell) else {}
+    kwargs = {"training": training} if accepts_training(cell) else {}
 
     def step(x_t: tf.Tensor, valid_t: Optional[tf.Tensor], states: Nested, last_output: tf.Tensor):
         output, new_states = cell(x_t, states, **kwargs)
@@ -409,15 +441,9 @@ def _static_values(x: tf.Tensor) -> Optional[np.ndarray]:
         return None
 
 
-def in_xla_context() -> bool:
-    """Whether the graph being built is compiled by XLA (e.g. `model.compile(jit_compile=True)`), where
-    `tf.debugging` assertions are dropped."""
-    try:
-        from tensorflow.python.framework import ops
-        from tensorflow.python.ops import control_flow_util
-    except ImportError:  # pragma: no cover - private TF modules moved: assume no XLA
-        return False
-    return bool(control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph()))
+#: Whether the graph being built is compiled by XLA, where `tf.debugging` assertions are dropped (TF's
+#: internals: `_private.in_xla_context` fails loudly where they moved, never guesses "no").
+in_xla_context = _private.in_xla_context
 
 
 def check_sequence_length(

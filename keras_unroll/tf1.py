@@ -7,7 +7,7 @@ in Keras' layout (see each cell), which is what `ku.load_tf1_weights` converts a
 
 Two conventions differ between TF1 and Keras, and this module keeps both, each where it belongs:
 
-- Inside the cells and in the layers (`[output, *states]` with `return_state=True`) states are Keras'
+- Inside the cells and in the layers (`(output, *states)` with `return_state=True`) states are Keras'
   flat lists: an LSTM state is `[h, c]`, a stack's state is one entry per layer in Keras' nesting.
 - In the functional API (`ku.dynamic_rnn`, `ku.static_rnn`, the bidirectional functions) states are TF1's
   structures: `LSTMStateTuple(c, h)` for an LSTM, a tuple with one entry per layer for a stack. The two
@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Literal, Optional, 
 import keras
 import numpy as np
 import tensorflow as tf
-from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell  # Keras' per-sequence mask hooks
 
-from keras_unroll.cell import BasicRNNCell, check_units
+from keras_unroll import step as step_lib
+from keras_unroll._private import DropoutRNNCell, lambda_code  # Keras' per-sequence mask hooks; a lambda's code
+from keras_unroll.cell import BasicRNNCell, check_bool, check_units
 from keras_unroll.step import _is_lstm_state_tuple
 from keras_unroll.tf1_states import (  # TF1's state structures, shared with the functional API
     LSTMStateTuple,
@@ -214,12 +215,6 @@ def _clip(value: Any, name: str) -> Optional[float]:
     if clip is not None and clip < 0:
         raise ValueError(f"`{name}` must be >= 0 (values are clipped to [-{name}, {name}]). Received: {name}={clip}")
     return clip
-
-
-def _bool(value: Any, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"`{name}` must be a bool. Received: {name}={value!r}")
-    return bool(value)
 
 
 def _is_rnn_layer(obj: Any) -> bool:
@@ -579,7 +574,7 @@ class BasicLSTMCell(_TF1Cell, keras.layers.LSTMCell):
         _check_kwargs(kwargs, type(self).__name__, "keras.layers.LSTMCell")
         self._note_dtype(kwargs)
         self.forget_bias = _float(forget_bias, "forget_bias")
-        self.state_is_tuple = _bool(state_is_tuple, "state_is_tuple")
+        self.state_is_tuple = check_bool(state_is_tuple, "state_is_tuple")
         self._tf1_initializers = (kernel_initializer, recurrent_initializer)
         super().__init__(
             units=units,
@@ -741,7 +736,7 @@ class LSTMCell(_TF1Cell, keras.layers.Layer):
                 stacklevel=2,
             )
             use_peepholes = bool(use_peepholes)
-        self.use_peepholes = _bool(use_peepholes, "use_peepholes")
+        self.use_peepholes = check_bool(use_peepholes, "use_peepholes")
         self.cell_clip = _clip(cell_clip, "cell_clip")
         self.num_proj = None if num_proj is None else check_units(num_proj, "num_proj")
         self.proj_clip = _clip(proj_clip, "proj_clip")
@@ -751,7 +746,7 @@ class LSTMCell(_TF1Cell, keras.layers.Layer):
                 f"Received: proj_clip={proj_clip!r}, num_proj=None"
             )
         self.forget_bias = _float(forget_bias, "forget_bias")
-        self.state_is_tuple = _bool(state_is_tuple, "state_is_tuple")
+        self.state_is_tuple = check_bool(state_is_tuple, "state_is_tuple")
         self.activation = keras.activations.get(_activation(activation))
         self.initializer = initializer
         self.output_size = self.num_proj or self.units
@@ -968,7 +963,7 @@ class MultiRNNCell(_TF1Cell, keras.layers.StackedRNNCells):
     def __init__(self, cells: Sequence[keras.layers.Layer], state_is_tuple: bool = True, **kwargs: Any) -> None:
         if not isinstance(cells, (list, tuple)) or not cells:
             raise ValueError(f"`cells` must be a non-empty list of RNN cells. Received: cells={cells!r}")
-        state_is_tuple = _bool(state_is_tuple, "state_is_tuple")
+        state_is_tuple = check_bool(state_is_tuple, "state_is_tuple")
         self._note_dtype(kwargs)
         cells = [check_cell(cell, f"cells[{i}]") for i, cell in enumerate(cells)]
         if len({id(cell) for cell in cells}) < len(cells):
@@ -1031,73 +1026,23 @@ def _tf1_zero_state(cell: Any, batch_size: Any, dtype: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ wrappers
-def _needs_masks(cell: Any) -> bool:
-    """Whether `cell` (or a cell inside it) draws per-sequence dropout masks (Keras' `DropoutRNNCell` protocol)."""
-    if isinstance(cell, _Wrapper):
-        return cell.dropout > 0
-    if isinstance(cell, keras.layers.StackedRNNCells):
-        return any(_needs_masks(sub) for sub in cell.cells)
-    return isinstance(cell, DropoutRNNCell) and (cell.dropout > 0 or cell.recurrent_dropout > 0)
-
-
-def _draw_masks(cell: Any, step_input: tf.Tensor) -> Optional[Dict[str, Any]]:
-    """The per-sequence masks of every cell inside a wrapper, as a dict of tensors (None: no masks).
-
-    Keras' protocol: `get_dropout_mask(step_input)` / `get_recurrent_dropout_mask(state)` draw a mask and
-    keep it on the cell; the loop (or `keras.layers.RNN`) draws before the loop and clears afterwards. A
-    wrapper draws for the cells it wraps, keeps their masks in its own, and hands them over at each step.
-    """
-    if not _needs_masks(cell):
-        return None
-    batch, dtype = tf.shape(step_input)[0], step_input.dtype
-    if isinstance(cell, keras.layers.StackedRNNCells):
-        masks = {}
-        for index, sub in enumerate(cell.cells):
-            sub_masks = _draw_masks(sub, step_input)
-            if sub_masks:
-                masks[f"cell{index}"] = sub_masks
-            step_input = tf.zeros(tf.stack([batch, _output_size(sub)]), dtype)
-        return masks
-    if isinstance(cell, _Wrapper):
-        inner_masks: Optional[Dict[str, Any]] = cell.get_dropout_mask(step_input)
-        cell.reset_dropout_mask()
-        return inner_masks
-    state = tf.zeros(tf.stack([batch, int(tf.nest.flatten(cell.state_size)[0])]), dtype)
-    cell.reset_dropout_mask()
-    cell.reset_recurrent_dropout_mask()
-    drawn = {"input": cell.get_dropout_mask(step_input), "recurrent": cell.get_recurrent_dropout_mask(state)}
-    cell.reset_dropout_mask()
-    cell.reset_recurrent_dropout_mask()
-    return {key: value for key, value in drawn.items() if value is not None}
-
-
-def _set_masks(cell: Any, masks: Optional[Dict[str, Any]]) -> None:
-    """Hands drawn masks (`_draw_masks`) to the cells; `None` clears them."""
-    if isinstance(cell, keras.layers.StackedRNNCells):
-        for index, sub in enumerate(cell.cells):
-            _set_masks(sub, None if masks is None else masks.get(f"cell{index}"))
-    elif isinstance(cell, _Wrapper):
-        cell._dropout_mask = masks
-    elif isinstance(cell, DropoutRNNCell):
-        cell._dropout_mask = None if masks is None else masks.get("input")
-        cell._recurrent_dropout_mask = None if masks is None else masks.get("recurrent")
-
-
 class _Wrapper(_TF1Cell, keras.layers.Layer, DropoutRNNCell):
     """A cell around a cell: the same state, its own change to the inputs or the output.
 
     It takes part in Keras' per-sequence dropout-mask protocol (`DropoutRNNCell`) for the cells it wraps:
     the loops and `keras.layers.RNN` draw one mask per sequence for a wrapped `keras.layers.LSTMCell(
-    dropout=...)` or a `DropoutWrapper(variational_recurrent=True)` before they run, as for a bare cell.
+    dropout=...)` or a `DropoutWrapper(variational_recurrent=True)` before they run, as for a bare cell. Its
+    one mask is a dict: its own masks and, under "inner", those of the cells it wraps (`step.DropoutMasks`,
+    drawn, set and cleared as the loops do it for a bare cell).
     """
 
-    recurrent_dropout = 0.0  # read by the loops' mask drawing; every mask of a wrapper is its `_dropout_mask`
+    # A wrapper has no rates of its own: whether it draws masks is `_keras_unroll_draws_masks()`.
+    dropout = recurrent_dropout = 0.0
     _keras_unroll_wrapper = True  # the functional API gives it the state structure of `self.cell`
 
-    @property
-    def dropout(self) -> float:
-        """Positive when this wrapper (or a cell inside it) draws per-sequence masks: the loops then draw them."""
-        return 1.0 if self._own_masks() or _needs_masks(self.cell) else 0.0
+    def _keras_unroll_draws_masks(self) -> bool:
+        """Whether this wrapper (or a cell inside it) draws per-sequence masks: the loops then draw them."""
+        return self._own_masks() or step_lib.needs_dropout_masks(self.cell)
 
     def _own_masks(self) -> bool:
         return False
@@ -1149,13 +1094,12 @@ class _Wrapper(_TF1Cell, keras.layers.Layer, DropoutRNNCell):
             tf1_state = flat[0] if isinstance(states, list) and len(flat) == 1 else states
             output, new_state = self.cell(inputs, tf1_state)
             return output, ([new_state] if isinstance(states, list) and len(flat) == 1 else new_state)
-        accepts = getattr(self.cell, "_call_has_training_arg", True)
-        inner = self._masks_for_step(inputs, training).get("inner") if _needs_masks(self.cell) else None
-        _set_masks(self.cell, inner)
-        try:
-            return self.cell(inputs, states, training=training) if accepts else self.cell(inputs, states)
-        finally:
-            _set_masks(self.cell, None)  # nothing is left on the wrapped cells after a step
+        kwargs = {"training": training} if step_lib.accepts_training(self.cell) else {}
+        inner = self._masks_for_step(inputs, training).get("inner") if step_lib.needs_dropout_masks(self.cell) else None
+        if not inner:
+            return self.cell(inputs, states, **kwargs)
+        with step_lib.DropoutMasks.from_tensors(self.cell, inner).applied():  # nothing is left after the step
+            return self.cell(inputs, states, **kwargs)
 
     def _masks_for_step(self, inputs: Any, training: Any) -> Dict[str, Any]:
         """This sequence's masks: drawn by the loop before it ran (or now, in a hand-written eager loop)."""
@@ -1179,13 +1123,14 @@ class _Wrapper(_TF1Cell, keras.layers.Layer, DropoutRNNCell):
         """This sequence's masks (the wrapper's own and those of the cells it wraps), as a dict of tensors."""
         del dropout_rate  # each DropoutWrapper has its own keep probabilities
         masks = self._draw_own_masks(step_input)
-        inner = _draw_masks(self.cell, step_input)
+        features = step_input.shape[-1] if step_input.shape[-1] is not None else tf.shape(step_input)[-1]
+        inner = step_lib.DropoutMasks.draw_for(self.cell, tf.shape(step_input)[0], features, step_input.dtype)
         if inner:
-            masks["inner"] = inner
+            masks["inner"] = inner.tensors()
         return masks or None
 
     def get_dropout_mask(self, step_input: Any) -> Any:
-        if getattr(self, "_dropout_mask", None) is None and self.dropout > 0:
+        if getattr(self, "_dropout_mask", None) is None and self._keras_unroll_draws_masks():
             self._dropout_mask = self._create_dropout_mask(step_input)
         return getattr(self, "_dropout_mask", None)
 
@@ -1302,9 +1247,7 @@ def _serialize_function(fn: Any) -> Any:
         return None
     name = getattr(fn, "__qualname__", "")
     if name == "<lambda>" or "<locals>" in name:
-        from keras.src.utils import python_utils  # Keras' own code format for lambdas
-
-        return {"class_name": "__lambda__", "config": {"value": python_utils.func_dump(fn)}}
+        return {"class_name": "__lambda__", "config": {"value": lambda_code(fn)}}  # Keras' format for lambdas
     return keras.saving.serialize_keras_object(fn)
 
 
@@ -1387,7 +1330,7 @@ class DropoutWrapper(_Wrapper):
         self.input_keep_prob = _keep_prob(input_keep_prob, "input_keep_prob")
         self.output_keep_prob = _keep_prob(output_keep_prob, "output_keep_prob")
         self.state_keep_prob = _keep_prob(state_keep_prob, "state_keep_prob")
-        self.variational_recurrent = _bool(variational_recurrent, "variational_recurrent")
+        self.variational_recurrent = check_bool(variational_recurrent, "variational_recurrent")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
             raise TypeError(f"`seed` must be an integer or None. Received: seed={seed!r}")
         if dropout_state_filter_visitor is not None and not callable(dropout_state_filter_visitor):

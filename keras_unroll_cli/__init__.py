@@ -6,7 +6,10 @@ standard library, so `keras-unroll --help`, `--version` and a bad option answer 
 commands import TensorFlow only once their arguments are parsed:
 
 - `keras-unroll demo`: the main job (`keras_unroll.demo.run`).
-- `keras-unroll devices`: TensorFlow's devices, memory and GPU configuration (`keras_unroll.gpu`).
+- `keras-unroll devices`: TensorFlow's devices, memory and GPU configuration (`keras_unroll_cli.devices`,
+  over `keras_unroll.configure_gpus`).
+
+The command line sits on top of the library: it imports `keras_unroll`, never the other way round.
 
 By default the commands silence TensorFlow's C++ log (see `_quiet_tensorflow`): on a machine without GPU it
 prints lines such as "failed call to cuInit" that are not errors of the command. `--verbose` leaves the
@@ -24,6 +27,8 @@ from typing import Any, Callable, NoReturn, Optional, Sequence, Tuple
 __all__ = ["add_demo_command", "add_devices_command", "build_parser", "main"]
 
 PROG = "keras-unroll"
+# For the help text only (this module must not import TensorFlow): the demo's own defaults are
+# `keras_unroll.demo.DEFAULT_STEPS` / `QUICK_STEPS`, which a test keeps equal to these.
 DEMO_DEFAULT_STEPS = (2, 20, 100, 500)
 DEMO_QUICK_STEPS = (2, 20, 100)
 
@@ -196,13 +201,13 @@ def _fraction(text: str) -> float:
 
 def _run_devices(args: argparse.Namespace) -> int:
     _quiet_tensorflow(args.verbose)
-    from keras_unroll import gpu
+    from keras_unroll_cli import devices  # imports TensorFlow and keras_unroll
 
-    return gpu._run_devices(args)
+    return devices.run(args)
 
 
 def add_devices_command(subparsers: Any) -> argparse.ArgumentParser:
-    """Registers `keras-unroll devices` on `subparsers`; its `func` runs `keras_unroll.gpu._run_devices`."""
+    """Registers `keras-unroll devices` on `subparsers`; its `func` runs `keras_unroll_cli.devices.run`."""
     parser = subparsers.add_parser(
         "devices",
         help="show TensorFlow's devices, their memory use and the GPU settings",

@@ -1,8 +1,11 @@
 """The design stays visible: imports flow one way, nothing module-level steers tracing, caches are bounded.
 
-Layers, bottom to top (docs/architecture.md): the cell and the step (`cell`, `step`) → kernels → loops →
-the planner (`plan`) → the functional API and the layers → everything built on them (inspection, the TF1
-vocabulary, checkpoints, the CLI). A module may import only modules of its own layer or below.
+Layers, bottom to top (docs/architecture.md, "Imports"): the door to TensorFlow's and Keras' internals
+(`_private`, with `_format`) → the cell and the step (`cell`, `step`) → kernels → loops → the planner (`plan`)
+→ the functional API and the layers → TF1's vocabulary (`tf1`) → checkpoints, inspection, GPUs → the demo →
+the package root → the command line (`keras_unroll_cli`, `keras_unroll.cli`, `python -m keras_unroll`).
+A module may import only modules of its own layer or below; only the door imports `tensorflow.python` or
+`keras.src` or reaches their private attributes.
 """
 
 from __future__ import annotations
@@ -11,30 +14,67 @@ import ast
 import pathlib
 
 import numpy as np
+import tensorflow as tf
 
 import keras_unroll as ku
-from keras_unroll import testing
+from keras_unroll import _private, testing
 
 PACKAGE = pathlib.Path(ku.__file__).parent
+SOURCES = PACKAGE.parent  # the package and the command line beside it
 
 LAYERS = [
+    ("keras_unroll._private", "keras_unroll._format"),
     ("keras_unroll.types", "keras_unroll.cell", "keras_unroll.step"),
     ("keras_unroll.kernels",),
     ("keras_unroll.loops",),
-    ("keras_unroll.plan",),
+    ("keras_unroll.plan", "keras_unroll.testing"),
     ("keras_unroll.tf1_states",),
-    ("keras_unroll.functional", "keras_unroll.layers", "keras_unroll.raw"),
+    ("keras_unroll.functional", "keras_unroll.layers", "keras_unroll.raw", "keras_unroll.bidirectional"),
+    ("keras_unroll.tf1",),
+    ("keras_unroll.checkpoint", "keras_unroll.inspect", "keras_unroll.gpu"),
+    ("keras_unroll.demo",),
+    ("keras_unroll",),  # the root re-exports every layer
+    ("keras_unroll.cli", "keras_unroll.__main__", "keras_unroll_cli"),  # the command line, on top
 ]
+
+# Routed by the lead after the kernel merge: they still import TensorFlow's internals themselves.
+PRIVATE_ALLOWED = ("keras_unroll.kernels", "keras_unroll.loops", "keras_unroll.plan")
+PRIVATE_MODULES = ("tensorflow.python", "keras.src")
+# Private attributes of TensorFlow's and Keras' objects (a class's own `self.` attributes are its own).
+PRIVATE_ATTRIBUTES = {
+    "_call_has_training_arg",
+    "_create_dropout_mask",
+    "_dropout_mask",
+    "_recurrent_dropout_mask",
+    "_cudnn_lstm",
+    "_cudnn_gru",
+    "_device_function_stack",
+    "_context_handle",
+    "_getframe",
+}
+
+
+def _in(module: str, prefixes) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
 
 
 def _level(module: str) -> int:
-    for level, prefixes in enumerate(LAYERS):
-        if any(module == p or module.startswith(p + ".") for p in prefixes):
-            return level
-    return len(LAYERS)  # built on the layers: inspect, tf1, checkpoint, testing, cli, ...
+    """The layer of the longest prefix naming `module` (`keras_unroll.step` sits below the root `keras_unroll`)."""
+    matches = [(len(p), level) for level, prefixes in enumerate(LAYERS) for p in prefixes if _in(module, [p])]
+    assert matches, f"{module} is in no layer of LAYERS: add it where it belongs"
+    return max(matches)[1]
 
 
-def _imports(path: pathlib.Path, module: str):
+def _modules():
+    for root in (PACKAGE, SOURCES / "keras_unroll_cli"):
+        for path in sorted(root.rglob("*.py")):
+            parts = path.relative_to(SOURCES).with_suffix("").parts
+            yield path, ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: pathlib.Path, module: str, known):
+    """`(line, module)` for every import of a package module: `from keras_unroll import X` imports the
+    module `keras_unroll.X` when there is one, else the root `keras_unroll` (a re-exported name)."""
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
@@ -42,34 +82,135 @@ def _imports(path: pathlib.Path, module: str):
             if node.level:
                 parts = package.split(".")
                 base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
-            if base.startswith("keras_unroll"):
-                yield node.lineno, base
+            if base.split(".")[0] in ("keras_unroll", "keras_unroll_cli"):
                 for alias in node.names:
-                    yield node.lineno, f"{base}.{alias.name}"
+                    yield node.lineno, f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base
         elif isinstance(node, ast.Import):
             for alias in node.names:
-                if alias.name.startswith("keras_unroll"):
+                if alias.name.split(".")[0] in ("keras_unroll", "keras_unroll_cli"):
                     yield node.lineno, alias.name
 
 
-def _modules():
-    for path in sorted(PACKAGE.rglob("*.py")):
-        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-        yield path, ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+def _private_accesses(source: str):
+    """Where `source` reaches TensorFlow's or Keras' internals: an import or a module name (for
+    `importlib`) under `tensorflow.python`/`keras.src`, or one of their private attributes not on `self`."""
+    for node in ast.walk(ast.parse(source)):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names = [node.value]
+        for name in names:
+            if _in(name, PRIVATE_MODULES):
+                yield f"line {node.lineno}: {name}"
+        if isinstance(node, ast.Attribute) and node.attr in PRIVATE_ATTRIBUTES:
+            if not (isinstance(node.value, ast.Name) and node.value.id == "self"):
+                yield f"line {node.lineno}: .{node.attr}"
+
+
+def test_every_module_has_a_layer():
+    modules = [module for _, module in _modules()]
+    assert "keras_unroll" in modules and "keras_unroll_cli" in modules and "keras_unroll._private" in modules
+    assert all(_level(module) >= 0 for module in modules)
 
 
 def test_imports_flow_one_way():
     known = {name for _, name in _modules()}
     wrong = []
     for path, module in _modules():
-        if module == "keras_unroll":
-            continue  # the package's public surface re-exports every layer
-        for line, target in _imports(path, module):
-            if target not in known or target == "keras_unroll":
-                continue
-            if _level(target) > _level(module):
+        for line, target in _imports(path, module, known):
+            if target in known and _level(target) > _level(module):
                 wrong.append(f"{module}:{line} imports {target}")
     assert not wrong, "imports that go up a layer:\n" + "\n".join(wrong)
+
+
+def test_the_import_check_catches_an_upward_import(tmp_path):
+    """The check is only worth its green if it fails: the library importing the CLI or the root is caught."""
+    known = {"keras_unroll", "keras_unroll.gpu", "keras_unroll_cli", "keras_unroll.step"}
+    path = tmp_path / "gpu.py"
+    path.write_text("from keras_unroll_cli import main\nfrom keras_unroll import dynamic_rnn, step\n")
+    found = [
+        (line, target, _level(target) > _level("keras_unroll.gpu"))
+        for line, target in _imports(path, "keras_unroll.gpu", known)
+    ]
+    assert found == [(1, "keras_unroll_cli", True), (2, "keras_unroll", True), (2, "keras_unroll.step", False)]
+
+
+def test_only_the_door_reaches_tensorflow_and_keras_internals():
+    found = {}
+    for path, module in _modules():
+        if module == "keras_unroll._private" or _in(module, PRIVATE_ALLOWED):
+            continue
+        lines = list(_private_accesses(path.read_text()))
+        if lines:
+            found[module] = lines
+    assert not found, found
+
+
+def test_the_door_check_catches_each_kind_of_access():
+    source = (
+        "import tensorflow.python.eager.record\n"
+        "from keras.src.utils import tracking\n"
+        "m = importlib.import_module('keras.src.backend.tensorflow.rnn')\n"
+        "cell._dropout_mask = None\n"
+        "self._dropout_mask = None\n"
+        "sys._getframe(1)\n"
+    )
+    assert sorted(_private_accesses(source)) == [
+        "line 1: tensorflow.python.eager.record",
+        "line 2: keras.src.utils",
+        "line 3: keras.src.backend.tensorflow.rnn",
+        "line 4: ._dropout_mask",
+        "line 6: ._getframe",
+    ]
+
+
+def test_the_door_tells_xla_graphs_apart():
+    seen = []
+
+    def probe(x):
+        seen.append(_private.in_xla_context())
+        return x
+
+    probe(1.0)
+    tf.function(probe)(tf.constant(1.0))
+    tf.function(probe, jit_compile=True)(tf.constant(1.0))
+    assert seen == [False, False, True]
+
+
+def test_the_door_list_ops_read_and_differentiate_as_a_tensor_array(rng):
+    """The public TensorList raw ops (what the loops read step by step): values and gradients of a while loop."""
+    x = tf.constant(rng.standard_normal((5, 2, 3)).astype("float32"))
+
+    def total(read):
+        def body(t, acc):
+            return t + 1, acc + tf.cast(t + 1, tf.float32) * read(t) ** 2
+
+        return tf.while_loop(lambda t, acc: t < 5, body, (0, tf.zeros((2, 3))))[1]
+
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        handle = _private.tensor_list_from_tensor(x, x.shape[1:])
+        ours = total(lambda t: _private.tensor_list_get_item(handle, t, tf.float32, x.shape[1:]))
+        theirs = total(lambda t: tf.TensorArray(tf.float32, 5).unstack(x).read(t))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+    np.testing.assert_allclose(tape.gradient(ours, x), tape.gradient(theirs, x), rtol=1e-6)
+    written = _private.tensor_list_set_item(handle, 4, tf.ones((2, 3)))
+    rest, last = _private.tensor_list_pop_back(written, tf.float32)
+    np.testing.assert_array_equal(last, np.ones((2, 3)))
+    np.testing.assert_array_equal(_private.tensor_list_get_item(rest, 0, tf.float32), x[0])
+
+
+def test_versions_older_than_the_tested_pair_are_refused_by_name():
+    assert _private.version_problem({"TensorFlow": "2.16.2", "Keras": "3.8.0"}) is None
+    assert _private.version_problem({"TensorFlow": "2.21.0rc1", "Keras": "3.15.1"}) is None
+    problem = _private.version_problem({"TensorFlow": "2.16.0", "Keras": "3.6.0"})
+    assert "Keras 3.6.0 (needs >= 3.8)" in problem and "TensorFlow 2.16.0" not in problem
+    assert "recurrent dropout" in problem  # why 3.8: a GRU would silently give other numbers
+    problem = _private.version_problem({"TensorFlow": "2.15.1", "Keras": "3.0.5"})
+    assert "TensorFlow 2.15.1 (needs >= 2.16), Keras 3.0.5 (needs >= 3.8)" in problem
 
 
 def _module_level_switches(source: str) -> list:

@@ -143,21 +143,24 @@ def test_python_m_keras_unroll_uses_the_same_parser():
     assert cli.main is main and cli.build_parser is build_parser
 
 
-def test_demo_and_devices_parsers_match_the_package_helpers():
-    """`keras_unroll.demo.add_command` and `keras_unroll.gpu.add_command` register the same light parsers."""
+def test_demo_and_devices_parsers_register_on_any_parser():
+    """`add_demo_command` and `add_devices_command` register the light parsers on a program's own subparsers; the
+    demo's defaults in the help text are the demo's own (the CLI cannot import the demo without TensorFlow)."""
     import argparse
 
-    from keras_unroll import demo, gpu
+    from keras_unroll import demo
+    from keras_unroll_cli import DEMO_DEFAULT_STEPS, DEMO_QUICK_STEPS, add_demo_command, add_devices_command
 
     parser = argparse.ArgumentParser(prog="keras-unroll")
     subparsers = parser.add_subparsers(dest="command")
-    demo.add_command(subparsers)
-    gpu.add_command(subparsers)
+    add_demo_command(subparsers)
+    add_devices_command(subparsers)
     args = parser.parse_args(["devices", "--visible", "0,1", "--memory-fraction", "0.5", "--memory-growth"])
     assert (args.visible, args.memory_fraction, args.memory_limit_mb, args.memory_growth) == ("0,1", 0.5, None, True)
     assert args.verbose is False
     args = parser.parse_args(["demo", "--quick", "--verbose"])
     assert args.quick and args.verbose
+    assert (DEMO_DEFAULT_STEPS, DEMO_QUICK_STEPS) == (demo.DEFAULT_STEPS, demo.QUICK_STEPS)
     assert os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "3"  # set by conftest; the CLI never lowers it
 
 

@@ -14,8 +14,10 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _parser():
+    from keras_unroll_cli import add_demo_command
+
     parser = argparse.ArgumentParser(prog="keras-unroll")
-    demo.add_command(parser.add_subparsers(dest="command"))
+    add_demo_command(parser.add_subparsers(dest="command"))
     return parser
 
 

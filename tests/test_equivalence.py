@@ -293,7 +293,7 @@ def test_layers_match_keras_simple_rnn(layer_cls, masked, go_backwards, initial_
         options = dict(return_sequences=return_sequences, return_state=True, go_backwards=go_backwards)
         expected = keras_simple_rnn(weights, **options)(x, **kwargs)
         actual = make(layer_cls, basic_cell(weights), **options)(x, **kwargs)
-        assert isinstance(actual, list) and len(actual) == 2
+        assert isinstance(actual, tuple) and len(actual) == 2
         close_nested(actual, expected)
 
 

@@ -114,6 +114,7 @@ BEFORE_INIT_CODE = textwrap.dedent(
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="LOG %(levelname)s %(name)s %(message)s")
     import tensorflow as tf
     from keras_unroll import gpu
+    from keras_unroll_cli import add_devices_command
 
     out = {}
     config = tf.compat.v1.ConfigProto()  # the notebook's cell
@@ -144,7 +145,7 @@ BEFORE_INIT_CODE = textwrap.dedent(
         out["different_error"] = str(error)
 
     parser = argparse.ArgumentParser(prog="keras-unroll")
-    gpu.add_command(parser.add_subparsers(dest="command"))
+    add_devices_command(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["devices"])
     print("CLI-BEGIN")
     out["cli_rc"] = args.func(args)
@@ -158,6 +159,7 @@ AFTER_INIT_CODE = textwrap.dedent(
     import argparse, json
     import tensorflow as tf
     from keras_unroll import gpu
+    from keras_unroll_cli import add_devices_command
 
     out = {}
     tf.constant(1.0)  # a tensor first: TensorFlow initializes its devices
@@ -179,7 +181,7 @@ AFTER_INIT_CODE = textwrap.dedent(
         out["validation_error"] = str(error)
 
     parser = argparse.ArgumentParser(prog="keras-unroll")
-    gpu.add_command(parser.add_subparsers(dest="command"))
+    add_devices_command(parser.add_subparsers(dest="command"))
     print("CLI-BEGIN")
     args = parser.parse_args(["devices"])
     out["cli_rc"] = args.func(args)
@@ -584,12 +586,15 @@ def test_missing_nvml_module_is_reported():
 
 
 # --------------------------------------------------------------------------------------------------
-# CLI registration (running it initializes TensorFlow, so that happens in the subprocesses above).
+# CLI registration (running it initializes TensorFlow, so that happens in the subprocesses above). The command
+# lives in the command line (`keras_unroll_cli`), on top of `keras_unroll.gpu`.
 
 
 def test_add_command_registers_devices_with_options():
+    from keras_unroll_cli import add_devices_command
+
     parser = argparse.ArgumentParser(prog="keras-unroll")
-    returned = gpu.add_command(parser.add_subparsers(dest="command"))
+    returned = add_devices_command(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["devices", "--visible", "0,1", "--memory-fraction", "0.5", "--memory-growth"])
     assert isinstance(returned, argparse.ArgumentParser)
     assert (args.command, args.visible, args.memory_fraction, args.memory_limit_mb, args.memory_growth) == (
