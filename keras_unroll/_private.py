@@ -88,7 +88,7 @@ def _import(module: str, name: str) -> Any:
 # ------------------------------------------------------------------------ Keras: dropout masks of cells
 #: Keras' mixin of RNN cells with per-sequence dropout masks. `keras.layers.RNN` draws masks for its
 #: instances; `ku.tf1`'s wrappers subclass it to take part. Keras exports no name for it.
-DropoutRNNCell = _import("keras.src.layers.rnn.dropout_rnn_cell", "DropoutRNNCell")
+DropoutRNNCell: Any = _import("keras.src.layers.rnn.dropout_rnn_cell", "DropoutRNNCell")
 
 
 @functools.lru_cache(maxsize=None)

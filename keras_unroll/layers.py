@@ -261,7 +261,7 @@ class _Unroll(keras.layers.Layer):
     @property
     def unroll(self) -> bool:
         """Keras' `unroll` flag: `True` for `StaticUnroll`, `False` for `DynamicUnroll`."""
-        return self._unrolls
+        return bool(self._loop == "static")
 
     @property
     def state_size(self) -> List[Any]:
