@@ -84,8 +84,7 @@ def rng():
 
 @pytest.fixture
 def subprocess_env():
-    """Environment for a child Python: quiet TF, the repo importable."""
-    env = dict(os.environ)
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
+    """Environment for a child Python: quiet TF, the repo importable (`helpers.child_env`)."""
+    from helpers import child_env
+
+    return child_env()

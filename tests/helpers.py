@@ -9,8 +9,10 @@ that a new unroll, cell or tolerance changes in one place:
 - `layers`, `unrolls`: the `pytest.mark.parametrize` marks over `layer_cls` and over `unroll_calls()`.
 - `GATED_CELLS`, `make_cell`: the cells most tests run (`BasicRNNCell` and Keras' LSTM and GRU cells).
 - `RTOL`, `ATOL`, `close`, `close_nested`: float32 results against float64 NumPy or another float32 path.
-- `run_in_tf1(child, out_dir, archive)`: a function's source run by TF1 itself in a child process, its `.npz`
-  read back (the oracle of the TF1 parity tests).
+- `child_env(**extra)`: the environment of a child Python: quiet TensorFlow, this repository importable.
+- `run_tf1_child(argv)`: a child Python with TF1's cells (tf-keras); `run_in_tf1(child, out_dir, archive)`: a
+  function's source run by TF1 itself in a child process, its `.npz` read back (`load_npz`): the oracle of
+  the TF1 parity tests.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import pathlib
 import subprocess
 import sys
 import textwrap
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Sequence
 
 import keras
 import numpy as np
@@ -89,6 +91,38 @@ def close_nested(actual: Any, expected: Any, what: str = "", *, rtol: float = RT
         close(a, e, f"{what} [{i}]", rtol=rtol, atol=atol)
 
 
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def child_env(**extra: str) -> Dict[str, str]:
+    """The environment for a child Python process: this one's, with TensorFlow quiet, this repository first on
+    `PYTHONPATH` (so the child imports the `keras_unroll` under test), no `TF_CONFIG`, and `extra` on top."""
+    env = dict(os.environ)
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("TF_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+def load_npz(path: Any) -> Dict[str, np.ndarray]:
+    """Every array of an `.npz` file, read into memory (the file is closed again)."""
+    with np.load(path) as saved:
+        return {key: saved[key] for key in saved.files}
+
+
+def run_tf1_child(argv: Sequence[str], *, timeout: float = 600, **extra_env: str) -> subprocess.CompletedProcess:
+    """Runs `python *argv` with TF1's cells (tf-keras: `TF_USE_LEGACY_KERAS=1`) and this repository importable
+    (`child_env(**extra_env)`), from the repository's root; a child that fails raises `RuntimeError` with the
+    end of its output. The one way the tests start TensorFlow 1 as an oracle.
+    """
+    env = child_env(TF_USE_LEGACY_KERAS="1", **extra_env)
+    done = subprocess.run([sys.executable, *argv], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"The TF1 child failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+    return done
+
+
 def run_in_tf1(child: Callable[[str], None], out_dir: Any, archive: str) -> Dict[str, Any]:
     """Runs `child(out_dir)` from its source in a child process with TF1's cells (tf-keras, graph mode) and
     returns the arrays it saved in `out_dir/archive`, with its JSON `meta` entry decoded when present.
@@ -96,12 +130,8 @@ def run_in_tf1(child: Callable[[str], None], out_dir: Any, archive: str) -> Dict
     `child` must be self-contained (its imports inside it): only its source crosses to the child.
     """
     source = textwrap.dedent(inspect.getsource(child)) + f"\n{child.__name__}({str(out_dir)!r})\n"
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
-    done = subprocess.run([sys.executable, "-c", source], env=env, capture_output=True, text=True, timeout=600)
-    if done.returncode != 0:
-        raise RuntimeError(f"The TF1 child failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    with np.load(pathlib.Path(out_dir) / archive) as saved:
-        data = {key: saved[key] for key in saved.files}
+    run_tf1_child(["-c", source])
+    data: Dict[str, Any] = load_npz(pathlib.Path(out_dir) / archive)
     if "meta" in data:
         data["meta"] = json.loads(str(data["meta"]))
     return data

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import child_env
 
 from keras_unroll import demo
 
@@ -22,9 +23,16 @@ def _parser():
 
 
 # ------------------------------------------------------------------------------------ the quick run
-def _run_demo(argv, out, env):
+# What a child process of `python -m keras_unroll demo` runs when matplotlib is not installed (the `plot` extra).
+_WITHOUT_MATPLOTLIB = (
+    "import sys; sys.modules['matplotlib'] = None; from keras_unroll.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+def _run_demo(argv, out, env, plots=True):
+    prefix = ["-m", "keras_unroll"] if plots else ["-c", _WITHOUT_MATPLOTLIB]
     child = subprocess.run(
-        [sys.executable, "-m", "keras_unroll", "demo", *argv, "--out", str(out)],
+        [sys.executable, *prefix, "demo", *argv, "--out", str(out)],
         capture_output=True,
         text=True,
         env=env,
@@ -54,11 +62,22 @@ def _comparison_op_columns(stdout):
     return rows
 
 
+@pytest.fixture(scope="module")
+def quick_runs(tmp_path_factory):
+    """`demo --quick` run twice in fresh processes, the second as on an install without matplotlib (no `plot`
+    extra): `[(stdout, results.json, out folder)]`. Each run costs seconds of fixed work (importing TensorFlow,
+    the export and its reload in another process), so the tests below share these two."""
+    runs = []
+    for plots in (True, False):
+        out = tmp_path_factory.mktemp("demo") / "demo out"
+        runs.append((*_run_demo(["--quick"], out, child_env(), plots=plots), out))
+    return runs
+
+
 @pytest.mark.subprocess
 @pytest.mark.slow
-def test_quick_demo_prints_the_table_and_writes_the_files(tmp_path, subprocess_env):
-    out = tmp_path / "demo out"
-    stdout, results = _run_demo(["--quick"], out, subprocess_env)
+def test_quick_demo_prints_the_table_and_writes_the_files(quick_runs):
+    stdout, results, out = quick_runs[0]
     table = _summary_table(stdout)
     assert set(table) == {
         "final training loss (MSE)", "test loss (MSE)", "graph ops, forward", "graph ops, training step",
@@ -104,22 +123,27 @@ def test_quick_demo_prints_the_table_and_writes_the_files(tmp_path, subprocess_e
 
 @pytest.mark.subprocess
 @pytest.mark.slow
-def test_two_runs_print_the_same_op_counts(tmp_path, subprocess_env):
-    rng = np.random.default_rng(0)
-    data = _write(tmp_path / "tiny.npz", x=rng.normal(size=(40, 5, 2)), y=rng.normal(size=40))
-    argv = ["--quick", "--epochs", "1", "--steps", "2,6", "--data", data]
-    runs = [_run_demo(argv, tmp_path / f"run{i}", subprocess_env) for i in range(2)]
-    (first, first_json), (second, second_json) = runs
+def test_two_runs_print_the_same_op_counts(quick_runs):
+    (first, first_json, _), (second, second_json, _) = quick_runs
     ops = ("forward_ops", "training_ops", "compiled_ops")
     assert [[m[k] for k in ops] for m in first_json["models"]] == [[m[k] for k in ops] for m in second_json["models"]]
     for label in ("graph ops, forward", "graph ops, training step", "of which XLA-compiled"):
         assert _summary_table(first)[label] == _summary_table(second)[label]
     printed = _comparison_op_columns(first)
-    assert len(printed) == 6 and printed == _comparison_op_columns(second)
+    assert len(printed) == 9 and printed == _comparison_op_columns(second)
     assert printed == [
         (r["layer"], r["loop"], str(r["steps"]), str(r["forward_ops"]), str(r["training_ops"]), str(r["compiled_ops"]))
         for r in first_json["comparison"]
     ]
+
+
+@pytest.mark.subprocess
+@pytest.mark.slow
+def test_without_matplotlib_the_demo_runs_and_says_how_to_get_the_pngs(quick_runs):
+    stdout, _, out = quick_runs[1]  # as on an install without the `plot` extra: `import matplotlib` fails
+    hint = [line for line in stdout.splitlines() if "[plot]" in line or "PNG" in line]
+    assert hint == ['No PNGs: matplotlib is not installed. To get them: pip install "keras-unroll[plot]"']
+    assert sorted(path.name for path in out.iterdir()) == ["results.json", "results.md", "saved_model"]
 
 
 # -------------------------------------------------------------------------------------- options
@@ -234,21 +258,6 @@ def test_series_windows_follow_the_book():
     np.testing.assert_allclose(data.x_test[:, -1, 0], demo.time_series(data.test_t - 0.1), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(demo.time_series([0.0, np.pi]), [0.0, 2 * np.sin(5 * np.pi)], atol=1e-12)
     assert data.test_t[0] == pytest.approx(12.2)
-
-
-@pytest.mark.slow
-def test_without_matplotlib_the_demo_runs_and_says_how_to_get_the_pngs(tmp_path, capsys, monkeypatch):
-    # As on an install without the `plot` extra: `import matplotlib` fails.
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
-    monkeypatch.setenv("TF_CPU_ALLOCATOR_USE_BFC", "false")  # the demo's setdefault must not leak into later tests
-    out = tmp_path / "out"
-    args = _parser().parse_args(["demo", "--quick", "--steps", "2", "--out", str(out)])
-    assert demo.run(args) == 0
-    captured = capsys.readouterr()
-    hint = [line for line in captured.out.splitlines() if "[plot]" in line or "PNG" in line]
-    assert hint == ['No PNGs: matplotlib is not installed. To get them: pip install "keras-unroll[plot]"']
-    assert sorted(path.name for path in out.iterdir()) == ["results.json", "results.md", "saved_model"]
-    assert "error" not in captured.err
 
 
 # ------------------------------------------------------------------------------ choice and plots

@@ -32,10 +32,18 @@ def test_static_op_count_grows_linearly_with_steps(training):
     assert counts[2] - counts[1] == 2 * (counts[1] - counts[0])
 
 
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["while_loop", "xla"])
 @pytest.mark.parametrize("training", [False, True], ids=["forward", "training"])
-def test_dynamic_op_count_does_not_depend_on_steps(training):
-    counts = [_ops(ku.DynamicUnroll, steps, training) for steps in (3, 30)]
-    assert counts[0] == counts[1]
+def test_dynamic_op_count_does_not_depend_on_steps(training, jit_compile):
+    """One while loop whatever T is (issue 11, bug 4: the plans once depended on T), compiled or not: the same
+    ops at T = 3 and 300, about one step's worth plus the loop's machinery (a static unroll: ~17 000 at
+    T = 1 000)."""
+    counts = [
+        ki.graph_stats(ku.DynamicUnroll(ku.BasicRNNCell(4), jit_compile=jit_compile), (2, steps, 3), training).num_ops
+        for steps in (3, 300)
+    ]
+    assert len(set(counts)) == 1, f"ops at T = 3 and 300: {counts}"
+    assert counts[0] < 2_000
 
 
 def test_graph_stats_fields():

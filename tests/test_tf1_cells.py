@@ -18,12 +18,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import run_in_tf1
+from helpers import close, run_in_tf1
 
 import keras_unroll as ku
 from keras_unroll import step as step_lib
 
-RTOL, ATOL = 1e-5, 1e-6
 B, T, F, H, P = 4, 3, 2, 3, 2  # batch, time, features, units, projection (as in the child)
 
 
@@ -377,11 +376,9 @@ def test_outputs_states_and_gradients_match_tf1(name, reference):
         loss = tf.add_n([tf.reduce_sum(t * reference[f"{name}/R{i}"]) for i, t in enumerate(flat)])
     assert describe(result) == reference["meta"]["structures"][name]  # TF1's structure, e.g. LSTMStateTuple(c, h)
     for i, tensor in enumerate(flat):
-        np.testing.assert_allclose(
-            tensor, reference[f"{name}/leaf{i}"], rtol=RTOL, atol=ATOL, err_msg=f"{name} leaf {i}"
-        )
+        close(tensor, reference[f"{name}/leaf{i}"], f"{name} leaf {i}")
     for variable, got, want in zip(variables, tape.gradient(loss, variables), expected):
-        np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=f"{name} d/d{variable.path}")
+        close(got, want, f"{name} d/d{variable.path}")
 
 
 # ------------------------------------------------------------------- the three silent-wrong ports
@@ -394,7 +391,7 @@ def test_concat_of_a_stacks_states_is_batch_by_total_units(reference):
     concat = tf.concat(axis=1, values=states)
     assert tuple(concat.shape) == (B, 3 * H)
     expected = np.concatenate([reference[f"multi_basic_rnn/leaf{i}"] for i in (1, 2, 3)], axis=1)
-    np.testing.assert_allclose(concat, expected, rtol=RTOL, atol=ATOL)
+    close(concat, expected)
 
 
 @pytest.mark.subprocess
@@ -403,13 +400,11 @@ def test_top_layers_h_is_states_last_entry_index_1(reference):
     run, _, _ = _moved("multi_lstm_static", reference)
     outputs, states = run()
     top_h = states[-1][1]
-    np.testing.assert_allclose(
-        top_h, reference["multi_lstm_static/leaf4"], rtol=RTOL, atol=ATOL
-    )  # (out, c1, h1, c2, h2)
+    close(top_h, reference["multi_lstm_static/leaf4"])  # (out, c1, h1, c2, h2)
     lengths = reference["lengths"]
     for row, length in enumerate(lengths):
         if length:
-            np.testing.assert_allclose(top_h[row], outputs[row, length - 1], rtol=RTOL, atol=ATOL)
+            close(top_h[row], outputs[row, length - 1])
 
 
 @pytest.mark.subprocess
@@ -417,14 +412,14 @@ def test_lstm_state_tuple_initial_state_is_read_as_c_then_h(reference):
     """`initial_state=LSTMStateTuple(c0, h0)` gives TF1's numbers; the layer takes Keras' `[h0, c0]` for the same."""
     run, (cell,), _ = _moved("basic_lstm", reference)
     outputs, state = run()
-    np.testing.assert_allclose(outputs, reference["basic_lstm/leaf0"], rtol=RTOL, atol=ATOL)
+    close(outputs, reference["basic_lstm/leaf0"])
     layer = ku.DynamicUnroll(cell, return_sequences=True, return_state=True)
     out, h, c = layer(
         reference["x"], initial_state=[reference["h0"], reference["c0"]], sequence_length=reference["lengths"]
     )
-    np.testing.assert_allclose(out, reference["basic_lstm/leaf0"], rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(c, reference["basic_lstm/leaf1"], rtol=RTOL, atol=ATOL)  # TF1's flat order: c, h
-    np.testing.assert_allclose(h, reference["basic_lstm/leaf2"], rtol=RTOL, atol=ATOL)
+    close(out, reference["basic_lstm/leaf0"])
+    close(c, reference["basic_lstm/leaf1"])  # TF1's flat order: c, h
+    close(h, reference["basic_lstm/leaf2"])
     # Keras' own LSTMCell reads a plain list as Keras' [h, c], and an LSTMStateTuple as (c, h).
     keras_cell = keras.layers.LSTMCell(H)
     keras_cell.build((None, F))
@@ -433,7 +428,7 @@ def test_lstm_state_tuple_initial_state_is_read_as_c_then_h(reference):
     as_tuple = ku.dynamic_rnn(
         keras_cell, reference["x"], initial_state=ku.tf1.LSTMStateTuple(reference["c0"], reference["h0"])
     )[1]
-    np.testing.assert_allclose(as_list.c, as_tuple.c, rtol=RTOL, atol=ATOL)
+    close(as_list.c, as_tuple.c)
 
 
 @pytest.mark.subprocess
@@ -449,9 +444,9 @@ def test_layers_keep_keras_flat_states_with_tf1_numbers(layer_cls, reference):
     flat = tf.nest.flatten(states)
     want = [reference[f"multi/leaf{i}"] for i in range(6)]  # (outputs, c1, h1, g, c3, h3)
     for got, expected in zip(flat, [want[2], want[1], want[3], want[5], want[4]]):
-        np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
+        close(got, expected)
     if kwargs:  # Keras' RNN carries the last output through masked steps; `sequence_length` emits zeros
-        np.testing.assert_allclose(out, want[0], rtol=RTOL, atol=ATOL)
+        close(out, want[0])
 
 
 def test_state_conversions_both_ways():
@@ -487,7 +482,7 @@ def test_functions_on_keras_inputs_take_and_return_tf1_structures(rng):
     xv, cv, hv = (rng.standard_normal(shape).astype("float32") for shape in ((B, T, F), (B, H), (B, H)))
     expected_outputs, expected = ku.dynamic_rnn(cells, xv, initial_state=(ku.tf1.LSTMStateTuple(cv, hv), hv))
     for got, want in zip(model([xv, cv, hv]), [expected_outputs, expected[0].c, expected[0].h, expected[1]]):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        close(got, want)
     _, state = ku.static_rnn(ku.tf1.LSTMCell(H, num_proj=P), [keras.Input((F,)) for _ in range(T)])
     assert isinstance(state, ku.tf1.LSTMStateTuple) and tuple(state.h.shape) == (None, P)
 

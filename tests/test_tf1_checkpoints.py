@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import subprocess
 import sys
 from typing import Any, Dict
 
@@ -25,7 +24,6 @@ import numpy as np
 
 B, T, F = 4, 3, 2
 LENGTHS = np.array([0, 1, T, 2], np.int32)  # 0: the initial state comes back; 1; T; one in between
-RTOL, ATOL = 1e-5, 1e-6
 
 # name -> the TF1 cell (as text, evaluated in the child with `rc = tf.compat.v1.nn.rnn_cell`), the
 # dynamic_rnn options, and whether a dense head follows.
@@ -163,6 +161,7 @@ if __name__ == "__main__":  # pragma: no cover
 import keras  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from helpers import close, load_npz, run_tf1_child  # noqa: E402
 
 import keras_unroll as ku  # noqa: E402
 
@@ -174,18 +173,8 @@ needs_tf1 = pytest.mark.skipif(not HAS_TF1, reason="keras_unroll.tf1 is not in t
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("tf1_checkpoints")
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
-    done = subprocess.run(
-        [sys.executable, str(pathlib.Path(__file__).resolve()), str(out_dir)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"The TF1 child failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    with np.load(out_dir / "reference.npz") as archive:
-        data = {key: archive[key] for key in archive.files}
+    run_tf1_child([str(pathlib.Path(__file__).resolve()), str(out_dir)], timeout=300)
+    data = load_npz(out_dir / "reference.npz")
     data["checkpoint"] = str(out_dir / "model.ckpt")
     return data
 
@@ -305,12 +294,12 @@ def _run_and_compare(data, name, cell, kinds, leaves, head=None, unroll="dynamic
         if head is not None:
             projected = head(outputs)
             loss += tf.reduce_sum(projected * data[f"{name}/r_head"])
-    np.testing.assert_allclose(np.asarray(outputs), data[f"{name}/outputs"], rtol=RTOL, atol=ATOL)
+    close(np.asarray(outputs), data[f"{name}/outputs"])
     assert len(flat) == count
     for i, tensor in enumerate(flat):
-        np.testing.assert_allclose(np.asarray(tensor), data[f"{name}/state/{i}"], rtol=RTOL, atol=ATOL)
+        close(np.asarray(tensor), data[f"{name}/state/{i}"])
     if head is not None:
-        np.testing.assert_allclose(np.asarray(projected), data[f"{name}/head"], rtol=RTOL, atol=ATOL)
+        close(np.asarray(projected), data[f"{name}/head"])
     variables, expected = [], []
     for layer, scope, kind, f, h in leaves:
         for attribute, value in _expected_grads(data, scope, kind, f, h).items():
@@ -320,7 +309,7 @@ def _run_and_compare(data, name, cell, kinds, leaves, head=None, unroll="dynamic
     assert {id(v) for v in variables} == {id(w) for w in every}, "every weight's gradient is checked"
     grads = tape.gradient(loss, variables)
     for grad, (label, value) in zip(grads, expected):
-        np.testing.assert_allclose(np.asarray(grad), value, rtol=RTOL, atol=1e-5, err_msg=label)
+        close(np.asarray(grad), value, label, atol=1e-5)
 
 
 def test_the_child_wrote_tf1s_names(reference):
@@ -430,7 +419,7 @@ def test_whole_model_from_scopes(reference):
         reference["checkpoint"],
         scopes={"multi/rnn/multi_rnn_cell": model.layers[0], "multi/dense": model.layers[1]},
     )
-    np.testing.assert_allclose(_model_head_outputs(reference, model), reference["multi/head"], rtol=RTOL, atol=ATOL)
+    close(_model_head_outputs(reference, model), reference["multi/head"])
 
 
 def test_whole_model_by_tf1s_default_names(reference, tmp_path):
@@ -445,7 +434,7 @@ def test_whole_model_by_tf1s_default_names(reference, tmp_path):
     model = _model()
     loaded = ku.load_tf1_weights(model, prefix)
     assert set(loaded) == {"rnn/multi_rnn_cell", "dense"}
-    np.testing.assert_allclose(_model_head_outputs(reference, model), reference["multi/head"], rtol=RTOL, atol=ATOL)
+    close(_model_head_outputs(reference, model), reference["multi/head"])
     # The reference checkpoint's scopes have a prefix: the default names are not there, and it says so.
     expected = (
         r"No MultiRNNCell under scope 'rnn/multi_rnn_cell'.*Scopes ending in 'rnn/multi_rnn_cell' in the "
@@ -467,8 +456,8 @@ def test_bidirectional_layer(reference):
     loaded = ku.load_tf1_weights(layer, reference["checkpoint"], scope="bidi/bidirectional_rnn")
     assert len(loaded) == 6
     forward, backward = layer(reference["x"])
-    np.testing.assert_allclose(np.asarray(forward), reference["bidi/outputs_fw"], rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(np.asarray(backward), reference["bidi/outputs_bw"], rtol=RTOL, atol=ATOL)
+    close(np.asarray(forward), reference["bidi/outputs_fw"])
+    close(np.asarray(backward), reference["bidi/outputs_bw"])
 
 
 def test_the_scope_around_the_cells_scope(reference):
@@ -480,7 +469,7 @@ def test_the_scope_around_the_cells_scope(reference):
     tf1_kernel = source.get_tensor("bidi/bidirectional_rnn/bw/gru_cell/candidate/kernel")
     np.testing.assert_array_equal(bw.kernel.numpy()[:, 4:], tf1_kernel[:F])
     outputs, _ = ku.dynamic_rnn(fw, reference["x"])
-    np.testing.assert_allclose(np.asarray(outputs), reference["bidi/outputs_fw"], rtol=RTOL, atol=ATOL)
+    close(np.asarray(outputs), reference["bidi/outputs_fw"])
     stack = ku.tf1.MultiRNNCell([ku.tf1.BasicLSTMCell(4), ku.tf1.GRUCell(3), ku.tf1.BasicRNNCell(2)])
     assert len(ku.load_tf1_weights(stack, reference["checkpoint"], scope="multi/rnn")) == 9
 
@@ -500,7 +489,7 @@ def test_tf1_cells_in_bidirectional_dynamic_rnn_with_lengths(reference):
         (state_fw.h, "state_fw_h"),
         (state_bw, "state_bw"),
     ]:
-        np.testing.assert_allclose(np.asarray(got), reference[f"bidi_len/{name}"], rtol=RTOL, atol=ATOL, err_msg=name)
+        close(np.asarray(got), reference[f"bidi_len/{name}"], name)
 
 
 # ------------------------------------------------------------------------------------- ku.tf1 cells

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import run_tf1_child
 from tf1_functions_reference import BATCH, CLASSES, FEATURES, GRU_UNITS, LENGTHS, LSTM_UNITS, STEPS, functions_reference
 
 import keras_unroll as ku
@@ -317,16 +318,9 @@ print(np.asarray(outputs)[:, :, 0].tolist(), np.asarray(state)[:, 0].tolist(), n
 
 
 @pytest.mark.subprocess
-def test_a_subclass_of_tf1s_rnncell(subprocess_env):
+def test_a_subclass_of_tf1s_rnncell():
     """Where tf-keras provides TF1's `RNNCell` (TF_USE_LEGACY_KERAS=1), its subclasses run as they are."""
-    import subprocess
-    import sys
-
-    env = dict(subprocess_env, TF_USE_LEGACY_KERAS="1")
-    done = subprocess.run(
-        [sys.executable, "-c", _TF1_RNNCELL_SUBCLASS], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_tf1_child(["-c", _TF1_RNNCELL_SUBCLASS], timeout=300)
     assert done.stdout.strip().splitlines()[-1] == "[[2.0, 2.0, 2.0], [2.0, 0.0, 0.0]] [13.0, 11.0] [13.0, 13.0]"
 
 

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import UNROLLS, close
 from references import basic_rnn, lengths_to_valid
 from tf1_reference import CASES, FEATURES, STEPS, UNITS, tf1_reference
 
 import keras_unroll as ku
-
-RTOL, ATOL = 1e-5, 1e-6
-UNROLLS = ["static_rnn", "dynamic_rnn", "StaticUnroll", "DynamicUnroll"]
 
 pytestmark = pytest.mark.subprocess
 
@@ -85,8 +83,8 @@ def test_reference_is_what_tf1_named_and_computed(reference):
         )
         if case["time_major"]:
             outputs = np.transpose(outputs, (1, 0, 2))
-        np.testing.assert_allclose(case["outputs"], outputs, rtol=RTOL, atol=ATOL)
-        np.testing.assert_allclose(case["state"], state, rtol=RTOL, atol=ATOL)
+        close(case["outputs"], outputs)
+        close(case["state"], state)
 
 
 @pytest.mark.parametrize("weights", ["moved", "checkpoint"])
@@ -101,8 +99,8 @@ def test_matches_tf1(reference, name, unroll, weights):
         np.testing.assert_array_equal(recurrent_kernel, case["kernel"][FEATURES:])
         np.testing.assert_array_equal(bias, case["bias"])
     outputs, state = _run(unroll, cell, reference.data["x"], case)
-    np.testing.assert_allclose(np.asarray(outputs), case["outputs"], rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(np.asarray(state), case["state"], rtol=RTOL, atol=ATOL)
+    close(np.asarray(outputs), case["outputs"])
+    close(np.asarray(state), case["state"])
 
 
 @pytest.mark.parametrize("unroll, name", [("StaticUnroll", "static_len"), ("DynamicUnroll", "dynamic_time_major")])
@@ -110,8 +108,8 @@ def test_xla_default_matches_tf1(reference, unroll, name):
     """The layers' default `jit_compile="auto"` (XLA at this T) gives TF1's numbers too."""
     case = reference.case(name)
     outputs, state = _run(unroll, _cell_from(case, "moved"), reference.data["x"], case, jit_compile="auto")
-    np.testing.assert_allclose(np.asarray(outputs), case["outputs"], rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(np.asarray(state), case["state"], rtol=RTOL, atol=ATOL)
+    close(np.asarray(outputs), case["outputs"])
+    close(np.asarray(state), case["state"])
 
 
 @pytest.mark.parametrize("unroll", UNROLLS)
@@ -121,7 +119,7 @@ def test_length_zero_row_returns_initial_state_and_zeros(reference, unroll):
     assert case["lengths"][0] == 0
     outputs, state = _run(unroll, _cell_from(case, "moved"), reference.data["x"], case)
     np.testing.assert_array_equal(np.asarray(outputs)[0], np.zeros((STEPS, UNITS), np.float32))
-    np.testing.assert_allclose(np.asarray(state)[0], case["initial_state"][0], rtol=RTOL, atol=ATOL)
+    close(np.asarray(state)[0], case["initial_state"][0])
     # All rows end before T: the last step (skipped by dynamic_rnn's early stop) is zero everywhere.
     assert case["lengths"].max() < STEPS
     np.testing.assert_array_equal(np.asarray(outputs)[:, -1], np.zeros((len(case["lengths"]), UNITS), np.float32))

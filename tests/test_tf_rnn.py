@@ -20,8 +20,6 @@ import gc
 import itertools
 import os
 import pathlib
-import subprocess
-import sys
 import types
 
 import numpy as np
@@ -722,14 +720,11 @@ def test_emit_different_structure_than_cell_output():
 # ============================================================================ the control run on TF1
 @pytest.mark.subprocess
 @pytest.mark.skipif(ON_TF1, reason="this is the control run itself")
-def test_the_carried_tests_pass_on_tf1(subprocess_env):
+def test_the_carried_tests_pass_on_tf1():
     """The same tests, TF's numbers and assertions, against TF1's own functions and cells (tf-keras)."""
-    env = dict(subprocess_env, TF_USE_LEGACY_KERAS="1", KERAS_UNROLL_CARRIED_ON="tf1")
+    from helpers import run_tf1_child
+
     test_file = pathlib.Path(__file__).resolve()
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", str(test_file), "-q", "-p", "no:cacheprovider", "-x",
-         "-k", "not test_basic_lstm_cell_interchange"],
-        cwd=test_file.parent.parent, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    pytest_args = [str(test_file), "-q", "-p", "no:cacheprovider", "-x", "-k", "not test_basic_lstm_cell_interchange"]
+    done = run_tf1_child(["-m", "pytest", *pytest_args], KERAS_UNROLL_CARRIED_ON="tf1")
     assert " passed" in done.stdout and "failed" not in done.stdout

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import subprocess
 import sys
 from typing import Any, Dict
 
@@ -140,16 +139,11 @@ _CACHE: Dict[str, Any] = {}
 def functions_reference(tmp_path_factory: Any) -> Dict[str, Any]:
     """Runs this script once per test session in a child process; returns the arrays and `checkpoint`."""
     if "data" not in _CACHE:
+        from helpers import load_npz, run_tf1_child  # the tests' helpers (this file also runs as the TF1 child)
+
         out_dir = tmp_path_factory.mktemp("tf1_functions_reference")
-        env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
-        done = subprocess.run(
-            [sys.executable, str(pathlib.Path(__file__).resolve()), str(out_dir)],
-            env=env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        if done.returncode != 0:
-            raise RuntimeError(f"The TF1 child failed ({done.returncode}):\n{done.stderr[-4000:]}")
-        with np.load(out_dir / "reference.npz") as archive:
-            data = {key: archive[key] for key in archive.files}
+        run_tf1_child([str(pathlib.Path(__file__).resolve()), str(out_dir)], timeout=300)
+        data = load_npz(out_dir / "reference.npz")
         data["checkpoint"] = str(out_dir / "model.ckpt")
         _CACHE["data"] = data
     return _CACHE["data"]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-import subprocess
 import sys
 from typing import Any, Dict
 
@@ -123,21 +122,11 @@ _CACHE: Dict[str, Reference] = {}
 def tf1_reference(tmp_path_factory: Any) -> Reference:
     """Runs this script once per test session in a child process (legacy Keras, graph mode)."""
     if "reference" not in _CACHE:
+        from helpers import load_npz, run_tf1_child  # the tests' helpers (this file also runs as the TF1 child)
+
         out_dir = tmp_path_factory.mktemp("tf1_reference")
-        child_env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
-        root = str(pathlib.Path(__file__).resolve().parent.parent)
-        child_env["PYTHONPATH"] = root + os.pathsep + child_env.get("PYTHONPATH", "")
-        done = subprocess.run(
-            [sys.executable, str(pathlib.Path(__file__).resolve()), str(out_dir)],
-            env=child_env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"The TF1 reference child failed ({done.returncode}):\n{done.stderr[-4000:]}")
-        with np.load(out_dir / "reference.npz") as archive:
-            data = {key: archive[key] for key in archive.files}
+        run_tf1_child([str(pathlib.Path(__file__).resolve()), str(out_dir)], timeout=300)
+        data = load_npz(out_dir / "reference.npz")
         _CACHE["reference"] = Reference(data=data, checkpoint=str(out_dir / "model.ckpt"), directory=str(out_dir))
     return _CACHE["reference"]
 

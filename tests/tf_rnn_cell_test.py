@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -936,7 +935,6 @@ def test_carried_on_ku(test):
 def _tf1_control(names: list) -> None:  # pragma: no cover - runs in the TF1 child process
     """Runs the carried tests on TF1 itself, each in a fresh graph and session; prints the failures."""
     import importlib.util
-    import sys
     import traceback
 
     import tensorflow as tf
@@ -965,9 +963,7 @@ def test_the_same_tests_pass_on_tf1_itself():
     """The control run: every carried test, unchanged, passes on TF1 (tf.compat.v1 with tf-keras, graph mode)."""
     names = [t.__name__ for t in CARRIED if t.__name__ not in EAGER_ONLY]
     source = textwrap.dedent(inspect.getsource(_tf1_control)) + f"\n_tf1_control({names!r})\n"
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
-    done = subprocess.run(
-        [sys.executable, "-c", source, os.path.abspath(__file__)], env=env, capture_output=True, text=True, timeout=900
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
+    from helpers import run_tf1_child
+
+    done = run_tf1_child(["-c", source, os.path.abspath(__file__)], timeout=900)
     assert "TF1 FAILED: \n" in done.stdout, done.stdout[-8000:]
