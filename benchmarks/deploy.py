@@ -333,23 +333,31 @@ def run_case(case: Case, targets: Sequence[str] = TARGETS, workdir: Optional[str
 
 
 # ------------------------------------------------------------------------------- fused vs plain loop
-SPEED_CELLS = ("LSTMCell", "tf1.BasicLSTMCell", "GRUCell")
+SPEED_CELLS = ("LSTMCell", "tf1.BasicLSTMCell", "GRUCell", "LSTMCell,return_sequences", "GRUCell,return_sequences")
+#: (target, batch of the export): TFLite fuses only at a fixed batch; at `model.export`'s open batch it converts
+#: the loop.
+SPEED_TARGETS = (("tflite", 1), ("tflite", None), ("onnx", None))
 
 
 def _speed_model(cell: str, steps: int, features: int, units: int) -> Any:
-    """`Input((steps, features)) -> DynamicUnroll(cell) -> Dense(1)` with random weights."""
+    """`Input((steps, features)) -> DynamicUnroll(cell) -> Dense(1)` with random weights (`,return_sequences`:
+    the sequence flattened into the dense layer)."""
     import keras
 
     import keras_unroll as ku
 
     keras.utils.set_random_seed(3)
+    name, _, option = cell.partition(",")
     cells = {
         "LSTMCell": lambda: keras.layers.LSTMCell(units),
         "tf1.BasicLSTMCell": lambda: ku.tf1.BasicLSTMCell(units),
         "GRUCell": lambda: keras.layers.GRUCell(units),
     }
     inputs = keras.Input((steps, features))
-    return keras.Model(inputs, keras.layers.Dense(1)(ku.DynamicUnroll(cells[cell]())(inputs)))
+    output = ku.DynamicUnroll(cells[name](), return_sequences=option == "return_sequences")(inputs)
+    if option == "return_sequences":
+        output = keras.layers.Flatten()(output)
+    return keras.Model(inputs, keras.layers.Dense(1)(output))
 
 
 def _median_ms(call: Any, repeats: int) -> float:
@@ -388,10 +396,10 @@ def speed_rows(
     for cell in SPEED_CELLS:
         model = _speed_model(cell, steps, features, units)
         expected = model.predict(x, verbose=0)
-        for target in ("tflite", "onnx"):
+        for target, batch in SPEED_TARGETS:
             for form in ("fused", "plain"):
-                export_dir = os.path.join(workdir, f"{cell}-{target}-{form}")
-                signature = [tf.TensorSpec((1, steps, features))] if target == "tflite" else None
+                export_dir = os.path.join(workdir, f"{cell}-{target}-{batch}-{form}")
+                signature = [tf.TensorSpec((batch, steps, features))] if batch else None
                 with contextlib.nullcontext() if form == "fused" else ku.testing.generic_only():
                     model.export(export_dir, verbose=False, input_signature=signature)
                 if target == "tflite":
@@ -409,6 +417,7 @@ def speed_rows(
                     {
                         "cell": cell,
                         "target": target,
+                        "batch": "fixed 1" if batch else "open",
                         "form": form,
                         "op": "+".join(recurrent) or "-",
                         "kilobytes": len(content) / 1024,
@@ -420,15 +429,17 @@ def speed_rows(
 
 
 def print_speed(rows: List[Dict[str, Any]], steps: int, features: int, units: int) -> None:
-    print(f"\nFused export against the plain serving loop: batch 1, T={steps}, {features} features, {units} units")
-    print("| cell | target | form | recurrent op | size (KB) | ms per call | plain / fused | max diff |")
-    print("|---|---|---|---|---|---|---|---|")
-    fused_ms = {(r["cell"], r["target"]): r["ms"] for r in rows if r["form"] == "fused"}
+    print(f"Fused export against the plain serving loop: run at batch 1, T={steps}, {features} features, {units} units")
+    print(
+        "| model | target | exported batch | form | recurrent op | size (KB) | ms per call | plain / fused | max diff |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    fused_ms = {(r["cell"], r["target"], r["batch"]): r["ms"] for r in rows if r["form"] == "fused"}
     for r in rows:
-        ratio = f"{r['ms'] / fused_ms[r['cell'], r['target']]:.1f}x" if r["form"] == "plain" else ""
+        ratio = f"{r['ms'] / fused_ms[r['cell'], r['target'], r['batch']]:.1f}x" if r["form"] == "plain" else ""
         print(
-            f"| {r['cell']} | {r['target']} | {r['form']} | {r['op']} | {r['kilobytes']:.0f} | {r['ms']:.2f} | "
-            f"{ratio} | {r['max_diff']:.0e} |",
+            f"| {r['cell']} | {r['target']} | {r['batch']} | {r['form']} | {r['op']} | {r['kilobytes']:.0f} | "
+            f"{r['ms']:.2f} | {ratio} | {r['max_diff']:.0e} |",
             flush=True,
         )
 

@@ -24,6 +24,7 @@ qualify; the planner runs the others in the generic serving loop).
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Any, List, Optional, Tuple
 
@@ -64,20 +65,25 @@ def _weights(cell: Any, name: str, dtype: Any) -> Tuple[tf.Tensor, tf.Tensor, tf
     return kernel, recurrent_kernel, bias
 
 
-def _sequence_lists(inputs: tf.Tensor, init_h: tf.Tensor) -> Tuple[tf.TensorArray, tf.TensorArray]:
-    """The steps as a TensorList to read, and a TensorList of zeros `(T, B, H)` to write the outputs into
-    (from a tensor, not reserved: TFLite lowers a reserved list only with a static element shape)."""
+def _sequence_lists(inputs: tf.Tensor, init_h: tf.Tensor, keep_all: bool) -> Tuple[tf.TensorArray, tf.TensorArray]:
+    """The steps as a TensorList to read, and a TensorList of zeros to write the outputs into: `(T, B, H)`
+    when they are kept (`keep_all`), else one `(B, H)` item that every step overwrites. tf2onnx's patterns
+    need the write; TFLite's loop copies the whole list at each write, so without `return_sequences` one item
+    keeps its converted loop as fast as the generic one (docs/deploy.md). The list is made from a tensor, not
+    reserved: TFLite lowers a reserved list only with a static element shape."""
     steps = tf.shape(inputs)[0]
     reads = tf.TensorArray(inputs.dtype, size=steps, element_shape=inputs.shape[1:]).unstack(inputs)
-    zeros = tf.zeros(tf.concat([[steps], tf.shape(init_h)], 0), inputs.dtype)
-    writes = tf.TensorArray(inputs.dtype, size=steps, element_shape=init_h.shape).unstack(zeros)
+    items = steps if keep_all else 1
+    zeros = tf.zeros(tf.concat([[items], tf.shape(init_h)], 0), inputs.dtype)
+    writes = tf.TensorArray(inputs.dtype, size=items, element_shape=init_h.shape).unstack(zeros)
     return reads, writes
 
 
-def _lstm_sequence(inputs, init_h, init_c, kernel, recurrent_kernel, bias):
+def _lstm_sequence(inputs, init_h, init_c, kernel, recurrent_kernel, bias, keep_all=True):
     """The LSTM over time-major `inputs`, in the converters' contract (module docstring). Returns
-    `(last_output, outputs (T, B, H), h, c, runtime)`; `runtime` is a placeholder result the contract has."""
-    reads, writes = _sequence_lists(inputs, init_h)
+    `(last_output, outputs, h, c, runtime)`; `outputs` is `(T, B, H)` with `keep_all`, else a placeholder
+    (TFLite's fused form returns the sequence there); `runtime` is a placeholder result the contract has."""
+    reads, writes = _sequence_lists(inputs, init_h, keep_all)
 
     def body(t, writes, h, c):
         z = tf.matmul(reads.read(t), kernel) + tf.matmul(h, recurrent_kernel)
@@ -86,19 +92,20 @@ def _lstm_sequence(inputs, init_h, init_c, kernel, recurrent_kernel, bias):
         i, f, o = tf.sigmoid(z_i), tf.sigmoid(z_f), tf.sigmoid(z_o)
         c = f * c + i * tf.tanh(z_c)
         h = o * tf.tanh(c)
-        return t + 1, writes.write(t, h), h, c
+        return t + 1, writes.write(t if keep_all else 0, h), h, c
 
     steps = tf.shape(inputs)[0]
     _, writes, h, c = tf.while_loop(lambda t, *_: t < steps, body, (tf.constant(0), writes, init_h, init_c))
     outputs = writes.stack()
-    outputs.set_shape(inputs.shape[:2].concatenate(init_h.shape[1:]))
+    if keep_all:
+        outputs.set_shape(inputs.shape[:2].concatenate(init_h.shape[1:]))
     # The last output is the final h: the same as outputs[-1] for T > 0 (what TFLite's fused form returns).
     return h, outputs, h, c, tf.constant(0.0, inputs.dtype)
 
 
-def _gru_sequence(inputs, init_h, kernel, recurrent_kernel, bias):
-    """Keras' GRU with `reset_after=True` over time-major `inputs`: `(outputs (T, B, H), h)`."""
-    reads, writes = _sequence_lists(inputs, init_h)
+def _gru_sequence(inputs, init_h, kernel, recurrent_kernel, bias, keep_all=True):
+    """Keras' GRU with `reset_after=True` over time-major `inputs`: `(outputs (T, B, H) or a placeholder, h)`."""
+    reads, writes = _sequence_lists(inputs, init_h, keep_all)
     input_bias, recurrent_bias = tf.unstack(bias)
 
     def body(t, writes, h):
@@ -107,12 +114,13 @@ def _gru_sequence(inputs, init_h, kernel, recurrent_kernel, bias):
         z = tf.sigmoid(x_z + h_z)
         r = tf.sigmoid(x_r + h_r)
         h = z * h + (1.0 - z) * tf.tanh(x_h + r * h_h)
-        return t + 1, writes.write(t, h), h
+        return t + 1, writes.write(t if keep_all else 0, h), h
 
     steps = tf.shape(inputs)[0]
     _, writes, h = tf.while_loop(lambda t, *_: t < steps, body, (tf.constant(0), writes, init_h))
     outputs = writes.stack()
-    outputs.set_shape(inputs.shape[:2].concatenate(init_h.shape[1:]))
+    if keep_all:
+        outputs.set_shape(inputs.shape[:2].concatenate(init_h.shape[1:]))
     return outputs, h
 
 
@@ -130,11 +138,16 @@ def fused_export_loop(
     if name == "lstm":
         # A new function per trace: what is traced is kept by the graph that calls it, not by this module.
         attributes = {"api_implements": f"lstm_{uuid.uuid4().hex}", "time_major": True, "go_backwards": False}
-        function = tf.function(_lstm_sequence, autograph=False, experimental_attributes=attributes)
+        function = tf.function(
+            functools.partial(_lstm_sequence, keep_all=return_all_outputs),
+            autograph=False,
+            experimental_attributes=attributes,
+        )
         h0, c0 = prepared.initial_state[0], prepared.initial_state[1]
         last, outputs, h, c, _ = function(inputs, h0, c0, kernel, recurrent_kernel, bias)
         state = [h, c]
     else:
-        outputs, h = _gru_sequence(inputs, prepared.initial_state[0], kernel, recurrent_kernel, bias)
+        h0 = prepared.initial_state[0]
+        outputs, h = _gru_sequence(inputs, h0, kernel, recurrent_kernel, bias, keep_all=return_all_outputs)
         last, state = h, [h]
     return (outputs if return_all_outputs else None), last, state
