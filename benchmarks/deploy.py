@@ -15,7 +15,14 @@ fixed batch), within 1e-5 (2e-5 relative) for float targets and 5e-2 for the qua
 largest difference, or `FAIL` with the converter's or runtime's reason. The table is printed in Markdown
 (docs/deploy.md shows it); `--json PATH` also writes the results.
 
+An ONNX cell also names the fused recurrent op the model holds (`LSTM`, `GRU`: `keras_unroll/loops/fused_export.py`).
+
+`--speed` prints instead the fused-export form against the plain serving loop (`generic_only()` during the
+export) on the TFLite interpreter and onnxruntime: recurrent op, model size and latency at batch 1, T=100,
+measured side by side in one process.
+
 Run:  python -m benchmarks deploy [--quick] [--cases NAME ...] [--json PATH] [--in-process]
+      python -m benchmarks deploy --speed [--steps T] [--units H] [--repeats N] [--json PATH]
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 TARGETS = ("savedmodel", "tflite", "tflite-q", "onnx")
+FUSED_ONNX_OPS = ("LSTM", "GRU")
 FLOAT_TOLERANCE = 1e-5
 QUANTIZED_TOLERANCE = 5e-2
 STEPS = 6
@@ -204,13 +212,29 @@ def tflite_runner(content: bytes) -> Any:
 
 
 def tflite_ops(content: bytes) -> List[str]:
-    """The builtin op names of a TFLite model (`analyzer` output)."""
+    """The op names of a TFLite model, every subgraph's, read from `tf.lite.experimental.Analyzer`'s report.
+
+    The analyzer is TensorFlow's public way to list a model's operators (the interpreter lists tensors, not ops;
+    the flatbuffer schema module is internal). It prints its report, so the report is captured here.
+    """
+    import contextlib
+    import io
     import re
 
     import tensorflow as tf
 
-    text = tf.lite.experimental.Analyzer.analyze(model_content=content, gpu_compatibility=False)
-    return sorted(set(re.findall(r"Op#\d+ (\w+)\(", text or "")))
+    report = io.StringIO()
+    with contextlib.redirect_stdout(report):
+        returned = tf.lite.experimental.Analyzer.analyze(model_content=content, gpu_compatibility=False)
+    text = report.getvalue() + (returned or "")
+    return sorted(set(re.findall(r"Op#\d+ (\w+)\(", text)))
+
+
+def onnx_ops(content: bytes) -> List[str]:
+    """The op types of an ONNX model's main graph (`onnx`, which tf2onnx installs)."""
+    import onnx
+
+    return sorted({node.op_type for node in onnx.load_model_from_string(content).graph.node})
 
 
 def to_onnx(export_dir: str, opset: int = 17) -> bytes:
@@ -273,6 +297,7 @@ def run_case(case: Case, targets: Sequence[str] = TARGETS, workdir: Optional[str
     """Builds, exports and deploys one case to `targets`. Returns `{target: {"ok", "error", "max_diff"}}`."""
     workdir = workdir or tempfile.mkdtemp(prefix="deploy_")
     results: Dict[str, Dict[str, Any]] = {}
+    fused: List[str] = []
     try:
         model, x = build_model(case)
         pairs = expected_outputs(model, x, case.stateful)
@@ -290,12 +315,16 @@ def run_case(case: Case, targets: Sequence[str] = TARGETS, workdir: Optional[str
             elif target in ("tflite", "tflite-q"):
                 run = tflite_runner(to_tflite(export_dir, quantize=target == "tflite-q"))
             elif target == "onnx":
-                run = onnx_runner(to_onnx(export_dir))
+                content = to_onnx(export_dir)
+                fused = [op for op in onnx_ops(content) if op in FUSED_ONNX_OPS]
+                run = onnx_runner(content)
             else:
                 raise ValueError(f"Unknown target {target!r}; known: {TARGETS}")
             tolerance = QUANTIZED_TOLERANCE if target == "tflite-q" else FLOAT_TOLERANCE
             ok, worst = compare(run, pairs, tolerance)
             results[target] = {"ok": ok, "max_diff": worst, "error": None if ok else f"differs by {worst:.2g}"}
+            if target == "onnx" and fused:
+                results[target]["fused"] = fused
         except ImportError as error:
             results[target] = {"ok": False, "error": f"not installed: {error.name}"}
         except Exception as error:
@@ -303,10 +332,123 @@ def run_case(case: Case, targets: Sequence[str] = TARGETS, workdir: Optional[str
     return results
 
 
+# ------------------------------------------------------------------------------- fused vs plain loop
+SPEED_CELLS = ("LSTMCell", "tf1.BasicLSTMCell", "GRUCell", "LSTMCell,return_sequences", "GRUCell,return_sequences")
+#: (target, batch of the export): TFLite fuses only at a fixed batch; at `model.export`'s open batch it converts
+#: the loop.
+SPEED_TARGETS = (("tflite", 1), ("tflite", None), ("onnx", None))
+
+
+def _speed_model(cell: str, steps: int, features: int, units: int) -> Any:
+    """`Input((steps, features)) -> DynamicUnroll(cell) -> Dense(1)` with random weights (`,return_sequences`:
+    the sequence flattened into the dense layer)."""
+    import keras
+
+    import keras_unroll as ku
+
+    keras.utils.set_random_seed(3)
+    name, _, option = cell.partition(",")
+    cells = {
+        "LSTMCell": lambda: keras.layers.LSTMCell(units),
+        "tf1.BasicLSTMCell": lambda: ku.tf1.BasicLSTMCell(units),
+        "GRUCell": lambda: keras.layers.GRUCell(units),
+    }
+    inputs = keras.Input((steps, features))
+    output = ku.DynamicUnroll(cells[name](), return_sequences=option == "return_sequences")(inputs)
+    if option == "return_sequences":
+        output = keras.layers.Flatten()(output)
+    return keras.Model(inputs, keras.layers.Dense(1)(output))
+
+
+def _median_ms(call: Any, repeats: int) -> float:
+    import statistics
+
+    call()  # warm-up: the first call allocates
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return 1000.0 * statistics.median(times)
+
+
+def speed_rows(
+    steps: int = 100, features: int = 16, units: int = 64, repeats: int = 30, workdir: Optional[str] = None
+) -> List[Dict[str, Any]]:
+    """The fused-export form against the plain serving loop (`keras_unroll.testing.generic_only()` during the
+    export), side by side in this process: for each cell and target, the recurrent op in the converted model,
+    its size, the median time of one call at batch 1 and the largest difference from `model.predict`.
+
+    TFLite fuses only at a fixed batch (its converter's condition), so its SavedModels are exported with
+    `input_signature=[tf.TensorSpec((1, steps, features))]`; the ONNX ones with the open batch of
+    `model.export`.
+    """
+    import contextlib
+
+    import numpy as np
+    import tensorflow as tf
+
+    import keras_unroll as ku
+
+    workdir = workdir or tempfile.mkdtemp(prefix="deploy_speed_")
+    x = np.random.default_rng(0).normal(size=(1, steps, features)).astype("float32")
+    rows = []
+    for cell in SPEED_CELLS:
+        model = _speed_model(cell, steps, features, units)
+        expected = model.predict(x, verbose=0)
+        for target, batch in SPEED_TARGETS:
+            for form in ("fused", "plain"):
+                export_dir = os.path.join(workdir, f"{cell}-{target}-{batch}-{form}")
+                signature = [tf.TensorSpec((batch, steps, features))] if batch else None
+                with contextlib.nullcontext() if form == "fused" else ku.testing.generic_only():
+                    model.export(export_dir, verbose=False, input_signature=signature)
+                if target == "tflite":
+                    content = to_tflite(export_dir)
+                    ops = tflite_ops(content)
+                    run = tflite_runner(content)
+                    recurrent = [op for op in ops if op in ("UNIDIRECTIONAL_SEQUENCE_LSTM", "WHILE")]
+                else:
+                    content = to_onnx(export_dir)
+                    ops = onnx_ops(content)
+                    run = onnx_runner(content)
+                    recurrent = [op for op in ops if op in FUSED_ONNX_OPS + ("Loop",)]
+                got = np.asarray(run(x)).reshape(expected.shape)
+                rows.append(
+                    {
+                        "cell": cell,
+                        "target": target,
+                        "batch": "fixed 1" if batch else "open",
+                        "form": form,
+                        "op": "+".join(recurrent) or "-",
+                        "kilobytes": len(content) / 1024,
+                        "ms": _median_ms(lambda: run(x), repeats),
+                        "max_diff": float(np.max(np.abs(got - expected))),
+                    }
+                )
+    return rows
+
+
+def print_speed(rows: List[Dict[str, Any]], steps: int, features: int, units: int) -> None:
+    print(f"Fused export against the plain serving loop: run at batch 1, T={steps}, {features} features, {units} units")
+    print(
+        "| model | target | exported batch | form | recurrent op | size (KB) | ms per call | plain / fused | max diff |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    fused_ms = {(r["cell"], r["target"], r["batch"]): r["ms"] for r in rows if r["form"] == "fused"}
+    for r in rows:
+        ratio = f"{r['ms'] / fused_ms[r['cell'], r['target'], r['batch']]:.1f}x" if r["form"] == "plain" else ""
+        print(
+            f"| {r['cell']} | {r['target']} | {r['batch']} | {r['form']} | {r['op']} | {r['kilobytes']:.0f} | "
+            f"{r['ms']:.2f} | {ratio} | {r['max_diff']:.0e} |",
+            flush=True,
+        )
+
+
 # ------------------------------------------------------------------------------------------- matrix
 def _cell_text(result: Dict[str, Any]) -> str:
     if result.get("ok"):
-        return f"ok ({result['max_diff']:.0e})"
+        fused = ", ".join(result.get("fused", ()))
+        return f"ok ({result['max_diff']:.0e})" + (f" {fused}" if fused else "")
     return "FAIL: " + str(result.get("error", "?")).replace("|", "/")
 
 
@@ -345,8 +487,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help="run the cases one after another in this process (faster on a busy machine; cases may then share "
         "Keras' and TensorFlow's global state)",
     )  # fmt: skip
+    parser.add_argument(
+        "--speed", action="store_true",
+        help="instead of the matrix: the fused-export form against the plain serving loop (TFLite, ONNX: "
+        "recurrent op, size, latency at batch 1)",
+    )  # fmt: skip
+    parser.add_argument("--steps", type=int, default=100, help="T for --speed")
+    parser.add_argument("--units", type=int, default=64, help="units for --speed")
+    parser.add_argument("--repeats", type=int, default=30, help="timed calls per model for --speed")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.speed:
+        features = 16
+        rows = speed_rows(args.steps, features, args.units, args.repeats)
+        print_speed(rows, args.steps, features, args.units)
+        if args.json:
+            with open(args.json, "w") as handle:
+                json.dump({"speed": rows}, handle, indent=1)
+        return 0
     if args.child:
         request = json.loads(args.child)
         result = run_case(_case_from_dict(request["case"]), request["targets"])

@@ -61,6 +61,7 @@ from tensorflow.python.eager import record  # could_possibly_record: no public e
 
 from keras_unroll import step as step_lib
 from keras_unroll.kernels import cudnn, gated, projected, simple_rnn
+from keras_unroll.loops import fused_export
 from keras_unroll.loops.checkpointed import Recompute, checkpointed_loop
 from keras_unroll.loops.dynamic import while_loop
 from keras_unroll.loops.static import static_loop
@@ -174,7 +175,8 @@ class Plan:
             (an inference graph to deploy: a plain while loop over the generic step, `serving_trace`).
         kernel: `"generic"` (the cell's own step), `"simple_rnn"` (the fused SimpleRNN kernel), `"gated"`
             (the fused LSTM/GRU kernel), `"projected"` (the hoisted LSTM/GRU step of the static loop) or
-            `"cudnn"` (cuDNN's LSTM/GRU kernel, as Keras' layers call it on a GPU).
+            `"cudnn"` (cuDNN's LSTM/GRU kernel, as Keras' layers call it on a GPU) or `"fused_export"` (a serving
+            LSTM/GRU in the form TFLite's and ONNX's converters fuse, `loops/fused_export.py`).
         compile: `"none"`, `"kernel"` (a fused kernel compiles its own passes), `"loop"` (the whole loop
             runs in its own `tf.function(jit_compile=True)`).
         choices: The fused kernel's choices (for the LSTM/GRU kernel only `jit` and `bucket_steps`; for the
@@ -304,6 +306,9 @@ def _make_plan(cell: Any, prepared: step_lib.Prepared, request: Request, value: 
         # An inference graph that is deployed as it is (SavedModel, TFLite with builtin ops, ONNX): the generic
         # step in a plain while loop with a static T where there is one; no custom gradient, no XLA-compiled
         # function, no cuDNN op, no bucketing arithmetic. swap_memory/recompute shape only a backward pass.
+        # An LSTM/GRU the fused sequence ops compute: the loop in the form converters fuse (`fused_export`).
+        if fast and fused_export.kind(cell, prepared) is not None:
+            return Plan("serving", "fused_export", "none", None, training, value)
         return Plan("serving", "generic", "none", None, training, value)
     if request.loop == "static":
         compile_mode = (
@@ -630,6 +635,10 @@ def execute(
         return outputs, last, state
     if plan.kernel == "cudnn":
         return _cudnn_or_generic(plan, cell, prepared, request, masks)
+    if plan.kernel == "fused_export":
+        return fused_export.fused_export_loop(
+            cell, fused_export.kind(cell, prepared), prepared, return_all_outputs=return_all
+        )
     if plan.kernel == "gated":
         return gated.gated_loop(
             cell, prepared, masks, return_all_outputs=return_all, jit=True, bucket_steps=plan.choices.bucket_steps

@@ -195,3 +195,131 @@ def test_the_matrix_script_prints_its_table(capsys, tmp_path):
     assert "| DynamicUnroll/BasicRNNCell,recompute=sqrt | ok (" in printed
     (row,) = json.loads(out.read_text())["rows"]
     assert row["results"]["savedmodel"]["ok"] and row["results"]["savedmodel"]["max_diff"] <= 1e-5
+
+
+# ------------------------------------------------------------------------ fused sequence ops on export
+# `keras_unroll/loops/fused_export.py`: a serving LSTM becomes TFLite's UNIDIRECTIONAL_SEQUENCE_LSTM (at a fixed
+# batch, the converter's condition) and ONNX's LSTM; a GRU (reset_after=True) ONNX's GRU. The op lists are read
+# from the converted models: TFLite's with `tf.lite.experimental.Analyzer` (TensorFlow's public op listing;
+# the interpreter lists tensors only), ONNX's with `onnx` (node op types).
+FUSED = {
+    "LSTMCell": deploy.Case("DynamicUnroll", "LSTMCell", (("return_sequences", True), ("go_backwards", True))),
+    "tf1.BasicLSTMCell": deploy.Case("DynamicUnroll", "tf1.BasicLSTMCell"),
+    "tf1.LSTMCell": deploy.Case("DynamicUnroll", "tf1.LSTMCell"),
+    "GRUCell": deploy.Case("DynamicUnroll", "GRUCell"),
+}
+LSTMS = ["LSTMCell", "tf1.BasicLSTMCell", "tf1.LSTMCell"]
+
+
+@pytest.fixture(scope="module")
+def fused_models():
+    """The FUSED models, trained one step, with the predictions at batch 1 and 4."""
+    found = {}
+    for key, case in FUSED.items():
+        model, x = deploy.build_model(case)
+        found[key] = (model, deploy.expected_outputs(model, x, False))
+    return found
+
+
+def _fixed_batch_export(model, x, path):
+    model.export(str(path), verbose=False, input_signature=[tf.TensorSpec(x.shape, tf.float32)])
+    return str(path)
+
+
+@pytest.mark.parametrize("key", LSTMS)
+def test_tflite_fuses_the_lstm(fused_models, key, tmp_path):
+    """At a fixed batch (1 and 4), the LSTM is one UNIDIRECTIONAL_SEQUENCE_LSTM op (no WHILE) with builtin ops
+    only, and gives `model.predict`'s numbers."""
+    model, pairs = fused_models[key]
+    for x, expected in pairs:
+        content = deploy.to_tflite(_fixed_batch_export(model, x, tmp_path / f"b{len(x)}"))
+        ops = deploy.tflite_ops(content)
+        assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in ops and "WHILE" not in ops, ops
+        _assert_pairs(deploy.tflite_runner(content), [(x, expected)], deploy.FLOAT_TOLERANCE)
+
+
+@needs_onnx
+@pytest.mark.parametrize("key", sorted(FUSED))
+def test_onnx_fuses_lstm_and_gru(fused_models, key, tmp_path):
+    """`model.export`'s open batch: ONNX's LSTM or GRU op, no Loop, `model.predict`'s numbers at batch 1 and 4.
+    TFLite keeps the loop at an open batch (it fuses only at a fixed one) and converts it as it is."""
+    model, pairs = fused_models[key]
+    model.export(str(tmp_path / "sm"), verbose=False)
+    content = deploy.to_onnx(str(tmp_path / "sm"))
+    ops = deploy.onnx_ops(content)
+    assert ("GRU" if key == "GRUCell" else "LSTM") in ops and "Loop" not in ops, ops
+    _assert_pairs(deploy.onnx_runner(content), pairs, deploy.FLOAT_TOLERANCE)
+    if key == "LSTMCell":
+        tflite = deploy.to_tflite(str(tmp_path / "sm"))
+        assert "WHILE" in deploy.tflite_ops(tflite)
+        _assert_pairs(deploy.tflite_runner(tflite), pairs, deploy.FLOAT_TOLERANCE)
+
+
+def _serving_plan(layer, x, **specs):
+    """The kernel the planner gave a serving trace of `layer` (a function without `training` and a tape)."""
+    tf.function(lambda x, kwargs: layer(x, **kwargs)).get_concrete_function(x, specs)
+    return ku.testing.plans(layer)[-1]["kernel"]
+
+
+def test_the_planner_takes_the_fused_form_only_where_the_maths_match():
+    """LSTMs and `reset_after=True` GRUs with tanh/sigmoid, no mask and no `sequence_length` take it; the
+    others keep the generic serving loop (which converts as before); `generic_only()` turns it off."""
+    x = tf.TensorSpec((None, 5, 3), tf.float32)
+    taken = [
+        keras.layers.LSTMCell(4, use_bias=False),
+        ku.tf1.BasicLSTMCell(4, forget_bias=0.5),
+        keras.layers.GRUCell(4),
+    ]
+    for cell in taken:
+        assert _serving_plan(ku.DynamicUnroll(cell), x) == "fused_export", cell
+    kept = [
+        keras.layers.GRUCell(4, reset_after=False),
+        keras.layers.LSTMCell(4, recurrent_activation="hard_sigmoid"),
+        ku.tf1.LSTMCell(4, use_peepholes=True, num_proj=3),
+    ]
+    for cell in kept:
+        assert _serving_plan(ku.DynamicUnroll(cell), x) == "generic", cell
+    layer = ku.DynamicUnroll(keras.layers.LSTMCell(4))
+    assert _serving_plan(layer, x, mask=tf.TensorSpec((None, 5), tf.bool)) == "generic"  # a Keras mask
+    with ku.testing.generic_only():
+        assert _serving_plan(layer, x) == "generic"
+
+
+@pytest.mark.parametrize("cell", ["LSTMCell", "GRUCell"])
+def test_the_fused_form_gives_the_eager_numbers(cell):
+    """Initial states, `go_backwards`, `return_sequences` and `return_state` of the serving graph equal the
+    eager call (the fused form computes the states too; TFLite then keeps its loop, as the next test shows)."""
+    make = {"LSTMCell": keras.layers.LSTMCell, "GRUCell": keras.layers.GRUCell}[cell]
+    layer = ku.DynamicUnroll(make(4), return_sequences=True, return_state=True, go_backwards=True)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3, 5, 2)).astype("float32")
+    states = [rng.normal(size=(3, 4)).astype("float32") for _ in range(2 if cell == "LSTMCell" else 1)]
+    eager = layer(x, initial_state=states)
+    serving = tf.function(lambda x, states: layer(x, initial_state=states))
+    got = serving(x, states)
+    assert ku.testing.plans(layer)[-1]["kernel"] == "fused_export"
+    for g, e in zip(got, eager):
+        np.testing.assert_allclose(g, e, atol=1e-6)
+
+
+@needs_onnx
+def test_fused_form_falls_back_where_a_converter_cannot_fuse(tmp_path):
+    """`return_state` uses the final states, which TFLite's fused op does not give: its converter keeps the
+    loop (and the numbers). A Keras mask: the planner keeps the generic serving loop; both convert."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(4, 5, 3)).astype("float32")
+    inputs = keras.Input((5, 3))
+    output, h, c = ku.DynamicUnroll(keras.layers.LSTMCell(4), return_state=True)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Concatenate()([output, h, c])))
+    expected = model.predict(x, verbose=0)
+    content = deploy.to_tflite(_fixed_batch_export(model, x, tmp_path / "state"))
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" not in deploy.tflite_ops(content)
+    _assert_pairs(deploy.tflite_runner(content), [(x, expected)], deploy.FLOAT_TOLERANCE)
+
+    model, x = deploy.build_model(deploy.Case("DynamicUnroll", "LSTMCell", mask=True))
+    pairs = deploy.expected_outputs(model, x, False)
+    model.export(str(tmp_path / "mask"), verbose=False)
+    _assert_pairs(deploy.tflite_runner(deploy.to_tflite(str(tmp_path / "mask"))), pairs, deploy.FLOAT_TOLERANCE)
+    content = deploy.to_onnx(str(tmp_path / "mask"))
+    assert "LSTM" not in deploy.onnx_ops(content)
+    _assert_pairs(deploy.onnx_runner(content), pairs, deploy.FLOAT_TOLERANCE)

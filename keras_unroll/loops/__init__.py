@@ -3,5 +3,6 @@
 - `static.static_loop`: a Python `for` (one copy of the step per time step);
 - `dynamic.while_loop`: one `tf.while_loop` (one copy, any T);
 - `checkpointed.checkpointed_loop`: a while loop whose backward pass recomputes segments from checkpoints
-  (`swap_memory`, `recompute`).
+  (`swap_memory`, `recompute`);
+- `fused_export.fused_export_loop`: a serving LSTM/GRU in the form TFLite's and ONNX's converters fuse.
 """
