@@ -1,4 +1,5 @@
-"""`python -m benchmarks [speed options]` runs the speed suite; `python -m benchmarks memory|shapes|parts|first-minute|deploy [...]` the others.
+"""`python -m benchmarks [speed options]` runs the speed suite;
+`python -m benchmarks memory|shapes|parts|first-minute|deploy [...]` the others.
 
 `--verbose` shows TensorFlow's own log and the warnings the benchmarks cause on purpose (hidden by default).
 """

@@ -524,7 +524,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"[{index}/{len(cases)}] {case.name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     failed = sum(not r["results"][t]["ok"] for r in rows for t in args.targets)
     print(
-        f"\n{len(rows)} cases × {len(args.targets)} targets: {len(rows) * len(args.targets) - failed} ok, {failed} failed"
+        f"\n{len(rows)} cases × {len(args.targets)} targets: "
+        f"{len(rows) * len(args.targets) - failed} ok, {failed} failed"
     )
     if args.json:
         with open(args.json, "w") as handle:

@@ -38,9 +38,11 @@ rng = np.random.default_rng(0)
 
 def rnn(units, cell_name, variant):
     if variant == "keras":
-        return {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "simple_rnn": keras.layers.SimpleRNN}[cell_name](units)
+        layers = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "simple_rnn": keras.layers.SimpleRNN}
+        return layers[cell_name](units)
     jit = {"ku": "auto", "ku-nojit": False, "ku-generic": "auto"}[variant]
-    cell = {"lstm": keras.layers.LSTMCell, "gru": keras.layers.GRUCell, "simple_rnn": keras.layers.SimpleRNNCell}[cell_name](units)
+    cells = {"lstm": keras.layers.LSTMCell, "gru": keras.layers.GRUCell, "simple_rnn": keras.layers.SimpleRNNCell}
+    cell = cells[cell_name](units)
     return ku.DynamicUnroll(cell, jit_compile=jit)
 
 def rss_mb():

@@ -235,7 +235,8 @@ def markdown_table(results: Sequence[Dict[str, Any]]) -> str:
                 f"| {case} | {t} | {r['peak_mb']:.4g} | {r['activation_mb']:.4g} "
                 f"| {_ratio(r['activation_mb'], keras_row.get('activation_mb'))} "
                 f"| {_ratio(r['activation_mb'], default_row.get('activation_mb'))} | {r['step_ms']:.4g} "
-                f"| {_ratio(r['step_ms'], keras_row.get('step_ms'))} | {_ratio(r['step_ms'], default_row.get('step_ms'))} |"
+                f"| {_ratio(r['step_ms'], keras_row.get('step_ms'))} "
+                f"| {_ratio(r['step_ms'], default_row.get('step_ms'))} |"
             )
     return "\n".join(lines)
 

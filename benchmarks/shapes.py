@@ -71,7 +71,10 @@ def _long_t(steps: int) -> str:
             train_step(x)
             best = min(best, time.perf_counter() - start)
         times.append(best)
-    return f"| LSTM training step, T = {steps} / {4 * steps} | {times[0]:.2f} s / {times[1]:.2f} s | ratio {times[1] / times[0]:.1f} |"
+    return (
+        f"| LSTM training step, T = {steps} / {4 * steps} | {times[0]:.2f} s / {times[1]:.2f} s "
+        f"| ratio {times[1] / times[0]:.1f} |"
+    )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

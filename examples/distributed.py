@@ -155,10 +155,10 @@ def run_local_workers(args, out_dir: str, n_workers: int = 2, timeout_s: float =
     deadline = time.monotonic() + timeout_s
     try:
         results = [proc.communicate(timeout=max(1.0, deadline - time.monotonic())) for proc in procs]
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as error:
         for proc in procs:
             proc.kill()
-        raise SystemExit(f"the workers did not finish within {timeout_s:.0f} s and were stopped")
+        raise SystemExit(f"the workers did not finish within {timeout_s:.0f} s and were stopped") from error
     for index, (proc, (stdout, stderr)) in enumerate(zip(procs, results)):
         if proc.returncode != 0:
             raise SystemExit(f"worker {index} failed (exit {proc.returncode}):\n{stderr[-3000:]}")

@@ -358,7 +358,8 @@ def export_and_check(model: Any, export_dir: str, x: Any, expected: Any) -> Tupl
 def plot_predictions(
     data: Dataset, results: Sequence[Result], path: str, limit: int = 200, max_outputs: int = 4
 ) -> str:
-    """Draws the test targets and each model's predictions, one panel per output (at most `max_outputs`); saves a PNG."""
+    """Draws the test targets and each model's predictions, one panel per output (at most `max_outputs`);
+    saves a PNG."""
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -408,7 +409,8 @@ def _have_matplotlib() -> bool:
 
 
 def _pick_export(results: Sequence[Result]) -> Tuple[Result, Optional[Result], str]:
-    """`(exported, better or None, sentence)`: a model is "better" only if its test loss is lower by > SAME_LOSS_RTOL."""
+    """`(exported, better or None, sentence)`: a model is "better" only if its test loss is lower by more than
+    SAME_LOSS_RTOL."""
     static, dynamic = results
     low, high = sorted(results, key=lambda result: result.test_loss)
     scale = max(abs(high.test_loss), 1e-12)

@@ -460,7 +460,8 @@ def check_sequence_length(
         lengths = tf.convert_to_tensor(sequence_length)
     except (TypeError, ValueError) as error:
         raise TypeError(
-            f"`sequence_length` must be a 1D integer tensor of shape (batch,). Received: sequence_length={sequence_length!r}"
+            "`sequence_length` must be a 1D integer tensor of shape (batch,). "
+            f"Received: sequence_length={sequence_length!r}"
         ) from error
     if not lengths.dtype.is_integer:
         if lengths.dtype.is_floating:
@@ -601,7 +602,8 @@ def stack_inputs(inputs: Sequence[Any], dtype: Any) -> tf.Tensor:
     for i, x in enumerate(steps):
         if x.shape.rank != 2:
             raise ValueError(
-                f"Each input step must be a 2D (batch, features) tensor. Received: inputs[{i}].shape={_shape_str(x.shape)}"
+                "Each input step must be a 2D (batch, features) tensor. "
+                f"Received: inputs[{i}].shape={_shape_str(x.shape)}"
             )
         if not x.shape.is_compatible_with(first.shape):
             raise ValueError(

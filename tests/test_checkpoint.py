@@ -198,7 +198,7 @@ GATE = {name: k for k, name in enumerate("ijfo")}  # TF1's LSTM gate order
 def _lstm_checkpoint(directory, scope="rnn/basic_lstm_cell", **extra):
     """A TF1 LSTM kernel whose entry (row, column) is 1000·gate + 10·row + unit, so every move is visible."""
     kernel = np.zeros((FH, 4 * H), np.float32)
-    for gate, k in GATE.items():
+    for k in GATE.values():
         for row in range(FH):
             kernel[row, k * H : (k + 1) * H] = 1000 * k + 10 * row + np.arange(H)
     bias = np.concatenate([np.full(H, 0.1 * (k + 1), np.float32) for k in range(4)])

@@ -150,7 +150,7 @@ def multi_worker(started, single_device) -> List[Dict[str, np.ndarray]]:
 
 def _assert_same_training(run: Dict[str, np.ndarray], reference: Dict, key: str) -> None:
     weights = [run[f"{key}/{i}"] for i in range(len(reference["weights"]))]
-    for got, want, start in zip(weights, reference["weights"], worker.initial_weights()):
+    for got, want in zip(weights, reference["weights"]):
         np.testing.assert_allclose(got, want, atol=ATOL, rtol=RTOL)
         assert got.dtype == np.float32
     # The comparison means something only if training moved the weights well beyond the tolerance.

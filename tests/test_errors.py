@@ -58,7 +58,10 @@ def test_feature_size_changed_for_a_reused_cell(function):
 
 
 # --------------------------------------------------------------------------- unknown / zero T
-UNKNOWN_T = r"needs a known number of time steps.*Fix: give the model an `Input\(\)` with a fixed shape.*`DynamicUnroll`.*Received: inputs.shape=\(None, None, 3\)"
+UNKNOWN_T = (
+    r"needs a known number of time steps.*Fix: give the model an `Input\(\)` with a fixed shape.*`DynamicUnroll`"
+    r".*Received: inputs.shape=\(None, None, 3\)"
+)
 
 
 def test_static_unroll_unknown_time_in_a_functional_model():
@@ -139,7 +142,8 @@ def test_sequence_length_of_floats_with_fractions(unroll):
         unroll(H, _x(), sequence_length=np.array([1.5, 2.0]))
 
 
-# Lengths known only when a graph runs: test_silent_wrong.py::test_lengths_known_only_when_the_graph_runs_are_checked_there
+# Lengths known only when a graph runs:
+# test_silent_wrong.py::test_lengths_known_only_when_the_graph_runs_are_checked_there
 
 
 # ---------------------------------------------------------------------------------- initial_state
@@ -152,7 +156,8 @@ def test_sequence_length_of_floats_with_fractions(unroll):
 def test_initial_state_of_the_wrong_shape(unroll, state, received):
     with pytest.raises(
         ValueError,
-        match=rf"`initial_state\[0\]` must have shape \(batch, 4\) = \(2, 4\). Received: initial_state\[0\].shape={received}",
+        match=rf"`initial_state\[0\]` must have shape \(batch, 4\) = \(2, 4\). "
+        rf"Received: initial_state\[0\].shape={received}",
     ):
         unroll(H, _x(), initial_state=np.zeros(state, "float32"))
 
@@ -190,7 +195,8 @@ def test_list_input_whose_tensors_disagree(unroll, second, received):
     steps = [_x(B, F), np.zeros(second, "float32")]
     with pytest.raises(
         ValueError,
-        match=rf"All input steps must have the same \(batch, features\) shape. Received: inputs\[0\].shape=\(2, 3\), inputs\[1\].shape={received}",
+        match=rf"All input steps must have the same \(batch, features\) shape. "
+        rf"Received: inputs\[0\].shape=\(2, 3\), inputs\[1\].shape={received}",
     ):
         unroll(steps)
 

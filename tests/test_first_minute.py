@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 _EDGES_CHILD = r"""
-import json, sys
+import itertools, json, sys
 import numpy as np, tensorflow as tf, keras
 import keras_unroll as ku
 
@@ -26,12 +26,16 @@ def keras_layer(cell):
         return keras.layers.GRU(3, return_sequences=True, return_state=True)
     return keras.layers.SimpleRNN(3, return_sequences=True, return_state=True)
 
+def largest_difference(a, b):
+    return max(float(np.max(np.abs(x - y))) for x, y in zip(tf.nest.flatten(a), tf.nest.flatten(b)))
+
 def cells():
     init = dict(bias_initializer="random_normal", recurrent_initializer="orthogonal")
     return [ku.BasicRNNCell(3, bias_initializer="random_normal"), keras.layers.LSTMCell(3, **init),
             keras.layers.GRUCell(3, **init)]
 
-for case, layer_type, jit in [(c, l, j) for c in ("no_features", "empty_batch") for l in (ku.StaticUnroll, ku.DynamicUnroll) for j in ("auto", False)]:
+layer_types = (ku.StaticUnroll, ku.DynamicUnroll)
+for case, layer_type, jit in itertools.product(("no_features", "empty_batch"), layer_types, ("auto", False)):
         for cell in cells():
             name = f"{layer_type.__name__}/{type(cell).__name__}/jit={jit}"
             layer = layer_type(cell, return_sequences=True, return_state=True, jit_compile=jit)
@@ -58,8 +62,8 @@ for case, layer_type, jit in [(c, l, j) for c in ("no_features", "empty_batch") 
                     "name": name,
                     "shapes": [list(t.shape) for t in tf.nest.flatten(eager)],
                     "expected_shapes": [list(t.shape) for t in tf.nest.flatten(expected)],
-                    "eager_error": max(float(np.max(np.abs(a - b))) for a, b in zip(tf.nest.flatten(eager), tf.nest.flatten(expected))),
-                    "traced_error": max(float(np.max(np.abs(a - b))) for a, b in zip(tf.nest.flatten(traced), tf.nest.flatten(expected))),
+                    "eager_error": largest_difference(eager, expected),
+                    "traced_error": largest_difference(traced, expected),
                     "grad_shapes": [None if g is None else list(g.shape) for g in grads],
                     "weight_shapes": [list(w.shape) for w in layer.trainable_variables],
                     "raised": traced_error,
@@ -70,7 +74,8 @@ for case, layer_type, jit in [(c, l, j) for c in ("no_features", "empty_batch") 
                 def call(x, *state):
                     return layer(x, initial_state=list(state))
                 result = call(tf.zeros((0, 4, 2)), *[tf.zeros((0, 3))] * n)
-                out.append({"case": case, "name": name, "shapes": [list(t.shape) for t in tf.nest.flatten(result)], "n": n})
+                shapes = [list(t.shape) for t in tf.nest.flatten(result)]
+                out.append({"case": case, "name": name, "shapes": shapes, "n": n})
 print("RESULT" + json.dumps(out))
 """
 

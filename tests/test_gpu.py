@@ -138,7 +138,8 @@ BEFORE_INIT_CODE = textwrap.dedent(
         tf.config.threading.set_inter_op_parallelism_threads(2)
     except RuntimeError:
         out["initialized_after_tensor"] = True
-    out["identical_after_init_is_same"] = gpu.configure_gpus(visible=[0], memory_fraction=0.5, memory_growth=True) is report
+    again = gpu.configure_gpus(visible=[0], memory_fraction=0.5, memory_growth=True)
+    out["identical_after_init_is_same"] = again is report
     try:
         gpu.configure_gpus(visible="0", memory_limit_mb=4000)  # MARK_DIFFERENT
     except RuntimeError as error:
@@ -217,7 +218,7 @@ def test_no_gpu_returns_empty_report_and_logs_one_info_line(before_init_run):
     is_empty, text = out["report"]
     assert is_empty
     assert "TensorFlow sees no GPU" in text
-    info_lines = [l for l in process.stdout.splitlines() if l.startswith("LOG INFO keras_unroll")]
+    info_lines = [line for line in process.stdout.splitlines() if line.startswith("LOG INFO keras_unroll")]
     # One line for each new setting (three calls: the notebook's, a different one, the notebook's again);
     # the identical re-calls are no-ops and log nothing.
     assert (

@@ -390,7 +390,8 @@ def _checkpoint_cases(tmp: str) -> List[Case]:
             foreign,
             (
                 ValueError,
-                r"No BasicRNNCell kernel under scope 'rnn/basic_rnn_cell'.*holds: .*v/.ATTRIBUTES/VARIABLE_VALUE \[3, 3\]",
+                r"No BasicRNNCell kernel under scope 'rnn/basic_rnn_cell'.*holds: "
+                r".*v/.ATTRIBUTES/VARIABLE_VALUE \[3, 3\]",
             ),
         ),
         Case(

@@ -191,7 +191,7 @@ def test_a_list_of_float64_cells_computes_in_float64(make):
 def test_empty_batch_of_unknown_size_with_lengths(options):
     layer = ku.DynamicUnroll(_cell(), return_sequences=True, **options)
     run = tf.function(
-        lambda x, l: layer(x, sequence_length=l),
+        lambda x, lengths: layer(x, sequence_length=lengths),
         input_signature=[tf.TensorSpec((None, None, F)), tf.TensorSpec((None,), tf.int32)],
     )
     x = tf.zeros((0, T, F))
@@ -243,7 +243,7 @@ def test_recompute_longer_than_the_sequence_with_lengths():
 def test_sequence_length_of_another_batch_in_a_function():
     cell = _cell()
     run = tf.function(
-        lambda x, l: ku.dynamic_rnn(cell, x, sequence_length=l),
+        lambda x, lengths: ku.dynamic_rnn(cell, x, sequence_length=lengths),
         input_signature=[tf.TensorSpec((None, T, F)), tf.TensorSpec((None,), tf.int32)],
     )
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"`sequence_length` must hold one length per row"):

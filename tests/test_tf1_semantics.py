@@ -61,16 +61,16 @@ def _tf1_child(out_dir: str) -> None:  # pragma: no cover - runs in the TF1 chil
         return "T"
 
     cases = {  # name -> (make the leaf cells, combine them, the state given, the input)
-        "lstm": (lambda: [rc.BasicLSTMCell(4, forget_bias=0.7)], lambda l: l[0], lambda: lstm("c0", "h0"), "x"),
+        "lstm": (lambda: [rc.BasicLSTMCell(4, forget_bias=0.7)], lambda cells: cells[0], lambda: lstm("c0", "h0"), "x"),
         "lstm_full": (
             lambda: [rc.LSTMCell(4, use_peepholes=True, num_proj=3, cell_clip=0.9)],
-            lambda l: l[0],
+            lambda cells: cells[0],
             lambda: lstm("c0", "p0"),
             "x",
         ),
         "lstm_concat": (
             lambda: [rc.BasicLSTMCell(4, state_is_tuple=False)],
-            lambda l: l[0],
+            lambda cells: cells[0],
             lambda: tf.concat([c("c0"), c("h0")], 1),
             "x",
         ),
@@ -88,17 +88,17 @@ def _tf1_child(out_dir: str) -> None:  # pragma: no cover - runs in the TF1 chil
         ),
         "multi_concat": (
             lambda: [rc.BasicLSTMCell(4, state_is_tuple=False), rc.GRUCell(3)],
-            lambda l: rc.MultiRNNCell(l, state_is_tuple=False),
+            lambda cells: rc.MultiRNNCell(cells, state_is_tuple=False),
             lambda: tf.concat([c("c0"), c("h0"), c("g0")], 1),
             "x",
         ),
         "wrapped": (
             lambda: [rc.LSTMCell(4, num_proj=3)],
-            lambda l: rc.DropoutWrapper(rc.ResidualWrapper(l[0]), 1.0, 1.0, 1.0),
+            lambda cells: rc.DropoutWrapper(rc.ResidualWrapper(cells[0]), 1.0, 1.0, 1.0),
             lambda: lstm("c0", "p0"),
             "p0",
         ),
-        "gru64": (lambda: [rc.GRUCell(5)], lambda l: l[0], lambda: c("g64"), "x64"),
+        "gru64": (lambda: [rc.GRUCell(5)], lambda cells: cells[0], lambda: c("g64"), "x64"),
     }
     fetch, leaves, meta = {}, {}, {"structures": {}, "dtypes": {}}
     for case, (make, combine, state, inputs) in cases.items():

@@ -704,7 +704,7 @@ def testProjNoSharding(d):
 
 @carried
 def testStateTupleWithProjAndSequenceLength(d):
-    num_units, input_size, batch_size, num_proj, max_length = 3, 5, 2, 4, 8
+    num_units, input_size, _batch_size, num_proj, max_length = 3, 5, 2, 4, 8
     sequence_length = [4, 6]
     initializer = d.uniform(-0.01, 0.01, SEED)
     cell_notuple = d.rc.LSTMCell(
