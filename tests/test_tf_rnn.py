@@ -6,8 +6,8 @@ From `tensorflow/python/kernel_tests/nn_ops/rnn_test.py` (all its tests) and the
 rtol = atol = 1e-6) and assertions. TF's graph-and-session code is written as TF2 eager code (a placeholder fed
 one value becomes that value; a graph-only shape check runs in a `tf.function`). The TF1-style cells are
 written as TF1 users' custom cells are described in our docs: plain classes with `state_size`, `output_size`
-and `__call__(inputs, state)` (TF's subclass `rnn_cell.RNNCell`, which gives `zero_state`). The `ku.tf1` module is used as TF1 code used `rnn_cell`:
-`from keras_unroll import tf1 as rnn`.
+and `__call__(inputs, state)` (TF's subclass `rnn_cell.RNNCell`, which gives `zero_state`). The `ku.tf1`
+module is used as TF1 code used `rnn_cell`: `from keras_unroll import tf1 as rnn`.
 
 Excused (not carried), each for a reason a TF1 user accepts: the `testScope` family (TF1 variable-scope
 names; Keras names weights after the cell), `static_state_saving_rnn` (state savers; the `outputs_sav`
