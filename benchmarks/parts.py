@@ -42,26 +42,25 @@ def parts(kind: str, shape: Sequence[int]) -> Dict[str, Callable[[], Any]]:
     import tensorflow as tf
 
     import keras_unroll as ku
-    from keras_unroll.kernels import gated, simple_rnn
+    from keras_unroll import plan, step
+    from keras_unroll.kernels import cells, chunks, recurrence
 
     batch, steps, features, units = shape
     x = tf.constant(np.random.default_rng(0).standard_normal((batch, steps, features), dtype=np.float32))
     cell = (keras.layers.LSTMCell if kind == "lstm" else keras.layers.GRUCell)(units)
     layer = ku.DynamicUnroll(cell)
     layer(x)
-    kernel, recurrent = tf.convert_to_tensor(cell.kernel), tf.convert_to_tensor(cell.recurrent_kernel)
-    bias = tf.convert_to_tensor(cell.bias)
-    in_bias, rec_bias = (bias, None) if kind == "lstm" else (bias[0], bias[1])
-    x_major = tf.transpose(x, [1, 0, 2])
-    b = in_bias if in_bias is not None else tf.zeros_like(kernel[0])
-    h0 = tf.zeros([batch, units])
-    c0 = h0 if kind == "lstm" else None
-    stop = tf.constant(steps)  # the fused kernel's chunk size for this shape, as `DynamicUnroll` runs it
-    spec = gated._spec(kind, cell.activation, cell.recurrent_activation)
-    forward_passes, backward_pass = gated._compiled_passes(spec, gated.CHUNK_BYTES)
-    fixed = (recurrent, rec_bias, None, None, stop)
-    hs, residuals, _, _, _ = forward_passes[2](x_major, kernel, b, None, h0, c0, *fixed)
-    d_h = tf.ones([batch, units])
+    # The passes as `DynamicUnroll` runs them for this shape: the planner's choices, the kernel's tensors.
+    prepared = step.prepare(cell, x, time_major=False)
+    request = plan.Request("dynamic", jit_compile=True)
+    choices = plan.make_plan(cell, prepared, request, plan.Tuning(gated_max_macs=2**62)).choices
+    mode = cells.mode_of(cell)
+    t = recurrence.cell_tensors(cell, mode, prepared, step.DropoutMasks())
+    t.setdefault("bias", tf.zeros(t["kernel"].shape[-1:]))
+    t["stop"] = tf.constant(steps)
+    found = recurrence.run_pass("forward", mode, choices, 2, t)
+    back = {**t, "hs": found["hs"], "residuals": found["residuals"], "d_h": tf.ones([batch, units])}
+    back.update({"d_c": back["d_h"]} if mode.has_carry else {})
     keras_layer = (keras.layers.LSTM if kind == "lstm" else keras.layers.GRU)(units)
     keras_layer(x)
 
@@ -79,23 +78,9 @@ def parts(kind: str, shape: Sequence[int]) -> Dict[str, Callable[[], Any]]:
 
     return {
         "layer forward": tf.function(lambda: layer(x)),
-        "projection": tf.function(lambda: simple_rnn.project(tf.transpose(x, [1, 0, 2]), kernel, in_bias)),
-        "compiled forward": lambda: forward_passes[2](x_major, kernel, b, None, h0, c0, *fixed)[3],
-        "compiled backward": lambda: backward_pass(
-            hs,
-            residuals,
-            x_major,
-            kernel,
-            None,
-            h0,
-            recurrent,
-            None,
-            None,
-            stop,
-            None,
-            d_h,
-            d_h if kind == "lstm" else None,
-        )[0],
+        "projection": tf.function(lambda: chunks.project(t["x"], t["kernel"], t["bias"])),
+        "compiled forward": lambda: recurrence.run_pass("forward", mode, choices, 2, t)["h"],
+        "compiled backward": lambda: recurrence.run_pass("backward", mode, choices, 0, back)["x"],
         "train": train,
         "Keras+XLA forward": tf.function(lambda: keras_layer(x), jit_compile=True),
         "Keras+XLA train": keras_train,

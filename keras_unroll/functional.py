@@ -288,11 +288,6 @@ def dynamic_rnn(
         layer_name="dynamic_rnn",
         allow_no_steps=True,
     )
-    if prepared.num_steps == 0:  # TF1: no steps give empty outputs and the initial state
-        units = step_lib.output_size(cell)
-        outputs = tf.zeros(tf.stack([0, prepared.batch_size, units]), prepared.inputs.dtype)
-        outputs = outputs if time_major else tf.transpose(outputs, [1, 0, 2])
-        return outputs, to_tf1_state(cell, prepared.initial_state)
     request = plan.Request(
         "dynamic",
         training=training,

@@ -60,9 +60,9 @@ import tensorflow as tf
 from tensorflow.python.eager import record  # could_possibly_record: no public equivalent
 
 from keras_unroll import step as step_lib
-from keras_unroll.kernels import cudnn, gated, projected, simple_rnn
+from keras_unroll.kernels import cells, cudnn, projected, recurrence
 from keras_unroll.loops import fused_export
-from keras_unroll.loops.checkpointed import Recompute, checkpointed_loop
+from keras_unroll.loops.checkpointed import Recompute, Segments, checkpointed_loop
 from keras_unroll.loops.dynamic import while_loop
 from keras_unroll.loops.static import static_loop
 
@@ -106,6 +106,29 @@ class Tuning:
         trial_max_elements: No trial when a sequence holds more than this many state values (`T·B·H`):
             the generic candidate keeps every step's activations, and a trial must not run out of memory
             where the chosen kernel would not.
+        chunk_bytes: Under XLA the fused passes project the inputs and back-propagate into them a chunk of steps
+            at a time, as many steps as keep a chunk's `(B, G·H)` rows within this many bytes (4 MiB), so that
+            the states (and residuals) are the only `(T, B, ·)` tensors a training step keeps (docs/memory.md).
+        min_chunks: Fewer chunks than this and the passes run the whole sequence as one: each pass holds a
+            few chunk-sized temporaries, which at two chunks outweighed what chunking saves (LSTM 64·127·16·64:
+            35 MB, against 18 MB at 64·100 in one chunk).
+        fma_features: Under XLA, a chunk's input projection with at most this many features is a fused sum
+            `b + Σ_f x[..., f] W[f]` (XLA's CPU product of a `[C·B, 8] × [8, H]` shape measured slower:
+            SimpleRNN forward at 32·1000·8·32, 4.98 ms against 6.04 ms); `0` always takes the product.
+        loop_parallel_iterations: `parallel_iterations` of the fused kernels' backward step loop (TensorFlow's
+            default, 10).
+        du_parallel_iterations: The same with `dU` accumulated in the loop: the products `h_{t-1}ᵀ dz_t` do
+            not wait for the gradient chain, and with 10 the loop ran 10 of them ahead and held them (2.8 MB of
+            a 12 MB peak, recompute="sqrt" at 32·2000·8·256; 9.6 MB with 2, the same step time).
+        chunk_parallel_iterations: `parallel_iterations` of the backward loop over chunks: uncompiled, 10 ran
+            the next chunks' work ahead and held ~15 chunks of temporaries (60 MB at 32·2000·8·256, against 15
+            MB with 1; same step time).
+        segment_parallel_iterations: `(forward, backward)` `parallel_iterations` of the checkpointed loop's
+            segment loops: forward one segment ahead at most (with 10 the loop projected 10 segments ahead
+            and held them: 14 of 19 MB at 32·2000·8·256, 12 with 2); backward one at a time (a segment's
+            recomputation does not wait for the gradient carried in).
+        trial_rounds: Timed rounds per candidate of the timed trial (after a warm-up call each).
+        trial_budget_s: Fewer rounds when one call takes longer than a third of this many seconds.
         gpu: Whether the machine has a GPU: None asks TensorFlow (`tf.config.list_logical_devices("GPU")`);
             `True`/`False` describe a machine for tests (a `tf.device` scope naming another device type still
             wins, see `on_gpu`).
@@ -127,14 +150,45 @@ class Tuning:
     compile_min_steps: int = dataclasses.field(
         default_factory=lambda: int(os.environ.get("KERAS_UNROLL_COMPILE_MIN_STEPS", "64"))
     )
+    chunk_bytes: int = 2**22
+    min_chunks: int = 4
+    fma_features: int = 16
+    loop_parallel_iterations: int = 10
+    du_parallel_iterations: int = 2
+    chunk_parallel_iterations: int = 1
+    segment_parallel_iterations: Tuple[int, int] = (2, 1)
+    trial_rounds: int = 3
+    trial_budget_s: float = 1.0
 
 
-_TUNING: contextvars.ContextVar = contextvars.ContextVar("keras_unroll_tuning", default=Tuning())
+_DEFAULT_TUNING = Tuning()
+_TUNING: contextvars.ContextVar = contextvars.ContextVar("keras_unroll_tuning", default=None)
+#: The `use_tuning` blocks open in each thread (innermost last), for the replica threads of a strategy.
+_OPEN_BLOCKS: Dict[int, List[Tuning]] = {}
+_OPEN_BLOCKS_LOCK = threading.Lock()
 
 
 def tuning() -> Tuning:
-    """The `Tuning` in force: the default, or the one a `use_tuning` block set (per thread and task)."""
-    return _TUNING.get()
+    """The `Tuning` in force: the default, or the one a `use_tuning` block set (per thread and task).
+
+    A replica thread of a distribution strategy (`MirroredStrategy` runs each replica's eager step in a
+    thread of its own, which does not inherit context variables) takes the block open in the thread that
+    runs the strategy; with several different blocks open in other threads it cannot tell which, and raises.
+    """
+    value = _TUNING.get()
+    if value is not None:
+        return value
+    if not _OPEN_BLOCKS or not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
+        return _DEFAULT_TUNING
+    with _OPEN_BLOCKS_LOCK:
+        open_values = {id(blocks[-1]): blocks[-1] for blocks in _OPEN_BLOCKS.values() if blocks}
+    if len(open_values) > 1:
+        raise RuntimeError(
+            "A replica thread of a distribution strategy cannot tell which `use_tuning`/`generic_only` block "
+            "applies: several are open in other threads. Open the block inside the function the strategy runs, "
+            f"or run one strategy at a time. Received: {len(open_values)} different blocks open"
+        )
+    return next(iter(open_values.values()), _DEFAULT_TUNING)
 
 
 @contextlib.contextmanager
@@ -143,10 +197,35 @@ def use_tuning(value: Tuning) -> Iterator[Tuning]:
     if not isinstance(value, Tuning):
         raise TypeError(f"`use_tuning` takes a `keras_unroll.plan.Tuning`. Received: value={value!r}")
     token = _TUNING.set(value)
+    thread = threading.get_ident()
+    with _OPEN_BLOCKS_LOCK:
+        _OPEN_BLOCKS.setdefault(thread, []).append(value)
     try:
         yield value
     finally:
         _TUNING.reset(token)
+        with _OPEN_BLOCKS_LOCK:
+            _OPEN_BLOCKS[thread].pop()
+            if not _OPEN_BLOCKS[thread]:
+                del _OPEN_BLOCKS[thread]
+
+
+#: Guards the per-cell caches below: a `MirroredStrategy` traces its replicas in threads of their own.
+_CELL_CACHES_LOCK = threading.RLock()
+
+
+def _cached(cell: Any, attribute: str, key: Any, make: Any, bound: int) -> Any:
+    """The entry `key` of `cell`'s cache `attribute` (in its `__dict__`: not tracked by Keras), made by `make()`
+    when missing; past `bound` entries the least recently used is dropped."""
+    with _CELL_CACHES_LOCK:
+        cache = cell.__dict__.setdefault(attribute, collections.OrderedDict())
+        found = cache.get(key)
+        if found is None:
+            found = cache[key] = make()
+        cache.move_to_end(key)
+        while len(cache) > bound:
+            cache.popitem(last=False)
+        return found
 
 
 # -------------------------------------------------------------------------------------- plans
@@ -188,7 +267,7 @@ class Plan:
     loop: str
     kernel: str
     compile: str
-    choices: Optional[simple_rnn.Choices]
+    choices: Optional[recurrence.Choices]
     training: Any
     tuning: Tuning
 
@@ -218,17 +297,53 @@ def serving_trace(training: Any) -> bool:
     return training is None and tf.inside_function() and not record.could_possibly_record()
 
 
-def simple_rnn_choices(batch: Optional[int], units: int, jit: bool, value: Tuning) -> simple_rnn.Choices:
-    """Where the fused while loop computes `dU` and whether its backward loop is compiled, for a batch of
-    `batch` rows (None: unknown) and `units` units."""
-    macs = simple_rnn.step_macs(batch, units)
+def simple_rnn_choices(batch: Optional[int], units: int, jit: bool, value: Tuning) -> recurrence.Choices:
+    """Where the fused SimpleRNN while loop computes `dU` and whether its backward loop is compiled, for a batch
+    of `batch` rows (None: unknown) and `units` units, with `value`'s chunk sizes and loop parallelism."""
+    macs = cells.step_macs(batch, units)
     if not jit:
-        return simple_rnn.Choices(du_in_loop=macs >= value.du_in_loop_min_macs)
-    uncompiled = macs >= value.uncompiled_backward_min_macs and units <= value.uncompiled_backward_max_units
-    if uncompiled:
-        return simple_rnn.Choices(jit=True, compile_backward=False, du_in_loop=macs >= value.du_in_loop_min_macs)
+        return _with_numbers(recurrence.Choices(du_in_loop=macs >= value.du_in_loop_min_macs), value)
+    if macs >= value.uncompiled_backward_min_macs and units <= value.uncompiled_backward_max_units:
+        # Chunked and uncompiled, `dU` is one product per chunk: summing it inside the nested loops measured
+        # slower (0.78× the time without), and with static shapes Grappler turned those sums into
+        # `TemporaryVariable` ops that fail in nested while loops ("Resource ... already exists").
+        return _with_numbers(recurrence.Choices(jit=True, compile_backward=False), value)
     low, high = value.du_in_loop_xla_macs
-    return simple_rnn.Choices(jit=True, du_in_loop=low <= macs < high)
+    return _with_numbers(recurrence.Choices(jit=True, du_in_loop=low <= macs < high), value)
+
+
+def _with_numbers(choices: recurrence.Choices, value: Tuning) -> recurrence.Choices:
+    """`choices` with `value`'s chunk sizes and `parallel_iterations` for the fused passes."""
+    ahead = value.du_parallel_iterations if choices.du_in_loop else value.loop_parallel_iterations
+    return dataclasses.replace(
+        choices,
+        chunk_bytes=value.chunk_bytes,
+        min_chunks=value.min_chunks,
+        backward_ahead=ahead,
+        chunk_ahead=value.chunk_parallel_iterations,
+    )
+
+
+def _in_context(plan: Plan, cell: Any) -> Plan:
+    """A fused while loop's choices that follow from where the call is traced: whether a tape or forward
+    accumulator may record it (no: the inference loop, unless input dropout needs the training path),
+    whether XLA compiles it (the fused projection of few features; SimpleRNN's forward reads through a
+    TensorArray there)."""
+    if plan.choices is None or plan.loop not in ("while", "checkpointed"):
+        return plan
+    choices = plan.choices
+    # A segment of the checkpointed loop is traced again under the backward pass's tape: it keeps its states.
+    recording = plan.loop == "checkpointed" or bool(record.could_possibly_record())
+    compiled = choices.jit or step_lib.in_xla_context()
+    input_dropout = plan.training is True and getattr(cell, "dropout", 0) > 0
+    choices = dataclasses.replace(
+        choices,
+        recording=recording,
+        inference=choices.jit and not recording and not input_dropout,
+        fma_features=plan.tuning.fma_features if compiled else 0,
+        in_place=plan.kernel != "simple_rnn" or not compiled,
+    )
+    return dataclasses.replace(plan, choices=choices)
 
 
 def _scope_device_type() -> str:
@@ -289,7 +404,15 @@ def takes_cudnn(cell: Any, request: Request, value: Optional[Tuning] = None) -> 
 
 def make_plan(cell: Any, prepared: step_lib.Prepared, request: Request, value: Optional[Tuning] = None) -> Plan:
     """Decides the loop, kernel and compilation of one call, from the cell, the options and static shapes."""
-    plan = _make_plan(cell, prepared, request, value or tuning())
+    value = value or tuning()
+    if (request.swap_memory or request.recompute is not None) and step_lib.in_xla_context():
+        raise ValueError(
+            "`swap_memory` and `recompute` cannot run inside an XLA-compiled function (such as "
+            "`model.compile(jit_compile=True)`): their segments have run-time lengths and XLA ignores host "
+            "placement. Compile without XLA (`jit_compile=False`) or drop these arguments. "
+            f"Received: swap_memory={request.swap_memory!r}, recompute={request.recompute!r}"
+        )
+    plan = _in_context(_make_plan(cell, prepared, request, value), cell)
     if prepared.features == 0 and plan.kernel in ("generic", "cudnn") and plan.loop != "empty":
         _check_no_features(cell, prepared, request)
     return plan
@@ -297,10 +420,13 @@ def make_plan(cell: Any, prepared: step_lib.Prepared, request: Request, value: O
 
 def _make_plan(cell: Any, prepared: step_lib.Prepared, request: Request, value: Tuning) -> Plan:
     training = python_training(request.training)
-    if prepared.inputs.shape[1] == 0:  # an empty batch: nothing to run (and LSTMCell cannot trace it)
+    if prepared.inputs.shape[1] == 0 or (prepared.num_steps == 0 and request.loop == "dynamic"):
+        # An empty batch or no steps: nothing to run (LSTMCell cannot trace an empty batch); TF1 gives empty
+        # outputs and the initial state.
         return Plan("empty", "generic", "none", None, training, value)
     fast = value.fast_paths and training != "symbolic"
-    fused = fast and simple_rnn.eligible(cell)
+    mode = cells.mode_of(cell) if fast else None
+    fused = mode is not None and mode.family == "simple_rnn"
     units = step_lib.output_size(cell)
     if request.serving and request.loop == "dynamic":
         # An inference graph that is deployed as it is (SavedModel, TFLite with builtin ops, ONNX): the generic
@@ -311,30 +437,7 @@ def _make_plan(cell: Any, prepared: step_lib.Prepared, request: Request, value: 
             return Plan("serving", "fused_export", "none", None, training, value)
         return Plan("serving", "generic", "none", None, training, value)
     if request.loop == "static":
-        compile_mode = (
-            "loop" if request.jit_compile is True and training != "symbolic" and not request.serving else "none"
-        )
-        macs = simple_rnn.step_macs(prepared.inputs.shape[1], units)
-        chunk = value.static_chunk if macs < value.static_chunk_max_macs else 0
-        if fused:
-            return Plan(
-                "static",
-                "simple_rnn",
-                compile_mode,
-                simple_rnn.Choices(unrolled=True, static_chunk=chunk),
-                training,
-                value,
-            )
-        if fast and projected.kind(cell) is not None:
-            return Plan(
-                "static",
-                "projected",
-                compile_mode,
-                simple_rnn.Choices(unrolled=True, static_chunk=chunk),
-                training,
-                value,
-            )
-        return Plan("static", "generic", compile_mode, None, training, value)
+        return _static_plan(cell, prepared, request, value, fused)
     if training != "symbolic" and prepared.num_steps != 0 and takes_cudnn(cell, request, value):
         return Plan("cudnn", "cudnn", "none", None, training, value)
     # A while loop whose T is not fixed when it is traced (an open time axis, or eager calls) sees many
@@ -353,9 +456,9 @@ def _make_plan(cell: Any, prepared: step_lib.Prepared, request: Request, value: 
         compiled = Plan("while", "simple_rnn", "kernel" if jit else "none", choices, training, value)
         if not jit:
             return compiled
-    elif fast and jit and gated.kind(cell) is not None:
-        if simple_rnn.step_macs(prepared.inputs.shape[1], units) < value.gated_max_macs:
-            choices = simple_rnn.Choices(jit=True, bucket_steps=varying_steps)
+    elif mode is not None and jit:
+        if cells.step_macs(prepared.inputs.shape[1], units) < value.gated_max_macs:
+            choices = _with_numbers(recurrence.Choices(jit=True, bucket_steps=varying_steps), value)
             compiled = Plan("while", "gated", "kernel", choices, training, value)
     if compiled is None:
         return Plan("while", "generic", "none", None, training, value)
@@ -364,6 +467,21 @@ def _make_plan(cell: Any, prepared: step_lib.Prepared, request: Request, value: 
     if compile_tier(cell, prepared, value) == "compiled":
         return compiled
     return uncompiled_tier(compiled, prepared.inputs.shape[1], units)
+
+
+def _static_plan(cell: Any, prepared: step_lib.Prepared, request: Request, value: Tuning, fused: bool) -> Plan:
+    """The Python `for`: the hoisted projection of a fused family (`projected`), else the generic step."""
+    training = python_training(request.training)
+    compile_mode = "loop" if request.jit_compile is True and training != "symbolic" and not request.serving else "none"
+    macs = cells.step_macs(prepared.inputs.shape[1], step_lib.output_size(cell))
+    chunk = value.static_chunk if macs < value.static_chunk_max_macs else 0
+    choices = recurrence.Choices(unrolled=True, static_chunk=chunk)
+    fast = value.fast_paths and training != "symbolic"
+    if fused:
+        return Plan("static", "simple_rnn", compile_mode, choices, training, value)
+    if fast and projected.kind(cell) is not None:
+        return Plan("static", "projected", compile_mode, choices, training, value)
+    return Plan("static", "generic", compile_mode, None, training, value)
 
 
 def uncompiled_tier(plan: Plan, batch: Optional[int], units: int) -> Plan:
@@ -402,18 +520,13 @@ def compile_tier(cell: Any, prepared: step_lib.Prepared, value: Tuning) -> str:
 
 def _note_shape(cell: Any, prepared: step_lib.Prepared) -> None:
     """Records an eager call's shape for `compile_tier` (bounded: `_MAX_SEEN` shapes per cell)."""
-    seen = cell.__dict__.setdefault(_SEEN_ATTRIBUTE, collections.OrderedDict())  # not tracked by Keras
-    key = _shape_key(prepared)
-    seen[key] = seen.get(key, 0) + 1
-    seen.move_to_end(key)
-    while len(seen) > _MAX_SEEN:
-        seen.popitem(last=False)
+    _cached(cell, _SEEN_ATTRIBUTE, _shape_key(prepared), lambda: True, _MAX_SEEN)
 
 
 def _check_no_features(cell: Any, prepared: step_lib.Prepared, request: Request) -> None:
     """Inputs with no features reach the cell's own step: eagerly it runs, but in a graph TensorFlow fuses the
     cell's `x W + b` into a oneDNN product that aborts the process on an empty inner axis. Raise instead.
-    (The fused kernels add no product for them: `simple_rnn.project`.)"""
+    (The fused kernels add no product for them: `chunks.project`.)"""
     if tf.executing_eagerly():  # `run` then calls the step eagerly
         return
     raise ValueError(
@@ -437,15 +550,13 @@ def compiles_alone(cell: Any) -> bool:
     fused kernels' gradients are loops of their own. Other cells are compiled with the whole train step
     (`model.compile(jit_compile=True)`).
     """
-    return simple_rnn.eligible(cell) or gated.kind(cell) is not None
+    return cells.mode_of(cell) is not None
 
 
 # ----------------------------------------------------------------------------------- timed trial
 #: Trial results kept per cell (least recently used dropped first).
 _MAX_TRIALS = 16
 _TRIAL_ATTRIBUTE = "_keras_unroll_trials"
-_TRIAL_ROUNDS = 3
-_TRIAL_BUDGET_S = 1.0  # fewer timed rounds when one call takes longer than a third of this
 
 
 def _trial_candidates(
@@ -475,7 +586,7 @@ def _trial_candidates(
 
 
 def _steps_bucket(steps: int) -> int:
-    """`simple_rnn.bucket_steps` in Python: lengths within 25 % share a trial."""
+    """`chunks.bucket_steps` in Python: lengths within 25 % share a trial."""
     grain = max(2 ** (max(steps, 1).bit_length() - 3), 4)
     return -(-steps // grain) * grain
 
@@ -529,7 +640,8 @@ def _time_candidates(
         start = time.perf_counter()
         fn()
         warm.append(time.perf_counter() - start)
-    rounds = max(1, min(_TRIAL_ROUNDS, int(_TRIAL_BUDGET_S / max(3 * max(warm), 1e-9))))
+    value = candidates[0].tuning
+    rounds = max(1, min(value.trial_rounds, int(value.trial_budget_s / max(3 * max(warm), 1e-9))))
     samples: List[List[float]] = [[w] for w in warm]
     for index in range(rounds):
         for which in range(len(fns)) if index % 2 else reversed(range(len(fns))):
@@ -570,13 +682,12 @@ def choose(cell: Any, prepared: step_lib.Prepared, request: Request, plan: Plan)
         return plan
     recording = bool(record.could_possibly_record())  # a tape is active: time forward and backward passes
     key = _trial_key(candidates, prepared, request, recording)
-    cache = cell.__dict__.setdefault(_TRIAL_ATTRIBUTE, collections.OrderedDict())  # not tracked by Keras
-    found = cache.get(key)
-    if found is None:
+
+    def trial() -> Dict[str, Any]:
         started = time.perf_counter()
         samples = _in_own_thread(lambda: _time_candidates(cell, prepared, request, candidates, recording))
         medians = [statistics.median(s) for s in samples]
-        found = {
+        return {
             "chosen": candidates[0] if medians[0] <= medians[1] else candidates[1],
             "fused": candidates[0],
             "generic": candidates[1],
@@ -585,11 +696,8 @@ def choose(cell: Any, prepared: step_lib.Prepared, request: Request, plan: Plan)
             "training": recording,
             "trial_seconds": time.perf_counter() - started,
         }
-        cache[key] = found
-        while len(cache) > _MAX_TRIALS:
-            cache.popitem(last=False)
-    else:
-        cache.move_to_end(key)
+
+    found = _cached(cell, _TRIAL_ATTRIBUTE, key, trial, _MAX_TRIALS)
     return found["chosen"]
 
 
@@ -622,29 +730,17 @@ def execute(
     if plan.loop in ("while", "checkpointed", "cudnn"):
         prepared = prepared.with_open_time()  # the graph of a while loop does not depend on T
     if plan.loop == "empty":
-        outputs, last, state = step_lib.empty_batch_result(units, prepared, return_all)
-        if request.loop == "static" and outputs is not None:
-            outputs = tf.unstack(outputs, num=prepared.num_steps)
-        return outputs, last, state
-    if plan.kernel == "simple_rnn" and plan.loop != "checkpointed":
-        outputs, last, state = simple_rnn.simple_rnn_loop(
-            cell, prepared, masks, plan.choices, return_all_outputs=return_all
-        )
-        if plan.loop == "static" and outputs is not None:
-            outputs = tf.unstack(outputs, num=prepared.num_steps)
-        return outputs, last, state
+        return _empty_result(units, prepared, request)
+    if plan.kernel in ("simple_rnn", "gated") and plan.loop == "while":
+        return recurrence.fused_loop(cell, prepared, masks, plan.choices, return_all)
     if plan.kernel == "cudnn":
         return _cudnn_or_generic(plan, cell, prepared, request, masks)
     if plan.kernel == "fused_export":
         return fused_export.fused_export_loop(
             cell, fused_export.kind(cell, prepared), prepared, return_all_outputs=return_all
         )
-    if plan.kernel == "gated":
-        return gated.gated_loop(
-            cell, prepared, masks, return_all_outputs=return_all, jit=True, bucket_steps=plan.choices.bucket_steps
-        )
-    if plan.kernel == "projected":
-        hoisted, steps = projected.project_gated(cell, projected.kind(cell), prepared, masks, plan.choices.static_chunk)
+    if plan.loop == "static" and plan.kernel in ("simple_rnn", "projected"):
+        hoisted, steps = projected.project_cell(cell, prepared, masks, plan.choices.static_chunk)
         step = step_lib.make_step(hoisted, None, prepared.zero_output)
         return static_loop(step, prepared, units, return_all_outputs=return_all, step_inputs=steps)
     # A symbolic training flag goes to the cell as it is: the cell then draws (and keeps) its own masks.
@@ -654,27 +750,32 @@ def execute(
         if plan.loop == "static":
             return static_loop(step, prepared, units, return_all_outputs=return_all)
         if plan.loop in ("while", "serving"):
-            return while_loop(
-                step, prepared, units, return_all_outputs=return_all, parallel_iterations=request.parallel_iterations,
-                serving=plan.loop == "serving",
-            )  # fmt: skip
+            ahead = request.parallel_iterations or plan.tuning.loop_parallel_iterations
+            return while_loop(step, prepared, units, return_all, ahead, serving=plan.loop == "serving")
     segment_kernel = None
     if plan.kernel == "simple_rnn":
 
         def segment_kernel(segment: step_lib.Prepared, collect: bool):
-            return simple_rnn.simple_rnn_loop(cell, segment, masks, plan.choices, return_all_outputs=collect)
+            return recurrence.fused_loop(cell, segment, masks, plan.choices, collect)
 
-    return checkpointed_loop(
-        step,
-        prepared,
-        units,
-        masks,
-        segment_kernel=segment_kernel,
-        return_all_outputs=return_all,
-        parallel_iterations=request.parallel_iterations,
-        swap_memory=request.swap_memory,
-        recompute=request.recompute,
+    ahead = request.parallel_iterations or plan.tuning.loop_parallel_iterations
+    options = Segments(
+        request.swap_memory, request.recompute, ahead, segment_kernel, plan.tuning.segment_parallel_iterations
     )
+    return checkpointed_loop(step, prepared, units, masks, options, return_all)
+
+
+def _empty_result(units: int, prepared: step_lib.Prepared, request: Request) -> Tuple[Any, tf.Tensor, Any]:
+    """The exact result of an empty batch, or of no steps (TF1: empty outputs, the initial state)."""
+    return_all = request.return_all_outputs
+    if prepared.inputs.shape[1] != 0:  # no steps
+        dtype = prepared.inputs.dtype
+        outputs = tf.zeros(tf.stack([0, prepared.batch_size, units]), dtype) if return_all else None
+        return outputs, tf.zeros(tf.stack([prepared.batch_size, units]), dtype), prepared.initial_state
+    outputs, last, state = step_lib.empty_batch_result(units, prepared, return_all)
+    if request.loop == "static" and outputs is not None:
+        outputs = tf.unstack(outputs, num=prepared.num_steps)
+    return outputs, last, state
 
 
 def _cudnn_or_generic(
@@ -766,18 +867,12 @@ def _graph_function(plan: Plan, cell: Any, prepared: step_lib.Prepared, request:
                 for name, value in extras.items()
             },
         ]
-    cache = cell.__dict__.setdefault(_CACHE_ATTRIBUTE, collections.OrderedDict())  # not tracked by Keras
-    fn = cache.get(key)
-    if fn is not None:
-        cache.move_to_end(key)
-        return fn, extras
     # A partial, not a closure: TensorFlow counts retracing per code object, and each cell's function
     # traces once on its own.
     body = functools.partial(_traced, plan, cell, settings, request, masks.with_tensors({}))
-    fn = tf.function(body, input_signature=signature, jit_compile=plan.compile == "loop", autograph=False)
-    cache[key] = fn
-    while len(cache) > _MAX_FUNCTIONS:
-        cache.popitem(last=False)
+    jit = plan.compile == "loop"
+    make = lambda: tf.function(body, input_signature=signature, jit_compile=jit, autograph=False)  # noqa: E731
+    fn = _cached(cell, _CACHE_ATTRIBUTE, key, make, _MAX_FUNCTIONS)
     return fn, extras
 
 
@@ -828,7 +923,8 @@ def _note_plan(cell: Any, prepared: step_lib.Prepared, plan: Plan) -> None:
     eager = not tf.inside_function()
     if eager and plan.loop == "while":
         _note_shape(cell, prepared)
-    kept = cell.__dict__.setdefault(_PLANS_ATTRIBUTE, collections.deque(maxlen=_MAX_PLANS))  # not tracked by Keras
+    with _CELL_CACHES_LOCK:
+        kept = cell.__dict__.setdefault(_PLANS_ATTRIBUTE, collections.deque(maxlen=_MAX_PLANS))  # not tracked by Keras
     kept.append({
         "loop": plan.loop,
         "kernel": plan.kernel,
@@ -853,15 +949,13 @@ def cache_sizes(cell: Any) -> Dict[str, int]:
         "trials": len(state.get(_TRIAL_ATTRIBUTE, ())),
         "seen_shapes": len(state.get(_SEEN_ATTRIBUTE, ())),
         "plans": len(state.get(_PLANS_ATTRIBUTE, ())),
-        **simple_rnn.cache_sizes(),
-        **gated.cache_sizes(),
+        **recurrence.cache_sizes(),
         "bounds": {
             "functions": _MAX_FUNCTIONS,
             "trials": _MAX_TRIALS,
             "seen_shapes": _MAX_SEEN,
             "plans": _MAX_PLANS,
-            **simple_rnn.cache_bounds(),
-            **gated.cache_bounds(),
+            **recurrence.cache_bounds(),
         },  # fmt: skip
     }
 

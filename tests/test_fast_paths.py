@@ -8,6 +8,8 @@ the gradients of the loss with respect to every weight, the inputs and the initi
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 import warnings
 
 import keras
@@ -18,7 +20,7 @@ from references import basic_rnn, lengths_to_valid
 
 import keras_unroll as ku
 from keras_unroll import plan, step, testing
-from keras_unroll.kernels import projected, simple_rnn
+from keras_unroll.kernels import cells, chunks, projected
 from keras_unroll.layers import DynamicUnroll, StaticUnroll
 from keras_unroll.plan import Tuning
 
@@ -244,18 +246,23 @@ def test_functions_take_the_fused_path(rnn, rng):
     _compare(fast_result, generic_result)
 
 
+def _simple(cell) -> bool:
+    mode = cells.mode_of(cell)
+    return mode is not None and mode.family == "simple_rnn"
+
+
 def test_fast_path_eligibility():
     class OwnMaths(ku.BasicRNNCell):
         def call(self, sequence, states, training=False):
             return super().call(sequence * 2.0, states, training)
 
-    assert simple_rnn.eligible(ku.BasicRNNCell(3))
-    assert simple_rnn.eligible(keras.layers.SimpleRNNCell(3, activation="relu"))
-    assert simple_rnn.eligible(ku.BasicRNNCell(3, activation=tf.nn.relu))  # TF1's spelling: the same kernel
-    assert simple_rnn.eligible(ku.BasicRNNCell(3, activation=tf.tanh))
-    assert not simple_rnn.eligible(ku.BasicRNNCell(3, activation="elu"))  # generic path
-    assert not simple_rnn.eligible(OwnMaths(3))
-    assert not simple_rnn.eligible(keras.layers.LSTMCell(3))
+    assert _simple(ku.BasicRNNCell(3))
+    assert _simple(keras.layers.SimpleRNNCell(3, activation="relu"))
+    assert _simple(ku.BasicRNNCell(3, activation=tf.nn.relu))  # TF1's spelling: the same kernel
+    assert _simple(ku.BasicRNNCell(3, activation=tf.tanh))
+    assert not _simple(ku.BasicRNNCell(3, activation="elu"))  # generic path
+    assert not _simple(OwnMaths(3))
+    assert not _simple(keras.layers.LSTMCell(3))
     assert projected.kind(keras.layers.LSTMCell(3)) == "lstm"
     assert projected.kind(keras.layers.GRUCell(3, reset_after=False)) == "gru"
     assert projected.kind(keras.layers.LSTMCell(3, recurrent_dropout=0.1)) is None
@@ -539,7 +546,8 @@ def test_kernel_gradient_inside_the_backward_loop_matches_generic_path(case, jit
 def test_kernel_gradient_placement_by_size():
     shapes = ((256, 256), (64, 128), (32, 128), (32, 32))  # (B, H)
     assert [plan.simple_rnn_choices(b, h, False, Tuning()).du_in_loop for b, h in shapes] == [True, False, False, False]
-    assert [plan.simple_rnn_choices(b, h, True, Tuning()).du_in_loop for b, h in shapes] == [True, False, True, False]
+    # (256, 256) under XLA runs its backward loop uncompiled and chunked: `dU` is one product per chunk there.
+    assert [plan.simple_rnn_choices(b, h, True, Tuning()).du_in_loop for b, h in shapes] == [False, False, True, False]
     assert plan.simple_rnn_choices(256, 256, False, Tuning(du_in_loop_min_macs=2**62)).du_in_loop is False
 
 
@@ -570,7 +578,8 @@ def test_xla_forward_with_uncompiled_backward_matches_generic_path(case, rng):
     call_kwargs = call_builder(rng)
     with testing.use_tuning(Tuning(uncompiled_backward_min_macs=0, du_in_loop_min_macs=0)):
         choices = _plan(ku.BasicRNNCell(H), x, jit_compile=True).choices
-        assert choices.jit and not choices.compile_backward and choices.du_in_loop
+        # Chunked and uncompiled, `dU` is one product per chunk (summing it in the nested loops was slower).
+        assert choices.jit and not choices.compile_backward and not choices.du_in_loop
         fast_result = _run(make(), x, weights, training=True, **dict(call_kwargs))
         _assert_second_order_refused(rng)
     with testing.generic_only():
@@ -590,46 +599,44 @@ def _kernel_grads(cell, x, init, run):
 
 @pytest.mark.parametrize("compile_backward", [True, False], ids=["xla-backward", "graph-backward"])
 def test_xla_passes_in_several_chunks_match_generic_path(compile_backward, rng):
-    """A chunk budget of 3 steps (`Choices.chunk_bytes`): 13 steps run as 4 full chunks and a partial one,
-    12 as 4 full chunks, inputs projected and back-propagated chunk by chunk. Masks with `go_backwards`; an
-    early stop inside a chunk (`sequence_length`) with dropout and recurrent dropout; the last output only."""
+    """A chunk budget of 3 steps (`Tuning.chunk_bytes`): 13 steps run as 4 full chunks and a partial one,
+    12 as 4 full chunks, inputs projected and back-propagated chunk by chunk, `dU` summed in the compiled
+    backward loop. Masks with `go_backwards`; an early stop inside a chunk (`sequence_length`) with dropout and
+    recurrent dropout; the last output only."""
     x13 = tf.constant(rng.standard_normal((B, 13, F)).astype("float32"))
     init = tf.constant(rng.standard_normal((B, H)).astype("float32"))
     weights = _weights(rng)
     three_steps = 3 * B * H * 4  # bytes of 3 steps' (B, H) float32 rows
-    choices = simple_rnn.Choices(jit=True, compile_backward=compile_backward, du_in_loop=True, chunk_bytes=three_steps)
+    value = Tuning(
+        chunk_bytes=three_steps,
+        du_in_loop_xla_macs=(0, 2**62),
+        uncompiled_backward_min_macs=0 if not compile_backward else 2**62,
+    )
     cases = [
-        ("mask, go_backwards", 13, dict(mask=rng.random((B, 13)) > 0.3, go_backwards=True), {}, True),
-        ("stop 9, dropout", 12, dict(sequence_length=tf.constant([9, 0, 5, 6])), dict(dropout=0.3, recurrent_dropout=0.25), True),
-        ("last output, T = 12", 12, {}, {}, False),
+        ("mask, go_backwards", 13, dict(mask=rng.random((B, 13)) > 0.3), {}, True, True),
+        ("stop 9, dropout", 12, dict(sequence_length=tf.constant([9, 0, 5, 6])),
+         dict(dropout=0.3, recurrent_dropout=0.25), True, False),
+        ("last output, T = 12", 12, {}, {}, False, False),
     ]  # fmt: skip
-    for label, steps, call, options, sequences in cases:
+    for label, steps, call, options, sequences, backwards in cases:
         x, training = x13[:, :steps], bool(options)
-
-        cell = ku.BasicRNNCell(H, seed=3, **options)  # the same seed as below: the same dropout masks
-        cell.build((None, F))
-        cell.set_weights(weights)
-
-        def fused():
-            prepared = step.prepare(cell, x, time_major=False, initial_state=[init], **call)
-            masks = step.DropoutMasks.draw(cell, prepared, training)
-            outputs, last, state = simple_rnn.simple_rnn_loop(
-                cell, prepared, masks, choices, return_all_outputs=sequences
+        results = []
+        assert label
+        for generic in (False, True):
+            cell = ku.BasicRNNCell(H, seed=3, **options)  # the same seed: the same dropout masks
+            layer = DynamicUnroll(
+                cell, return_sequences=sequences, return_state=True, jit_compile=not generic, go_backwards=backwards
             )
-            # What the layer returns: `[outputs, h]` or `[last output, h]`.
-            return [tf.transpose(outputs, [1, 0, 2]) if sequences else last, *state]
-
-        mine = _kernel_grads(cell, x, init, fused)
-        generic_cell = ku.BasicRNNCell(H, seed=3, **options)
-        layer = DynamicUnroll(generic_cell, return_sequences=sequences, return_state=True, jit_compile=False,
-                              go_backwards=call.get("go_backwards", False))  # fmt: skip
-        layer.build(x.shape)
-        layer.set_weights(weights)
-        prepare = {k: v for k, v in call.items() if k != "go_backwards"}
-        with testing.generic_only():
-            outs = lambda: list(layer(x, initial_state=init, training=training, **prepare))  # noqa: E731
-            out_list, grad_list = _kernel_grads(generic_cell, x, init, outs)
-        _compare(mine, (out_list, grad_list))
+            layer.build(x.shape)
+            layer.set_weights(weights)
+            with testing.generic_only() if generic else testing.use_tuning(value):
+                outs = lambda: list(layer(x, initial_state=init, training=training, **call))  # noqa: E731
+                results.append(_kernel_grads(cell, x, init, outs))
+                taken = testing.plans(layer)[-1]
+                assert (taken["kernel"], taken["compile"]) == (
+                    ("generic", "none") if generic else ("simple_rnn", "kernel")
+                )
+        _compare(*results)
 
 
 def test_uncompiled_backward_under_jit_by_size():
@@ -641,7 +648,7 @@ def test_uncompiled_backward_under_jit_by_size():
 def test_xla_pass_choices_follow_each_call_shape(rng):
     """The size-dependent choices (dU inside the loop, backward compiled) are made per call from its own
     shape, and a layer called with several batch sizes gives each the numbers of the generic path."""
-    expected = [(True, True), (True, False), (True, True)]  # B·H·H: 2**17, 2**22, 3·2**16
+    expected = [(True, True), (False, False), (True, True)]  # B·H·H: 2**17, 2**22, 3·2**16
     layer = DynamicUnroll(ku.BasicRNNCell(256), jit_compile=True)
     for batch, (inside, compiled) in zip((2, 64, 3), expected):
         x = rng.standard_normal((batch, 2, 3)).astype("float32")
@@ -655,9 +662,9 @@ def test_xla_pass_choices_follow_each_call_shape(rng):
 
 def test_bucket_sizes_pad_at_most_a_quarter():
     steps = np.arange(1, 3000)
-    buckets = simple_rnn.bucket_steps(tf.constant(steps, tf.int32)).numpy()
+    buckets = chunks.bucket_steps(tf.constant(steps, tf.int32)).numpy()
     assert (buckets >= steps).all() and ((buckets - steps) <= np.maximum(3, steps // 4)).all()
-    assert [int(simple_rnn.bucket_steps(tf.constant(t))) for t in (1, 5, 9, 13, 65, 1000)] == [4, 8, 12, 16, 80, 1024]
+    assert [int(chunks.bucket_steps(tf.constant(t))) for t in (1, 5, 9, 13, 65, 1000)] == [4, 8, 12, 16, 80, 1024]
     assert len(set(buckets[4:64])) == 11  # lengths 5..64 compile 11 shapes, not 60
 
 
@@ -753,3 +760,37 @@ def test_simple_rnn_inference_projects_inside_the_compiled_loop_and_matches_kera
         expected = last_only(x, sequence_length=lengths)
     for k, (a, b) in enumerate(zip(actual, expected)):
         _close(a.numpy(), b.numpy(), f"sequence_length: result {k}")
+
+
+_MIRRORED_CHILD = r"""
+import numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+import keras_unroll as ku
+from keras_unroll import testing
+
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    layer = ku.DynamicUnroll(keras.layers.LSTMCell(3), jit_compile=True)
+    layer.build((2, 5, 2))
+x = tf.constant(np.linspace(-1, 1, 20, dtype="float32").reshape(2, 5, 2))
+with testing.generic_only():
+    generic = strategy.run(lambda: layer(x))  # eager: one thread per replica
+fused = strategy.run(lambda: layer(x))
+kernels = [p["kernel"] for p in testing.plans(layer)]
+same = all(np.allclose(a, b, atol=1e-6) for a, b in zip(strategy.experimental_local_results(generic),
+                                                      strategy.experimental_local_results(fused)))
+print("kernels", kernels, "same", same)
+"""
+
+
+def test_generic_only_reaches_the_replica_threads_of_a_mirrored_strategy(subprocess_env):
+    """`MirroredStrategy.run` called eagerly runs each replica in a thread of its own, which does not inherit
+    context variables: the caller's `generic_only()` block still plans its calls, and the numbers agree."""
+    done = subprocess.run(
+        [sys.executable, "-c", _MIRRORED_CHILD], env=subprocess_env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    line = [line for line in done.stdout.splitlines() if line.startswith("kernels")][-1]
+    assert line == "kernels ['generic', 'generic', 'gated', 'gated'] same True"

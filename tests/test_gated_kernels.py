@@ -1,8 +1,9 @@
-"""The fused LSTM/GRU kernels (`keras_unroll/kernels/gated.py`) against Keras' own layers and the generic step.
+"""The fused recurrence in its LSTM/GRU modes (`kernels/recurrence.py`, `kernels/cells.py`) against Keras' own
+layers and the generic step.
 
 Every case runs the same weights three ways -- `keras.layers.LSTM`/`GRU`, `ku.DynamicUnroll(cell)` under
-`keras_unroll.testing.generic_only()` (the one step function), and `gated_loop` (with and without XLA) -- and compares the
-outputs, the final states and the gradients of a loss over all of them with respect to every weight, the
+`keras_unroll.testing.generic_only()` (the one step function), and `recurrence.fused_loop` (with and without
+XLA) -- and compares the outputs, the final states and the gradients of a loss over all of them with respect to every weight, the
 inputs and the initial state. Dropout cases build each cell with the same seed: Keras, the generic loop and
 the kernel draw their masks in the same order from identical seed generators, so the masks are identical.
 """
@@ -18,7 +19,7 @@ import tensorflow as tf
 
 import keras_unroll as ku
 from keras_unroll import plan, step, testing
-from keras_unroll.kernels import gated
+from keras_unroll.kernels import cells, recurrence
 
 RTOL = 1e-5
 B, T, F, H = 4, 6, 3, 5
@@ -47,12 +48,26 @@ def _layer(kind, seed=3, **kwargs):
     return layer
 
 
-def _gated(cell, x, *, jit, training=None, chunk_bytes=gated.CHUNK_BYTES, **prepare_kwargs):
-    """`gated_loop` on `x` (batch-major): returns `[outputs (B, T, H), last_output, *final_state]`."""
+CHUNK_BYTES = plan.Tuning().chunk_bytes
+
+
+def _fused(cell, x, *, jit, training, chunk_bytes, sequences, **prepare_kwargs):
+    """`fused_loop` on `x` (batch-major) with the planner's choices for a compiled call (`jit`), else the
+    uncompiled kernel: returns `(outputs (T, B, H) or None, last_output, final_state)`."""
     prepared = step.prepare(cell, tf.convert_to_tensor(x), time_major=False, **prepare_kwargs)
     masks = step.DropoutMasks.draw(cell, prepared, training)
-    outputs, last, state = gated.gated_loop(
-        cell, prepared, masks, return_all_outputs=True, jit=jit, chunk_bytes=chunk_bytes
+    choices = recurrence.Choices()
+    if jit:
+        request = plan.Request("dynamic", training=training, jit_compile=True, return_all_outputs=sequences)
+        value = plan.Tuning(chunk_bytes=chunk_bytes, gated_max_macs=2**62)
+        choices = plan.make_plan(cell, prepared, request, value).choices
+    return recurrence.fused_loop(cell, prepared, masks, choices, sequences)
+
+
+def _gated(cell, x, *, jit, training=None, chunk_bytes=CHUNK_BYTES, **prepare_kwargs):
+    """The fused kernel on `x` (batch-major): returns `[outputs (B, T, H), last_output, *final_state]`."""
+    outputs, last, state = _fused(
+        cell, x, jit=jit, training=training, chunk_bytes=chunk_bytes, sequences=True, **prepare_kwargs
     )
     return [tf.transpose(outputs, [1, 0, 2]), last, *state]
 
@@ -62,12 +77,10 @@ def _drop_last(results):
     return [results[0], *results[2:]]
 
 
-def _gated_last(cell, x, *, jit, training=None, chunk_bytes=gated.CHUNK_BYTES, **prepare_kwargs):
-    """`gated_loop` with `return_all_outputs=False`: `[last_output, *final_state]`."""
-    prepared = step.prepare(cell, tf.convert_to_tensor(x), time_major=False, **prepare_kwargs)
-    masks = step.DropoutMasks.draw(cell, prepared, training)
-    outputs, last, state = gated.gated_loop(
-        cell, prepared, masks, return_all_outputs=False, jit=jit, chunk_bytes=chunk_bytes
+def _gated_last(cell, x, *, jit, training=None, chunk_bytes=CHUNK_BYTES, **prepare_kwargs):
+    """The fused kernel with `return_all_outputs=False`: `[last_output, *final_state]`."""
+    outputs, last, state = _fused(
+        cell, x, jit=jit, training=training, chunk_bytes=chunk_bytes, sequences=False, **prepare_kwargs
     )
     assert outputs is None
     return [last, *state]
@@ -234,7 +247,7 @@ def test_other_supported_activations_match_keras(kind, activations, rng):
     keras_layer = _layer(kind, **activations)
     ref = _grads(lambda: keras_layer(x, initial_state=init), keras_layer.cell, x, init)
     cell = _layer(kind, **activations).cell
-    assert gated.kind(cell) == kind.split("_")[0]
+    assert cells.gated_family(cell) == kind.split("_")[0] and cells.mode_of(cell) is not None
     mine = _grads(lambda: _drop_last(_gated(cell, x, jit=False, initial_state=init)), cell, x, init)
     _compare(mine, ref, f"{kind} {activations}")
 
@@ -313,17 +326,17 @@ def test_mixed_precision_computes_in_low_precision(policy, low, atol, jit, rng):
 
 # ------------------------------------------------------------------------------------- eligibility
 def test_eligibility():
-    assert gated.kind(keras.layers.LSTMCell(3)) == "lstm"
-    assert gated.kind(keras.layers.GRUCell(3, reset_after=False, recurrent_dropout=0.2)) == "gru"
-    assert gated.kind(keras.layers.LSTMCell(3, activation="silu")) is None
-    assert gated.kind(keras.layers.GRUCell(3, recurrent_activation="softsign")) is None
-    assert gated.kind(keras.layers.SimpleRNNCell(3)) is None
+    assert cells.mode_of(keras.layers.LSTMCell(3)).family == "lstm"
+    assert cells.mode_of(keras.layers.GRUCell(3, reset_after=False, recurrent_dropout=0.2)).family == "gru_rb"
+    assert cells.mode_of(keras.layers.LSTMCell(3, activation="silu")) is None
+    assert cells.mode_of(keras.layers.GRUCell(3, recurrent_activation="softsign")) is None
+    assert cells.mode_of(keras.layers.SimpleRNNCell(3)).family == "simple_rnn"
 
     class OwnMaths(keras.layers.LSTMCell):
         def _compute_carry_and_output_fused(self, z, c_tm1):
             return super()._compute_carry_and_output_fused(z, c_tm1 * 0.5)
 
-    assert gated.kind(OwnMaths(3)) is None
+    assert cells.mode_of(OwnMaths(3)) is None
 
     def planned(cell, batch=2, **request):
         x = tf.zeros((batch, 4, 3))
@@ -339,21 +352,14 @@ def test_eligibility():
 
 
 def test_errors_name_the_argument_and_value():
-    cell = keras.layers.SimpleRNNCell(3)
+    cell = keras.layers.LSTMCell(3, activation="silu")
     x = tf.zeros((2, 4, 3))
-    with pytest.raises(ValueError, match=r"cannot take the fused LSTM/GRU kernel.*Received: cell="):
-        gated.gated_loop(cell, step.prepare(cell, x, time_major=False), step.DropoutMasks())
-    x, h = tf.zeros((4, 2, 2)), tf.zeros((2, 3))
-    with pytest.raises(ValueError, match=r"no recurrent bias.*Received: recurrent_bias of shape \(9,\)"):
-        gated.gru_recurrence(
-            x, tf.zeros((2, 9)), None, h, tf.zeros((3, 9)), tf.zeros((9,)), reset_after=False,
-            activation=keras.activations.tanh, recurrent_activation=keras.activations.sigmoid,
-        )  # fmt: skip
+    with pytest.raises(ValueError, match=r"cannot take the fused recurrence.*Received: cell="):
+        recurrence.fused_loop(cell, step.prepare(cell, x, time_major=False), step.DropoutMasks(), recurrence.Choices())
     with pytest.raises(ValueError, match=r"supports the activations.*Received: activation="):
-        gated.lstm_recurrence(
-            x, tf.zeros((2, 12)), None, h, h, tf.zeros((3, 12)), activation=keras.activations.silu,
-            recurrent_activation=keras.activations.sigmoid,
-        )  # fmt: skip
+        cells.make_mode("lstm", keras.activations.silu, keras.activations.sigmoid)
+    with pytest.raises(ValueError, match=r"supports the activations.*hard_sigmoid.*Received: recurrent_activation="):
+        cells.make_mode("gru", keras.activations.tanh, keras.activations.softsign)
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
@@ -389,7 +395,7 @@ def test_lengths_that_change_every_call_match_the_generic_path(kind):
 
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_inference_projects_inside_the_compiled_loop_and_matches_keras(kind, rng):
-    """No tape: the compiled loop projects each step itself (`gated._inference`). Outputs and states equal
+    """No tape: the compiled loop projects each step itself (`recurrence.inference_pass`). Outputs and states equal
     Keras' layer and the training path, with a mask, `sequence_length`, `go_backwards`, an initial state,
     both output forms, changing lengths (bucketed), and recurrent dropout while training."""
     x, init = _data(kind, rng)
@@ -450,13 +456,24 @@ def test_inference_differentiated_later_matches_the_training_path(rng):
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_forward_mode_through_the_compiled_kernel_raises_a_clear_error(kind, rng):
-    """A forward accumulator (no tape) must not take the inference loop, whose JVP would be missing."""
+    """A forward accumulator (no tape) must not take the inference loop, whose JVP would be missing: the
+    compiled kernel raises a clear error; jit_compile=False gives the generic path's JVP."""
     x, _ = _data(kind, rng)
-    layer = ku.DynamicUnroll(_layer(kind).cell)
-    with pytest.raises(NotImplementedError, match="ForwardAccumulator.*jit_compile=False"):
+    cell = _layer(kind).cell
+
+    def jvp(layer):
         with tf.autodiff.ForwardAccumulator(x, tf.ones_like(x)) as accumulator:
             outputs = layer(x)
-        accumulator.jvp(outputs)
+        return accumulator.jvp(outputs)
+
+    with pytest.raises(NotImplementedError, match="ForwardAccumulator.*jit_compile=False"):
+        jvp(ku.DynamicUnroll(cell, jit_compile=True))
+    uncompiled = ku.DynamicUnroll(cell, jit_compile=False)
+    actual = jvp(uncompiled)
+    with testing.generic_only():
+        expected = jvp(uncompiled)
+    assert actual is not None
+    np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=1e-6)
 
 
 # ------------------------------------------------------------------------ TF1's LSTMCell without extras
@@ -484,7 +501,7 @@ def test_tf1_lstm_cell_without_peepholes_runs_the_fused_kernels_with_keras_numbe
         def call(self, inputs, states, training=None):
             return super().call(inputs * 2.0, states, training)
 
-    assert gated.family(OwnCall(H)) is None
+    assert cells.gated_family(OwnCall(H)) is None
 
     expected = _grads(lambda: keras_layer(x, mask=mask, initial_state=init), keras_layer.cell, x, init)
     for layer_cls in (ku.DynamicUnroll, ku.StaticUnroll):

@@ -9,7 +9,7 @@ decision (`keras_unroll/plan.py`: a GPU, no XLA); this module decides nothing ab
 
 `eligible` holds Keras' argument conditions: activation `tanh`, recurrent activation `sigmoid`, `use_bias`,
 GRU `reset_after=True`, no recurrent dropout (Keras' layers check the rate, whatever `training` is), and
-the cell's own maths (`gated.family`: no subclass overriding them). One condition of ours: a cell with
+the cell's own maths (`cells.gated_family`: no subclass overriding them). One condition of ours: a cell with
 `implementation=1` and input dropout draws one input mask per gate, which one cuDNN call cannot apply
 (Keras' layer fails on it); it is not eligible.
 
@@ -37,7 +37,7 @@ from typing import Any, List, Optional, Tuple
 import tensorflow as tf
 
 from keras_unroll import step as step_lib
-from keras_unroll.kernels import gated, simple_rnn
+from keras_unroll.kernels import cells, chunks
 
 
 def _backend() -> Any:
@@ -56,7 +56,7 @@ def eligible(cell: Any) -> Optional[str]:
     None too when this Keras has no such backend functions (they are private: a Keras that moved them
     makes the planner keep its other kernels).
     """
-    name = gated.family(cell)
+    name = cells.gated_family(cell)
     if name is None or cell.recurrent_dropout > 0:
         return None
     if cell.dropout > 0 and getattr(cell, "dropout_mask_count", None) is not None:
@@ -101,7 +101,7 @@ def cudnn_loop(
 ) -> Tuple[Optional[tf.Tensor], tf.Tensor, List[tf.Tensor]]:
     """cuDNN's unroll of an `LSTMCell`/`GRUCell`: returns `(outputs (T, B, H) or None, last_output, final_state)`.
 
-    The contract of `gated.gated_loop`: `prepared` is time-major (reversed for `go_backwards`),
+    The contract of `recurrence.fused_loop`: `prepared` is time-major (reversed for `go_backwards`),
     `final_state` is in Keras' order (`[h, c]` for LSTM, `[h]` for GRU), outputs at invalid steps follow
     `step.make_step` (zeros with `zero_output`, else the last valid output). A Keras mask must be
     right-padded (`right_padded`; the caller checks it): each row then runs its valid steps.
@@ -114,7 +114,7 @@ def cudnn_loop(
     dp_mask, _ = masks.of(cell)
     if dp_mask is not None and 0.0 < cell.dropout < 1.0:
         inputs = inputs * dp_mask[None]  # the same mask at every step, as Keras' layer applies it
-    weights = [simple_rnn._as_tensor(w, dtype) for w in (cell.kernel, cell.recurrent_kernel, cell.bias)]
+    weights = [chunks.as_tensor(w, dtype) for w in (cell.kernel, cell.recurrent_kernel, cell.bias)]
     state = list(prepared.initial_state)
     function = getattr(_backend(), _FUNCTIONS[name])
     if prepared.valid is None:

@@ -11,10 +11,9 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Tuple
 
 import tensorflow as tf
-from tensorflow.python.ops import list_ops  # TensorList ops: no public equivalent with a custom gradient
 
 from keras_unroll import step as step_lib
-from keras_unroll.kernels.simple_rnn import zero_fill
+from keras_unroll.kernels.chunks import zero_fill
 
 
 def step_reader(sequence: tf.Tensor) -> Tuple[tf.Tensor, Callable[[tf.Tensor, tf.Tensor], Tuple[tf.Tensor, tf.Tensor]]]:
@@ -28,14 +27,18 @@ def step_reader(sequence: tf.Tensor) -> Tuple[tf.Tensor, Callable[[tf.Tensor, tf
     step, so the backward pass is linear in T with the same numbers.
     """
     shape, dtype = sequence.shape[1:], sequence.dtype
-    handle = list_ops.tensor_list_from_tensor(sequence, element_shape=shape)
+    element_shape = tf.constant([-1 if d is None else d for d in shape.as_list()], tf.int32)
+    handle = tf.raw_ops.TensorListFromTensor(tensor=sequence, element_shape=element_shape)
 
     @tf.custom_gradient
     def read(handle: tf.Tensor, t: tf.Tensor) -> Any:
-        item = list_ops.tensor_list_get_item(handle, t, element_dtype=dtype, element_shape=shape)
+        item = tf.raw_ops.TensorListGetItem(
+            input_handle=handle, index=t, element_shape=element_shape, element_dtype=dtype
+        )
+        item.set_shape(shape)
 
         def grad(d_item, d_handle):
-            return list_ops.tensor_list_set_item(d_handle, t, d_item), None
+            return tf.raw_ops.TensorListSetItem(input_handle=d_handle, index=t, item=d_item), None
 
         return (item, tf.identity(handle)), grad
 
@@ -62,12 +65,14 @@ def while_loop(
     step: step_lib.StepFn,
     prepared: step_lib.Prepared,
     units: int,
-    *,
     return_all_outputs: bool = True,
-    parallel_iterations: Optional[int] = None,
+    ahead: int = 10,
+    *,
     serving: bool = False,
 ) -> Tuple[Optional[tf.Tensor], tf.Tensor, step_lib.Nested]:
     """Runs `step` in a `tf.while_loop`. Returns `(outputs (T, B, H) or None, last_output, final_state)`.
+
+    `ahead`: the loop's `parallel_iterations` (the caller's, else the planner's default).
 
     `serving=True` builds an inference graph for deployment (`model.export`, TFLite, ONNX): steps are read
     with `tf.gather` (no custom gradient, whose `IdentityN` converters reject; the reads' O(T) gradient does
@@ -117,7 +122,7 @@ def while_loop(
         # No bound in a serving graph (nothing compiles it): tf2onnx gave the bound and the condition's
         # `stop`, one tensor, two types (int64 and int32) in ONNX's Loop.
         maximum_iterations=None if serving else num_steps,
-        parallel_iterations=parallel_iterations or 10,
+        parallel_iterations=ahead,
     )
     if not return_all_outputs:
         return None, last, state

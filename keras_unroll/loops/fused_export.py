@@ -4,7 +4,7 @@ ONNX's `LSTM` and `GRU` ops (issue #23).
 A serving graph (`plan.serving_trace`: `model.export`, the converters) of a `DynamicUnroll` over an LSTM or GRU
 whose maths the fused ops compute (`kind`) runs here instead of the generic step's while loop. Both converters
 recognise a sequence op by its shape in the graph, so this module writes the loop in that shape; the numbers
-are the cell's own (Keras' `LSTMCell`/`GRUCell` maths, `kernels/gated.py`'s docstring):
+are the cell's own (Keras' `LSTMCell`/`GRUCell` maths, `kernels/cells.py`):
 
 - TFLite (`prepare_composite_functions_tf`) replaces a function whose `api_implements` attribute starts
   with `"lstm_"` by its fused sequence op, reading the function's contract: arguments `(inputs, init_h,
@@ -32,17 +32,17 @@ import keras
 import tensorflow as tf
 
 from keras_unroll import step as step_lib
-from keras_unroll.kernels import gated
+from keras_unroll.kernels import cells
 
 
 def kind(cell: Any, prepared: step_lib.Prepared) -> Optional[str]:
     """`"lstm"` or `"gru"` when a serving call of `cell` on `prepared` takes the fused-export loop, else None.
 
     Taken: a Keras `LSTMCell` (or `ku.tf1.BasicLSTMCell`, `ku.tf1.LSTMCell` without peepholes, projection or
-    clipping: `gated.family`), or a `GRUCell` with `reset_after=True`, with tanh and sigmoid as activations
+    clipping: `cells.gated_family`), or a `GRUCell` with `reset_after=True`, with tanh and sigmoid as activations
     (the fused ops' own), float32, and no step to skip (no mask, no `sequence_length`).
     """
-    name = gated.family(cell)
+    name = cells.gated_family(cell)
     if name is None or prepared.valid is not None or prepared.max_length is not None:
         return None
     if prepared.invalid_rows is not None or prepared.features == 0 or prepared.inputs.dtype != tf.float32:
