@@ -40,8 +40,8 @@ from collections import OrderedDict
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import tensorflow as tf
-from tensorflow.python.eager import record  # stop_recording: no public equivalent outside a tape object
 
+from keras_unroll import _private
 from keras_unroll import step as step_lib
 from keras_unroll.kernels import cells
 from keras_unroll.kernels.chunks import (
@@ -449,7 +449,7 @@ def run_pass(which: str, mode: cells.Mode, choices: Choices, keep: int, t: Tenso
         return backward_pass(mode, choices, t) if which == "backward" else forward_pass(mode, choices, keep, t)
     shapes = Shapes(t["x"].dtype, t["x"].shape[1], int(t["kernel"].shape[0]), int(t["recurrent"].shape[0]))
     names = tuple(sorted(t))
-    with record.stop_recording():
+    with _private.stop_recording():
         return _compiled(which, mode, choices, shapes, names, keep)(t)
 
 
