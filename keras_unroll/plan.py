@@ -592,7 +592,7 @@ def _trial_key(candidates: Tuple[Plan, Plan], prepared: step_lib.Prepared, reque
     return (
         candidates,
         dataclasses.replace(request, training=None),
-        _steps_bucket(steps),
+        None if steps is None else _steps_bucket(steps),
         prepared.inputs.shape[1],
         prepared.features,
         prepared.inputs.dtype.name,
@@ -717,6 +717,13 @@ def trials(cell: Any) -> List[Dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------------ execution
+def _choices(plan: Plan) -> recurrence.Choices:
+    """The choices a fused kernel's plan carries (`make_plan` gives every fused plan its choices)."""
+    if plan.choices is None:
+        raise ValueError(f"A plan for a fused kernel needs its choices. Received: plan={plan!r}")
+    return plan.choices
+
+
 def execute(
     plan: Plan, cell: Any, prepared: step_lib.Prepared, request: Request, masks: step_lib.DropoutMasks
 ) -> Tuple[Any, tf.Tensor, Any]:
@@ -728,15 +735,16 @@ def execute(
     if plan.loop == "empty":
         return _empty_result(units, prepared, request)
     if plan.kernel in ("simple_rnn", "gated") and plan.loop == "while":
-        return recurrence.fused_loop(cell, prepared, masks, plan.choices, return_all)
+        return recurrence.fused_loop(cell, prepared, masks, _choices(plan), return_all)
     if plan.kernel == "cudnn":
         return _cudnn_or_generic(plan, cell, prepared, request, masks)
     if plan.kernel == "fused_export":
-        return fused_export.fused_export_loop(
-            cell, fused_export.kind(cell, prepared), prepared, return_all_outputs=return_all
-        )
+        name = fused_export.kind(cell, prepared)
+        if name is None:
+            raise ValueError(f"`cell` cannot take the fused-export loop (`fused_export.kind`). Received: cell={cell!r}")
+        return fused_export.fused_export_loop(cell, name, prepared, return_all_outputs=return_all)
     if plan.loop == "static" and plan.kernel in ("simple_rnn", "projected"):
-        hoisted, steps = projected.project_cell(cell, prepared, masks, plan.choices.static_chunk)
+        hoisted, steps = projected.project_cell(cell, prepared, masks, _choices(plan).static_chunk)
         step = step_lib.make_step(hoisted, None, prepared.zero_output)
         return static_loop(step, prepared, units, return_all_outputs=return_all, step_inputs=steps)
     # A symbolic training flag goes to the cell as it is: the cell then draws (and keeps) its own masks.
@@ -752,7 +760,7 @@ def execute(
     if plan.kernel == "simple_rnn":
 
         def segment_kernel(segment: step_lib.Prepared, collect: bool):
-            return recurrence.fused_loop(cell, segment, masks, plan.choices, collect)
+            return recurrence.fused_loop(cell, segment, masks, _choices(plan), collect)
 
     ahead = request.parallel_iterations or plan.tuning.loop_parallel_iterations
     options = Segments(
@@ -831,11 +839,12 @@ def _spec(tensor: Any, time_axis: bool) -> Any:
 
 def _graph_function(plan: Plan, cell: Any, prepared: step_lib.Prepared, request: Request, masks: step_lib.DropoutMasks):
     """The cached `tf.function` that runs `plan` (see the module docstring for what keys it)."""
-    extras = {"valid": prepared.valid, "max_length": prepared.max_length, "masks": masks.tensors() or None}
-    extras = {name: value for name, value in extras.items() if value is not None}
+    given: Dict[str, Any] = {"valid": prepared.valid, "max_length": prepared.max_length}
+    given["masks"] = masks.tensors() or None
+    extras: Dict[str, Any] = {name: value for name, value in given.items() if value is not None}
     settings = prepared.settings_only()
     state_structure = tf.nest.map_structure(lambda t: tuple(t.shape.as_list()[1:]), prepared.initial_state)
-    key = (
+    key: Tuple[Any, ...] = (
         plan,
         dataclasses.replace(request, training=None),
         settings.zero_output,
@@ -935,7 +944,7 @@ def plans(cell: Any) -> List[Dict[str, Any]]:
     return list(cell.__dict__.get(_PLANS_ATTRIBUTE, ()))
 
 
-def cache_sizes(cell: Any) -> Dict[str, int]:
+def cache_sizes(cell: Any) -> Dict[str, Any]:
     """How many entries each bounded cache holds: per cell (`functions`, `trials`, `seen_shapes`, `plans`)
     and process-wide (the fused kernels' compiled functions, shared by every layer: `simple_rnn_passes`,
     `simple_rnn_inference`, `gated_passes`, `gated_inference`), with their bounds under `"bounds"`."""
