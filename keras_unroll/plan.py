@@ -6,28 +6,32 @@ Every call of a layer or a functional form comes here with a checked, time-major
     plan = make_plan(cell, prepared, request)       # decisions only, from static shapes and the cell
     outputs, last, state = run(cell, prepared, request)   # make_plan + execute
 
-`make_plan` holds every path of the package:
+`make_plan` holds every path of the package (request → loop, kernel; XLA):
 
-| request                                   | loop           | kernel                          | XLA                            |
-|-------------------------------------------|----------------|---------------------------------|--------------------------------|
-| a batch of 0 rows                         | none           | the exact empty result          | no                             |
-| dynamic, traced as a serving graph (`serving_trace`) | `tf.while_loop` without gradient machinery (`"serving"`) | generic step | no |
-| static                                    | Python `for`   | fused SimpleRNN / hoisted LSTM, GRU / generic step | only `jit_compile=True`, the whole loop |
-| dynamic, `swap_memory` or `recompute`     | checkpointed   | fused SimpleRNN segments / generic step | no                   |
-| dynamic, LSTM/GRU on a GPU (`takes_cudnn`) | cuDNN's op     | `CudnnRNNV3` as Keras' layers call it (a mask not right-padded: generic step) | never (`jit_compile=True` or XLA around: not taken) |
-| dynamic                                   | `tf.while_loop`| fused SimpleRNN / fused LSTM, GRU (steps below `gated_max_macs`) / generic step | fused: their passes (`True`; `"auto"` where it pays back, `compile_tier`; LSTM/GRU only compiled); generic: never alone |
+- a batch of 0 rows → no loop, the exact empty result; no XLA.
+- dynamic, traced as a serving graph (`serving_trace`) → a `tf.while_loop` without gradient machinery
+  (`"serving"`) over the generic step, or for an eligible LSTM/GRU the form converters fuse
+  (`loops/fused_export.py`); no XLA.
+- static → a Python `for` over the fused SimpleRNN step, the hoisted LSTM/GRU step or the generic step; XLA
+  only with `jit_compile=True`, over the whole loop.
+- dynamic with `swap_memory` or `recompute` → the checkpointed loop over fused SimpleRNN segments or the
+  generic step; no XLA.
+- dynamic LSTM/GRU on a GPU (`takes_cudnn`) → cuDNN's `CudnnRNNV3` as Keras' layers call it (a mask that is
+  not right-padded: the generic step); never under XLA (`jit_compile=True` or XLA around: not taken).
+- dynamic → a `tf.while_loop` over the fused recurrence (SimpleRNN; LSTM/GRU below `gated_max_macs`) or the
+  generic step; the fused passes compile with `True`, and with `"auto"` where it pays back (`compile_tier`);
+  the generic step never compiles alone.
 
 Under `jit_compile="auto"` compiling a fused while loop must pay back (`compile_tier`): in a graph when T is
 known and at least `Tuning.compile_min_steps`, eagerly when besides the same shape was seen before; else
 the uncompiled tier runs (`uncompiled_tier`: SimpleRNN's fused kernel without XLA, LSTM/GRU the generic
 step), so a first epoch, a first `predict` and shapes that keep changing compile nothing.
 
-When `Tuning.timed_trial` is on (off by default), a while loop whose cell has a fused kernel then goes through `choose`: once per
-cell and shape class it times that kernel against the generic step on random data of the call's shapes (in a
-thread of its own, before the call is traced) and keeps the faster, so the default holds on CPUs other than
-the two the bounds were measured on. The trial skips cells
-with dropout (its masks would move their seed generators), distribution strategies and sequences above
-`Tuning.trial_max_elements`.
+When `Tuning.timed_trial` is on (off by default), a while loop whose cell has a fused kernel then goes through
+`choose`: once per cell and shape class it times that kernel against the generic step on random data of the
+call's shapes (in a thread of its own, before the call is traced) and keeps the faster, so the default holds on
+CPUs other than the two the bounds were measured on. The trial skips cells with dropout (its masks would move
+their seed generators), distribution strategies and sequences above `Tuning.trial_max_elements`.
 
 The size-dependent choices of the fused kernel (where `dU` is computed, whether its backward loop is
 compiled, how many steps a static product projects) come from one frozen `Tuning` value, whose bounds were
@@ -57,8 +61,8 @@ import time
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import tensorflow as tf
-from tensorflow.python.eager import record  # could_possibly_record: no public equivalent
 
+from keras_unroll import _private
 from keras_unroll import step as step_lib
 from keras_unroll.kernels import cells, cudnn, projected, recurrence
 from keras_unroll.loops import fused_export
@@ -99,10 +103,11 @@ class Tuning:
             kernel XLA-compiled only where the compilation pays back (docs/performance.md, "The first minute"):
             in a graph (`fit`, `predict`, a `tf.function`) when T is known and at least this many steps (an
             open time axis: lengths that change, each a compilation: never); called eagerly, when besides the
-            same shape `(B, T)` was seen before (a shape seen once never compiles). Below it, SimpleRNN runs its fused kernel
-            uncompiled and LSTM/GRU the generic step, as with `jit_compile=False`: nothing to compile. `0`
-            compiles from the first call (the package's behaviour before #22); `KERAS_UNROLL_COMPILE_MIN_STEPS`
-            in the environment sets the default (read when the default `Tuning` is made).
+            same shape `(B, T)` was seen before (a shape seen once never compiles). Below it, SimpleRNN runs
+            its fused kernel uncompiled and LSTM/GRU the generic step, as with `jit_compile=False`: nothing
+            to compile. `0` compiles from the first call (the package's behaviour before #22);
+            `KERAS_UNROLL_COMPILE_MIN_STEPS` in the environment sets the default (read when the default
+            `Tuning` is made).
         trial_max_elements: No trial when a sequence holds more than this many state values (`T·B·H`):
             the generic candidate keeps every step's activations, and a trial must not run out of memory
             where the chosen kernel would not.
@@ -294,7 +299,7 @@ def serving_trace(training: Any) -> bool:
     a function calling the model, and the TFLite and ONNX converters trace models so; such a graph is deployed
     as it is, so it gets the serving plan (`make_plan`). `model.predict`/`evaluate` pass `training=False` and
     keep the fused, XLA-compiled kernels (about 3x faster per call at 32x200x16x64, measured beside it)."""
-    return training is None and tf.inside_function() and not record.could_possibly_record()
+    return training is None and tf.inside_function() and not _private.could_possibly_record()
 
 
 def simple_rnn_choices(batch: Optional[int], units: int, jit: bool, value: Tuning) -> recurrence.Choices:
@@ -333,7 +338,7 @@ def _in_context(plan: Plan, cell: Any) -> Plan:
         return plan
     choices = plan.choices
     # A segment of the checkpointed loop is traced again under the backward pass's tape: it keeps its states.
-    recording = plan.loop == "checkpointed" or bool(record.could_possibly_record())
+    recording = plan.loop == "checkpointed" or bool(_private.could_possibly_record())
     compiled = choices.jit or step_lib.in_xla_context()
     input_dropout = plan.training is True and getattr(cell, "dropout", 0) > 0
     choices = dataclasses.replace(
@@ -351,16 +356,7 @@ def _scope_device_type() -> str:
 
     A graph keeps its scopes on a stack; a `tf.function` traced in an eager scope sees the eager one.
     """
-    try:  # no public API reads the current scope
-        from tensorflow.python.eager import context
-        from tensorflow.python.framework import ops
-
-        graph_scopes = [] if tf.executing_eagerly() else ops.get_default_graph()._device_function_stack.peek_objs()
-        names = [scope.display_name for scope in graph_scopes]  # innermost first
-        names.append(context.context().device_name or "")
-    except (ImportError, AttributeError):  # pragma: no cover - private TF modules moved: no scope known
-        return ""
-    for name in names:
+    for name in _private.device_scope_names():  # innermost first
         try:
             device_type = tf.DeviceSpec.from_string(name).device_type
         except (TypeError, ValueError):  # a device function rather than a name
@@ -546,9 +542,9 @@ def compiles_alone(cell: Any) -> bool:
     """Whether a `tf.while_loop` over `cell` can be XLA-compiled as a function of its own.
 
     Only the fused kernels (SimpleRNN, LSTM, GRU) can: TensorFlow cannot differentiate a compiled
-    `tf.while_loop` from outside XLA (its gradient accumulators are TensorLists, which may not cross the XLA boundary), and the
-    fused kernels' gradients are loops of their own. Other cells are compiled with the whole train step
-    (`model.compile(jit_compile=True)`).
+    `tf.while_loop` from outside XLA (its gradient accumulators are TensorLists, which may not cross the XLA
+    boundary), and the fused kernels' gradients are loops of their own. Other cells are compiled with the
+    whole train step (`model.compile(jit_compile=True)`).
     """
     return cells.mode_of(cell) is not None
 
@@ -596,7 +592,7 @@ def _trial_key(candidates: Tuple[Plan, Plan], prepared: step_lib.Prepared, reque
     return (
         candidates,
         dataclasses.replace(request, training=None),
-        _steps_bucket(steps),
+        None if steps is None else _steps_bucket(steps),
         prepared.inputs.shape[1],
         prepared.features,
         prepared.inputs.dtype.name,
@@ -680,7 +676,7 @@ def choose(cell: Any, prepared: step_lib.Prepared, request: Request, plan: Plan)
     candidates = _trial_candidates(cell, prepared, request, plan)
     if candidates is None:
         return plan
-    recording = bool(record.could_possibly_record())  # a tape is active: time forward and backward passes
+    recording = bool(_private.could_possibly_record())  # a tape is active: time forward and backward passes
     key = _trial_key(candidates, prepared, request, recording)
 
     def trial() -> Dict[str, Any]:
@@ -721,6 +717,13 @@ def trials(cell: Any) -> List[Dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------------ execution
+def _choices(plan: Plan) -> recurrence.Choices:
+    """The choices a fused kernel's plan carries (`make_plan` gives every fused plan its choices)."""
+    if plan.choices is None:
+        raise ValueError(f"A plan for a fused kernel needs its choices. Received: plan={plan!r}")
+    return plan.choices
+
+
 def execute(
     plan: Plan, cell: Any, prepared: step_lib.Prepared, request: Request, masks: step_lib.DropoutMasks
 ) -> Tuple[Any, tf.Tensor, Any]:
@@ -732,15 +735,16 @@ def execute(
     if plan.loop == "empty":
         return _empty_result(units, prepared, request)
     if plan.kernel in ("simple_rnn", "gated") and plan.loop == "while":
-        return recurrence.fused_loop(cell, prepared, masks, plan.choices, return_all)
+        return recurrence.fused_loop(cell, prepared, masks, _choices(plan), return_all)
     if plan.kernel == "cudnn":
         return _cudnn_or_generic(plan, cell, prepared, request, masks)
     if plan.kernel == "fused_export":
-        return fused_export.fused_export_loop(
-            cell, fused_export.kind(cell, prepared), prepared, return_all_outputs=return_all
-        )
+        name = fused_export.kind(cell, prepared)
+        if name is None:
+            raise ValueError(f"`cell` cannot take the fused-export loop (`fused_export.kind`). Received: cell={cell!r}")
+        return fused_export.fused_export_loop(cell, name, prepared, return_all_outputs=return_all)
     if plan.loop == "static" and plan.kernel in ("simple_rnn", "projected"):
-        hoisted, steps = projected.project_cell(cell, prepared, masks, plan.choices.static_chunk)
+        hoisted, steps = projected.project_cell(cell, prepared, masks, _choices(plan).static_chunk)
         step = step_lib.make_step(hoisted, None, prepared.zero_output)
         return static_loop(step, prepared, units, return_all_outputs=return_all, step_inputs=steps)
     # A symbolic training flag goes to the cell as it is: the cell then draws (and keeps) its own masks.
@@ -756,7 +760,7 @@ def execute(
     if plan.kernel == "simple_rnn":
 
         def segment_kernel(segment: step_lib.Prepared, collect: bool):
-            return recurrence.fused_loop(cell, segment, masks, plan.choices, collect)
+            return recurrence.fused_loop(cell, segment, masks, _choices(plan), collect)
 
     ahead = request.parallel_iterations or plan.tuning.loop_parallel_iterations
     options = Segments(
@@ -835,11 +839,12 @@ def _spec(tensor: Any, time_axis: bool) -> Any:
 
 def _graph_function(plan: Plan, cell: Any, prepared: step_lib.Prepared, request: Request, masks: step_lib.DropoutMasks):
     """The cached `tf.function` that runs `plan` (see the module docstring for what keys it)."""
-    extras = {"valid": prepared.valid, "max_length": prepared.max_length, "masks": masks.tensors() or None}
-    extras = {name: value for name, value in extras.items() if value is not None}
+    given: Dict[str, Any] = {"valid": prepared.valid, "max_length": prepared.max_length}
+    given["masks"] = masks.tensors() or None
+    extras: Dict[str, Any] = {name: value for name, value in given.items() if value is not None}
     settings = prepared.settings_only()
     state_structure = tf.nest.map_structure(lambda t: tuple(t.shape.as_list()[1:]), prepared.initial_state)
-    key = (
+    key: Tuple[Any, ...] = (
         plan,
         dataclasses.replace(request, training=None),
         settings.zero_output,
@@ -939,7 +944,7 @@ def plans(cell: Any) -> List[Dict[str, Any]]:
     return list(cell.__dict__.get(_PLANS_ATTRIBUTE, ()))
 
 
-def cache_sizes(cell: Any) -> Dict[str, int]:
+def cache_sizes(cell: Any) -> Dict[str, Any]:
     """How many entries each bounded cache holds: per cell (`functions`, `trials`, `seen_shapes`, `plans`)
     and process-wide (the fused kernels' compiled functions, shared by every layer: `simple_rnn_passes`,
     `simple_rnn_inference`, `gated_passes`, `gated_inference`), with their bounds under `"bounds"`."""

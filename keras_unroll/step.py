@@ -270,7 +270,7 @@ class DropoutMasks:
 
     def with_tensors(self, tensors: Dict[str, Any]) -> "DropoutMasks":
         """These cells with the masks `tensors` (what `tensors()` returned, seen inside a `tf.function`)."""
-        masks = tuple(tuple(tensors.get(f"{i}.{j}") for j in range(2)) for i in range(len(self.cells)))
+        masks = tuple((tensors.get(f"{i}.0"), tensors.get(f"{i}.1")) for i in range(len(self.cells)))
         return DropoutMasks(self.cells, masks)
 
     @contextlib.contextmanager

@@ -4,9 +4,9 @@ No GPU here: `Tuning(gpu=True)` describes one to the planner. Three things are c
 planner gives cuDNN's kernel (Keras' conditions, and each one that fails); that the graphs traced for them
 hold the `CudnnRNNV3` op Keras' layers use and no while loop (TensorFlow registers the op on CPU builds, only
 its kernel is missing, so graphs trace); and the bookkeeping around the op (masks, `go_backwards`, rows with
-no valid step, dropout, initial states) in numbers, with a CPU stand-in for Keras' `_cudnn_lstm` /
-`_cudnn_gru` that keeps their contract. What cuDNN itself computes, and how fast, is measured on a GPU only
-(docs/performance.md, "On a GPU: cuDNN").
+no valid step, dropout, initial states) in numbers, with a CPU stand-in for `_private.cudnn_rnn` (the door
+to Keras' `_cudnn_lstm` / `_cudnn_gru`) that keeps their contract. What cuDNN itself computes, and how fast,
+is measured on a GPU only (docs/performance.md, "On a GPU: cuDNN").
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 import tensorflow as tf
 
 import keras_unroll as ku
-from keras_unroll import plan, step, testing
+from keras_unroll import _private, plan, step, testing
 from keras_unroll.kernels import cudnn
 
 B, T, F, H = 3, 5, 2, 4
@@ -198,8 +198,8 @@ def _stand_in(kind):
     length with `go_backwards`; zero outputs past a row's length; the states after its last step."""
     calls = []
 
-    def run(inputs, *tensors, mask, time_major, go_backwards, return_sequences):
-        *states, kernel, recurrent_kernel, bias = tensors
+    def run(name, inputs, states, kernel, recurrent_kernel, bias, *, mask, time_major, go_backwards, return_sequences):
+        assert name == kind
         calls.append(mask is not None)
         x = inputs if time_major else tf.transpose(inputs, [1, 0, 2])
         steps, batch = tf.shape(x)[0], tf.shape(x)[1]
@@ -253,7 +253,7 @@ CASES = {
 def test_bookkeeping_around_cudnn_matches_the_generic_step(kind, case, monkeypatch):
     options, call = CASES[case]
     stand_in, calls = _stand_in(kind)
-    monkeypatch.setattr(BACKEND, f"_cudnn_{kind}", stand_in)
+    monkeypatch.setattr(_private, "cudnn_rnn", stand_in)  # the one door to Keras' cuDNN functions
     rng = np.random.default_rng(7)
     x = tf.constant(rng.standard_normal((B, T, F)).astype("float32"))
     h0 = tf.constant(rng.standard_normal((B, H)).astype("float32"))

@@ -1,8 +1,9 @@
-"""The fast paths (`keras_unroll/kernels/`, chosen by `keras_unroll/plan.py`) against the generic step, Keras' own layers and NumPy.
+"""The fast paths (`keras_unroll/kernels/`, chosen by `keras_unroll/plan.py`) against the generic step, Keras'
+own layers and NumPy.
 
 Every comparison runs the same weights twice: once as users get it (fast path, with or without XLA) and
-once with `keras_unroll.testing.generic_only()` (the one step function, `make_step`), and checks outputs, final states and
-the gradients of the loss with respect to every weight, the inputs and the initial state.
+once with `keras_unroll.testing.generic_only()` (the one step function, `make_step`), and checks outputs, final
+states and the gradients of the loss with respect to every weight, the inputs and the initial state.
 """
 
 from __future__ import annotations

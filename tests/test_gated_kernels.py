@@ -3,9 +3,10 @@ layers and the generic step.
 
 Every case runs the same weights three ways -- `keras.layers.LSTM`/`GRU`, `ku.DynamicUnroll(cell)` under
 `keras_unroll.testing.generic_only()` (the one step function), and `recurrence.fused_loop` (with and without
-XLA) -- and compares the outputs, the final states and the gradients of a loss over all of them with respect to every weight, the
-inputs and the initial state. Dropout cases build each cell with the same seed: Keras, the generic loop and
-the kernel draw their masks in the same order from identical seed generators, so the masks are identical.
+XLA) -- and compares the outputs, the final states and the gradients of a loss over all of them with respect
+to every weight, the inputs and the initial state. Dropout cases build each cell with the same seed: Keras, the
+generic loop and the kernel draw their masks in the same order from identical seed generators, so the masks
+are identical.
 """
 
 from __future__ import annotations

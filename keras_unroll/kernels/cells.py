@@ -26,7 +26,7 @@ output (`1/6` where `0 < y < 1`), so at exactly `x = ±3` it is 0 where Keras' a
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Tuple, cast
 
 import keras
 import tensorflow as tf
@@ -60,6 +60,13 @@ def _derivatives(gated: bool) -> List[Tuple[Tuple[Any, ...], Derivative]]:
     if gated:
         table.append(((keras.activations.hard_sigmoid,), _hard_sigmoid_grad))
     return table
+
+
+def _known(found: Optional[Derivative]) -> Derivative:
+    """A derivative `make_mode` checked exists (a `Mode` is made only for activations `derivative` knows)."""
+    if found is None:
+        raise ValueError("The fused recurrence has no derivative for this activation (see `make_mode`).")
+    return found
 
 
 def derivative(activation: Any, gated: bool = False) -> Optional[Derivative]:
@@ -112,10 +119,10 @@ class Mode:
         return self.family in ("gru", "gru_rb")
 
     def act_grad(self, y: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
-        return derivative(self.activation, gated=self.family != "simple_rnn")(y, g)
+        return _known(derivative(self.activation, gated=self.family != "simple_rnn"))(y, g)
 
     def ract_grad(self, y: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
-        return derivative(self.recurrent_activation, gated=True)(y, g)
+        return _known(derivative(self.recurrent_activation, gated=True))(y, g)
 
 
 def make_mode(family: str, activation: Any, recurrent_activation: Any = None) -> Mode:
@@ -227,18 +234,19 @@ def backward_step(mode: Mode, values: StepValues, g_h: tf.Tensor, g_c: Any, w: W
     if mode.family == "simple_rnn":
         dz = mode.act_grad(values.h, g_h)
         return dz, _rec_product_t(dz, w.recurrent, w.parts, w.mask), g_c
+    residuals = cast(tf.Tensor, values.residuals)  # the gated families keep theirs
     if mode.family == "lstm":
-        i, f, g, o, c_prev = tf.split(values.residuals, 5, axis=1)
+        i, f, g, o, c_prev = tf.split(residuals, 5, axis=1)
         tc = mode.activation(f * c_prev + i * g)
         d_c = g_c + mode.act_grad(tc, g_h * o)
         d_ifgo = [mode.ract_grad(i, d_c * g), mode.ract_grad(f, d_c * c_prev), mode.act_grad(g, d_c * i)]
         d_z = tf.concat(d_ifgo + [mode.ract_grad(o, g_h * tc)], axis=1)
         return d_z, _rec_product_t(d_z, w.recurrent, w.parts, w.mask), d_c * f
-    z, r, hh = tf.split(values.residuals[:, : 3 * g_h.shape[-1]], 3, axis=1)
+    z, r, hh = tf.split(residuals[:, : 3 * g_h.shape[-1]], 3, axis=1)
     d_zg = mode.ract_grad(z, g_h * (values.h_prev - hh))
     d_ah = mode.act_grad(hh, g_h * (1 - z))
     if mode.family == "gru":
-        m_h = values.residuals[:, 3 * g_h.shape[-1] :]
+        m_h = residuals[:, 3 * g_h.shape[-1] :]
         d_r = mode.ract_grad(r, d_ah * m_h)
         d_inner = tf.concat([d_zg, d_r, d_ah * r], axis=1)
         d_prev = g_h * z + _rec_product_t(d_inner, w.recurrent, w.parts, w.mask)
@@ -262,7 +270,7 @@ def recurrent_grads(
     units = h_prev.shape[-1]
     if mode.family in ("simple_rnn", "lstm"):
         return kernel_grad(h_prev, d_xw, mask, mode.gates), None
-    r_all = residuals[..., units : 2 * units]
+    r_all = cast(tf.Tensor, residuals)[..., units : 2 * units]
     if mode.family == "gru":
         d_inner = tf.concat([d_xw[..., : 2 * units], d_xw[..., 2 * units :] * r_all], axis=-1)
         d_rbias = tf.reduce_sum(tf.reshape(d_inner, [-1, 3 * units]), axis=0)
@@ -321,6 +329,6 @@ def mode_of(cell: Any) -> Optional[Mode]:
     return Mode(family, cell.activation, cell.recurrent_activation)
 
 
-def step_macs(batch: Optional[int], units: Optional[int]) -> Optional[int]:
+def step_macs(batch: Optional[int], units: int) -> int:
     """`B·H·H`, one step's `h U` (per gate); an unknown batch counts as Keras' default batch size 32."""
-    return None if units is None else (32 if batch is None else batch) * units * units
+    return (32 if batch is None else batch) * units * units

@@ -69,8 +69,8 @@ class Prefetch:
         return self._read(index)
 
     def unpack(self, values: Sequence[tf.Tensor]) -> List[Optional[tf.Tensor]]:
-        values = iter(values)
-        return [next(values) if present else None for present in self.present]
+        items = iter(values)
+        return [next(items) if present else None for present in self.present]
 
 
 def zero_fill(ta: tf.TensorArray, start: tf.Tensor, steps: tf.Tensor, zeros: tf.Tensor) -> tf.TensorArray:

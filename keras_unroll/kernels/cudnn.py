@@ -31,23 +31,13 @@ Dropout: the input mask is the sequence's (`step.DropoutMasks`, drawn by the cel
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, List, Optional, Tuple
 
 import tensorflow as tf
 
+from keras_unroll import _private
 from keras_unroll import step as step_lib
 from keras_unroll.kernels import cells, chunks
-
-
-def _backend() -> Any:
-    """Keras' TensorFlow RNN backend module (`lstm`, `gru` and their cuDNN functions)."""
-    # By its path: `from keras.src.backend.tensorflow import rnn` is the package's `rnn` function.
-    return importlib.import_module("keras.src.backend.tensorflow.rnn")
-
-
-_FUNCTIONS = {"lstm": "_cudnn_lstm", "gru": "_cudnn_gru"}
-_CONDITIONS = {"lstm": "_do_lstm_arguments_support_cudnn", "gru": "_do_gru_arguments_support_cudnn"}
 
 
 def eligible(cell: Any) -> Optional[str]:
@@ -61,18 +51,17 @@ def eligible(cell: Any) -> Optional[str]:
         return None
     if cell.dropout > 0 and getattr(cell, "dropout_mask_count", None) is not None:
         return None  # implementation=1: one input mask per gate
-    backend = _backend()
-    conditions = getattr(backend, _CONDITIONS[name], None)
-    if conditions is None or getattr(backend, _FUNCTIONS[name], None) is None:
-        return None
     options = {} if name == "lstm" else {"reset_after": cell.reset_after}
-    supported = conditions(
-        activation=cell.activation,
-        recurrent_activation=cell.recurrent_activation,
-        unroll=False,
-        use_bias=cell.use_bias,
-        **options,
-    )
+    try:
+        supported = _private.cudnn_supports(
+            name,
+            activation=cell.activation,
+            recurrent_activation=cell.recurrent_activation,
+            use_bias=cell.use_bias,
+            **options,
+        )
+    except ImportError:  # a Keras that moved its cuDNN functions: the other kernels compute the same maths
+        return None
     return name if supported else None
 
 
@@ -116,12 +105,12 @@ def cudnn_loop(
         inputs = inputs * dp_mask[None]  # the same mask at every step, as Keras' layer applies it
     weights = [chunks.as_tensor(w, dtype) for w in (cell.kernel, cell.recurrent_kernel, cell.bias)]
     state = list(prepared.initial_state)
-    function = getattr(_backend(), _FUNCTIONS[name])
     if prepared.valid is None:
         # Every row runs all T steps, in the loop's order (already reversed for `go_backwards`).
-        _, outputs, final = function(
+        _, outputs, final = _private.cudnn_rnn(
+            name,
             inputs,
-            *state,
+            state,
             *weights,
             mask=None,
             time_major=True,
@@ -135,9 +124,10 @@ def cudnn_loop(
     lengths = tf.reduce_sum(tf.cast(valid, tf.int32), axis=0)
     runs = tf.sequence_mask(tf.maximum(lengths, 1), tf.shape(valid)[0])  # (B, T)
     batch_major = tf.transpose(_own_order(prepared, inputs), [1, 0, 2])
-    _, outputs, final = function(
+    _, outputs, final = _private.cudnn_rnn(
+        name,
         batch_major,
-        *state,
+        state,
         *weights,
         mask=runs,
         time_major=False,

@@ -59,6 +59,8 @@ def project_cell(
     Returns the recurrent half and its T inputs, one `(B, G·H)` tensor per step.
     """
     mode = cells.mode_of(cell)
+    if mode is None:
+        raise ValueError(f"`cell` cannot take the hoisted step (see `cells.mode_of`). Received: cell={cell!r}")
     t = recurrence.cell_tensors(cell, mode, prepared, masks)
     weights = cells.weights(mode, t["recurrent"], t.get("rbias"), t.get("rec_mask"))
     return ProjectedCell(cell, mode, weights), recurrence.project_steps(t, prepared, chunk)

@@ -37,11 +37,11 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections import OrderedDict
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import tensorflow as tf
-from tensorflow.python.eager import record  # stop_recording: no public equivalent outside a tape object
 
+from keras_unroll import _private
 from keras_unroll import step as step_lib
 from keras_unroll.kernels import cells
 from keras_unroll.kernels.chunks import (
@@ -138,7 +138,7 @@ def _forward_steps(mode: cells.Mode, w: cells.Weights, steps: Steps, state: Tupl
 
     def body(t, h, c, *rest):
         x_t, v_t = reads.unpack(rest[: reads.count])
-        if projecting:
+        if steps.projection is not None:
             kernel, bias = steps.projection
             x_t = tf.matmul(tf.gather(steps.xw, t), kernel)
             x_t = x_t if bias is None else x_t + bias
@@ -295,7 +295,7 @@ def forward_pass(mode: cells.Mode, choices: Choices, keep: int, t: Tensors) -> T
     else:
         initial = (tf.constant(0), t["h0"], _carry(mode, t, "c0"), *tas)
         _, h, c, *tas = tf.while_loop(
-            lambda j, *_: j < full, lambda j, *a: (j + 1, *run_chunk(j * chunk, *a[:2], list(a[2:]))), initial
+            lambda j, *_: j < full, lambda j, h, c, *a: (j + 1, *run_chunk(j * chunk, h, c, list(a))), initial
         )
         partial = lambda: run_chunk(full * chunk, h, c, list(tas), partial=True)  # noqa: E731
         h, c, *tas = tf.cond(rest > 0, partial, lambda: (h, c, *tas))
@@ -331,7 +331,7 @@ def backward_pass(mode: cells.Mode, choices: Choices, t: Tensors) -> Tensors:
     chunk_steps = steps_per_chunk(x, t["kernel"].shape[-1], choices.chunk_bytes)
     chunk, full, rest = chunk_schedule(steps, stop, chunk_steps, choices.min_chunks)
     zero = tf.zeros([], x.dtype)
-    carry = (t["d_h"], _carry(mode, t, "d_c"), tf.zeros_like(t["kernel"]), tf.zeros_like(t["bias"]))
+    carry: Tuple[Any, ...] = (t["d_h"], _carry(mode, t, "d_c"), tf.zeros_like(t["kernel"]), tf.zeros_like(t["bias"]))
     carry += (tf.zeros_like(t["recurrent"]), tf.zeros_like(t["bias"]) if mode.has_rbias else zero)
     if not choices.chunk_bytes:
         dx, carry = _backward_chunk(mode, choices, t, (steps, rest, False, stop), 0, carry)
@@ -449,7 +449,7 @@ def run_pass(which: str, mode: cells.Mode, choices: Choices, keep: int, t: Tenso
         return backward_pass(mode, choices, t) if which == "backward" else forward_pass(mode, choices, keep, t)
     shapes = Shapes(t["x"].dtype, t["x"].shape[1], int(t["kernel"].shape[0]), int(t["recurrent"].shape[0]))
     names = tuple(sorted(t))
-    with record.stop_recording():
+    with _private.stop_recording():
         return _compiled(which, mode, choices, shapes, names, keep)(t)
 
 
@@ -475,7 +475,9 @@ def _outputs(mode: cells.Mode, out: Tensors, hs: Optional[tf.Tensor]) -> List[tf
     return ([] if hs is None else [hs]) + [out["h"]] + ([out["c"]] if mode.has_carry else [])
 
 
-def _gradient_inputs(mode: cells.Mode, t: Tensors, found: Tensors, upstream: List[Any], need_states: bool):
+def _gradient_inputs(
+    mode: cells.Mode, t: Tensors, found: Tensors, upstream: Sequence[Any], need_states: bool
+) -> Tensors:
     """What the backward pass reads: `t` with the forward pass's `found` sequences and the gradients
     `upstream` of the outputs (zeros for those not used)."""
     upstream = list(upstream)
@@ -500,7 +502,7 @@ def _training(mode: cells.Mode, choices: Choices, given: Tensors, need_states: b
     choices = choices if choices.jit else dataclasses.replace(choices, chunk_bytes=0)
     chunk_steps = steps_per_chunk(x, given["kernel"].shape[-1], choices.chunk_bytes)
     pad = padded_length(steps, chunk_steps, choices.min_chunks, choices.jit and choices.bucket_steps) - steps
-    fixed = {name: given[name] for name in ("in_masks", "rec_mask") if name in given}
+    fixed: Tensors = {name: given[name] for name in ("in_masks", "rec_mask") if name in given}
     fixed.update({"valid": tf.pad(given["valid"], [[0, pad], [0, 0]])} if "valid" in given else {})
     fixed["stop"] = given.get("stop", steps)
     names = [name for name in _DIFFERENTIABLE if name in given]
@@ -514,7 +516,7 @@ def _training(mode: cells.Mode, choices: Choices, given: Tensors, need_states: b
         t["x"] = tf.pad(t["x"], [[0, pad], [0, 0], [0, 0]])
         out = run_pass("forward", mode, choices, keep, t)
 
-        def grad(*upstream):
+        def grad(*upstream: Any) -> List[Any]:
             complete = keep == 2 or (keep == 1 and not mode.residual_width(1))
             found = out if complete else run_pass("forward", mode, choices, 2 if mode.residual_width(1) else 1, t)
             back = _gradient_inputs(mode, t, found, upstream, need_states)
@@ -538,7 +540,7 @@ def _inference(mode: cells.Mode, choices: Choices, given: Tensors, need_states: 
     Returns `_training`'s list; a gradient asked for later anyway differentiates `_training`."""
     steps = tf.shape(given["x"])[0]
     names = [name for name in _DIFFERENTIABLE if name in given]
-    fixed = {name: given[name] for name in ("rec_mask", "valid", "stop") if name in given}
+    fixed: Tensors = {name: given[name] for name in ("rec_mask", "valid", "stop") if name in given}
     if choices.bucket_steps:  # padded steps lie past `stop`: never run
         pad = bucket_steps(steps) - steps
         fixed.update({"valid": tf.pad(given["valid"], [[0, pad], [0, 0]])} if "valid" in given else {})
@@ -553,13 +555,13 @@ def _inference(mode: cells.Mode, choices: Choices, given: Tensors, need_states: 
         out = run_pass("inference", mode, choices, 1 if need_states else 0, t)
         results = _outputs(mode, out, out["hs"][:steps] if need_states else None)
 
-        def grad(*upstream):
+        def grad(*upstream: Any) -> Any:
             with tf.GradientTape() as tape:
                 tape.watch(list(args))
                 training = dataclasses.replace(choices, inference=False, recording=True)
                 again = _training(mode, training, {**given, **dict(zip(names, args))}, need_states)
-            upstream = [tf.zeros_like(r) if u is None else u for u, r in zip(upstream, again)]
-            return tape.gradient(again, list(args), output_gradients=upstream)
+            filled = [tf.zeros_like(r) if u is None else u for u, r in zip(upstream, again)]
+            return tape.gradient(again, list(args), output_gradients=filled)
 
         return results, grad
 
@@ -625,6 +627,6 @@ def project_steps(t: Tensors, prepared: step_lib.Prepared, chunk: int) -> List[t
     """`x W + b` of every step of `cell_tensors`' `t`, `chunk` steps per product (0: one product), for the
     unrolled loop: one `(B, G·H)` tensor per step."""
     x, kernel, bias = t["x"], t["kernel"], t.get("bias")
-    if chunk and chunk < prepared.num_steps:
+    if chunk and prepared.num_steps is not None and chunk < prepared.num_steps:
         return project_in_chunks(x, kernel, bias, chunk, prepared.num_steps, prepared.features)
     return tf.unstack(project(x, kernel, bias), num=prepared.num_steps)

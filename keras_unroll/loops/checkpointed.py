@@ -53,7 +53,7 @@ def check_recompute(recompute: Any) -> Recompute:
             '`recompute` must be None, "sqrt" or a positive int (steps per recomputed segment). '
             f"Received: recompute={recompute!r} of type {type(recompute).__name__}"
         )
-    if not 1 <= recompute <= _MAX_INT32:
+    if not 1 <= int(recompute) <= _MAX_INT32:
         raise ValueError(
             '`recompute` must be None, "sqrt" or a positive int (steps per recomputed segment) at most '
             f"{_MAX_INT32}, what a loop can index. Received: recompute={recompute!r}"
@@ -130,7 +130,7 @@ class _Loop:
             emitted, state, last = self.step(x_seg[0], None if valid_seg is None else valid_seg[0], state, last)
             return (emitted[None] if collect else None), last, tf.nest.flatten(state)
         if self.options.kernel is not None:
-            return self.fused_segment(x_seg, valid_seg, state, last, collect)
+            return self.fused_segment(self.options.kernel, x_seg, valid_seg, state, last, collect)
         length = tf.shape(x_seg)[0]
         x_ta = tf.TensorArray(self.dtype, size=length, element_shape=x_seg.shape[1:]).unstack(x_seg)
         valid_ta = None
@@ -148,12 +148,12 @@ class _Loop:
         )  # fmt: skip
         return (out_ta.stack() if collect else None), last, tf.nest.flatten(state)
 
-    def fused_segment(self, x_seg, valid_seg, state, last, collect):
-        """The segment on the fused kernel, with the last valid output carried in."""
+    def fused_segment(self, kernel: SegmentKernel, x_seg, valid_seg, state, last, collect):
+        """The segment on the fused `kernel`, with the last valid output carried in."""
         segment = dataclasses.replace(
             self.prepared, inputs=x_seg, valid=valid_seg, initial_state=state, num_steps=None, max_length=None
         )
-        outs, seg_last, seg_state = self.options.kernel(segment, collect)
+        outs, seg_last, seg_state = kernel(segment, collect)
         if valid_seg is not None:
             # The kernel starts each segment with a zero "last valid output": carry the real one in.
             seg_last = tf.where(tf.reduce_any(valid_seg, axis=0)[:, None], seg_last, last)
@@ -271,7 +271,7 @@ class _Loop:
             var_grads = [a + g for a, g in zip(var_grads, dvars)]
             return segment - 1, dx_ta.scatter(tf.range(start, end), dx_seg), d_flat, d_last, var_grads, lists
 
-        initial = (self.num_segments - 1, dx_ta, list(result_grads[1:]), result_grads[0])
+        initial: Tuple[Any, ...] = (self.num_segments - 1, dx_ta, list(result_grads[1:]), result_grads[0])
         initial += ([tf.zeros_like(v) for v in variables], [ta.flow for ta in checkpoints])  # TensorLists
         _, dx_ta, d_flat, _, var_grads, _ = tf.while_loop(
             lambda segment, *_: segment >= 0, body, initial,
@@ -309,11 +309,11 @@ def checkpointed_loop(
 
             def grad(*result_grads, variables=None):
                 variables = list(variables or [])
-                result_grads = [
+                grads = [
                     tf.zeros_like(r) if g is None else tf.convert_to_tensor(g) for g, r in zip(result_grads, results)
                 ]
                 with masks.applied():
-                    dx, d_flat, var_grads = loop.backward(x, checkpoints, result_grads, variables, return_all_outputs)
+                    dx, d_flat, var_grads = loop.backward(x, checkpoints, grads, variables, return_all_outputs)
                 return [dx, *d_flat], var_grads
 
             return results, grad
