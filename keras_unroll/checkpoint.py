@@ -34,6 +34,8 @@ import tensorflow as tf
 from keras_unroll import step as step_lib
 
 Plan = List[Tuple[str, np.ndarray, str]]  # (the layer's attribute, array to assign, TF1 variable for messages)
+# What `load_tf1_weights` returns: one target's arrays, `{tf1_scope: arrays}`, or `{checkpoint_name: array}`.
+Loaded = Union[Tuple[np.ndarray, ...], Dict[str, Tuple[np.ndarray, ...]], Dict[str, np.ndarray]]
 
 _TF1_FORGET_BIAS = 1.0  # TF1's BasicLSTMCell/LSTMCell default
 _TRANSPARENT_WRAPPERS = ("DropoutWrapper", "ResidualWrapper", "DeviceWrapper")  # no variables of their own
@@ -693,55 +695,34 @@ def load_tf1_weights(
     forget_bias: Optional[float] = None,
     scopes: Optional[Mapping[str, keras.layers.Layer]] = None,
     variables: Optional[Mapping[str, Union[keras.Variable, tf.Variable]]] = None,
-) -> Union[Tuple[np.ndarray, ...], Dict[str, Tuple[np.ndarray, ...]], Dict[str, np.ndarray]]:
+) -> Loaded:
     """Loads TF1 RNN cells' and dense layers' weights from a TF1 checkpoint into Keras.
 
-    Reads the checkpoint with `tf.train.load_checkpoint` (no TF1 graph or session) and converts TF1's
-    layout per cell: TF1 multiplied `concat([x_t, h])` by one kernel `[F + H, n·H]`, which becomes Keras'
-    `kernel (F, n·H)` and `recurrent_kernel (H, n·H)`; LSTM gates go from TF1's order `i, j, f, o` to
-    Keras' `i, f, c, o`; GRU gates from TF1's `gates (r, u)` + `candidate` to Keras' `z, r, h`.
-
-    | TF1 (`tf.nn.rnn_cell.X`) | Keras cell to load into | default scope |
-    |---|---|---|
-    | `BasicRNNCell` | `ku.tf1.BasicRNNCell`, `ku.BasicRNNCell`, `keras.layers.SimpleRNNCell` | `rnn/basic_rnn_cell` |
-    | `BasicLSTMCell` | `ku.tf1.BasicLSTMCell`, `keras.layers.LSTMCell` | `rnn/basic_lstm_cell` |
-    | `LSTMCell` | `ku.tf1.LSTMCell`; `keras.layers.LSTMCell` (no peepholes/projection) | `rnn/lstm_cell` |
-    | `GRUCell` | `ku.tf1.GRUCell`, `keras.layers.GRUCell(reset_after=False)` | `rnn/gru_cell` |
-    | `MultiRNNCell` | `ku.tf1.MultiRNNCell`, `keras.layers.StackedRNNCells` (`cell_i/...`) | `rnn/multi_rnn_cell` |
-    | `DropoutWrapper`, `ResidualWrapper`, `DeviceWrapper` | the `ku.tf1` wrapper (its cell's scope) | the cell's |
-    | contrib `OutputProjectionWrapper` | `ku.tf1`'s (`kernel`, `bias`, nested cell) | `rnn/output_projection_wrapper` |
-    | `bidirectional_dynamic_rnn` | `keras.layers.Bidirectional` (`fw/...`, `bw/...`) | `bidirectional_rnn` |
-    | `tf.layers.dense` | `keras.layers.Dense` | `dense` |
-
-    TF1's LSTM cells add `forget_bias` (default 1.0) to the forget gate at every step; the checkpoint's bias
-    does not include it. The loader folds it into the Keras bias's `f` slice, so the Keras cell gives TF1's
-    numbers: the `forget_bias` of a `ku.tf1` cell, else the `forget_bias` argument (default 1.0, TF1's
-    default). A `keras.layers.LSTMCell` never adds a forget bias at run time, which is why it is folded.
-    A checkpoint does not record a cell's activation, `cell_clip` or `proj_clip`: give the cell the ones the
-    TF1 graph used (Keras' defaults, `tanh` and a `sigmoid` recurrent activation, are TF1's).
-
-    A load checks everything before it assigns anything: on an error no weight has changed.
+    Reads the checkpoint with `tf.train.load_checkpoint` (no TF1 graph or session) and converts TF1's layout
+    per cell into Keras' (split kernels, Keras' gate order, TF1's run-time `forget_bias` folded into the LSTM
+    bias), so the Keras cell gives TF1's numbers. A load checks everything before it assigns anything: on an
+    error no weight has changed. Which Keras cell takes which TF1 cell, the default scopes, the layouts, what a
+    checkpoint does not record (activation, clipping) and more examples: `docs/tf1-semantics.md`, "Loading a
+    TF1 checkpoint".
 
     Args:
-        target: The Keras cell, `Dense` or `Bidirectional` layer to fill (table above), or `None` to load
-            only `variables`. An unbuilt one is
-            built for the checkpoint's input size `F`; a built one must match it. A recurrent layer
-            (`keras.layers.RNN`, `ku.DynamicUnroll`, `ku.StaticUnroll`) is refused: pass `layer.cell`. With
-            `scopes`, the model (or any object) whose layers `scopes` names; with neither `scope` nor
-            `scopes`, a model is filled by TF1's default names (below).
+        target: The Keras cell, `Dense` or `Bidirectional` layer to fill, or `None` to load only `variables`.
+            An unbuilt one is built for the checkpoint's input size `F`; a built one must match it. A recurrent
+            layer (`keras.layers.RNN`, `ku.DynamicUnroll`, `ku.StaticUnroll`) is refused: pass `layer.cell`.
+            With `scopes`, the model (or any object) whose layers `scopes` names; with neither `scope` nor
+            `scopes`, a model with one recurrent layer and Dense layers is filled from `rnn/<cell>` and
+            `dense`, `dense_1`, ... in layer order, as TF1 named them in one graph.
         checkpoint: The checkpoint: its prefix (`path/model.ckpt`), its `.index` file, or a directory
             holding TF1's `checkpoint` file (its latest checkpoint is read).
         scope: The TF1 variable scope of `target`, e.g. `"rnn/multi_rnn_cell"` or `"encoder/rnn/lstm_cell"`;
             a leading `/` or a trailing `/kernel` is ignored. The scope around it works too when it holds
             one of the cell's TF1 names: `"encoder/rnn"`, or `"bidirectional_rnn/fw"` for one cell of a
-            `bidirectional_dynamic_rnn`. Default: TF1's name for the cell under
-            `rnn/` (table above), as `dynamic_rnn`/`static_rnn` created it.
+            `bidirectional_dynamic_rnn`. Default: TF1's name for the cell under `rnn/` (e.g.
+            `rnn/basic_lstm_cell`), as `dynamic_rnn`/`static_rnn` created it.
         forget_bias: The forget bias TF1 added at run time, for a `keras.layers.LSTMCell` (a `ku.tf1` LSTM
             cell uses its own). Default: 1.0, TF1's default.
         scopes: A whole-model load: `{tf1_scope: layer_or_cell}`. A recurrent layer's cell is filled, and
             a `TimeDistributed(Dense)`'s `Dense`.
-            Without `scope` and `scopes`, a model with one recurrent layer and Dense layers is filled from
-            `rnn/<cell>` and `dense`, `dense_1`, ... in layer order, as TF1 named them in one graph.
         variables: Named checkpoint variables copied as they are: `{checkpoint_name: variable}`, where
             the variable is a built layer's weight (`dense.kernel`) or a `tf.Variable`. For TF1 scripts that
             kept their output layer as raw variables (`weights = {'out': tf.Variable(...)}`, saved as
@@ -767,27 +748,48 @@ def load_tf1_weights(
     cell = ku.tf1.BasicLSTMCell(5)            # or keras.layers.LSTMCell(5)
     ku.load_tf1_weights(cell, "my_model/model.ckpt")   # scope "rnn/basic_lstm_cell"
     outputs, states = ku.dynamic_rnn(cell, X)  # X: (batch, time, F)
-
-    stack = ku.tf1.MultiRNNCell([ku.tf1.GRUCell(8) for _ in range(3)])
-    model = keras.Sequential([ku.DynamicUnroll(stack, return_sequences=True), keras.layers.Dense(1)])
-    ku.load_tf1_weights(model, "my_model/model.ckpt",
-                        scopes={"rnn/multi_rnn_cell": model.layers[0], "dense": model.layers[1]})
-
-    # TF1: weights = {'out': tf.Variable(...)}; biases = {'out': tf.Variable(...)}  (saved as Variable, Variable_1)
-    dense = keras.layers.Dense(10); dense.build((None, 5))
-    ku.load_tf1_weights(None, "my_model/model.ckpt", variables={"Variable": dense.kernel, "Variable_1": dense.bias})
     ```
     """
     ckpt = _Checkpoint(checkpoint)
     if variables is not None:
-        planned = _plan_variables(ckpt, variables)  # checked before anything is assigned
-        only_variables = target is None and scope is None and scopes is None
-        result = None if only_variables else load_tf1_weights(
-            target, checkpoint, scope, forget_bias=forget_bias, scopes=scopes
-        )  # fmt: skip
-        for variable, value, _ in planned:
-            variable.assign(value.astype(keras.backend.standardize_dtype(variable.dtype)))
-        return {source: value for _, value, source in planned} if result is None else result
+        return _load_with_variables(ckpt, target, checkpoint, scope, forget_bias, scopes, variables)
+    scopes = _scopes_to_load(ckpt, target, scope, scopes)
+    if scopes is None:
+        leaves, features = _load_one(ckpt, target, scope, forget_bias)
+        _assign([(target, leaves, features)])
+        return _set(target, leaves)
+    return _load_scopes(ckpt, scopes, forget_bias)
+
+
+def _load_with_variables(
+    ckpt: _Checkpoint,
+    target: Optional[keras.layers.Layer],
+    checkpoint: Union[str, os.PathLike[str]],
+    scope: Optional[str],
+    forget_bias: Optional[float],
+    scopes: Optional[Mapping[str, keras.layers.Layer]],
+    variables: Mapping[str, Union[keras.Variable, tf.Variable]],
+) -> Loaded:
+    """`load_tf1_weights` with `variables`: every named variable checked, then the cells loaded (unless only
+    `variables` are given), then the named variables assigned."""
+    planned = _plan_variables(ckpt, variables)  # checked before anything is assigned
+    only_variables = target is None and scope is None and scopes is None
+    result = None if only_variables else load_tf1_weights(
+        target, checkpoint, scope, forget_bias=forget_bias, scopes=scopes
+    )  # fmt: skip
+    for variable, value, _ in planned:
+        variable.assign(value.astype(keras.backend.standardize_dtype(variable.dtype)))
+    return {source: value for _, value, source in planned} if result is None else result
+
+
+def _scopes_to_load(
+    ckpt: _Checkpoint,
+    target: Optional[keras.layers.Layer],
+    scope: Optional[str],
+    scopes: Optional[Mapping[str, keras.layers.Layer]],
+) -> Optional[Mapping[str, keras.layers.Layer]]:
+    """The `{tf1_scope: layer}` a load fills: `scopes` as given, TF1's default names for a model's layers, or
+    `None` to load `target` alone (from `scope`). Refuses `scope` with `scopes` or with a model."""
     if scopes is not None and scope is not None:
         raise ValueError(
             f"Give either `scope` (one cell) or `scopes` (a whole model), not both. Received: scope={scope!r}"
@@ -799,10 +801,14 @@ def load_tf1_weights(
                 f"Received: scope={scope!r} with a {type(target).__name__}"
             )
         scopes = _model_scopes(ckpt, target)
-    if scopes is None:
-        leaves, features = _load_one(ckpt, target, scope, forget_bias)
-        _assign([(target, leaves, features)])
-        return _set(target, leaves)
+    return scopes
+
+
+def _load_scopes(
+    ckpt: _Checkpoint, scopes: Mapping[str, keras.layers.Layer], forget_bias: Optional[float]
+) -> Dict[str, Tuple[np.ndarray, ...]]:
+    """A whole-model load: every scope's cell (a recurrent layer's cell, a `TimeDistributed`'s layer) planned
+    and checked, then all assigned; returns `{tf1_scope: the arrays set}`."""
     if not isinstance(scopes, Mapping) or not scopes:
         raise TypeError(f"`scopes` must be a non-empty dict {{tf1_scope: layer_or_cell}}. Received: scopes={scopes!r}")
     loads = []

@@ -168,25 +168,10 @@ def static_rnn(
     symbolic, cell, initial_state = _begin("static", cell, inputs, initial_state, sequence_length, time_major, training)
     if symbolic is not None:
         return symbolic
-    list_input = isinstance(inputs, (list, tuple))
-    settle_dtype(cell, inputs, dtype)
-    dtype = step_lib.compute_dtype(cell)
-    if isinstance(inputs, (list, tuple)):
-        stacked, time_major_in = step_lib.stack_inputs(inputs, dtype), True
-    else:
-        stacked, time_major_in = step_lib.to_float_tensor(inputs, "inputs", dtype), time_major
-    prepared = step_lib.prepare(
-        cell,
-        stacked,
-        time_major=time_major_in,
-        initial_state=initial_state,
-        sequence_length=sequence_length,
-        require_static_steps=True,
-        layer_name="static_rnn",
-    )
+    prepared = _prepare("static", cell, inputs, dtype, time_major, initial_state, sequence_length)
     outputs, _, state = plan.run(cell, prepared, plan.Request("static", training=training))
     state = to_tf1_state(cell, state)  # TF1's structure: LSTMStateTuple(c, h), one entry per layer
-    if list_input:
+    if isinstance(inputs, (list, tuple)):
         return outputs, state
     outputs = tf.stack(outputs, axis=0)
     return (outputs if time_major else tf.transpose(outputs, [1, 0, 2])), state
@@ -257,19 +242,66 @@ def dynamic_rnn(
     del scope  # TF1 compatibility only
     sequence_length = _check_unknown_rank_lengths(sequence_length)
     if _takes_tf1_loop(cell, inputs, static=False):
-        cell = _for_tf1_loop(cell, inputs, dtype)
-        return raw.tf1_dynamic_loop(
-            cell, inputs, sequence_length=sequence_length, initial_state=initial_state, dtype=dtype,
-            parallel_iterations=check_parallel_iterations(parallel_iterations),
-            swap_memory=check_swap_memory(swap_memory), time_major=_check_bool(time_major, "time_major"),
-            training=training,
-        )  # fmt: skip
+        return _tf1_dynamic_loop(
+            cell, inputs, sequence_length, initial_state, dtype, parallel_iterations, swap_memory, time_major, training
+        )
     symbolic, cell, initial_state = _begin(
         "dynamic", cell, inputs, initial_state, sequence_length, time_major, training,
         swap_memory=swap_memory, recompute=recompute,
     )  # fmt: skip
     if symbolic is not None:
         return symbolic
+    _check_not_a_list_of_steps(inputs)
+    prepared = _prepare("dynamic", cell, inputs, dtype, time_major, initial_state, sequence_length)
+    request = _dynamic_request(training, parallel_iterations, swap_memory, recompute)
+    outputs, _, state = plan.run(cell, prepared, request)
+    return (outputs if time_major else tf.transpose(outputs, [1, 0, 2])), to_tf1_state(cell, state)
+
+
+def _dynamic_request(
+    training: Optional[bool], parallel_iterations: Optional[int], swap_memory: bool, recompute: Recompute
+) -> plan.Request:
+    """What `dynamic_rnn` asks the planner for, its loop options checked."""
+    return plan.Request(
+        "dynamic",
+        training=training,
+        parallel_iterations=check_parallel_iterations(parallel_iterations),
+        swap_memory=check_swap_memory(swap_memory),
+        recompute=check_recompute(recompute),
+    )
+
+
+def _prepare(
+    kind: Literal["static", "dynamic"],
+    cell: Any,
+    inputs: Any,
+    dtype: Any,
+    time_major: bool,
+    initial_state: Any,
+    sequence_length: Any,
+) -> step_lib.Prepared:
+    """The planner's path of both functions: the cell built by TF1's dtype rule, the inputs as one float tensor
+    in the cell's dtype (`static_rnn`'s list of steps stacked time-major), checked by `step.prepare`."""
+    settle_dtype(cell, inputs, dtype)
+    dtype = step_lib.compute_dtype(cell)
+    if kind == "static" and isinstance(inputs, (list, tuple)):
+        inputs, time_major = step_lib.stack_inputs(inputs, dtype), True
+    else:
+        inputs = step_lib.to_float_tensor(inputs, "inputs", dtype)
+    return step_lib.prepare(
+        cell,
+        inputs,
+        time_major=time_major,
+        initial_state=initial_state,
+        sequence_length=sequence_length,
+        require_static_steps=kind == "static",
+        layer_name=f"{kind}_rnn",
+        allow_no_steps=kind == "dynamic",
+    )
+
+
+def _check_not_a_list_of_steps(inputs: Any) -> None:
+    """`dynamic_rnn` refuses `static_rnn`'s list of `(batch, features)` steps."""
     if isinstance(inputs, (list, tuple)) and inputs and hasattr(inputs[0], "shape"):
         # A list of step tensors would silently stack into (T, B, F) and be read as (B, T, F).
         raise TypeError(
@@ -277,24 +309,24 @@ def dynamic_rnn(
             "is for `static_rnn`. Stack the list with `tf.stack(steps, axis=1)`. "
             f"Received: inputs=a list of {len(inputs)} items"
         )
-    settle_dtype(cell, inputs, dtype)
-    inputs = step_lib.to_float_tensor(inputs, "inputs", step_lib.compute_dtype(cell))
-    prepared = step_lib.prepare(
-        cell,
-        inputs,
-        time_major=time_major,
-        initial_state=initial_state,
-        sequence_length=sequence_length,
-        layer_name="dynamic_rnn",
-        allow_no_steps=True,
-    )
-    request = plan.Request(
-        "dynamic",
-        training=training,
+
+
+def _tf1_dynamic_loop(
+    cell: Any,
+    inputs: Any,
+    sequence_length: Any,
+    initial_state: Any,
+    dtype: Any,
+    parallel_iterations: Optional[int],
+    swap_memory: bool,
+    time_major: bool,
+    training: Optional[bool],
+) -> Tuple[Nested, State]:
+    """`dynamic_rnn` in TF1's own loop (`raw`), for what the planner does not take (`_takes_tf1_loop`)."""
+    cell = _for_tf1_loop(cell, inputs, dtype)
+    return raw.tf1_dynamic_loop(
+        cell, inputs, sequence_length=sequence_length, initial_state=initial_state, dtype=dtype,
         parallel_iterations=check_parallel_iterations(parallel_iterations),
-        swap_memory=check_swap_memory(swap_memory),
-        recompute=check_recompute(recompute),
-    )
-    outputs, _, state = plan.run(cell, prepared, request)
-    outputs = outputs if time_major else tf.transpose(outputs, [1, 0, 2])
-    return outputs, to_tf1_state(cell, state)
+        swap_memory=check_swap_memory(swap_memory), time_major=_check_bool(time_major, "time_major"),
+        training=training,
+    )  # fmt: skip

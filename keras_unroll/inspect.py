@@ -534,7 +534,6 @@ class UnrollComparison:
         try:
             from matplotlib.backends.backend_agg import FigureCanvasAgg
             from matplotlib.figure import Figure
-            from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
         except ImportError as error:  # pragma: no cover - depends on the environment
             raise ImportError(
                 "UnrollComparison.plot needs matplotlib. Install it with `pip install matplotlib` "
@@ -543,45 +542,12 @@ class UnrollComparison:
         figure = Figure(figsize=(10, 7.5), layout="constrained")
         FigureCanvasAgg(figure)
         axes = figure.subplots(2, 2)
-        colors = {"unrolled": "tab:red", "while loop": "tab:green", "fused (XLA)": "tab:blue"}
-        panels = (
-            (axes[0, 0], "ops in the traced graph (solid: training step, dashed: forward)", "ops", None),
-            (axes[0, 1], "trace + first call of a training step", "seconds", None),
-            (axes[1, 0], "training step (forward + backward)", "milliseconds", None),
-            (axes[1, 1], "peak memory a training step allocates", "MB", None),
-        )
-        variants = list(dict.fromkeys((row.layer, row.loop) for row in self.rows))
-        for layer, loop in variants:
+        for layer, loop in dict.fromkeys((row.layer, row.loop) for row in self.rows):
             rows = [row for row in self.rows if (row.layer, row.loop) == (layer, loop)]
-            color, name = colors.get(loop), f"{layer}, {loop}"
-            steps = [row.steps for row in rows]
-            axes[0, 0].plot(steps, [r.training_ops for r in rows], "o-", color=color, label=name)
-            axes[0, 0].plot(steps, [r.forward_ops for r in rows], "s--", color=color)
-            if any(r.compiled_ops for r in rows):
-                outside = [r.training_ops - r.compiled_ops for r in rows]
-                axes[0, 0].plot(steps, outside, "^:", color=color, label=f"{name}: training ops outside XLA")
-            axes[0, 1].plot(
-                steps, [r.trace_seconds + r.first_call_seconds for r in rows], "o-", color=color, label=name
-            )
-            axes[1, 0].plot(steps, [r.step_seconds * 1e3 for r in rows], "o-", color=color, label=name)
-            measured = [(r.steps, r.peak_bytes / 1e6) for r in rows if r.peak_bytes]
-            if measured:
-                axes[1, 1].plot(*zip(*measured), "o-", color=color, label=name)
+            _plot_variant(axes, rows, f"{layer}, {loop}", _PLOT_COLORS.get(loop))
         all_steps = sorted({row.steps for row in self.rows})
-        for axis, title, ylabel, _ in panels:
-            axis.set_title(title)
-            axis.set_xlabel("time steps T")
-            axis.set_ylabel(ylabel)
-            axis.set_xscale("log")
-            axis.set_xticks(all_steps, [str(step) for step in all_steps])
-            axis.xaxis.set_minor_formatter(NullFormatter())
-            if axis.has_data():
-                axis.set_yscale("log")
-                axis.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-                axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-                axis.yaxis.set_minor_formatter(NullFormatter())
-                axis.legend(fontsize="small")
-            axis.grid(True, which="both", alpha=0.3)
+        for axis, (title, ylabel) in zip(axes.flat, _PLOT_PANELS):
+            _style_panel(axis, title, ylabel, all_steps)
         if not axes[1, 1].has_data():
             axes[1, 1].text(
                 0.5,
@@ -602,6 +568,51 @@ class UnrollComparison:
         return path
 
 
+_PLOT_COLORS = {"unrolled": "tab:red", "while loop": "tab:green", "fused (XLA)": "tab:blue"}
+# The 2 x 2 panels of `UnrollComparison.plot`, row by row: (title, y label).
+_PLOT_PANELS = (
+    ("ops in the traced graph (solid: training step, dashed: forward)", "ops"),
+    ("trace + first call of a training step", "seconds"),
+    ("training step (forward + backward)", "milliseconds"),
+    ("peak memory a training step allocates", "MB"),
+)
+
+
+def _plot_variant(axes: Any, rows: List[UnrollRow], name: str, color: Optional[str]) -> None:
+    """Draws one layer and loop's rows on the four panels: ops (training, forward, and outside XLA when some
+    are compiled), trace + first call, step time, and peak memory where it was measured."""
+    steps = [row.steps for row in rows]
+    axes[0, 0].plot(steps, [r.training_ops for r in rows], "o-", color=color, label=name)
+    axes[0, 0].plot(steps, [r.forward_ops for r in rows], "s--", color=color)
+    if any(r.compiled_ops for r in rows):
+        outside = [r.training_ops - r.compiled_ops for r in rows]
+        axes[0, 0].plot(steps, outside, "^:", color=color, label=f"{name}: training ops outside XLA")
+    axes[0, 1].plot(steps, [r.trace_seconds + r.first_call_seconds for r in rows], "o-", color=color, label=name)
+    axes[1, 0].plot(steps, [r.step_seconds * 1e3 for r in rows], "o-", color=color, label=name)
+    measured = [(r.steps, r.peak_bytes / 1e6) for r in rows if r.peak_bytes]
+    if measured:
+        axes[1, 1].plot(*zip(*measured), "o-", color=color, label=name)
+
+
+def _style_panel(axis: Any, title: str, ylabel: str, all_steps: List[int]) -> None:
+    """Titles and labels one panel; log axes, T ticks at the measured lengths, and a legend if it has data."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_title(title)
+    axis.set_xlabel("time steps T")
+    axis.set_ylabel(ylabel)
+    axis.set_xscale("log")
+    axis.set_xticks(all_steps, [str(step) for step in all_steps])
+    axis.xaxis.set_minor_formatter(NullFormatter())
+    if axis.has_data():
+        axis.set_yscale("log")
+        axis.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.yaxis.set_minor_formatter(NullFormatter())
+        axis.legend(fontsize="small")
+    axis.grid(True, which="both", alpha=0.3)
+
+
 def _compiled_tier() -> Any:
     """Plans `DynamicUnroll` in its compiled tier at every T (`Tuning.compile_min_steps=0`)."""
     return use_tuning(dataclasses.replace(plan.tuning(), compile_min_steps=0))
@@ -619,22 +630,11 @@ def compare_unrolling(
 ) -> UnrollComparison:
     """Measures `StaticUnroll` and `DynamicUnroll` side by side at each sequence length T.
 
-    For each T and each layer (each with its own fresh copy of the cell), this traces the forward call
-    (to count its ops) and a training step (forward + backward, as in `graph_stats(..., training=True)`),
-    then runs the training step `2 + repeats` times: the first call is timed apart (graph optimization, XLA
-    compilation), the second gives the peak memory, the others give the median step time.
-
-    Three kinds of graph are measured (`UnrollRow.loop`, explained under the printed table): `StaticUnroll`
-    (`"unrolled"`), TF1's plain while loop (`"while loop"`: `DynamicUnroll` with the generic step, as
-    `tf.compat.v1.nn.dynamic_rnn` built it; `tf1_loop=False` leaves it out) and `DynamicUnroll` as the
-    planner runs it in its compiled tier (`"fused (XLA)"` for a cell with a fused kernel, whose XLA-compiled ops
-    are counted apart; else `"while loop"` again). `jit_compile="auto"` compiles a fused loop only from
-    `Tuning.compile_min_steps` steps on (docs/performance.md, "The first minute"); here it is compiled at
-    every T, so that the three kinds of graph are compared at every length. The plan is deterministic (the
-    planner's timed trial is off unless turned on), so the op counts are the same on every run.
-
-    Cost: a static unroll's trace and first call grow with T; at T=1000 they take 5-15 s and hundreds of
-    MB on a 2-core CPU. Leave T=1000 out for a quick look.
+    At each T each layer (with its own fresh copy of the cell) is traced, forward and for a training step, and
+    its training step run `2 + repeats` times. Three kinds of graph (`UnrollRow.loop`): `"unrolled"`
+    (`StaticUnroll`), TF1's `"while loop"`, and `DynamicUnroll` as planned in its compiled tier (`"fused (XLA)"`
+    for a cell with a fused kernel), compiled at every T. A static unroll at T=1000 takes 5-15 s and hundreds of
+    MB. What is measured, and how: `docs/guide.md`, "What `compare_unrolling` measures".
 
     Args:
         cell: The cell to unroll: a Keras RNN cell (each layer gets a copy made with
@@ -673,52 +673,72 @@ def compare_unrolling(
     steps = _check_steps(steps)
     batch = _check_positive(batch, "batch")
     features = _check_positive(features, "features")
+    verbose = _check_repeats_and_verbose(repeats, verbose)
+    tf1_loop = check_bool(tf1_loop, "tf1_loop")
+    variants = [(StaticUnroll, False), *([(DynamicUnroll, True)] if tf1_loop else []), (DynamicUnroll, False)]
+    total = len(variants) * len(steps)
+    bar = keras.utils.Progbar(total, unit_name="measurement", stateful_metrics=["T"]) if verbose else None
+    rows = []
+    units = 0  # `steps` is not empty: set by the first row
+    for length in sorted(steps):
+        for layer_class, generic in variants:
+            if progress is not None:
+                progress(f"{layer_class.__name__}{' (TF1 while loop)' if generic else ''} at T={length}")
+            row, units = _measure_unrolling(factory, cell, layer_class, generic, (batch, length, features), repeats)
+            rows.append(row)
+            if bar is not None:
+                bar.update(len(rows), values=[("T", length)])
+    return UnrollComparison(rows=tuple(rows), batch=batch, features=features, units=units)
+
+
+def _check_repeats_and_verbose(repeats: Any, verbose: Any) -> int:
+    """Checks `repeats` (a positive integer) and `verbose` (0, 1 or "auto"); returns `verbose` as 0 or 1,
+    "auto" being 1 when standard output is a terminal."""
     if isinstance(repeats, bool) or not isinstance(repeats, numbers.Integral) or repeats < 1:
         raise ValueError(f"`repeats` must be a positive integer. Received: repeats={repeats!r}")
     if verbose == "auto":
         verbose = 1 if getattr(sys.stdout, "isatty", lambda: False)() else 0
     if verbose not in (0, 1) or isinstance(verbose, bool):
         raise ValueError(f'`verbose` must be 0, 1 or "auto". Received: verbose={verbose!r}')
-    tf1_loop = check_bool(tf1_loop, "tf1_loop")
-    variants = [(StaticUnroll, False), *([(DynamicUnroll, True)] if tf1_loop else []), (DynamicUnroll, False)]
-    total = len(variants) * len(steps)
-    bar = keras.utils.Progbar(total, unit_name="measurement", stateful_metrics=["T"]) if verbose else None
-    rows = []
-    units = None
-    for length in sorted(steps):
-        for layer_class, generic in variants:
-            if progress is not None:
-                progress(f"{layer_class.__name__}{' (TF1 while loop)' if generic else ''} at T={length}")
-            fresh = factory()
-            if not isinstance(fresh, keras.layers.Layer) or getattr(fresh, "state_size", None) is None:
-                raise TypeError(_CELL_MESSAGE.format(cell=cell) + f" (the factory returned {fresh!r})")
-            layer = layer_class(fresh)
-            shape = (batch, length, features)
-            with generic_only() if generic else _compiled_tier():
-                forward, _, _ = _trace(layer, shape, training=False, run=False)  # only its op count is reported
-                training, times, _ = _trace(layer, shape, training=True, repeats=int(repeats))
-            units = layer.compute_output_shape(shape)[-1]
-            if layer_class is StaticUnroll:
-                loop = "unrolled"
-            else:
-                loop = "fused (XLA)" if training.compiled_ops else "while loop"
-            rows.append(
-                UnrollRow(
-                    layer=layer_class.__name__,
-                    steps=length,
-                    forward_ops=forward.num_ops,
-                    training_ops=training.num_ops,
-                    trace_seconds=training.trace_seconds,
-                    first_call_seconds=training.first_call_seconds,
-                    step_seconds=statistics.median(times),
-                    peak_bytes=training.peak_bytes,
-                    loop=loop,
-                    compiled_ops=training.compiled_ops,
-                )
-            )
-            if bar is not None:
-                bar.update(len(rows), values=[("T", length)])
-    return UnrollComparison(rows=tuple(rows), batch=batch, features=features, units=int(units))
+    return int(verbose)
+
+
+def _measure_unrolling(
+    factory: Callable[[], Any],
+    cell: Any,
+    layer_class: type,
+    generic: bool,
+    shape: Tuple[int, int, int],
+    repeats: int,
+) -> Tuple[UnrollRow, int]:
+    """One row of `compare_unrolling`: `layer_class` around a fresh cell, its forward call traced and its
+    training step traced and run (under `generic_only()` when `generic`, else in the compiled tier); also
+    returns the layer's output size."""
+    fresh = factory()
+    if not isinstance(fresh, keras.layers.Layer) or getattr(fresh, "state_size", None) is None:
+        raise TypeError(_CELL_MESSAGE.format(cell=cell) + f" (the factory returned {fresh!r})")
+    layer = layer_class(fresh)
+    with generic_only() if generic else _compiled_tier():
+        forward, _, _ = _trace(layer, shape, training=False, run=False)  # only its op count is reported
+        training, times, _ = _trace(layer, shape, training=True, repeats=int(repeats))
+    units = layer.compute_output_shape(shape)[-1]
+    if layer_class is StaticUnroll:
+        loop = "unrolled"
+    else:
+        loop = "fused (XLA)" if training.compiled_ops else "while loop"
+    row = UnrollRow(
+        layer=layer_class.__name__,
+        steps=shape[1],
+        forward_ops=forward.num_ops,
+        training_ops=training.num_ops,
+        trace_seconds=training.trace_seconds,
+        first_call_seconds=training.first_call_seconds,
+        step_seconds=statistics.median(times),
+        peak_bytes=training.peak_bytes,
+        loop=loop,
+        compiled_ops=training.compiled_ops,
+    )
+    return row, int(units)
 
 
 # ------------------------------------------------------------------------------ TensorBoard graph

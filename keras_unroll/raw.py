@@ -268,22 +268,9 @@ def raw_rnn(
 ) -> Tuple[Nested, State, Optional[Nested]]:
     """TF1's `tf.nn.raw_rnn`: a loop whose inputs, states and outputs a function of yours decides each step.
 
-    The loop, as TF1 runs it:
-
-        time = 0
-        finished, next_input, state, emit_structure, loop_state = loop_fn(0, None, None, None)
-        emit_ta = TensorArrays (the structure of `emit_structure`, else `cell.output_size`)
-        while not all(finished):
-            output, cell_state = cell(next_input, state)
-            next_finished, next_input, next_state, emit, next_loop_state = loop_fn(
-                time + 1, output, cell_state, loop_state)
-            for finished rows: emit zeros and keep the old state          # rows, as in `dynamic_rnn`
-            emit_ta[time] = emit;  state = next_state;  loop_state = next_loop_state (if not None)
-            finished = finished or next_finished;  time += 1
-        return emit_ta, state, loop_state
-
-    It is how TF1 code wrote decoders that feed each output back as the next input. States are in TF1's
-    structures (`LSTMStateTuple(c, h)` for an LSTM, what `cell.zero_state(batch_size, dtype)` returns).
+    It is how TF1 code wrote decoders that feed each output back as the next input. States are in TF1's structures
+    (`LSTMStateTuple(c, h)` for an LSTM, what `cell.zero_state(batch_size, dtype)` returns). The loop, step
+    by step: `docs/tf1-semantics.md`, "The loop of `raw_rnn`".
 
     Args:
         cell: A `ku.tf1` / Keras RNN cell, or a TF1-style cell (`state_size`, `output_size`,
@@ -293,7 +280,8 @@ def raw_rnn(
             `None`: return the initial state as `next_cell_state`, and as `emit_output` either `None` (the
             emitted outputs are the cell's, `cell.output_size` wide) or a structure of tensors of one row's
             shape (e.g. `tf.zeros([units])`) that gives the emitted structure. `finished` is a `(batch,)`
-            bool tensor; `next_loop_state` may be `None` (kept as it was).
+            bool tensor; `next_loop_state` may be `None` (kept as it was). Finished rows emit zeros and keep
+            their state, as in `dynamic_rnn`.
         parallel_iterations: Passed to `tf.while_loop` (default 32, TF1's).
         swap_memory: Passed to `tf.while_loop` (TF2's while loop ignores it).
         scope: Accepted for TF1 compatibility; Keras names the weights after the cell.
@@ -332,16 +320,40 @@ def raw_rnn(
     parallel_iterations = tf1_states.check_parallel_iterations(parallel_iterations) or 32
     time = tf.constant(0, tf.int32)
     finished, next_input, state, emit_structure, init_loop_state = loop_fn(time, None, None, None)
+    next_input, state, static_batch, batch_size = _first_input_and_state(cell, next_input, state)
+    loop_state = init_loop_state if init_loop_state is not None else tf.constant(0, tf.int32)
+    emit_ta, zero_emit = _emit_arrays_and_zeros(cell, emit_structure, state, static_batch, batch_size)
+    returned = tf.while_loop(
+        lambda time, finished, *_: tf.logical_not(tf.reduce_all(finished)),
+        _raw_rnn_body(tf1_call(cell), loop_fn, zero_emit),
+        [time, tf.convert_to_tensor(finished), next_input, emit_ta, state, loop_state],
+        parallel_iterations=parallel_iterations,
+        swap_memory=swap_memory,
+    )
+    emit_ta, final_state, final_loop_state = returned[-3:]
+    return emit_ta, final_state, (final_loop_state if init_loop_state is not None else None)
+
+
+def _first_input_and_state(cell: Any, next_input: Nested, state: Nested) -> Tuple[Nested, Nested, Optional[int], Any]:
+    """`loop_fn`'s first input and initial state as tensors, with the batch size (static, and static or
+    dynamic); builds a Keras cell's weights here, outside the loop, when the input is one `(batch, features)`."""
     next_input = tf.nest.map_structure(tf.convert_to_tensor, next_input)
     flat_input = tf.nest.flatten(next_input)
-    loop_state = init_loop_state if init_loop_state is not None else tf.constant(0, tf.int32)
     static_batch = flat_input[0].shape[0]
     batch_size = static_batch if static_batch is not None else tf.shape(flat_input[0])[0]
     state = tf.nest.map_structure(lambda s: s if isinstance(s, tf.TensorArray) else tf.convert_to_tensor(s), state)
     if isinstance(cell, keras.layers.Layer) and len(flat_input) == 1 and flat_input[0].shape.rank == 2:
         tf1_states.settle_dtype(cell, flat_input[0])
         step_lib.build_cell(cell, int(flat_input[0].shape[-1]), flat_input[0].dtype)  # weights outside the loop
+    return next_input, state, static_batch, batch_size
 
+
+def _emit_arrays_and_zeros(
+    cell: Any, emit_structure: Nested, state: Nested, static_batch: Optional[int], batch_size: Any
+) -> Tuple[Nested, Nested]:
+    """The growing `TensorArray`s of the emitted outputs, and the zeros finished rows emit: in the structure,
+    dtypes and per-row shapes of `emit_structure` (`loop_fn`'s `emit_output` at time 0), or when it is `None`
+    of `cell.output_size` in the state's dtype."""
     if emit_structure is not None:
         flat_emit = tf.nest.flatten(emit_structure)
         sizes = [e.shape if e.shape.is_fully_defined() else tf.shape(e) for e in flat_emit]
@@ -350,24 +362,32 @@ def raw_rnn(
         emit_structure = cell.output_size
         sizes = tf.nest.flatten(emit_structure)
         dtypes = [tf.nest.flatten(state)[0].dtype] * len(sizes)
-
-    def element_shape(size: Any) -> tf.TensorShape:
-        per_row = (
-            size if isinstance(size, tf.TensorShape) else (tf.TensorShape([size]) if isinstance(size, int) else None)
-        )
-        return tf.TensorShape([static_batch]).concatenate(per_row) if per_row is not None else tf.TensorShape(None)
-
-    def zeros(size: Any, dtype: Any) -> tf.Tensor:
-        if isinstance(size, (int, tf.TensorShape)):
-            return _zeros(batch_size, size, dtype)
-        return tf.zeros(tf.concat([[batch_size], size], 0), dtype)
-
     emit_ta = tf.nest.pack_sequence_as(
         emit_structure,
-        [tf.TensorArray(d, size=0, dynamic_size=True, element_shape=element_shape(s)) for s, d in zip(sizes, dtypes)],
+        [
+            tf.TensorArray(d, size=0, dynamic_size=True, element_shape=_emit_element_shape(s, static_batch))
+            for s, d in zip(sizes, dtypes)
+        ],
     )
-    zero_emit = tf.nest.pack_sequence_as(emit_structure, [zeros(s, d) for s, d in zip(sizes, dtypes)])
-    call = tf1_call(cell)
+    zero_emit = tf.nest.pack_sequence_as(emit_structure, [_emit_zeros(s, d, batch_size) for s, d in zip(sizes, dtypes)])
+    return emit_ta, zero_emit
+
+
+def _emit_element_shape(size: Any, static_batch: Optional[int]) -> tf.TensorShape:
+    """The `(batch, ...)` shape of one emitted entry; unknown when the per-row size is a dynamic shape tensor."""
+    per_row = size if isinstance(size, tf.TensorShape) else (tf.TensorShape([size]) if isinstance(size, int) else None)
+    return tf.TensorShape([static_batch]).concatenate(per_row) if per_row is not None else tf.TensorShape(None)
+
+
+def _emit_zeros(size: Any, dtype: Any, batch_size: Any) -> tf.Tensor:
+    """Zeros `(batch, ...)` for a per-row size given as an int, a `TensorShape` or a dynamic shape tensor."""
+    if isinstance(size, (int, tf.TensorShape)):
+        return _zeros(batch_size, size, dtype)
+    return tf.zeros(tf.concat([[batch_size], size], 0), dtype)
+
+
+def _raw_rnn_body(call: TF1Call, loop_fn: RawLoopFn, zero_emit: Nested) -> Callable[..., Tuple[Any, ...]]:
+    """The while loop's body: one cell call, then `loop_fn`; finished rows emit zeros and keep their state."""
 
     def body(
         time: tf.Tensor, finished: tf.Tensor, current_input: Nested, emit_ta: Nested, state: State, loop_state: Nested
@@ -385,12 +405,4 @@ def raw_rnn(
         emit_ta = tf.nest.map_structure(lambda ta, e: ta.write(time, e), emit_ta, emit)
         return next_time, tf.logical_or(finished, next_finished), next_input, emit_ta, next_state, loop_state
 
-    returned = tf.while_loop(
-        lambda time, finished, *_: tf.logical_not(tf.reduce_all(finished)),
-        body,
-        [time, tf.convert_to_tensor(finished), next_input, emit_ta, state, loop_state],
-        parallel_iterations=parallel_iterations,
-        swap_memory=swap_memory,
-    )
-    emit_ta, final_state, final_loop_state = returned[-3:]
-    return emit_ta, final_state, (final_loop_state if init_loop_state is not None else None)
+    return body

@@ -646,19 +646,7 @@ def prepare(
     allow_no_steps: bool = False,
 ) -> Prepared:
     """Checks everything once and returns the time-major sequence, validity and initial state."""
-    if inputs.shape.rank != 3:
-        raise ValueError(
-            f"{layer_name or 'The RNN'} expects a 3D input (batch, time, features)"
-            f"{' in time-major order (time, batch, features)' if time_major else ''}. "
-            f"Received: inputs.shape={_shape_str(inputs.shape)}"
-        )
-    inputs_tm = inputs if time_major else tf.transpose(inputs, [1, 0, 2])
-    num_steps, static_batch, features = inputs_tm.shape.as_list()
-    if features is None:
-        raise ValueError(
-            "The last axis of the input (features) must be known when the layer is built. "
-            f"Received: inputs.shape={_shape_str(inputs.shape)}"
-        )
+    inputs_tm, num_steps, static_batch, features = _time_major_inputs(inputs, time_major, layer_name)
     check_num_steps(num_steps, inputs.shape, require_static_steps, layer_name, allow_no_steps)
     dtype = inputs.dtype
     build_cell(cell, features, dtype)
@@ -669,43 +657,17 @@ def prepare(
     zero_output = zero_output_for_mask
     max_length = invalid_rows = None
     if sequence_length is not None:
-        lengths, invalid_rows = check_sequence_length(sequence_length, static_batch, steps, batch_size)
-        valid = tf.transpose(tf.sequence_mask(lengths, steps))
+        valid, max_length, invalid_rows = _validity_from_lengths(
+            sequence_length, static_batch, steps, batch_size, go_backwards
+        )
         zero_output = True
-        if not go_backwards:
-            # `initial=0`: an empty batch of unknown size has max 0 steps, not INT32_MIN.
-            max_length = tf.maximum(tf.reduce_max(lengths), 0) if static_batch != 0 else tf.constant(0, tf.int32)
     if mask is not None:
-        mask = check_mask(mask)
-        if mask.shape.rank == 3 and mask.shape[-1] == 1:
-            mask = mask[..., 0]
-        if mask.shape.rank != 2:
-            raise ValueError(
-                f"`mask` must be a 2D (batch, time) boolean tensor. Received: mask.shape={_shape_str(mask.shape)}"
-            )
-        mask_tm = mask if time_major else tf.transpose(mask)
-        if not mask_tm.shape.is_compatible_with(inputs_tm.shape[:2]):
-            raise ValueError(
-                f"`mask` must match the input's (batch, time) axes. Received: mask.shape={_shape_str(mask.shape)} "
-                f"for inputs.shape={_shape_str(inputs.shape)}"
-            )
+        mask_tm = _time_major_mask(mask, time_major, inputs_tm, inputs.shape)
         valid = mask_tm if valid is None else tf.logical_and(valid, mask_tm)
         max_length = None
 
-    if initial_state is None:
-        state = zero_state(cell, batch_size, dtype)
-    else:
-        state = check_initial_state(cell, initial_state, static_batch, dtype)
-        state = tf.nest.map_structure(lambda s: _batch_like(s, static_batch, batch_size), state)
-    if valid is not None:
-        # Padding must not influence anything: NaN or Inf in a step that is not used would still reach the
-        # gradients through the discarded branch of the step's select (0 * NaN).
-        inputs_tm = tf.where(valid[:, :, None], inputs_tm, tf.zeros_like(inputs_tm))
-
-    if go_backwards:
-        inputs_tm = tf.reverse(inputs_tm, [0])
-        if valid is not None:
-            valid = tf.reverse(valid, [0])
+    state = _checked_initial_state(cell, initial_state, static_batch, batch_size, dtype)
+    inputs_tm, valid = _padding_zeroed_in_loop_order(inputs_tm, valid, go_backwards)
     return Prepared(
         inputs=inputs_tm,
         valid=valid,
@@ -719,6 +681,85 @@ def prepare(
         go_backwards=go_backwards,
         lengths_only=sequence_length is not None and mask is None,
     )
+
+
+def _time_major_inputs(
+    inputs: tf.Tensor, time_major: bool, layer_name: str
+) -> Tuple[tf.Tensor, Optional[int], Optional[int], int]:
+    """Checks the input is 3D with known features; returns it time-major `(T, B, F)` with its static T, B and F."""
+    if inputs.shape.rank != 3:
+        raise ValueError(
+            f"{layer_name or 'The RNN'} expects a 3D input (batch, time, features)"
+            f"{' in time-major order (time, batch, features)' if time_major else ''}. "
+            f"Received: inputs.shape={_shape_str(inputs.shape)}"
+        )
+    inputs_tm = inputs if time_major else tf.transpose(inputs, [1, 0, 2])
+    num_steps, static_batch, features = inputs_tm.shape.as_list()
+    if features is None:
+        raise ValueError(
+            "The last axis of the input (features) must be known when the layer is built. "
+            f"Received: inputs.shape={_shape_str(inputs.shape)}"
+        )
+    return inputs_tm, num_steps, static_batch, features
+
+
+def _validity_from_lengths(
+    sequence_length: Any, static_batch: Optional[int], steps: Any, batch_size: tf.Tensor, go_backwards: bool
+) -> Tuple[tf.Tensor, Optional[tf.Tensor], Optional[tf.Tensor]]:
+    """The time-major `(T, B)` validity of checked `sequence_length`, the longest length (the loop may stop
+    there; `None` when going backwards) and the rows whose length is out of range."""
+    lengths, invalid_rows = check_sequence_length(sequence_length, static_batch, steps, batch_size)
+    valid = tf.transpose(tf.sequence_mask(lengths, steps))
+    max_length = None
+    if not go_backwards:
+        # `initial=0`: an empty batch of unknown size has max 0 steps, not INT32_MIN.
+        max_length = tf.maximum(tf.reduce_max(lengths), 0) if static_batch != 0 else tf.constant(0, tf.int32)
+    return valid, max_length, invalid_rows
+
+
+def _time_major_mask(mask: Any, time_major: bool, inputs_tm: tf.Tensor, input_shape: Any) -> tf.Tensor:
+    """Checks a `(batch, time)` (or `(batch, time, 1)`) boolean mask against the input; returns it time-major."""
+    mask = check_mask(mask)
+    if mask.shape.rank == 3 and mask.shape[-1] == 1:
+        mask = mask[..., 0]
+    if mask.shape.rank != 2:
+        raise ValueError(
+            f"`mask` must be a 2D (batch, time) boolean tensor. Received: mask.shape={_shape_str(mask.shape)}"
+        )
+    mask_tm = mask if time_major else tf.transpose(mask)
+    if not mask_tm.shape.is_compatible_with(inputs_tm.shape[:2]):
+        raise ValueError(
+            f"`mask` must match the input's (batch, time) axes. Received: mask.shape={_shape_str(mask.shape)} "
+            f"for inputs.shape={_shape_str(input_shape)}"
+        )
+    return mask_tm
+
+
+def _checked_initial_state(
+    cell: Any, initial_state: Any, static_batch: Optional[int], batch_size: tf.Tensor, dtype: Any
+) -> Nested:
+    """The cell's zero state when `initial_state` is `None`, else the checked `initial_state` with the
+    input's static batch size."""
+    if initial_state is None:
+        return zero_state(cell, batch_size, dtype)
+    state = check_initial_state(cell, initial_state, static_batch, dtype)
+    return tf.nest.map_structure(lambda s: _batch_like(s, static_batch, batch_size), state)
+
+
+def _padding_zeroed_in_loop_order(
+    inputs_tm: tf.Tensor, valid: Optional[tf.Tensor], go_backwards: bool
+) -> Tuple[tf.Tensor, Optional[tf.Tensor]]:
+    """The time-major inputs with padded steps set to zero, and the validity, both reversed in time when
+    `go_backwards`."""
+    if valid is not None:
+        # Padding must not influence anything: NaN or Inf in a step that is not used would still reach the
+        # gradients through the discarded branch of the step's select (0 * NaN).
+        inputs_tm = tf.where(valid[:, :, None], inputs_tm, tf.zeros_like(inputs_tm))
+    if go_backwards:
+        inputs_tm = tf.reverse(inputs_tm, [0])
+        if valid is not None:
+            valid = tf.reverse(valid, [0])
+    return inputs_tm, valid
 
 
 def _batch_like(state: tf.Tensor, static_batch: Optional[int], batch_size: tf.Tensor) -> tf.Tensor:
