@@ -46,8 +46,9 @@ test: $(TEST_STAMP) lint
 # cells against TF1 itself (tf-keras 2.16 in a child process), the fused SimpleRNN/LSTM/GRU kernels against Keras and
 # the generic path (GRU with recurrent dropout: its maths changed in Keras 3.8), the private accesses and the version
 # check. TF 2.16's wheels need NumPy < 2, which pip resolves from TensorFlow's own requirements (NumPy 1.26).
-# Measured on 2 cores: the install about 2 minutes, the subset about 5. Test ids are functions (all their
-# parameters): pytest stops with "not found" when one is renamed, rather than running less without a word.
+# Measured on 2 cores shared with other work (a fresh clone, no pip cache): the install 1:45, the subset 5:30.
+# Tests are named by function (all its parameters): when one is renamed, pytest stops with "not found" rather than
+# running less without a word.
 OLDEST_VENV  ?= .venv-oldest
 OLDEST_PY    := $(OLDEST_VENV)/bin/python
 OLDEST_STAMP := $(OLDEST_VENV)/.installed-oldest
