@@ -498,16 +498,48 @@ def _plan(request: _Request, devices: DeviceProvider, environ: Mapping[str, str]
     cuda_visible = environ.get(_CUDA_ENV)
     if not gpus:
         return GpuReport(cuda_visible_devices=cuda_visible)
+    driver_ids, visible = _driver_ids_and_visible(gpus, request.visible, cuda_visible)
+    _check_visible(visible, gpus, driver_ids, cuda_visible)
+    limits: Dict[int, Optional[int]] = {i: request.memory_limit_mb for i in visible}
+    totals: Dict[int, Optional[int]] = {i: None for i in visible}
+    if request.memory_fraction is not None and visible:
+        for i, total in _total_memory(request.memory_fraction, devices, gpus, driver_ids, visible).items():
+            limits[i], totals[i] = _fraction_limit(request.memory_fraction, i, total), total
+    settings = tuple(
+        GpuSetting(
+            index=i,
+            driver_gpu=driver_ids[i],
+            memory_growth=request.memory_growth,
+            memory_limit_mb=limits[i],
+            memory_fraction=request.memory_fraction if limits[i] is not None else None,
+            total_memory_mb=totals[i],
+        )
+        for i in visible
+    )
+    capped = any(setting.memory_limit_mb is not None for setting in settings)
+    return GpuReport(
+        gpus_seen=gpus,
+        gpus_visible=tuple(visible),
+        settings=settings,
+        environment=_growth_environment(request.memory_growth, capped, environ),
+        cuda_visible_devices=cuda_visible,
+    )
 
+
+def _driver_ids_and_visible(
+    gpus: Sequence[PhysicalGpu], visible: Optional[Tuple[int, ...]], cuda_visible: Optional[str]
+) -> Tuple[List[str], Tuple[int, ...]]:
+    """The driver id of each of TensorFlow's GPUs, and the GPUs to make visible (all when not asked).
+
+    A `CUDA_VISIBLE_DEVICES` that lists fewer GPUs than TensorFlow sees was set after CUDA started (TensorFlow
+    starts it at its first device query), so the driver ignored it: it is applied as `visible` when it holds
+    indices and nothing else was asked, else ignored, with a warning either way."""
     driver_ids = [str(gpu.index) for gpu in gpus]
-    visible = request.visible
     if cuda_visible is not None:
         entries = _cuda_entries(cuda_visible)
         if len(entries) >= len(gpus):
             driver_ids = entries[: len(gpus)]
         else:
-            # CUDA would show at most len(entries) GPUs: the variable was set after CUDA started
-            # (TensorFlow starts it at its first device query), so the driver ignored it.
             if visible is None and all(entry.isdigit() for entry in entries):
                 visible = tuple(int(entry) for entry in entries)
                 action = f"applying it as visible={list(visible)}"
@@ -522,112 +554,114 @@ def _plan(request: _Request, devices: DeviceProvider, environ: Mapping[str, str]
                 len(gpus),
                 action,
             )
+    return driver_ids, (tuple(gpu.index for gpu in gpus) if visible is None else visible)
 
-    if visible is None:
-        visible = tuple(gpu.index for gpu in gpus)
+
+def _check_visible(
+    visible: Sequence[int], gpus: Sequence[PhysicalGpu], driver_ids: Sequence[str], cuda_visible: Optional[str]
+) -> None:
+    """`ValueError` naming the first of `visible` that TensorFlow does not see."""
     missing = [i for i in visible if i >= len(gpus)]
-    if missing:
-        renumbered = (
-            f" TensorFlow numbers the GPUs listed in {_CUDA_ENV}={cuda_visible!r} from 0."
-            if cuda_visible is not None
-            else ""
-        )
-        raise ValueError(
-            f"`visible` names GPU {missing[0]}, which does not exist. TensorFlow sees "
-            f"{len(gpus)} GPU(s): {_describe(gpus, driver_ids)}.{renumbered} "
-            f"Received: visible={list(visible)}"
-        )
-
-    limits = {i: request.memory_limit_mb for i in visible}
-    totals: Dict[int, Optional[int]] = {i: None for i in visible}
-    if request.memory_fraction is not None and visible:
-        try:
-            driver_gpus = devices.driver_gpus()
-        except DriverQueryError as error:
-            raise RuntimeError(
-                f"memory_fraction={request.memory_fraction} needs each GPU's total memory, which is "
-                "read from the NVIDIA driver through NVML (`pip install nvidia-ml-py`) or "
-                "`nvidia-smi`, and neither is available here "
-                f"({error}). Install one of them, or pass `memory_limit_mb=<MiB>` instead of "
-                "`memory_fraction`."
-            ) from error
-        for i in visible:
-            driver_gpu = _find_driver_gpu(driver_ids[i], driver_gpus)
-            if driver_gpu is None:
-                listed = ", ".join(f"{g.index} ({g.uuid})" for g in driver_gpus) or "none"
-                raise RuntimeError(
-                    f"Cannot find the total memory of GPU:{i} (driver GPU {driver_ids[i]}): the "
-                    f"driver lists GPUs {listed}. Pass `memory_limit_mb=<MiB>` instead of "
-                    f"`memory_fraction`. Received: memory_fraction={request.memory_fraction}"
-                )
-            model = gpus[i].model
-            if model and driver_gpu.model and model != driver_gpu.model:
-                raise RuntimeError(
-                    f"TensorFlow's GPU:{i} is a {model}, but driver GPU {driver_ids[i]} is a "
-                    f"{driver_gpu.model}: CUDA and nvidia-smi order the GPUs differently. Set "
-                    "CUDA_DEVICE_ORDER=PCI_BUS_ID before importing TensorFlow, or pass "
-                    "`memory_limit_mb=<MiB>` instead of `memory_fraction`."
-                )
-            limit = math.floor(request.memory_fraction * driver_gpu.total_memory_mb)
-            if limit < 1:
-                raise ValueError(
-                    f"`memory_fraction` of GPU:{i}'s {driver_gpu.total_memory_mb} MiB is less than "
-                    f"1 MiB. Received: memory_fraction={request.memory_fraction}"
-                )
-            limits[i] = limit
-            totals[i] = driver_gpu.total_memory_mb
-
-    settings = tuple(
-        GpuSetting(
-            index=i,
-            driver_gpu=driver_ids[i],
-            memory_growth=request.memory_growth,
-            memory_limit_mb=limits[i],
-            memory_fraction=request.memory_fraction if limits[i] is not None else None,
-            total_memory_mb=totals[i],
-        )
-        for i in visible
+    if not missing:
+        return
+    renumbered = (
+        f" TensorFlow numbers the GPUs listed in {_CUDA_ENV}={cuda_visible!r} from 0."
+        if cuda_visible is not None
+        else ""
     )
-    capped = any(setting.memory_limit_mb is not None for setting in settings)
-    environment: Tuple[Tuple[str, str], ...] = ()
-    if request.memory_growth and capped:
-        # tf.config refuses memory growth on a GPU with a logical-device memory_limit ("Cannot set
-        # memory growth on device when virtual devices configured", TF issue #38367). The GPU
-        # allocator itself composes both: the logical device's memory_limit becomes the BFC
-        # allocator's total size, and TF_FORCE_GPU_ALLOW_GROWTH=true makes it allocate that size
-        # on demand. In TensorFlow's source:
-        #   tensorflow/core/common_runtime/gpu/gpu_device.cc: CreateDevices turns
-        #     virtual_devices.memory_limit_mb into memory_limit and calls
-        #     GPUProcessState::GetGPUAllocator(gpu_options, tf_gpu_id, memory_limit);
-        #   tensorflow/core/common_runtime/gpu/gpu_process_state.cc: GetGPUAllocator builds
-        #     GPUBFCAllocator(sub_allocator, total_bytes=memory_limit, gpu_options, ...);
-        #   tensorflow/core/common_runtime/gpu/gpu_bfc_allocator.cc: GetAllowGrowthValue returns
-        #     true when getenv("TF_FORCE_GPU_ALLOW_GROWTH") is "true", whatever gpu_options says;
-        #   tensorflow/core/common_runtime/bfc_allocator.cc (xla/tsl/framework/ in newer TF):
-        #     with allow_growth the first region is 2 MiB and Extend() grows it while
-        #     total_region_allocated_bytes_ stays within memory_limit_.
-        # The variable is read when the allocator is created, at device initialization, so setting
-        # it here (before initialization) is in time.
-        environment = ((_GROWTH_ENV, "true"),)
+    raise ValueError(
+        f"`visible` names GPU {missing[0]}, which does not exist. TensorFlow sees "
+        f"{len(gpus)} GPU(s): {_describe(gpus, driver_ids)}.{renumbered} "
+        f"Received: visible={list(visible)}"
+    )
+
+
+def _total_memory(
+    fraction: float,
+    devices: DeviceProvider,
+    gpus: Sequence[PhysicalGpu],
+    driver_ids: Sequence[str],
+    visible: Sequence[int],
+) -> Dict[int, int]:
+    """The total memory (MiB) of each visible GPU, read from the driver, for `memory_fraction=fraction`."""
+    try:
+        driver_gpus = devices.driver_gpus()
+    except DriverQueryError as error:
+        raise RuntimeError(
+            f"memory_fraction={fraction} needs each GPU's total memory, which is "
+            "read from the NVIDIA driver through NVML (`pip install nvidia-ml-py`) or "
+            "`nvidia-smi`, and neither is available here "
+            f"({error}). Install one of them, or pass `memory_limit_mb=<MiB>` instead of "
+            "`memory_fraction`."
+        ) from error
+    totals = {}
+    for i in visible:
+        driver_gpu = _find_driver_gpu(driver_ids[i], driver_gpus)
+        if driver_gpu is None:
+            listed = ", ".join(f"{g.index} ({g.uuid})" for g in driver_gpus) or "none"
+            raise RuntimeError(
+                f"Cannot find the total memory of GPU:{i} (driver GPU {driver_ids[i]}): the "
+                f"driver lists GPUs {listed}. Pass `memory_limit_mb=<MiB>` instead of "
+                f"`memory_fraction`. Received: memory_fraction={fraction}"
+            )
+        model = gpus[i].model
+        if model and driver_gpu.model and model != driver_gpu.model:
+            raise RuntimeError(
+                f"TensorFlow's GPU:{i} is a {model}, but driver GPU {driver_ids[i]} is a "
+                f"{driver_gpu.model}: CUDA and nvidia-smi order the GPUs differently. Set "
+                "CUDA_DEVICE_ORDER=PCI_BUS_ID before importing TensorFlow, or pass "
+                "`memory_limit_mb=<MiB>` instead of `memory_fraction`."
+            )
+        totals[i] = driver_gpu.total_memory_mb
+    return totals
+
+
+def _fraction_limit(fraction: float, index: int, total_mb: int) -> int:
+    """`fraction` of GPU:`index`'s `total_mb`, in whole MiB (at least 1)."""
+    limit = math.floor(fraction * total_mb)
+    if limit < 1:
+        raise ValueError(
+            f"`memory_fraction` of GPU:{index}'s {total_mb} MiB is less than 1 MiB. "
+            f"Received: memory_fraction={fraction}"
+        )
+    return limit
+
+
+def _growth_environment(memory_growth: bool, capped: bool, environ: Mapping[str, str]) -> Tuple[Tuple[str, str], ...]:
+    """The environment variables to set: `TF_FORCE_GPU_ALLOW_GROWTH=true` for memory growth with a limit.
+
+    tf.config refuses memory growth on a GPU with a logical-device memory_limit ("Cannot set memory growth on
+    device when virtual devices configured", TF issue #38367). The GPU allocator itself composes both: the
+    logical device's memory_limit becomes the BFC allocator's total size, and TF_FORCE_GPU_ALLOW_GROWTH=true
+    makes it allocate that size on demand. In TensorFlow's source:
+      tensorflow/core/common_runtime/gpu/gpu_device.cc: CreateDevices turns
+        virtual_devices.memory_limit_mb into memory_limit and calls
+        GPUProcessState::GetGPUAllocator(gpu_options, tf_gpu_id, memory_limit);
+      tensorflow/core/common_runtime/gpu/gpu_process_state.cc: GetGPUAllocator builds
+        GPUBFCAllocator(sub_allocator, total_bytes=memory_limit, gpu_options, ...);
+      tensorflow/core/common_runtime/gpu/gpu_bfc_allocator.cc: GetAllowGrowthValue returns
+        true when getenv("TF_FORCE_GPU_ALLOW_GROWTH") is "true", whatever gpu_options says;
+      tensorflow/core/common_runtime/bfc_allocator.cc (xla/tsl/framework/ in newer TF):
+        with allow_growth the first region is 2 MiB and Extend() grows it while
+        total_region_allocated_bytes_ stays within memory_limit_.
+    The variable is read when the allocator is created, at device initialization, so setting it here
+    (before initialization) is in time.
+    """
+    if memory_growth and capped:
         if environ.get(_GROWTH_ENV) not in (None, "true"):
             logger.warning(
                 "Overriding %s=%r with 'true' for memory_growth=True with a memory limit.",
                 _GROWTH_ENV,
                 environ.get(_GROWTH_ENV),
             )
-    elif not request.memory_growth and environ.get(_GROWTH_ENV) == "true":
+        return ((_GROWTH_ENV, "true"),)
+    if not memory_growth and environ.get(_GROWTH_ENV) == "true":
         logger.warning(
             "memory_growth=False, but the environment sets %s=true, which turns memory growth on "
             "for every GPU; unset it to allocate up front.",
             _GROWTH_ENV,
         )
-    return GpuReport(
-        gpus_seen=gpus,
-        gpus_visible=tuple(visible),
-        settings=settings,
-        environment=environment,
-        cuda_visible_devices=cuda_visible,
-    )
+    return ()
 
 
 # --------------------------------------------------------------------------------------------------
