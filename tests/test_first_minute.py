@@ -299,8 +299,16 @@ def test_first_minute_benchmark_quick_run(tmp_path, capsys):
     assert "| first epoch | simple_rnn |" in printed and "Keras: " in printed and "jit_compile=False: " in printed
 
 
-def test_the_environment_sets_the_default_compile_tier(monkeypatch):
+def test_the_environment_sets_the_default_compile_tier(monkeypatch, rng):
+    """The variable sets the tier of a default `Tuning`; without it, the package's own tier keeps a short
+    sequence uncompiled and compiles a long one that proves hot (whatever number that tier is)."""
     monkeypatch.setenv("KERAS_UNROLL_COMPILE_MIN_STEPS", "17")
     assert Tuning().compile_min_steps == 17
     monkeypatch.delenv("KERAS_UNROLL_COMPILE_MIN_STEPS")
-    assert Tuning().compile_min_steps == 64
+    default = Tuning()
+    assert default.compile_min_steps != 17
+    layer = ku.DynamicUnroll(4)
+    with use_tuning(default):
+        for steps in (3, 3, 500, 500):
+            layer(rng.standard_normal((2, steps, 2)).astype("float32"))
+    assert [p["compile"] for p in plans(layer)] == ["none", "none", "none", "kernel"], plans(layer)
