@@ -268,8 +268,19 @@ def test_no_module_level_switches():
     assert not any(found.values()), {module: lines for module, lines in found.items() if lines}
 
 
-# `generic_only()` after a first call and one trace for many lengths (issue 11, bugs 3 and 4) are tested through
-# the public API in test_real_models.py (`test_regression_*`) and test_first_minute.py (`functions` stays 1).
+# `generic_only()` after a first call (issue 11, bug 3) is tested through the public API in test_real_models.py
+# (`test_regression_generic_only_switches_path_after_the_fused_one_ran`), and so is a custom cell's one trace for
+# many lengths (`test_regression_fifty_lengths_do_not_trace_fifty_loops`).
+
+
+def test_fifty_lengths_share_one_function_per_cell(rng):
+    """Eager `DynamicUnroll(jit_compile=False)` calls over 50 lengths keep one function (open time axis) for
+    the fused kernels' cells too (test_first_minute.py checks the same under `jit_compile="auto"`)."""
+    for cell in (ku.BasicRNNCell(3), keras.layers.LSTMCell(3)):
+        layer = ku.DynamicUnroll(cell, jit_compile=False)
+        for steps in range(1, 51):
+            layer(rng.standard_normal((2, steps, 2)).astype("float32"))
+        assert testing.cache_sizes(layer)["functions"] == 1
 
 
 class _TraceCountingCell(keras.layers.Layer):
