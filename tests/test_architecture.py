@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import pathlib
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -265,49 +266,63 @@ def test_no_module_level_switches():
     assert not any(found.values()), {module: lines for module, lines in found.items() if lines}
 
 
-def test_generic_only_after_a_first_call_runs_the_generic_path(rng):
-    """The switch is honoured by a call after a first one outside it: the planner keys its cached functions
-    on the plan, so the second call runs a function traced for the generic step (before the rebuild it
-    reused the fused one)."""
-    x = rng.standard_normal((3, 5, 2)).astype("float32")
-    cell = ku.BasicRNNCell(4)
-    fast, _ = ku.dynamic_rnn(cell, x, recompute=2)  # an eager call of a loop that runs as a cached graph
-    with testing.generic_only():
-        generic, _ = ku.dynamic_rnn(cell, x, recompute=2)
-    np.testing.assert_allclose(generic, fast, rtol=1e-5, atol=1e-6)
-    kernels = [key[0].kernel for key in cell.__dict__["_keras_unroll_functions"]]
-    assert kernels == ["simple_rnn", "generic"]
+# `generic_only()` after a first call (issue 11, bug 3) is tested through the public API in test_real_models.py
+# (`test_regression_generic_only_switches_path_after_the_fused_one_ran`), and so is a custom cell's one trace for
+# many lengths (`test_regression_fifty_lengths_do_not_trace_fifty_loops`).
 
 
 def test_fifty_lengths_share_one_function_per_cell(rng):
-    """Eager DynamicUnroll calls over 50 lengths trace one function (open time axis), not 50."""
-    import keras
-
+    """Eager `DynamicUnroll(jit_compile=False)` calls over 50 lengths keep one function (open time axis) for
+    the fused kernels' cells too (test_first_minute.py checks the same under `jit_compile="auto"`)."""
     for cell in (ku.BasicRNNCell(3), keras.layers.LSTMCell(3)):
         layer = ku.DynamicUnroll(cell, jit_compile=False)
         for steps in range(1, 51):
             layer(rng.standard_normal((2, steps, 2)).astype("float32"))
-        functions = cell.__dict__["_keras_unroll_functions"]
-        assert len(functions) == 1
-        assert [f.experimental_get_tracing_count() for f in functions.values()] == [1]
+        assert testing.cache_sizes(layer)["functions"] == 1
+
+
+class _TraceCountingCell(keras.layers.Layer):
+    """A custom cell (the generic step) whose Python `call` runs only while TensorFlow traces it."""
+
+    def __init__(self, units: int, **kwargs):
+        super().__init__(**kwargs)
+        self.units = self.state_size = self.output_size = units
+        self.traces = 0
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=(input_shape[-1], self.units), name="kernel")
+
+    def call(self, inputs, states):
+        self.traces += 1
+        h = keras.ops.tanh(keras.ops.matmul(inputs, self.kernel) + states[0])
+        return h, [h]
 
 
 def test_the_function_cache_is_bounded(rng):
     """Each setting traces its own function; a cell keeps a bounded number of them: past its bound the count
     stays flat, the least recently used is dropped (re-used settings keep theirs) and results stay right."""
-    cell = ku.BasicRNNCell(3)
+    cell = _TraceCountingCell(3)
     x = rng.standard_normal((2, 4, 2)).astype("float32")
-    cache = lambda: cell.__dict__["_keras_unroll_functions"]  # noqa: E731
+    functions = lambda: testing.cache_sizes(cell)["functions"]  # noqa: E731
+    bound = testing.cache_sizes(cell)["bounds"]["functions"]
+    settings = range(1, bound + 4)  # one `recompute` per setting: more settings than the cache holds
     sizes, first = [], None
-    for recompute in range(1, 13):  # twelve settings
+    for recompute in settings:
         out, _ = ku.dynamic_rnn(cell, x, recompute=recompute)
         first = out if first is None else first
         np.testing.assert_allclose(out, first, rtol=1e-5, atol=1e-6)  # a memory setting never changes numbers
-        sizes.append(len(cache()))
-    bound = sizes[-1]
-    assert 1 < bound < 12 and sizes == list(range(1, bound + 1)) + [bound] * (12 - bound), sizes
-    keys = list(cache())
-    ku.dynamic_rnn(cell, x, recompute=12)  # the most recent setting: found, nothing traced or dropped
-    assert list(cache()) == keys
-    ku.dynamic_rnn(cell, x, recompute=1)  # dropped long ago: traced again, the oldest one goes
-    assert len(cache()) == bound and list(cache())[:-1] == keys[1:]
+        sizes.append(functions())
+    assert sizes == [min(n, bound) for n in range(1, len(settings) + 1)], sizes
+
+    def traced(recompute):
+        before = cell.traces
+        ku.dynamic_rnn(cell, x, recompute=recompute)
+        assert functions() == bound
+        return cell.traces > before
+
+    kept = list(settings)[-bound:]  # the most recent settings, oldest first
+    assert not traced(kept[-1])  # the most recent: found, nothing traced
+    assert not traced(kept[0])  # the oldest kept: found, and now the most recently used
+    assert traced(1)  # dropped long ago: traced again, and the least recently used (kept[1]) goes
+    assert not traced(kept[0])
+    assert traced(kept[1])

@@ -101,6 +101,16 @@ def test_extras_are_named_for_what_users_do():
     ]
 
 
+def test_every_extra_is_in_the_readmes_install_table_with_what_it_is_for():
+    """A user finds each extra of pyproject.toml in the README's install lines, each with a comment saying what
+    it adds (an extra documented nowhere is one nobody installs)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for extra in _pyproject()["project"]["optional-dependencies"]:
+        line = re.search(rf'^pip install "\.\[{extra}\]" +# \+ (.+)$', readme, re.MULTILINE)
+        assert line, f'README.md has no `pip install ".[{extra}]"  # + what it adds` line'
+        assert len(line.group(1).split()) >= 3, line.group(0)
+
+
 def test_the_launcher_is_packaged_and_imports_only_the_standard_library():
     include = _pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
     assert "keras_unroll_cli" in include and "keras_unroll" in include

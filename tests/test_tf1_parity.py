@@ -21,7 +21,7 @@ pytestmark = pytest.mark.subprocess
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """TF1's results, computed once per session (shared with `test_checkpoint.py`)."""
+    """TF1's results and checkpoint, from one child process."""
     return tf1_reference(tmp_path_factory)
 
 
@@ -133,3 +133,12 @@ def test_load_tf1_weights_from_the_checkpoint_directory(reference):
     np.testing.assert_array_equal(cell.get_weights()[0], case["kernel"][:FEATURES])
     np.testing.assert_array_equal(cell.get_weights()[1], case["kernel"][FEATURES:])
     np.testing.assert_array_equal(cell.get_weights()[2], case["bias"])
+
+
+def test_the_default_scope_fails_on_tf1s_checkpoint_and_names_every_scope(reference):
+    """TF1's graph had no plain "rnn/" scope: `load_tf1_weights` without `scope` fails and lists every scope
+    the checkpoint holds (each case's cell loads from its own scope: `test_matches_tf1[...-checkpoint]`)."""
+    with pytest.raises(ValueError, match="static_list/rnn/basic_rnn_cell/kernel") as error:
+        ku.load_tf1_weights(ku.BasicRNNCell(UNITS), reference.checkpoint)
+    for name in CASES:
+        assert f"{name}/rnn/basic_rnn_cell/kernel" in str(error.value)

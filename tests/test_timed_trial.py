@@ -58,9 +58,12 @@ def test_the_trial_runs_once_per_shape_class_and_its_cache_is_bounded(rng):
         for batch in (B, B, B + 1):
             layer(_data(rng, batch)[0])
         assert [row["shape"] for row in testing.timed_trials(layer)] == [(T, B, F), (T, B + 1, F)]
-        for batch in range(1, 20):
+        bound = testing.cache_sizes(layer)["bounds"]["trials"]
+        for batch in range(1, bound + 4):  # more shape classes than the cache holds
             layer(rng.standard_normal((batch, 2, F)).astype("float32"))
-    assert len(testing.timed_trials(layer)) == 16  # plan._MAX_TRIALS, least recently used dropped
+    shapes = [row["shape"] for row in testing.timed_trials(layer)]
+    assert len(shapes) == testing.cache_sizes(layer)["trials"] == bound  # full, not beyond its bound
+    assert shapes == [(2, batch, F) for batch in range(4, bound + 4)]  # the least recently used were dropped
 
 
 @pytest.mark.parametrize(

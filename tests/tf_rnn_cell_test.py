@@ -934,7 +934,7 @@ def test_carried_on_ku(test):
 def _tf1_control(names: list) -> None:  # pragma: no cover - runs in the TF1 child process
     """Runs the carried tests on TF1 itself, each in a fresh graph and session; prints the failures."""
     import importlib.util
-    import sys
+    import sys  # this function's source runs alone in the child: it imports what it uses
     import traceback
 
     import tensorflow as tf
