@@ -56,7 +56,6 @@ OLDEST_TESTS := \
 	tests/test_architecture.py::test_versions_older_than_the_tested_pair_are_refused_by_name \
 	tests/test_architecture.py::test_the_door_tells_xla_graphs_apart \
 	tests/test_architecture.py::test_the_door_list_ops_read_and_differentiate_as_a_tensor_array \
-	tests/test_architecture.py::test_generic_only_after_a_first_call_runs_the_generic_path \
 	tests/test_readme.py::test_readme_python_block_runs_as_pasted \
 	tests/test_readme.py::test_docstring_examples_pass \
 	tests/test_layers.py \
