@@ -14,8 +14,8 @@ Every call of a layer or a functional form comes here with a checked, time-major
   (`loops/fused_export.py`); no XLA.
 - static → a Python `for` over the fused SimpleRNN step, the hoisted LSTM/GRU step or the generic step; XLA
   only with `jit_compile=True`, over the whole loop.
-- dynamic with `swap_memory` or `recompute` → the checkpointed loop over fused SimpleRNN segments or the
-  generic step; no XLA.
+- dynamic with `swap_memory` or `recompute` → the checkpointed loop over segments of the fused recurrence
+  (SimpleRNN, LSTM, GRU) or of the generic step; no XLA.
 - dynamic LSTM/GRU on a GPU (`takes_cudnn`) → cuDNN's `CudnnRNNV3` as Keras' layers call it (a mask that is
   not right-padded: the generic step); never under XLA (`jit_compile=True` or XLA around: not taken).
 - dynamic → a `tf.while_loop` over the fused recurrence (SimpleRNN; LSTM/GRU below `gated_max_macs`) or the
@@ -440,9 +440,19 @@ def _make_plan(cell: Any, prepared: step_lib.Prepared, request: Request, value: 
     # lengths: the fused kernel pads them to buckets so that XLA compiles a few shapes, not one per length.
     varying_steps = prepared.inputs.shape[0] is None or tf.executing_eagerly()
     if request.swap_memory or request.recompute is not None:
-        # Segments run the fused kernel uncompiled: XLA would keep every checkpoint on the device.
-        choices = simple_rnn_choices(prepared.inputs.shape[1], units, False, value) if fused else None
-        return Plan("checkpointed", "simple_rnn" if fused else "generic", "none", choices, training, value)
+        # Each segment runs the fused recurrence, its passes XLA-compiled unless `jit_compile=False` (an open
+        # time axis: one compilation serves every segment length). The loop over segments and its checkpoints
+        # stay outside XLA (on the host with `swap_memory`). Measured at 32·1000·8·32 against the generic step
+        # in segments: LSTM 2.3×, GRU 2.7×, SimpleRNN 5.4× faster. Uncompiled, only SimpleRNN's fused
+        # segments beat the generic step (2×; LSTM's ran at 0.8×, GRU's at 1.2×).
+        segment_jit = request.jit_compile is not False
+        if fused:
+            choices = simple_rnn_choices(prepared.inputs.shape[1], units, segment_jit, value)
+            return Plan("checkpointed", "simple_rnn", "none", choices, training, value)
+        if mode is not None and segment_jit:
+            choices = _with_numbers(recurrence.Choices(jit=segment_jit), value)
+            return Plan("checkpointed", "gated", "none", choices, training, value)
+        return Plan("checkpointed", "generic", "none", None, training, value)
     jit = request.jit_compile is True or request.jit_compile == "auto"
     compiled = None
     if fused:
@@ -757,7 +767,7 @@ def execute(
             ahead = request.parallel_iterations or plan.tuning.loop_parallel_iterations
             return while_loop(step, prepared, units, return_all, ahead, serving=plan.loop == "serving")
     segment_kernel = None
-    if plan.kernel == "simple_rnn":
+    if plan.kernel in ("simple_rnn", "gated"):
 
         def segment_kernel(segment: step_lib.Prepared, collect: bool):
             return recurrence.fused_loop(cell, segment, masks, _choices(plan), collect)

@@ -684,7 +684,7 @@ class LSTMCell(_TF1Cell, keras.layers.Layer):
     """
 
     _keras_unroll_tf1_lstm = True  # an LSTM state (Keras' [h, c] inside, TF1's (c, h) in the functional API)
-    # What the fused and hoisted LSTM kernels read of a Keras `LSTMCell` (`kernels.gated.FAMILY_ATTRIBUTE`):
+    # What the fused and hoisted LSTM kernels read of a Keras `LSTMCell` (`kernels.cells.FAMILY_ATTRIBUTE`):
     # TF1's cell has no dropout of its own (that is `DropoutWrapper`), a bias and sigmoid gates.
     dropout = 0.0
     recurrent_dropout = 0.0

@@ -269,7 +269,7 @@ _KERNELS = {
     "generic while": "generic", "generic static": "generic", "fused simple_rnn compiled": "simple_rnn",
     "fused simple_rnn uncompiled": "simple_rnn", "fused lstm compiled": "gated", "fused gru compiled": "gated",
     "static simple_rnn": "simple_rnn", "static hoisted gru": "projected", "static compiled loop": "projected",
-    "checkpointed simple_rnn": "simple_rnn", "checkpointed lstm": "generic",
+    "checkpointed simple_rnn": "simple_rnn", "checkpointed lstm": "gated",
 }  # fmt: skip
 
 

@@ -17,6 +17,7 @@ import tensorflow as tf
 from helpers import close, layers, make_cell
 
 import keras_unroll as ku
+from keras_unroll import testing
 from keras_unroll.loops import checkpointed as memory
 
 B, T, F, H = 3, 7, 2, 4
@@ -60,13 +61,19 @@ def test_gradients_equal_the_plain_loop(cell_kind, validity, rng):
     if "initial_state" in validity:
         n_states = 2 if cell_kind == "LSTMCell" else 1
         h0 = [(0.5 * rng.standard_normal((B, H))).astype(np.float32) for _ in range(n_states)]
-    common = dict(return_sequences=True, return_state=True, jit_compile=False)
-    plain = ku.DynamicUnroll(cell, **common)
+    common = dict(return_sequences=True, return_state=True)
+    plain = ku.DynamicUnroll(cell, **common, jit_compile=False)
     expected_values, expected_grads = _loss_and_grads(plain, x, h0, kwargs, training=dropout)
     assert all(g is not None for g in expected_grads)
-    for setting in SETTINGS:
-        layer = ku.DynamicUnroll(cell, **common, **setting)  # the same cell: the same weights
+    # Segments on the fused recurrence's compiled passes (the default), and uncompiled (jit_compile=False:
+    # SimpleRNN's fused kernel, the generic step for LSTM/GRU).
+    simple = cell_kind == "BasicRNNCell"
+    kernels = {"auto": "simple_rnn" if simple else "gated", False: "simple_rnn" if simple else "generic"}
+    for setting, jit in [(s, j) for s in SETTINGS for j in ("auto", False)]:
+        layer = ku.DynamicUnroll(cell, **common, **setting, jit_compile=jit)  # the same cell: the same weights
         values, grads = _loss_and_grads(layer, x, h0, kwargs, training=dropout)
+        taken = testing.plans(layer)[-1]
+        assert (taken["loop"], taken["kernel"]) == ("checkpointed", kernels[jit])
         for actual, expected in zip(values + grads, expected_values + expected_grads):
             close(actual, expected)
 
