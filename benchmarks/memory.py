@@ -22,7 +22,8 @@ Usage:
 
 Two cell families, each compared with its Keras layer at the same T: SimpleRNN (`keras.layers.SimpleRNN`
 against `DynamicUnroll(BasicRNNCell)` and the other ways to unroll it) and LSTM (`keras.layers.LSTM` against
-`DynamicUnroll(LSTMCell)`, whose default runs the fused recurrence in its LSTM mode, `keras_unroll/kernels/recurrence.py`).
+`DynamicUnroll(LSTMCell)`, whose default runs the fused recurrence in its LSTM mode,
+`keras_unroll/kernels/recurrence.py`).
 """
 
 from __future__ import annotations
