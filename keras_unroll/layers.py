@@ -132,7 +132,6 @@ class _Unroll(keras.layers.Layer):
     # a while loop takes `swap_memory`/`recompute` (loops/checkpointed.py).
     _static_steps_required = property(lambda self: self._loop == "static")
     _list_input_allowed = property(lambda self: self._loop == "static")
-    _unrolls = property(lambda self: self._loop == "static")  # the value of Keras' `unroll` it stands for
     _memory_strategies = property(lambda self: self._loop == "dynamic")
     _other_layer = property(lambda self: "DynamicUnroll" if self._loop == "static" else "StaticUnroll")
 
@@ -226,10 +225,10 @@ class _Unroll(keras.layers.Layer):
         return step_lib.as_cell(cell)
 
     def _check_unroll(self, unroll: Optional[bool]) -> None:
-        if unroll is not None and _check_bool(unroll, "unroll") != self._unrolls:
+        if unroll is not None and _check_bool(unroll, "unroll") != self.unroll:
             raise ValueError(
-                f"{type(self).__name__} {'unrolls every step in Python' if self._unrolls else 'runs a tf.while_loop'}, "
-                f"which is Keras' `unroll={self._unrolls}`; for `unroll={unroll}` use `{self._other_layer}` (same "
+                f"{type(self).__name__} {'unrolls every step in Python' if self.unroll else 'runs a tf.while_loop'}, "
+                f"which is Keras' `unroll={self.unroll}`; for `unroll={unroll}` use `{self._other_layer}` (same "
                 f"arguments, same results). Received: unroll={unroll!r}"
             )
 
@@ -261,7 +260,7 @@ class _Unroll(keras.layers.Layer):
     @property
     def unroll(self) -> bool:
         """Keras' `unroll` flag: `True` for `StaticUnroll`, `False` for `DynamicUnroll`."""
-        return bool(self._loop == "static")
+        return self._loop == "static"
 
     @property
     def state_size(self) -> List[Any]:
