@@ -276,41 +276,50 @@ def forward_pass(mode: cells.Mode, choices: Choices, keep: int, t: Tensors) -> T
     """The forward pass over `t["x"]` `(T, B, F)`, a chunk at a time (`choices.chunk_bytes`; 0: one chunk),
     each chunk's inputs projected just before its steps run. T is a multiple of the chunk; steps
     `t >= stop` do not run and are zero. Returns `h`, `c` (with a carry) and, by `keep`, `hs`, `residuals`."""
-    x, stop = t["x"], t["stop"]
+    x, stop = t["x"], t.get("stop")
     steps = tf.shape(x)[0]
+    w = _weights(mode, t)
+    tas = _arrays(mode, t, steps, keep)
+    if not choices.chunk_bytes:  # one chunk: no slices; without `stop` every step runs, nothing to zero
+        xw = _projection(x, t, choices.fma_features)
+        state = (t["h0"], _carry(mode, t, "c0"))
+        _, h, c, tas = _forward_steps(mode, w, Steps(xw, t.get("valid"), stop, 0), state, tas, choices.in_place)
+        out = {"h": h, **_stacked(tas, None if stop is None else tf.maximum(stop, 0), steps, t)}
+        return {**out, "c": c} if mode.has_carry else out
     chunk_steps = steps_per_chunk(x, t["kernel"].shape[-1], choices.chunk_bytes)
     chunk, full, rest = chunk_schedule(steps, stop, chunk_steps, choices.min_chunks)
-    w = _weights(mode, t)
 
-    def run_chunk(start, h, c, tas, length=None, partial=False):
+    def run_chunk(start, h, c, tas, partial=False):
         valid_c = None if "valid" not in t else chunk_of(t["valid"], start, chunk)
         valid_c = partial_chunk_valid(valid_c, rest, chunk, x) if partial else valid_c
         xw = _projection(chunk_of(x, start, chunk), t, choices.fma_features)
-        _, h, c, tas = _forward_steps(mode, w, Steps(xw, valid_c, length, start), (h, c), tas, choices.in_place)
+        _, h, c, tas = _forward_steps(mode, w, Steps(xw, valid_c, None, start), (h, c), tas, choices.in_place)
         return (h, c, *tas)
 
-    tas = _arrays(mode, t, steps, keep)
-    if not choices.chunk_bytes:
-        h, c, *tas = run_chunk(0, t["h0"], _carry(mode, t, "c0"), tas, length=stop)
-    else:
-        initial = (tf.constant(0), t["h0"], _carry(mode, t, "c0"), *tas)
-        _, h, c, *tas = tf.while_loop(
-            lambda j, *_: j < full, lambda j, h, c, *a: (j + 1, *run_chunk(j * chunk, h, c, list(a))), initial
-        )
-        partial = lambda: run_chunk(full * chunk, h, c, list(tas), partial=True)  # noqa: E731
-        h, c, *tas = tf.cond(rest > 0, partial, lambda: (h, c, *tas))
+    initial = (tf.constant(0), t["h0"], _carry(mode, t, "c0"), *tas)
+    _, h, c, *tas = tf.while_loop(
+        lambda j, *_: j < full, lambda j, h, c, *a: (j + 1, *run_chunk(j * chunk, h, c, list(a))), initial
+    )
+    partial = lambda: run_chunk(full * chunk, h, c, list(tas), partial=True)  # noqa: E731
+    h, c, *tas = tf.cond(rest > 0, partial, lambda: (h, c, *tas))
     out = {"h": h, **_stacked(tas, tf.maximum(stop, 0), steps, t)}
     return {**out, "c": c} if mode.has_carry else out
 
 
 def _backward_chunk(mode: cells.Mode, choices: Choices, t: Tensors, schedule: Tuple, j: Any, carry: Tuple):
     """Chunk `j`'s backward loop and its share of the gradients: the next `carry`
-    `(g_h, g_c, dx_c, d_kernel, d_bias, d_recurrent, d_rbias)`. `schedule`: `(chunk, rest, partial, stop)`."""
+    `(g_h, g_c, dx_c, d_kernel, d_bias, d_recurrent, d_rbias)`. `schedule`: `(chunk, rest, partial, stop)`, with
+    `chunk` None for the whole sequence."""
     chunk, rest, partial, stop = schedule
     g_h, g_c, d_kernel, d_bias, d_recurrent, d_rbias = carry
-    start = j * chunk
-    of = lambda name: None if name not in t else chunk_of(t[name], start, chunk)  # noqa: E731
-    h_start = tf.where(start > 0, tf.gather(t["hs"], tf.maximum(start - 1, 0)), t["h0"])  # the state entering
+    start = None if chunk is None else j * chunk  # None: the whole sequence
+
+    def of(name: str) -> Optional[tf.Tensor]:
+        return None if name not in t else (t[name] if start is None else chunk_of(t[name], start, chunk))
+
+    h_start = t["h0"]  # the state entering
+    if start is not None:
+        h_start = tf.where(start > 0, tf.gather(t["hs"], tf.maximum(start - 1, 0)), h_start)
     valid_c, d_hs_c = of("valid"), of("d_hs")
     if partial:
         valid_c = partial_chunk_valid(valid_c, rest, chunk, t["x"])
@@ -326,17 +335,17 @@ def _backward_chunk(mode: cells.Mode, choices: Choices, t: Tensors, schedule: Tu
 def backward_pass(mode: cells.Mode, choices: Choices, t: Tensors) -> Tensors:
     """The backward pass a chunk at a time, last chunk first (`choices.chunk_bytes`; 0: one chunk). Returns
     the gradients of `x`, `kernel`, `bias`, `h0`, `recurrent` (and `c0`, `rbias` where the mode has them)."""
-    x, stop = t["x"], t["stop"]
+    x, stop = t["x"], t.get("stop")
     steps = tf.shape(t["hs"])[0]
-    chunk_steps = steps_per_chunk(x, t["kernel"].shape[-1], choices.chunk_bytes)
-    chunk, full, rest = chunk_schedule(steps, stop, chunk_steps, choices.min_chunks)
     zero = tf.zeros([], x.dtype)
     carry: Tuple[Any, ...] = (t["d_h"], _carry(mode, t, "d_c"), tf.zeros_like(t["kernel"]), tf.zeros_like(t["bias"]))
     carry += (tf.zeros_like(t["recurrent"]), tf.zeros_like(t["bias"]) if mode.has_rbias else zero)
-    if not choices.chunk_bytes:
-        dx, carry = _backward_chunk(mode, choices, t, (steps, rest, False, stop), 0, carry)
+    if not choices.chunk_bytes:  # one chunk: no slices, and without `stop` no skipped steps
+        dx, carry = _backward_chunk(mode, choices, t, (None, None, False, stop), 0, carry)
         dx.set_shape(x.shape)
     else:
+        chunk_steps = steps_per_chunk(x, t["kernel"].shape[-1], choices.chunk_bytes)
+        chunk, full, rest = chunk_schedule(steps, stop, chunk_steps, choices.min_chunks)
         chunks = steps // chunk
         dx_ta = chunk_array(x.dtype, chunks, x.shape[1:])
         running = full + tf.cast(rest > 0, full.dtype)  # chunks with a step to run
@@ -500,11 +509,21 @@ def _training(mode: cells.Mode, choices: Choices, given: Tensors, need_states: b
     x = given["x"]
     steps = tf.shape(x)[0]
     choices = choices if choices.jit else dataclasses.replace(choices, chunk_bytes=0)
-    chunk_steps = steps_per_chunk(x, given["kernel"].shape[-1], choices.chunk_bytes)
-    pad = padded_length(steps, chunk_steps, choices.min_chunks, choices.jit and choices.bucket_steps) - steps
+    pad = None  # uncompiled: one chunk, never padded
+    if choices.jit:
+        chunk_steps = steps_per_chunk(x, given["kernel"].shape[-1], choices.chunk_bytes)
+        pad = padded_length(steps, chunk_steps, choices.min_chunks, choices.bucket_steps) - steps
     fixed: Tensors = {name: given[name] for name in ("in_masks", "rec_mask") if name in given}
-    fixed.update({"valid": tf.pad(given["valid"], [[0, pad], [0, 0]])} if "valid" in given else {})
-    fixed["stop"] = given.get("stop", steps)
+
+    def padded(value: tf.Tensor) -> tf.Tensor:
+        return value if pad is None else tf.pad(value, [[0, pad]] + [[0, 0]] * (value.shape.rank - 1))
+
+    def trimmed(value: tf.Tensor) -> tf.Tensor:
+        return value if pad is None else value[:steps]
+
+    fixed.update({"valid": padded(given["valid"])} if "valid" in given else {})
+    if "stop" in given or choices.jit:  # the compiled passes' signature has it: padded steps lie past it
+        fixed["stop"] = given.get("stop", steps)
     names = [name for name in _DIFFERENTIABLE if name in given]
     keep = 2 if choices.recording else (1 if need_states else 0)
     keep = min(keep, 1) if not mode.residual_width(1) else keep
@@ -513,7 +532,7 @@ def _training(mode: cells.Mode, choices: Choices, given: Tensors, need_states: b
     def run(*args):
         t = {**fixed, **dict(zip(names, args))}
         t.setdefault("bias", tf.zeros(t["kernel"].shape[-1:], t["kernel"].dtype))
-        t["x"] = tf.pad(t["x"], [[0, pad], [0, 0], [0, 0]])
+        t["x"] = padded(t["x"])
         out = run_pass("forward", mode, choices, keep, t)
 
         def grad(*upstream: Any) -> List[Any]:
@@ -528,9 +547,9 @@ def _training(mode: cells.Mode, choices: Choices, given: Tensors, need_states: b
                 connected = [t[name] for name in ("x", "kernel", "h0", "recurrent")] + [found["hs"]]
                 connected += [back[name] for name in ("d_h", "d_c", "d_hs") if name in back]
                 result = first_order_only(result, connected, mode.name)
-            return [result[0][:steps]] + result[1:]
+            return [trimmed(result[0])] + result[1:]
 
-        return _outputs(mode, out, out["hs"][:steps] if need_states else None), grad
+        return _outputs(mode, out, trimmed(out["hs"]) if need_states else None), grad
 
     return list(run(*[given[name] for name in names]))
 
