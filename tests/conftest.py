@@ -18,6 +18,15 @@ os.environ.setdefault("KERAS_UNROLL_TIMED_TRIAL", "0")
 # shapes compile from the first call, so that every test covers the compiled kernels (tests/test_first_minute.py
 # tests the tier itself).
 os.environ.setdefault("KERAS_UNROLL_COMPILE_MIN_STEPS", "0")
+# The suite's cost is tracing and XLA compilation of tiny shapes, on 2 cores shared by 2 pytest-xdist workers (and
+# the children they start, which inherit these). One TensorFlow thread per pool stops the workers' pools
+# oversubscribing the cores; XLA's CPU backend at LLVM optimization level 0 compiles the same HLO faster.
+# Measured on tests/test_gated_kernels.py (-n 2): 105.7 s; one thread per pool 89.9 s; both 79.3 s. What the
+# compiled kernels compute is the same HLO: the tolerances of the tests hold (bit-identity tests compare runs of one setting), and `make demo` and
+# the benchmarks run XLA at its default level. Set any of these variables to override.
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
 
 @contextlib.contextmanager
