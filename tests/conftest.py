@@ -22,8 +22,8 @@ os.environ.setdefault("KERAS_UNROLL_COMPILE_MIN_STEPS", "0")
 # the children they start, which inherit these). One TensorFlow thread per pool stops the workers' pools
 # oversubscribing the cores; XLA's CPU backend at LLVM optimization level 0 compiles the same HLO faster.
 # Measured on tests/test_gated_kernels.py (-n 2): 105.7 s; one thread per pool 89.9 s; both 79.3 s. What the
-# compiled kernels compute is the same HLO: the tolerances of the tests hold (bit-identity tests compare runs of one setting), and `make demo` and
-# the benchmarks run XLA at its default level. Set any of these variables to override.
+# compiled kernels compute is the same HLO: the tolerances of the tests hold (bit-identity tests compare runs of
+# one setting), and `make demo` and the benchmarks run XLA at its default level. Set any of these to override.
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
