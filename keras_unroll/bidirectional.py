@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from keras_unroll.functional import dynamic_rnn, static_rnn
 from keras_unroll.raw import is_tf1_style_cell
+from keras_unroll.step import not_converted
 from keras_unroll.types import AnyCell, DTypeLike, Nested, State, TensorLike
 
 
@@ -38,6 +39,7 @@ def _lengths(sequence_length: Any) -> Optional[tf.Tensor]:
     return tf.cast(lengths, tf.int64)
 
 
+@not_converted
 def bidirectional_dynamic_rnn(
     cell_fw: AnyCell,
     cell_bw: AnyCell,
@@ -116,6 +118,7 @@ def bidirectional_dynamic_rnn(
     return (out_fw, reverse(out_bw)), (state_fw, state_bw)
 
 
+@not_converted
 def static_bidirectional_rnn(
     cell_fw: AnyCell,
     cell_bw: AnyCell,

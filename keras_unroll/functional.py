@@ -106,6 +106,7 @@ def _begin(
     return None, cell, from_tf1_state(cell, initial_state)
 
 
+@step_lib.not_converted
 def static_rnn(
     cell: AnyCell,
     inputs: Union[Sequence[TensorLike], TensorLike],
@@ -177,6 +178,7 @@ def static_rnn(
     return (outputs if time_major else tf.transpose(outputs, [1, 0, 2])), state
 
 
+@step_lib.not_converted
 def dynamic_rnn(
     cell: AnyCell,
     inputs: TensorLike,

@@ -259,6 +259,7 @@ def tf1_static_loop(
 
 
 # ------------------------------------------------------------------------------------------ raw_rnn
+@step_lib.not_converted
 def raw_rnn(
     cell: Union[keras.layers.Layer, TF1StyleCell],
     loop_fn: RawLoopFn,

@@ -371,3 +371,48 @@ def test_basic_rnn_cell_direct_call_adopts_float64():
     assert not cell.non_trainable_variables  # TF1's cell has no dropout seed variable
     with pytest.raises(TypeError, match="computes in float32.*Received: inputs.dtype=float64"):
         ku.BasicRNNCell(2, dtype="float32")(tf.constant(X[:, 0], tf.float64), tf.zeros((2, 2), tf.float64))
+
+
+# --------------------------------------------------------------------------- AutoGraph, as TF1's functions
+class BranchingTF1Cell:
+    """A TF1-style cell (a plain callable, not a Keras layer) that branches in Python on a tensor: it runs in a
+    `tf.function` only where AutoGraph converts it."""
+
+    state_size = 2
+    output_size = 2
+
+    def __call__(self, inputs, state, scope=None):
+        if tf.reduce_max(inputs) > 0:
+            return inputs[:, :2], inputs[:, :2]
+        return state, state
+
+
+def _branching_loop_fn(x):
+    steps = x.shape[1]
+
+    def loop_fn(time, cell_output, cell_state, loop_state):
+        finished = tf.fill([x.shape[0]], time >= steps)
+        if cell_output is None:
+            return finished, x[:, 0], tf.zeros([x.shape[0], 2]), tf.zeros([x.shape[0], 2]), None
+        if tf.reduce_max(cell_output) > 0:  # a Python `if` on a tensor
+            cell_output = -cell_output
+        return finished, x[:, tf.minimum(time, steps - 1)], cell_state, cell_output, None
+
+    return loop_fn
+
+
+@pytest.mark.parametrize("function", ["dynamic_rnn", "static_rnn", "bidirectional_dynamic_rnn", "raw_rnn"])
+def test_a_tf_function_does_not_convert_the_tf1_functions_or_what_they_call(function):
+    # TensorFlow's own `tf.compat.v1.nn` functions are not converted by AutoGraph inside a `tf.function`, nor is
+    # what they call (a TF1-style cell, a `raw_rnn` `loop_fn`): a Python `if` on a tensor there fails, in ours as
+    # in TF1's. (Converting the package's code took 12-15 s on a first trace.)
+    x = tf.constant(X)
+    cell, keras_cell, loop_fn = BranchingTF1Cell(), ku.BasicRNNCell(2), _branching_loop_fn(x)
+    runs = {
+        "dynamic_rnn": lambda: ku.dynamic_rnn(cell, x, dtype=tf.float32),
+        "static_rnn": lambda: ku.static_rnn(cell, tf.unstack(x, axis=1), dtype=tf.float32),
+        "bidirectional_dynamic_rnn": lambda: ku.bidirectional_dynamic_rnn(cell, cell, x, dtype=tf.float32),
+        "raw_rnn": lambda: ku.raw_rnn(keras_cell, loop_fn),
+    }
+    with pytest.raises(tf.errors.OperatorNotAllowedInGraphError):
+        tf.function(runs[function])()
