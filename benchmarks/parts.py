@@ -77,7 +77,7 @@ def parts(kind: str, shape: Sequence[int]) -> Dict[str, Callable[[], Any]]:
         return tape.gradient(loss, keras_layer.trainable_weights)
 
     return {
-        "layer forward": tf.function(lambda: layer(x)),
+        "layer forward": tf.function(lambda: layer(x, training=False)),  # not a serving trace (plan.serving_trace)
         "projection": tf.function(lambda: chunks.project(t["x"], t["kernel"], t["bias"])),
         "compiled forward": lambda: recurrence.run_pass("forward", mode, choices, 2, t)["h"],
         "compiled backward": lambda: recurrence.run_pass("backward", mode, choices, 0, back)["x"],
