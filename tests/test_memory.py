@@ -231,3 +231,26 @@ def test_dynamic_rnn_bad_recompute():
 def test_segment_length():
     assert [memory.segment_length(r, 5000) for r in (None, "sqrt", 7)] == [1, 71, 7]
     assert int(memory.segment_length("sqrt", tf.constant(10))) == 4
+
+
+def test_simple_rnn_segments_of_large_steps_run_uncompiled_and_match(rng):
+    # From the step size where the compiled SimpleRNN kernel runs its backward loop uncompiled
+    # (`Tuning.uncompiled_backward_min_macs`), `recompute=` segments run the whole fused kernel uncompiled: as fast
+    # at 32·2000·8·256 and about one `T·B·F` copy less (docs/memory.md). Below it, the compiled passes.
+    from keras_unroll import plan, step
+
+    cell = make_cell("BasicRNNCell", H)
+    cell.build((None, F))
+    x = rng.standard_normal((B, T, F)).astype(np.float32)
+    prepared = step.prepare(cell, tf.constant(x), time_major=False)
+    request = plan.Request("dynamic", training=True, jit_compile="auto", recompute="sqrt")
+    large = testing.Tuning(uncompiled_backward_min_macs=0)
+    assert plan.make_plan(cell, prepared, request, testing.Tuning()).choices.jit
+    assert not plan.make_plan(cell, prepared, request, large).choices.jit
+    plain = ku.DynamicUnroll(cell, return_sequences=True, return_state=True, jit_compile=False)
+    expected = _loss_and_grads(plain, x, [], {"mask": tf.constant(MASK)}, training=False)
+    with testing.use_tuning(large):
+        layer = ku.DynamicUnroll(cell, return_sequences=True, return_state=True, recompute="sqrt")
+        values, grads = _loss_and_grads(layer, x, [], {"mask": tf.constant(MASK)}, training=False)
+    for actual, wanted in zip(values + grads, expected[0] + expected[1]):
+        close(actual, wanted)
