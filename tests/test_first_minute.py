@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 _EDGES_CHILD = r"""
 import itertools, json, os, sys
@@ -287,6 +288,22 @@ def test_one_bad_row_leaves_every_other_row_bit_identical(name, factory, value, 
             for a, b in zip(clean, dirty):
                 assert np.array_equal(a[kept], b[kept]), (name, bad)
     assert [p["kernel"] for p in plans(layer)][-1] == _KERNELS[name]  # the path named was the path taken
+
+
+@pytest.mark.parametrize("cell", ["simple_rnn", "lstm"])
+def test_one_bad_row_in_a_serving_trace_leaves_every_other_row_bit_identical(cell, rng):
+    # The serving plans (a `tf.function` with `training` not given and no tape, as `model.export` and the
+    # converters trace): the plain while loop (SimpleRNN) and the fused-export loop (LSTM).
+    layer = ku.DynamicUnroll(4 if cell == "simple_rnn" else keras.layers.LSTMCell(4))
+    serve = tf.function(lambda x: layer(x))
+    x = rng.standard_normal((4, 5, 3)).astype("float32")
+    clean = np.asarray(serve(x))
+    for bad in (np.inf, -np.inf, 1e30):
+        changed = x.copy()
+        changed[1] = bad
+        assert np.array_equal(clean[[0, 2, 3]], np.asarray(serve(changed))[[0, 2, 3]]), bad
+    assert plans(layer)[-1]["loop"] == "serving"
+    assert plans(layer)[-1]["kernel"] == ("generic" if cell == "simple_rnn" else "fused_export")
 
 
 # ------------------------------------------------------------------------------------- the benchmark
