@@ -10,6 +10,8 @@ that a new unroll, cell or tolerance changes in one place:
 - `GATED_CELLS`, `make_cell`: the cells most tests run (`BasicRNNCell` and Keras' LSTM and GRU cells).
 - `RTOL`, `ATOL`, `close`, `close_nested`: float32 results against float64 NumPy or another float32 path.
 - `child_env(**extra)`: the environment of a child Python: quiet TensorFlow, this repository importable.
+- `pairwise(**axes)`: a `pytest.mark.parametrize` over a covering design of axes that do not interact as a
+  whole (every pair of values of any two axes runs once at least) instead of their full product.
 - `run_tf1_child(argv)`: a child Python with TF1's cells (tf-keras); `run_in_tf1(child, out_dir, archive)`: a
   function's source run by TF1 itself in a child process, its `.npz` read back (`load_npz`): the oracle of
   the TF1 parity tests.
@@ -18,13 +20,14 @@ that a new unroll, cell or tolerance changes in one place:
 from __future__ import annotations
 
 import inspect
+import itertools
 import json
 import os
 import pathlib
 import subprocess
 import sys
 import textwrap
-from typing import Any, Callable, Dict, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple, Union
 
 import keras
 import numpy as np
@@ -89,6 +92,56 @@ def close_nested(actual: Any, expected: Any, what: str = "", *, rtol: float = RT
     for i, (a, e) in enumerate(zip(actual, expected)):
         assert tuple(np.shape(a)) == tuple(np.shape(e)), (what, i, np.shape(a), np.shape(e))
         close(a, e, f"{what} [{i}]", rtol=rtol, atol=atol)
+
+
+Axis = Union[Sequence[Any], Mapping[str, Any]]
+
+
+def _value_id(value: Any) -> str:
+    if isinstance(value, (str, bool, int, float)) or value is None:
+        return str(value)
+    return getattr(value, "__name__", repr(value))
+
+
+def pairwise_cases(axes: Mapping[str, Axis]) -> List[Tuple[str, Tuple[Any, ...]]]:
+    """`(id, values)` for the cases of a pairwise covering design of `axes` (`{name: values}`; values as a list,
+    or as `{id: value}` to name them), in a fixed order.
+
+    Every pair of values of any two axes is in one case at least, so every value of every axis runs too, and
+    with two axes (or one) this is their full product. Built greedily: from the full product in order, each
+    next case is the first that covers the most pairs not covered yet. E.g. 3 kinds x 2 rates x 2 jits is 6
+    cases instead of 12 (each kind with each rate and each jit, each rate with each jit); 7 x 3 x 3 is 21 (a
+    Latin square) instead of 63.
+
+    Use it where what a test checks depends on each axis and on pairs of them, not on a whole combination
+    of three or more; a combination that matters on its own gets its own test.
+    """
+    named = [
+        list(axis.items()) if isinstance(axis, Mapping) else [(_value_id(v), v) for v in axis] for axis in axes.values()
+    ]
+    product = list(itertools.product(*[range(len(axis)) for axis in named]))
+    pairs = list(itertools.combinations(range(len(named)), 2))
+    uncovered = {(a, row[a], b, row[b]) for row in product for a, b in pairs}
+    chosen = [] if pairs else product  # one axis: each of its values
+    while uncovered:
+        best = max(product, key=lambda row: sum((a, row[a], b, row[b]) in uncovered for a, b in pairs))
+        chosen.append(best)
+        product.remove(best)
+        uncovered -= {(a, best[a], b, best[b]) for a, b in pairs}
+    return [
+        (
+            "-".join(named[axis][i][0] for axis, i in enumerate(row)),
+            tuple(named[axis][i][1] for axis, i in enumerate(row)),
+        )
+        for row in chosen
+    ]
+
+
+def pairwise(**axes: Axis) -> pytest.MarkDecorator:
+    """`pytest.mark.parametrize` over `pairwise_cases(axes)`: the test takes one argument per axis, ids read
+    `"value-value-..."`. `@pairwise(kind=["lstm", "gru"], jit={"graph": False, "xla": True}, ...)`."""
+    cases = pairwise_cases(axes)
+    return pytest.mark.parametrize(list(axes), [values for _, values in cases], ids=[case_id for case_id, _ in cases])
 
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import pairwise
 
 import keras_unroll as ku
 from keras_unroll import plan, step, testing
@@ -24,6 +25,7 @@ from keras_unroll.kernels import cells, recurrence
 
 RTOL = 1e-5
 B, T, F, H = 4, 6, 3, 5
+JITS = {"graph": False, "xla": True}
 KINDS = {
     "lstm": (keras.layers.LSTM, {}),
     "gru": (keras.layers.GRU, {}),
@@ -170,9 +172,9 @@ def test_sequence_length_and_early_stop_match_generic(kind, jit, rng):
                               cell, x, init), f"{kind}: return_sequences=False")  # fmt: skip
 
 
-@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
-@pytest.mark.parametrize("kind", list(KINDS))
-@pytest.mark.parametrize("rates", [(0.3, 0.0), (0.25, 0.35)], ids=["dropout", "dropout+recurrent"])
+# Pairwise (6 cases, not the 12 of the full product): each kind runs both kernels and both rate settings, and
+# each rate setting runs on both kernels.
+@pairwise(kind=list(KINDS), rates={"dropout": (0.3, 0.0), "dropout+recurrent": (0.25, 0.35)}, jit=JITS)
 def test_dropout_masks_match_keras_for_the_same_seed(kind, rates, jit, rng):
     x, init = _data(kind, rng)
     dropout, recurrent = rates

@@ -46,8 +46,34 @@ def _loss_and_grads(layer, x, h0, kwargs, training):
     return [outputs, *states], grads
 
 
-@pytest.mark.parametrize("validity", ["mask+dropout+initial_state", "mask+sequence_length"])
-@pytest.mark.parametrize("cell_kind", ["BasicRNNCell", "LSTMCell", "GRUCell"])
+CELL_KINDS = ["BasicRNNCell", "LSTMCell", "GRUCell"]
+VALIDITIES = ["mask+dropout+initial_state", "mask+sequence_length"]
+
+
+def _settings_and_jits(case: int):
+    """The checkpointed layers the `case`-th (cell, validity) test runs: every setting once, on the compiled
+    passes or uncompiled by turns (`jit_compile` "auto" or False, the turn shifted per case), not all six pairs.
+
+    Over the six cases every (setting, jit) pair runs (on three cases each); each case runs each setting and
+    both jits, so every cell and every validity meets every setting and both jits (pairwise coverage, checked by
+    `test_every_setting_runs_compiled_and_uncompiled`; the two validities of a cell take opposite turns, so each
+    cell even runs every (setting, jit) pair). Half the layers of the full product, which ran all six per case."""
+    return [(setting, ("auto", False)[(case + i) % 2]) for i, setting in enumerate(SETTINGS)]
+
+
+def test_every_setting_runs_compiled_and_uncompiled():
+    runs = [
+        (i, str(setting), jit)
+        for i in range(len(CELL_KINDS) * len(VALIDITIES))
+        for setting, jit in _settings_and_jits(i)
+    ]
+    assert {(setting, jit) for _, setting, jit in runs} == {(str(s), j) for s in SETTINGS for j in ("auto", False)}
+    for i in range(len(CELL_KINDS) * len(VALIDITIES)):
+        assert {jit for case, _, jit in runs if case == i} == {"auto", False}
+
+
+@pytest.mark.parametrize("validity", VALIDITIES)
+@pytest.mark.parametrize("cell_kind", CELL_KINDS)
 def test_gradients_equal_the_plain_loop(cell_kind, validity, rng):
     dropout = "dropout" in validity
     cell = _cell(cell_kind, dropout)
@@ -69,7 +95,7 @@ def test_gradients_equal_the_plain_loop(cell_kind, validity, rng):
     # SimpleRNN's fused kernel, the generic step for LSTM/GRU).
     simple = cell_kind == "BasicRNNCell"
     kernels = {"auto": "simple_rnn" if simple else "gated", False: "simple_rnn" if simple else "generic"}
-    for setting, jit in [(s, j) for s in SETTINGS for j in ("auto", False)]:
+    for setting, jit in _settings_and_jits(CELL_KINDS.index(cell_kind) * len(VALIDITIES) + VALIDITIES.index(validity)):
         layer = ku.DynamicUnroll(cell, **common, **setting, jit_compile=jit)  # the same cell: the same weights
         values, grads = _loss_and_grads(layer, x, h0, kwargs, training=dropout)
         taken = testing.plans(layer)[-1]

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import layers, unroll_calls
+from helpers import layers, pairwise, unroll_calls
 
 import keras_unroll as ku
 
@@ -143,9 +143,9 @@ LOOPS = {
 }
 
 
-@pytest.mark.parametrize("padding", list(PADDINGS))
-@pytest.mark.parametrize("cell_name", list(CELLS))
-@pytest.mark.parametrize("loop", list(LOOPS))
+# Pairwise (10 cases, not the 20 of the full product): each loop runs both cells and both paddings, and each
+# cell both paddings.
+@pairwise(loop=list(LOOPS), cell_name=list(CELLS), padding=list(PADDINGS))
 def test_nan_in_the_padding_does_not_reach_any_gradient(loop, cell_name, padding):
     kwargs = PADDINGS[padding]()
     valid = kwargs["mask"] if "mask" in kwargs else np.arange(T)[None, :] < kwargs["sequence_length"][:, None]

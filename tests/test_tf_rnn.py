@@ -17,7 +17,6 @@ halves of `MultiDimensionalLSTMTest` / `NestedLSTMTest`).
 from __future__ import annotations
 
 import gc
-import itertools
 import os
 import pathlib
 import types
@@ -25,6 +24,7 @@ import types
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import pairwise
 
 # The control run: `test_the_carried_tests_pass_on_tf1` runs this file again in a child process against TF1
 # itself (`tf.compat.v1.nn` with tf-keras' `rnn_cell`), where the test cells subclass TF1's `RNNCell`.
@@ -436,8 +436,12 @@ def test_bidirectional_rnn_without_sequence_length(use_shape, tf1_line):
     assert_all_close(s_fw, s_bw)
 
 
-@pytest.mark.parametrize(
-    "use_shape, use_state_tuple, use_time_major, use_sequence_length", list(itertools.product([True, False], repeat=4))
+# TF's test runs all 16 combinations of the four switches; 6 cases run every pair of their values (pairwise).
+@pairwise(
+    use_shape=[True, False],
+    use_state_tuple=[True, False],
+    use_time_major=[True, False],
+    use_sequence_length=[True, False],
 )
 def test_bidirectional_dynamic_rnn(use_shape, use_state_tuple, use_time_major, use_sequence_length):
     num_units, input_size, batch_size, max_length = 3, 5, 2, 8
