@@ -272,22 +272,12 @@ def _stacked(tas: List[tf.TensorArray], start: Any, steps: Any, t: Tensors) -> T
     return stacked
 
 
-def forward_pass(mode: cells.Mode, choices: Choices, keep: int, t: Tensors) -> Tensors:
-    """The forward pass over `t["x"]` `(T, B, F)`, a chunk at a time (`choices.chunk_bytes`; 0: one chunk),
-    each chunk's inputs projected just before its steps run. T is a multiple of the chunk; steps
-    `t >= stop` do not run and are zero. Returns `h`, `c` (with a carry) and, by `keep`, `hs`, `residuals`."""
-    x, stop = t["x"], t.get("stop")
-    steps = tf.shape(x)[0]
-    w = _weights(mode, t)
-    tas = _arrays(mode, t, steps, keep)
-    if not choices.chunk_bytes:  # one chunk: no slices; without `stop` every step runs, nothing to zero
-        xw = _projection(x, t, choices.fma_features)
-        state = (t["h0"], _carry(mode, t, "c0"))
-        _, h, c, tas = _forward_steps(mode, w, Steps(xw, t.get("valid"), stop, 0), state, tas, choices.in_place)
-        out = {"h": h, **_stacked(tas, None if stop is None else tf.maximum(stop, 0), steps, t)}
-        return {**out, "c": c} if mode.has_carry else out
+def _forward_chunks(mode: cells.Mode, choices: Choices, w: cells.Weights, t: Tensors, tas: List) -> Tuple:
+    """The forward steps a chunk at a time (`choices.chunk_bytes`), each chunk's inputs projected just before
+    its steps run, the partial chunk after `stop` masked. Returns `(h, c, tas)`."""
+    x = t["x"]
     chunk_steps = steps_per_chunk(x, t["kernel"].shape[-1], choices.chunk_bytes)
-    chunk, full, rest = chunk_schedule(steps, stop, chunk_steps, choices.min_chunks)
+    chunk, full, rest = chunk_schedule(tf.shape(x)[0], t["stop"], chunk_steps, choices.min_chunks)
 
     def run_chunk(start, h, c, tas, partial=False):
         valid_c = None if "valid" not in t else chunk_of(t["valid"], start, chunk)
@@ -302,7 +292,24 @@ def forward_pass(mode: cells.Mode, choices: Choices, keep: int, t: Tensors) -> T
     )
     partial = lambda: run_chunk(full * chunk, h, c, list(tas), partial=True)  # noqa: E731
     h, c, *tas = tf.cond(rest > 0, partial, lambda: (h, c, *tas))
-    out = {"h": h, **_stacked(tas, tf.maximum(stop, 0), steps, t)}
+    return h, c, tas
+
+
+def forward_pass(mode: cells.Mode, choices: Choices, keep: int, t: Tensors) -> Tensors:
+    """The forward pass over `t["x"]` `(T, B, F)`, a chunk at a time (`choices.chunk_bytes`; 0: one chunk:
+    no slices, and without `stop` every step runs). T is a multiple of the chunk; steps `t >= stop` do not
+    run and are zero. Returns `h`, `c` (with a carry) and, by `keep`, `hs`, `residuals`."""
+    x, stop = t["x"], t.get("stop")
+    steps = tf.shape(x)[0]
+    w = _weights(mode, t)
+    tas = _arrays(mode, t, steps, keep)
+    if choices.chunk_bytes:
+        h, c, tas = _forward_chunks(mode, choices, w, t, tas)
+    else:
+        xw = _projection(x, t, choices.fma_features)
+        state = (t["h0"], _carry(mode, t, "c0"))
+        _, h, c, tas = _forward_steps(mode, w, Steps(xw, t.get("valid"), stop, 0), state, tas, choices.in_place)
+    out = {"h": h, **_stacked(tas, None if stop is None else tf.maximum(stop, 0), steps, t)}
     return {**out, "c": c} if mode.has_carry else out
 
 
