@@ -6,7 +6,6 @@ import shutil
 import sys
 
 import keras
-import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -208,9 +207,17 @@ def test_plot_without_matplotlib_says_how_to_install(comparison, tmp_path, monke
     ids=["cell", "factory", "serialized", "config", "int"],
 )
 def test_cell_forms_give_fresh_cells(cell):
-    factory = ki._cell_factory(cell)
-    first, second = factory(), factory()
-    assert first is not second and first.units == second.units == 6
+    # Every form gives each layer its own new cell of 6 units: a given cell is copied, never built or shared.
+    made = []
+    if callable(cell) and not isinstance(cell, keras.layers.Layer):
+        factory = cell
+        cell = lambda: made.append(factory()) or made[-1]  # noqa: E731 -- counts the calls
+    comparison = ki.compare_unrolling(cell, steps=(2,), batch=2, features=3, repeats=1, verbose=0, tf1_loop=False)
+    assert comparison.units == 6 and [row.layer for row in comparison] == ["StaticUnroll", "DynamicUnroll"]
+    if isinstance(cell, keras.layers.Layer):
+        assert not cell.built
+    if made:
+        assert len(made) == 2 and made[0] is not made[1] and made[0].built and made[1].built
 
 
 @pytest.mark.parametrize(
@@ -295,8 +302,17 @@ def test_export_graph_rejects_bad_arguments(tmp_path):
         ki.export_graph(ku.DynamicUnroll(3), tmp_path, (1, -2, 3))
 
 
-def test_outputs_of_traced_function_match_the_layer():
-    # The forward function graph_stats traces is the layer's own call (nothing added, nothing lost).
-    layer = _built(ku.StaticUnroll(ku.BasicRNNCell(4)), (2, 5, 3))
-    x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype("float32")
-    np.testing.assert_allclose(ki._traced_function(layer, False)(x), layer(x), atol=1e-6)
+class SinOrCos(keras.layers.Layer):
+    """No weights; `sin` when called for inference, `cos` in training: which call was traced shows in its ops."""
+
+    def call(self, x, training=None):
+        return tf.cos(x) if training else tf.sin(x)
+
+
+def test_graph_stats_traces_the_layers_own_call_and_nothing_else():
+    # Forward: the layer's call with training=False, nothing added, nothing lost; a training step: its call
+    # with training=True and the loss (no weights: no gradients).
+    forward = dict(ki.graph_stats(SinOrCos(), (2, 3)).op_types)
+    assert forward == {"Placeholder": 1, "Sin": 1, "Identity": 1}
+    training = dict(ki.graph_stats(SinOrCos(), (2, 3), training=True).op_types)
+    assert training == {"Placeholder": 1, "Cos": 1, "Square": 1, "Const": 1, "Sum": 1, "Identity": 1}
