@@ -388,7 +388,7 @@ def test_regression_stacked_dynamic_unroll_keeps_its_units_through_traces():
     """Issue 11, bug 1 (smaller trace): after an eager call and a traced training step of the book's deep RNN,
     its first layer traced for an unknown batch and T still says it returns 5 units, so the next layer builds."""
     model = deep_rnn(_unroll_factory("dynamic", "auto"))
-    x = tf.constant(_seq(np.random.default_rng(0), 4, 6, 3))
+    x = tf.constant(_seq(np.random.default_rng(0), BATCH, 6, 3))  # the table's shapes: its compiled passes are reused
     model(x)
 
     @tf.function
