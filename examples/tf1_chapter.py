@@ -147,7 +147,7 @@ def mse(X, y):
 
 
 before = float(mse(X_val, y_val))
-for _ in range(60 if args.quick else 600):
+for _ in range(20 if args.quick else 600):
     X_train, y_train = next_batch(50)
     with tf.GradientTape() as tape:
         loss = mse(X_train, y_train)

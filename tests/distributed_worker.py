@@ -2,7 +2,7 @@
 
 The tests import `PROBLEM`-building functions from here for their single-device reference and run this file
 as a script for the strategies, because both strategies must be set up before TensorFlow initialises its
-devices:
+devices (the `mirrored` child also trains the book's stacked model, strategy and one device: `stacked_runs`):
 
     python tests/distributed_worker.py --strategy mirrored --out weights.npz
     TF_CONFIG='{"cluster": {"worker": [...]}, "task": {"type": "worker", "index": 0}}' \\
@@ -110,6 +110,98 @@ def _strategy(name: str):
     raise ValueError(f"`--strategy` must be 'mirrored' or 'multi_worker'. Received: strategy={name!r}")
 
 
+# ------------------------------------------------------------------- the book's stacked model, mirrored
+STACKED_BATCH, STACKED_STEPS, STACKED_TIME_STEPS = 8, 2, 6
+STACKED_LEARNING_RATE = 0.1
+OTHER_BATCH, OTHER_TIME_STEPS = 5, 11
+#: (model jit_compile, layer jit_compile): each layer value once. No `model.compile(jit_compile=True)`: under
+#: `MirroredStrategy` on logical CPUs XLA cannot reach the replica's variables on the other device ("Trying to
+#: access resource .../replica_1 located in device CPU:1 from device CPU:0", TensorFlow's XLA known issue
+#: "tf.Variable on a different device"); a plain `Flatten -> Dense` model fails the same way (TF 2.21).
+STACKED_RUNS = ((False, True), ("auto", "auto"), ("auto", False))
+
+
+def stacked_run_key(model_jit: Any, layer_jit: Any) -> str:
+    return f"stacked-model_jit={model_jit}-layer_jit={layer_jit}"
+
+
+def stacked_data() -> Dict[str, np.ndarray]:
+    rng = np.random.default_rng(5)
+    return {
+        "x": rng.normal(size=(STACKED_BATCH * STACKED_STEPS, STACKED_TIME_STEPS, FEATURES)).astype("float32"),
+        "y": rng.normal(size=(STACKED_BATCH * STACKED_STEPS, 1)).astype("float32"),
+        "x_other_batch": rng.normal(size=(OTHER_BATCH, STACKED_TIME_STEPS, FEATURES)).astype("float32"),
+        "x_other_t": rng.normal(size=(OTHER_BATCH, OTHER_TIME_STEPS, FEATURES)).astype("float32"),
+    }
+
+
+def _stacked_model(model_jit: Any, layer_jit: Any):
+    """The book's deep RNN (two stacked `DynamicUnroll`, unknown T) from fixed weights, with plain SGD."""
+    import keras
+
+    import keras_unroll as ku
+
+    model = keras.Sequential(
+        [
+            keras.Input((None, FEATURES)),
+            ku.DynamicUnroll(ku.BasicRNNCell(5), return_sequences=True, jit_compile=layer_jit),
+            ku.DynamicUnroll(ku.BasicRNNCell(4), jit_compile=layer_jit),
+            keras.layers.Dense(1),
+        ]
+    )
+    rng = np.random.default_rng(11)
+    model.set_weights([rng.normal(scale=0.5, size=w.shape).astype("float32") for w in model.get_weights()])
+    model.compile(optimizer=keras.optimizers.SGD(STACKED_LEARNING_RATE), loss="mse", jit_compile=model_jit)
+    return model
+
+
+def train_stacked(model_jit: Any, layer_jit: Any, save_path: str = "") -> Dict[str, np.ndarray]:
+    """`fit`, `evaluate`, `predict` at another batch and another T (and, with `save_path`, a `.keras` round
+    trip) of the stacked model, under the current strategy scope if any."""
+    import keras
+    import tensorflow as tf
+
+    data = stacked_data()
+    model = _stacked_model(model_jit, layer_jit)
+    dataset = tf.data.Dataset.from_tensor_slices((data["x"], data["y"])).batch(STACKED_BATCH)
+    history = model.fit(dataset, epochs=1, shuffle=False, verbose=0)
+    result = {
+        "loss": np.asarray(history.history["loss"]),
+        "eval_loss": np.asarray(model.evaluate(dataset, verbose=0)),
+        "pred_other_batch": model.predict(data["x_other_batch"], verbose=0),
+        "pred_other_t": model.predict(data["x_other_t"], verbose=0),
+    }
+    for i, weight in enumerate(model.get_weights()):
+        result[f"weight/{i}"] = weight
+    if save_path:  # saved from the strategy's model, loaded (outside the scope) after `import keras_unroll`
+        model.save(save_path)
+        loaded = keras.saving.load_model(save_path)
+        result["loaded_pred_other_t"] = keras.ops.convert_to_numpy(loaded(data["x_other_t"], training=False))
+    return result
+
+
+def stacked_runs(strategy, out_dir: str) -> Dict[str, Any]:
+    """Every `STACKED_RUNS` entry under the strategy and on one device: `{key/where/name: array}`. An error is
+    stored as `key/where/error` (the run's test fails with it) instead of ending the process."""
+    import traceback
+
+    arrays: Dict[str, Any] = {}
+    for model_jit, layer_jit in STACKED_RUNS:
+        key = stacked_run_key(model_jit, layer_jit)
+        for where in ("mirrored", "single"):
+            try:
+                if where == "mirrored":
+                    with strategy.scope():
+                        result = train_stacked(model_jit, layer_jit, os.path.join(out_dir, f"{key}.keras"))
+                else:
+                    result = train_stacked(model_jit, layer_jit)
+                for name, value in result.items():
+                    arrays[f"{key}/{where}/{name}"] = value
+            except Exception:
+                arrays[f"{key}/{where}/error"] = np.asarray(traceback.format_exc())
+    return arrays
+
+
 def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--strategy", required=True, choices=["mirrored", "multi_worker"])
@@ -127,6 +219,8 @@ def main(argv: List[str]) -> int:
             for i, weight in enumerate(result["weights"]):
                 arrays[f"{key}/{i}"] = weight
             arrays[f"{key}/loss"] = np.asarray(result["loss"])
+    if args.strategy == "mirrored":  # one process with two logical CPUs serves both mirrored tests
+        arrays.update(stacked_runs(strategy, os.path.dirname(os.path.abspath(args.out))))
     np.savez(args.out, **arrays)
     return 0
 

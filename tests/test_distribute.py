@@ -7,6 +7,11 @@ single-device run in this process. Tolerance: `atol = rtol = 1e-5`; the only dif
 which per-replica gradients are summed (float32 rounding, measured ≤ 2e-7), while a wrong reduction
 (summing instead of averaging the replicas' gradients, or one replica's gradient alone) moves the weights
 by ~0.1-1.
+
+The mirrored child also trains the book's deep RNN (two stacked `DynamicUnroll`, unknown T) under the strategy
+and on one device, with `fit`, `evaluate`, `predict` at another batch size and T, and a `.keras` round trip of
+the strategy's model (`test_stacked_layers_under_mirrored_strategy_match_one_device`): one process with two
+logical CPUs does the work of both tests.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 WORKER = pathlib.Path(worker.__file__).resolve()
 TIMEOUT_S = 600  # generous: CI machines are shared and the three children run at once; a hang still ends here
 ATOL = RTOL = 1e-5
+ROUND_TRIP_ATOL = 1e-6  # the same model before and after `.keras`
 _PROXY_VARS = ("http_proxy", "https_proxy", "grpc_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy")
 
 
@@ -166,6 +172,29 @@ RUNS = [worker.run_key(name, jit) for name in worker.LAYERS for jit in worker.JI
 def test_mirrored_strategy_matches_single_device(mirrored, single_device, key):
     assert int(mirrored["num_replicas"]) == 2  # two logical CPUs, each got half of the global batch
     _assert_same_training(mirrored, single_device[key], key)
+
+
+@pytest.mark.parametrize("model_jit, layer_jit", worker.STACKED_RUNS)
+def test_stacked_layers_under_mirrored_strategy_match_one_device(mirrored, model_jit, layer_jit):
+    """Two replicas (two logical CPUs) train, evaluate and predict the book's stacked model as one device does,
+    from the same weights.
+
+    Plain SGD on the same global batches: the only difference is the order in which the replicas' gradients
+    are summed (float32 rounding); a wrong reduction moves the weights by ~0.1.
+    """
+    key = worker.stacked_run_key(model_jit, layer_jit)
+    for where in ("single", "mirrored"):
+        if f"{key}/{where}/error" in mirrored:
+            pytest.fail(f"{where} run failed:\n{mirrored[f'{key}/{where}/error']}", pytrace=False)
+    assert int(mirrored["num_replicas"]) == 2
+    run = {name[len(f"{key}/mirrored/") :]: v for name, v in mirrored.items() if name.startswith(f"{key}/mirrored/")}
+    single = {name[len(f"{key}/single/") :]: v for name, v in mirrored.items() if name.startswith(f"{key}/single/")}
+    assert np.all(np.isfinite(run["loss"])) and np.isfinite(run["eval_loss"])
+    assert {"loss", "eval_loss", "pred_other_batch", "pred_other_t", "weight/0"} <= set(single)
+    for name, want in single.items():
+        np.testing.assert_allclose(run[name], want, atol=ATOL, rtol=RTOL, err_msg=name)
+    assert run["pred_other_t"].shape == (worker.OTHER_BATCH, 1)
+    np.testing.assert_allclose(run["loaded_pred_other_t"], run["pred_other_t"], atol=ROUND_TRIP_ATOL, rtol=0)
 
 
 @pytest.mark.parametrize("key", RUNS)

@@ -2,11 +2,11 @@
 
 The table: the book's deep RNN (two stacked `DynamicUnroll` with an unknown time axis, and a `StaticUnroll`
 twin with a fixed one), its sequence-to-sequence time series, an `Embedding(mask_zero=True)` text
-classifier, an LSTM encoder whose states start a decoder, `Bidirectional`, and two stacked layers under
-`MirroredStrategy` (in a fresh process: `real_model_worker.py`). Each model is trained with `fit`
-(`jit_compile` False / True / "auto" on `model.compile`, and on the layers: model (1) the five pairs with
-"auto" on a side, the others a rotation that gives each value once per model, all nine pairs between them),
-then `evaluate`, `predict` with another batch size and another T; the runs with the model's
+classifier, an LSTM encoder whose states start a decoder, and `Bidirectional` (the book's two stacked layers
+under `MirroredStrategy` are in `test_distribute.py`, whose child process has the logical devices). Each model
+is trained with `fit` (`jit_compile` False / True / "auto" on `model.compile`, and on the layers: model (1)
+the five pairs with "auto" on a side, the others a rotation that gives each value once per model, all nine
+pairs between them), then `evaluate`, `predict` with another batch size and another T; the runs with the model's
 `jit_compile="auto"` (every layer `jit_compile` of model (1), one per other model) also make a `.keras` round
 trip and a `model.export()` served in a fresh process where keras_unroll cannot be imported (one process serves
 every exported model; selecting one export test runs all the saved runs first).
@@ -40,7 +40,6 @@ import tensorflow as tf
 
 import keras_unroll as ku
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 WORKER = pathlib.Path(worker.__file__).resolve()
 TIMEOUT_S = 300
 JITS = (False, True, "auto")
@@ -384,51 +383,12 @@ def test_export_served_without_keras_unroll(runner, served, run):
         np.testing.assert_allclose(served[f"{key}/{i}"], want, atol=SERVED_ATOL, rtol=0)
 
 
-# ---------------------------------------------------------------------------------- MirroredStrategy
-@pytest.fixture(scope="module")
-def mirrored_runs(tmp_path_factory) -> Dict[str, np.ndarray]:
-    out = tmp_path_factory.mktemp("mirrored") / "mirrored.npz"
-    env = _child_env()
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    _run_worker(["mirrored", "--out", str(out)], env)
-    with np.load(out) as data:
-        return {key: data[key] for key in data.files}
-
-
-@pytest.mark.subprocess
-@pytest.mark.parametrize("model_jit, layer_jit", worker.MIRRORED_RUNS)
-def test_stacked_layers_under_mirrored_strategy_match_one_device(mirrored_runs, model_jit, layer_jit):
-    """Two replicas (two logical CPUs) train, evaluate and predict as one device does, from the same weights.
-
-    Plain SGD on the same global batches: the only difference is the order in which the replicas' gradients
-    are summed (float32 rounding); a wrong reduction moves the weights by ~0.1.
-    """
-    key = worker.mirrored_run_key(model_jit, layer_jit)
-    for where in ("single", "mirrored"):
-        if f"{key}/{where}/error" in mirrored_runs:
-            pytest.fail(f"{where} run failed:\n{mirrored_runs[f'{key}/{where}/error']}", pytrace=False)
-    assert int(mirrored_runs["num_replicas"]) == 2
-    run = {
-        name[len(key) + len("/mirrored/") :]: v
-        for name, v in mirrored_runs.items()
-        if name.startswith(f"{key}/mirrored/")
-    }
-    single = {
-        name[len(key) + len("/single/") :]: v for name, v in mirrored_runs.items() if name.startswith(f"{key}/single/")
-    }
-    assert np.all(np.isfinite(run["loss"])) and np.isfinite(run["eval_loss"])
-    for name, want in single.items():
-        np.testing.assert_allclose(run[name], want, atol=1e-5, rtol=1e-5, err_msg=name)
-    assert run["pred_other_t"].shape == (worker.OTHER_BATCH, 1)
-    np.testing.assert_allclose(run["loaded_pred_other_t"], run["pred_other_t"], atol=ROUND_TRIP_ATOL, rtol=0)
-
-
 # ------------------------------------------------------------------------- bug 1: stacked, unknown T
 def test_regression_stacked_dynamic_unroll_keeps_its_units_through_traces():
     """Issue 11, bug 1 (smaller trace): after an eager call and a traced training step of the book's deep RNN,
     its first layer traced for an unknown batch and T still says it returns 5 units, so the next layer builds."""
     model = deep_rnn(_unroll_factory("dynamic", "auto"))
-    x = tf.constant(_seq(np.random.default_rng(0), 4, 6, 3))
+    x = tf.constant(_seq(np.random.default_rng(0), BATCH, 6, 3))  # the table's shapes: its compiled passes are reused
     model(x)
 
     @tf.function
