@@ -120,24 +120,43 @@ CASES = {
 XLA_CASES = ("mask+go_backwards+initial_state", "sequence_length+initial_state")  # XLA compiles cost seconds
 
 
+@pytest.fixture(scope="module")
+def simple_rnn_cases():
+    """`get(layer_cls, case)`: the data of `test_fused_simple_rnn_matches_generic_path` (the `rng` fixture's
+    draws) and the generic path's results, computed once for the graph and the XLA kernels."""
+    found = {}
+
+    def get(layer_cls, case):
+        if (layer_cls, case) not in found:
+            layer_kwargs, cell_kwargs, call_builder = CASES[case]
+            rng = np.random.default_rng(0)
+            call_kwargs = call_builder(rng)
+            weights = _weights(rng)
+            if not cell_kwargs.get("use_bias", True):
+                weights = weights[:2]
+            x = rng.standard_normal((T, B, F) if layer_kwargs.get("time_major") else (B, T, F)).astype("float32")
+            with testing.generic_only():
+                layer = layer_cls(ku.BasicRNNCell(H, **cell_kwargs), jit_compile=False, **layer_kwargs)
+                generic = _run(layer, x, weights, **dict(call_kwargs))
+            found[layer_cls, case] = x, weights, call_kwargs, generic
+        return found[layer_cls, case]
+
+    return get
+
+
 @pytest.mark.parametrize(
     "case,jit",
     [(c, False) for c in CASES] + [(c, True) for c in XLA_CASES],
     ids=lambda v: {False: "graph", True: "xla"}.get(v, v),
 )
 @pytest.mark.parametrize("layer_cls", LAYERS)
-def test_fused_simple_rnn_matches_generic_path(layer_cls, case, jit, rng):
-    layer_kwargs, cell_kwargs, call_builder = CASES[case]
-    call_kwargs = call_builder(rng)
-    weights = _weights(rng)
-    if not cell_kwargs.get("use_bias", True):
-        weights = weights[:2]
-    x = rng.standard_normal((T, B, F) if layer_kwargs.get("time_major") else (B, T, F)).astype("float32")
-
-    def make(jit=jit):
-        return layer_cls(ku.BasicRNNCell(H, **cell_kwargs), jit_compile=jit, **layer_kwargs)
-
-    _compare(*_fast_and_generic(make, x, weights, **call_kwargs))
+def test_fused_simple_rnn_matches_generic_path(layer_cls, case, jit, simple_rnn_cases):
+    layer_kwargs, cell_kwargs, _ = CASES[case]
+    x, weights, call_kwargs, generic = simple_rnn_cases(layer_cls, case)
+    fast = _run(
+        layer_cls(ku.BasicRNNCell(H, **cell_kwargs), jit_compile=jit, **layer_kwargs), x, weights, **dict(call_kwargs)
+    )
+    _compare(fast, generic)
 
 
 @pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
@@ -711,22 +730,20 @@ def test_lengths_that_change_every_call_match_the_generic_path(return_sequences,
     """Eager calls (and graphs with an open time axis) pad T to a bucket before the XLA passes; the padding
     never shows in outputs, states or gradients, with or without `sequence_length`."""
     layer = DynamicUnroll(ku.BasicRNNCell(H), return_sequences=return_sequences, return_state=True)
+    # One generic layer for every length: its cached functions leave T open (one trace with lengths, one without).
+    generic_layer = DynamicUnroll(
+        ku.BasicRNNCell(H), return_sequences=return_sequences, return_state=True, jit_compile=False
+    )
     for steps, lengths in ((5, None), (13, np.array([13, 5, 0, 1])), (9, np.array([2, 9, 9, 4]))):
         x = rng.standard_normal((B, steps, F)).astype("float32")
         kwargs = {} if lengths is None else dict(sequence_length=lengths)
         if not layer.built:
             layer.build(x.shape)
+            generic_layer.build(x.shape)
         weights = layer.get_weights()
         fast_result = _run(layer, x, weights, **kwargs)
         with testing.generic_only():
-            generic_result = _run(
-                DynamicUnroll(
-                    ku.BasicRNNCell(H), return_sequences=return_sequences, return_state=True, jit_compile=False
-                ),
-                x,
-                weights,
-                **kwargs,
-            )
+            generic_result = _run(generic_layer, x, weights, **kwargs)
         _compare(fast_result, generic_result)
 
 

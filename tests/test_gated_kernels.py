@@ -507,10 +507,11 @@ def test_forward_mode_through_the_compiled_kernel_raises_a_clear_error(kind, rng
         jvp(ku.DynamicUnroll(cell, jit_compile=True))
     uncompiled = ku.DynamicUnroll(cell, jit_compile=False)
     actual = jvp(uncompiled)
-    with testing.generic_only():
-        expected = jvp(uncompiled)
-    assert actual is not None
-    np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=1e-6)
+    # The generic path's JVP: the call planned the generic step, the plan `generic_only()` gives (running that
+    # plan a second time under `generic_only()` traced the same function again and compared it with itself).
+    taken = testing.plans(uncompiled)[-1]
+    assert (taken["loop"], taken["kernel"], taken["compile"]) == ("while", "generic", "none")
+    assert actual is not None and np.isfinite(actual).all() and np.abs(actual).max() > 0
 
 
 # ------------------------------------------------------------------------ TF1's LSTMCell without extras
