@@ -120,24 +120,43 @@ CASES = {
 XLA_CASES = ("mask+go_backwards+initial_state", "sequence_length+initial_state")  # XLA compiles cost seconds
 
 
+@pytest.fixture(scope="module")
+def simple_rnn_cases():
+    """`get(layer_cls, case)`: the data of `test_fused_simple_rnn_matches_generic_path` (the `rng` fixture's
+    draws) and the generic path's results, computed once for the graph and the XLA kernels."""
+    found = {}
+
+    def get(layer_cls, case):
+        if (layer_cls, case) not in found:
+            layer_kwargs, cell_kwargs, call_builder = CASES[case]
+            rng = np.random.default_rng(0)
+            call_kwargs = call_builder(rng)
+            weights = _weights(rng)
+            if not cell_kwargs.get("use_bias", True):
+                weights = weights[:2]
+            x = rng.standard_normal((T, B, F) if layer_kwargs.get("time_major") else (B, T, F)).astype("float32")
+            with testing.generic_only():
+                layer = layer_cls(ku.BasicRNNCell(H, **cell_kwargs), jit_compile=False, **layer_kwargs)
+                generic = _run(layer, x, weights, **dict(call_kwargs))
+            found[layer_cls, case] = x, weights, call_kwargs, generic
+        return found[layer_cls, case]
+
+    return get
+
+
 @pytest.mark.parametrize(
     "case,jit",
     [(c, False) for c in CASES] + [(c, True) for c in XLA_CASES],
     ids=lambda v: {False: "graph", True: "xla"}.get(v, v),
 )
 @pytest.mark.parametrize("layer_cls", LAYERS)
-def test_fused_simple_rnn_matches_generic_path(layer_cls, case, jit, rng):
-    layer_kwargs, cell_kwargs, call_builder = CASES[case]
-    call_kwargs = call_builder(rng)
-    weights = _weights(rng)
-    if not cell_kwargs.get("use_bias", True):
-        weights = weights[:2]
-    x = rng.standard_normal((T, B, F) if layer_kwargs.get("time_major") else (B, T, F)).astype("float32")
-
-    def make(jit=jit):
-        return layer_cls(ku.BasicRNNCell(H, **cell_kwargs), jit_compile=jit, **layer_kwargs)
-
-    _compare(*_fast_and_generic(make, x, weights, **call_kwargs))
+def test_fused_simple_rnn_matches_generic_path(layer_cls, case, jit, simple_rnn_cases):
+    layer_kwargs, cell_kwargs, _ = CASES[case]
+    x, weights, call_kwargs, generic = simple_rnn_cases(layer_cls, case)
+    fast = _run(
+        layer_cls(ku.BasicRNNCell(H, **cell_kwargs), jit_compile=jit, **layer_kwargs), x, weights, **dict(call_kwargs)
+    )
+    _compare(fast, generic)
 
 
 @pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
@@ -401,6 +420,22 @@ def _built(layer_cls, weights, jit="auto"):
     return layer
 
 
+@pytest.fixture(scope="module")
+def tape_layers():
+    """`get(layer_cls, jit="auto")`: the layer `_built` with `_tape_case`'s weights, one per (class, jit) for the
+    whole module. The tape tests share them (and run the generic path on the `jit=False` one), so that a layer's
+    cached functions, and the gradient functions TensorFlow derives from them, trace once for all the tests."""
+    weights = _tape_case(np.random.default_rng(0))[0]  # the `rng` fixture's first draw: the tests' own weights
+    built = {}
+
+    def get(layer_cls, jit="auto"):
+        if (layer_cls, jit) not in built:
+            built[layer_cls, jit] = _built(layer_cls, weights, jit)
+        return built[layer_cls, jit]
+
+    return get
+
+
 def _loss(layer, x, lengths):
     outputs, state = layer(x, sequence_length=lengths)
     return tf.reduce_sum(tf.square(outputs)) + tf.reduce_sum(state * 0.5)
@@ -408,9 +443,9 @@ def _loss(layer, x, lengths):
 
 @pytest.mark.parametrize("in_function", [False, True], ids=["eager", "tf.function"])
 @pytest.mark.parametrize("layer_cls", LAYERS)
-def test_persistent_tape_matches_generic_path(layer_cls, in_function, rng):
+def test_persistent_tape_matches_generic_path(layer_cls, in_function, rng, tape_layers):
     """A persistent tape differentiates the default (XLA for DynamicUnroll) layer; twice, same numbers."""
-    weights, x, lengths = _tape_case(rng)
+    _, x, lengths = _tape_case(rng)
     x = tf.constant(x)
 
     def grads(layer):
@@ -427,18 +462,18 @@ def test_persistent_tape_matches_generic_path(layer_cls, in_function, rng):
             np.testing.assert_array_equal(a.numpy(), b.numpy())
         return [g.numpy() for g in first]
 
-    ours = grads(_built(layer_cls, weights))
+    ours = grads(tape_layers(layer_cls))
     with testing.generic_only():
-        generic = grads(_built(layer_cls, weights, jit=False))
+        generic = grads(tape_layers(layer_cls, jit=False))
     for i, (a, b) in enumerate(zip(ours, generic)):
         assert np.abs(b).max() > 0
         _close(a, b, f"gradient {i}")
 
 
 @pytest.mark.parametrize("layer_cls", LAYERS)
-def test_nested_tapes_first_order_matches_generic_path(layer_cls, rng):
+def test_nested_tapes_first_order_matches_generic_path(layer_cls, rng, tape_layers):
     """The inner gradient, computed while an outer tape records, equals the generic path's."""
-    weights, x, lengths = _tape_case(rng)
+    _, x, lengths = _tape_case(rng)
 
     def grads(layer):
         with tf.GradientTape() as outer:
@@ -448,17 +483,17 @@ def test_nested_tapes_first_order_matches_generic_path(layer_cls, rng):
         del outer
         return [g.numpy() for g in inner_grads]
 
-    ours = grads(_built(layer_cls, weights))
+    ours = grads(tape_layers(layer_cls))
     with testing.generic_only():
-        generic = grads(_built(layer_cls, weights, jit=False))
+        generic = grads(tape_layers(layer_cls, jit=False))
     for i, (a, b) in enumerate(zip(ours, generic)):
         _close(a, b, f"gradient {i}")
 
 
-def _assert_second_order_refused(rng):
+def _assert_second_order_refused(rng, tape_layers):
     """A second-order gradient through the XLA-compiled fused loop raises the clear error."""
-    weights, x, lengths = _tape_case(rng)
-    layer = _built(DynamicUnroll, weights)
+    _, x, lengths = _tape_case(rng)
+    layer = tape_layers(DynamicUnroll)
     with tf.GradientTape() as outer:
         with tf.GradientTape() as inner:
             loss = _loss(layer, x, lengths)
@@ -467,8 +502,8 @@ def _assert_second_order_refused(rng):
         outer.gradient(penalty, layer.trainable_weights)
 
 
-def test_second_order_through_the_xla_loop_raises_a_clear_error(rng):
-    _assert_second_order_refused(rng)
+def test_second_order_through_the_xla_loop_raises_a_clear_error(rng, tape_layers):
+    _assert_second_order_refused(rng, tape_layers)
 
 
 def _second_order(layer, x, lengths):
@@ -485,16 +520,20 @@ def _jvp(layer, x, lengths, tangent):
     return accumulator.jvp(outputs).numpy()
 
 
-def test_the_escape_hatch_named_by_the_error_works(rng):
+def test_the_escape_hatch_named_by_the_error_works(rng, tape_layers):
     """`jit_compile=False` (the fused loop uncompiled) gives second-order gradients and forward-mode
     JVPs equal to the generic path's; with XLA, forward mode raises the same clear error."""
     weights, x, lengths = _tape_case(rng)
     x, tangent = tf.constant(x), tf.constant(rng.standard_normal(x.shape).astype("float32"))
-    ours = _second_order(_built(DynamicUnroll, weights, jit=False), x, lengths)
-    ours_jvp = _jvp(_built(DynamicUnroll, weights, jit=False), x, lengths, tangent)
+    # The fused loop uncompiled, under generic_only() the generic step. A function once differentiated to second
+    # order fails under a ForwardAccumulator (TensorFlow's own bug, a plain `tf.function` with a TensorArray in a
+    # while loop too: "`dtype` variant is not compatible with 1 of dtype int64"): the JVPs take a layer of their own.
+    uncompiled, for_jvp = tape_layers(DynamicUnroll, jit=False), _built(DynamicUnroll, weights, jit=False)
+    ours = _second_order(uncompiled, x, lengths)
+    ours_jvp = _jvp(for_jvp, x, lengths, tangent)
     with testing.generic_only():
-        generic = _second_order(_built(DynamicUnroll, weights, jit=False), x, lengths)
-        generic_jvp = _jvp(_built(DynamicUnroll, weights, jit=False), x, lengths, tangent)
+        generic = _second_order(uncompiled, x, lengths)
+        generic_jvp = _jvp(for_jvp, x, lengths, tangent)
     for i, (a, b) in enumerate(zip(ours, generic)):
         assert np.abs(b).max() > 0
         _close(a, b, f"second-order gradient {i}")
@@ -506,6 +545,8 @@ def test_the_escape_hatch_named_by_the_error_works(rng):
 
 @pytest.mark.parametrize("layer_cls", LAYERS)
 def test_jacobian_matches_generic_path(layer_cls, rng):
+    """Layers of its own: `pfor` fails to vectorize the gradient of a function differentiated under nested tapes
+    before (TensorFlow: "Required handle data not set" for a TensorList), which the `tape_layers` were."""
     weights, x, lengths = _tape_case(rng)
     x = tf.constant(x[:2, :3])
 
@@ -566,7 +607,7 @@ def test_last_output_only_matches_generic_path(jit, rng):
 
 
 @pytest.mark.parametrize("case", ["mask+go_backwards+initial_state", "sequence_length+initial_state"])
-def test_xla_forward_with_uncompiled_backward_matches_generic_path(case, rng):
+def test_xla_forward_with_uncompiled_backward_matches_generic_path(case, rng, tape_layers):
     """Large steps under `jit_compile` run the backward loop uncompiled after the compiled forward loop;
     that pairing (forced here at a small size) equals the generic path, recurrent dropout included, and
     still answers a second-order gradient with the clear error."""
@@ -582,7 +623,7 @@ def test_xla_forward_with_uncompiled_backward_matches_generic_path(case, rng):
         # Chunked and uncompiled, `dU` is one product per chunk (summing it in the nested loops was slower).
         assert choices.jit and not choices.compile_backward and not choices.du_in_loop
         fast_result = _run(make(), x, weights, training=True, **dict(call_kwargs))
-        _assert_second_order_refused(rng)
+        _assert_second_order_refused(rng, tape_layers)
     with testing.generic_only():
         generic_result = _run(make(jit=False), x, weights, training=True, **dict(call_kwargs))
     _compare(fast_result, generic_result)
@@ -598,46 +639,61 @@ def _kernel_grads(cell, x, init, run):
     return [r.numpy() for r in results], [g.numpy() for g in grads]
 
 
-@pytest.mark.parametrize("compile_backward", [True, False], ids=["xla-backward", "graph-backward"])
-def test_xla_passes_in_several_chunks_match_generic_path(compile_backward, rng):
-    """A chunk budget of 3 steps (`Tuning.chunk_bytes`): 13 steps run as 4 full chunks and a partial one,
-    12 as 4 full chunks, inputs projected and back-propagated chunk by chunk, `dU` summed in the compiled
-    backward loop. Masks with `go_backwards`; an early stop inside a chunk (`sequence_length`) with dropout and
-    recurrent dropout; the last output only."""
+def _chunk_layer(steps, options, sequences, backwards, weights, jit):
+    cell = ku.BasicRNNCell(H, seed=3, **options)  # the same seed: the same dropout masks
+    layer = DynamicUnroll(cell, return_sequences=sequences, return_state=True, jit_compile=jit, go_backwards=backwards)
+    layer.build((B, steps, F))
+    layer.set_weights(weights)
+    return layer
+
+
+@pytest.fixture(scope="module")
+def chunk_cases():
+    """The cases of the chunked XLA passes and the generic path's results for them, computed once for both
+    backward passes: `(label, x, init, call, options, sequences, backwards, weights, generic results, plan)`."""
+    rng = np.random.default_rng(0)
     x13 = tf.constant(rng.standard_normal((B, 13, F)).astype("float32"))
     init = tf.constant(rng.standard_normal((B, H)).astype("float32"))
     weights = _weights(rng)
-    three_steps = 3 * B * H * 4  # bytes of 3 steps' (B, H) float32 rows
-    value = Tuning(
-        chunk_bytes=three_steps,
-        du_in_loop_xla_macs=(0, 2**62),
-        uncompiled_backward_min_macs=0 if not compile_backward else 2**62,
-    )
     cases = [
         ("mask, go_backwards", 13, dict(mask=rng.random((B, 13)) > 0.3), {}, True, True),
         ("stop 9, dropout", 12, dict(sequence_length=tf.constant([9, 0, 5, 6])),
          dict(dropout=0.3, recurrent_dropout=0.25), True, False),
         ("last output, T = 12", 12, {}, {}, False, False),
     ]  # fmt: skip
+    found = []
     for label, steps, call, options, sequences, backwards in cases:
         x, training = x13[:, :steps], bool(options)
-        results = []
-        assert label
-        for generic in (False, True):
-            cell = ku.BasicRNNCell(H, seed=3, **options)  # the same seed: the same dropout masks
-            layer = DynamicUnroll(
-                cell, return_sequences=sequences, return_state=True, jit_compile=not generic, go_backwards=backwards
-            )
-            layer.build(x.shape)
-            layer.set_weights(weights)
-            with testing.generic_only() if generic else testing.use_tuning(value):
-                outs = lambda: list(layer(x, initial_state=init, training=training, **call))  # noqa: E731
-                results.append(_kernel_grads(cell, x, init, outs))
-                taken = testing.plans(layer)[-1]
-                assert (taken["kernel"], taken["compile"]) == (
-                    ("generic", "none") if generic else ("simple_rnn", "kernel")
-                )
-        _compare(*results)
+        layer = _chunk_layer(steps, options, sequences, backwards, weights, jit=False)
+        with testing.generic_only():
+            outs = lambda: list(layer(x, initial_state=init, training=training, **call))  # noqa: E731
+            generic = _kernel_grads(layer.cell, x, init, outs)
+        taken = testing.plans(layer)[-1]
+        found.append((label, x, init, call, options, sequences, backwards, weights, generic, taken))
+    return found
+
+
+@pytest.mark.parametrize("compile_backward", [True, False], ids=["xla-backward", "graph-backward"])
+def test_xla_passes_in_several_chunks_match_generic_path(compile_backward, chunk_cases):
+    """A chunk budget of 3 steps (`Tuning.chunk_bytes`): 13 steps run as 4 full chunks and a partial one,
+    12 as 4 full chunks, inputs projected and back-propagated chunk by chunk, `dU` summed in the compiled
+    backward loop. Masks with `go_backwards`; an early stop inside a chunk (`sequence_length`) with dropout and
+    recurrent dropout; the last output only. (The generic path's results: `chunk_cases`, shared by both.)"""
+    three_steps = 3 * B * H * 4  # bytes of 3 steps' (B, H) float32 rows
+    value = Tuning(
+        chunk_bytes=three_steps,
+        du_in_loop_xla_macs=(0, 2**62),
+        uncompiled_backward_min_macs=0 if not compile_backward else 2**62,
+    )
+    for label, x, init, call, options, sequences, backwards, weights, generic, generic_plan in chunk_cases:
+        assert (generic_plan["kernel"], generic_plan["compile"]) == ("generic", "none"), label
+        layer = _chunk_layer(x.shape[1], options, sequences, backwards, weights, jit=True)
+        with testing.use_tuning(value):
+            outs = lambda: list(layer(x, initial_state=init, training=bool(options), **call))  # noqa: E731
+            fused = _kernel_grads(layer.cell, x, init, outs)
+            taken = testing.plans(layer)[-1]
+            assert (taken["kernel"], taken["compile"]) == ("simple_rnn", "kernel"), label
+        _compare(fused, generic)
 
 
 def test_uncompiled_backward_under_jit_by_size():
@@ -674,22 +730,20 @@ def test_lengths_that_change_every_call_match_the_generic_path(return_sequences,
     """Eager calls (and graphs with an open time axis) pad T to a bucket before the XLA passes; the padding
     never shows in outputs, states or gradients, with or without `sequence_length`."""
     layer = DynamicUnroll(ku.BasicRNNCell(H), return_sequences=return_sequences, return_state=True)
+    # One generic layer for every length: its cached functions leave T open (one trace with lengths, one without).
+    generic_layer = DynamicUnroll(
+        ku.BasicRNNCell(H), return_sequences=return_sequences, return_state=True, jit_compile=False
+    )
     for steps, lengths in ((5, None), (13, np.array([13, 5, 0, 1])), (9, np.array([2, 9, 9, 4]))):
         x = rng.standard_normal((B, steps, F)).astype("float32")
         kwargs = {} if lengths is None else dict(sequence_length=lengths)
         if not layer.built:
             layer.build(x.shape)
+            generic_layer.build(x.shape)
         weights = layer.get_weights()
         fast_result = _run(layer, x, weights, **kwargs)
         with testing.generic_only():
-            generic_result = _run(
-                DynamicUnroll(
-                    ku.BasicRNNCell(H), return_sequences=return_sequences, return_state=True, jit_compile=False
-                ),
-                x,
-                weights,
-                **kwargs,
-            )
+            generic_result = _run(generic_layer, x, weights, **kwargs)
         _compare(fast_result, generic_result)
 
 
