@@ -14,7 +14,7 @@ each variant's smallest figures (for loaded machines).
 
     python -m benchmarks first-minute                       # every row, the issue's sizes (#22)
     python -m benchmarks first-minute --cells lstm --cases fit predict --repeats 3
-    python -m benchmarks first-minute --quick               # a smoke test: tiny sizes, a pair's runs in one process
+    python -m benchmarks first-minute --quick               # a smoke test: tiny sizes, one child process
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 _CHILD = r"""
 import contextlib, json, resource, sys, time
@@ -144,18 +144,23 @@ def run_child(case: str, variant: str, cell: str, size: Dict[str, int], env: Opt
 
 
 def paired(
-    case: str, variants: Sequence[str], cell: str, size: Dict[str, int], repeats: int, one_process: bool = False
-) -> List[Dict]:
-    """`repeats` fresh processes per variant, interleaved (A, B, A, B, ...) so that a load that comes and goes
-    falls on both; per variant, the smallest value of each measure (the least disturbed run). With `one_process`
-    (`--quick`) the same runs, in that order, share one process: its figures then only show that everything runs.
-    """
-    jobs = [(case, variant, cell, size) for _ in range(repeats) for variant in variants]
-    found = run_children(jobs) if one_process else [run_child(*job) for job in jobs]
-    runs: Dict[str, List[Dict]] = {variant: [] for variant in variants}
-    for (_, variant, _, _), result in zip(jobs, found):
-        runs[variant].append(result)
-    return [{key: min(run[key] for run in runs[variant]) for key in runs[variant][0]} for variant in variants]
+    requests: Sequence[Tuple[str, Sequence[str], str, Dict[str, int]]], repeats: int, one_process: bool = False
+) -> Iterator[List[Dict]]:
+    """For each request `(case, variants, cell, size)`, in order: `repeats` fresh processes per variant,
+    interleaved (A, B, A, B, ...) so that a load that comes and goes falls on both; per variant, the smallest
+    value of each measure (the least disturbed run). With `one_process` (`--quick`) the same runs, in that order,
+    share one process: its figures then only show that everything runs."""
+    groups = [
+        [(case, variant, cell, size) for _ in range(repeats) for variant in variants]
+        for case, variants, cell, size in requests
+    ]
+    shared = iter(run_children([job for jobs in groups for job in jobs])) if one_process else None
+    for (_, variants, _, _), jobs in zip(requests, groups):
+        found = [next(shared) for _ in jobs] if shared else [run_child(*job) for job in jobs]
+        runs: Dict[str, List[Dict]] = {variant: [] for variant in variants}
+        for (_, variant, _, _), result in zip(jobs, found):
+            runs[variant].append(result)
+        yield [{key: min(run[key] for run in runs[variant]) for key in runs[variant][0]} for variant in variants]
 
 
 def _ratio(a: float, b: float) -> str:
@@ -165,7 +170,7 @@ def _ratio(a: float, b: float) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks first-minute", description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--quick", action="store_true", help="tiny sizes, one process per pair: a smoke test, not numbers to compare"
+        "--quick", action="store_true", help="tiny sizes, one child process: a smoke test, not numbers to compare"
     )
     parser.add_argument("--cells", nargs="+", choices=CELLS, default=list(CELLS))
     parser.add_argument("--cases", nargs="+", choices=("fit", "predict", "batches", "lengths", "eager_lengths"),
@@ -185,26 +190,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             {"case": case, "cell": cell, "what": what, "ours": ours, "baseline": base, "baseline_name": base_name}
         )
 
+    requests, labels = [], []
     for cell in args.cells:
-        if "fit" in args.cases:
-            fit = size["fit"]
-            ours, keras_ = paired("fit", ("ku", "keras"), cell, fit, args.repeats, args.quick)
-            row("fit", cell, "first epoch", ours["first_epoch_s"], keras_["first_epoch_s"], "Keras")
-            row("fit", cell, f"{fit['epochs']} epochs", ours["epochs_s"], keras_["epochs_s"], "Keras")
-        if "predict" in args.cases:
-            ours, keras_ = paired("predict", ("ku", "keras"), cell, size["fit"], args.repeats, args.quick)
-            row("predict", cell, "first predict", ours["first_predict_s"], keras_["first_predict_s"], "Keras")
+        for case in ("fit", "predict"):
+            if case in args.cases:
+                requests.append((case, ("ku", "keras"), cell, size["fit"]))
+                labels.append(None)
     for case, cell, label in (
         ("batches", "simple_rnn", "batch sizes 1..{K}, eager"),
         ("lengths", "simple_rnn", "train_on_batch, {L} lengths"),
         ("eager_lengths", "lstm", "eager, {L} lengths"),
     ):
-        if case not in args.cases:
-            continue
-        ours, base = paired(case, ("ku", "ku-nojit"), cell, size[case], args.repeats, args.quick)
-        what = label.format(**size[case])
-        row(case, cell, what + ", time", ours["seconds"], base["seconds"], "jit_compile=False")
-        row(case, cell, what + ", RSS growth", ours["rss_mb"], base["rss_mb"], "jit_compile=False", unit="MB")
+        if case in args.cases:
+            requests.append((case, ("ku", "ku-nojit"), cell, size[case]))
+            labels.append(label.format(**size[case]))
+    for (case, _, cell, _), what, (ours, base) in zip(requests, labels, paired(requests, args.repeats, args.quick)):
+        if case == "fit":
+            row(case, cell, "first epoch", ours["first_epoch_s"], base["first_epoch_s"], "Keras")
+            row(case, cell, f"{size['fit']['epochs']} epochs", ours["epochs_s"], base["epochs_s"], "Keras")
+        elif case == "predict":
+            row(case, cell, "first predict", ours["first_predict_s"], base["first_predict_s"], "Keras")
+        else:
+            row(case, cell, what + ", time", ours["seconds"], base["seconds"], "jit_compile=False")
+            row(case, cell, what + ", RSS growth", ours["rss_mb"], base["rss_mb"], "jit_compile=False", unit="MB")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"sizes": size, "results": results}, handle, indent=1)
