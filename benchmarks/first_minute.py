@@ -14,7 +14,7 @@ each variant's smallest figures (for loaded machines).
 
     python -m benchmarks first-minute                       # every row, the issue's sizes (#22)
     python -m benchmarks first-minute --cells lstm --cases fit predict --repeats 3
-    python -m benchmarks first-minute --quick               # a smoke test (tests/test_first_minute.py)
+    python -m benchmarks first-minute --quick               # a smoke test: tiny sizes, one child process
 """
 
 from __future__ import annotations
@@ -24,17 +24,14 @@ import json
 import os
 import subprocess
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 _CHILD = r"""
-import json, resource, sys, time
+import contextlib, json, resource, sys, time
 import numpy as np
 import keras
 import keras_unroll as ku
-
-case, variant, cell_name = sys.argv[1], sys.argv[2], sys.argv[3]
-size = json.loads(sys.argv[4])
-rng = np.random.default_rng(0)
+from keras_unroll.testing import generic_only
 
 def rnn(units, cell_name, variant):
     if variant == "keras":
@@ -48,55 +45,63 @@ def rnn(units, cell_name, variant):
 def rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-out = {}
-if variant == "ku-generic":  # every call with the generic step, for comparisons
-    from keras_unroll.testing import generic_only
-    generic_only().__enter__()
-if case in ("fit", "predict"):
-    steps, features, units, samples = size["T"], size["F"], size["H"], size["N"]
-    x = rng.standard_normal((samples, steps, features)).astype("float32")
-    y = rng.standard_normal((samples, 1)).astype("float32")
-    model = keras.Sequential([keras.Input((steps, features)), rnn(units, cell_name, variant), keras.layers.Dense(1)])
-    if case == "fit":
-        model.compile("adam", "mse")
+def build(steps, features, units, cell_name, variant):
+    return keras.Sequential([keras.Input((steps, features)), rnn(units, cell_name, variant), keras.layers.Dense(1)])
+
+def measure(case, variant, cell_name, size):
+    rng = np.random.default_rng(0)
+    out = {}
+    if case in ("fit", "predict"):
+        steps, features, units, samples = size["T"], size["F"], size["H"], size["N"]
+        x = rng.standard_normal((samples, steps, features)).astype("float32")
+        y = rng.standard_normal((samples, 1)).astype("float32")
+        model = build(steps, features, units, cell_name, variant)
+        if case == "fit":
+            model.compile("adam", "mse")
+            start = time.perf_counter()
+            model.fit(x, y, batch_size=64, epochs=1, verbose=0)
+            out["first_epoch_s"] = time.perf_counter() - start
+            model.fit(x, y, batch_size=64, epochs=size["epochs"] - 1, verbose=0)
+            out["epochs_s"] = time.perf_counter() - start
+        else:
+            start = time.perf_counter()
+            model.predict(x, batch_size=64, verbose=0)
+            out["first_predict_s"] = time.perf_counter() - start
+    elif case == "batches":
+        steps, features, units = size["T"], size["F"], size["H"]
+        model = build(steps, features, units, cell_name, variant)
+        model(np.zeros((1, steps, features), "float32"))
+        before = rss_mb()
         start = time.perf_counter()
-        model.fit(x, y, batch_size=64, epochs=1, verbose=0)
-        out["first_epoch_s"] = time.perf_counter() - start
-        model.fit(x, y, batch_size=64, epochs=size["epochs"] - 1, verbose=0)
-        out["epochs_s"] = time.perf_counter() - start
-    else:
+        for batch in range(1, size["K"] + 1):
+            model(rng.standard_normal((batch, steps, features)).astype("float32"))
+        out["seconds"], out["rss_mb"] = time.perf_counter() - start, rss_mb() - before
+    elif case == "lengths":
+        features, units = size["F"], size["H"]
+        model = build(None, features, units, cell_name, variant)
+        model.compile("sgd", "mse")
+        model.train_on_batch(rng.standard_normal((4, 3, features)).astype("float32"), np.zeros((4, 1), "float32"))
+        before = rss_mb()
         start = time.perf_counter()
-        model.predict(x, batch_size=64, verbose=0)
-        out["first_predict_s"] = time.perf_counter() - start
-elif case == "batches":
-    steps, features, units = size["T"], size["F"], size["H"]
-    model = keras.Sequential([keras.Input((steps, features)), rnn(units, cell_name, variant), keras.layers.Dense(1)])
-    model(np.zeros((1, steps, features), "float32"))
-    before = rss_mb()
-    start = time.perf_counter()
-    for batch in range(1, size["K"] + 1):
-        model(rng.standard_normal((batch, steps, features)).astype("float32"))
-    out["seconds"], out["rss_mb"] = time.perf_counter() - start, rss_mb() - before
-elif case == "lengths":
-    features, units = size["F"], size["H"]
-    model = keras.Sequential([keras.Input((None, features)), rnn(units, cell_name, variant), keras.layers.Dense(1)])
-    model.compile("sgd", "mse")
-    model.train_on_batch(rng.standard_normal((4, 3, features)).astype("float32"), np.zeros((4, 1), "float32"))
-    before = rss_mb()
-    start = time.perf_counter()
-    for steps in range(5, size["L"] + 5):
-        model.train_on_batch(rng.standard_normal((4, steps, features)).astype("float32"), np.zeros((4, 1), "float32"))
-    out["seconds"], out["rss_mb"] = time.perf_counter() - start, rss_mb() - before
-elif case == "eager_lengths":
-    features, units = size["F"], size["H"]
-    layer = rnn(units, cell_name, variant)
-    layer(np.zeros((4, 2, features), "float32"))
-    before = rss_mb()
-    start = time.perf_counter()
-    for steps in range(3, size["L"] + 3):
-        layer(rng.standard_normal((4, steps, features)).astype("float32"))
-    out["seconds"], out["rss_mb"] = time.perf_counter() - start, rss_mb() - before
-print(json.dumps(out))
+        for steps in range(5, size["L"] + 5):
+            x = rng.standard_normal((4, steps, features)).astype("float32")
+            model.train_on_batch(x, np.zeros((4, 1), "float32"))
+        out["seconds"], out["rss_mb"] = time.perf_counter() - start, rss_mb() - before
+    elif case == "eager_lengths":
+        features, units = size["F"], size["H"]
+        layer = rnn(units, cell_name, variant)
+        layer(np.zeros((4, 2, features), "float32"))
+        before = rss_mb()
+        start = time.perf_counter()
+        for steps in range(3, size["L"] + 3):
+            layer(rng.standard_normal((4, steps, features)).astype("float32"))
+        out["seconds"], out["rss_mb"] = time.perf_counter() - start, rss_mb() - before
+    return out
+
+for case, variant, cell_name, size in json.loads(sys.argv[1]):  # one job per process, but for --quick
+    # "ku-generic": every call with the generic step, for comparisons
+    with generic_only() if variant == "ku-generic" else contextlib.nullcontext():
+        print(json.dumps(measure(case, variant, cell_name, size)), flush=True)
 """
 
 CELLS = ("lstm", "gru", "simple_rnn")
@@ -119,25 +124,43 @@ def sizes(quick: bool) -> Dict[str, Dict[str, int]]:
     }
 
 
-def run_child(case: str, variant: str, cell: str, size: Dict[str, int], env: Optional[Dict[str, str]] = None) -> Dict:
-    """One measurement in a fresh Python process; returns its JSON result."""
+def run_children(jobs: Sequence[Tuple[str, str, str, Dict[str, int]]], env: Optional[Dict[str, str]] = None) -> List:
+    """`jobs` of `(case, variant, cell, size)`, one after another in one fresh Python process; returns their
+    JSON results."""
     done = subprocess.run(
-        [sys.executable, "-c", _CHILD, case, variant, cell, json.dumps(size)],
+        [sys.executable, "-c", _CHILD, json.dumps(jobs)],
         capture_output=True, text=True, env=env or dict(os.environ), timeout=1800,
     )  # fmt: skip
     if done.returncode != 0:
-        raise RuntimeError(f"the {case}/{variant}/{cell} child failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        names = ", ".join("/".join(job[:3]) for job in jobs)
+        raise RuntimeError(f"the child for {names} failed:\n{done.stderr[-3000:]}")
+    return [json.loads(line) for line in done.stdout.strip().splitlines()[-len(jobs) :]]
 
 
-def paired(case: str, variants: Sequence[str], cell: str, size: Dict[str, int], repeats: int) -> List[Dict]:
-    """`repeats` fresh processes per variant, interleaved (A, B, A, B, ...) so that a load that comes and goes
-    falls on both; per variant, the smallest value of each measure (the least disturbed run)."""
-    runs: Dict[str, List[Dict]] = {variant: [] for variant in variants}
-    for _ in range(repeats):
-        for variant in variants:
-            runs[variant].append(run_child(case, variant, cell, size))
-    return [{key: min(run[key] for run in runs[variant]) for key in runs[variant][0]} for variant in variants]
+def run_child(case: str, variant: str, cell: str, size: Dict[str, int], env: Optional[Dict[str, str]] = None) -> Dict:
+    """One measurement in a fresh Python process; returns its JSON result."""
+    (result,) = run_children([(case, variant, cell, size)], env)
+    return result
+
+
+def paired(
+    requests: Sequence[Tuple[str, Sequence[str], str, Dict[str, int]]], repeats: int, one_process: bool = False
+) -> Iterator[List[Dict]]:
+    """For each request `(case, variants, cell, size)`, in order: `repeats` fresh processes per variant,
+    interleaved (A, B, A, B, ...) so that a load that comes and goes falls on both; per variant, the smallest
+    value of each measure (the least disturbed run). With `one_process` (`--quick`) the same runs, in that order,
+    share one process: its figures then only show that everything runs."""
+    groups = [
+        [(case, variant, cell, size) for _ in range(repeats) for variant in variants]
+        for case, variants, cell, size in requests
+    ]
+    shared = iter(run_children([job for jobs in groups for job in jobs])) if one_process else None
+    for (_, variants, _, _), jobs in zip(requests, groups):
+        found = [next(shared) for _ in jobs] if shared else [run_child(*job) for job in jobs]
+        runs: Dict[str, List[Dict]] = {variant: [] for variant in variants}
+        for (_, variant, _, _), result in zip(jobs, found):
+            runs[variant].append(result)
+        yield [{key: min(run[key] for run in runs[variant]) for key in runs[variant][0]} for variant in variants]
 
 
 def _ratio(a: float, b: float) -> str:
@@ -146,7 +169,9 @@ def _ratio(a: float, b: float) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks first-minute", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not numbers to compare")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes, one child process: a smoke test, not numbers to compare"
+    )
     parser.add_argument("--cells", nargs="+", choices=CELLS, default=list(CELLS))
     parser.add_argument("--cases", nargs="+", choices=("fit", "predict", "batches", "lengths", "eager_lengths"),
                         default=["fit", "predict", "batches", "lengths", "eager_lengths"])  # fmt: skip
@@ -165,26 +190,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             {"case": case, "cell": cell, "what": what, "ours": ours, "baseline": base, "baseline_name": base_name}
         )
 
+    requests, labels = [], []
     for cell in args.cells:
-        if "fit" in args.cases:
-            fit = size["fit"]
-            ours, keras_ = paired("fit", ("ku", "keras"), cell, fit, args.repeats)
-            row("fit", cell, "first epoch", ours["first_epoch_s"], keras_["first_epoch_s"], "Keras")
-            row("fit", cell, f"{fit['epochs']} epochs", ours["epochs_s"], keras_["epochs_s"], "Keras")
-        if "predict" in args.cases:
-            ours, keras_ = paired("predict", ("ku", "keras"), cell, size["fit"], args.repeats)
-            row("predict", cell, "first predict", ours["first_predict_s"], keras_["first_predict_s"], "Keras")
+        for case in ("fit", "predict"):
+            if case in args.cases:
+                requests.append((case, ("ku", "keras"), cell, size["fit"]))
+                labels.append(None)
     for case, cell, label in (
         ("batches", "simple_rnn", "batch sizes 1..{K}, eager"),
         ("lengths", "simple_rnn", "train_on_batch, {L} lengths"),
         ("eager_lengths", "lstm", "eager, {L} lengths"),
     ):
-        if case not in args.cases:
-            continue
-        ours, base = paired(case, ("ku", "ku-nojit"), cell, size[case], args.repeats)
-        what = label.format(**size[case])
-        row(case, cell, what + ", time", ours["seconds"], base["seconds"], "jit_compile=False")
-        row(case, cell, what + ", RSS growth", ours["rss_mb"], base["rss_mb"], "jit_compile=False", unit="MB")
+        if case in args.cases:
+            requests.append((case, ("ku", "ku-nojit"), cell, size[case]))
+            labels.append(label.format(**size[case]))
+    for (case, _, cell, _), what, (ours, base) in zip(requests, labels, paired(requests, args.repeats, args.quick)):
+        if case == "fit":
+            row(case, cell, "first epoch", ours["first_epoch_s"], base["first_epoch_s"], "Keras")
+            row(case, cell, f"{size['fit']['epochs']} epochs", ours["epochs_s"], base["epochs_s"], "Keras")
+        elif case == "predict":
+            row(case, cell, "first predict", ours["first_predict_s"], base["first_predict_s"], "Keras")
+        else:
+            row(case, cell, what + ", time", ours["seconds"], base["seconds"], "jit_compile=False")
+            row(case, cell, what + ", RSS growth", ours["rss_mb"], base["rss_mb"], "jit_compile=False", unit="MB")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"sizes": size, "results": results}, handle, indent=1)

@@ -21,27 +21,33 @@ _LENGTHS_CHILD = """
 import resource, sys, time
 import numpy as np, keras
 import keras_unroll as ku
-jit = {"auto": "auto", "False": False}[sys.argv[1]]
-top = int(sys.argv[2])
-m = keras.Sequential([keras.Input((None, 2)), ku.DynamicUnroll(8, jit_compile=jit), keras.layers.Dense(1)])
-m.compile("sgd", "mse")
-m.train_on_batch(np.random.rand(4, 3, 2).astype("float32"), np.random.rand(4, 1).astype("float32"))
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-start = time.perf_counter()
-for steps in range(5, top + 1):
-    m.train_on_batch(np.random.rand(4, steps, 2).astype("float32"), np.random.rand(4, 1).astype("float32"))
-print(time.perf_counter() - start, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss) / 1024)
+top = int(sys.argv[1])
+for name in sys.argv[2:]:  # one jit_compile value per process, but for --quick
+    jit = {"auto": "auto", "False": False}[name]
+    m = keras.Sequential([keras.Input((None, 2)), ku.DynamicUnroll(8, jit_compile=jit), keras.layers.Dense(1)])
+    m.compile("sgd", "mse")
+    m.train_on_batch(np.random.rand(4, 3, 2).astype("float32"), np.random.rand(4, 1).astype("float32"))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    for steps in range(5, top + 1):
+        m.train_on_batch(np.random.rand(4, steps, 2).astype("float32"), np.random.rand(4, 1).astype("float32"))
+    seconds = time.perf_counter() - start
+    print(name, seconds, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss) / 1024, flush=True)
 """
 
 
-def _changing_lengths(top: int) -> List[str]:
+def _changing_lengths(top: int, one_process: bool = False) -> List[str]:
+    """Each `jit_compile` value in a fresh process (its RSS growth its own); both in one with `one_process`
+    (`--quick`: the rows then only show that everything runs)."""
+    groups = [("auto", "False")] if one_process else [("auto",), ("False",)]
     rows = []
-    for jit in ("auto", "False"):
+    for group in groups:
         done = subprocess.run(
-            [sys.executable, "-c", _LENGTHS_CHILD, jit, str(top)], capture_output=True, text=True, check=True
+            [sys.executable, "-c", _LENGTHS_CHILD, str(top), *group], capture_output=True, text=True, check=True
         )
-        seconds, megabytes = (float(v) for v in done.stdout.split()[-2:])
-        rows.append(f"| lengths 5..{top}, jit_compile={jit} | {seconds:.1f} s | {megabytes:.0f} MB |")
+        for line in done.stdout.splitlines()[-len(group) :]:
+            jit, seconds, megabytes = line.split()
+            rows.append(f"| lengths 5..{top}, jit_compile={jit} | {float(seconds):.1f} s | {float(megabytes):.0f} MB |")
     return rows
 
 
@@ -79,11 +85,13 @@ def _long_t(steps: int) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks shapes", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not numbers to compare")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes, one child process: a smoke test, not numbers to compare"
+    )
     args = parser.parse_args(argv)
-    top, steps = (12, 200) if args.quick else (64, 5000)
+    top, steps = (8, 20) if args.quick else (64, 5000)
     print("| case | time | memory / ratio |\n|---|---|---|")
-    for row in _changing_lengths(top):
+    for row in _changing_lengths(top, one_process=args.quick):
         print(row, flush=True)
     print(_long_t(steps), flush=True)
     return 0

@@ -1,7 +1,8 @@
 """The first minute (#22): shape edges that must not abort the process, bounded caches under changing shapes,
 and the same answer for the same program.
 
-Shape edges run in a child process, so that an abort (oneDNN's `SIGABRT`) fails the test and not the suite.
+Shape edges run in a child process, so that an abort (oneDNN's `SIGABRT`) fails the test and not the suite; the
+same child (one TensorFlow start-up) then runs the determinism fits, under op determinism.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-_EDGES_CHILD = r"""
-import itertools, json, os, sys
+_CHILD = r"""
+import contextlib, itertools, json, sys
 import numpy as np, tensorflow as tf, keras
 import keras_unroll as ku
+from keras_unroll.testing import Tuning, use_tuning
 
-out = []
+out = {"edges": {}, "determinism": []}
 def keras_layer(cell):
     if isinstance(cell, keras.layers.LSTMCell):
         return keras.layers.LSTM(3, return_sequences=True, return_state=True)
@@ -35,10 +37,12 @@ def cells():
     return [ku.BasicRNNCell(3, bias_initializer="random_normal"), keras.layers.LSTMCell(3, **init),
             keras.layers.GRUCell(3, **init)]
 
-layer_types, jits = (ku.StaticUnroll, ku.DynamicUnroll), ("auto", False)
-if os.environ["KERAS_UNROLL_TIMED_TRIAL"] == "1":  # the trial runs only for DynamicUnroll's while loop under "auto"
-    layer_types, jits = (ku.DynamicUnroll,), ("auto",)
-for case, layer_type, jit in itertools.product(("no_features", "empty_batch"), layer_types, jits):
+def edges(timed_trial):
+    rows = []
+    layer_types, jits = (ku.StaticUnroll, ku.DynamicUnroll), ("auto", False)
+    if timed_trial:  # the trial runs only for DynamicUnroll's while loop under "auto"
+        layer_types, jits = (ku.DynamicUnroll,), ("auto",)
+    for case, layer_type, jit in itertools.product(("no_features", "empty_batch"), layer_types, jits):
         for cell in cells():
             name = f"{layer_type.__name__}/{type(cell).__name__}/jit={jit}"
             layer = layer_type(cell, return_sequences=True, return_state=True, jit_compile=jit)
@@ -60,7 +64,7 @@ for case, layer_type, jit in itertools.product(("no_features", "empty_batch"), l
                     traced_error = None
                 except ValueError as error:  # a clear error is allowed where the cell's own step runs in a graph
                     traced, grads, traced_error = eager, [], str(error)
-                out.append({
+                rows.append({
                     "case": case,
                     "name": name,
                     "shapes": [list(t.shape) for t in tf.nest.flatten(eager)],
@@ -78,34 +82,59 @@ for case, layer_type, jit in itertools.product(("no_features", "empty_batch"), l
                     return layer(x, initial_state=list(state))
                 result = call(tf.zeros((0, 4, 2)), *[tf.zeros((0, 3))] * n)
                 shapes = [list(t.shape) for t in tf.nest.flatten(result)]
-                out.append({"case": case, "name": name, "shapes": shapes, "n": n})
+                rows.append({"case": case, "name": name, "shapes": shapes, "n": n})
+    return rows
+
+# The trial on first (it then compiles its kernels itself), then the default planner (the trial off).
+with use_tuning(Tuning(timed_trial=True)):
+    out["edges"]["timed_trial"] = edges(True)
+out["edges"]["default"] = edges(False)
+
+# The same program, the same answer: last, as op determinism stays on for the rest of the process.
+tf.config.experimental.enable_op_determinism()
+
+def fit(cell, least):
+    keras.utils.set_random_seed(7)
+    make = {"lstm": keras.layers.LSTMCell, "simple_rnn": keras.layers.SimpleRNNCell}[cell]
+    with use_tuning(Tuning(compile_min_steps=least)):
+        model = keras.Sequential([keras.Input((6, 3)), ku.DynamicUnroll(make(5)), keras.layers.Dense(1)])
+        model.compile("adam", "mse")
+        rng = np.random.default_rng(0)
+        model.fit(rng.standard_normal((64, 6, 3)).astype("float32"), rng.standard_normal((64, 1)).astype("float32"),
+                  batch_size=16, epochs=2, verbose=0)
+    return model.get_weights()
+
+for cell in ("lstm", "simple_rnn"):
+    for least in (0, 64):  # the compiled fused kernel, and the uncompiled tier
+        a, b = fit(cell, least), fit(cell, least)
+        same = all(np.array_equal(x, y) for x, y in zip(a, b))
+        out["determinism"].append(f"{cell} {least} {'same' if same else 'DIFFERENT'}")
 print("RESULT" + json.dumps(out))
 """
 
-
-_ROWS = {}
 #: layers x jit_compile x cells; with the timed trial on, only where it can run (DynamicUnroll, "auto")
-_ROWS_PER_CASE = {False: 2 * 2 * 3, True: 1 * 1 * 3}
+_ROWS_PER_CASE = {"default": 2 * 2 * 3, "timed_trial": 1 * 1 * 3}
 
 
-def _run_child(case, env, timed_trial):
-    """The child's rows for `case` (one child per setting of the timed trial, for both cases)."""
-    if timed_trial not in _ROWS:
-        _ROWS[timed_trial] = _run_both(env, timed_trial)
-    return [row for row in _ROWS[timed_trial] if row["case"] == case]
+@pytest.fixture(scope="module")
+def child_results():
+    """One child process for the shape edges (the timed trial off and on) and the determinism runs."""
+    from helpers import child_env
 
-
-def _run_both(env, timed_trial):
-    env = dict(env, KERAS_UNROLL_TIMED_TRIAL="1" if timed_trial else "0")
-    done = subprocess.run([sys.executable, "-c", _EDGES_CHILD], env=env, capture_output=True, text=True, timeout=600)
+    env = child_env(KERAS_UNROLL_TIMED_TRIAL="0")
+    done = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"the child process failed (rc {done.returncode}):\n{done.stderr[-4000:]}"
     line = [line for line in done.stdout.splitlines() if line.startswith("RESULT")][-1]
     return json.loads(line[len("RESULT") :])
 
 
-@pytest.mark.parametrize("timed_trial", [False, True], ids=["default", "timed_trial"])
-def test_no_features_gives_keras_result_and_never_aborts(subprocess_env, timed_trial):
-    rows = _run_child("no_features", subprocess_env, timed_trial)
+def _edge_rows(child_results, case, timed_trial):
+    return [row for row in child_results["edges"][timed_trial] if row["case"] == case]
+
+
+@pytest.mark.parametrize("timed_trial", ["default", "timed_trial"])
+def test_no_features_gives_keras_result_and_never_aborts(child_results, timed_trial):
+    rows = _edge_rows(child_results, "no_features", timed_trial)
     assert len(rows) == _ROWS_PER_CASE[timed_trial]
     for row in rows:
         assert row["shapes"] == row["expected_shapes"], row
@@ -118,9 +147,9 @@ def test_no_features_gives_keras_result_and_never_aborts(subprocess_env, timed_t
     assert not [r for r in rows if r["raised"] and "jit=auto" in r["name"]]
 
 
-@pytest.mark.parametrize("timed_trial", [False, True], ids=["default", "timed_trial"])
-def test_empty_batch_of_unknown_size_with_initial_state(subprocess_env, timed_trial):
-    rows = _run_child("empty_batch", subprocess_env, timed_trial)
+@pytest.mark.parametrize("timed_trial", ["default", "timed_trial"])
+def test_empty_batch_of_unknown_size_with_initial_state(child_results, timed_trial):
+    rows = _edge_rows(child_results, "empty_batch", timed_trial)
     assert len(rows) == _ROWS_PER_CASE[timed_trial]
     for row in rows:
         # sequences (0, 4, 3), then the state(s) (0, 3)
@@ -213,38 +242,8 @@ def test_graphs_compile_by_length_and_train_on_changing_lengths_stays_bounded(ce
 
 
 # ------------------------------------------------------------------------ the same program, the same answer
-_DETERMINISM_CHILD = r"""
-import sys, numpy as np, tensorflow as tf, keras
-import keras_unroll as ku
-from keras_unroll.testing import Tuning, use_tuning
-tf.config.experimental.enable_op_determinism()
-
-def fit(cell, least):
-    keras.utils.set_random_seed(7)
-    make = {"lstm": keras.layers.LSTMCell, "simple_rnn": keras.layers.SimpleRNNCell}[cell]
-    with use_tuning(Tuning(compile_min_steps=least)):
-        model = keras.Sequential([keras.Input((6, 3)), ku.DynamicUnroll(make(5)), keras.layers.Dense(1)])
-        model.compile("adam", "mse")
-        rng = np.random.default_rng(0)
-        model.fit(rng.standard_normal((64, 6, 3)).astype("float32"), rng.standard_normal((64, 1)).astype("float32"),
-                  batch_size=16, epochs=2, verbose=0)
-    return model.get_weights()
-
-for cell in ("lstm", "simple_rnn"):
-    for least in (0, 64):  # the compiled fused kernel, and the uncompiled tier
-        a, b = fit(cell, least), fit(cell, least)
-        same = all(np.array_equal(x, y) for x, y in zip(a, b))
-        print(f"{cell} {least} {'same' if same else 'DIFFERENT'}")
-"""
-
-
-def test_fit_twice_under_op_determinism_gives_identical_weights(subprocess_env):
-    done = subprocess.run(
-        [sys.executable, "-c", _DETERMINISM_CHILD], env=subprocess_env, capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    lines = [line for line in done.stdout.splitlines() if line.endswith(("same", "DIFFERENT"))]
-    assert lines == ["lstm 0 same", "lstm 64 same", "simple_rnn 0 same", "simple_rnn 64 same"]
+def test_fit_twice_under_op_determinism_gives_identical_weights(child_results):
+    assert child_results["determinism"] == ["lstm 0 same", "lstm 64 same", "simple_rnn 0 same", "simple_rnn 64 same"]
 
 
 def _paths():

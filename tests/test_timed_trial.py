@@ -3,6 +3,7 @@ speed only. conftest.py turns the trial off for the rest of the suite (reproduci
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -108,16 +109,36 @@ def test_no_trial_under_a_distribution_strategy(rng):
     assert testing.timed_trials(layer) == []
 
 
-@pytest.mark.parametrize("value, expected", [(None, False), ("0", False), ("1", True)])
-def test_the_environment_switch(value, expected, subprocess_env):
-    env = dict(subprocess_env)
+_SWITCH_CHILD = r"""
+import importlib, json, os, sys
+import keras_unroll.plan as plan  # imported with the variable unset
+seen = {}
+for value in ("None", "0", "1"):
+    if value != "None":
+        os.environ["KERAS_UNROLL_TIMED_TRIAL"] = value
+        plan = importlib.reload(plan)  # the module makes its default `Tuning` again, under this value
+    seen[value] = [plan.Tuning().timed_trial, plan.tuning().timed_trial]
+print("RESULT" + json.dumps(seen))
+"""
+
+
+@pytest.fixture(scope="module")
+def switch_results():
+    """`Tuning().timed_trial` and the default `tuning().timed_trial` for each value of the variable, in one child
+    (the variable unset at its imports of keras_unroll; the plan module run again under "0", then "1")."""
+    from helpers import child_env
+
+    env = child_env()
     env.pop("KERAS_UNROLL_TIMED_TRIAL", None)
-    if value is not None:
-        env["KERAS_UNROLL_TIMED_TRIAL"] = value
-    code = "from keras_unroll.plan import Tuning, tuning; print(Tuning().timed_trial, tuning().timed_trial)"
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", _SWITCH_CHILD], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == [str(expected)] * 2
+    line = [line for line in result.stdout.splitlines() if line.startswith("RESULT")][-1]
+    return json.loads(line[len("RESULT") :])
+
+
+@pytest.mark.parametrize("value, expected", [(None, False), ("0", False), ("1", True)])
+def test_the_environment_switch(value, expected, switch_results):
+    assert switch_results[str(value)] == [expected] * 2
 
 
 def test_trace_times_of_the_inspection_tools_leave_the_trial_out(rng):
