@@ -18,7 +18,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import close, run_in_tf1
+from helpers import close
+from tf1_reference import run_fn_in_tf1
 
 import keras_unroll as ku
 from keras_unroll import step as step_lib
@@ -199,7 +200,7 @@ def _tf1_child(out_dir: str) -> None:  # pragma: no cover - runs in the TF1 chil
 def reference(tmp_path_factory):
     """TF1's results for every case, from one child process (legacy Keras, graph mode)."""
     out_dir = tmp_path_factory.mktemp("tf1_cells")
-    return run_in_tf1(_tf1_child, out_dir, "tf1_cells.npz")
+    return run_fn_in_tf1(_tf1_child, out_dir, "tf1_cells.npz")
 
 
 # ------------------------------------------------------------------------- the layout contract

@@ -161,7 +161,8 @@ if __name__ == "__main__":  # pragma: no cover
 import keras  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from helpers import close, load_npz, run_tf1_child  # noqa: E402
+from helpers import close, load_npz  # noqa: E402
+from tf1_reference import run_tf1  # noqa: E402
 
 import keras_unroll as ku  # noqa: E402
 
@@ -173,7 +174,7 @@ needs_tf1 = pytest.mark.skipif(not HAS_TF1, reason="keras_unroll.tf1 is not in t
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("tf1_checkpoints")
-    run_tf1_child([str(pathlib.Path(__file__).resolve()), str(out_dir)], timeout=300)
+    run_tf1([str(pathlib.Path(__file__).resolve()), str(out_dir)], timeout=300)
     data = load_npz(out_dir / "reference.npz")
     data["checkpoint"] = str(out_dir / "model.ckpt")
     return data

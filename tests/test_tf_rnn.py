@@ -726,9 +726,9 @@ def test_emit_different_structure_than_cell_output():
 @pytest.mark.skipif(ON_TF1, reason="this is the control run itself")
 def test_the_carried_tests_pass_on_tf1():
     """The same tests, TF's numbers and assertions, against TF1's own functions and cells (tf-keras)."""
-    from helpers import run_tf1_child
+    from tf1_reference import run_tf1
 
     test_file = pathlib.Path(__file__).resolve()
     pytest_args = [str(test_file), "-q", "-p", "no:cacheprovider", "-x", "-k", "not test_basic_lstm_cell_interchange"]
-    done = run_tf1_child(["-m", "pytest", *pytest_args], KERAS_UNROLL_CARRIED_ON="tf1")
+    done = run_tf1(["-m", "pytest", *pytest_args], KERAS_UNROLL_CARRIED_ON="tf1")
     assert " passed" in done.stdout and "failed" not in done.stdout

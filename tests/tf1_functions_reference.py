@@ -139,10 +139,11 @@ _CACHE: Dict[str, Any] = {}
 def functions_reference(tmp_path_factory: Any) -> Dict[str, Any]:
     """Runs this script once per test session in a child process; returns the arrays and `checkpoint`."""
     if "data" not in _CACHE:
-        from helpers import load_npz, run_tf1_child  # the tests' helpers (this file also runs as the TF1 child)
+        from helpers import load_npz  # the tests' helpers (this file also runs as the TF1 child)
+        from tf1_reference import run_tf1
 
         out_dir = tmp_path_factory.mktemp("tf1_functions_reference")
-        run_tf1_child([str(pathlib.Path(__file__).resolve()), str(out_dir)], timeout=300)
+        run_tf1([str(pathlib.Path(__file__).resolve()), str(out_dir)], timeout=300)
         data = load_npz(out_dir / "reference.npz")
         data["checkpoint"] = str(out_dir / "model.ckpt")
         _CACHE["data"] = data

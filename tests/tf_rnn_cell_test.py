@@ -963,7 +963,7 @@ def test_the_same_tests_pass_on_tf1_itself():
     """The control run: every carried test, unchanged, passes on TF1 (tf.compat.v1 with tf-keras, graph mode)."""
     names = [t.__name__ for t in CARRIED if t.__name__ not in EAGER_ONLY]
     source = textwrap.dedent(inspect.getsource(_tf1_control)) + f"\n_tf1_control({names!r})\n"
-    from helpers import run_tf1_child
+    from tf1_reference import run_tf1
 
-    done = run_tf1_child(["-c", source, os.path.abspath(__file__)], timeout=900)
+    done = run_tf1(["-c", source, os.path.abspath(__file__)], timeout=900)
     assert "TF1 FAILED: \n" in done.stdout, done.stdout[-8000:]
