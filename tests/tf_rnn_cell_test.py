@@ -940,6 +940,7 @@ def _tf1_control(names: list) -> None:  # pragma: no cover - runs in the TF1 chi
     import tensorflow as tf
 
     tf.compat.v1.disable_eager_execution()
+    tf.compat.v1.disable_control_flow_v2()  # TF 1.x's while_loop and cond: half the graph-building time
     spec = importlib.util.spec_from_file_location("carried", sys.argv[1])
     carried = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(carried)
