@@ -31,6 +31,7 @@ from helpers import pairwise
 ON_TF1 = os.environ.get("KERAS_UNROLL_CARRIED_ON") == "tf1"
 if ON_TF1:
     v1 = tf.compat.v1
+    v1.disable_control_flow_v2()  # TF 1.x's while_loop and cond in the graphs below (half their building time)
     ku = types.SimpleNamespace(
         dynamic_rnn=v1.nn.dynamic_rnn, static_rnn=v1.nn.static_rnn, raw_rnn=v1.nn.raw_rnn,
         static_bidirectional_rnn=v1.nn.static_bidirectional_rnn,
