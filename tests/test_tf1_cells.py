@@ -176,7 +176,9 @@ def _tf1_child(out_dir: str) -> None:  # pragma: no cover - runs in the TF1 chil
         variables = v1.trainable_variables(scope=case + "/")
         grads[case] = dict(zip([v.op.name for v in variables], v1.gradients(loss, variables)))
         fetch[case] = flat
-    with v1.Session() as session:
+    config = v1.ConfigProto()  # Grappler off: the graph runs as built (its rewrites cost more than they save here)
+    config.graph_options.rewrite_options.disable_meta_optimizer = True
+    with v1.Session(config=config) as session:
         session.run(v1.global_variables_initializer())
         variables = v1.trainable_variables()  # random weights (TF1 starts the biases at 0 or 1)
         session.run([v.assign(rng.uniform(-0.6, 0.6, v.shape.as_list()).astype(np.float32)) for v in variables])

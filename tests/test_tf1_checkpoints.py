@@ -145,7 +145,9 @@ def main(out_dir: str) -> None:  # pragma: no cover - runs in the child process
         fetches[f"grad/{variable.op.name}"] = gradient
     # TF1 starts biases at zero (GRU gates at one): give every bias a random value, to test its layout.
     assigns = [v.assign(rng.uniform(-0.5, 0.5, v.shape).astype(np.float32)) for v in variables if "bias" in v.op.name]
-    with v1.Session() as session:
+    config = v1.ConfigProto()  # Grappler off: the graph runs as built (its rewrites cost more than they save here)
+    config.graph_options.rewrite_options.disable_meta_optimizer = True
+    with v1.Session(config=config) as session:
         session.run(v1.global_variables_initializer())
         session.run(assigns)
         saved.update(session.run(fetches))
