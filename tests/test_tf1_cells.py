@@ -18,7 +18,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import close, run_in_tf1
+from helpers import close
+from tf1_reference import run_fn_in_tf1
 
 import keras_unroll as ku
 from keras_unroll import step as step_lib
@@ -35,6 +36,7 @@ def _tf1_child(out_dir: str) -> None:  # pragma: no cover - runs in the TF1 chil
     import tensorflow as tf
 
     tf.compat.v1.disable_eager_execution()
+    tf.compat.v1.disable_control_flow_v2()  # TF 1.x's while_loop and cond: half the graph-building time
     v1 = tf.compat.v1
     rc = v1.nn.rnn_cell
     B, T, F, H, P = 4, 3, 2, 3, 2
@@ -174,7 +176,9 @@ def _tf1_child(out_dir: str) -> None:  # pragma: no cover - runs in the TF1 chil
         variables = v1.trainable_variables(scope=case + "/")
         grads[case] = dict(zip([v.op.name for v in variables], v1.gradients(loss, variables)))
         fetch[case] = flat
-    with v1.Session() as session:
+    config = v1.ConfigProto()  # Grappler off: the graph runs as built (its rewrites cost more than they save here)
+    config.graph_options.rewrite_options.disable_meta_optimizer = True
+    with v1.Session(config=config) as session:
         session.run(v1.global_variables_initializer())
         variables = v1.trainable_variables()  # random weights (TF1 starts the biases at 0 or 1)
         session.run([v.assign(rng.uniform(-0.6, 0.6, v.shape.as_list()).astype(np.float32)) for v in variables])
@@ -199,7 +203,7 @@ def _tf1_child(out_dir: str) -> None:  # pragma: no cover - runs in the TF1 chil
 def reference(tmp_path_factory):
     """TF1's results for every case, from one child process (legacy Keras, graph mode)."""
     out_dir = tmp_path_factory.mktemp("tf1_cells")
-    return run_in_tf1(_tf1_child, out_dir, "tf1_cells.npz")
+    return run_fn_in_tf1(_tf1_child, out_dir, "tf1_cells.npz")
 
 
 # ------------------------------------------------------------------------- the layout contract

@@ -63,6 +63,7 @@ def main(out_dir: str) -> None:  # pragma: no cover - runs in the child process
     import tensorflow as tf
 
     tf.compat.v1.disable_eager_execution()
+    tf.compat.v1.disable_control_flow_v2()  # TF 1.x's while_loop and cond: half the graph-building time
     v1 = tf.compat.v1
     rc = v1.nn.rnn_cell
 
@@ -144,7 +145,9 @@ def main(out_dir: str) -> None:  # pragma: no cover - runs in the child process
         fetches[f"grad/{variable.op.name}"] = gradient
     # TF1 starts biases at zero (GRU gates at one): give every bias a random value, to test its layout.
     assigns = [v.assign(rng.uniform(-0.5, 0.5, v.shape).astype(np.float32)) for v in variables if "bias" in v.op.name]
-    with v1.Session() as session:
+    config = v1.ConfigProto()  # Grappler off: the graph runs as built (its rewrites cost more than they save here)
+    config.graph_options.rewrite_options.disable_meta_optimizer = True
+    with v1.Session(config=config) as session:
         session.run(v1.global_variables_initializer())
         session.run(assigns)
         saved.update(session.run(fetches))
@@ -161,7 +164,8 @@ if __name__ == "__main__":  # pragma: no cover
 import keras  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from helpers import close, load_npz, run_tf1_child  # noqa: E402
+from helpers import close, load_npz  # noqa: E402
+from tf1_reference import run_tf1  # noqa: E402
 
 import keras_unroll as ku  # noqa: E402
 
@@ -173,7 +177,7 @@ needs_tf1 = pytest.mark.skipif(not HAS_TF1, reason="keras_unroll.tf1 is not in t
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("tf1_checkpoints")
-    run_tf1_child([str(pathlib.Path(__file__).resolve()), str(out_dir)], timeout=300)
+    run_tf1([str(pathlib.Path(__file__).resolve()), str(out_dir)], timeout=300)
     data = load_npz(out_dir / "reference.npz")
     data["checkpoint"] = str(out_dir / "model.ckpt")
     return data

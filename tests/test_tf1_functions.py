@@ -11,8 +11,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import run_tf1_child
 from tf1_functions_reference import BATCH, CLASSES, FEATURES, GRU_UNITS, LENGTHS, LSTM_UNITS, STEPS, functions_reference
+from tf1_reference import run_tf1
 
 import keras_unroll as ku
 
@@ -320,7 +320,7 @@ print(np.asarray(outputs)[:, :, 0].tolist(), np.asarray(state)[:, 0].tolist(), n
 @pytest.mark.subprocess
 def test_a_subclass_of_tf1s_rnncell():
     """Where tf-keras provides TF1's `RNNCell` (TF_USE_LEGACY_KERAS=1), its subclasses run as they are."""
-    done = run_tf1_child(["-c", _TF1_RNNCELL_SUBCLASS], timeout=300)
+    done = run_tf1(["-c", _TF1_RNNCELL_SUBCLASS], timeout=300)
     assert done.stdout.strip().splitlines()[-1] == "[[2.0, 2.0, 2.0], [2.0, 0.0, 0.0]] [13.0, 11.0] [13.0, 13.0]"
 
 

@@ -12,8 +12,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import run_in_tf1
 from test_tf1_cells import describe, tf1_to_keras
+from tf1_reference import run_fn_in_tf1
 
 import keras_unroll as ku
 
@@ -152,7 +152,7 @@ def _tf1_child(out_dir: str) -> None:  # pragma: no cover - runs in the TF1 chil
 def tf1(tmp_path_factory):
     """TF1's results, from one child process (legacy Keras, graph mode)."""
     out_dir = tmp_path_factory.mktemp("tf1_semantics")
-    return run_in_tf1(_tf1_child, out_dir, "tf1_semantics.npz")
+    return run_fn_in_tf1(_tf1_child, out_dir, "tf1_semantics.npz")
 
 
 def _case(name, d):

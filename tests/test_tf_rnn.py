@@ -31,6 +31,7 @@ from helpers import pairwise
 ON_TF1 = os.environ.get("KERAS_UNROLL_CARRIED_ON") == "tf1"
 if ON_TF1:
     v1 = tf.compat.v1
+    v1.disable_control_flow_v2()  # TF 1.x's while_loop and cond in the graphs below (half their building time)
     ku = types.SimpleNamespace(
         dynamic_rnn=v1.nn.dynamic_rnn, static_rnn=v1.nn.static_rnn, raw_rnn=v1.nn.raw_rnn,
         static_bidirectional_rnn=v1.nn.static_bidirectional_rnn,
@@ -726,9 +727,10 @@ def test_emit_different_structure_than_cell_output():
 @pytest.mark.skipif(ON_TF1, reason="this is the control run itself")
 def test_the_carried_tests_pass_on_tf1():
     """The same tests, TF's numbers and assertions, against TF1's own functions and cells (tf-keras)."""
-    from helpers import run_tf1_child
+    from tf1_reference import run_tf1
 
     test_file = pathlib.Path(__file__).resolve()
     pytest_args = [str(test_file), "-q", "-p", "no:cacheprovider", "-x", "-k", "not test_basic_lstm_cell_interchange"]
-    done = run_tf1_child(["-m", "pytest", *pytest_args], KERAS_UNROLL_CARRIED_ON="tf1")
+    pytest_args += ["-p", "no:xdist", "-p", "no:hypothesispytest"]  # plugins this file does not use: 1 s of startup
+    done = run_tf1(["-m", "pytest", *pytest_args], KERAS_UNROLL_CARRIED_ON="tf1")
     assert " passed" in done.stdout and "failed" not in done.stdout

@@ -42,6 +42,7 @@ def main(out_dir: str) -> None:  # pragma: no cover - runs in the child process
     import tensorflow as tf
 
     tf.compat.v1.disable_eager_execution()
+    tf.compat.v1.disable_control_flow_v2()  # TF 1.x's while_loop and cond: half the graph-building time
     v1 = tf.compat.v1
     data = inputs()
     x64 = tf.constant(data["x"], tf.float64)
@@ -139,10 +140,11 @@ _CACHE: Dict[str, Any] = {}
 def functions_reference(tmp_path_factory: Any) -> Dict[str, Any]:
     """Runs this script once per test session in a child process; returns the arrays and `checkpoint`."""
     if "data" not in _CACHE:
-        from helpers import load_npz, run_tf1_child  # the tests' helpers (this file also runs as the TF1 child)
+        from helpers import load_npz  # the tests' helpers (this file also runs as the TF1 child)
+        from tf1_reference import run_tf1
 
         out_dir = tmp_path_factory.mktemp("tf1_functions_reference")
-        run_tf1_child([str(pathlib.Path(__file__).resolve()), str(out_dir)], timeout=300)
+        run_tf1([str(pathlib.Path(__file__).resolve()), str(out_dir)], timeout=300)
         data = load_npz(out_dir / "reference.npz")
         data["checkpoint"] = str(out_dir / "model.ckpt")
         _CACHE["data"] = data
