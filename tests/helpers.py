@@ -12,21 +12,16 @@ that a new unroll, cell or tolerance changes in one place:
 - `child_env(**extra)`: the environment of a child Python: quiet TensorFlow, this repository importable.
 - `pairwise(**axes)`: a `pytest.mark.parametrize` over a covering design of axes that do not interact as a
   whole (every pair of values of any two axes runs once at least) instead of their full product.
-- `run_tf1_child(argv)`: a child Python with TF1's cells (tf-keras); `run_in_tf1(child, out_dir, archive)`: a
-  function's source run by TF1 itself in a child process, its `.npz` read back (`load_npz`): the oracle of
-  the TF1 parity tests.
+- TF1 itself as the oracle of the parity tests: `tf1_reference.run_tf1(argv)` and
+  `tf1_reference.run_fn_in_tf1(child, out_dir, archive)` (a child process with TF1's cells; `load_npz` reads
+  its archive back).
 """
 
 from __future__ import annotations
 
-import inspect
 import itertools
-import json
 import os
 import pathlib
-import subprocess
-import sys
-import textwrap
 from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple, Union
 
 import keras
@@ -162,29 +157,3 @@ def load_npz(path: Any) -> Dict[str, np.ndarray]:
     """Every array of an `.npz` file, read into memory (the file is closed again)."""
     with np.load(path) as saved:
         return {key: saved[key] for key in saved.files}
-
-
-def run_tf1_child(argv: Sequence[str], *, timeout: float = 600, **extra_env: str) -> subprocess.CompletedProcess:
-    """Runs `python *argv` with TF1's cells (tf-keras: `TF_USE_LEGACY_KERAS=1`) and this repository importable
-    (`child_env(**extra_env)`), from the repository's root; a child that fails raises `RuntimeError` with the
-    end of its output. The one way the tests start TensorFlow 1 as an oracle.
-    """
-    env = child_env(TF_USE_LEGACY_KERAS="1", **extra_env)
-    done = subprocess.run([sys.executable, *argv], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    if done.returncode != 0:
-        raise RuntimeError(f"The TF1 child failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
-    return done
-
-
-def run_in_tf1(child: Callable[[str], None], out_dir: Any, archive: str) -> Dict[str, Any]:
-    """Runs `child(out_dir)` from its source in a child process with TF1's cells (tf-keras, graph mode) and
-    returns the arrays it saved in `out_dir/archive`, with its JSON `meta` entry decoded when present.
-
-    `child` must be self-contained (its imports inside it): only its source crosses to the child.
-    """
-    source = textwrap.dedent(inspect.getsource(child)) + f"\n{child.__name__}({str(out_dir)!r})\n"
-    run_tf1_child(["-c", source])
-    data: Dict[str, Any] = load_npz(pathlib.Path(out_dir) / archive)
-    if "meta" in data:
-        data["meta"] = json.loads(str(data["meta"]))
-    return data

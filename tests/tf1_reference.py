@@ -11,8 +11,8 @@ It writes `OUT_DIR/reference.npz` (inputs, lengths, initial states, outputs, fin
 Imported by the tests, it gives `tf1_reference(tmp_path_factory)`, which runs the child once per
 test session (whichever test file asks first) and returns the loaded `Reference`.
 
-It also holds the one TF1 process every oracle of the tests runs in: `run_tf1(argv)` and
-`run_fn_in_tf1(child, out_dir, archive)` do what `helpers.run_tf1_child` and `helpers.run_in_tf1` do, in a
+It also holds the one way the tests start TensorFlow 1 as an oracle: `run_tf1(argv)` runs `python *argv` with
+TF1's cells, and `run_fn_in_tf1(child, out_dir, archive)` runs a function's source and reads its `.npz` back, each in a
 fresh process forked from a server (`python tests/tf1_reference.py --serve`, started on first use, one per
 pytest process) that has imported TensorFlow and tf-keras once. Each child still starts from a process that
 has run nothing (only the imports), so it is as isolated as a new Python; it just does not pay the ~6 s
@@ -270,7 +270,7 @@ def _close_server() -> None:
 
 
 def run_tf1(argv: Sequence[str], *, timeout: float = 600, **extra_env: str) -> subprocess.CompletedProcess:
-    """`helpers.run_tf1_child(argv)` in a child forked from this process's TF1 server: `python *argv` with TF1's
+    """Runs `python *argv` in a child forked from this process's TF1 server: TF1's
     cells (tf-keras: `TF_USE_LEGACY_KERAS=1`), this repository importable, from the repository's root and with
     `extra_env`; a child that fails raises `RuntimeError` with the end of its output."""
     server: Optional[_Server] = _SERVER.get("server")
@@ -285,8 +285,8 @@ def run_tf1(argv: Sequence[str], *, timeout: float = 600, **extra_env: str) -> s
 
 
 def run_fn_in_tf1(child: Callable[[str], None], out_dir: Any, archive: str) -> Dict[str, Any]:
-    """`helpers.run_in_tf1(child, out_dir, archive)` through `run_tf1`: `child(out_dir)` run from its source (it
-    must import what it uses) by TF1, the arrays it saved in `out_dir/archive` read back, a JSON `meta` decoded."""
+    """Runs `child(out_dir)` through `run_tf1`, from its source (`child` must import what it uses), by TF1;
+    returns the arrays it saved in `out_dir/archive`, a JSON `meta` entry decoded."""
     import inspect
     import textwrap
 
