@@ -46,6 +46,8 @@ def readme_runs(tmp_path_factory):
     env = dict(
         os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
     )
+    # As a user runs them: the package's own compile tier, not the suite's compile-from-the-first-call (conftest).
+    env.pop("KERAS_UNROLL_COMPILE_MIN_STEPS", None)
     started = []
     for index, code in enumerate(python_blocks(README)):
         folder = tmp_path_factory.mktemp(f"readme_block_{index}")
