@@ -9,6 +9,7 @@ states and the gradients of the loss with respect to every weight, the inputs an
 from __future__ import annotations
 
 import contextlib
+import functools
 import subprocess
 import sys
 import warnings
@@ -124,22 +125,20 @@ XLA_CASES = ("mask+go_backwards+initial_state", "sequence_length+initial_state")
 def simple_rnn_cases():
     """`get(layer_cls, case)`: the data of `test_fused_simple_rnn_matches_generic_path` (the `rng` fixture's
     draws) and the generic path's results, computed once for the graph and the XLA kernels."""
-    found = {}
 
+    @functools.cache
     def get(layer_cls, case):
-        if (layer_cls, case) not in found:
-            layer_kwargs, cell_kwargs, call_builder = CASES[case]
-            rng = np.random.default_rng(0)
-            call_kwargs = call_builder(rng)
-            weights = _weights(rng)
-            if not cell_kwargs.get("use_bias", True):
-                weights = weights[:2]
-            x = rng.standard_normal((T, B, F) if layer_kwargs.get("time_major") else (B, T, F)).astype("float32")
-            with testing.generic_only():
-                layer = layer_cls(ku.BasicRNNCell(H, **cell_kwargs), jit_compile=False, **layer_kwargs)
-                generic = _run(layer, x, weights, **dict(call_kwargs))
-            found[layer_cls, case] = x, weights, call_kwargs, generic
-        return found[layer_cls, case]
+        layer_kwargs, cell_kwargs, call_builder = CASES[case]
+        rng = np.random.default_rng(0)
+        call_kwargs = call_builder(rng)
+        weights = _weights(rng)
+        if not cell_kwargs.get("use_bias", True):
+            weights = weights[:2]
+        x = rng.standard_normal((T, B, F) if layer_kwargs.get("time_major") else (B, T, F)).astype("float32")
+        with testing.generic_only():
+            layer = layer_cls(ku.BasicRNNCell(H, **cell_kwargs), jit_compile=False, **layer_kwargs)
+            generic = _run(layer, x, weights, **dict(call_kwargs))
+        return x, weights, call_kwargs, generic
 
     return get
 
@@ -426,12 +425,10 @@ def tape_layers():
     whole module. The tape tests share them (and run the generic path on the `jit=False` one), so that a layer's
     cached functions, and the gradient functions TensorFlow derives from them, trace once for all the tests."""
     weights = _tape_case(np.random.default_rng(0))[0]  # the `rng` fixture's first draw: the tests' own weights
-    built = {}
 
+    @functools.cache
     def get(layer_cls, jit="auto"):
-        if (layer_cls, jit) not in built:
-            built[layer_cls, jit] = _built(layer_cls, weights, jit)
-        return built[layer_cls, jit]
+        return _built(layer_cls, weights, jit)
 
     return get
 

@@ -12,6 +12,7 @@ are identical.
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import keras
 import numpy as np
@@ -115,18 +116,6 @@ def _data(kind, rng):
     return x, init
 
 
-def _shared(compute):
-    """A module-scoped fixture's `get(*key)`: `compute(*key)` once per key, for every test of the module."""
-    found = {}
-
-    def get(*key):
-        if key not in found:
-            found[key] = compute(*key)
-        return found[key]
-
-    return get
-
-
 @pytest.fixture(scope="module")
 def mask_references():
     """`get(kind, go_backwards)`: the data of `test_mask_go_backwards_initial_state_match_keras_and_generic`
@@ -148,7 +137,7 @@ def mask_references():
             generic = _grads(lambda: unroll(x, mask=mask, initial_state=init), generic_layer.cell, x, init)
         return x, init, mask, ref, generic
 
-    return _shared(compute)
+    return functools.cache(compute)
 
 
 @pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
@@ -182,7 +171,7 @@ def length_references():
             )
         return x, init, lengths, generic
 
-    return _shared(compute)
+    return functools.cache(compute)
 
 
 @pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
