@@ -71,12 +71,10 @@ def serve(manifest_path: str, out_path: str) -> int:
 def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("job", choices=["serve"])
-    parser.add_argument("--manifest", help="`serve`: the JSON list of SavedModels and the inputs' .npz")
+    parser.add_argument("--manifest", required=True, help="the JSON list of SavedModels and the inputs' .npz")
     parser.add_argument("--out", required=True, help="where to write the results (.npz)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if not args.manifest:
-        parser.error("`serve` needs --manifest")
     return serve(args.manifest, args.out)
 
 
