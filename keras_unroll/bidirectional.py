@@ -15,9 +15,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
+from keras_unroll.cell import not_converted
 from keras_unroll.functional import dynamic_rnn, static_rnn
 from keras_unroll.raw import is_tf1_style_cell
-from keras_unroll.step import not_converted
 from keras_unroll.types import AnyCell, DTypeLike, Nested, State, TensorLike
 
 

@@ -8,13 +8,28 @@ recognises it for its fast paths.
 from __future__ import annotations
 
 import numbers
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, TypeVar, Union, cast
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_unroll.types import Activation, Constraint, DTypeLike, Initializer, Regularizer
+
+_Function = TypeVar("_Function", bound=Callable[..., Any])
+
+
+def not_converted(function: _Function) -> _Function:
+    """Marks a function or method that AutoGraph does not convert when a user's `tf.function` calls it: TF1's
+    functions (`dynamic_rnn`, `static_rnn`, `raw_rnn`, the bidirectional ones) and the `__call__` of the layers and
+    cells, as TensorFlow's own `tf.compat.v1.nn` functions and Keras' `Layer.__call__` are not converted.
+
+    The package builds its loops with `tf.while_loop` and Python `for`s already. Converted, its code ran through
+    AutoGraph's call wrappers: a first trace took 12-15 s for one `dynamic_rnn` and one `static_rnn` of a
+    `BasicRNNCell`. What such a function calls (the cell, a `raw_rnn` `loop_fn`) runs unconverted, as under TF1's
+    functions and inside Keras' layers.
+    """
+    return cast(_Function, tf.autograph.experimental.do_not_convert(function))
 
 
 def check_bool(value: Any, name: str) -> bool:
@@ -175,6 +190,7 @@ class BasicRNNCell(keras.layers.SimpleRNNCell):
         """TF1's `cell.zero_state(batch_size, dtype)`: a `(batch_size, units)` tensor of zeros."""
         return tf.zeros((batch_size, self.units), dtype=dtype or self.compute_dtype)
 
+    @not_converted
     def __call__(self, inputs: Any, states: Any = None, *args: Any, **kwargs: Any) -> Any:
         """TF1's dtype rule on a direct call: an unbuilt cell whose `dtype` was not given is built in its first
         input's float dtype; a cell narrower than its inputs (float32 for float64) raises a `TypeError`."""

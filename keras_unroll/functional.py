@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from keras_unroll import plan, raw
 from keras_unroll import step as step_lib
+from keras_unroll.cell import not_converted
 from keras_unroll.layers import _symbolic_rnn
 from keras_unroll.loops.checkpointed import check_recompute, check_swap_memory
 from keras_unroll.tf1_states import (
@@ -106,7 +107,7 @@ def _begin(
     return None, cell, from_tf1_state(cell, initial_state)
 
 
-@step_lib.not_converted
+@not_converted
 def static_rnn(
     cell: AnyCell,
     inputs: Union[Sequence[TensorLike], TensorLike],
@@ -178,7 +179,7 @@ def static_rnn(
     return (outputs if time_major else tf.transpose(outputs, [1, 0, 2])), state
 
 
-@step_lib.not_converted
+@not_converted
 def dynamic_rnn(
     cell: AnyCell,
     inputs: TensorLike,

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from keras_unroll import _private, plan
 from keras_unroll import step as step_lib
-from keras_unroll.cell import BasicRNNCell, check_units
+from keras_unroll.cell import BasicRNNCell, check_units, not_converted
 from keras_unroll.cell import check_bool as _check_bool
 from keras_unroll.loops import checkpointed as memory
 from keras_unroll.types import (
@@ -432,6 +432,7 @@ class _Unroll(keras.layers.Layer):
         return output_mask
 
     # --------------------------------------------------------------------------------------- call
+    @not_converted
     def __call__(self, sequences: Any = None, *args: Any, **kwargs: Any) -> Any:
         if sequences is None or isinstance(sequences, (numbers.Number, str, bytes, dict)):
             what = f"a dict with keys {sorted(sequences)}" if isinstance(sequences, dict) else repr(sequences)

@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from keras_unroll import step as step_lib
 from keras_unroll import tf1_states
+from keras_unroll.cell import not_converted
 from keras_unroll.types import Nested, RawLoopFn, State, TF1StyleCell
 
 TF1Call = Callable[[Nested, Nested], Tuple[Nested, Nested]]  # (inputs, state) -> (output, new state)
@@ -259,7 +260,7 @@ def tf1_static_loop(
 
 
 # ------------------------------------------------------------------------------------------ raw_rnn
-@step_lib.not_converted
+@not_converted
 def raw_rnn(
     cell: Union[keras.layers.Layer, TF1StyleCell],
     loop_fn: RawLoopFn,

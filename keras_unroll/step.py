@@ -25,7 +25,7 @@ import dataclasses
 import inspect
 import numbers
 import threading
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union, cast
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import keras
 import numpy as np
@@ -39,19 +39,6 @@ StepFn = Callable[[tf.Tensor, Optional[tf.Tensor], Nested, tf.Tensor], Tuple[tf.
 
 
 # --------------------------------------------------------------------------------------------- cells
-_Function = TypeVar("_Function", bound=Callable[..., Any])
-
-
-def not_converted(function: _Function) -> _Function:
-    """Marks a TF1 function (`dynamic_rnn`, `static_rnn`, `raw_rnn`, the bidirectional ones) as one that
-    AutoGraph does not convert when a `tf.function` calls it, as TensorFlow's own `tf.compat.v1.nn` functions are
-    not: the loops are built with `tf.while_loop` and Python `for`s already, and converting the package's code on
-    a first trace took 12-15 s for one `dynamic_rnn` and one `static_rnn` of a `BasicRNNCell`. What the function
-    calls (the cell, a `raw_rnn` `loop_fn`) runs unconverted, as under TF1's functions and inside Keras'
-    layers."""
-    return cast(_Function, tf.autograph.experimental.do_not_convert(function))
-
-
 def as_cell(cell: Any) -> Any:
     """Turns the `cell` argument (a cell, a list of cells, or an int) into one Keras RNN cell."""
     if isinstance(cell, bool):

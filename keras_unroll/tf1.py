@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from keras_unroll import step as step_lib
 from keras_unroll._private import DropoutRNNCell, lambda_code  # Keras' per-sequence mask hooks; a lambda's code
-from keras_unroll.cell import BasicRNNCell, check_bool, check_units
+from keras_unroll.cell import BasicRNNCell, check_bool, check_units, not_converted
 from keras_unroll.step import _is_lstm_state_tuple
 from keras_unroll.tf1_states import (  # TF1's state structures, shared with the functional API
     LSTMStateTuple,
@@ -466,6 +466,7 @@ class _TF1Cell(_KerasCell):
     def _note_dtype(self, kwargs: Dict[str, Any]) -> None:
         self.__dict__["_keras_unroll_dtype_given"] = kwargs.get("dtype") is not None
 
+    @not_converted
     def __call__(self, inputs: Any, states: Any = None, *args: Any, **kwargs: Any) -> Any:
         if "state" in kwargs:
             if states is not None:

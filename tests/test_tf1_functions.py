@@ -7,6 +7,8 @@ and saves its numbers and a checkpoint, which `load_tf1_weights` reads into the 
 
 from __future__ import annotations
 
+import inspect
+
 import keras
 import numpy as np
 import pytest
@@ -416,3 +418,44 @@ def test_a_tf_function_does_not_convert_the_tf1_functions_or_what_they_call(func
     }
     with pytest.raises(tf.errors.OperatorNotAllowedInGraphError):
         tf.function(runs[function])()
+
+
+def _stack_recording(base):
+    """A subclass of the cell class `base` that records, at each of its steps, the AutoGraph-generated functions on
+    the Python stack (in `cell.generated`)."""
+
+    class StackRecording(base):
+        def call(self, inputs, states, training=None):
+            frames = inspect.stack(context=0)
+            self.generated.append([frame.function for frame in frames if "__autograph_generated" in frame.filename])
+            return super().call(inputs, states, training=training)
+
+    return StackRecording
+
+
+@pytest.mark.parametrize(
+    "caller", ["DynamicUnroll", "StaticUnroll", "cell(x, state)", "cell(x, [h, c])", "BasicRNNCell(x, h)"]
+)
+def test_a_tf_function_does_not_convert_the_layers_or_cells_it_calls(caller):
+    # Keras' `Layer.__call__` is not converted by AutoGraph inside a `tf.function`; the `__call__` that the layers
+    # and the cells add before it is not either: only the user's own function runs converted.
+    x = tf.constant(X)
+    cell = _stack_recording(ku.BasicRNNCell if caller == "BasicRNNCell(x, h)" else ku.tf1.BasicLSTMCell)(3)
+    cell.generated = []
+    state = ku.tf1.LSTMStateTuple(tf.zeros((len(X), 3)), tf.zeros((len(X), 3)))
+    runs = {
+        "DynamicUnroll": lambda: ku.DynamicUnroll(cell, jit_compile=False)(x),
+        "StaticUnroll": lambda: ku.StaticUnroll(cell)(x),
+        "cell(x, state)": lambda: cell(x[:, 0], state),
+        "cell(x, [h, c])": lambda: cell(x[:, 0], list(state)),
+        "BasicRNNCell(x, h)": lambda: cell(x[:, 0], state.h),
+    }
+
+    def user_function():
+        return runs[caller]()
+
+    tf.function(user_function)()
+    # Converted functions run as `tf__<name>` (the user's function here): a converted `__call__` of a layer or a
+    # cell would show as `tf____call__`.
+    assert cell.generated and all("tf__user_function" in names for names in cell.generated), cell.generated
+    assert not any("tf____call__" in names for names in cell.generated), cell.generated
