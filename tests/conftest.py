@@ -79,6 +79,25 @@ def pytest_sessionfinish(session, exitstatus):
     gc.collect()
 
 
+#: The longest test files, longest first (summed `--durations=0` of a full `make test`, 2026-12-07). pytest-xdist's
+#: `--dist loadfile` hands files to its workers in collection order; run alphabetically, a long file handed out
+#: last kept one worker busy while the other had nothing left. Longest first, the short files even out the end.
+LONGEST_FILES = (
+    "test_real_models.py", "test_gated_kernels.py", "test_deploy.py", "test_fast_paths.py", "test_distribute.py",
+    "test_first_minute.py", "test_memory.py", "test_examples.py", "test_demo.py", "test_layers.py",
+    "test_cudnn_plan.py", "test_tf1_cells.py", "test_benchmarks.py", "test_timed_trial.py",
+)  # fmt: skip
+
+
+def pytest_collection_modifyitems(config, items):
+    """Runs the `LONGEST_FILES` first, in that order; every other file after them, in collection order."""
+    missing = [name for name in LONGEST_FILES if not (ROOT / "tests" / name).is_file()]
+    if missing:  # a renamed file would silently lose its place
+        raise pytest.UsageError(f"tests/conftest.py: LONGEST_FILES names files that do not exist: {missing}")
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FILES)))  # stable: a file's tests keep order
+
+
 @pytest.fixture(autouse=True)
 def _seeded():
     keras.utils.set_random_seed(1234)
