@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from fork_server import run_forked
 
 import keras_unroll as ku
 from benchmarks import deploy
@@ -80,7 +79,7 @@ def test_serving_graph_is_a_deployment_graph(exported, key):
 
 
 @pytest.mark.subprocess
-def test_export_serves_without_keras_unroll(exported, tmp_path, subprocess_env):
+def test_export_serves_without_keras_unroll(exported, tmp_path):
     """One fresh process, where importing keras_unroll fails, serves every export (two calls in a row for the
     stateful model: the SavedModel carries the state)."""
     jobs = []
@@ -103,13 +102,7 @@ def test_export_serves_without_keras_unroll(exported, tmp_path, subprocess_env):
         "    model = served.setdefault(job['dir'], tf.saved_model.load(job['dir']))\n"
         "    np.save(job['out'], model.serve(tf.constant(np.load(job['x']))).numpy())\n"
     )
-    child = subprocess.run(
-        [sys.executable, "-c", script, json.dumps(jobs)],
-        capture_output=True,
-        text=True,
-        env=subprocess_env,
-        timeout=300,
-    )
+    child = run_forked(["-c", script, json.dumps(jobs)], timeout=300)  # a fresh process, keras_unroll blocked
     assert child.returncode == 0, child.stderr[-3000:]
     for key, found in exported.items():
         for index, (_, expected) in enumerate(found["pairs"]):

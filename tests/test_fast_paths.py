@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import subprocess
-import sys
 import warnings
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from fork_server import run_forked
 from references import basic_rnn, lengths_to_valid
 
 import keras_unroll as ku
@@ -837,12 +836,10 @@ print("kernels", kernels, "same", same)
 """
 
 
-def test_generic_only_reaches_the_replica_threads_of_a_mirrored_strategy(subprocess_env):
+def test_generic_only_reaches_the_replica_threads_of_a_mirrored_strategy():
     """`MirroredStrategy.run` called eagerly runs each replica in a thread of its own, which does not inherit
     context variables: the caller's `generic_only()` block still plans its calls, and the numbers agree."""
-    done = subprocess.run(
-        [sys.executable, "-c", _MIRRORED_CHILD], env=subprocess_env, capture_output=True, text=True, timeout=600
-    )
+    done = run_forked(["-c", _MIRRORED_CHILD], timeout=600)  # a fresh process: its two logical CPUs
     assert done.returncode == 0, done.stderr[-4000:]
     line = [line for line in done.stdout.splitlines() if line.startswith("kernels")][-1]
     assert line == "kernels ['generic', 'generic', 'gated', 'gated'] same True"

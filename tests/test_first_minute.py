@@ -8,8 +8,6 @@ same child (one TensorFlow start-up) then runs the determinism fits, under op de
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -119,10 +117,9 @@ _ROWS_PER_CASE = {"default": 2 * 2 * 3, "timed_trial": 1 * 1 * 3}
 @pytest.fixture(scope="module")
 def child_results():
     """One child process for the shape edges (the timed trial off and on) and the determinism runs."""
-    from helpers import child_env
+    from fork_server import run_forked
 
-    env = child_env(KERAS_UNROLL_TIMED_TRIAL="0")
-    done = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, timeout=900)
+    done = run_forked(["-c", _CHILD], env={"KERAS_UNROLL_TIMED_TRIAL": "0"}, timeout=900)
     assert done.returncode == 0, f"the child process failed (rc {done.returncode}):\n{done.stderr[-4000:]}"
     line = [line for line in done.stdout.splitlines() if line.startswith("RESULT")][-1]
     return json.loads(line[len("RESULT") :])

@@ -4,14 +4,13 @@ masks, functional models and `Bidirectional`."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from fork_server import run_forked
 from helpers import layers
 from layer_contract import run_layer_test
 
@@ -124,7 +123,7 @@ _CHILD = textwrap.dedent(
 
 
 @pytest.mark.subprocess
-def test_export_serves_in_a_fresh_process_without_keras_unroll(rng, tmp_path, subprocess_env):
+def test_export_serves_in_a_fresh_process_without_keras_unroll(rng, tmp_path):
     cases = []
     for layer_cls, time_steps in [(ku.StaticUnroll, T), (ku.DynamicUnroll, None)]:
         name = layer_cls.__name__
@@ -140,13 +139,7 @@ def test_export_serves_in_a_fresh_process_without_keras_unroll(rng, tmp_path, su
                 arrays[f"y_b{batch}_t{steps}"] = np.asarray(model(x))
         np.savez(tmp_path / f"{name}.npz", **arrays)
         cases.append({"name": name, "path": str(path), "npz": str(tmp_path / f"{name}.npz")})
-    result = subprocess.run(
-        [sys.executable, "-c", _CHILD, json.dumps(cases)],
-        env=subprocess_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_forked(["-c", _CHILD, json.dumps(cases)], timeout=300)  # a fresh process without keras_unroll
     assert result.returncode == 0, result.stderr[-3000:]
     assert "CHILD OK" in result.stdout
     # 2 batch sizes for the static model, 2 x 2 (batch, length) pairs for the dynamic one.

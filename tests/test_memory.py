@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import ROOT, close, layers, make_cell, pairwise_cases
+from fork_server import run_forked
+from helpers import close, layers, make_cell, pairwise_cases
 
 import keras_unroll as ku
 from keras_unroll import testing
@@ -201,17 +200,14 @@ for case in ["DynamicUnroll(jit_compile=False)", "DynamicUnroll(recompute='sqrt'
 
 
 @pytest.mark.subprocess
-def test_recompute_shrinks_activation_memory(subprocess_env):
+def test_recompute_shrinks_activation_memory():
     """BFC allocator, one training step at T=400 (B=8, F=4, H=64), return_sequences=False. The plain graph
     loop keeps several (B, H) tensors per step; swap_memory one state per step (on the host: on a CPU-only
     machine that is the same allocator); recompute="sqrt" (k=20) 20 checkpoints plus one segment.
 
     The three cases run one after the other in one fresh process (`benchmarks.memory.measure`): each reads the
     allocator's peak during its own step, minus what was in use before it (an earlier case's weights included)."""
-    env = {**subprocess_env, "TF_CPU_ALLOCATOR_USE_BFC": "true"}
-    done = subprocess.run(
-        [sys.executable, "-c", _MEMORY_CHILD], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
-    )
+    done = run_forked(["-c", _MEMORY_CHILD], env={"TF_CPU_ALLOCATOR_USE_BFC": "true"}, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert len(results) == 3, done.stdout[-4000:]

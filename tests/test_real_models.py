@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pathlib
-import subprocess
-import sys
 import traceback
 import zlib
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -297,27 +294,14 @@ def runner(tmp_path_factory) -> Runner:
     return Runner(tmp_path_factory.mktemp("real_models"))
 
 
-def _child_env() -> Dict[str, str]:
-    env = dict(os.environ)
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    env.pop("TF_CONFIG", None)
-    return env
+def _run_worker(args: List[str]) -> None:
+    """`real_model_worker.py *args` in a fresh process (`fork_server`), which blocks `import keras_unroll`."""
+    from fork_server import run_forked
 
-
-def _run_worker(args: List[str], env: Dict[str, str]) -> None:
-    try:
-        proc = subprocess.run(
-            [sys.executable, str(WORKER), *args],
-            env=env,
-            cwd=str(WORKER.parent),  # not the repository root: its keras_unroll must not be on the path
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=TIMEOUT_S,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"{WORKER.name} {args[0]} did not finish within {TIMEOUT_S} s")
-    assert proc.returncode == 0, f"{WORKER.name} {args[0]} failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}"
+    # Not from the repository's root, whose keras_unroll the worker must not find.
+    proc = run_forked([str(WORKER), *args], cwd=WORKER.parent, unset=["PYTHONPATH"], timeout=TIMEOUT_S)
+    output = proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert proc.returncode == 0, f"{WORKER.name} {args[0]} failed (exit {proc.returncode}):\n{output}"
 
 
 @pytest.fixture(scope="module")
@@ -338,9 +322,7 @@ def served(runner: Runner, tmp_path_factory) -> Dict[str, np.ndarray]:
     np.savez(tmp / "inputs.npz", **inputs)
     manifest = tmp / "manifest.json"
     manifest.write_text(json.dumps({"inputs": str(tmp / "inputs.npz"), "models": models}))
-    env = _child_env()
-    env.pop("PYTHONPATH", None)  # the serving process gets TensorFlow only; keras_unroll is also blocked
-    _run_worker(["serve", "--manifest", str(manifest), "--out", str(tmp / "outputs.npz")], env)
+    _run_worker(["serve", "--manifest", str(manifest), "--out", str(tmp / "outputs.npz")])
     with np.load(tmp / "outputs.npz") as data:
         return {key: data[key] for key in data.files}
 

@@ -4,8 +4,6 @@ speed only. conftest.py turns the trial off for the rest of the suite (reproduci
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -126,11 +124,9 @@ print("RESULT" + json.dumps(seen))
 def switch_results():
     """`Tuning().timed_trial` and the default `tuning().timed_trial` for each value of the variable, in one child
     (the variable unset at its imports of keras_unroll; the plan module run again under "0", then "1")."""
-    from helpers import child_env
+    from fork_server import run_forked
 
-    env = child_env()
-    env.pop("KERAS_UNROLL_TIMED_TRIAL", None)
-    result = subprocess.run([sys.executable, "-c", _SWITCH_CHILD], env=env, capture_output=True, text=True, timeout=120)
+    result = run_forked(["-c", _SWITCH_CHILD], unset=["KERAS_UNROLL_TIMED_TRIAL"], timeout=120)
     assert result.returncode == 0, result.stderr
     line = [line for line in result.stdout.splitlines() if line.startswith("RESULT")][-1]
     return json.loads(line[len("RESULT") :])

@@ -13,25 +13,21 @@ test session (whichever test file asks first) and returns the loaded `Reference`
 
 It also holds the one way the tests start TensorFlow 1 as an oracle: `run_tf1(argv)` runs `python *argv` with
 TF1's cells, and `run_fn_in_tf1(child, out_dir, archive)` runs a function's source and reads its `.npz` back, each in a
-fresh process forked from a server (`python tests/tf1_reference.py --serve`, started on first use, one per
-pytest process) that has imported TensorFlow and tf-keras once. Each child still starts from a process that
+fresh process forked from a server (`fork_server.py`, flavor `"tf1"`, started on first use, one per pytest
+process) that has imported TensorFlow and tf-keras once. Each child still starts from a process that
 has run nothing (only the imports), so it is as isolated as a new Python; it just does not pay the ~6 s
 import again (the TF1 oracles of seven test files ran eight children).
 """
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import json
 import os
 import pathlib
-import select
-import signal
 import subprocess
 import sys
-import tempfile
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Sequence
 
 import numpy as np
 
@@ -146,139 +142,13 @@ def tf1_reference(tmp_path_factory: Any) -> Reference:
 
 
 # ------------------------------------------------------------------------ one TF1 process for the oracles
-def _run_job(job: Dict[str, Any], out_path: str, err_path: str) -> None:  # pragma: no cover - a forked child
-    """Runs `python *job["argv"]` (`-c SOURCE ...`, `-m MODULE ...` or `SCRIPT ...`) in this forked process,
-    with `job["env"]` added to the environment and its output in the two files; never returns."""
-    import runpy
-    import traceback
-
-    code = 1
-    try:
-        for fd, path in ((1, out_path), (2, err_path)):
-            file = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-            os.dup2(file, fd)
-            os.close(file)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)  # not the server's job channel
-        os.close(null)
-        os.environ.update(job["env"])
-        argv = job["argv"]
-        if argv[0] == "-c":
-            sys.argv, sys.path[0] = ["-c", *argv[2:]], ""
-            exec(compile(argv[1], "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
-        elif argv[0] == "-m":
-            sys.argv, sys.path[0] = list(argv[1:]), os.getcwd()
-            runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
-        else:
-            sys.argv, sys.path[0] = list(argv), os.path.dirname(os.path.abspath(argv[0]))
-            runpy.run_path(argv[0], run_name="__main__")
-        code = 0
-    except SystemExit as exit:
-        if exit.code is None or isinstance(exit.code, int):
-            code = exit.code or 0
-        else:
-            print(exit.code, file=sys.stderr)
-    except BaseException:  # reported as a failed child, as Python itself would
-        traceback.print_exc()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-
-
-def _serve() -> None:  # pragma: no cover - runs in the server process
-    """Imports TensorFlow with TF1's cells once, then runs each job (a JSON line on stdin) in a forked child and
-    answers `{"returncode", "stdout", "stderr"}` (a JSON line on stdout), until stdin closes."""
-    import tensorflow as tf
-
-    tf.compat.v1.nn.rnn_cell.BasicRNNCell  # noqa: B018 - loads tf-keras' TF1 cells (a lazy import) before forking
-    replies = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)  # a stray print cannot break the channel
-    for line in sys.stdin:
-        job = json.loads(line)
-        with tempfile.TemporaryDirectory(prefix="tf1_job_") as tmp:
-            out_path, err_path = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
-            sys.stdout.flush()
-            sys.stderr.flush()
-            pid = os.fork()
-            if pid == 0:
-                replies.close()
-                _run_job(job, out_path, err_path)
-            _, status = os.waitpid(pid, 0)
-            reply = {"returncode": os.waitstatus_to_exitcode(status)}
-            for name, path in (("stdout", out_path), ("stderr", err_path)):
-                with open(path, errors="replace") as file:
-                    reply[name] = file.read()
-        replies.write(json.dumps(reply) + "\n")
-        replies.flush()
-
-
-class _Server:
-    """The parent's end of the server process (see the module docstring)."""
-
-    def __init__(self) -> None:
-        from helpers import ROOT, child_env
-
-        self.log = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(
-            [sys.executable, str(pathlib.Path(__file__).resolve()), "--serve"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-            env=child_env(TF_USE_LEGACY_KERAS="1"),
-            cwd=ROOT,
-            start_new_session=True,  # its own process group: a timeout ends the server and its child together
-        )
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def run(self, argv: Sequence[str], timeout: float, env: Dict[str, str]) -> subprocess.CompletedProcess:
-        try:
-            self.process.stdin.write((json.dumps({"argv": list(argv), "env": env}) + "\n").encode())
-            self.process.stdin.flush()
-        except BrokenPipeError:
-            pass  # the server died: reported below
-        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
-        line = self.process.stdout.readline() if ready else b""
-        if not line:
-            what = f"timed out after {timeout} s" if not ready else "died"
-            self.close(kill=True)
-            self.log.seek(0)
-            raise RuntimeError(f"The TF1 server {what}:\n{self.log.read()[-4000:].decode(errors='replace')}")
-        reply = json.loads(line)
-        return subprocess.CompletedProcess(list(argv), reply["returncode"], reply["stdout"], reply["stderr"])
-
-    def close(self, kill: bool = False) -> None:
-        if self.alive() and not kill:
-            self.process.stdin.close()  # the server ends at the end of its input
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                kill = True
-        if kill and self.alive():
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-
-_SERVER: Dict[str, _Server] = {}
-
-
-def _close_server() -> None:
-    if "server" in _SERVER:
-        _SERVER.pop("server").close()
-
-
 def run_tf1(argv: Sequence[str], *, timeout: float = 600, **extra_env: str) -> subprocess.CompletedProcess:
-    """Runs `python *argv` in a child forked from this process's TF1 server: TF1's
+    """Runs `python *argv` in a child forked from this process's TF1 server (`fork_server`, flavor `"tf1"`): TF1's
     cells (tf-keras: `TF_USE_LEGACY_KERAS=1`), this repository importable, from the repository's root and with
     `extra_env`; a child that fails raises `RuntimeError` with the end of its output."""
-    server: Optional[_Server] = _SERVER.get("server")
-    if server is None or not server.alive():
-        if not _SERVER:
-            atexit.register(_close_server)
-        server = _SERVER["server"] = _Server()
-    done = server.run(argv, timeout, dict(extra_env))
+    from fork_server import run_forked
+
+    done = run_forked(argv, flavor="tf1", timeout=timeout, env=extra_env)
     if done.returncode != 0:
         raise RuntimeError(f"The TF1 child failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
     return done
@@ -301,7 +171,4 @@ def run_fn_in_tf1(child: Callable[[str], None], out_dir: Any, archive: str) -> D
 
 
 if __name__ == "__main__":  # pragma: no cover
-    if sys.argv[1] == "--serve":
-        _serve()
-    else:
-        main(sys.argv[1])
+    main(sys.argv[1])
