@@ -459,3 +459,33 @@ def test_a_tf_function_does_not_convert_the_layers_or_cells_it_calls(caller):
     # cell would show as `tf____call__`.
     assert cell.generated and all("tf__user_function" in names for names in cell.generated), cell.generated
     assert not any("tf____call__" in names for names in cell.generated), cell.generated
+
+
+@tf.function
+def _doubled_if_positive(x):
+    if tf.reduce_sum(x) > 0:  # a Python `if` on a tensor: this function needs AutoGraph
+        return 2.0 * x
+    return x
+
+
+class _CellCallingAConvertedFunction(keras.layers.Layer):
+    state_size = output_size = 3
+
+    def call(self, inputs, states, training=None):
+        h = _doubled_if_positive(inputs) + states[0]
+        return h, [h]
+
+
+@pytest.mark.parametrize("caller", ["DynamicUnroll", "StaticUnroll", "dynamic_rnn", "tf.function(DynamicUnroll)"])
+def test_a_tf_function_that_a_cell_calls_is_still_converted(caller):
+    # What is not converted is the package's own code: a `tf.function` the user's cell calls converts its own code,
+    # as inside `keras.layers.RNN`.
+    x = tf.constant(X)
+    runs = {
+        "DynamicUnroll": lambda: ku.DynamicUnroll(_CellCallingAConvertedFunction())(x),
+        "StaticUnroll": lambda: ku.StaticUnroll(_CellCallingAConvertedFunction())(x),
+        "dynamic_rnn": lambda: ku.dynamic_rnn(_CellCallingAConvertedFunction(), x, dtype=tf.float32)[1],
+        "tf.function(DynamicUnroll)": tf.function(lambda: ku.DynamicUnroll(_CellCallingAConvertedFunction())(x)),
+    }
+    expected = keras.layers.RNN(_CellCallingAConvertedFunction())(x)
+    np.testing.assert_allclose(runs[caller](), expected, rtol=1e-6)
