@@ -15,6 +15,8 @@ that a new unroll, cell or tolerance changes in one place:
 - TF1 itself as the oracle of the parity tests: `tf1_reference.run_tf1(argv)` and
   `tf1_reference.run_fn_in_tf1(child, out_dir, archive)` (a child process with TF1's cells; `load_npz` reads
   its archive back).
+- A fresh Python process for a test's child without another TensorFlow import: `fork_server.run_forked(argv)`
+  (forked from a server that imported TensorFlow and Keras once; the TF1 oracles use its `"tf1"` flavor).
 """
 
 from __future__ import annotations
