@@ -5,7 +5,8 @@ forked from a server process of that flavor (`python tests/fork_server.py --serv
 one per flavor and pytest process), which has imported TensorFlow once and run nothing:
 
 - `"tf1"`: TF1's cells (tf-keras, `TF_USE_LEGACY_KERAS=1`), for the TF1 oracles (`tf1_reference.run_tf1`);
-- `"keras"`: TensorFlow and Keras 3, not `keras_unroll` (a child imports it itself, or blocks it).
+- `"keras"`: TensorFlow and Keras 3, not `keras_unroll` (a child imports it itself, or blocks it). `import
+  tensorflow` imports Keras 3 anyway (TF 2.21): a serving child has what a deployment server's process has.
 
 A child starts from a process that has only done the imports: TensorFlow's runtime (devices, threads, allocator,
 XLA) is not initialised before the fork, so a child configures logical devices, the allocator

@@ -295,11 +295,12 @@ def runner(tmp_path_factory) -> Runner:
 
 
 def _run_worker(args: List[str]) -> None:
-    """`real_model_worker.py *args` in a fresh process (`fork_server`), which blocks `import keras_unroll`."""
+    """`real_model_worker.py *args` in a fresh process (`fork_server`). The repository is on that process's path
+    (the server's `PYTHONPATH`): the worker itself makes `import keras_unroll` fail before it loads a model, and
+    checks that it does."""
     from fork_server import run_forked
 
-    # Not from the repository's root, whose keras_unroll the worker must not find.
-    proc = run_forked([str(WORKER), *args], cwd=WORKER.parent, unset=["PYTHONPATH"], timeout=TIMEOUT_S)
+    proc = run_forked([str(WORKER), *args], timeout=TIMEOUT_S)
     output = proc.stdout[-4000:] + proc.stderr[-4000:]
     assert proc.returncode == 0, f"{WORKER.name} {args[0]} failed (exit {proc.returncode}):\n{output}"
 
