@@ -13,10 +13,7 @@ test session (whichever test file asks first) and returns the loaded `Reference`
 
 It also holds the one way the tests start TensorFlow 1 as an oracle: `run_tf1(argv)` runs `python *argv` with
 TF1's cells, and `run_fn_in_tf1(child, out_dir, archive)` runs a function's source and reads its `.npz` back, each in a
-fresh process forked from a server (`fork_server.py`, flavor `"tf1"`, started on first use, one per pytest
-process) that has imported TensorFlow and tf-keras once. Each child still starts from a process that
-has run nothing (only the imports), so it is as isolated as a new Python; it just does not pay the ~6 s
-import again (the TF1 oracles of seven test files ran eight children).
+fresh process from `fork_server.py`'s `"tf1"` flavor (tf-keras imported once; see there).
 """
 
 from __future__ import annotations
