@@ -59,6 +59,15 @@ with _native_stderr_dropped():
     import keras
     import tensorflow  # noqa: F401
 
+# A worker's heap holds millions of objects that live as long as it does (TensorFlow's and Keras' modules) and,
+# test after test, traced graphs. Python's cyclic garbage collector scanned all of them at every full collection:
+# 3632 collections in tests/test_gated_kernels.py + test_keras_dropin.py + test_tf1_cells.py. Frozen, the imports
+# are never scanned again, and fewer, larger young collections find the same cycles (941 collections, the same
+# peak RSS; 1.2 % and 3.5 % less CPU on two sets of three files, each run side by side with the defaults).
+gc.collect()
+gc.freeze()
+gc.set_threshold(20_000, 20, 50)
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 

@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import child_env
 
 from keras_unroll import demo
 
@@ -29,15 +28,13 @@ _WITHOUT_MATPLOTLIB = (
 )
 
 
-def _run_demo(argv, out, env, plots=True):
+def _run_demo(argv, out, plots=True):
+    """`python -m keras_unroll demo *argv` in a fresh process forked from the fork server (TensorFlow imported,
+    `keras_unroll` not), which starts the demo's own reload child as a user's Python does."""
+    from fork_server import run_forked
+
     prefix = ["-m", "keras_unroll"] if plots else ["-c", _WITHOUT_MATPLOTLIB]
-    child = subprocess.run(
-        [sys.executable, *prefix, "demo", *argv, "--out", str(out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
+    child = run_forked([*prefix, "demo", *argv, "--out", str(out)], timeout=600)
     assert child.returncode == 0, child.stderr[-3000:]
     return child.stdout, json.loads((out / "results.json").read_text())
 
@@ -65,12 +62,12 @@ def _comparison_op_columns(stdout):
 @pytest.fixture(scope="module")
 def quick_runs(tmp_path_factory):
     """`demo --quick` run twice in fresh processes, the second as on an install without matplotlib (no `plot`
-    extra): `[(stdout, results.json, out folder)]`. Each run costs seconds of fixed work (importing TensorFlow,
-    the export and its reload in another process), so the tests below share these two."""
+    extra): `[(stdout, results.json, out folder)]`. Each run costs seconds of fixed work (the traces, the export
+    and its reload in another process), so the tests below share these two."""
     runs = []
     for plots in (True, False):
         out = tmp_path_factory.mktemp("demo") / "demo out"
-        runs.append((*_run_demo(["--quick"], out, child_env(), plots=plots), out))
+        runs.append((*_run_demo(["--quick"], out, plots=plots), out))
     return runs
 
 
