@@ -10,6 +10,9 @@ import pathlib
 import sys
 import tempfile
 
+import numpy as np
+import pytest
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # The planner's timed trial (plan.Tuning.timed_trial) picks kernels by speed: off for reproducible tests;
 # tests/test_timed_trial.py turns it on where it is under test.
@@ -55,21 +58,32 @@ def _native_stderr_dropped():
             os.close(saved)
 
 
-with _native_stderr_dropped():
-    import keras
-    import tensorflow  # noqa: F401
+def _runs_tests(config: pytest.Config) -> bool:
+    """False in pytest-xdist's controller (`-n 2`): it hands the tests to its workers and runs none itself."""
+    return bool(os.environ.get("PYTEST_XDIST_WORKER")) or not config.getoption("numprocesses", default=None)
 
-# A worker's heap holds millions of objects that live as long as it does (TensorFlow's and Keras' modules) and,
-# test after test, traced graphs. Python's cyclic garbage collector scanned all of them at every full collection:
-# 3632 collections in tests/test_gated_kernels.py + test_keras_dropin.py + test_tf1_cells.py. Frozen, the imports
-# are never scanned again, and fewer, larger young collections find the same cycles (941 collections, the same
-# peak RSS; 1.2 % and 3.5 % less CPU on two sets of three files, each run side by side with the defaults).
-gc.collect()
-gc.freeze()
-gc.set_threshold(20_000, 20, 50)
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+def pytest_configure(config):
+    """Imports TensorFlow and Keras where tests run, before any test file does (quiet), and tunes the collector.
+
+    Not in pytest-xdist's controller: its import (~7 s of CPU) competed with the two workers' own at start-up.
+
+    A worker's heap holds millions of objects that live as long as it does (TensorFlow's and Keras' modules) and,
+    test after test, traced graphs. Python's cyclic garbage collector scanned all of them at every full
+    collection: 3632 collections in tests/test_gated_kernels.py + test_keras_dropin.py + test_tf1_cells.py.
+    Frozen, the imports are never scanned again, and fewer, larger young collections find the same cycles (941
+    collections, the same peak RSS; 1.2 % and 3.5 % less CPU on two sets of three files, each run side by side
+    with the defaults).
+    """
+    if not _runs_tests(config):
+        return
+    with _native_stderr_dropped():
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 50)
+
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -84,7 +98,8 @@ def pytest_sessionfinish(session, exitstatus):
     landed in a finalizer: a `PytestUnraisableExceptionWarning` holding a `KeyboardInterrupt` after a green
     summary. Here (before pytest-xdist's own hook reports the worker finished) the controller still waits.
     """
-    keras.backend.clear_session(free_memory=True)
+    if "keras" in sys.modules:  # not in pytest-xdist's controller
+        sys.modules["keras"].backend.clear_session(free_memory=True)
     gc.collect()
 
 
@@ -109,6 +124,8 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _seeded():
+    import keras
+
     keras.utils.set_random_seed(1234)
     keras.mixed_precision.set_dtype_policy("float32")
     yield
