@@ -294,8 +294,12 @@ def compare(run: Any, pairs: List[Tuple[Any, Any]], tolerance: float) -> Tuple[b
 
 
 def run_case(case: Case, targets: Sequence[str] = TARGETS, workdir: Optional[str] = None) -> Dict[str, Dict[str, Any]]:
-    """Builds, exports and deploys one case to `targets`. Returns `{target: {"ok", "error", "max_diff"}}`."""
-    workdir = workdir or tempfile.mkdtemp(prefix="deploy_")
+    """Builds, exports and deploys one case to `targets`. Returns `{target: {"ok", "error", "max_diff"}}`.
+
+    The SavedModel goes to `workdir`, else to a temporary folder removed before returning."""
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix="deploy_") as tmp:
+            return run_case(case, targets, tmp)
     results: Dict[str, Dict[str, Any]] = {}
     fused: List[str] = []
     try:
@@ -390,7 +394,9 @@ def speed_rows(
 
     import keras_unroll as ku
 
-    workdir = workdir or tempfile.mkdtemp(prefix="deploy_speed_")
+    if workdir is None:  # the SavedModels go to a temporary folder removed before returning
+        with tempfile.TemporaryDirectory(prefix="deploy_speed_") as tmp:
+            return speed_rows(steps, features, units, repeats, tmp)
     x = np.random.default_rng(0).normal(size=(1, steps, features)).astype("float32")
     rows = []
     for cell in SPEED_CELLS:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import tempfile
 
 import keras
 import numpy as np
@@ -177,12 +178,16 @@ def test_serving_graph_gives_the_numbers_and_gradients_of_the_other_plans():
         np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-def test_the_matrix_script_prints_its_table(capsys, tmp_path):
+def test_the_matrix_script_prints_its_table(capsys, tmp_path, monkeypatch):
     """`python -m benchmarks deploy` (here one case, in this process, one target) prints the Markdown rows
-    docs/deploy.md shows and writes its JSON."""
+    docs/deploy.md shows and writes its JSON, and leaves no SavedModel behind in the temporary folder."""
     out = tmp_path / "deploy.json"
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))  # the standard library's documented setting
     argv = ["--quick", "--cases", "DynamicUnroll/BasicRNNCell,recompute", "--targets", "savedmodel", "--in-process"]
     assert deploy.main(argv + ["--json", str(out)]) == 0
+    assert not list(temporary.rglob("saved_model.pb"))  # (AutoGraph's own generated sources may stay)
     printed = capsys.readouterr().out
     assert "| case | savedmodel |" in printed
     assert "| DynamicUnroll/BasicRNNCell,recompute=sqrt | ok (" in printed

@@ -312,11 +312,11 @@ def testWrapperCheckpointing(d):
             wrapper = wrapper_type(cell)
             wrapper(tf.ones([1, 1]), state=wrapper.zero_state(batch_size=1, dtype=tf.float32))
             checkpoint = tf.train.Checkpoint(wrapper=wrapper)
-            prefix = os.path.join(tempfile.mkdtemp(), "ckpt")
-            d.assign(d.bias(cell), [40.0])
-            save_path = checkpoint.save(prefix)
-            d.assign(d.bias(cell), [0.0])
-            checkpoint.restore(save_path).assert_consumed().run_restore_ops()
+            with tempfile.TemporaryDirectory() as folder:
+                d.assign(d.bias(cell), [40.0])
+                save_path = checkpoint.save(os.path.join(folder, "ckpt"))
+                d.assign(d.bias(cell), [0.0])
+                checkpoint.restore(save_path).assert_consumed().run_restore_ops()
             np.testing.assert_array_equal([40.0], d.evaluate(d.bias(cell)))
 
 
@@ -464,9 +464,9 @@ def testSavedModel(d):
 
     root.call = call
     expected = root.call(tf.zeros((3, 8)))
-    save_dir = os.path.join(tempfile.mkdtemp(), "saved_model")
-    tf.saved_model.save(root, save_dir)
-    loaded = tf.saved_model.load(save_dir)
+    with tempfile.TemporaryDirectory() as folder:
+        tf.saved_model.save(root, os.path.join(folder, "saved_model"))
+        loaded = tf.saved_model.load(os.path.join(folder, "saved_model"))
     _close(expected, loaded.call(tf.zeros((3, 8))))
 
 
