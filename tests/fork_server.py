@@ -19,8 +19,9 @@ repository's root unless `cwd` is given.
 `CompletedProcess`, `kill()` ends the child): the children of one server run at the same time (the
 multi-worker `tf.distribute` workers talk to each other), and `run_forked` is `start_forked(...).wait()`. Each
 child leads a process group of its own: a child past its `timeout` is killed with what it started, the server
-and the other children go on; when a child ends, what it left running in its group ends too. A server that dies
-is killed with all its children and the next call starts a new one.
+and the other children go on; when a child ends, what it left running in its group ends too. A server that dies,
+or does not answer a kill within 30 s, is killed with all its children and the next call starts a new one. The
+server reaps its children: their CPU counts in this process's children's once the server is waited for (at exit).
 """
 
 from __future__ import annotations
@@ -251,10 +252,11 @@ class _Server:
                 kill = True
         if kill:
             if self.process.poll() is None:
-                os.killpg(self.process.pid, signal.SIGKILL)
+                _kill_group(self.process.pid)
                 self.process.wait()
-            while not self.eof:  # the children it started that nobody heard end
-                self._read(time.monotonic() + 1)
+            deadline = time.monotonic() + 10
+            while not self.eof and time.monotonic() < deadline:  # the children it started that nobody heard end
+                self._read(deadline)
             for pid in self.pids.values():
                 _kill_group(pid)
             self.pids.clear()
