@@ -4,9 +4,10 @@ directory of its own, so that the examples' smoke test imports TensorFlow once i
     python tests/example_runner.py RESULTS.json WORKDIR examples/a.py examples/b.py ...
 
 Writes `{script name: {"error": traceback or "", "stdout": ..., "stderr": ...}}` (what the script printed
-through Python). Importing Keras does not initialise TensorFlow's devices, so the first script may still set
-them up (`configure_gpus`); a script whose device set-up would change the others' (logical CPUs) is run on its
-own by tests/test_examples.py instead.
+through Python). tests/test_examples.py runs it in a child of the keras fork server (`fork_server.run_forked`),
+which has imported TensorFlow and Keras once for the suite. Importing them does not initialise TensorFlow's
+devices, so the first script may still set them up (`configure_gpus`); a script whose device set-up would change
+the others' (logical CPUs) is run on its own by tests/test_examples.py instead.
 """
 
 from __future__ import annotations

@@ -13,7 +13,15 @@ XLA) is not initialised before the fork, so a child configures logical devices, 
 (`TF_CPU_ALLOCATOR_USE_BFC`), op determinism or a `keras_unroll` environment switch as a new Python would. It
 just does not pay the ~6 s of CPU of the import again. The environment is the server's (`helpers.child_env`,
 this repository first on `PYTHONPATH`), with `env` added and `unset` removed; the working directory is the
-repository's root unless `cwd` is given. Jobs run one at a time per server.
+repository's root unless `cwd` is given.
+
+`start_forked` takes the same arguments and returns at once with a `Forked` handle (`wait()` gives the
+`CompletedProcess`, `kill()` ends the child): the children of one server run at the same time (the
+multi-worker `tf.distribute` workers talk to each other), and `run_forked` is `start_forked(...).wait()`. Each
+child leads a process group of its own: a child past its `timeout` is killed with what it started, the server
+and the other children go on; when a child ends, what it left running in its group ends too. A server that dies,
+or does not answer a kill within 30 s, is killed with all its children and the next call starts a new one. The
+server reaps its children: their CPU counts in this process's children's once the server is waited for (at exit).
 """
 
 from __future__ import annotations
@@ -23,11 +31,13 @@ import json
 import os
 import pathlib
 import select
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-from typing import Any, Dict, Optional, Sequence
+import time
+from typing import Any, Dict, List, Optional, Sequence
 
 #: flavor -> (what the server adds to `helpers.child_env()`, what it imports before forking)
 FLAVORS = {
@@ -35,17 +45,24 @@ FLAVORS = {
     "tf1": ({"TF_USE_LEGACY_KERAS": "1"}, "import tensorflow as tf\ntf.compat.v1.nn.rnn_cell.BasicRNNCell"),
     "keras": ({}, "import tensorflow\nimport keras"),
 }
+#: How long a killed child (or a closing server) gets to be reaped before its whole server is killed.
+_GRACE_S = 30
 
 
-def _run_job(job: Dict[str, Any], out_path: str, err_path: str) -> None:  # pragma: no cover - a forked child
+def _run_job(job: Dict[str, Any], server_fds: List[int]) -> None:  # pragma: no cover - a forked child
     """Runs `python *job["argv"]` in this forked process, with `job["env"]` added to the environment, `job["unset"]`
-    removed, in `job["cwd"]`, and its output in the two files; never returns."""
+    removed, in `job["cwd"]`, and its output in the files `job["stdout"]`, `job["stderr"]`; never returns."""
     import runpy
     import traceback
 
     code = 1
     try:
-        for fd, path in ((1, out_path), (2, err_path)):
+        os.setpgid(0, 0)  # its own process group (the server sets it too): a kill reaches what it starts
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # its own `subprocess` children are its business
+        for fd in server_fds:
+            os.close(fd)
+        for fd, path in ((1, job["stdout"]), (2, job["stderr"])):
             file = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
             os.dup2(file, fd)
             os.close(file)
@@ -81,29 +98,75 @@ def _run_job(job: Dict[str, Any], out_path: str, err_path: str) -> None:  # prag
         os._exit(code)
 
 
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # already gone
+
+
 def _serve(flavor: str) -> None:  # pragma: no cover - runs in the server process
-    """Runs the flavor's imports once, then each job (a JSON line on stdin) in a forked child, and answers
-    `{"returncode", "stdout", "stderr"}` (a JSON line on stdout), until stdin closes."""
+    """Runs the flavor's imports once, then forks a child for each job (a JSON line on stdin) at once, without
+    waiting for the others. Answers (JSON lines on stdout) `{"id", "pid"}` when a child starts and
+    `{"id", "returncode"}` when it ends; `{"kill": id}` kills a child's group. At the end of its input it kills the
+    children still running (nobody waits for them any more) and exits once they are reaped."""
     exec(FLAVORS[flavor][1], {})
     replies = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # a stray print cannot break the channel
-    for line in sys.stdin:
-        job = json.loads(line)
-        with tempfile.TemporaryDirectory(prefix="forked_job_") as tmp:
-            out_path, err_path = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
+    wake_read, wake_write = os.pipe()  # SIGCHLD writes a byte here: a child ended
+    for fd in (wake_read, wake_write):
+        os.set_blocking(fd, False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake_write)
+    running: Dict[int, int] = {}  # job id -> pid
+    pending, reading = b"", True
+
+    def reply(message: Dict[str, Any]) -> None:
+        replies.write(json.dumps(message) + "\n")
+        replies.flush()
+
+    while reading or running:
+        ready, _, _ = select.select([0, wake_read] if reading else [wake_read], [], [])
+        if wake_read in ready:
+            while True:
+                try:
+                    if not os.read(wake_read, 512):
+                        break
+                except BlockingIOError:
+                    break
+        for job_id, pid in list(running.items()):  # reap every child that ended
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+                continue
+            _kill_group(pid)  # what it left running (its zombie keeps the group's id from being reused)
+            _, status = os.waitpid(pid, 0)
+            del running[job_id]
+            reply({"id": job_id, "returncode": os.waitstatus_to_exitcode(status)})
+        if 0 not in ready:
+            continue
+        data = os.read(0, 1 << 16)
+        if not data:
+            reading = False
+            for pid in running.values():
+                _kill_group(pid)
+            continue
+        *lines, pending = (pending + data).split(b"\n")
+        for line in lines:
+            message = json.loads(line)
+            if "kill" in message:
+                if message["kill"] in running:
+                    _kill_group(running[message["kill"]])
+                continue
             sys.stdout.flush()
             sys.stderr.flush()
             pid = os.fork()
             if pid == 0:
-                replies.close()
-                _run_job(job, out_path, err_path)
-            _, status = os.waitpid(pid, 0)
-            reply = {"returncode": os.waitstatus_to_exitcode(status)}
-            for name, path in (("stdout", out_path), ("stderr", err_path)):
-                with open(path, errors="replace") as file:
-                    reply[name] = file.read()
-        replies.write(json.dumps(reply) + "\n")
-        replies.flush()
+                _run_job(message, [replies.fileno(), wake_read, wake_write])
+            try:
+                os.setpgid(pid, pid)  # as the child does: whichever runs first, the group exists
+            except (PermissionError, ProcessLookupError):
+                pass  # the child already did (and may have exec'd or ended)
+            running[message["id"]] = pid
+            reply({"id": message["id"], "pid": pid})
 
 
 class _Server:
@@ -121,39 +184,136 @@ class _Server:
             stderr=self.log,
             env=child_env(**FLAVORS[flavor][0]),
             cwd=ROOT,
-            start_new_session=True,  # its own process group: a timeout ends the server and its child together
+            start_new_session=True,  # its own process group, as each of its children: a kill ends them all
         )
+        self.jobs = 0
+        self.pids: Dict[int, int] = {}  # job id -> pid, for the children still running
+        self.returncodes: Dict[int, int] = {}  # job id -> returncode, for the children that ended
+        self.pending = b""
+        self.eof = False
 
     def alive(self) -> bool:
-        return self.process.poll() is None
+        return not self.eof and self.process.poll() is None
 
-    def run(self, job: Dict[str, Any], timeout: float) -> subprocess.CompletedProcess:
+    def _send(self, message: Dict[str, Any]) -> None:
         try:
-            self.process.stdin.write((json.dumps(job) + "\n").encode())
+            self.process.stdin.write((json.dumps(message) + "\n").encode())
             self.process.stdin.flush()
-        except BrokenPipeError:
-            pass  # the server died: reported below
-        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
-        line = self.process.stdout.readline() if ready else b""
-        if not line:
-            what = f"timed out after {timeout} s" if not ready else "died"
-            self.close(kill=True)
-            self.log.seek(0)
-            log = self.log.read()[-4000:].decode(errors="replace")
-            raise RuntimeError(f"The {self.flavor!r} fork server {what} running {job['argv'][:2]}:\n{log}")
-        reply = json.loads(line)
-        return subprocess.CompletedProcess(job["argv"], reply["returncode"], reply["stdout"], reply["stderr"])
+        except (BrokenPipeError, ValueError):
+            pass  # the server died: the next read reports it
+
+    def _read(self, deadline: float) -> None:
+        """Reads what the server said until `deadline` or until it said something."""
+        ready, _, _ = select.select([self.process.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            return
+        data = os.read(self.process.stdout.fileno(), 1 << 16)
+        if not data:
+            self.eof = True
+            return
+        *lines, self.pending = (self.pending + data).split(b"\n")
+        for line in lines:
+            message = json.loads(line)
+            if "returncode" in message:
+                self.pids.pop(message["id"], None)
+                self.returncodes[message["id"]] = message["returncode"]
+            else:
+                self.pids[message["id"]] = message["pid"]
+
+    def start(self, job: Dict[str, Any]) -> int:
+        self.jobs += 1
+        self._send({"id": self.jobs, **job})
+        return self.jobs
+
+    def kill(self, job_id: int) -> None:
+        self._send({"kill": job_id})
+
+    def wait(self, job_id: int, deadline: float) -> Optional[int]:
+        """The child's returncode, or None at `deadline`; a dead server raises `RuntimeError`."""
+        while job_id not in self.returncodes:
+            if not self.alive():
+                self.close(kill=True)
+                raise RuntimeError(f"The {self.flavor!r} fork server died:\n{self.log_tail()}")
+            if time.monotonic() >= deadline:
+                return None
+            self._read(deadline)
+        return self.returncodes.pop(job_id)
+
+    def log_tail(self) -> str:
+        self.log.seek(0)
+        return self.log.read()[-4000:].decode(errors="replace")
 
     def close(self, kill: bool = False) -> None:
-        if self.alive() and not kill:
-            self.process.stdin.close()  # the server ends at the end of its input
+        if self.process.poll() is None and not kill:
+            self.process.stdin.close()  # the server kills the children left and ends at the end of its input
             try:
-                self.process.wait(timeout=10)
+                self.process.wait(timeout=_GRACE_S)
             except subprocess.TimeoutExpired:
                 kill = True
-        if kill and self.alive():
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        if kill:
+            if self.process.poll() is None:
+                _kill_group(self.process.pid)
+                self.process.wait()
+            deadline = time.monotonic() + 10
+            while not self.eof and time.monotonic() < deadline:  # the children it started that nobody heard end
+                self._read(deadline)
+            for pid in self.pids.values():
+                _kill_group(pid)
+            self.pids.clear()
+            self.eof = True
+
+
+class Forked:
+    """A child started by `start_forked`: `wait()` returns its `CompletedProcess`, `kill()` ends it."""
+
+    def __init__(self, server: _Server, argv: Sequence[str], timeout: float, **job: Any) -> None:
+        self.argv, self.timeout = list(argv), timeout
+        self._server = server
+        self._folder = tempfile.mkdtemp(prefix="forked_job_")
+        self._paths = {name: os.path.join(self._folder, name) for name in ("stdout", "stderr")}
+        self._id = server.start({"argv": self.argv, **job, **self._paths})
+        self._deadline = time.monotonic() + timeout
+        self._done: Optional[subprocess.CompletedProcess] = None
+
+    def kill(self) -> None:
+        """Kills the child (and what it started); `wait()` then returns its returncode `-9`."""
+        if self._done is None and self._server.alive():
+            self._server.kill(self._id)
+
+    def _output(self, returncode: int) -> subprocess.CompletedProcess:
+        outputs = []
+        for name in ("stdout", "stderr"):
+            try:
+                with open(self._paths[name], errors="replace") as file:
+                    outputs.append(file.read())
+            except FileNotFoundError:  # the child died before opening it
+                outputs.append("")
+        shutil.rmtree(self._folder, ignore_errors=True)
+        self._done = subprocess.CompletedProcess(self.argv, returncode, *outputs)
+        return self._done
+
+    def wait(self) -> subprocess.CompletedProcess:
+        """Waits for the child and returns its `CompletedProcess` (`returncode`, `stdout`, `stderr` as text);
+        a child past its `timeout` is killed and raises `RuntimeError`, as does a server that dies."""
+        if self._done is not None:
+            return self._done
+        server = self._server
+        try:
+            returncode = server.wait(self._id, self._deadline)
+            if returncode is not None:
+                return self._output(returncode)
+            self.kill()
+            returncode = server.wait(self._id, time.monotonic() + _GRACE_S)
+        except RuntimeError as error:
+            self._output(-signal.SIGKILL)
+            raise RuntimeError(f"{error}\nwhile running {self.argv[:2]}") from None
+        if returncode is None:  # the server does not answer: it ends with all its children
+            server.close(kill=True)
+        done = self._output(-signal.SIGKILL if returncode is None else returncode)
+        raise RuntimeError(
+            f"A child of the {server.flavor!r} fork server timed out after {self.timeout} s and was killed, running "
+            f"{self.argv[:2]}:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+        )
 
 
 _SERVERS: Dict[str, _Server] = {}
@@ -162,6 +322,27 @@ _SERVERS: Dict[str, _Server] = {}
 def _close_servers() -> None:
     while _SERVERS:
         _SERVERS.popitem()[1].close()
+
+
+def start_forked(
+    argv: Sequence[str],
+    *,
+    flavor: str = "keras",
+    timeout: float = 600,
+    env: Optional[Dict[str, str]] = None,
+    unset: Sequence[str] = (),
+    cwd: Any = None,
+) -> Forked:
+    """Starts `python *argv` in a child forked from this process's `flavor` server and returns at once; the
+    child's `timeout` counts from now. Children of one server run at the same time."""
+    if flavor not in FLAVORS:
+        raise ValueError(f"`flavor` must be one of {sorted(FLAVORS)}. Received: flavor={flavor!r}")
+    server = _SERVERS.get(flavor)
+    if server is None or not server.alive():
+        if not _SERVERS:
+            atexit.register(_close_servers)
+        server = _SERVERS[flavor] = _Server(flavor)
+    return Forked(server, argv, timeout, env=dict(env or {}), unset=list(unset), cwd=str(cwd) if cwd else "")
 
 
 def run_forked(
@@ -176,15 +357,7 @@ def run_forked(
     """Runs `python *argv` in a child forked from this process's `flavor` server and returns its
     `CompletedProcess` (`returncode`, `stdout`, `stderr` as text), as `subprocess.run(..., capture_output=True,
     text=True)` would; a server that dies or a child that exceeds `timeout` raises `RuntimeError`."""
-    if flavor not in FLAVORS:
-        raise ValueError(f"`flavor` must be one of {sorted(FLAVORS)}. Received: flavor={flavor!r}")
-    server = _SERVERS.get(flavor)
-    if server is None or not server.alive():
-        if not _SERVERS:
-            atexit.register(_close_servers)
-        server = _SERVERS[flavor] = _Server(flavor)
-    job = {"argv": list(argv), "env": dict(env or {}), "unset": list(unset), "cwd": str(cwd) if cwd else ""}
-    return server.run(job, timeout)
+    return start_forked(argv, flavor=flavor, timeout=timeout, env=env, unset=unset, cwd=cwd).wait()
 
 
 if __name__ == "__main__":  # pragma: no cover

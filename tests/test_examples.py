@@ -1,19 +1,18 @@
 """Every script in examples/ runs to the end in its quick mode (CI's smoke test, so the examples never rot).
 
 The scripts run one after the other in one child Python (`example_runner.py`: each as `__main__`, in a folder of
-its own), which imports TensorFlow once for all of them. A script that sets devices up before TensorFlow
-initialises them runs first there (`seed_notebook.py`'s `configure_gpus`: nothing has touched a device yet,
-as in a fresh Python); `distributed.py` (logical CPUs for the whole process, and worker processes of its own)
-runs in a fresh Python of its own.
+its own), forked from the keras fork server (`fork_server.run_forked`: TensorFlow and Keras imported, not
+`keras_unroll`, no device initialised). A script that sets devices up before TensorFlow initialises them runs
+first there (`seed_notebook.py`'s `configure_gpus`: nothing has touched a device yet, as in a fresh Python);
+`distributed.py` (logical CPUs for the whole process, and worker processes of its own) runs in a forked child of
+its own. Both run at the package's own compile tier, as a user runs them (`_USERS_UNSET`).
 """
 
 import json
 import pathlib
-import subprocess
-import sys
 
 import pytest
-from helpers import child_env
+from fork_server import run_forked
 
 TESTS = pathlib.Path(__file__).resolve().parent
 EXAMPLES = sorted((TESTS.parent / "examples").glob("*.py"))
@@ -24,13 +23,10 @@ OWN_PROCESS = {"distributed.py"}
 RUNS_FIRST = "seed_notebook.py"
 
 
-def _env_as_users_run():
-    """The examples run as a user runs them: at the package's own compile tier. The suite's conftest compiles
-    every `DynamicUnroll` from its first call (`KERAS_UNROLL_COMPILE_MIN_STEPS=0`) so that its tiny shapes
-    cover the compiled kernels; the examples' short sequences stay uncompiled by default, as for a user."""
-    env = child_env()
-    env.pop("KERAS_UNROLL_COMPILE_MIN_STEPS", None)
-    return env
+#: The examples run as a user runs them: at the package's own compile tier. The suite's conftest compiles every
+#: `DynamicUnroll` from its first call (`KERAS_UNROLL_COMPILE_MIN_STEPS=0`) so that its tiny shapes cover the
+#: compiled kernels; the examples' short sequences stay uncompiled by default, as for a user.
+_USERS_UNSET = ["KERAS_UNROLL_COMPILE_MIN_STEPS"]
 
 
 def test_examples_are_found():
@@ -48,14 +44,8 @@ def shared_run(tmp_path_factory):
     shared = [path for path in EXAMPLES if path.name not in OWN_PROCESS]
     scripts = [str(path) for path in sorted(shared, key=lambda path: path.name != RUNS_FIRST)]
     tmp = tmp_path_factory.mktemp("examples")
-    child = subprocess.run(
-        [sys.executable, str(TESTS / "example_runner.py"), str(tmp / "results.json"), str(tmp), *scripts],
-        capture_output=True,
-        text=True,
-        env=_env_as_users_run(),
-        cwd=tmp,
-        timeout=1200,
-    )
+    argv = [str(TESTS / "example_runner.py"), str(tmp / "results.json"), str(tmp), *scripts]
+    child = run_forked(argv, unset=_USERS_UNSET, cwd=tmp, timeout=1200)
     assert child.returncode == 0, f"example_runner.py failed:\n{child.stdout[-2000:]}\n{child.stderr[-3000:]}"
     return json.loads((tmp / "results.json").read_text())
 
@@ -69,13 +59,7 @@ def test_example_runs_in_quick_mode(script, request, tmp_path):
         assert not result["error"], f"{script.name} failed:\n{result['stdout'][-2000:]}\n{result['error'][-3000:]}"
         assert "Traceback" not in result["stderr"], result["stderr"][-3000:]
         return
-    child = subprocess.run(
-        [sys.executable, str(script), "--quick"],
-        capture_output=True,
-        text=True,
-        env=_env_as_users_run(),
-        cwd=tmp_path,  # anything an example writes lands in a temporary folder
-        timeout=600,
-    )
+    # Anything an example writes lands in a temporary folder.
+    child = run_forked([str(script), "--quick"], unset=_USERS_UNSET, cwd=tmp_path, timeout=600)
     assert child.returncode == 0, f"{script.name} failed:\n{child.stdout[-2000:]}\n{child.stderr[-3000:]}"
     assert "Traceback" not in child.stderr

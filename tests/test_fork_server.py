@@ -1,10 +1,13 @@
-"""`fork_server.run_forked`: what the tests' children get is a fresh process, as `subprocess.run` gives."""
+"""`fork_server`: what the tests' children get is a fresh process, as `subprocess.run` gives, and the children of
+one server run at the same time (`start_forked`)."""
 
 import json
 import os
+import pathlib
+import time
 
 import pytest
-from fork_server import run_forked
+from fork_server import run_forked, start_forked
 from helpers import ROOT
 
 _PROBE = """
@@ -19,6 +22,35 @@ print(json.dumps({
     "keras_unroll": any(name.startswith("keras_unroll") for name in sys.modules),
 }))
 """
+#: Writes "its server's pid, its own pid" to the file `argv[1]`, then waits for the file `argv[2]` and prints it.
+_WAIT_FOR = """
+import os, pathlib, sys, time
+mine, theirs = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+mine.write_text(f"{os.getppid()} {os.getpid()}")
+while not theirs.exists() or not theirs.read_text():
+    time.sleep(0.01)
+print(theirs.read_text())
+"""
+#: Starts a grandchild, writes "its pid, the grandchild's pid" to the file `pids`, then sleeps past any timeout.
+_SLEEPER = """
+import os, pathlib, subprocess, sys, time
+grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+pathlib.Path("pids").write_text(f"{os.getpid()} {grandchild.pid}")
+time.sleep(120)
+"""
+
+
+def _ends(pid: int) -> bool:
+    """Whether process `pid` ends (is gone or a zombie) within 10 s."""
+    for _ in range(1000):
+        try:
+            stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            return True
+        if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+            return True
+        time.sleep(0.01)
+    return False
 
 
 def test_a_child_gets_its_arguments_environment_folder_and_a_runtime_of_its_own(tmp_path):
@@ -44,12 +76,52 @@ def test_a_failing_child_returns_its_exit_code_and_output():
     assert done.returncode == 1 and "ValueError: boom" in done.stderr
 
 
-def test_a_child_past_its_timeout_raises_and_the_next_call_starts_a_new_server():
-    with pytest.raises(RuntimeError, match="timed out after 1 s"):
-        run_forked(["-c", "import time; time.sleep(60)"], timeout=1)
-    assert run_forked(["-c", "print('again')"]).stdout == "again\n"
+def test_children_of_one_server_run_at_the_same_time(tmp_path):
+    # Each waits for the file the other writes: one at a time, the first would wait until its timeout.
+    children = [start_forked(["-c", _WAIT_FOR, a, b], cwd=tmp_path, timeout=120) for a, b in (("a", "b"), ("b", "a"))]
+    done = [child.wait() for child in children]
+    assert [run.returncode for run in done] == [0, 0], [run.stderr[-2000:] for run in done]
+    (server_a, pid_a), (server_b, pid_b) = ((tmp_path / name).read_text().split() for name in ("a", "b"))
+    assert [run.stdout for run in done] == [f"{server_b} {pid_b}\n", f"{server_a} {pid_a}\n"]
+    assert server_a == server_b and pid_a != pid_b  # two children of one server
+    assert children[0].wait() is done[0]  # waiting again returns the same result
+
+
+def test_a_child_past_its_timeout_is_killed_with_what_it_started_and_the_others_go_on(tmp_path):
+    waiting = start_forked(["-c", _WAIT_FOR, "b", "a"], cwd=tmp_path)
+    sleeper = start_forked(["-c", _SLEEPER], cwd=tmp_path, timeout=5)
+    with pytest.raises(RuntimeError, match="timed out after 5 s and was killed"):
+        sleeper.wait()
+    child, grandchild = (int(pid) for pid in (tmp_path / "pids").read_text().split())
+    assert _ends(child) and _ends(grandchild)  # no orphan left running
+    (tmp_path / "a").write_text("go")  # the other child, started before the timeout, still runs and ends
+    assert waiting.wait().stdout == "go\n"
+    server = (tmp_path / "b").read_text().split()[0]
+    assert run_forked(["-c", "import os; print(os.getppid())"]).stdout == f"{server}\n"  # the same server
+
+
+def test_a_killed_child_returns_minus_nine_and_its_siblings_go_on(tmp_path):
+    first, second = (start_forked(["-c", _WAIT_FOR, name, "never"], cwd=tmp_path) for name in ("a", "b"))
+    first.kill()
+    assert first.wait().returncode == -9
+    (tmp_path / "never").write_text("done")
+    assert second.wait().stdout == "done\n"
+
+
+def test_a_server_that_dies_ends_its_children_and_the_next_call_starts_a_new_one(tmp_path):
+    waiting = start_forked(["-c", _WAIT_FOR, "a", "never"], cwd=tmp_path)
+    killer = start_forked(["-c", _WAIT_FOR + "os.kill(os.getppid(), 9)\ntime.sleep(120)", "b", "a"], cwd=tmp_path)
+    for child in (killer, waiting):
+        with pytest.raises(RuntimeError, match="'keras' fork server died"):
+            child.wait()
+    server, child = (tmp_path / "a").read_text().split()
+    assert _ends(int(child)) and _ends(int((tmp_path / "b").read_text().split()[1]))
+    new_server = run_forked(["-c", "import os; print(os.getppid())"]).stdout.strip()
+    assert new_server != server
 
 
 def test_an_unknown_flavor_is_refused_by_name():
     with pytest.raises(ValueError, match=r"`flavor` must be one of \['keras', 'tf1'\]. Received: flavor='tf2'"):
         run_forked(["-c", "pass"], flavor="tf2")
+    with pytest.raises(ValueError, match=r"`flavor` must be one of \['keras', 'tf1'\]. Received: flavor='tf2'"):
+        start_forked(["-c", "pass"], flavor="tf2")
