@@ -2,9 +2,9 @@
 
 Two layers:
 
-- Real TensorFlow on this CPU-only machine, in fresh subprocesses where process state matters
-  (device initialization cannot be undone): the no-GPU path, the after-initialization error with
-  the caller's location, the identical re-call, `from_config_proto`, and the CLI.
+- Real TensorFlow on this CPU-only machine, in fresh processes (forked before TensorFlow initialises:
+  `fork_server`) where process state matters (device initialization cannot be undone): the no-GPU path, the
+  after-initialization error with the caller's location, the identical re-call, `from_config_proto`, and the CLI.
 - The planner on lists of fake devices, through the public dry run `configure_gpus.plan(...,
   devices=...)` and the `DeviceProvider` seam: fraction to MiB, equal memory growth, index mapping under
   `CUDA_VISIBLE_DEVICES`, errors; the driver query through `SystemDevices` and a fake `nvidia-smi`.
@@ -21,7 +21,6 @@ import os
 import pathlib
 import stat
 import subprocess
-import sys
 import textwrap
 from typing import List, Optional, Sequence
 
@@ -32,35 +31,16 @@ import keras_unroll as ku
 from keras_unroll import gpu
 from keras_unroll.gpu import DriverGpu, DriverQueryError, GpuReport, GpuSetting, PhysicalGpu, SystemDevices
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
 # --------------------------------------------------------------------------------------------------
 # Helpers.
 
 
-def _start_python(code: str) -> subprocess.Popen:
-    """Starts `code` in a fresh interpreter (fresh TensorFlow state) from the repository root."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    for name in ("CUDA_VISIBLE_DEVICES", "TF_FORCE_GPU_ALLOW_GROWTH"):
-        env.pop(name, None)
-    return subprocess.Popen(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def _start_python(code: str):
+    """Starts `code` in a fresh process forked from the fork server (TensorFlow imported, not initialised: the
+    state a new interpreter has after `import tensorflow`), from the repository root."""
+    from fork_server import start_forked
 
-
-def _finish(process: subprocess.Popen, timeout: float = 180) -> subprocess.CompletedProcess:
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        raise
-    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    return start_forked(["-c", code], timeout=180, unset=("CUDA_VISIBLE_DEVICES", "TF_FORCE_GPU_ALLOW_GROWTH"))
 
 
 def _result(process: subprocess.CompletedProcess) -> dict:
@@ -198,12 +178,12 @@ AFTER_INIT_CODE = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def subprocess_runs():
-    """Both scripts, started at once (each spends ~3 s importing TensorFlow)."""
+    """Both scripts, started at once."""
     started = {
         "before_init": _start_python(BEFORE_INIT_CODE),
         "after_init": _start_python(AFTER_INIT_CODE),
     }
-    return {name: _finish(process) for name, process in started.items()}
+    return {name: process.wait() for name, process in started.items()}
 
 
 @pytest.fixture(scope="module")

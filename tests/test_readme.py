@@ -13,8 +13,6 @@ import importlib
 import pathlib
 import pkgutil
 import re
-import subprocess
-import sys
 
 import pytest
 
@@ -40,25 +38,20 @@ def test_the_readme_has_python_blocks_and_stays_short():
 
 @pytest.fixture(scope="module")
 def readme_runs(tmp_path_factory):
-    """Starts every README block at once, each in its own process and folder; returns their results."""
-    import os
+    """Starts every README block at once, each in its own process (forked from the fork server: TensorFlow
+    imported, `keras_unroll` not) and folder; returns their results."""
+    from fork_server import start_forked
 
-    env = dict(
-        os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
-    )
-    # As a user runs them: the package's own compile tier, not the suite's compile-from-the-first-call (conftest).
-    env.pop("KERAS_UNROLL_COMPILE_MIN_STEPS", None)
     started = []
     for index, code in enumerate(python_blocks(README)):
         folder = tmp_path_factory.mktemp(f"readme_block_{index}")
-        process = subprocess.Popen(
-            [sys.executable, "-c", code], cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        started.append((code, process))
+        # As a user runs them: the package's own compile tier, not the suite's compile-from-the-first-call.
+        child = start_forked(["-c", code], cwd=folder, unset=("KERAS_UNROLL_COMPILE_MIN_STEPS",), timeout=600)
+        started.append((code, child))
     results = []
-    for code, process in started:
-        stdout, stderr = process.communicate(timeout=600)
-        results.append((code, process.returncode, stdout, stderr))
+    for code, child in started:
+        done = child.wait()
+        results.append((code, done.returncode, done.stdout, done.stderr))
     return results
 
 
