@@ -16,7 +16,8 @@ that a new unroll, cell or tolerance changes in one place:
   `tf1_reference.run_fn_in_tf1(child, out_dir, archive)` (a child process with TF1's cells; `load_npz` reads
   its archive back).
 - A fresh Python process for a test's child without another TensorFlow import: `fork_server.run_forked(argv)`
-  (forked from a server that imported TensorFlow and Keras once; the TF1 oracles use its `"tf1"` flavor).
+  (forked from a server that imported TensorFlow and Keras once; the TF1 oracles use its `"tf1"` flavor);
+  `fork_server.start_forked(argv)` starts one without waiting (children of one server run at the same time).
 """
 
 from __future__ import annotations
