@@ -4,6 +4,11 @@ own layers and NumPy.
 Every comparison runs the same weights twice: once as users get it (fast path, with or without XLA) and
 once with `keras_unroll.testing.generic_only()` (the one step function, `make_step`), and checks outputs, final
 states and the gradients of the loss with respect to every weight, the inputs and the initial state.
+
+The references of the fused-SimpleRNN cases (`CASES`, dropout, the last output only, recurrent dropout, the
+jacobian) run the generic step in `StaticUnroll`'s Python loop, eagerly (`_generic`: the same step and
+bookkeeping as the while loop, no graph to trace, several times cheaper), for both layers; `DynamicUnroll`'s
+generic while loop is the reference of the tape, chunk, changing-length and `dynamic_rnn` tests.
 """
 
 from __future__ import annotations
@@ -77,6 +82,11 @@ def _compare(fast_result, generic_result):
         _close(a, b, f"gradient {i}")
 
 
+def _generic(**layer_kwargs):
+    """A reference layer for `generic_only()`: `StaticUnroll`, uncompiled; eager, it traces no graph."""
+    return StaticUnroll(jit_compile=False, **layer_kwargs)
+
+
 def _fast_and_generic(make_layer, x, weights, **call_kwargs):
     fast_result = _run(make_layer(), x, weights, **dict(call_kwargs))
     with testing.generic_only():
@@ -122,11 +132,11 @@ XLA_CASES = ("mask+go_backwards+initial_state", "sequence_length+initial_state")
 
 @pytest.fixture(scope="module")
 def simple_rnn_cases():
-    """`get(layer_cls, case)`: the data of `test_fused_simple_rnn_matches_generic_path` (the `rng` fixture's
-    draws) and the generic path's results, computed once for the graph and the XLA kernels."""
+    """`get(case)`: the data of `test_fused_simple_rnn_matches_generic_path` (the `rng` fixture's draws) and the
+    generic path's results, computed once for both layers, the graph and the XLA kernels."""
 
     @functools.cache
-    def get(layer_cls, case):
+    def get(case):
         layer_kwargs, cell_kwargs, call_builder = CASES[case]
         rng = np.random.default_rng(0)
         call_kwargs = call_builder(rng)
@@ -135,8 +145,7 @@ def simple_rnn_cases():
             weights = weights[:2]
         x = rng.standard_normal((T, B, F) if layer_kwargs.get("time_major") else (B, T, F)).astype("float32")
         with testing.generic_only():
-            layer = layer_cls(ku.BasicRNNCell(H, **cell_kwargs), jit_compile=False, **layer_kwargs)
-            generic = _run(layer, x, weights, **dict(call_kwargs))
+            generic = _run(_generic(cell=ku.BasicRNNCell(H, **cell_kwargs), **layer_kwargs), x, weights, **call_kwargs)
         return x, weights, call_kwargs, generic
 
     return get
@@ -150,7 +159,7 @@ def simple_rnn_cases():
 @pytest.mark.parametrize("layer_cls", LAYERS)
 def test_fused_simple_rnn_matches_generic_path(layer_cls, case, jit, simple_rnn_cases):
     layer_kwargs, cell_kwargs, _ = CASES[case]
-    x, weights, call_kwargs, generic = simple_rnn_cases(layer_cls, case)
+    x, weights, call_kwargs, generic = simple_rnn_cases(case)
     fast = _run(
         layer_cls(ku.BasicRNNCell(H, **cell_kwargs), jit_compile=jit, **layer_kwargs), x, weights, **dict(call_kwargs)
     )
@@ -160,6 +169,11 @@ def test_fused_simple_rnn_matches_generic_path(layer_cls, case, jit, simple_rnn_
 def _dropout_layer(layer_cls, jit):
     cell = ku.BasicRNNCell(H, dropout=0.3, recurrent_dropout=0.4, seed=7)
     return layer_cls(cell, return_sequences=True, return_state=True, jit_compile=jit)
+
+
+def _dropout_reference():
+    cell = ku.BasicRNNCell(H, dropout=0.3, recurrent_dropout=0.4, seed=7)  # the same seed: the same masks
+    return _generic(cell=cell, return_sequences=True, return_state=True)
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +188,7 @@ def dropout_references():
         x = rng.standard_normal((B, T, F)).astype("float32")
         mask = np.array([[1] * 6, [1, 1, 1, 1, 0, 0], [1] * 6, [0, 1, 1, 1, 1, 1]], bool)
         with testing.generic_only():
-            generic = _run(_dropout_layer(layer_cls, jit=False), x, weights, mask=mask, training=True)
+            generic = _run(_dropout_reference(), x, weights, mask=mask, training=True)
         plain = layer_cls(ku.BasicRNNCell(H), return_sequences=True, jit_compile=False)
         no_dropout = _run(plain, x, weights, mask=mask)
         return weights, x, mask, generic, no_dropout
@@ -593,8 +607,8 @@ def test_jacobian_matches_generic_path(layer_cls, rng):
         return tape.jacobian(outputs, x, experimental_use_pfor=use_pfor).numpy()
 
     ours = jacobian(_built(layer_cls, weights))  # vectorized by `pfor`, as users get it
-    with testing.generic_only():  # the reference: one gradient per output (vectorizing its while loop costs more)
-        generic = jacobian(_built(layer_cls, weights, jit=False), use_pfor=False)
+    with testing.generic_only():  # the reference: the generic step eagerly, one gradient per output
+        generic = jacobian(_built(StaticUnroll, weights, jit=False), use_pfor=False)
     assert ours.shape == (2, 3, H, 2, 3, F) and np.abs(generic).max() > 0
     _close(ours, generic, "jacobian")
 
@@ -620,7 +634,8 @@ def recurrent_dropout_references():
         weights, x = _weights(rng), rng.standard_normal((B, T, F)).astype("float32")
         call_kwargs = CASES[case][2](rng)
         with testing.generic_only():
-            generic = _run(_recurrent_dropout_layer(case, jit=False), x, weights, training=True, **dict(call_kwargs))
+            cell = ku.BasicRNNCell(H, recurrent_dropout=0.3, seed=5)  # the same seed: the same masks
+            generic = _run(_generic(cell=cell, **CASES[case][0]), x, weights, training=True, **dict(call_kwargs))
         return weights, x, call_kwargs, generic
 
     return get
@@ -653,7 +668,7 @@ def last_output_reference():
     weights, x = _weights(rng), rng.standard_normal((B, T, F)).astype("float32")
     mask = np.array([[1, 1, 0, 1, 1, 0], [1] * 6, [0] * 6, [0, 1, 1, 1, 1, 1]], bool)
     with testing.generic_only():
-        generic = _run(DynamicUnroll(ku.BasicRNNCell(H), jit_compile=False), x, weights, mask=mask)
+        generic = _run(_generic(cell=ku.BasicRNNCell(H)), x, weights, mask=mask)
     return weights, x, mask, generic
 
 
