@@ -271,13 +271,15 @@ def test_bookkeeping_around_cudnn_matches_the_generic_step(kind, case, monkeypat
         cell_options, training = {"dropout": 0.4, "seed": 5}, True
     weights = None
     results = []
-    for value in (GPU, dataclasses.replace(GPU, fast_paths=False)):
+    # cuDNN's path (`DynamicUnroll`), then the generic step in `StaticUnroll`'s Python loop: eager, it traces no
+    # graph (a `DynamicUnroll` reference traced a while loop and its gradient per case: most of this test's time).
+    for layer_cls, value in ((ku.DynamicUnroll, GPU), (ku.StaticUnroll, dataclasses.replace(GPU, fast_paths=False))):
         cell = CELLS[kind](H, **cell_options)
         cell.build((None, F))
         weights = weights or [rng.standard_normal(w.shape).astype("float32") * 0.6 for w in cell.get_weights()]
         cell.set_weights(weights)
         with testing.use_tuning(value):
-            layer = ku.DynamicUnroll(cell, return_sequences=True, return_state=True, **options)
+            layer = layer_cls(cell, return_sequences=True, return_state=True, **options)
             with tf.GradientTape() as tape:
                 tape.watch([x, h0])
                 out = layer(x, training=training, **kwargs)

@@ -4,6 +4,11 @@ own layers and NumPy.
 Every comparison runs the same weights twice: once as users get it (fast path, with or without XLA) and
 once with `keras_unroll.testing.generic_only()` (the one step function, `make_step`), and checks outputs, final
 states and the gradients of the loss with respect to every weight, the inputs and the initial state.
+
+The references of the fused-SimpleRNN cases (`CASES`, dropout, the last output only, recurrent dropout, the
+jacobian) run the generic step in `StaticUnroll`'s Python loop, eagerly (`_generic`: the same step and
+bookkeeping as the while loop, no graph to trace, several times cheaper), for both layers; `DynamicUnroll`'s
+generic while loop is the reference of the tape, chunk, changing-length and `dynamic_rnn` tests.
 """
 
 from __future__ import annotations
@@ -77,6 +82,11 @@ def _compare(fast_result, generic_result):
         _close(a, b, f"gradient {i}")
 
 
+def _generic(**layer_kwargs):
+    """A reference layer for `generic_only()`: `StaticUnroll`, uncompiled; eager, it traces no graph."""
+    return StaticUnroll(jit_compile=False, **layer_kwargs)
+
+
 def _fast_and_generic(make_layer, x, weights, **call_kwargs):
     fast_result = _run(make_layer(), x, weights, **dict(call_kwargs))
     with testing.generic_only():
@@ -122,11 +132,11 @@ XLA_CASES = ("mask+go_backwards+initial_state", "sequence_length+initial_state")
 
 @pytest.fixture(scope="module")
 def simple_rnn_cases():
-    """`get(layer_cls, case)`: the data of `test_fused_simple_rnn_matches_generic_path` (the `rng` fixture's
-    draws) and the generic path's results, computed once for the graph and the XLA kernels."""
+    """`get(case)`: the data of `test_fused_simple_rnn_matches_generic_path` (the `rng` fixture's draws) and the
+    generic path's results, computed once for both layers, the graph and the XLA kernels."""
 
     @functools.cache
-    def get(layer_cls, case):
+    def get(case):
         layer_kwargs, cell_kwargs, call_builder = CASES[case]
         rng = np.random.default_rng(0)
         call_kwargs = call_builder(rng)
@@ -135,8 +145,7 @@ def simple_rnn_cases():
             weights = weights[:2]
         x = rng.standard_normal((T, B, F) if layer_kwargs.get("time_major") else (B, T, F)).astype("float32")
         with testing.generic_only():
-            layer = layer_cls(ku.BasicRNNCell(H, **cell_kwargs), jit_compile=False, **layer_kwargs)
-            generic = _run(layer, x, weights, **dict(call_kwargs))
+            generic = _run(_generic(cell=ku.BasicRNNCell(H, **cell_kwargs), **layer_kwargs), x, weights, **call_kwargs)
         return x, weights, call_kwargs, generic
 
     return get
@@ -150,44 +159,76 @@ def simple_rnn_cases():
 @pytest.mark.parametrize("layer_cls", LAYERS)
 def test_fused_simple_rnn_matches_generic_path(layer_cls, case, jit, simple_rnn_cases):
     layer_kwargs, cell_kwargs, _ = CASES[case]
-    x, weights, call_kwargs, generic = simple_rnn_cases(layer_cls, case)
+    x, weights, call_kwargs, generic = simple_rnn_cases(case)
     fast = _run(
         layer_cls(ku.BasicRNNCell(H, **cell_kwargs), jit_compile=jit, **layer_kwargs), x, weights, **dict(call_kwargs)
     )
     _compare(fast, generic)
 
 
+def _dropout_layer(layer_cls, jit):
+    cell = ku.BasicRNNCell(H, dropout=0.3, recurrent_dropout=0.4, seed=7)
+    return layer_cls(cell, return_sequences=True, return_state=True, jit_compile=jit)
+
+
+def _dropout_reference():
+    cell = ku.BasicRNNCell(H, dropout=0.3, recurrent_dropout=0.4, seed=7)  # the same seed: the same masks
+    return _generic(cell=cell, return_sequences=True, return_state=True)
+
+
+@pytest.fixture(scope="module")
+def dropout_references():
+    """`get(layer_cls)`: the data of `test_fused_dropout_uses_the_generic_masks` (the `rng` fixture's draws), the
+    generic path's results with dropout and the outputs without dropout, computed once for both kernels."""
+
+    @functools.cache
+    def get(layer_cls):
+        rng = np.random.default_rng(0)
+        weights = _weights(rng)
+        x = rng.standard_normal((B, T, F)).astype("float32")
+        mask = np.array([[1] * 6, [1, 1, 1, 1, 0, 0], [1] * 6, [0, 1, 1, 1, 1, 1]], bool)
+        with testing.generic_only():
+            generic = _run(_dropout_reference(), x, weights, mask=mask, training=True)
+        plain = layer_cls(ku.BasicRNNCell(H), return_sequences=True, jit_compile=False)
+        no_dropout = _run(plain, x, weights, mask=mask)
+        return weights, x, mask, generic, no_dropout
+
+    return get
+
+
 @pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
 @pytest.mark.parametrize("layer_cls", LAYERS)
-def test_fused_dropout_uses_the_generic_masks(layer_cls, jit, rng):
+def test_fused_dropout_uses_the_generic_masks(layer_cls, jit, dropout_references):
     """Same seed, same per-sequence masks: dropout and recurrent dropout give the generic path's numbers."""
-    weights = _weights(rng)
-    x = rng.standard_normal((B, T, F)).astype("float32")
-    mask = np.array([[1] * 6, [1, 1, 1, 1, 0, 0], [1] * 6, [0, 1, 1, 1, 1, 1]], bool)
-
-    def make(jit=jit):
-        cell = ku.BasicRNNCell(H, dropout=0.3, recurrent_dropout=0.4, seed=7)
-        return layer_cls(cell, return_sequences=True, return_state=True, jit_compile=jit)
-
-    fast_result, generic_result = _fast_and_generic(make, x, weights, mask=mask, training=True)
+    weights, x, mask, generic_result, no_dropout = dropout_references(layer_cls)
+    fast_result = _run(_dropout_layer(layer_cls, jit), x, weights, mask=mask, training=True)
     _compare(fast_result, generic_result)
-    no_dropout = _run(layer_cls(ku.BasicRNNCell(H), return_sequences=True, jit_compile=False), x, weights, mask=mask)
     assert not np.allclose(fast_result[0][0], no_dropout[0][0]), "dropout had no effect"
 
 
-@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
-@pytest.mark.parametrize("layer_cls", LAYERS)
-def test_fused_matches_keras_simple_rnn(layer_cls, jit, rng):
-    """Outputs, states and every gradient equal `keras.layers.SimpleRNN`'s (mask, go_backwards, initial state)."""
+KERAS_OPTIONS = dict(return_sequences=True, return_state=True, go_backwards=True)
+
+
+@pytest.fixture(scope="module")
+def keras_simple_rnn():
+    """The data of `test_fused_matches_keras_simple_rnn` (the `rng` fixture's draws) and
+    `keras.layers.SimpleRNN`'s results on them, computed once for both layers and both kernels."""
+    rng = np.random.default_rng(0)
     weights = _weights(rng)
     x = rng.standard_normal((B, T, F)).astype("float32")
     h0 = rng.standard_normal((B, H)).astype("float32")
     mask = np.array([[1, 1, 0, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1] * 6, [0, 1, 1, 1, 1, 0]], bool)
-    options = dict(return_sequences=True, return_state=True, go_backwards=True)
-    ours = _run(
-        layer_cls(keras.layers.SimpleRNNCell(H), jit_compile=jit, **options), x, weights, mask=mask, initial_state=[h0]
-    )
-    keras_rnn = _run(keras.layers.SimpleRNN(H, **options), x, weights, mask=mask, initial_state=[h0])
+    keras_rnn = _run(keras.layers.SimpleRNN(H, **KERAS_OPTIONS), x, weights, mask=mask, initial_state=[h0])
+    return weights, x, h0, mask, keras_rnn
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("layer_cls", LAYERS)
+def test_fused_matches_keras_simple_rnn(layer_cls, jit, keras_simple_rnn):
+    """Outputs, states and every gradient equal `keras.layers.SimpleRNN`'s (mask, go_backwards, initial state)."""
+    weights, x, h0, mask, keras_rnn = keras_simple_rnn
+    layer = layer_cls(keras.layers.SimpleRNNCell(H), jit_compile=jit, **KERAS_OPTIONS)
+    ours = _run(layer, x, weights, mask=mask, initial_state=[h0])
     _compare(ours, keras_rnn)
 
 
@@ -299,33 +340,46 @@ GATED = {
 }
 
 
+HOISTED_OPTIONS = dict(return_sequences=True, return_state=True)
+
+
+@pytest.fixture(scope="module")
+def hoisted_references():
+    """`get(kind)`: the data of `test_hoisted_gated_cells_match_keras` (the `rng` fixture's draws) with Keras'
+    layer's and the generic path's results, computed once for both projections."""
+
+    @functools.cache
+    def get(kind):
+        cell_cls, layer_cls, _, extra = GATED[kind]
+        rng = np.random.default_rng(0)
+        probe = cell_cls(H, **extra)
+        probe.build((None, F))
+        weights = [(rng.standard_normal(w.shape) * 0.5).astype("float32") for w in probe.get_weights()]
+        x = rng.standard_normal((B, T, F)).astype("float32")
+        mask = np.array([[1, 1, 0, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1] * 6, [0, 1, 1, 1, 1, 0]], bool)
+        states = [rng.standard_normal((B, H)).astype("float32") for _ in range(2 if kind == "lstm" else 1)]
+        call = dict(mask=mask, initial_state=states)
+        theirs = _run(layer_cls(H, **extra, **HOISTED_OPTIONS), x, weights, **dict(call))
+        with testing.generic_only():
+            generic_layer = StaticUnroll(cell_cls(H, **extra), jit_compile=False, **HOISTED_OPTIONS)
+            generic = _run(generic_layer, x, weights, **dict(call))
+        return weights, x, call, theirs, generic
+
+    return get
+
+
 @pytest.mark.parametrize("chunk", [4, 0], ids=["chunks", "one_product"])
 @pytest.mark.parametrize("kind", list(GATED))
-def test_hoisted_gated_cells_match_keras(kind, chunk, rng):
+def test_hoisted_gated_cells_match_keras(kind, chunk, hoisted_references):
     """StaticUnroll's hoisted LSTM/GRU equals keras.layers.LSTM/GRU (mask, initial state) and the generic path,
     with the inputs projected in chunks of steps (T=6: a chunk of 4 and one of 2) or in one product."""
-    cell_cls, layer_cls, gates, extra = GATED[kind]
-    probe = cell_cls(H, **extra)
-    probe.build((None, F))
-    weights = [(rng.standard_normal(w.shape) * 0.5).astype("float32") for w in probe.get_weights()]
-    x = rng.standard_normal((B, T, F)).astype("float32")
-    mask = np.array([[1, 1, 0, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1] * 6, [0, 1, 1, 1, 1, 0]], bool)
-    states = [rng.standard_normal((B, H)).astype("float32") for _ in range(2 if kind == "lstm" else 1)]
-    options = dict(return_sequences=True, return_state=True)
+    cell_cls, _, _, extra = GATED[kind]
+    weights, x, call, theirs, generic = hoisted_references(kind)
     with testing.use_tuning(plan.Tuning(static_chunk=chunk)):
-        layer = StaticUnroll(cell_cls(H, **extra), jit_compile=False, **options)
+        layer = StaticUnroll(cell_cls(H, **extra), jit_compile=False, **HOISTED_OPTIONS)
         assert _plan(layer.cell, x, "static").choices.static_chunk == chunk
-        ours = _run(layer, x, weights, mask=mask, initial_state=states)
-    theirs = _run(layer_cls(H, **extra, **options), x, weights, mask=mask, initial_state=states)
+        ours = _run(layer, x, weights, **dict(call))
     _compare(ours, theirs)
-    with testing.generic_only():
-        generic = _run(
-            StaticUnroll(cell_cls(H, **extra), jit_compile=False, **options),
-            x,
-            weights,
-            mask=mask,
-            initial_state=states,
-        )
     _compare(ours, generic)
 
 
@@ -546,15 +600,15 @@ def test_jacobian_matches_generic_path(layer_cls, rng):
     weights, x, lengths = _tape_case(rng)
     x = tf.constant(x[:2, :3])
 
-    def jacobian(layer):
-        with tf.GradientTape() as tape:
+    def jacobian(layer, use_pfor=True):
+        with tf.GradientTape(persistent=not use_pfor) as tape:
             tape.watch(x)
             outputs, _ = layer(x, sequence_length=np.array([3, 2], "int32"))
-        return tape.jacobian(outputs, x).numpy()
+        return tape.jacobian(outputs, x, experimental_use_pfor=use_pfor).numpy()
 
-    ours = jacobian(_built(layer_cls, weights))
-    with testing.generic_only():
-        generic = jacobian(_built(layer_cls, weights, jit=False))
+    ours = jacobian(_built(layer_cls, weights))  # vectorized by `pfor`, as users get it
+    with testing.generic_only():  # the reference: the generic step eagerly, one gradient per output
+        generic = jacobian(_built(StaticUnroll, weights, jit=False), use_pfor=False)
     assert ours.shape == (2, 3, H, 2, 3, F) and np.abs(generic).max() > 0
     _close(ours, generic, "jacobian")
 
@@ -562,22 +616,39 @@ def test_jacobian_matches_generic_path(layer_cls, rng):
 DU_INSIDE = {False: Tuning(du_in_loop_min_macs=0), True: Tuning(du_in_loop_xla_macs=(0, 2**62))}
 
 
+def _recurrent_dropout_layer(case, jit):
+    """The layer of `recurrent_dropout_references`' case `case`, the same seed: the same dropout masks."""
+    return DynamicUnroll(ku.BasicRNNCell(H, recurrent_dropout=0.3, seed=5), jit_compile=jit, **CASES[case][0])
+
+
+@pytest.fixture(scope="module")
+def recurrent_dropout_references():
+    """`get(case)`: the data (the `rng` fixture's draws) of the `case` of `CASES` with recurrent dropout while
+    training and the generic path's results, computed once for the kernel-gradient placements of
+    `test_kernel_gradient_inside_the_backward_loop_matches_generic_path` and
+    `test_xla_forward_with_uncompiled_backward_matches_generic_path`."""
+
+    @functools.cache
+    def get(case):
+        rng = np.random.default_rng(0)
+        weights, x = _weights(rng), rng.standard_normal((B, T, F)).astype("float32")
+        call_kwargs = CASES[case][2](rng)
+        with testing.generic_only():
+            cell = ku.BasicRNNCell(H, recurrent_dropout=0.3, seed=5)  # the same seed: the same masks
+            generic = _run(_generic(cell=cell, **CASES[case][0]), x, weights, training=True, **dict(call_kwargs))
+        return weights, x, call_kwargs, generic
+
+    return get
+
+
 @pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
 @pytest.mark.parametrize("case", ["mask+go_backwards+initial_state", "sequence_length+initial_state"])
-def test_kernel_gradient_inside_the_backward_loop_matches_generic_path(case, jit, rng):
+def test_kernel_gradient_inside_the_backward_loop_matches_generic_path(case, jit, recurrent_dropout_references):
     """The other `dU` placement (accumulated per step in the backward loop; chosen by size) stays correct."""
-    layer_kwargs, _, call_builder = CASES[case]
-    weights, x = _weights(rng), rng.standard_normal((B, T, F)).astype("float32")
-
-    def make(jit=jit):
-        return DynamicUnroll(ku.BasicRNNCell(H, recurrent_dropout=0.3, seed=5), jit_compile=jit, **layer_kwargs)
-
-    call_kwargs = call_builder(rng)
+    weights, x, call_kwargs, generic_result = recurrent_dropout_references(case)
     with testing.use_tuning(DU_INSIDE[jit]):
         assert _plan(ku.BasicRNNCell(H), x, jit_compile=jit).choices.du_in_loop
-        fast_result = _run(make(), x, weights, training=True, **dict(call_kwargs))
-    with testing.generic_only():
-        generic_result = _run(make(jit=False), x, weights, training=True, **dict(call_kwargs))
+        fast_result = _run(_recurrent_dropout_layer(case, jit), x, weights, training=True, **dict(call_kwargs))
     _compare(fast_result, generic_result)
 
 
@@ -589,39 +660,40 @@ def test_kernel_gradient_placement_by_size():
     assert plan.simple_rnn_choices(256, 256, False, Tuning(du_in_loop_min_macs=2**62)).du_in_loop is False
 
 
-@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
-def test_last_output_only_matches_generic_path(jit, rng):
-    """With `return_sequences=False` the state sequence stays inside the kernel (its backward pass reads no
-    state gradients); the gradients still equal the generic path's."""
+@pytest.fixture(scope="module")
+def last_output_reference():
+    """The data of `test_last_output_only_matches_generic_path` (the `rng` fixture's draws) and the generic
+    path's results, computed once for both kernels."""
+    rng = np.random.default_rng(0)
     weights, x = _weights(rng), rng.standard_normal((B, T, F)).astype("float32")
     mask = np.array([[1, 1, 0, 1, 1, 0], [1] * 6, [0] * 6, [0, 1, 1, 1, 1, 1]], bool)
+    with testing.generic_only():
+        generic = _run(_generic(cell=ku.BasicRNNCell(H)), x, weights, mask=mask)
+    return weights, x, mask, generic
 
-    def make(jit=jit):
-        return DynamicUnroll(ku.BasicRNNCell(H), jit_compile=jit)
 
-    _compare(*_fast_and_generic(make, x, weights, mask=mask))
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+def test_last_output_only_matches_generic_path(jit, last_output_reference):
+    """With `return_sequences=False` the state sequence stays inside the kernel (its backward pass reads no
+    state gradients); the gradients still equal the generic path's."""
+    weights, x, mask, generic = last_output_reference
+    _compare(_run(DynamicUnroll(ku.BasicRNNCell(H), jit_compile=jit), x, weights, mask=mask), generic)
 
 
 @pytest.mark.parametrize("case", ["mask+go_backwards+initial_state", "sequence_length+initial_state"])
-def test_xla_forward_with_uncompiled_backward_matches_generic_path(case, rng, tape_layers):
+def test_xla_forward_with_uncompiled_backward_matches_generic_path(
+    case, rng, tape_layers, recurrent_dropout_references
+):
     """Large steps under `jit_compile` run the backward loop uncompiled after the compiled forward loop;
     that pairing (forced here at a small size) equals the generic path, recurrent dropout included, and
     still answers a second-order gradient with the clear error."""
-    layer_kwargs, _, call_builder = CASES[case]
-    weights, x = _weights(rng), rng.standard_normal((B, T, F)).astype("float32")
-
-    def make(jit=True):
-        return DynamicUnroll(ku.BasicRNNCell(H, recurrent_dropout=0.3, seed=5), jit_compile=jit, **layer_kwargs)
-
-    call_kwargs = call_builder(rng)
+    weights, x, call_kwargs, generic_result = recurrent_dropout_references(case)
     with testing.use_tuning(Tuning(uncompiled_backward_min_macs=0, du_in_loop_min_macs=0)):
         choices = _plan(ku.BasicRNNCell(H), x, jit_compile=True).choices
         # Chunked and uncompiled, `dU` is one product per chunk (summing it in the nested loops was slower).
         assert choices.jit and not choices.compile_backward and not choices.du_in_loop
-        fast_result = _run(make(), x, weights, training=True, **dict(call_kwargs))
+        fast_result = _run(_recurrent_dropout_layer(case, jit=True), x, weights, training=True, **dict(call_kwargs))
         _assert_second_order_refused(rng, tape_layers)
-    with testing.generic_only():
-        generic_result = _run(make(jit=False), x, weights, training=True, **dict(call_kwargs))
     _compare(fast_result, generic_result)
 
 

@@ -1,12 +1,17 @@
 """The fused recurrence in its LSTM/GRU modes (`kernels/recurrence.py`, `kernels/cells.py`) against Keras' own
 layers and the generic step.
 
-Every case runs the same weights three ways -- `keras.layers.LSTM`/`GRU`, `ku.DynamicUnroll(cell)` under
-`keras_unroll.testing.generic_only()` (the one step function), and `recurrence.fused_loop` (with and without
-XLA) -- and compares the outputs, the final states and the gradients of a loss over all of them with respect
-to every weight, the inputs and the initial state. Dropout cases build each cell with the same seed: Keras, the
-generic loop and the kernel draw their masks in the same order from identical seed generators, so the masks
-are identical.
+Every case runs the same weights three ways -- `keras.layers.LSTM`/`GRU`, the generic step (the one step
+function, under `keras_unroll.testing.generic_only()`), and `recurrence.fused_loop` (with and without XLA) --
+and compares the outputs, the final states and the gradients of a loss over all of them with respect to every
+weight, the inputs and the initial state. Dropout cases build each cell with the same seed: Keras, the generic
+loop and the kernel draw their masks in the same order from identical seed generators, so the masks are
+identical.
+
+The generic step runs in `ku.StaticUnroll`'s Python loop, eagerly (`_generic`: the same step and bookkeeping
+as `DynamicUnroll`'s while loop, with no graph to trace, several times cheaper here); the chunked cases
+(`test_xla_passes_in_several_chunks_match_generic`: masks with `go_backwards`, an early stop, dropout) compare
+with `ku.DynamicUnroll`'s generic while loop.
 """
 
 from __future__ import annotations
@@ -109,6 +114,12 @@ def _compare(mine, ref, label):
         _close(a, b, f"{label}: gradient {k}")
 
 
+def _generic(cell, **options):
+    """The generic reference: `StaticUnroll`, uncompiled (call it under `generic_only()`). Eager, it runs the
+    generic step step by step without tracing a graph."""
+    return ku.StaticUnroll(cell, jit_compile=False, **options)
+
+
 def _data(kind, rng):
     x = tf.constant(rng.standard_normal((B, T, F)).astype("float32"))
     states = 2 if kind == "lstm" else 1
@@ -130,9 +141,7 @@ def mask_references():
         keras_layer = _layer(kind, go_backwards=go_backwards)
         ref = _grads(lambda: keras_layer(x, mask=mask, initial_state=init), keras_layer.cell, x, init)
         generic_layer = _layer(kind)
-        unroll = ku.DynamicUnroll(
-            generic_layer.cell, return_sequences=True, return_state=True, go_backwards=go_backwards, jit_compile=False
-        )
+        unroll = _generic(generic_layer.cell, return_sequences=True, return_state=True, go_backwards=go_backwards)
         with testing.generic_only():
             generic = _grads(lambda: unroll(x, mask=mask, initial_state=init), generic_layer.cell, x, init)
         return x, init, mask, ref, generic
@@ -164,7 +173,7 @@ def length_references():
         x, init = _data(kind, np.random.default_rng(0))
         lengths = tf.constant(lengths)
         generic_layer = _layer(kind)
-        unroll = ku.DynamicUnroll(generic_layer.cell, return_sequences=True, return_state=True, jit_compile=False)
+        unroll = _generic(generic_layer.cell, return_sequences=True, return_state=True)
         with testing.generic_only():
             generic = _grads(
                 lambda: list(unroll(x, sequence_length=lengths, initial_state=init)), generic_layer.cell, x, init
@@ -205,7 +214,7 @@ def test_dropout_masks_match_keras_for_the_same_seed(kind, rates, jit, rng):
     keras_layer = _layer(kind, return_sequences=False, **options)
     ref = _grads(lambda: keras_layer(x, initial_state=init, training=True), keras_layer.cell, x, init)
     generic_layer = _layer(kind, **options)
-    unroll = ku.DynamicUnroll(generic_layer.cell, return_state=True, jit_compile=False)
+    unroll = _generic(generic_layer.cell, return_state=True)
     with testing.generic_only():
         generic = _grads(lambda: unroll(x, initial_state=init, training=True), generic_layer.cell, x, init)
     cell = _layer(kind, **options).cell
@@ -213,8 +222,8 @@ def test_dropout_masks_match_keras_for_the_same_seed(kind, rates, jit, rng):
     # Keras' last output *is* the final h: compare (last, *states) one to one.
     _compare(mine, ref, f"{kind} vs Keras, rates={rates}")
     _compare(mine, generic, f"{kind} vs generic, rates={rates}")
-    # The masks did something: without training the result differs.
-    inference = _gated_last(_layer(kind, **options).cell, x, jit=jit, training=False, initial_state=init)
+    # The masks did something: without training (Keras' numbers, whatever the path) the result differs.
+    inference = keras_layer(x, initial_state=init, training=False)
     assert not np.allclose(inference[0], mine[0][0], atol=1e-3)
 
 
@@ -278,11 +287,24 @@ def test_other_supported_activations_match_keras(kind, activations, rng):
     _compare(mine, ref, f"{kind} {activations}")
 
 
+@pytest.fixture(scope="module")
+def uncompiled_references():
+    """`get(kind)`: `_data(kind)` (the `rng` fixture's draws) and the uncompiled kernel's results and gradients
+    on them with `_layer(kind)`'s weights, computed once for the tests that compare a compiled call with them."""
+
+    @functools.cache
+    def get(kind):
+        x, init = _data(kind, np.random.default_rng(0))
+        cell = _layer(kind).cell
+        return x, init, _grads(lambda: _gated(cell, x, jit=False, initial_state=init), cell, x, init)
+
+    return get
+
+
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
-def test_jit_inside_tf_function_and_a_persistent_tape(kind, rng):
-    x, init = _data(kind, rng)
+def test_jit_inside_tf_function_and_a_persistent_tape(kind, uncompiled_references):
+    x, init, expected = uncompiled_references(kind)
     cell = _layer(kind).cell
-    expected = _grads(lambda: _gated(cell, x, jit=False, initial_state=init), cell, x, init)
 
     @tf.function(autograph=False)  # the kernel's own code, as the layers run it (not converted)
     def persistent():
@@ -316,11 +338,10 @@ def test_second_order_gradient_under_jit_raises_a_clear_error(kind, rng):
         outer.gradient(gx, x)
 
 
-def test_gradient_of_a_function_traced_without_a_tape(rng):
+def test_gradient_of_a_function_traced_without_a_tape(uncompiled_references):
     """No tape while tracing: the lean forward keeps no gate values; the gradient recomputes them."""
-    x, init = _data("lstm", rng)
+    x, init, expected = uncompiled_references("lstm")
     cell = _layer("lstm").cell
-    expected = _grads(lambda: _gated(cell, x, jit=False, initial_state=init), cell, x, init)
     traced = tf.function(lambda x, h, c: _gated(cell, x, jit=True, initial_state=[h, c]), autograph=False)
     actual = _grads(lambda: traced(x, *init), cell, x, init)
     _compare(actual, expected, "traced without a tape")
@@ -330,9 +351,8 @@ def test_gradient_of_a_function_traced_without_a_tape(rng):
     "policy, low, atol", [("mixed_float16", "float16", 5e-3), ("mixed_bfloat16", "bfloat16", 4e-2)]
 )
 @pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
-def test_mixed_precision_computes_in_low_precision(policy, low, atol, jit, rng):
-    x, init = _data("lstm", rng)
-    reference = _gated(_layer("lstm").cell, x, jit=jit, initial_state=init)
+def test_mixed_precision_computes_in_low_precision(policy, low, atol, jit, uncompiled_references):
+    x, init, (reference, _) = uncompiled_references("lstm")  # float32 numbers
     keras.mixed_precision.set_dtype_policy(policy)
     try:
         layer = _layer("lstm")
