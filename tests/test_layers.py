@@ -71,7 +71,7 @@ def test_sequential_fit_learns_a_running_mean(layer_cls, rng):
     x = rng.uniform(-1, 1, (64, 6, 2)).astype("float32")
     y = 2 * x[:, :, :1].mean(axis=1)
     model = keras.Sequential([keras.Input((6, 2)), layer_cls(ku.BasicRNNCell(8)), keras.layers.Dense(1)])
-    model.compile(keras.optimizers.Adam(0.03), "mse")
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), "mse")  # learns as Adam did; Adam traces ~1 s longer
     losses = model.fit(x, y, batch_size=16, epochs=6, verbose=0).history["loss"]
     assert losses[-1] < 0.5 * losses[0], losses
 
@@ -90,7 +90,7 @@ def test_keras_file_round_trip_gives_identical_predictions(layer_cls, cell_name,
     model = keras.Sequential(
         [keras.Input((T, F)), layer_cls(SAVE_CELLS[cell_name](), return_sequences=True), keras.layers.Dense(2)]
     )
-    x = rng.standard_normal((3, T, F)).astype("float32")
+    x = rng.standard_normal((B, T, F)).astype("float32")  # the contract's shapes: its compiled passes serve here
     expected = model.predict(x, verbose=0)
     path = tmp_path / "model.keras"
     model.save(path)

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import layers
+from helpers import LAYERS, layers, pairwise
 from references import basic_rnn, lengths_to_valid
 
 import keras_unroll as ku
@@ -181,27 +181,30 @@ CELLS = {
 }
 
 
-@layers
-@pytest.mark.parametrize("cell_name", list(CELLS))
-def test_other_cells_match_float32_and_have_gradients(policy, layer_cls, cell_name, rng):
+@pairwise(policy_name=list(POLICIES), layer_cls={cls.__name__: cls for cls in LAYERS}, cell_name=list(CELLS))
+def test_other_cells_match_float32_and_have_gradients(policy_name, layer_cls, cell_name, rng):
     """LSTM, GRU and stacked cells (nested states) under low precision: same results as float32, in the low
-    dtype, with finite float32 gradients. Plain loops here; the XLA loops are covered above."""
-    low, atol = POLICIES[policy]
+    dtype, with finite float32 gradients. Plain loops here; the XLA loops are covered above. Pairwise: each cell
+    under each policy and in each layer, each policy in each layer (6 cases, not 12)."""
+    low, atol = POLICIES[policy_name]
     x = rng.normal(size=(3, 5, 2)).astype("float32")
     kwargs = dict(return_sequences=True, return_state=True, jit_compile=False)
     call = dict(sequence_length=[5, 2, 0])
     keras.mixed_precision.set_dtype_policy("float32")
     reference_layer = layer_cls(CELLS[cell_name](), **kwargs)
     expected = [np.asarray(t) for t in tf.nest.flatten(reference_layer(x, **call))]
-    keras.mixed_precision.set_dtype_policy(policy)
-    layer = layer_cls(CELLS[cell_name](), **kwargs)
-    layer.build(x.shape)
-    layer.set_weights(reference_layer.get_weights())
+    keras.mixed_precision.set_dtype_policy(policy_name)
+    try:
+        layer = layer_cls(CELLS[cell_name](), **kwargs)
+        layer.build(x.shape)
+        layer.set_weights(reference_layer.get_weights())
 
-    with tf.GradientTape() as tape:
-        results = tf.nest.flatten(layer(x, **call))
-        loss = tf.add_n([tf.reduce_sum(tf.cast(t, tf.float32)) for t in results])
-    grads = tape.gradient(loss, layer.trainable_weights)
+        with tf.GradientTape() as tape:
+            results = tf.nest.flatten(layer(x, **call))
+            loss = tf.add_n([tf.reduce_sum(tf.cast(t, tf.float32)) for t in results])
+        grads = tape.gradient(loss, layer.trainable_weights)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
 
     assert [t.dtype for t in results] == [low] * len(expected)
     for got, want in zip(results, expected):

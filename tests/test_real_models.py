@@ -81,12 +81,15 @@ def seq2seq_series(unroll: Unroll) -> keras.Model:
     input the same way. (`TimeDistributed` itself is not used: in Keras 3.15 its traced call with an unknown
     time axis returns the wrong number of steps in `predict` at a second T, with `keras.layers.SimpleRNN`
     too: (5, 5, 3) for a (5, 11, 1) input after a (5, 6, 1) one. A Keras bug, not ours.)
+
+    The book's series is univariate; here it has 3 features and the deep RNN's 5 and 4 units, so that the two
+    models share their compiled passes (each new (batch, features, units) compiles its own).
     """
     return keras.Sequential(
         [
-            keras.Input((None, 1)),
-            unroll(ku.BasicRNNCell(8), return_sequences=True),
-            unroll(ku.BasicRNNCell(8), return_sequences=True),
+            keras.Input((None, 3)),
+            unroll(ku.BasicRNNCell(5), return_sequences=True),
+            unroll(ku.BasicRNNCell(4), return_sequences=True),
             keras.layers.Dense(3),
         ]
     )
@@ -114,8 +117,9 @@ def encoder_decoder(unroll: Unroll) -> keras.Model:
 
 
 def bidirectional(unroll: Unroll) -> keras.Model:
+    """5 features into 4 units: the sizes of the deep RNN's second layer, whose compiled passes it shares."""
     return keras.Sequential(
-        [keras.Input((None, 3)), keras.layers.Bidirectional(unroll(ku.BasicRNNCell(4))), keras.layers.Dense(1)]
+        [keras.Input((None, 5)), keras.layers.Bidirectional(unroll(ku.BasicRNNCell(4))), keras.layers.Dense(1)]
     )
 
 
@@ -138,14 +142,19 @@ def _deep_data(rng):
     return x, y, [_seq(rng, OTHER_BATCH, 6, 3), _seq(rng, OTHER_BATCH, 11, 3)]
 
 
+def _bidirectional_data(rng):
+    x, y = _seq(rng, TRAIN_ROWS, 6, 5), rng.normal(size=(TRAIN_ROWS, 1)).astype("float32")
+    return x, y, [_seq(rng, OTHER_BATCH, 6, 5), _seq(rng, OTHER_BATCH, 11, 5)]
+
+
 def _static_deep_data(rng):
     x, y, predict_inputs = _deep_data(rng)
     return x, y, predict_inputs[:1]  # a fixed T: another batch size only
 
 
 def _series_data(rng):
-    x, y = _seq(rng, TRAIN_ROWS, 6, 1), rng.normal(size=(TRAIN_ROWS, 6, 3)).astype("float32")
-    return x, y, [_seq(rng, OTHER_BATCH, 6, 1), _seq(rng, OTHER_BATCH, 11, 1)]
+    x, y = _seq(rng, TRAIN_ROWS, 6, 3), rng.normal(size=(TRAIN_ROWS, 6, 3)).astype("float32")
+    return x, y, [_seq(rng, OTHER_BATCH, 6, 3), _seq(rng, OTHER_BATCH, 11, 3)]
 
 
 def _padded_ids(rng: np.random.Generator, rows: int, steps: int) -> np.ndarray:
@@ -175,7 +184,7 @@ CASES: Dict[str, Case] = {
     "seq2seq_series": Case(seq2seq_series, "dynamic", "mse", _series_data),
     "text_classifier": Case(text_classifier, "dynamic", "binary_crossentropy", _text_data),
     "encoder_decoder": Case(encoder_decoder, "dynamic", "mse", _encdec_data),
-    "bidirectional": Case(bidirectional, "dynamic", "mse", _deep_data),
+    "bidirectional": Case(bidirectional, "dynamic", "mse", _bidirectional_data),
 }
 
 
@@ -254,7 +263,9 @@ class Runner:
         result["predict_inputs"] = predict_inputs
         keras.utils.set_random_seed(0)
         model = case.build(_unroll_factory(case.layer, layer_jit))
-        model.compile(optimizer=keras.optimizers.Adam(0.01), loss=case.loss, jit_compile=model_jit)
+        # SGD: what is checked is the layers' gradients and the trained model, not the optimizer (Adam's update
+        # made each `fit` trace about a second longer: a third of the table's time).
+        model.compile(optimizer=keras.optimizers.SGD(0.05), loss=case.loss, jit_compile=model_jit)
         result["stage"] = "fit"
         history = model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
         result["fit_loss"] = history.history["loss"]
