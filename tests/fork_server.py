@@ -6,7 +6,8 @@ one per flavor and pytest process), which has imported TensorFlow once and run n
 
 - `"tf1"`: TF1's cells (tf-keras, `TF_USE_LEGACY_KERAS=1`), for the TF1 oracles (`tf1_reference.run_tf1`);
 - `"keras"`: TensorFlow and Keras 3, not `keras_unroll` (a child imports it itself, or blocks it). `import
-  tensorflow` imports Keras 3 anyway (TF 2.21): a serving child has what a deployment server's process has.
+  tensorflow` imports Keras 3 anyway (TF 2.21): a serving child has what a deployment server's process has;
+- `"bare"`: nothing, for the server's own tests of killing and restarting it.
 
 A child starts from a process that has only done the imports: TensorFlow's runtime (devices, threads, allocator,
 XLA) is not initialised before the fork, so a child configures logical devices, the allocator
@@ -44,6 +45,8 @@ FLAVORS = {
     # `BasicRNNCell` loads tf-keras' TF1 cells (a lazy import) before forking.
     "tf1": ({"TF_USE_LEGACY_KERAS": "1"}, "import tensorflow as tf\ntf.compat.v1.nn.rnn_cell.BasicRNNCell"),
     "keras": ({}, "import tensorflow\nimport keras"),
+    # Nothing imported: the server's own tests of killing and restarting it (cheap to start again).
+    "bare": ({}, ""),
 }
 #: How long a killed child (or a closing server) gets to be reaped before its whole server is killed.
 _GRACE_S = 30

@@ -109,19 +109,22 @@ def test_a_killed_child_returns_minus_nine_and_its_siblings_go_on(tmp_path):
 
 
 def test_a_server_that_dies_ends_its_children_and_the_next_call_starts_a_new_one(tmp_path):
-    waiting = start_forked(["-c", _WAIT_FOR, "a", "never"], cwd=tmp_path)
-    killer = start_forked(["-c", _WAIT_FOR + "os.kill(os.getppid(), 9)\ntime.sleep(120)", "b", "a"], cwd=tmp_path)
+    """On the `"bare"` flavor (nothing imported), so that the restart does not import TensorFlow again."""
+    waiting = start_forked(["-c", _WAIT_FOR, "a", "never"], cwd=tmp_path, flavor="bare")
+    killer = start_forked(
+        ["-c", _WAIT_FOR + "os.kill(os.getppid(), 9)\ntime.sleep(120)", "b", "a"], cwd=tmp_path, flavor="bare"
+    )
     for child in (killer, waiting):
-        with pytest.raises(RuntimeError, match="'keras' fork server died"):
+        with pytest.raises(RuntimeError, match="'bare' fork server died"):
             child.wait()
     server, child = (tmp_path / "a").read_text().split()
     assert _ends(int(child)) and _ends(int((tmp_path / "b").read_text().split()[1]))
-    new_server = run_forked(["-c", "import os; print(os.getppid())"]).stdout.strip()
+    new_server = run_forked(["-c", "import os; print(os.getppid())"], flavor="bare").stdout.strip()
     assert new_server != server
 
 
 def test_an_unknown_flavor_is_refused_by_name():
-    with pytest.raises(ValueError, match=r"`flavor` must be one of \['keras', 'tf1'\]. Received: flavor='tf2'"):
+    with pytest.raises(ValueError, match=r"`flavor` must be one of \['bare', 'keras', 'tf1'\]. Received: flavor='tf2'"):
         run_forked(["-c", "pass"], flavor="tf2")
-    with pytest.raises(ValueError, match=r"`flavor` must be one of \['keras', 'tf1'\]. Received: flavor='tf2'"):
+    with pytest.raises(ValueError, match=r"`flavor` must be one of \['bare', 'keras', 'tf1'\]. Received: flavor='tf2'"):
         start_forked(["-c", "pass"], flavor="tf2")
