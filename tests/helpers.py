@@ -9,7 +9,8 @@ that a new unroll, cell or tolerance changes in one place:
 - `layers`, `unrolls`: the `pytest.mark.parametrize` marks over `layer_cls` and over `unroll_calls()`.
 - `GATED_CELLS`, `make_cell`: the cells most tests run (`BasicRNNCell` and Keras' LSTM and GRU cells).
 - `RTOL`, `ATOL`, `close`, `close_nested`: float32 results against float64 NumPy or another float32 path.
-- `child_env(**extra)`: the environment of a child Python: quiet TensorFlow, this repository importable.
+- `child_env(**extra)`: the environment of a child Python: quiet TensorFlow, this repository importable;
+  `AS_USERS_RUN`: what a child that runs as a user runs leaves out of it (the suite's compile tier).
 - `pairwise(**axes)`: a `pytest.mark.parametrize` over a covering design of axes that do not interact as a
   whole (every pair of values of any two axes runs once at least) instead of their full product.
 - TF1 itself as the oracle of the parity tests: `tf1_reference.run_tf1(argv)` and
@@ -154,6 +155,13 @@ def child_env(**extra: str) -> Dict[str, str]:
     env.pop("TF_CONFIG", None)
     env.update(extra)
     return env
+
+
+#: What a child that runs as a user runs (the README's blocks, the examples) leaves out of its environment
+#: (`fork_server.start_forked(..., unset=AS_USERS_RUN)`): the suite compiles every `DynamicUnroll` from its first
+#: call (`KERAS_UNROLL_COMPILE_MIN_STEPS=0`, tests/conftest.py) so that its tiny shapes cover the compiled kernels;
+#: a user's short sequences stay uncompiled, at the package's own compile tier.
+AS_USERS_RUN: Tuple[str, ...] = ("KERAS_UNROLL_COMPILE_MIN_STEPS",)
 
 
 def load_npz(path: Any) -> Dict[str, np.ndarray]:

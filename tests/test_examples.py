@@ -5,7 +5,7 @@ its own), forked from the keras fork server (`fork_server.run_forked`: TensorFlo
 `keras_unroll`, no device initialised). A script that sets devices up before TensorFlow initialises them runs
 first there (`seed_notebook.py`'s `configure_gpus`: nothing has touched a device yet, as in a fresh Python);
 `distributed.py` (logical CPUs for the whole process, and worker processes of its own) runs in a forked child of
-its own. Both run at the package's own compile tier, as a user runs them (`_USERS_UNSET`).
+its own. Both run at the package's own compile tier, as a user runs them (`AS_USERS_RUN`).
 """
 
 import json
@@ -13,6 +13,7 @@ import pathlib
 
 import pytest
 from fork_server import run_forked
+from helpers import AS_USERS_RUN
 
 TESTS = pathlib.Path(__file__).resolve().parent
 EXAMPLES = sorted((TESTS.parent / "examples").glob("*.py"))
@@ -21,12 +22,6 @@ OWN_PROCESS = {"distributed.py"}
 #: Configures devices before TensorFlow initialises them: runs first in the shared child, before any other
 #: script has touched a device (`configure_gpus` raises once they are initialized).
 RUNS_FIRST = "seed_notebook.py"
-
-
-#: The examples run as a user runs them: at the package's own compile tier. The suite's conftest compiles every
-#: `DynamicUnroll` from its first call (`KERAS_UNROLL_COMPILE_MIN_STEPS=0`) so that its tiny shapes cover the
-#: compiled kernels; the examples' short sequences stay uncompiled by default, as for a user.
-_USERS_UNSET = ["KERAS_UNROLL_COMPILE_MIN_STEPS"]
 
 
 def test_examples_are_found():
@@ -45,7 +40,7 @@ def shared_run(tmp_path_factory):
     scripts = [str(path) for path in sorted(shared, key=lambda path: path.name != RUNS_FIRST)]
     tmp = tmp_path_factory.mktemp("examples")
     argv = [str(TESTS / "example_runner.py"), str(tmp / "results.json"), str(tmp), *scripts]
-    child = run_forked(argv, unset=_USERS_UNSET, cwd=tmp, timeout=1200)
+    child = run_forked(argv, unset=AS_USERS_RUN, cwd=tmp, timeout=1200)
     assert child.returncode == 0, f"example_runner.py failed:\n{child.stdout[-2000:]}\n{child.stderr[-3000:]}"
     return json.loads((tmp / "results.json").read_text())
 
@@ -60,6 +55,6 @@ def test_example_runs_in_quick_mode(script, request, tmp_path):
         assert "Traceback" not in result["stderr"], result["stderr"][-3000:]
         return
     # Anything an example writes lands in a temporary folder.
-    child = run_forked([str(script), "--quick"], unset=_USERS_UNSET, cwd=tmp_path, timeout=600)
+    child = run_forked([str(script), "--quick"], unset=AS_USERS_RUN, cwd=tmp_path, timeout=600)
     assert child.returncode == 0, f"{script.name} failed:\n{child.stdout[-2000:]}\n{child.stderr[-3000:]}"
     assert "Traceback" not in child.stderr

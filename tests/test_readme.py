@@ -41,12 +41,12 @@ def readme_runs(tmp_path_factory):
     """Starts every README block at once, each in its own process (forked from the fork server: TensorFlow
     imported, `keras_unroll` not) and folder; returns their results."""
     from fork_server import start_forked
+    from helpers import AS_USERS_RUN
 
     started = []
     for index, code in enumerate(python_blocks(README)):
         folder = tmp_path_factory.mktemp(f"readme_block_{index}")
-        # As a user runs them: the package's own compile tier, not the suite's compile-from-the-first-call.
-        child = start_forked(["-c", code], cwd=folder, unset=("KERAS_UNROLL_COMPILE_MIN_STEPS",), timeout=600)
+        child = start_forked(["-c", code], cwd=folder, unset=AS_USERS_RUN, timeout=600)  # as a user runs them
         started.append((code, child))
     results = []
     for code, child in started:
