@@ -21,7 +21,7 @@ os.environ.setdefault("KERAS_UNROLL_TIMED_TRIAL", "0")
 # shapes compile from the first call, so that every test covers the compiled kernels (tests/test_first_minute.py
 # tests the tier itself).
 os.environ.setdefault("KERAS_UNROLL_COMPILE_MIN_STEPS", "0")
-# The suite's cost is tracing and XLA compilation of tiny shapes, on 2 cores shared by 2 pytest-xdist workers (and
+# The suite's cost is tracing and XLA compilation of tiny shapes, on 2 cores shared by 3 pytest-xdist workers (and
 # the children they start, which inherit these). One TensorFlow thread per pool stops the workers' pools
 # oversubscribing the cores; XLA's CPU backend at LLVM optimization level 0 compiles the same HLO faster.
 # Measured on tests/test_gated_kernels.py (-n 2): 105.7 s; one thread per pool 89.9 s; both 79.3 s. What the
@@ -59,7 +59,7 @@ def _native_stderr_dropped():
 
 
 def _runs_tests(config: pytest.Config) -> bool:
-    """False in pytest-xdist's controller (`-n 2`): it hands the tests to its workers and runs none itself."""
+    """False in pytest-xdist's controller (`-n 3`): it hands the tests to its workers and runs none itself."""
     return bool(os.environ.get("PYTEST_XDIST_WORKER")) or not config.getoption("numprocesses", default=None)
 
 

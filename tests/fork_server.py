@@ -16,6 +16,9 @@ just does not pay the ~6 s of CPU of the import again. The environment is the se
 this repository first on `PYTHONPATH`), with `env` added and `unset` removed; the working directory is the
 repository's root unless `cwd` is given.
 
+`with python_children_forked():` routes the `subprocess.run([sys.executable, ...])` calls of the code under test
+(the benchmarks' `--quick` children) to the keras server.
+
 `start_forked` takes the same arguments and returns at once with a `Forked` handle (`wait()` gives the
 `CompletedProcess`, `kill()` ends the child): the children of one server run at the same time (the
 multi-worker `tf.distribute` workers talk to each other), and `run_forked` is `start_forked(...).wait()`. Each
@@ -28,6 +31,7 @@ server reaps its children: their CPU counts in this process's children's once th
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import pathlib
@@ -38,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 #: flavor -> (what the server adds to `helpers.child_env()`, what it imports before forking)
 FLAVORS = {
@@ -361,6 +365,41 @@ def run_forked(
     `CompletedProcess` (`returncode`, `stdout`, `stderr` as text), as `subprocess.run(..., capture_output=True,
     text=True)` would; a server that dies or a child that exceeds `timeout` raises `RuntimeError`."""
     return start_forked(argv, flavor=flavor, timeout=timeout, env=env, unset=unset, cwd=cwd).wait()
+
+
+@contextlib.contextmanager
+def python_children_forked() -> Iterator[List[List[str]]]:
+    """In the block, `subprocess.run([sys.executable, *argv], capture_output=True, text=True, ...)`
+    runs `python *argv` forked from the keras server, with the same result (`check`, `env`, `timeout`, `cwd`);
+    every other call runs as before. For code under test that starts Python children itself (the benchmarks'
+    `--quick` runs). Yields the list of the forked `argv`s, so a test can check the route was taken."""
+    real_run = subprocess.run
+    forked: List[List[str]] = []
+
+    def run(args: Any, **kwargs: Any) -> Any:
+        options = {key: kwargs.pop(key, None) for key in ("capture_output", "text", "check", "env", "timeout", "cwd")}
+        if (
+            kwargs
+            or not isinstance(args, (list, tuple))
+            or not args
+            or args[0] != sys.executable
+            or not (options["capture_output"] and options["text"])
+        ):
+            return real_run(args, **kwargs, **{key: value for key, value in options.items() if value is not None})
+        env = options["env"]
+        added = {} if env is None else {name: value for name, value in env.items() if os.environ.get(name) != value}
+        unset = [] if env is None else [name for name in os.environ if name not in env]
+        forked.append(list(args[1:]))
+        done = run_forked(args[1:], env=added, unset=unset, timeout=options["timeout"] or 1800, cwd=options["cwd"])
+        if options["check"] and done.returncode:
+            raise subprocess.CalledProcessError(done.returncode, args, done.stdout, done.stderr)
+        return done
+
+    subprocess.run = run  # type: ignore[assignment]  # the module's attribute: what `subprocess.run(...)` finds
+    try:
+        yield forked
+    finally:
+        subprocess.run = real_run
 
 
 if __name__ == "__main__":  # pragma: no cover

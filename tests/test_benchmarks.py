@@ -6,6 +6,7 @@ import json
 import sys
 
 import pytest
+from fork_server import python_children_forked
 
 from benchmarks import __main__ as entry
 from benchmarks import speed
@@ -127,7 +128,9 @@ def test_module_help_runs(monkeypatch, capsys):
 def test_shapes_suite_quick_prints_its_rows(capsys):
     from benchmarks import shapes
 
-    assert shapes.main(["--quick"]) == 0
+    with python_children_forked() as forked:  # its child, without a TensorFlow import of its own
+        assert shapes.main(["--quick"]) == 0
+    assert len(forked) == 1  # `--quick`: both lengths rows from one child
     out = capsys.readouterr().out
     assert "lengths 5..8, jit_compile=auto" in out and "lengths 5..8, jit_compile=False" in out
     assert float(out.split("ratio ")[-1].split()[0]) > 0  # a smoke test: the numbers come from the full run

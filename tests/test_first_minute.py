@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
+from fork_server import python_children_forked, run_forked
 
 _CHILD = r"""
 import contextlib, itertools, json, sys
@@ -117,8 +118,6 @@ _ROWS_PER_CASE = {"default": 2 * 2 * 3, "timed_trial": 1 * 1 * 3}
 @pytest.fixture(scope="module")
 def child_results():
     """One child process for the shape edges (the timed trial off and on) and the determinism runs."""
-    from fork_server import run_forked
-
     done = run_forked(["-c", _CHILD], env={"KERAS_UNROLL_TIMED_TRIAL": "0"}, timeout=900)
     assert done.returncode == 0, f"the child process failed (rc {done.returncode}):\n{done.stderr[-4000:]}"
     line = [line for line in done.stdout.splitlines() if line.startswith("RESULT")][-1]
@@ -307,7 +306,12 @@ def test_first_minute_benchmark_quick_run(tmp_path, capsys):
     from benchmarks import first_minute
 
     out = tmp_path / "first_minute.json"
-    assert first_minute.main(["--quick", "--cells", "simple_rnn", "--cases", "fit", "batches", "--json", str(out)]) == 0
+    with python_children_forked() as forked:  # its child, without a TensorFlow import of its own
+        assert (
+            first_minute.main(["--quick", "--cells", "simple_rnn", "--cases", "fit", "batches", "--json", str(out)])
+            == 0
+        )
+    assert len(forked) == 1  # `--quick`: every run in one child
     printed = capsys.readouterr().out
     report = json.loads(out.read_text())
     whats = [row["what"] for row in report["results"]]

@@ -4,10 +4,12 @@ one server run at the same time (`start_forked`)."""
 import json
 import os
 import pathlib
+import subprocess
+import sys
 import time
 
 import pytest
-from fork_server import run_forked, start_forked
+from fork_server import python_children_forked, run_forked, start_forked
 from helpers import ROOT
 
 _PROBE = """
@@ -128,3 +130,35 @@ def test_an_unknown_flavor_is_refused_by_name():
         run_forked(["-c", "pass"], flavor="tf2")
     with pytest.raises(ValueError, match=r"`flavor` must be one of \['bare', 'keras', 'tf1'\]. Received: flavor='tf2'"):
         start_forked(["-c", "pass"], flavor="tf2")
+
+
+def test_python_children_of_the_code_under_test_are_forked_with_the_same_result(tmp_path):
+    """`python_children_forked`: `subprocess.run([sys.executable, ...])` as the benchmarks call it gives what a
+    new Python gives (environment, folder, output, `check`); other commands, and calls after the block, are
+    not forked."""
+    probe = (
+        "import json, os\n"
+        "print(json.dumps([os.getppid(), os.getcwd(), os.environ.get('FORKED_SET'), "
+        "'KERAS_UNROLL_TIMED_TRIAL' in os.environ]))"
+    )
+    env = {name: value for name, value in os.environ.items() if name != "KERAS_UNROLL_TIMED_TRIAL"}
+    with python_children_forked() as forked:
+        done = subprocess.run(
+            [sys.executable, "-c", probe],
+            capture_output=True,
+            text=True,
+            env={**env, "FORKED_SET": "yes"},
+            cwd=tmp_path,
+        )
+        parent, cwd, set_, timed_trial = json.loads(done.stdout)
+        assert (cwd, set_, timed_trial, done.returncode) == (str(tmp_path), "yes", False, 0)
+        assert parent != os.getpid()  # its parent is the keras server, not this process
+        with pytest.raises(subprocess.CalledProcessError) as failed:
+            subprocess.run(
+                [sys.executable, "-c", "print('out'); raise SystemExit(3)"], capture_output=True, text=True, check=True
+            )
+        assert (failed.value.returncode, failed.value.stdout) == (3, "out\n")
+        echoed = subprocess.run(["echo", "plain"], capture_output=True, text=True)  # not Python: runs as it is
+    assert forked == [["-c", probe], ["-c", "print('out'); raise SystemExit(3)"]] and echoed.stdout == "plain\n"
+    after = subprocess.run([sys.executable, "-c", "import os; print(os.getppid())"], capture_output=True, text=True)
+    assert after.stdout == f"{os.getpid()}\n" and len(forked) == 2
