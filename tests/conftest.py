@@ -5,6 +5,8 @@ Shared test vocabulary (the layers, unrolls, tolerances, comparison) lives in `t
 
 import contextlib
 import gc
+import importlib.util
+import mmap
 import os
 import pathlib
 import sys
@@ -23,13 +25,32 @@ os.environ.setdefault("KERAS_UNROLL_TIMED_TRIAL", "0")
 os.environ.setdefault("KERAS_UNROLL_COMPILE_MIN_STEPS", "0")
 # The suite's cost is tracing and XLA compilation of tiny shapes, on 2 cores shared by 3 pytest-xdist workers (and
 # the children they start, which inherit these). One TensorFlow thread per pool stops the workers' pools
-# oversubscribing the cores; XLA's CPU backend at LLVM optimization level 0 compiles the same HLO faster.
-# Measured on tests/test_gated_kernels.py (-n 2): 105.7 s; one thread per pool 89.9 s; both 79.3 s. What the
-# compiled kernels compute is the same HLO: the tolerances of the tests hold (bit-identity tests compare runs of
-# one setting), and `make demo` and the benchmarks run XLA at its default level. Set any of these to override.
+# oversubscribing the cores. XLA's CPU backend compiles the same HLO faster at LLVM optimization level 0 and with
+# its LLVM IR emitters instead of the MLIR fusion emitters (whose pass pipelines ran for every fusion).
+# Measured on tests/test_gated_kernels.py (-n 2): 105.7 s; one thread per pool 89.9 s; both 79.3 s. The emitters,
+# on test_gated_kernels.py and test_fast_paths.py side by side: 161.8 s of CPU at XLA's default emitters, 134.6 s
+# with the LLVM IR ones. The tolerances of the tests hold (bit-identity tests compare runs of one setting); XLA at
+# its defaults, as users run it, is tested against Keras in a child without these settings
+# (`test_equivalence.py::test_xla_at_tensorflows_default_settings_matches_keras`), and `make demo` and the
+# benchmarks run XLA at its defaults. Set any of these to override.
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
-os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+
+
+def _xla_defines(flag: str) -> bool:
+    """Whether the installed TensorFlow's XLA has `flag` (read from its library without importing TensorFlow): an
+    unknown flag in `XLA_FLAGS` aborts the process, and XLA's fusion emitters, with their switch, are newer than
+    TF 2.16 (`make test-oldest`)."""
+    spec = importlib.util.find_spec("tensorflow")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        for library in sorted(pathlib.Path(folder).glob("libtensorflow_framework*")):
+            with open(library, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as contents:
+                return contents.find(flag.encode()) != -1
+    return False
+
+
+_EMITTERS = "--xla_cpu_use_fusion_emitters=false" if _xla_defines("xla_cpu_use_fusion_emitters") else ""
+os.environ.setdefault("XLA_FLAGS", f"--xla_backend_optimization_level=0 {_EMITTERS}".strip())
 
 
 @contextlib.contextmanager

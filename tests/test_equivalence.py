@@ -9,6 +9,7 @@ semantics: the state is copied, the last valid output repeated or zeroed) and/or
 
 from __future__ import annotations
 
+import json
 import math
 
 import keras
@@ -660,3 +661,71 @@ def test_dropout_same_seed_with_the_default_jit(kind, x):
         cell.build((None, F))
         cell.set_weights(reference.get_weights())
         close(layer_cls(cell, return_sequences=True)(x, training=True), expected)
+
+
+# ----------------------------------------------------------------- XLA at TensorFlow's default settings
+#: What the child leaves out of the suite's environment (tests/conftest.py): XLA's CPU backend at its default
+#: optimization level and emitters, TensorFlow's default thread pools, as a user's process has them.
+_SUITE_SETTINGS = ("XLA_FLAGS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+_DEFAULT_XLA_CHILD = r"""
+import json, os, sys
+import numpy as np, tensorflow as tf, keras
+import keras_unroll as ku
+from keras_unroll.testing import plans
+
+rng = np.random.default_rng(0)
+B, T, F, H = 3, 5, 2, 4
+x = tf.constant(rng.standard_normal((B, T, F)).astype("float32"))
+mask = tf.constant(np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [0, 1, 1, 0, 1]], bool))
+out_weights = tf.constant(rng.standard_normal((B, T, H)).astype("float32"))
+report = {"suite_settings": [name for name in json.loads(sys.argv[1]) if name in os.environ], "cases": {}}
+for kind in ("SimpleRNNCell", "LSTMCell", "GRUCell"):
+    for layer_name in ("StaticUnroll", "DynamicUnroll"):
+        cells = [getattr(keras.layers, kind)(H) for _ in range(2)]
+        ours = getattr(ku, layer_name)(cells[0], return_sequences=True, return_state=True, jit_compile=True)
+        keras_rnn = keras.layers.RNN(cells[1], return_sequences=True, return_state=True)
+        states = 2 if kind == "LSTMCell" else 1
+        h0 = [tf.constant(0.5 * rng.standard_normal((B, H)).astype("float32")) for _ in range(states)]
+        for layer in (ours, keras_rnn):
+            layer(x, initial_state=h0, mask=mask)
+        for mine, theirs in zip(cells[0].weights, cells[1].weights):
+            mine.assign(0.5 * rng.standard_normal(mine.shape).astype("float32"))
+            theirs.assign(mine)
+
+        def forward_and_gradients(layer, cell):
+            @tf.function(autograph=False)
+            def run(x, h0):
+                with tf.GradientTape() as tape:
+                    tape.watch([x, *h0])
+                    outputs, *states = layer(x, initial_state=list(h0), mask=mask, training=True)
+                    loss = tf.reduce_sum(outputs * out_weights) + sum(tf.reduce_sum(s * s) for s in states)
+                return [outputs, *states, *tape.gradient(loss, [x, *h0, *cell.trainable_weights])]
+            return [t.numpy() for t in run(x, h0)]
+
+        got, want = forward_and_gradients(ours, cells[0]), forward_and_gradients(keras_rnn, cells[1])
+        report["cases"][f"{layer_name}-{kind}"] = {
+            "max_diff": max(float(np.abs(a - b).max()) for a, b in zip(got, want)),
+            "smallest_gradient": min(float(np.abs(g).max()) for g in want[len(h0) + 1 :]),
+            "plan": [plans(ours)[-1]["kernel"], plans(ours)[-1]["compile"]],
+        }
+print("REPORT " + json.dumps(report))
+"""
+
+
+@pytest.mark.subprocess
+def test_xla_at_tensorflows_default_settings_matches_keras():
+    """The suite runs XLA's CPU backend with fast-compiling settings (tests/conftest.py: optimization level 0,
+    the older LLVM IR emitters instead of the fusion emitters); what users run is XLA's defaults. A fresh
+    process at the defaults trains each fused kernel (SimpleRNN, LSTM, GRU; both layers; a mask and initial
+    states), XLA-compiled, and gives Keras' own `RNN`'s outputs, states and gradients."""
+    from fork_server import run_forked
+
+    done = run_forked(["-c", _DEFAULT_XLA_CHILD, json.dumps(_SUITE_SETTINGS)], unset=_SUITE_SETTINGS, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.split("REPORT ", 1)[1])
+    assert report["suite_settings"] == []
+    assert len(report["cases"]) == 6
+    for case, found in report["cases"].items():
+        assert found["plan"][0] != "generic" and found["plan"][1] != "none", (case, found)  # fused, compiled
+        assert found["smallest_gradient"] > 1e-3, (case, found)  # every gradient carries signal
+        assert found["max_diff"] <= 1e-5, (case, found)
