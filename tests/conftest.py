@@ -97,6 +97,9 @@ def pytest_configure(config):
     with the defaults).
     """
     if not _runs_tests(config):
+        from fork_server import share_servers
+
+        share_servers(["keras", "tf1"])  # one of each for all the workers, instead of one per worker
         return
     with _native_stderr_dropped():
         import keras  # noqa: F401
@@ -108,6 +111,13 @@ def pytest_configure(config):
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+
+def pytest_unconfigure(config):
+    """Ends the fork servers pytest-xdist's controller shared with its workers (`pytest_configure`)."""
+    from fork_server import stop_shared_servers
+
+    stop_shared_servers()
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -1,8 +1,11 @@
 """Fresh Python processes for the tests' children, without paying TensorFlow's import in each.
 
 `run_forked(argv, flavor=...)` runs `python *argv` (`-c SOURCE ...`, `-m MODULE ...` or `SCRIPT ...`) in a child
-forked from a server process of that flavor (`python tests/fork_server.py --serve FLAVOR`, started on first use,
-one per flavor and pytest process), which has imported TensorFlow once and run nothing:
+forked from a server process of that flavor (`python tests/fork_server.py --serve FLAVOR FD`), which has imported
+TensorFlow once and run nothing. pytest-xdist's controller starts a `"keras"` and a `"tf1"` server for all its
+workers (`share_servers`, from tests/conftest.py: one TensorFlow import each instead of one per worker); a
+process that has no shared server of a flavor starts its own on first use. Each process talks to its server over
+a Unix socket, and gets only its own children:
 
 - `"tf1"`: TF1's cells (tf-keras, `TF_USE_LEGACY_KERAS=1`), for the TF1 oracles (`tf1_reference.run_tf1`);
 - `"keras"`: TensorFlow and Keras 3, not `keras_unroll` (a child imports it itself, or blocks it). `import
@@ -12,7 +15,7 @@ one per flavor and pytest process), which has imported TensorFlow once and run n
 A child starts from a process that has only done the imports: TensorFlow's runtime (devices, threads, allocator,
 XLA) is not initialised before the fork, so a child configures logical devices, the allocator
 (`TF_CPU_ALLOCATOR_USE_BFC`), op determinism or a `keras_unroll` environment switch as a new Python would. It
-just does not pay the ~6 s of CPU of the import again. The environment is the server's (`helpers.child_env`,
+just does not pay the ~6 s of CPU of the import again. The environment is the server's (`child_env`,
 this repository first on `PYTHONPATH`), with `env` added and `unset` removed; the working directory is the
 repository's root unless `cwd` is given.
 
@@ -23,9 +26,10 @@ repository's root unless `cwd` is given.
 `CompletedProcess`, `kill()` ends the child): the children of one server run at the same time (the
 multi-worker `tf.distribute` workers talk to each other), and `run_forked` is `start_forked(...).wait()`. Each
 child leads a process group of its own: a child past its `timeout` is killed with what it started, the server
-and the other children go on; when a child ends, what it left running in its group ends too. A server that dies,
-or does not answer a kill within 30 s, is killed with all its children and the next call starts a new one. The
-server reaps its children: their CPU counts in this process's children's once the server is waited for (at exit).
+and the other children go on; when a child ends, what it left running in its group ends too; when a process
+disconnects (a worker that ends), its children still running end. A server that dies, or does not answer a kill
+within 30 s, is killed with all its children (a shared one: every worker's) and the next call starts a new one.
+The server reaps its children: their CPU counts in its owner's children's once the server is waited for.
 """
 
 from __future__ import annotations
@@ -38,13 +42,30 @@ import pathlib
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
-#: flavor -> (what the server adds to `helpers.child_env()`, what it imports before forking)
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+#: The environment variable that names the servers a parent process shares with its children (`share_servers`).
+SHARED_ENV = "KERAS_UNROLL_TEST_FORK_SERVERS"
+
+
+def child_env(**extra: str) -> Dict[str, str]:
+    """The environment for a child Python process: this one's, with TensorFlow quiet, this repository first on
+    `PYTHONPATH` (so the child imports the `keras_unroll` under test), no `TF_CONFIG`, and `extra` on top."""
+    env = dict(os.environ)
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("TF_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+#: flavor -> (what the server adds to `child_env()`, what it imports before forking)
 FLAVORS = {
     # `BasicRNNCell` loads tf-keras' TF1 cells (a lazy import) before forking.
     "tf1": ({"TF_USE_LEGACY_KERAS": "1"}, "import tensorflow as tf\ntf.compat.v1.nn.rnn_cell.BasicRNNCell"),
@@ -112,28 +133,41 @@ def _kill_group(pid: int) -> None:
         pass  # already gone
 
 
-def _serve(flavor: str) -> None:  # pragma: no cover - runs in the server process
-    """Runs the flavor's imports once, then forks a child for each job (a JSON line on stdin) at once, without
-    waiting for the others. Answers (JSON lines on stdout) `{"id", "pid"}` when a child starts and
-    `{"id", "returncode"}` when it ends; `{"kill": id}` kills a child's group. At the end of its input it kills the
-    children still running (nobody waits for them any more) and exits once they are reaped."""
+def _serve(flavor: str, listen_fd: int) -> None:  # pragma: no cover - runs in the server process
+    """Runs the flavor's imports once, then serves the clients that connect to the listening Unix socket
+    `listen_fd`: a job (a JSON line) forks a child at once, without waiting for the others. Each client is
+    answered (JSON lines) `{"id", "pid"}` when its child starts and `{"id", "returncode"}` when it ends;
+    `{"kill": id}` kills its child's group. A client that disconnects has its children killed (nobody waits for
+    them any more). At the end of its standard input (its owner's end) the server kills every child still
+    running and exits once they are reaped."""
     exec(FLAVORS[flavor][1], {})
-    replies = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)  # a stray print cannot break the channel
+    os.dup2(2, 1)  # a stray print lands in the log
+    listener = socket.socket(fileno=listen_fd)
     wake_read, wake_write = os.pipe()  # SIGCHLD writes a byte here: a child ended
     for fd in (wake_read, wake_write):
         os.set_blocking(fd, False)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.set_wakeup_fd(wake_write)
-    running: Dict[int, int] = {}  # job id -> pid
-    pending, reading = b"", True
+    clients: Dict[socket.socket, bytes] = {}  # connection -> what it sent after its last full line
+    running: Dict[Any, int] = {}  # (connection, job id) -> pid
+    owned = True
 
-    def reply(message: Dict[str, Any]) -> None:
-        replies.write(json.dumps(message) + "\n")
-        replies.flush()
+    def reply(conn: socket.socket, message: Dict[str, Any]) -> None:
+        if conn in clients:
+            try:
+                conn.sendall((json.dumps(message) + "\n").encode())
+            except OSError:
+                pass  # it went away: its end of file comes next
 
-    while reading or running:
-        ready, _, _ = select.select([0, wake_read] if reading else [wake_read], [], [])
+    def drop(conn: socket.socket) -> None:
+        for (owner, _), pid in running.items():
+            if owner is conn:
+                _kill_group(pid)
+        del clients[conn]
+        conn.close()
+
+    while owned or running:
+        ready, _, _ = select.select([wake_read, 0, listener, *clients] if owned else [wake_read], [], [])
         if wake_read in ready:
             while True:
                 try:
@@ -141,58 +175,105 @@ def _serve(flavor: str) -> None:  # pragma: no cover - runs in the server proces
                         break
                 except BlockingIOError:
                     break
-        for job_id, pid in list(running.items()):  # reap every child that ended
+        for (conn, job_id), pid in list(running.items()):  # reap every child that ended
             if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
                 continue
             _kill_group(pid)  # what it left running (its zombie keeps the group's id from being reused)
             _, status = os.waitpid(pid, 0)
-            del running[job_id]
-            reply({"id": job_id, "returncode": os.waitstatus_to_exitcode(status)})
-        if 0 not in ready:
+            del running[conn, job_id]
+            reply(conn, {"id": job_id, "returncode": os.waitstatus_to_exitcode(status)})
+        if not owned:
             continue
-        data = os.read(0, 1 << 16)
-        if not data:
-            reading = False
-            for pid in running.values():
-                _kill_group(pid)
+        if 0 in ready and not os.read(0, 1 << 16):
+            owned = False
+            for conn in list(clients):
+                drop(conn)
+            listener.close()
             continue
-        *lines, pending = (pending + data).split(b"\n")
-        for line in lines:
-            message = json.loads(line)
-            if "kill" in message:
-                if message["kill"] in running:
-                    _kill_group(running[message["kill"]])
-                continue
-            sys.stdout.flush()
-            sys.stderr.flush()
-            pid = os.fork()
-            if pid == 0:
-                _run_job(message, [replies.fileno(), wake_read, wake_write])
+        if listener in ready:
+            clients[listener.accept()[0]] = b""
+        for conn in [item for item in ready if item in clients]:
             try:
-                os.setpgid(pid, pid)  # as the child does: whichever runs first, the group exists
-            except (PermissionError, ProcessLookupError):
-                pass  # the child already did (and may have exec'd or ended)
-            running[message["id"]] = pid
-            reply({"id": message["id"], "pid": pid})
+                data = conn.recv(1 << 16)
+            except OSError:  # reset: it closed with our answers unread
+                data = b""
+            if not data:
+                drop(conn)
+                continue
+            *lines, clients[conn] = (clients[conn] + data).split(b"\n")
+            for line in lines:
+                message = json.loads(line)
+                if "kill" in message:
+                    if (conn, message["kill"]) in running:
+                        _kill_group(running[conn, message["kill"]])
+                    continue
+                sys.stdout.flush()
+                sys.stderr.flush()
+                pid = os.fork()
+                if pid == 0:
+                    _run_job(message, [listener.fileno(), wake_read, wake_write, *(c.fileno() for c in clients)])
+                try:
+                    os.setpgid(pid, pid)  # as the child does: whichever runs first, the group exists
+                except (PermissionError, ProcessLookupError):
+                    pass  # the child already did (and may have exec'd or ended)
+                running[conn, message["id"]] = pid
+                reply(conn, {"id": message["id"], "pid": pid})
+
+
+def _start_server(flavor: str) -> Dict[str, Any]:
+    """A new server of `flavor`, owned by this process (its standard input): `{"process", "path", "pid", "log"}`.
+    The listening socket exists before the server starts, so a client can connect at once."""
+    folder = tempfile.mkdtemp(prefix="fork_server_", dir="/tmp" if os.path.isdir("/tmp") else None)  # a short path
+    path, log = os.path.join(folder, "socket"), os.path.join(folder, "log")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(64)
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, str(pathlib.Path(__file__).resolve()), "--serve", flavor, str(listener.fileno())],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+            env=child_env(**FLAVORS[flavor][0]),
+            cwd=ROOT,
+            pass_fds=[listener.fileno()],
+            start_new_session=True,  # its own process group, as each of its children: a kill ends them all
+        )
+    listener.close()
+    return {"process": process, "path": path, "pid": process.pid, "log": log}
+
+
+def _stop_server(started: Dict[str, Any], kill: bool = False) -> None:
+    """Ends a server this process started: at the end of its input it kills the children left and exits."""
+    process = started["process"]
+    if process.poll() is None and not kill:
+        process.stdin.close()
+        try:
+            process.wait(timeout=_GRACE_S)
+        except subprocess.TimeoutExpired:
+            kill = True
+    if kill and process.poll() is None:
+        _kill_group(process.pid)
+        process.wait()
+    shutil.rmtree(os.path.dirname(started["path"]), ignore_errors=True)
 
 
 class _Server:
-    """The parent's end of one server process (see the module docstring)."""
+    """This process's connection to one server (see the module docstring): the one its parent shares
+    (`share_servers`), or else one it starts and owns."""
 
     def __init__(self, flavor: str) -> None:
-        from helpers import ROOT, child_env
-
         self.flavor = flavor
-        self.log = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(
-            [sys.executable, str(pathlib.Path(__file__).resolve()), "--serve", flavor],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-            env=child_env(**FLAVORS[flavor][0]),
-            cwd=ROOT,
-            start_new_session=True,  # its own process group, as each of its children: a kill ends them all
-        )
+        self.owned: Optional[Dict[str, Any]] = None
+        self.conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.info = json.loads(os.environ.get(SHARED_ENV, "{}")).get(flavor)
+        try:
+            if not self.info:
+                raise OSError("no shared server")
+            self.conn.connect(self.info["path"])
+        except OSError:  # none shared, or it is gone: a server of its own
+            self.owned = self.info = _start_server(flavor)
+            self.conn.connect(self.info["path"])
         self.jobs = 0
         self.pids: Dict[int, int] = {}  # job id -> pid, for the children still running
         self.returncodes: Dict[int, int] = {}  # job id -> returncode, for the children that ended
@@ -200,21 +281,23 @@ class _Server:
         self.eof = False
 
     def alive(self) -> bool:
-        return not self.eof and self.process.poll() is None
+        return not self.eof and (self.owned is None or self.owned["process"].poll() is None)
 
     def _send(self, message: Dict[str, Any]) -> None:
         try:
-            self.process.stdin.write((json.dumps(message) + "\n").encode())
-            self.process.stdin.flush()
-        except (BrokenPipeError, ValueError):
+            self.conn.sendall((json.dumps(message) + "\n").encode())
+        except OSError:
             pass  # the server died: the next read reports it
 
     def _read(self, deadline: float) -> None:
         """Reads what the server said until `deadline` or until it said something."""
-        ready, _, _ = select.select([self.process.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        ready, _, _ = select.select([self.conn], [], [], max(0.0, deadline - time.monotonic()))
         if not ready:
             return
-        data = os.read(self.process.stdout.fileno(), 1 << 16)
+        try:
+            data = self.conn.recv(1 << 16)
+        except OSError:
+            data = b""
         if not data:
             self.eof = True
             return
@@ -247,27 +330,27 @@ class _Server:
         return self.returncodes.pop(job_id)
 
     def log_tail(self) -> str:
-        self.log.seek(0)
-        return self.log.read()[-4000:].decode(errors="replace")
+        try:
+            with open(self.info["log"], "rb") as log:
+                return log.read()[-4000:].decode(errors="replace")
+        except OSError:
+            return ""
 
     def close(self, kill: bool = False) -> None:
-        if self.process.poll() is None and not kill:
-            self.process.stdin.close()  # the server kills the children left and ends at the end of its input
-            try:
-                self.process.wait(timeout=_GRACE_S)
-            except subprocess.TimeoutExpired:
-                kill = True
+        """Disconnects (the server kills this process's children left). With `kill` (a server that died or does
+        not answer), the server is killed with all its children, then what this process heard started."""
         if kill:
-            if self.process.poll() is None:
-                _kill_group(self.process.pid)
-                self.process.wait()
+            _kill_group(self.info["pid"])
             deadline = time.monotonic() + 10
             while not self.eof and time.monotonic() < deadline:  # the children it started that nobody heard end
                 self._read(deadline)
             for pid in self.pids.values():
                 _kill_group(pid)
             self.pids.clear()
-            self.eof = True
+        self.conn.close()
+        self.eof = True
+        if self.owned is not None:
+            _stop_server(self.owned, kill=kill)
 
 
 class Forked:
@@ -326,9 +409,30 @@ class Forked:
 _SERVERS: Dict[str, _Server] = {}
 
 
+_SHARED: List[Dict[str, Any]] = []  # the servers this process started for its children (`share_servers`)
+
+
 def _close_servers() -> None:
     while _SERVERS:
         _SERVERS.popitem()[1].close()
+
+
+def share_servers(flavors: Sequence[str]) -> None:
+    """Starts a server of each flavor now and names them in this process's environment (`SHARED_ENV`), so the
+    processes it starts afterwards (pytest-xdist's workers) connect to these instead of importing TensorFlow
+    in a server each. Each connection gets its own children; `stop_shared_servers()` ends them."""
+    started = {flavor: _start_server(flavor) for flavor in flavors}
+    _SHARED.extend(started.values())
+    shared = json.loads(os.environ.get(SHARED_ENV, "{}"))
+    shared.update({flavor: {key: found[key] for key in ("path", "pid", "log")} for flavor, found in started.items()})
+    os.environ[SHARED_ENV] = json.dumps(shared)
+
+
+def stop_shared_servers() -> None:
+    """Ends the servers `share_servers` started (with the children still running)."""
+    os.environ.pop(SHARED_ENV, None)
+    while _SHARED:
+        _stop_server(_SHARED.pop())
 
 
 def start_forked(
@@ -404,4 +508,4 @@ def python_children_forked() -> Iterator[List[List[str]]]:
 
 if __name__ == "__main__":  # pragma: no cover
     if sys.argv[1:2] == ["--serve"]:
-        _serve(sys.argv[2])
+        _serve(sys.argv[2], int(sys.argv[3]))

@@ -24,7 +24,6 @@ that a new unroll, cell or tolerance changes in one place:
 from __future__ import annotations
 
 import itertools
-import os
 import pathlib
 from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple, Union
 
@@ -32,6 +31,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from fork_server import child_env  # noqa: F401  # the children's environment, defined where servers use it
 
 import keras_unroll as ku
 
@@ -144,17 +144,6 @@ def pairwise(**axes: Axis) -> pytest.MarkDecorator:
 
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-def child_env(**extra: str) -> Dict[str, str]:
-    """The environment for a child Python process: this one's, with TensorFlow quiet, this repository first on
-    `PYTHONPATH` (so the child imports the `keras_unroll` under test), no `TF_CONFIG`, and `extra` on top."""
-    env = dict(os.environ)
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("TF_CONFIG", None)
-    env.update(extra)
-    return env
 
 
 #: What a child that runs as a user runs (the README's blocks, the examples) leaves out of its environment

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import fork_server
 import pytest
 from fork_server import python_children_forked, run_forked, start_forked
 from helpers import ROOT
@@ -42,9 +43,9 @@ time.sleep(120)
 """
 
 
-def _ends(pid: int) -> bool:
-    """Whether process `pid` ends (is gone or a zombie) within 10 s."""
-    for _ in range(1000):
+def _ends(pid: int, seconds: float = 10.0) -> bool:
+    """Whether process `pid` ends (is gone or a zombie) within `seconds`."""
+    for _ in range(int(seconds * 100)):
         try:
             stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
         except FileNotFoundError:
@@ -162,3 +163,34 @@ def test_python_children_of_the_code_under_test_are_forked_with_the_same_result(
     assert forked == [["-c", probe], ["-c", "print('out'); raise SystemExit(3)"]] and echoed.stdout == "plain\n"
     after = subprocess.run([sys.executable, "-c", "import os; print(os.getppid())"], capture_output=True, text=True)
     assert after.stdout == f"{os.getpid()}\n" and len(forked) == 2
+
+
+def test_a_shared_server_serves_each_connection_its_own_children(tmp_path, monkeypatch):
+    """`share_servers` (what pytest-xdist's controller does for its workers): two connections, as two workers
+    make, fork their children from the one shared server; a connection that closes ends only its own children,
+    and `stop_shared_servers` ends the server."""
+    monkeypatch.setenv(fork_server.SHARED_ENV, "{}")
+    fork_server.share_servers(["bare"])
+    shared_pid = fork_server._SHARED[-1]["pid"]
+    first, second = fork_server._Server("bare"), fork_server._Server("bare")  # two workers' connections
+    try:
+        assert first.owned is None and second.owned is None
+        jobs = {}
+        for server, name in ((first, "a"), (second, "b")):
+            forked = fork_server.Forked(
+                server, ["-c", _WAIT_FOR, name, "never"], 60, env={}, unset=[], cwd=str(tmp_path)
+            )
+            jobs[name] = forked
+        for name in ("a", "b"):
+            while not (tmp_path / name).exists() or not (tmp_path / name).read_text():
+                time.sleep(0.01)
+        parents, pids = zip(*((int(n) for n in (tmp_path / name).read_text().split()) for name in ("a", "b")))
+        assert parents == (shared_pid, shared_pid)
+        first.close()  # the first worker goes away: its child ends, the second's goes on
+        assert _ends(pids[0]) and not _ends(pids[1], seconds=0.5)
+        (tmp_path / "never").write_text("done")
+        assert jobs["b"].wait().stdout == "done\n"
+    finally:
+        second.close()
+        fork_server.stop_shared_servers()
+    assert _ends(shared_pid)
