@@ -258,6 +258,17 @@ def _stop_server(started: Dict[str, Any], kill: bool = False) -> None:
     shutil.rmtree(os.path.dirname(started["path"]), ignore_errors=True)
 
 
+def _connect(path: str) -> Optional[socket.socket]:
+    """A connection to the server listening at `path`, or None if none listens there."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(path)
+    except OSError:
+        conn.close()
+        return None
+    return conn
+
+
 class _Server:
     """This process's connection to one server (see the module docstring): the one its parent shares
     (`share_servers`), or else one it starts and owns."""
@@ -265,15 +276,14 @@ class _Server:
     def __init__(self, flavor: str) -> None:
         self.flavor = flavor
         self.owned: Optional[Dict[str, Any]] = None
-        self.conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.info = json.loads(os.environ.get(SHARED_ENV, "{}")).get(flavor)
-        try:
-            if not self.info:
-                raise OSError("no shared server")
-            self.conn.connect(self.info["path"])
-        except OSError:  # none shared, or it is gone: a server of its own
+        conn = _connect(self.info["path"]) if self.info else None
+        if conn is None:  # none shared, or it is gone: a server of its own
             self.owned = self.info = _start_server(flavor)
-            self.conn.connect(self.info["path"])
+            conn = _connect(self.info["path"])
+        if conn is None:
+            raise RuntimeError(f"The {flavor!r} fork server it started does not accept connections")
+        self.conn = conn
         self.jobs = 0
         self.pids: Dict[int, int] = {}  # job id -> pid, for the children still running
         self.returncodes: Dict[int, int] = {}  # job id -> returncode, for the children that ended
